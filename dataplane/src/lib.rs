@@ -1,0 +1,1 @@
+//! I/O, control plane and binaries.

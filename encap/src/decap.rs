@@ -1,0 +1,291 @@
+//! Decapsulation: validate the outer headers of a packet that arrived on an
+//! uplink, strip them in place, apply RFC 6040 to the inner ECN field, and say
+//! which tunnel it came through, or why it must be dropped.
+//!
+//! Which VNIs and keys are configured is the engine's business (it owns the
+//! tunnel table); everything the wire itself can prove wrong is checked here.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::ecn;
+use crate::packet::PacketBuf;
+use crate::wire::checksum;
+use crate::wire::ethernet::{self, EtherType};
+use crate::wire::gre::{self, GreRepr};
+use crate::wire::ipv4;
+use crate::wire::ipv6;
+use crate::wire::udp;
+use crate::wire::vxlan::{self, VxlanRepr};
+use crate::DropReason;
+
+/// Receive-side policy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecapConfig {
+    /// Local VTEP addresses; a packet to any other address is `NotLocalVtep`.
+    pub local_v4: Vec<[u8; 4]>,
+    pub local_v6: Vec<[u8; 16]>,
+    /// UDP destination ports that carry VXLAN.
+    pub vxlan_ports: Vec<u16>,
+    /// Drop VXLAN headers with reserved bits set (RFC 7348 says to ignore them).
+    pub vxlan_strict: bool,
+    /// Verify non-zero UDP checksums over IPv4 (zero always means "none").
+    pub verify_udp_checksum_v4: bool,
+    /// Accept UDP over IPv6 with a zero checksum (RFC 6935/6936 opt-in).
+    pub accept_zero_checksum_v6: bool,
+    /// Verify GRE checksums when present.
+    pub verify_gre_checksum: bool,
+}
+
+impl Default for DecapConfig {
+    fn default() -> Self {
+        DecapConfig {
+            local_v4: Vec::new(),
+            local_v6: Vec::new(),
+            vxlan_ports: vec![vxlan::IANA_PORT],
+            vxlan_strict: false,
+            verify_udp_checksum_v4: true,
+            accept_zero_checksum_v6: false,
+            verify_gre_checksum: true,
+        }
+    }
+}
+
+/// Which tunnel a decapsulated packet came through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TunnelId {
+    Vxlan { vni: u32 },
+    Gre { key: Option<u32> },
+}
+
+/// What decapsulation found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decapped {
+    pub tunnel: TunnelId,
+    /// Outer destination (a local VTEP) and source (the remote VTEP).
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    /// `TransEther` for Ethernet payloads (VXLAN, gretap); `Ipv4` / `Ipv6` for
+    /// L3 GRE, whose packet is handed back behind a synthesised Ethernet header
+    /// (destination and source copied from the outer header).
+    pub payload: EtherType,
+    /// Outer UDP source port (0 for GRE).
+    pub src_port: u16,
+    /// GRE sequence number, when present.
+    pub seq: Option<u32>,
+    /// Outer ECN field, before RFC 6040 was applied to the inner header.
+    pub outer_ecn: u8,
+}
+
+struct Outer {
+    local: IpAddr,
+    remote: IpAddr,
+    ecn: u8,
+    proto: u8,
+    /// Offset and length of the IP payload within the frame.
+    l4: usize,
+    l4_len: usize,
+    /// Pseudo-header sum (without length) for the UDP checksum.
+    pseudo: u32,
+    v6: bool,
+}
+
+fn parse_outer(cfg: &DecapConfig, f: &[u8]) -> Result<Outer, DropReason> {
+    let eth = ethernet::Frame::new_checked(f)?;
+    let mut et = eth.ethertype();
+    let mut off = ethernet::HEADER_LEN;
+    for _ in 0..2 {
+        if !et.is_vlan() {
+            break;
+        }
+        let tag = ethernet::VlanTag::new_checked(&f[off..])?;
+        et = tag.ethertype();
+        off += ethernet::TAG_LEN;
+    }
+    let l3 = &f[off..];
+    match et {
+        EtherType::Ipv4 => {
+            if l3.len() < ipv4::HEADER_LEN {
+                return Err(DropReason::Ipv4Truncated);
+            }
+            let p = ipv4::Packet::new_unchecked(l3);
+            if p.version() != 4 {
+                return Err(DropReason::Ipv4BadVersion);
+            }
+            p.check_len()?;
+            if !p.verify_checksum() {
+                return Err(DropReason::Ipv4BadChecksum);
+            }
+            if p.is_fragment() {
+                return Err(DropReason::Ipv4Fragment);
+            }
+            let dst = p.dst_addr();
+            if !cfg.local_v4.contains(&dst) {
+                return Err(DropReason::NotLocalVtep);
+            }
+            let hl = p.header_len() as usize;
+            let proto = u8::from(p.next_header());
+            Ok(Outer {
+                local: IpAddr::V4(Ipv4Addr::from(dst)),
+                remote: IpAddr::V4(Ipv4Addr::from(p.src_addr())),
+                ecn: p.ecn(),
+                proto,
+                l4: off + hl,
+                l4_len: p.total_len() as usize - hl,
+                pseudo: checksum::pseudo_v4(p.src_addr(), dst, proto, 0),
+                v6: false,
+            })
+        }
+        EtherType::Ipv6 => {
+            if l3.len() < ipv6::HEADER_LEN {
+                return Err(DropReason::Ipv6Truncated);
+            }
+            let p = ipv6::Packet::new_unchecked(l3);
+            if p.version() != 6 {
+                return Err(DropReason::Ipv6BadVersion);
+            }
+            p.check_len()?;
+            let dst = p.dst_addr();
+            if !cfg.local_v6.contains(&dst) {
+                return Err(DropReason::NotLocalVtep);
+            }
+            let proto = u8::from(p.next_header());
+            // Hop-by-hop, routing, fragment, ESP, AH, destination options, mobility,
+            // HIP, shim6: a tunnel packet never needs them.
+            if matches!(proto, 0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140) {
+                return Err(DropReason::Ipv6ExtensionHeader);
+            }
+            let src = p.src_addr();
+            Ok(Outer {
+                local: IpAddr::V6(Ipv6Addr::from(dst)),
+                remote: IpAddr::V6(Ipv6Addr::from(src)),
+                ecn: p.ecn(),
+                proto,
+                l4: off + ipv6::HEADER_LEN,
+                l4_len: p.payload_len() as usize,
+                pseudo: checksum::pseudo_v6(&src, &dst, proto, 0),
+                v6: true,
+            })
+        }
+        _ => Err(DropReason::NotIp),
+    }
+}
+
+/// Applies RFC 6040 to the inner IP header of the Ethernet frame `f`.
+fn apply_ecn(outer: u8, f: &mut [u8]) -> Result<(), DropReason> {
+    if f.len() < ethernet::HEADER_LEN {
+        return Ok(());
+    }
+    let mut off = 12;
+    let mut et = u16::from_be_bytes([f[12], f[13]]);
+    for _ in 0..2 {
+        if !EtherType::from(et).is_vlan() || f.len() < off + 2 + ethernet::TAG_LEN {
+            break;
+        }
+        off += ethernet::TAG_LEN;
+        et = u16::from_be_bytes([f[off], f[off + 1]]);
+    }
+    let l3 = &mut f[off + 2..];
+    match et {
+        0x0800 if l3.len() >= ipv4::HEADER_LEN && l3[0] >> 4 == 4 => {
+            let mut p = ipv4::Packet::new_unchecked(l3);
+            let inner = p.ecn();
+            let new = ecn::decap(outer, inner)?;
+            if new != inner {
+                p.set_ecn_and_update_checksum(new);
+            }
+        }
+        0x86dd if l3.len() >= ipv6::HEADER_LEN && l3[0] >> 4 == 6 => {
+            let mut p = ipv6::Packet::new_unchecked(l3);
+            let inner = p.ecn();
+            let new = ecn::decap(outer, inner)?;
+            if new != inner {
+                p.set_ecn(new);
+            }
+        }
+        // Not IP: there is no inner ECN field to carry CE, so nothing to do.
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Validates and strips the outer headers of `pkt` in place. On success `pkt`
+/// holds the inner Ethernet frame; on failure it is unchanged, except that
+/// RFC 6040 may have been applied to the inner header.
+pub fn decap(cfg: &DecapConfig, pkt: &mut PacketBuf<'_>) -> Result<Decapped, DropReason> {
+    let f = pkt.data_mut();
+    let outer = parse_outer(cfg, f)?;
+    let l4 = &mut f[outer.l4..outer.l4 + outer.l4_len];
+    let (tunnel, payload, src_port, seq, hdr_len) = match outer.proto {
+        17 => {
+            let u = udp::Packet::new_checked(&*l4)?;
+            if !cfg.vxlan_ports.contains(&u.dst_port()) {
+                return Err(DropReason::UdpWrongPort);
+            }
+            let c = u.checksum();
+            if c == 0 {
+                if outer.v6 && !cfg.accept_zero_checksum_v6 {
+                    return Err(DropReason::UdpZeroChecksumV6);
+                }
+            } else if outer.v6 || cfg.verify_udp_checksum_v4 {
+                let acc = checksum::add_u16(outer.pseudo, u.len());
+                if !checksum::verify(checksum::add(acc, &l4[..])) {
+                    return Err(DropReason::UdpBadChecksum);
+                }
+            }
+            let src_port = u.src_port();
+            let v = vxlan::Packet::new_checked(&l4[udp::HEADER_LEN..])?;
+            let repr = VxlanRepr::parse(&v, cfg.vxlan_strict)?;
+            let hl = udp::HEADER_LEN + vxlan::HEADER_LEN;
+            (
+                TunnelId::Vxlan { vni: repr.vni },
+                EtherType::TransEther,
+                src_port,
+                None,
+                hl,
+            )
+        }
+        47 => {
+            let g = gre::Packet::new_checked(&*l4)?;
+            let repr = GreRepr::parse(&g, cfg.verify_gre_checksum)?;
+            let hl = repr.buffer_len();
+            (
+                TunnelId::Gre { key: repr.key },
+                repr.protocol,
+                0,
+                repr.seq,
+                hl,
+            )
+        }
+        _ => return Err(DropReason::UnknownIpProtocol),
+    };
+    let mut start = outer.l4 + hdr_len;
+    let end = outer.l4 + outer.l4_len;
+    if payload == EtherType::TransEther {
+        if end - start < ethernet::HEADER_LEN {
+            return Err(DropReason::InnerTruncated);
+        }
+    } else {
+        if end == start {
+            return Err(DropReason::InnerTruncated);
+        }
+        // Synthesise an Ethernet header in the space the outer headers used; it
+        // never overlaps the outer MAC addresses it copies (the outer headers are
+        // at least 14 + 20 + 4 bytes long).
+        let macs: [u8; 12] = f[..12].try_into().unwrap();
+        start -= ethernet::HEADER_LEN;
+        f[start..start + 12].copy_from_slice(&macs);
+        f[start + 12..start + 14].copy_from_slice(&u16::from(payload).to_be_bytes());
+    }
+    apply_ecn(outer.ecn, &mut f[start..end])?;
+    pkt.truncate(end);
+    pkt.pull_front(start);
+    Ok(Decapped {
+        tunnel,
+        local: outer.local,
+        remote: outer.remote,
+        payload,
+        src_port,
+        seq,
+        outer_ecn: outer.ecn,
+    })
+}

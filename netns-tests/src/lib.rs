@@ -1,0 +1,1 @@
+//! Helpers for privileged end-to-end tests in network namespaces.

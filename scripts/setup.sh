@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the system packages the demo, the tests and the benchmarks need.
+# Idempotent: packages already present are not fetched again. Needs root.
+set -euo pipefail
+
+PKGS=(
+  tshark            # dissects what we emit (cross-check against Wireshark's dissectors)
+  python3-scapy     # builds reference and malformed frames (seen by /usr/bin/python3)
+  iproute2 ethtool  # namespaces, veth, kernel VXLAN device
+  clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4  # XDP programs
+  bpftool xdp-tools
+  openvswitch-switch   # peer: OVS userspace datapath tunnels
+  valgrind          # callgrind instruction counts
+  iperf3 netcat-openbsd
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # OVS's package starts its services; the tests run their own private instances.
+  systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true
+fi
