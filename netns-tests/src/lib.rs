@@ -1,1 +1,480 @@
-//! Helpers for privileged end-to-end tests in network namespaces.
+//! Support for privileged end-to-end tests: network namespaces and veth pairs
+//! that clean up after themselves, commands run inside them, packet captures
+//! dissected by tshark, and private Open vSwitch instances.
+//!
+//! Every object deletes what it created when dropped, also when a test panics,
+//! so a failed test leaves no namespace, link or daemon behind. Names carry the
+//! process id and a counter, so tests can run in parallel.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call: `{prefix}{pid%10000}x{n}`, short
+/// enough for an interface name (15 bytes) when the prefix is at most 4 bytes.
+pub fn unique(prefix: &str) -> String {
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}{}x{n}", std::process::id() % 10000)
+}
+
+/// True when running under CI, where a missing privilege or feature is a failure.
+pub fn under_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Returns true if the test may run. Without root: under CI this panics with
+/// the reason; otherwise it prints why the test is skipped and returns false.
+pub fn require_root(test: &str) -> bool {
+    if effective_uid() == Some(0) {
+        return true;
+    }
+    let why = format!("{test}: needs root (network namespaces, veth, XDP); run as root");
+    if under_ci() {
+        panic!("{why}; CI is set, so this is a failure, not a skip");
+    }
+    eprintln!("SKIPPED {why}");
+    false
+}
+
+/// The effective uid: /proc/self belongs to it.
+fn effective_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// Checks that a program is on PATH, failing with the install hint if not.
+pub fn require_program(name: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{name}` is not installed: run scripts/setup.sh (as root)"
+    );
+}
+
+/// Runs a command to completion; panics with its stderr if it fails.
+pub fn run(args: &[&str]) -> String {
+    let out = output(args);
+    assert!(
+        out.status.success(),
+        "`{}` failed ({}): {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command to completion and returns its output, whatever its status.
+pub fn output(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start `{}`: {e}", args[0]))
+}
+
+/// A network namespace, deleted on drop (with every process still in it killed).
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates `{prefix}…` with loopback up.
+    pub fn new(prefix: &str) -> Netns {
+        let name = unique(prefix);
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n NS ARGS...`
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut v = vec!["ip", "-n", &self.name];
+        v.extend_from_slice(args);
+        run(&v)
+    }
+
+    /// Runs a command inside the namespace; panics on failure.
+    pub fn exec(&self, args: &[&str]) -> String {
+        run(&self.cmd_args(args))
+    }
+
+    /// Runs a command inside the namespace and returns its output.
+    pub fn exec_output(&self, args: &[&str]) -> Output {
+        output(&self.cmd_args(args))
+    }
+
+    /// A `Command` that runs `args` inside the namespace.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let v = self.cmd_args(args);
+        let mut c = Command::new(v[0]);
+        c.args(&v[1..]);
+        c
+    }
+
+    fn cmd_args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut v = vec!["ip", "netns", "exec", &self.name];
+        v.extend_from_slice(args);
+        v
+    }
+
+    /// Runs a shell script inside the namespace; panics on failure.
+    pub fn sh(&self, script: &str) -> String {
+        self.exec(&["sh", "-ec", script])
+    }
+
+    /// The MAC address of an interface in this namespace.
+    pub fn mac(&self, dev: &str) -> String {
+        let out = self.ip(&["-br", "link", "show", dev]);
+        out.split_whitespace()
+            .nth(2)
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Kill what still runs inside, then delete; deleting the namespace also
+        // deletes the veth ends in it, and with them their peers.
+        let _ = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .map(|o| {
+                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-9", pid]).status();
+                }
+            });
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// Creates a veth pair with one end in each namespace, both up.
+pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
+    run(&[
+        "ip",
+        "link",
+        "add",
+        a_dev,
+        "netns",
+        a.name(),
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_dev,
+        "netns",
+        b.name(),
+    ]);
+    a.ip(&["link", "set", a_dev, "up"]);
+    b.ip(&["link", "set", b_dev, "up"]);
+}
+
+/// A background process killed on drop.
+pub struct Background {
+    child: Option<Child>,
+    what: String,
+}
+
+impl Background {
+    pub fn spawn(mut cmd: Command, what: &str) -> Background {
+        let child = cmd
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Background {
+            child: Some(child),
+            what: what.to_string(),
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit by itself.
+    pub fn wait_timeout(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        let child = self.child.as_mut()?;
+        while start.elapsed() < limit {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Sends SIGTERM and waits up to two seconds, then kills.
+    pub fn stop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+        }
+        if self.wait_timeout(Duration::from_secs(2)).is_none() {
+            if let Some(c) = self.child.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        self.child = None;
+    }
+
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `f` every 20 ms until it returns true or `limit` passes.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A scratch directory removed on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn join(&self, p: &str) -> PathBuf {
+        self.path.join(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// A tshark capture on one interface of a namespace, bounded in packets and time.
+pub struct Capture {
+    proc: Background,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing on `dev` into `file`, stopping after `max_packets` or
+    /// `max_secs`, whichever comes first. Waits until tshark is capturing.
+    pub fn start(
+        ns: &Netns,
+        dev: &str,
+        filter: &str,
+        file: &Path,
+        max_packets: u32,
+        max_secs: u32,
+    ) -> Capture {
+        require_program("tshark");
+        let f = file.to_string_lossy().into_owned();
+        let (c, a) = (format!("{max_packets}"), format!("duration:{max_secs}"));
+        let mut args = vec![
+            "tshark", "-q", "-n", "-i", dev, "-F", "pcap", "-w", &f, "-c", &c, "-a", &a,
+        ];
+        if !filter.is_empty() {
+            args.extend_from_slice(&["-f", filter]);
+        }
+        let mut cmd = ns.command(&args);
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut proc = Background::spawn(cmd, "tshark capture");
+        // tshark creates the file once the capture is running.
+        let ok = wait_until(Duration::from_secs(10), || file.exists());
+        if !ok {
+            proc.stop();
+            panic!("tshark did not start capturing on {dev} in {}", ns.name());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        Capture {
+            proc,
+            file: file.to_path_buf(),
+        }
+    }
+
+    /// Stops the capture and returns the file.
+    pub fn finish(mut self) -> PathBuf {
+        // SIGTERM makes tshark flush and close the file.
+        std::thread::sleep(Duration::from_millis(300));
+        self.proc.stop();
+        self.file.clone()
+    }
+}
+
+/// Dissects `file` with tshark and returns one row per packet with the given
+/// fields (tshark `-T fields`), after `display_filter`.
+pub fn tshark_fields(file: &Path, display_filter: &str, fields: &[&str]) -> Vec<Vec<String>> {
+    let f = file.to_string_lossy().into_owned();
+    let mut args = vec![
+        "tshark",
+        "-n",
+        "-r",
+        &f,
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-o",
+        "udp.check_checksum:TRUE",
+        "-T",
+        "fields",
+        "-E",
+        "separator=|",
+        "-E",
+        "occurrence=f",
+    ];
+    if !display_filter.is_empty() {
+        args.extend_from_slice(&["-Y", display_filter]);
+    }
+    for fl in fields {
+        args.extend_from_slice(&["-e", fl]);
+    }
+    run(&args)
+        .lines()
+        .map(|l| l.split('|').map(str::to_string).collect())
+        .collect()
+}
+
+/// A private Open vSwitch (ovsdb-server + ovs-vswitchd) running inside a
+/// namespace with its own run directory, so tests never touch a system OVS.
+pub struct Ovs {
+    dir: TempDir,
+    ns_name: String,
+    _db: Background,
+    _vswitchd: Background,
+}
+
+impl Ovs {
+    pub fn start(ns: &Netns) -> Ovs {
+        require_program("ovsdb-server");
+        require_program("ovs-vswitchd");
+        let dir = TempDir::new("ovs");
+        let d = dir.path().to_string_lossy().into_owned();
+        let db = format!("{d}/conf.db");
+        run(&[
+            "ovsdb-tool",
+            "create",
+            &db,
+            "/usr/share/openvswitch/vswitch.ovsschema",
+        ]);
+        let sock = format!("unix:{d}/db.sock");
+        let remote = format!("--remote=p{sock}");
+        let mut c = ns.command(&[
+            "ovsdb-server",
+            &db,
+            &remote,
+            &format!("--unixctl={d}/ovsdb.ctl"),
+            &format!("--log-file={d}/ovsdb.log"),
+        ]);
+        c.env("OVS_RUNDIR", &d)
+            .env("OVS_DBDIR", &d)
+            .env("OVS_LOGDIR", &d);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        let db_proc = Background::spawn(c, "ovsdb-server");
+        assert!(
+            wait_until(Duration::from_secs(10), || Path::new(&format!(
+                "{d}/db.sock"
+            ))
+            .exists()),
+            "ovsdb-server did not start (see {d}/ovsdb.log)"
+        );
+        run(&["ovs-vsctl", &format!("--db={sock}"), "--no-wait", "init"]);
+        let mut c = ns.command(&[
+            "ovs-vswitchd",
+            &sock,
+            &format!("--unixctl={d}/vsd.ctl"),
+            &format!("--log-file={d}/vsd.log"),
+        ]);
+        c.env("OVS_RUNDIR", &d)
+            .env("OVS_DBDIR", &d)
+            .env("OVS_LOGDIR", &d);
+        c.stdout(Stdio::null()).stderr(Stdio::null());
+        let vsd = Background::spawn(c, "ovs-vswitchd");
+        assert!(
+            wait_until(Duration::from_secs(10), || Path::new(&format!(
+                "{d}/vsd.ctl"
+            ))
+            .exists()),
+            "ovs-vswitchd did not start (see {d}/vsd.log)"
+        );
+        Ovs {
+            dir,
+            ns_name: ns.name().to_string(),
+            _db: db_proc,
+            _vswitchd: vsd,
+        }
+    }
+
+    /// `ovs-vsctl` against this instance.
+    pub fn vsctl(&self, args: &[&str]) -> String {
+        let db = format!("--db=unix:{}/db.sock", self.dir.path().display());
+        let mut v = vec!["ovs-vsctl", db.as_str()];
+        v.extend_from_slice(args);
+        run(&v)
+    }
+
+    /// `ovs-ofctl` against a bridge of this instance.
+    pub fn ofctl(&self, cmd: &str, bridge: &str, rest: &[&str]) -> String {
+        let mgmt = format!("unix:{}/{bridge}.mgmt", self.dir.path().display());
+        let mut v = vec!["ovs-ofctl", cmd, mgmt.as_str()];
+        v.extend_from_slice(rest);
+        run(&v)
+    }
+
+    /// `ovs-appctl` against ovs-vswitchd.
+    pub fn appctl(&self, args: &[&str]) -> String {
+        let t = format!("{}/vsd.ctl", self.dir.path().display());
+        let mut v = vec!["ovs-appctl", "-t", t.as_str()];
+        v.extend_from_slice(args);
+        run(&v)
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.ns_name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_fit_an_interface_name() {
+        let a = unique("ovl");
+        let b = unique("ovl");
+        assert_ne!(a, b);
+        assert!(a.len() <= 15, "{a} is too long for IFNAMSIZ");
+    }
+}
