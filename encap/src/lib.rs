@@ -13,6 +13,7 @@
 pub mod decap;
 pub mod drop;
 pub mod ecn;
+pub mod icmp;
 pub mod inner;
 pub mod packet;
 pub mod template;
