@@ -1,1 +1,3 @@
 //! I/O, control plane and binaries.
+
+pub mod io;

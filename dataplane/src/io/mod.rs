@@ -1,0 +1,4 @@
+//! I/O backends: one file per facility. Each moves batches of packets between
+//! the kernel (or a file) and the engine, and holds no policy.
+
+pub mod pcap;
