@@ -57,7 +57,7 @@ impl<R: Read> PcapReader<R> {
             m if m.swap_bytes() == MAGIC_NS => (true, true),
             m => return Err(PcapError::BadMagic(m)),
         };
-        let mut r = PcapReader {
+        let r = PcapReader {
             inner,
             swapped,
             nanos,
