@@ -478,3 +478,92 @@ mod tests {
         assert!(a.len() <= 15, "{a} is too long for IFNAMSIZ");
     }
 }
+
+/// Sends raw Ethernet frames out of `dev` in `ns` through an AF_PACKET socket.
+pub fn inject(ns: &Netns, dev: &str, frames: &[Vec<u8>]) {
+    let hexes: Vec<String> = frames.iter().map(|f| hex(f)).collect();
+    let mut args = vec![
+        "python3",
+        "-c",
+        "import socket,sys; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); \
+         s.bind((sys.argv[1], 0)); [s.send(bytes.fromhex(h)) for h in sys.argv[2:]]",
+        dev,
+    ];
+    args.extend(hexes.iter().map(String::as_str));
+    ns.exec(&args);
+}
+
+/// The frames of a pcap file.
+pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    dataplane::io::pcap::PcapReader::new(f)
+        .and_then(|r| r.read_all())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .into_iter()
+        .map(|r| r.data)
+        .collect()
+}
+
+/// Lower-case hex.
+pub fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn mac_bytes(s: &str) -> [u8; 6] {
+    let v: Vec<u8> = s
+        .split(':')
+        .filter_map(|h| u8::from_str_radix(h, 16).ok())
+        .collect();
+    v.try_into()
+        .unwrap_or_else(|_| panic!("not a MAC address: {s}"))
+}
+
+/// An ICMP echo request Ethernet frame, IPv4 with DF, 34 bytes of payload.
+pub fn echo_request(
+    src_mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+    seq: u16,
+) -> Vec<u8> {
+    use encap::wire::{checksum, ipv4};
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x00]);
+    let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, (seq >> 8) as u8, seq as u8];
+    icmp.extend_from_slice(b"overlayd wire interop test payload");
+    let c = checksum::checksum(&icmp);
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let repr = ipv4::Ipv4Repr {
+        src,
+        dst,
+        protocol: encap::wire::IpProtocol::Icmp,
+        payload_len: icmp.len() as u16,
+        ttl: 64,
+        dscp: 0,
+        ecn: 0,
+        dont_frag: true,
+        ident: seq,
+    };
+    let mut ip = [0u8; 20];
+    repr.emit(&mut ipv4::Packet::new_unchecked(&mut ip[..]));
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+/// Checks that `inner` is a valid ICMP echo reply from `src` to `dst` and
+/// returns its sequence number.
+pub fn check_echo_reply(inner: &[u8], src: [u8; 4], dst: [u8; 4]) -> u16 {
+    use encap::wire::{checksum, ipv4};
+    assert_eq!(&inner[12..14], &[0x08, 0x00], "inner frame is IPv4");
+    let ip = ipv4::Packet::new_checked(&inner[14..]).expect("inner IPv4 header");
+    assert!(ip.verify_checksum(), "inner IPv4 checksum");
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (src, dst));
+    let icmp = ip.payload();
+    assert_eq!(icmp[0], 0, "ICMP echo reply");
+    assert_eq!(checksum::checksum(icmp), 0, "ICMP checksum");
+    u16::from_be_bytes([icmp[6], icmp[7]])
+}

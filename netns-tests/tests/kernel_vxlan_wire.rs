@@ -7,8 +7,6 @@
 
 use std::time::Duration;
 
-use dataplane::io::pcap::PcapReader;
-use encap::wire::{checksum, ipv4};
 use encap::*;
 use netns_tests::*;
 
@@ -16,46 +14,6 @@ const VNI: u32 = 42;
 const WL_LOCAL_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 const WL_PEER_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
 const PINGS: u16 = 5;
-
-fn mac_bytes(s: &str) -> [u8; 6] {
-    let v: Vec<u8> = s
-        .split(':')
-        .map(|h| u8::from_str_radix(h, 16).unwrap())
-        .collect();
-    v.try_into().unwrap()
-}
-
-/// An ICMP echo request from 198.51.100.1 to 198.51.100.2, as a workload sends it.
-fn echo_request(seq: u16) -> Vec<u8> {
-    let mut f = Vec::new();
-    f.extend_from_slice(&WL_PEER_MAC);
-    f.extend_from_slice(&WL_LOCAL_MAC);
-    f.extend_from_slice(&[0x08, 0x00]);
-    let mut icmp = vec![8, 0, 0, 0, 0x12, 0x34, (seq >> 8) as u8, seq as u8];
-    icmp.extend_from_slice(b"overlayd wire interop test payload");
-    let c = checksum::checksum(&icmp);
-    icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    let repr = ipv4::Ipv4Repr {
-        src: [198, 51, 100, 1],
-        dst: [198, 51, 100, 2],
-        protocol: wire::IpProtocol::Icmp,
-        payload_len: icmp.len() as u16,
-        ttl: 64,
-        dscp: 0,
-        ecn: 0,
-        dont_frag: true,
-        ident: seq,
-    };
-    let mut ip = [0u8; 20];
-    repr.emit(&mut ipv4::Packet::new_unchecked(&mut ip[..]));
-    f.extend_from_slice(&ip);
-    f.extend_from_slice(&icmp);
-    f
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
 
 struct Case {
     name: &'static str,
@@ -165,14 +123,20 @@ fn run_case(case: &Case) {
         },
     };
     let mut tpl = EncapTemplate::new(&params).unwrap();
-    let frames: Vec<String> = (1..=PINGS)
+    let frames: Vec<Vec<u8>> = (1..=PINGS)
         .map(|seq| {
-            let inner = echo_request(seq);
+            let inner = echo_request(
+                WL_LOCAL_MAC,
+                WL_PEER_MAC,
+                [198, 51, 100, 1],
+                [198, 51, 100, 2],
+                seq,
+            );
             let mut buf = vec![0u8; 128 + inner.len()];
             buf[128..].copy_from_slice(&inner);
             let mut p = PacketBuf::new(&mut buf, 128, inner.len()).unwrap();
             tpl.encap(&mut p).unwrap();
-            hex(p.data())
+            p.data().to_vec()
         })
         .collect();
 
@@ -180,23 +144,14 @@ fn run_case(case: &Case) {
     let pcap = dir.join("replies.pcap");
     let filter = format!("udp dst port 4789 and dst host {inj_ip}");
     let cap = Capture::start(&inj, &i0, &filter, &pcap, PINGS as u32, 10);
-    let mut send = vec![
-        "python3", "-c",
-        "import socket,sys; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind((sys.argv[1], 0)); [s.send(bytes.fromhex(h)) for h in sys.argv[2:]]",
-        &i0,
-    ];
-    send.extend(frames.iter().map(String::as_str));
-    inj.exec(&send);
+    inject(&inj, &i0, &frames);
     wait_until(Duration::from_secs(5), || {
         std::fs::metadata(&pcap)
             .map(|m| m.len() as usize > 24 + PINGS as usize * 100)
             .unwrap_or(false)
     });
     let file = cap.finish();
-    let records = PcapReader::new(std::fs::File::open(&file).unwrap())
-        .unwrap()
-        .read_all()
-        .unwrap();
+    let records = read_pcap(&file);
     assert_eq!(
         records.len(),
         PINGS as usize,
@@ -212,14 +167,14 @@ fn run_case(case: &Case) {
     }
     let mut seqs = Vec::new();
     for r in records {
-        let mut data = r.data.clone();
+        let mut data = r.clone();
         let len = data.len();
         let mut p = PacketBuf::new(&mut data, 0, len).unwrap();
         let d = decap(&rx, &mut p)
             .unwrap_or_else(|e| panic!("{}: decap of the kernel's reply: {e}", case.name));
         assert_eq!(d.tunnel, TunnelId::Vxlan { vni: VNI });
         assert!(d.src_port >= 1024, "kernel picks an ephemeral source port");
-        let udp_csum = u16::from_be_bytes([r.data[40], r.data[41]]);
+        let udp_csum = u16::from_be_bytes([r[40], r[41]]);
         if !case.v6 {
             assert_eq!(
                 udp_csum != 0,
@@ -234,16 +189,11 @@ fn run_case(case: &Case) {
             &WL_LOCAL_MAC,
             "reply goes to the workload's MAC"
         );
-        let ip = ipv4::Packet::new_checked(&inner[14..]).unwrap();
-        assert!(ip.verify_checksum());
-        assert_eq!(
-            (ip.src_addr(), ip.dst_addr()),
-            ([198, 51, 100, 2], [198, 51, 100, 1])
-        );
-        let icmp = ip.payload();
-        assert_eq!(icmp[0], 0, "echo reply");
-        assert_eq!(checksum::checksum(icmp), 0, "ICMP checksum valid");
-        seqs.push(u16::from_be_bytes([icmp[6], icmp[7]]));
+        seqs.push(check_echo_reply(
+            inner,
+            [198, 51, 100, 2],
+            [198, 51, 100, 1],
+        ));
     }
     seqs.sort();
     assert_eq!(seqs, (1..=PINGS).collect::<Vec<_>>(), "{}", case.name);
