@@ -466,19 +466,6 @@ impl Ovs {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn unique_names_fit_an_interface_name() {
-        let a = unique("ovl");
-        let b = unique("ovl");
-        assert_ne!(a, b);
-        assert!(a.len() <= 15, "{a} is too long for IFNAMSIZ");
-    }
-}
-
 /// Sends raw Ethernet frames out of `dev` in `ns` through an AF_PACKET socket.
 pub fn inject(ns: &Netns, dev: &str, frames: &[Vec<u8>]) {
     let hexes: Vec<String> = frames.iter().map(|f| hex(f)).collect();
@@ -566,4 +553,17 @@ pub fn check_echo_reply(inner: &[u8], src: [u8; 4], dst: [u8; 4]) -> u16 {
     assert_eq!(icmp[0], 0, "ICMP echo reply");
     assert_eq!(checksum::checksum(icmp), 0, "ICMP checksum");
     u16::from_be_bytes([icmp[6], icmp[7]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_names_fit_an_interface_name() {
+        let a = unique("ovl");
+        let b = unique("ovl");
+        assert_ne!(a, b);
+        assert!(a.len() <= 15, "{a} is too long for IFNAMSIZ");
+    }
 }
