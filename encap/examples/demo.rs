@@ -25,12 +25,7 @@ fn inner_ping() -> Vec<u8> {
 
 fn hex(b: &[u8]) -> String {
     b.chunks(16)
-        .map(|c| {
-            c.iter()
-                .map(|x| format!("{x:02x}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
+        .map(|c| c.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" "))
         .collect::<Vec<_>>()
         .join("\n    ")
 }
@@ -38,43 +33,22 @@ fn hex(b: &[u8]) -> String {
 fn tunnel(encap: Encapsulation) -> TunnelParams {
     TunnelParams {
         encap,
-        underlay: Underlay::V4 {
-            src: [192, 0, 2, 1],
-            dst: [192, 0, 2, 2],
-        },
+        underlay: Underlay::V4 { src: [192, 0, 2, 1], dst: [192, 0, 2, 2] },
         src_mac: [0x02, 0, 0, 0, 0, 0x01],
         dst_mac: [0x02, 0, 0, 0, 0, 0x02],
         outer_vlan: None,
-        options: EncapOptions {
-            gre_sequence: true,
-            ..EncapOptions::default()
-        },
+        options: EncapOptions { gre_sequence: true, ..EncapOptions::default() },
     }
 }
 
 fn main() {
     let frame = inner_ping();
-    let rx = DecapConfig {
-        local_v4: vec![[192, 0, 2, 2]],
-        ..DecapConfig::default()
-    };
-    println!(
-        "inner frame ({} bytes): workload 198.51.100.1 pings 198.51.100.2\n",
-        frame.len()
-    );
+    let rx = DecapConfig { local_v4: vec![[192, 0, 2, 2]], ..DecapConfig::default() };
+    println!("inner frame ({} bytes): workload 198.51.100.1 pings 198.51.100.2\n", frame.len());
 
     for (name, e) in [
-        (
-            "VXLAN VNI 42 over IPv4",
-            Encapsulation::Vxlan {
-                vni: 42,
-                dst_port: 4789,
-            },
-        ),
-        (
-            "gretap key 7 over IPv4",
-            Encapsulation::GreTap { key: Some(7) },
-        ),
+        ("VXLAN VNI 42 over IPv4", Encapsulation::Vxlan { vni: 42, dst_port: 4789 }),
+        ("gretap key 7 over IPv4", Encapsulation::GreTap { key: Some(7) }),
         ("L3 GRE over IPv4", Encapsulation::GreL3 { key: None }),
     ] {
         let mut tpl = EncapTemplate::new(&tunnel(e)).expect("valid tunnel");
@@ -97,11 +71,8 @@ fn main() {
     }
 
     println!("== what is refused, and why");
-    let mut tpl = EncapTemplate::new(&tunnel(Encapsulation::Vxlan {
-        vni: 42,
-        dst_port: 4789,
-    }))
-    .expect("valid tunnel");
+    let mut tpl = EncapTemplate::new(&tunnel(Encapsulation::Vxlan { vni: 42, dst_port: 4789 }))
+        .expect("valid tunnel");
     let good = {
         let mut buf = vec![0u8; HEADROOM + frame.len()];
         buf[HEADROOM..].copy_from_slice(&frame);
@@ -122,10 +93,7 @@ fn main() {
                 f[24..26].copy_from_slice(&c.to_be_bytes());
             }),
         ),
-        (
-            "frame cut short of its IP length",
-            Box::new(|f| f.truncate(46)),
-        ),
+        ("frame cut short of its IP length", Box::new(|f| f.truncate(46))),
         (
             "outer CE over a Not-ECT inner packet",
             Box::new(|f| {

@@ -236,25 +236,13 @@ pub fn decap(cfg: &DecapConfig, pkt: &mut PacketBuf<'_>) -> Result<Decapped, Dro
             let v = vxlan::Packet::new_checked(&l4[udp::HEADER_LEN..])?;
             let repr = VxlanRepr::parse(&v, cfg.vxlan_strict)?;
             let hl = udp::HEADER_LEN + vxlan::HEADER_LEN;
-            (
-                TunnelId::Vxlan { vni: repr.vni },
-                EtherType::TransEther,
-                src_port,
-                None,
-                hl,
-            )
+            (TunnelId::Vxlan { vni: repr.vni }, EtherType::TransEther, src_port, None, hl)
         }
         47 => {
             let g = gre::Packet::new_checked(&*l4)?;
             let repr = GreRepr::parse(&g, cfg.verify_gre_checksum)?;
             let hl = repr.buffer_len();
-            (
-                TunnelId::Gre { key: repr.key },
-                repr.protocol,
-                0,
-                repr.seq,
-                hl,
-            )
+            (TunnelId::Gre { key: repr.key }, repr.protocol, 0, repr.seq, hl)
         }
         _ => return Err(DropReason::UnknownIpProtocol),
     };

@@ -50,15 +50,7 @@ mod tests {
         // rows: inner; columns: outer Not-ECT, ECT(0), ECT(1), CE
         let d = |o, i| decap(o, i);
         let table = [
-            (
-                NOT_ECT,
-                [
-                    Ok(NOT_ECT),
-                    Ok(NOT_ECT),
-                    Ok(NOT_ECT),
-                    Err(DropReason::EcnCeNotEct),
-                ],
-            ),
+            (NOT_ECT, [Ok(NOT_ECT), Ok(NOT_ECT), Ok(NOT_ECT), Err(DropReason::EcnCeNotEct)]),
             (ECT0, [Ok(ECT0), Ok(ECT0), Ok(ECT1), Ok(CE)]),
             (ECT1, [Ok(ECT1), Ok(ECT1), Ok(ECT1), Ok(CE)]),
             (CE, [Ok(CE), Ok(CE), Ok(CE), Ok(CE)]),

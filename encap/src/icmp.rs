@@ -168,10 +168,7 @@ mod tests {
         assert_eq!(&out[6..12], &f[0..6]);
         let p = ipv4::Packet::new_checked(&out[14..n]).unwrap();
         assert!(p.verify_checksum());
-        assert_eq!(
-            (p.src_addr(), p.dst_addr()),
-            ([198, 51, 100, 2], [198, 51, 100, 1])
-        );
+        assert_eq!((p.src_addr(), p.dst_addr()), ([198, 51, 100, 2], [198, 51, 100, 1]));
         let icmp = p.payload();
         assert_eq!(&icmp[..2], &[3, 4]);
         assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1450);
@@ -182,18 +179,9 @@ mod tests {
     #[test]
     fn ipv4_no_reply_cases() {
         let mut out = [0u8; MAX_REPLY_LEN];
-        assert!(
-            too_big_reply(&v4_frame(false, 6, 0, 1500), 1450, &mut out).is_none(),
-            "DF clear"
-        );
-        assert!(
-            too_big_reply(&v4_frame(true, 1, 3, 1500), 1450, &mut out).is_none(),
-            "ICMP error"
-        );
-        assert!(
-            too_big_reply(&v4_frame(true, 1, 8, 1500), 1450, &mut out).is_some(),
-            "echo"
-        );
+        assert!(too_big_reply(&v4_frame(false, 6, 0, 1500), 1450, &mut out).is_none(), "DF clear");
+        assert!(too_big_reply(&v4_frame(true, 1, 3, 1500), 1450, &mut out).is_none(), "ICMP error");
+        assert!(too_big_reply(&v4_frame(true, 1, 8, 1500), 1450, &mut out).is_some(), "echo");
         let mut short = [0u8; 100];
         assert!(too_big_reply(&v4_frame(true, 6, 0, 1500), 1450, &mut short).is_none());
         let arp = [0u8; 60];

@@ -89,11 +89,7 @@ impl InnerMeta {
                 let addrs = u64::from_be_bytes(l3[12..20].try_into().unwrap());
                 let proto = l3[9];
                 let hl = p.header_len() as usize;
-                let l4 = if p.is_fragment() || hl > l3.len() {
-                    &[][..]
-                } else {
-                    &l3[hl..]
-                };
+                let l4 = if p.is_fragment() || hl > l3.len() { &[][..] } else { &l3[hl..] };
                 let h = mix(mix(mix(0, addrs), proto as u64), ports(proto, l4));
                 Ok(InnerMeta {
                     l3: InnerL3::Ipv4,
@@ -172,10 +168,7 @@ mod tests {
     fn ipv4_fields() {
         let m = InnerMeta::parse(&v4_udp(1000)).unwrap();
         assert_eq!(m.l3, InnerL3::Ipv4);
-        assert_eq!(
-            (m.l3_offset, m.dscp(), m.ecn(), m.ttl, m.df),
-            (14, 46, 1, 17, true)
-        );
+        assert_eq!((m.l3_offset, m.dscp(), m.ecn(), m.ttl, m.df), (14, 46, 1, 17, true));
     }
 
     #[test]
@@ -185,11 +178,7 @@ mod tests {
         let spread: std::collections::HashSet<u16> = (0..64)
             .map(|p| port_in_range(InnerMeta::parse(&v4_udp(p)).unwrap().hash, 49152, 65535))
             .collect();
-        assert!(
-            spread.len() > 48,
-            "64 flows map to only {} source ports",
-            spread.len()
-        );
+        assert!(spread.len() > 48, "64 flows map to only {} source ports", spread.len());
     }
 
     #[test]
@@ -204,15 +193,9 @@ mod tests {
 
     #[test]
     fn short_and_malformed() {
-        assert_eq!(
-            InnerMeta::parse(&[0; 13]).unwrap_err(),
-            DropReason::InnerTooShort
-        );
+        assert_eq!(InnerMeta::parse(&[0; 13]).unwrap_err(), DropReason::InnerTooShort);
         let f = v4_udp(1);
-        assert_eq!(
-            InnerMeta::parse(&f[..30]).unwrap_err(),
-            DropReason::InnerMalformed
-        );
+        assert_eq!(InnerMeta::parse(&f[..30]).unwrap_err(), DropReason::InnerMalformed);
         let arp = [0xff; 14];
         assert_eq!(InnerMeta::parse(&arp).unwrap().l3, InnerL3::Other);
     }

@@ -70,12 +70,8 @@ impl EncapTemplate {
             Underlay::V6 { .. } => EtherType::Ipv6,
         };
         let mut eth = Frame::new_unchecked(&mut bytes[..]);
-        EthernetRepr {
-            src: params.src_mac,
-            dst: params.dst_mac,
-            ethertype: ip_type,
-        }
-        .emit(&mut eth);
+        EthernetRepr { src: params.src_mac, dst: params.dst_mac, ethertype: ip_type }
+            .emit(&mut eth);
         if let Some(vid) = params.outer_vlan {
             eth.set_ethertype(EtherType::Vlan);
             let mut tag = VlanTag::new_unchecked(&mut bytes[off..off + TAG_LEN]);
@@ -119,9 +115,7 @@ impl EncapTemplate {
                     traffic_class: 0,
                     flow_label: 0,
                 };
-                repr.emit(&mut ipv6::Packet::new_unchecked(
-                    &mut bytes[l3..l3 + ipv6::HEADER_LEN],
-                ));
+                repr.emit(&mut ipv6::Packet::new_unchecked(&mut bytes[l3..l3 + ipv6::HEADER_LEN]));
                 l3 + ipv6::HEADER_LEN
             }
         };
@@ -135,11 +129,7 @@ impl EncapTemplate {
             Encapsulation::Vxlan { vni, dst_port } => {
                 let u = &mut bytes[l4..l4 + udp::HEADER_LEN + vxlan::HEADER_LEN];
                 let mut up = udp::Packet::new_unchecked(&mut u[..]);
-                UdpRepr {
-                    src_port: 0,
-                    dst_port,
-                }
-                .emit(&mut up, 0);
+                UdpRepr { src_port: 0, dst_port }.emit(&mut up, 0);
                 up.set_len(0);
                 VxlanRepr { vni }.emit(&mut vxlan::Packet::new_unchecked(up.payload_mut()));
                 let len = l4 + udp::HEADER_LEN + vxlan::HEADER_LEN;
@@ -168,25 +158,11 @@ impl EncapTemplate {
             Underlay::V4 { src, dst } => {
                 let ip_sum = checksum::add(0, &bytes[l3..l4]);
                 let pseudo = checksum::pseudo_v4(src, dst, u8::from(proto), 0);
-                (
-                    ip_sum,
-                    if is_udp {
-                        checksum::add_u32(pseudo, l4_const)
-                    } else {
-                        l4_const
-                    },
-                )
+                (ip_sum, if is_udp { checksum::add_u32(pseudo, l4_const) } else { l4_const })
             }
             Underlay::V6 { src, dst } => {
                 let pseudo = checksum::pseudo_v6(&src, &dst, u8::from(proto), 0);
-                (
-                    0,
-                    if is_udp {
-                        checksum::add_u32(pseudo, l4_const)
-                    } else {
-                        l4_const
-                    },
-                )
+                (0, if is_udp { checksum::add_u32(pseudo, l4_const) } else { l4_const })
             }
         };
         Ok(EncapTemplate {

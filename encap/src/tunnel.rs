@@ -133,19 +133,13 @@ impl core::fmt::Display for ParamsError {
                 write!(f, "vni {v} is out of range (0..={})", vxlan::MAX_VNI)
             }
             ParamsError::SrcPortRange { min, max } => {
-                write!(
-                    f,
-                    "source port range {min}-{max} is empty (min must be <= max)"
-                )
+                write!(f, "source port range {min}-{max} is empty (min must be <= max)")
             }
             ParamsError::TtlZero => write!(f, "ttl 0 would be dropped by the first router"),
             ParamsError::DscpOutOfRange(d) => write!(f, "dscp {d} is out of range (0..=63)"),
             ParamsError::VlanOutOfRange(v) => write!(f, "vlan {v} is out of range (1..=4094)"),
             ParamsError::MtuTooSmall { mtu, min } => {
-                write!(
-                    f,
-                    "underlay mtu {mtu} is below the minimum {min} for this tunnel"
-                )
+                write!(f, "underlay mtu {mtu} is below the minimum {min} for this tunnel")
             }
             ParamsError::ZeroDstPort => write!(f, "udp destination port 0 is not valid"),
         }
@@ -167,10 +161,7 @@ impl TunnelParams {
         }
         let o = &self.options;
         if o.src_port_min > o.src_port_max {
-            return Err(ParamsError::SrcPortRange {
-                min: o.src_port_min,
-                max: o.src_port_max,
-            });
+            return Err(ParamsError::SrcPortRange { min: o.src_port_min, max: o.src_port_max });
         }
         if o.ttl == TtlMode::Fixed(0) {
             return Err(ParamsError::TtlZero);
@@ -193,10 +184,7 @@ impl TunnelParams {
         };
         let min = ip_min.max((self.ip_overhead() + 64) as u16);
         if o.underlay_mtu < min {
-            return Err(ParamsError::MtuTooSmall {
-                mtu: o.underlay_mtu,
-                min,
-            });
+            return Err(ParamsError::MtuTooSmall { mtu: o.underlay_mtu, min });
         }
         Ok(())
     }

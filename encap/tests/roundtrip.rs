@@ -150,20 +150,22 @@ fn options() -> impl Strategy<Value = EncapOptions> {
         (any::<bool>(), any::<bool>(), any::<bool>()),
         (any::<u16>(), any::<u16>()),
     )
-        .prop_map(|(df, ttl, dscp, ecn, (udp_checksum, gre_checksum, gre_sequence), (a, b))| {
-            EncapOptions {
-                df,
-                ttl,
-                dscp,
-                ecn,
-                udp_checksum,
-                gre_checksum,
-                gre_sequence,
-                src_port_min: a.min(b),
-                src_port_max: a.max(b),
-                underlay_mtu: 1500,
-            }
-        })
+        .prop_map(
+            |(df, ttl, dscp, ecn, (udp_checksum, gre_checksum, gre_sequence), (a, b))| {
+                EncapOptions {
+                    df,
+                    ttl,
+                    dscp,
+                    ecn,
+                    udp_checksum,
+                    gre_checksum,
+                    gre_sequence,
+                    src_port_min: a.min(b),
+                    src_port_max: a.max(b),
+                    underlay_mtu: 1500,
+                }
+            },
+        )
 }
 
 fn tunnel() -> impl Strategy<Value = TunnelParams> {
@@ -397,11 +399,8 @@ fn batch_api_gives_a_verdict_per_packet() {
     let mut tpl = EncapTemplate::new(&t).unwrap();
     let mut bufs: Vec<Vec<u8>> = (0..4).map(|_| vec![0u8; HEADROOM + 64]).collect();
     let lens = [64usize, 10, 64, 64];
-    let mut pkts: Vec<PacketBuf> = bufs
-        .iter_mut()
-        .zip(lens)
-        .map(|(b, l)| PacketBuf::new(b, HEADROOM, l).unwrap())
-        .collect();
+    let mut pkts: Vec<PacketBuf> =
+        bufs.iter_mut().zip(lens).map(|(b, l)| PacketBuf::new(b, HEADROOM, l).unwrap()).collect();
     let mut v = [Ok(()); 4];
     encap_batch(&mut tpl, &mut pkts, &mut v);
     assert_eq!(v, [Ok(()), Err(DropReason::InnerTooShort), Ok(()), Ok(())]);

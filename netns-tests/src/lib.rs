@@ -50,10 +50,7 @@ pub fn require_program(name: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
         .unwrap_or(false);
-    assert!(
-        found,
-        "`{name}` is not installed: run scripts/setup.sh (as root)"
-    );
+    assert!(found, "`{name}` is not installed: run scripts/setup.sh (as root)");
 }
 
 /// Runs a command to completion; panics with its stderr if it fails.
@@ -137,10 +134,7 @@ impl Netns {
     /// The MAC address of an interface in this namespace.
     pub fn mac(&self, dev: &str) -> String {
         let out = self.ip(&["-br", "link", "show", dev]);
-        out.split_whitespace()
-            .nth(2)
-            .unwrap_or_default()
-            .to_string()
+        out.split_whitespace().nth(2).unwrap_or_default().to_string()
     }
 }
 
@@ -148,17 +142,12 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Kill what still runs inside, then delete; deleting the namespace also
         // deletes the veth ends in it, and with them their peers.
-        let _ = Command::new("ip")
-            .args(["netns", "pids", &self.name])
-            .output()
-            .map(|o| {
-                for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-9", pid]).status();
-                }
-            });
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "pids", &self.name]).output().map(|o| {
+            for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+                let _ = Command::new("kill").args(["-9", pid]).status();
+            }
+        });
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
@@ -191,14 +180,9 @@ pub struct Background {
 
 impl Background {
     pub fn spawn(mut cmd: Command, what: &str) -> Background {
-        let child = cmd
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
-        Background {
-            child: Some(child),
-            what: what.to_string(),
-        }
+        let child =
+            cmd.stdin(Stdio::null()).spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        Background { child: Some(child), what: what.to_string() }
     }
 
     /// Waits up to `limit` for the process to exit by itself.
@@ -217,9 +201,7 @@ impl Background {
     /// Sends SIGTERM and waits up to two seconds, then kills.
     pub fn stop(&mut self) {
         if let Some(c) = self.child.as_mut() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
         }
         if self.wait_timeout(Duration::from_secs(2)).is_none() {
             if let Some(c) = self.child.as_mut() {
@@ -304,9 +286,8 @@ impl Capture {
         require_program("tshark");
         let f = file.to_string_lossy().into_owned();
         let (c, a) = (format!("{max_packets}"), format!("duration:{max_secs}"));
-        let mut args = vec![
-            "tshark", "-q", "-n", "-i", dev, "-F", "pcap", "-w", &f, "-c", &c, "-a", &a,
-        ];
+        let mut args =
+            vec!["tshark", "-q", "-n", "-i", dev, "-F", "pcap", "-w", &f, "-c", &c, "-a", &a];
         if !filter.is_empty() {
             args.extend_from_slice(&["-f", filter]);
         }
@@ -320,10 +301,7 @@ impl Capture {
             panic!("tshark did not start capturing on {dev} in {}", ns.name());
         }
         std::thread::sleep(Duration::from_millis(200));
-        Capture {
-            proc,
-            file: file.to_path_buf(),
-        }
+        Capture { proc, file: file.to_path_buf() }
     }
 
     /// Stops the capture and returns the file.
@@ -361,10 +339,7 @@ pub fn tshark_fields(file: &Path, display_filter: &str, fields: &[&str]) -> Vec<
     for fl in fields {
         args.extend_from_slice(&["-e", fl]);
     }
-    run(&args)
-        .lines()
-        .map(|l| l.split('|').map(str::to_string).collect())
-        .collect()
+    run(&args).lines().map(|l| l.split('|').map(str::to_string).collect()).collect()
 }
 
 /// A private Open vSwitch (ovsdb-server + ovs-vswitchd) running inside a
@@ -383,12 +358,7 @@ impl Ovs {
         let dir = TempDir::new("ovs");
         let d = dir.path().to_string_lossy().into_owned();
         let db = format!("{d}/conf.db");
-        run(&[
-            "ovsdb-tool",
-            "create",
-            &db,
-            "/usr/share/openvswitch/vswitch.ovsschema",
-        ]);
+        run(&["ovsdb-tool", "create", &db, "/usr/share/openvswitch/vswitch.ovsschema"]);
         let sock = format!("unix:{d}/db.sock");
         let remote = format!("--remote=p{sock}");
         let mut c = ns.command(&[
@@ -398,16 +368,11 @@ impl Ovs {
             &format!("--unixctl={d}/ovsdb.ctl"),
             &format!("--log-file={d}/ovsdb.log"),
         ]);
-        c.env("OVS_RUNDIR", &d)
-            .env("OVS_DBDIR", &d)
-            .env("OVS_LOGDIR", &d);
+        c.env("OVS_RUNDIR", &d).env("OVS_DBDIR", &d).env("OVS_LOGDIR", &d);
         c.stdout(Stdio::null()).stderr(Stdio::null());
         let db_proc = Background::spawn(c, "ovsdb-server");
         assert!(
-            wait_until(Duration::from_secs(10), || Path::new(&format!(
-                "{d}/db.sock"
-            ))
-            .exists()),
+            wait_until(Duration::from_secs(10), || Path::new(&format!("{d}/db.sock")).exists()),
             "ovsdb-server did not start (see {d}/ovsdb.log)"
         );
         run(&["ovs-vsctl", &format!("--db={sock}"), "--no-wait", "init"]);
@@ -417,24 +382,14 @@ impl Ovs {
             &format!("--unixctl={d}/vsd.ctl"),
             &format!("--log-file={d}/vsd.log"),
         ]);
-        c.env("OVS_RUNDIR", &d)
-            .env("OVS_DBDIR", &d)
-            .env("OVS_LOGDIR", &d);
+        c.env("OVS_RUNDIR", &d).env("OVS_DBDIR", &d).env("OVS_LOGDIR", &d);
         c.stdout(Stdio::null()).stderr(Stdio::null());
         let vsd = Background::spawn(c, "ovs-vswitchd");
         assert!(
-            wait_until(Duration::from_secs(10), || Path::new(&format!(
-                "{d}/vsd.ctl"
-            ))
-            .exists()),
+            wait_until(Duration::from_secs(10), || Path::new(&format!("{d}/vsd.ctl")).exists()),
             "ovs-vswitchd did not start (see {d}/vsd.log)"
         );
-        Ovs {
-            dir,
-            ns_name: ns.name().to_string(),
-            _db: db_proc,
-            _vswitchd: vsd,
-        }
+        Ovs { dir, ns_name: ns.name().to_string(), _db: db_proc, _vswitchd: vsd }
     }
 
     /// `ovs-vsctl` against this instance.
@@ -498,12 +453,8 @@ pub fn hex(b: &[u8]) -> String {
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
 pub fn mac_bytes(s: &str) -> [u8; 6] {
-    let v: Vec<u8> = s
-        .split(':')
-        .filter_map(|h| u8::from_str_radix(h, 16).ok())
-        .collect();
-    v.try_into()
-        .unwrap_or_else(|_| panic!("not a MAC address: {s}"))
+    let v: Vec<u8> = s.split(':').filter_map(|h| u8::from_str_radix(h, 16).ok()).collect();
+    v.try_into().unwrap_or_else(|_| panic!("not a MAC address: {s}"))
 }
 
 /// An ICMP echo request Ethernet frame, IPv4 with DF, 34 bytes of payload.

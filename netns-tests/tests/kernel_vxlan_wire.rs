@@ -32,35 +32,15 @@ fn run_case(case: &Case) {
     } else {
         ("192.0.2.1", "192.0.2.2", "24", "-4")
     };
-    inj.ip(&[
-        fam,
-        "addr",
-        "add",
-        &format!("{inj_ip}/{plen}"),
-        "dev",
-        &i0,
-        "nodad",
-    ]);
-    kv.ip(&[
-        fam,
-        "addr",
-        "add",
-        &format!("{kv_ip}/{plen}"),
-        "dev",
-        &k0,
-        "nodad",
-    ]);
+    inj.ip(&[fam, "addr", "add", &format!("{inj_ip}/{plen}"), "dev", &i0, "nodad"]);
+    kv.ip(&[fam, "addr", "add", &format!("{kv_ip}/{plen}"), "dev", &k0, "nodad"]);
     let mut vx = vec![
         "link", "add", "vx0", "type", "vxlan", "id", "42", "local", kv_ip, "remote", inj_ip,
         "dstport", "4789", "dev", &k0,
     ];
     // Say it explicitly: kernels differ in their default.
     if !case.v6 {
-        vx.push(if case.udp_checksum {
-            "udpcsum"
-        } else {
-            "noudpcsum"
-        });
+        vx.push(if case.udp_checksum { "udpcsum" } else { "noudpcsum" });
     }
     kv.ip(&vx);
     // veth leaves offloaded checksums partial (a NIC would fill them in): make the
@@ -81,57 +61,30 @@ fn run_case(case: &Case) {
     ]);
     // The kernel must be able to reach us on the underlay without asking.
     let i0_mac = inj.mac(&i0);
-    kv.ip(&[
-        "neigh",
-        "replace",
-        inj_ip,
-        "lladdr",
-        &i0_mac,
-        "dev",
-        &k0,
-        "nud",
-        "permanent",
-    ]);
+    kv.ip(&["neigh", "replace", inj_ip, "lladdr", &i0_mac, "dev", &k0, "nud", "permanent"]);
 
     let underlay = if case.v6 {
         let a: std::net::Ipv6Addr = inj_ip.parse().unwrap();
         let b: std::net::Ipv6Addr = kv_ip.parse().unwrap();
-        Underlay::V6 {
-            src: a.octets(),
-            dst: b.octets(),
-        }
+        Underlay::V6 { src: a.octets(), dst: b.octets() }
     } else {
         let a: std::net::Ipv4Addr = inj_ip.parse().unwrap();
         let b: std::net::Ipv4Addr = kv_ip.parse().unwrap();
-        Underlay::V4 {
-            src: a.octets(),
-            dst: b.octets(),
-        }
+        Underlay::V4 { src: a.octets(), dst: b.octets() }
     };
     let params = TunnelParams {
-        encap: Encapsulation::Vxlan {
-            vni: VNI,
-            dst_port: 4789,
-        },
+        encap: Encapsulation::Vxlan { vni: VNI, dst_port: 4789 },
         underlay,
         src_mac: mac_bytes(&i0_mac),
         dst_mac: mac_bytes(&kv.mac(&k0)),
         outer_vlan: None,
-        options: EncapOptions {
-            udp_checksum: case.udp_checksum,
-            ..EncapOptions::default()
-        },
+        options: EncapOptions { udp_checksum: case.udp_checksum, ..EncapOptions::default() },
     };
     let mut tpl = EncapTemplate::new(&params).unwrap();
     let frames: Vec<Vec<u8>> = (1..=PINGS)
         .map(|seq| {
-            let inner = echo_request(
-                WL_LOCAL_MAC,
-                WL_PEER_MAC,
-                [198, 51, 100, 1],
-                [198, 51, 100, 2],
-                seq,
-            );
+            let inner =
+                echo_request(WL_LOCAL_MAC, WL_PEER_MAC, [198, 51, 100, 1], [198, 51, 100, 2], seq);
             let mut buf = vec![0u8; 128 + inner.len()];
             buf[128..].copy_from_slice(&inner);
             let mut p = PacketBuf::new(&mut buf, 128, inner.len()).unwrap();
@@ -184,16 +137,8 @@ fn run_case(case: &Case) {
             );
         }
         let inner = p.data();
-        assert_eq!(
-            &inner[0..6],
-            &WL_LOCAL_MAC,
-            "reply goes to the workload's MAC"
-        );
-        seqs.push(check_echo_reply(
-            inner,
-            [198, 51, 100, 2],
-            [198, 51, 100, 1],
-        ));
+        assert_eq!(&inner[0..6], &WL_LOCAL_MAC, "reply goes to the workload's MAC");
+        seqs.push(check_echo_reply(inner, [198, 51, 100, 2], [198, 51, 100, 1]));
     }
     seqs.sort();
     assert_eq!(seqs, (1..=PINGS).collect::<Vec<_>>(), "{}", case.name);
@@ -206,21 +151,9 @@ fn encap_crate_interoperates_with_the_kernel_vxlan_device() {
     }
     require_program("tshark");
     for case in [
-        Case {
-            name: "IPv4 underlay, no UDP checksum",
-            v6: false,
-            udp_checksum: false,
-        },
-        Case {
-            name: "IPv4 underlay, UDP checksum",
-            v6: false,
-            udp_checksum: true,
-        },
-        Case {
-            name: "IPv6 underlay",
-            v6: true,
-            udp_checksum: true,
-        },
+        Case { name: "IPv4 underlay, no UDP checksum", v6: false, udp_checksum: false },
+        Case { name: "IPv4 underlay, UDP checksum", v6: false, udp_checksum: true },
+        Case { name: "IPv6 underlay", v6: true, udp_checksum: true },
     ] {
         run_case(&case);
     }

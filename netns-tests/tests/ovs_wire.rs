@@ -34,15 +34,7 @@ fn run_case(c: &Case) {
     // Let OVS's side compute checksums itself (veth would leave them partial).
     ons.exec(&["ethtool", "-K", &o0, "tx", "off"]);
     let ovs = Ovs::start(&ons);
-    ovs.vsctl(&[
-        "add-br",
-        "br-int",
-        "--",
-        "set",
-        "bridge",
-        "br-int",
-        "datapath_type=netdev",
-    ]);
+    ovs.vsctl(&["add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev"]);
     let mut port = vec![
         "add-port".to_string(),
         "br-int".into(),
@@ -58,16 +50,7 @@ fn run_case(c: &Case) {
     port.extend(c.ovs_options.iter().map(|s| s.to_string()));
     ovs.vsctl(&port.iter().map(String::as_str).collect::<Vec<_>>());
     let hw = format!("other_config:hwaddr={}", ons.mac(&o0));
-    ovs.vsctl(&[
-        "add-br",
-        "br-phy",
-        "--",
-        "set",
-        "bridge",
-        "br-phy",
-        "datapath_type=netdev",
-        &hw,
-    ]);
+    ovs.vsctl(&["add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev", &hw]);
     ovs.vsctl(&["add-port", "br-phy", &o0]);
     ons.ip(&["addr", "add", "192.0.2.2/24", "dev", "br-phy"]);
     ons.ip(&["link", "set", "br-phy", "up"]);
@@ -90,17 +73,11 @@ fn run_case(c: &Case) {
 
     let params = TunnelParams {
         encap: c.encap,
-        underlay: Underlay::V4 {
-            src: [192, 0, 2, 1],
-            dst: [192, 0, 2, 2],
-        },
+        underlay: Underlay::V4 { src: [192, 0, 2, 1], dst: [192, 0, 2, 2] },
         src_mac: mac_bytes(&i0_mac),
         dst_mac: mac_bytes(&ons.mac(&o0)),
         outer_vlan: None,
-        options: EncapOptions {
-            gre_checksum: c.gre_checksum,
-            ..EncapOptions::default()
-        },
+        options: EncapOptions { gre_checksum: c.gre_checksum, ..EncapOptions::default() },
     };
     let mut tpl = EncapTemplate::new(&params).unwrap();
     let frames: Vec<Vec<u8>> = (1..=PINGS)
@@ -127,10 +104,7 @@ fn run_case(c: &Case) {
     std::thread::sleep(Duration::from_millis(500));
     let file = cap.finish();
 
-    let rx = DecapConfig {
-        local_v4: vec![[192, 0, 2, 1]],
-        ..DecapConfig::default()
-    };
+    let rx = DecapConfig { local_v4: vec![[192, 0, 2, 1]], ..DecapConfig::default() };
     let mut seqs = Vec::new();
     for mut data in read_pcap(&file) {
         let len = data.len();
@@ -149,12 +123,7 @@ fn run_case(c: &Case) {
         }
     }
     seqs.sort();
-    assert_eq!(
-        seqs,
-        (1..=PINGS).collect::<Vec<_>>(),
-        "{}: echo replies through OVS",
-        c.name
-    );
+    assert_eq!(seqs, (1..=PINGS).collect::<Vec<_>>(), "{}: echo replies through OVS", c.name);
 }
 
 #[test]
@@ -189,19 +158,14 @@ fn encap_crate_interoperates_with_open_vswitch_tunnels() {
             name: "NVGRE key layout (VSID 5000, flow 0)",
             ovs_type: "gre",
             ovs_options: &["options:key=1280000"],
-            encap: Encapsulation::GreTap {
-                key: Some(wire::gre::nvgre_key(5000, 0)),
-            },
+            encap: Encapsulation::GreTap { key: Some(wire::gre::nvgre_key(5000, 0)) },
             gre_checksum: false,
         },
         Case {
             name: "VXLAN VNI 42",
             ovs_type: "vxlan",
             ovs_options: &["options:key=42"],
-            encap: Encapsulation::Vxlan {
-                vni: 42,
-                dst_port: 4789,
-            },
+            encap: Encapsulation::Vxlan { vni: 42, dst_port: 4789 },
             gre_checksum: false,
         },
     ];

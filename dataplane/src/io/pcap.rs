@@ -57,12 +57,7 @@ impl<R: Read> PcapReader<R> {
             m if m.swap_bytes() == MAGIC_NS => (true, true),
             m => return Err(PcapError::BadMagic(m)),
         };
-        let r = PcapReader {
-            inner,
-            swapped,
-            nanos,
-            index: 0,
-        };
+        let r = PcapReader { inner, swapped, nanos, index: 0 };
         let link = r.u32(&h[20..24]);
         if link != LINKTYPE_ETHERNET {
             return Err(PcapError::LinkType(link));
@@ -89,25 +84,15 @@ impl<R: Read> PcapReader<R> {
         }
         let (sec, frac, caplen) = (self.u32(&h[0..4]), self.u32(&h[4..8]), self.u32(&h[8..12]));
         if caplen > MAX_RECORD {
-            return Err(PcapError::RecordTooLong {
-                index: self.index,
-                len: caplen,
-            });
+            return Err(PcapError::RecordTooLong { index: self.index, len: caplen });
         }
         let mut data = vec![0u8; caplen as usize];
         if read_full(&mut self.inner, &mut data)? != data.len() {
             return Err(PcapError::Truncated(self.index));
         }
         self.index += 1;
-        let frac_ns = if self.nanos {
-            frac as u64
-        } else {
-            frac as u64 * 1000
-        };
-        Ok(Some(Record {
-            ts_ns: sec as u64 * 1_000_000_000 + frac_ns,
-            data,
-        }))
+        let frac_ns = if self.nanos { frac as u64 } else { frac as u64 * 1000 };
+        Ok(Some(Record { ts_ns: sec as u64 * 1_000_000_000 + frac_ns, data }))
     }
 
     /// Every remaining record.
@@ -182,14 +167,8 @@ mod tests {
         assert_eq!(
             recs,
             vec![
-                Record {
-                    ts_ns: 1_500_000_123_000,
-                    data: vec![1, 2, 3]
-                },
-                Record {
-                    ts_ns: 2_000_000_000,
-                    data: vec![]
-                },
+                Record { ts_ns: 1_500_000_123_000, data: vec![1, 2, 3] },
+                Record { ts_ns: 2_000_000_000, data: vec![] },
             ]
         );
     }
@@ -198,26 +177,15 @@ mod tests {
     fn big_endian_nanosecond_files_are_read() {
         let mut f = Vec::new();
         f.extend_from_slice(&MAGIC_NS.to_be_bytes());
-        f.extend_from_slice(&[
-            0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 1,
-        ]);
+        f.extend_from_slice(&[0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 1]);
         f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0, 0, 2, 0xab, 0xcd]);
         let recs = PcapReader::new(&f[..]).unwrap().read_all().unwrap();
-        assert_eq!(
-            recs,
-            vec![Record {
-                ts_ns: 1_000_000_005,
-                data: vec![0xab, 0xcd]
-            }]
-        );
+        assert_eq!(recs, vec![Record { ts_ns: 1_000_000_005, data: vec![0xab, 0xcd] }]);
     }
 
     #[test]
     fn errors_name_the_problem() {
-        assert!(matches!(
-            PcapReader::new(&[0u8; 24][..]),
-            Err(PcapError::BadMagic(0))
-        ));
+        assert!(matches!(PcapReader::new(&[0u8; 24][..]), Err(PcapError::BadMagic(0))));
         let mut w = PcapWriter::new(Vec::new()).unwrap();
         w.write(0, &[1, 2, 3, 4]).unwrap();
         let mut bytes = w.into_inner();
@@ -226,16 +194,10 @@ mod tests {
         assert!(matches!(r.next_record(), Err(PcapError::Truncated(0))));
         let mut raw = bytes.clone();
         raw[20] = 113; // Linux cooked capture
-        assert!(matches!(
-            PcapReader::new(&raw[..]),
-            Err(PcapError::LinkType(113))
-        ));
+        assert!(matches!(PcapReader::new(&raw[..]), Err(PcapError::LinkType(113))));
         let mut huge = bytes;
         huge[24 + 8..24 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
         let mut r = PcapReader::new(&huge[..]).unwrap();
-        assert!(matches!(
-            r.next_record(),
-            Err(PcapError::RecordTooLong { .. })
-        ));
+        assert!(matches!(r.next_record(), Err(PcapError::RecordTooLong { .. })));
     }
 }

@@ -271,14 +271,8 @@ mod tests {
 
     #[test]
     fn truncated() {
-        assert_eq!(
-            Frame::new_checked(&FRAME[..13]).unwrap_err(),
-            DropReason::EthTruncated
-        );
-        assert_eq!(
-            VlanTag::new_checked(&FRAME[14..17]).unwrap_err(),
-            DropReason::VlanTruncated
-        );
+        assert_eq!(Frame::new_checked(&FRAME[..13]).unwrap_err(), DropReason::EthTruncated);
+        assert_eq!(VlanTag::new_checked(&FRAME[14..17]).unwrap_err(), DropReason::VlanTruncated);
     }
 
     #[test]

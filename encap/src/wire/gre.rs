@@ -110,8 +110,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
     pub fn checksum(&self) -> Option<u16> {
         let b = self.buffer.as_ref();
-        self.has_checksum()
-            .then(|| u16::from_be_bytes([b[4], b[5]]))
+        self.has_checksum().then(|| u16::from_be_bytes([b[4], b[5]]))
     }
 
     pub fn key(&self) -> Option<u32> {
@@ -204,21 +203,13 @@ impl GreRepr {
             return Err(DropReason::GreReservedBits);
         }
         let protocol = p.protocol();
-        if !matches!(
-            protocol,
-            EtherType::TransEther | EtherType::Ipv4 | EtherType::Ipv6
-        ) {
+        if !matches!(protocol, EtherType::TransEther | EtherType::Ipv4 | EtherType::Ipv6) {
             return Err(DropReason::GreUnknownProtocol);
         }
         if verify_checksum && !p.verify_checksum() {
             return Err(DropReason::GreBadChecksum);
         }
-        Ok(GreRepr {
-            protocol,
-            checksum: p.has_checksum(),
-            key: p.key(),
-            seq: p.seq(),
-        })
+        Ok(GreRepr { protocol, checksum: p.has_checksum(), key: p.key(), seq: p.seq() })
     }
 
     pub const fn flags(&self) -> u16 {
@@ -343,11 +334,7 @@ mod tests {
         assert_eq!(parse(&v).unwrap_err(), DropReason::GreBadVersion);
         for bit in [0x40u8, 0x08, 0x04] {
             v = [bit, 0x00, 0x08, 0x00];
-            assert_eq!(
-                parse(&v).unwrap_err(),
-                DropReason::GreReservedBits,
-                "bit {bit:#x}"
-            );
+            assert_eq!(parse(&v).unwrap_err(), DropReason::GreReservedBits, "bit {bit:#x}");
         }
         v = [0x00, 0x80, 0x08, 0x00]; // bits 6-12 are ignored
         assert!(parse(&v).is_ok());

@@ -319,24 +319,12 @@ mod tests {
         let mut bad = PACKET;
         bad[11] ^= 1;
         let p = Packet::new_checked(&bad[..]).unwrap();
-        assert_eq!(
-            Ipv4Repr::parse(&p).unwrap_err(),
-            DropReason::Ipv4BadChecksum
-        );
-        assert_eq!(
-            Packet::new_checked(&PACKET[..19]).unwrap_err(),
-            DropReason::Ipv4Truncated
-        );
-        assert_eq!(
-            Packet::new_checked(&PACKET[..27]).unwrap_err(),
-            DropReason::Ipv4BadTotalLen
-        );
+        assert_eq!(Ipv4Repr::parse(&p).unwrap_err(), DropReason::Ipv4BadChecksum);
+        assert_eq!(Packet::new_checked(&PACKET[..19]).unwrap_err(), DropReason::Ipv4Truncated);
+        assert_eq!(Packet::new_checked(&PACKET[..27]).unwrap_err(), DropReason::Ipv4BadTotalLen);
         let mut ihl = PACKET;
         ihl[0] = 0x44;
-        assert_eq!(
-            Packet::new_checked(&ihl[..]).unwrap_err(),
-            DropReason::Ipv4BadHeaderLen
-        );
+        assert_eq!(Packet::new_checked(&ihl[..]).unwrap_err(), DropReason::Ipv4BadHeaderLen);
         let mut ver = PACKET;
         ver[0] = 0x65;
         let p = Packet::new_checked(&ver[..]).unwrap();

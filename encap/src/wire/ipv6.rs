@@ -227,14 +227,8 @@ mod tests {
 
     #[test]
     fn rejects() {
-        assert_eq!(
-            Packet::new_checked(&PACKET[..39]).unwrap_err(),
-            DropReason::Ipv6Truncated
-        );
-        assert_eq!(
-            Packet::new_checked(&PACKET[..43]).unwrap_err(),
-            DropReason::Ipv6BadPayloadLen
-        );
+        assert_eq!(Packet::new_checked(&PACKET[..39]).unwrap_err(), DropReason::Ipv6Truncated);
+        assert_eq!(Packet::new_checked(&PACKET[..43]).unwrap_err(), DropReason::Ipv6BadPayloadLen);
         let mut v = PACKET;
         v[0] = 0x4b;
         let p = Packet::new_checked(&v[..]).unwrap();
@@ -246,9 +240,6 @@ mod tests {
         let mut buf = PACKET;
         let mut p = Packet::new_unchecked(&mut buf[..]);
         p.set_ecn(3);
-        assert_eq!(
-            (p.version(), p.dscp(), p.ecn(), p.flow_label()),
-            (6, 46, 3, 0x12345)
-        );
+        assert_eq!((p.version(), p.dscp(), p.ecn(), p.flow_label()), (6, 46, 3, 0x12345));
     }
 }

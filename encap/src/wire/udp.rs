@@ -107,10 +107,7 @@ pub struct UdpRepr {
 impl UdpRepr {
     pub fn parse<T: AsRef<[u8]>>(p: &Packet<T>) -> Result<Self, DropReason> {
         p.check_len()?;
-        Ok(UdpRepr {
-            src_port: p.src_port(),
-            dst_port: p.dst_port(),
-        })
+        Ok(UdpRepr { src_port: p.src_port(), dst_port: p.dst_port() })
     }
 
     pub const fn buffer_len(&self) -> usize {
@@ -135,10 +132,7 @@ mod tests {
     #[test]
     fn deconstruct() {
         let p = Packet::new_checked(&PACKET[..]).unwrap();
-        assert_eq!(
-            (p.src_port(), p.dst_port(), p.len(), p.checksum()),
-            (49152, 4789, 12, 0)
-        );
+        assert_eq!((p.src_port(), p.dst_port(), p.len(), p.checksum()), (49152, 4789, 12, 0));
         assert_eq!(p.payload(), &[1, 2, 3, 4]);
     }
 
@@ -146,13 +140,7 @@ mod tests {
     fn parse_and_emit() {
         let p = Packet::new_checked(&PACKET[..]).unwrap();
         let r = UdpRepr::parse(&p).unwrap();
-        assert_eq!(
-            r,
-            UdpRepr {
-                src_port: 49152,
-                dst_port: 4789
-            }
-        );
+        assert_eq!(r, UdpRepr { src_port: 49152, dst_port: 4789 });
         let mut buf = [0xa5u8; 12];
         r.emit(&mut Packet::new_unchecked(&mut buf[..]), 4);
         assert_eq!(&buf[..8], &PACKET[..8]);
@@ -160,13 +148,7 @@ mod tests {
 
     #[test]
     fn rejects() {
-        assert_eq!(
-            Packet::new_checked(&PACKET[..7]).unwrap_err(),
-            DropReason::UdpTruncated
-        );
-        assert_eq!(
-            Packet::new_checked(&PACKET[..11]).unwrap_err(),
-            DropReason::UdpBadLength
-        );
+        assert_eq!(Packet::new_checked(&PACKET[..7]).unwrap_err(), DropReason::UdpTruncated);
+        assert_eq!(Packet::new_checked(&PACKET[..11]).unwrap_err(), DropReason::UdpBadLength);
     }
 }

@@ -154,10 +154,7 @@ mod tests {
         let mut h = HEADER;
         h[0] = 0x00;
         let p = Packet::new_checked(&h[..]).unwrap();
-        assert_eq!(
-            VxlanRepr::parse(&p, false).unwrap_err(),
-            DropReason::VxlanNoIFlag
-        );
+        assert_eq!(VxlanRepr::parse(&p, false).unwrap_err(), DropReason::VxlanNoIFlag);
         for (i, v) in [(0, 0x0c), (2, 1), (7, 1)] {
             let mut h = HEADER;
             h[i] = v;
@@ -167,14 +164,8 @@ mod tests {
                 0x123456,
                 "lenient ignores byte {i}"
             );
-            assert_eq!(
-                VxlanRepr::parse(&p, true).unwrap_err(),
-                DropReason::VxlanReservedBits
-            );
+            assert_eq!(VxlanRepr::parse(&p, true).unwrap_err(), DropReason::VxlanReservedBits);
         }
-        assert_eq!(
-            Packet::new_checked(&HEADER[..7]).unwrap_err(),
-            DropReason::VxlanTruncated
-        );
+        assert_eq!(Packet::new_checked(&HEADER[..7]).unwrap_err(), DropReason::VxlanTruncated);
     }
 }
