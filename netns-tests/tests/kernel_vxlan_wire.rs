@@ -46,6 +46,7 @@ fn run_case(case: &Case) {
     // veth leaves offloaded checksums partial (a NIC would fill them in): make the
     // kernel compute them, so what we capture is what a wire would carry.
     kv.exec(&["ethtool", "-K", &k0, "tx", "off"]);
+    kv.exec(&["sysctl", "-qw", "net.ipv6.conf.vx0.disable_ipv6=1"]);
     kv.ip(&["link", "set", "vx0", "address", "02:00:00:00:00:02", "up"]);
     kv.ip(&["addr", "add", "198.51.100.2/24", "dev", "vx0"]);
     kv.ip(&[
@@ -96,22 +97,11 @@ fn run_case(case: &Case) {
     let dir = TempDir::new("kvx");
     let pcap = dir.join("replies.pcap");
     let filter = format!("udp dst port 4789 and dst host {inj_ip}");
-    let cap = Capture::start(&inj, &i0, &filter, &pcap, PINGS as u32, 10);
+    let cap = Capture::start(&inj, &i0, &filter, &pcap, 50, 10);
     inject(&inj, &i0, &frames);
-    wait_until(Duration::from_secs(5), || {
-        std::fs::metadata(&pcap)
-            .map(|m| m.len() as usize > 24 + PINGS as usize * 100)
-            .unwrap_or(false)
-    });
+    std::thread::sleep(Duration::from_millis(800));
     let file = cap.finish();
     let records = read_pcap(&file);
-    assert_eq!(
-        records.len(),
-        PINGS as usize,
-        "{}: the kernel answered {} of {PINGS} encapsulated pings",
-        case.name,
-        records.len()
-    );
 
     let mut rx = DecapConfig::default();
     match params.underlay {
@@ -137,11 +127,20 @@ fn run_case(case: &Case) {
             );
         }
         let inner = p.data();
-        assert_eq!(&inner[0..6], &WL_LOCAL_MAC, "reply goes to the workload's MAC");
-        seqs.push(check_echo_reply(inner, [198, 51, 100, 2], [198, 51, 100, 1]));
+        // Only the pings' replies count; anything else the kernel sends through
+        // the tunnel (IPv6 neighbour discovery, say) must still decapsulate.
+        if inner[12..14] == [0x08, 0x00] && inner.len() > 34 && inner[14 + 9] == 1 {
+            assert_eq!(&inner[0..6], &WL_LOCAL_MAC, "reply goes to the workload's MAC");
+            seqs.push(check_echo_reply(inner, [198, 51, 100, 2], [198, 51, 100, 1]));
+        }
     }
     seqs.sort();
-    assert_eq!(seqs, (1..=PINGS).collect::<Vec<_>>(), "{}", case.name);
+    assert_eq!(
+        seqs,
+        (1..=PINGS).collect::<Vec<_>>(),
+        "{}: echo replies from the kernel",
+        case.name
+    );
 }
 
 #[test]
