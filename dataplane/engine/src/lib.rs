@@ -1,1 +1,9 @@
-//! The sans-IO engine (issue 3).
+//! The sans-IO engine: rule model, compiler, classifier, pipeline, counters and
+//! trace. It takes packets (and the time) and returns verdicts; it never makes a
+//! system call, so it runs the same under `overlayd run`, `replay` and tests.
+
+pub mod classifier;
+pub mod counters;
+pub mod flow_cache;
+pub mod flow_key;
+pub mod trace;

@@ -1,0 +1,323 @@
+//! Tuple-space search: rules are grouped by their mask ("tuple"); each tuple is
+//! an exact-match hash table from masked key to the best rule with that masked
+//! value. A lookup probes tuples in order of the best rule each holds and stops
+//! as soon as no remaining tuple can beat what it found.
+//!
+//! A rule whose mask covers every field is just a tuple with a full mask: the
+//! exact-match table is the same structure, probed like any other.
+//!
+//! Order: a higher priority wins; between equal priorities, the lower rule id
+//! wins. The pair is folded into one `rank` that is unique per rule, so the
+//! early exit is exact.
+//!
+//! Built once per rule set and immutable afterwards; lookups never allocate.
+
+use std::collections::HashMap;
+
+use crate::flow_key::{FlowKey, WORDS};
+
+/// A rule as the classifier sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClassRule {
+    pub mask: FlowKey,
+    /// Match value; bits outside `mask` are ignored.
+    pub value: FlowKey,
+    pub priority: u16,
+    pub id: u32,
+}
+
+/// Unique, totally ordered preference: priority first, then lower id.
+#[inline(always)]
+pub const fn rank(priority: u16, id: u32) -> u64 {
+    ((priority as u64) << 32) | (u32::MAX - id) as u64
+}
+
+const EMPTY: u32 = u32::MAX;
+
+#[derive(Clone, Debug)]
+struct Slot {
+    key: FlowKey,
+    rank: u64,
+    rule: u32,
+}
+
+#[derive(Clone, Debug)]
+struct Tuple {
+    mask: FlowKey,
+    /// Indices of the mask's non-zero words: only these are hashed and compared.
+    words: [u8; WORDS],
+    nwords: u8,
+    max_rank: u64,
+    slots: Vec<Slot>,
+}
+
+impl Tuple {
+    #[inline(always)]
+    fn hash(&self, masked: &FlowKey) -> u64 {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut h = 0u64;
+        for &w in &self.words[..self.nwords as usize] {
+            h = (h.rotate_left(5) ^ masked.0[w as usize]).wrapping_mul(K);
+        }
+        h ^ (h >> 31)
+    }
+
+    #[inline(always)]
+    fn mask_key(&self, key: &FlowKey) -> FlowKey {
+        let mut m = FlowKey::default();
+        for &w in &self.words[..self.nwords as usize] {
+            m.0[w as usize] = key.0[w as usize] & self.mask.0[w as usize];
+        }
+        m
+    }
+
+    #[inline(always)]
+    fn same(&self, a: &FlowKey, b: &FlowKey) -> bool {
+        self.words[..self.nwords as usize].iter().all(|&w| a.0[w as usize] == b.0[w as usize])
+    }
+
+    fn insert(&mut self, masked: FlowKey, rank: u64, rule: u32) {
+        let cap = self.slots.len() - 1;
+        let mut i = self.hash(&masked) as usize & cap;
+        loop {
+            let s = &mut self.slots[i];
+            if s.rule == EMPTY {
+                *s = Slot { key: masked, rank, rule };
+                return;
+            }
+            if s.key == masked {
+                if rank > s.rank {
+                    s.rank = rank;
+                    s.rule = rule;
+                }
+                return;
+            }
+            i = (i + 1) & cap;
+        }
+    }
+
+    /// The best rule in this tuple for `key`, with its rank.
+    #[inline(always)]
+    fn find(&self, key: &FlowKey) -> Option<(u64, u32)> {
+        let masked = self.mask_key(key);
+        let cap = self.slots.len() - 1;
+        let mut i = self.hash(&masked) as usize & cap;
+        loop {
+            let s = &self.slots[i];
+            if s.rule == EMPTY {
+                return None;
+            }
+            if self.same(&s.key, &masked) {
+                return Some((s.rank, s.rule));
+            }
+            i = (i + 1) & cap;
+        }
+    }
+}
+
+/// What a lookup found, and what it cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Found {
+    /// Index of the winning rule in the slice the classifier was built from.
+    pub rule: Option<u32>,
+    pub tuples_probed: u32,
+}
+
+/// The compiled classifier.
+#[derive(Clone, Debug, Default)]
+pub struct Classifier {
+    tuples: Vec<Tuple>,
+}
+
+impl Classifier {
+    /// Builds the classifier for `rules`; `Found::rule` indexes this slice.
+    pub fn build(rules: &[ClassRule]) -> Classifier {
+        let mut groups: HashMap<FlowKey, Vec<u32>> = HashMap::new();
+        for (i, r) in rules.iter().enumerate() {
+            groups.entry(r.mask).or_default().push(i as u32);
+        }
+        let mut tuples: Vec<Tuple> = groups
+            .into_iter()
+            .map(|(mask, members)| {
+                let mut words = [0u8; WORDS];
+                let mut nwords = 0u8;
+                for (w, m) in mask.0.iter().enumerate() {
+                    if *m != 0 {
+                        words[nwords as usize] = w as u8;
+                        nwords += 1;
+                    }
+                }
+                // Load factor at most one half keeps probe sequences short.
+                let cap = (members.len() * 2).next_power_of_two().max(2);
+                let empty = Slot { key: FlowKey::default(), rank: 0, rule: EMPTY };
+                let mut t = Tuple { mask, words, nwords, max_rank: 0, slots: vec![empty; cap] };
+                for i in members {
+                    let r = &rules[i as usize];
+                    let rk = rank(r.priority, r.id);
+                    t.max_rank = t.max_rank.max(rk);
+                    t.insert(r.value.masked(&mask), rk, i);
+                }
+                t
+            })
+            .collect();
+        tuples.sort_by(|a, b| b.max_rank.cmp(&a.max_rank));
+        Classifier { tuples }
+    }
+
+    /// Finds the best rule matching `key`.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey) -> Found {
+        let mut best: Option<(u64, u32)> = None;
+        let mut probed = 0;
+        for t in &self.tuples {
+            if let Some((r, _)) = best {
+                if r > t.max_rank {
+                    break;
+                }
+            }
+            probed += 1;
+            if let Some((r, rule)) = t.find(key) {
+                if best.is_none_or(|(b, _)| r > b) {
+                    best = Some((r, rule));
+                }
+            }
+        }
+        Found { rule: best.map(|(_, rule)| rule), tuples_probed: probed }
+    }
+
+    /// Number of tuples (distinct masks).
+    pub fn tuple_count(&self) -> usize {
+        self.tuples.len()
+    }
+
+    /// Each tuple's mask and number of distinct masked values, best tuple first.
+    pub fn tuple_summary(&self) -> Vec<(FlowKey, usize)> {
+        self.tuples
+            .iter()
+            .map(|t| (t.mask, t.slots.iter().filter(|s| s.rule != EMPTY).count()))
+            .collect()
+    }
+}
+
+/// The reference: every rule checked in turn. Slow and obviously right.
+pub fn linear_lookup(rules: &[ClassRule], key: &FlowKey) -> Option<u32> {
+    rules
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| key.masked(&r.mask) == r.value.masked(&r.mask))
+        .max_by_key(|(_, r)| rank(r.priority, r.id))
+        .map(|(i, _)| i as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow_key::field;
+    use proptest::prelude::*;
+
+    fn mask_of(fields: &[field::Field]) -> FlowKey {
+        let mut m = FlowKey::default();
+        for f in fields {
+            m.set(*f, u64::MAX);
+        }
+        m
+    }
+
+    #[test]
+    fn priority_then_lower_id_wins() {
+        let m = mask_of(&[field::L4_DST]);
+        let mut v = FlowKey::default();
+        v.set(field::L4_DST, 53);
+        let wild = FlowKey::default();
+        let rules = [
+            ClassRule { mask: wild, value: wild, priority: 1, id: 1 },
+            ClassRule { mask: m, value: v, priority: 10, id: 7 },
+            ClassRule { mask: m, value: v, priority: 10, id: 3 },
+        ];
+        let c = Classifier::build(&rules);
+        assert_eq!(c.lookup(&v).rule, Some(2), "equal priority: lower id");
+        let mut other = FlowKey::default();
+        other.set(field::L4_DST, 80);
+        assert_eq!(c.lookup(&other).rule, Some(0), "falls through to the catch-all");
+        assert_eq!(Classifier::build(&rules[1..]).lookup(&other).rule, None);
+    }
+
+    #[test]
+    fn early_exit_skips_hopeless_tuples() {
+        let m1 = mask_of(&[field::L4_DST]);
+        let m2 = mask_of(&[field::L4_SRC]);
+        let mut v = FlowKey::default();
+        v.set(field::L4_DST, 53);
+        let rules = [
+            ClassRule { mask: m1, value: v, priority: 100, id: 1 },
+            ClassRule { mask: m2, value: FlowKey::default(), priority: 5, id: 2 },
+        ];
+        let c = Classifier::build(&rules);
+        let f = c.lookup(&v);
+        assert_eq!((f.rule, f.tuples_probed), (Some(0), 1));
+    }
+
+    /// Sixteen mask shapes, like a real rule set: ports, prefixes, protocols.
+    fn shapes() -> Vec<FlowKey> {
+        use field::*;
+        let mut out = Vec::new();
+        let sets: [&[Field]; 16] = [
+            &[],
+            &[IN_PORT],
+            &[ETH_DST],
+            &[ETH_SRC, ETH_DST],
+            &[VLAN],
+            &[ETHERTYPE],
+            &[IP_PROTO],
+            &[IP_PROTO, L4_DST],
+            &[IP_PROTO, L4_SRC, L4_DST],
+            &[IN_PORT, IP_PROTO, L4_DST],
+            &[TUNNEL, VNI],
+            &[TUNNEL, VNI, ETH_DST],
+            &[IN_PORT, VLAN, ETH_DST],
+            &[ETHERTYPE, IP_PROTO],
+            &[VNI],
+            &[IN_PORT, ETHERTYPE, IP_PROTO, L4_SRC],
+        ];
+        for s in sets {
+            out.push(mask_of(s));
+        }
+        // IP prefixes: /24 on destination, /16 on source.
+        out[5].0[6] = 0xffff_ff00;
+        out[13].0[4] = 0xffff_0000;
+        out
+    }
+
+    /// Keys drawn from a small value space so rules and packets collide often.
+    fn small_key() -> impl Strategy<Value = FlowKey> {
+        proptest::collection::vec(0u64..4, WORDS).prop_map(|v| {
+            let mut k = FlowKey::default();
+            for (i, x) in v.into_iter().enumerate() {
+                // spread the small values over the fields of each word
+                k.0[i] = x | (x << 16) | (x << 24) | (x << 32) | (x << 40) | (x << 48) | (x << 56);
+            }
+            k
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn tuple_space_agrees_with_linear(
+            specs in proptest::collection::vec((0usize..16, small_key(), 0u16..8, 0u32..1000), 0..60),
+            keys in proptest::collection::vec(small_key(), 1..40),
+        ) {
+            let shapes = shapes();
+            let mut seen = std::collections::HashSet::new();
+            let rules: Vec<ClassRule> = specs
+                .into_iter()
+                .filter(|s| seen.insert(s.3)) // rule ids are unique
+                .map(|(s, v, p, id)| ClassRule { mask: shapes[s], value: v, priority: p, id })
+                .collect();
+            let c = Classifier::build(&rules);
+            for k in keys.iter().chain(rules.iter().map(|r| &r.value)) {
+                prop_assert_eq!(c.lookup(k).rule, linear_lookup(&rules, k));
+            }
+        }
+    }
+}
