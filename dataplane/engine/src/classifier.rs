@@ -160,7 +160,7 @@ impl Classifier {
                 t
             })
             .collect();
-        tuples.sort_by(|a, b| b.max_rank.cmp(&a.max_rank));
+        tuples.sort_by_key(|t| std::cmp::Reverse(t.max_rank));
         Classifier { tuples }
     }
 
