@@ -6,4 +6,5 @@ pub mod classifier;
 pub mod counters;
 pub mod flow_cache;
 pub mod flow_key;
+pub mod model;
 pub mod trace;

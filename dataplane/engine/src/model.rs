@@ -1,0 +1,785 @@
+//! The configuration document: ports, tunnels, receive policy, rules, FDB
+//! entries and flood lists, with a generation number. Read from TOML (and, by
+//! the control plane, from JSON); `Config::validate` refuses a bad document with
+//! the path of the offending field and the reason. A `Config` that validated is
+//! what the compiler turns into a rule set; nothing is ever half-applied.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use encap::wire::vxlan;
+
+/// The schema version this build writes; it reads this one and older ones.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A MAC address written `02:00:00:00:00:01`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Mac(pub [u8; 6]);
+
+impl std::str::FromStr for Mac {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        if parts.len() != 6 {
+            return Err(format!("{s:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)"));
+        }
+        let mut m = [0u8; 6];
+        for (o, p) in m.iter_mut().zip(parts) {
+            *o = u8::from_str_radix(p, 16)
+                .ok()
+                .filter(|_| p.len() == 2)
+                .ok_or_else(|| format!("{s:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)"))?;
+        }
+        Ok(Mac(m))
+    }
+}
+
+impl std::fmt::Display for Mac {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+impl Serialize for Mac {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Mac {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// An address prefix written `198.51.100.0/24` or `2001:db8::/32` (a bare
+/// address is a full-length prefix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Prefix {
+    pub addr: IpAddr,
+    pub len: u8,
+}
+
+impl std::str::FromStr for Prefix {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, l) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().map_err(|_| format!("{a:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match l {
+            None => max,
+            Some(l) => l
+                .parse::<u8>()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("prefix length {l:?} is out of range (0..={max})"))?,
+        };
+        Ok(Prefix { addr, len })
+    }
+}
+
+impl std::fmt::Display for Prefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl Serialize for Prefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Prefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "schema_version")]
+    pub schema_version: u32,
+    /// Increases by one with every accepted change.
+    #[serde(default)]
+    pub generation: u64,
+    #[serde(default)]
+    pub ports: Vec<Port>,
+    #[serde(default)]
+    pub tunnels: Vec<Tunnel>,
+    #[serde(default)]
+    pub decap: DecapPolicy,
+    #[serde(default)]
+    pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub fdb: Vec<FdbEntry>,
+    #[serde(default)]
+    pub flood: Vec<FloodList>,
+}
+
+fn schema_version() -> u32 {
+    SCHEMA_VERSION
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PortKind {
+    /// Faces workloads: everything it receives goes through the rules.
+    Workload,
+    /// Faces the underlay: it receives tunnel packets, which are decapsulated.
+    Uplink,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Port {
+    pub name: String,
+    pub kind: PortKind,
+    /// The Linux interface (for `run`; `replay` does not need it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+    /// The port's MAC address: the outer source of tunnel packets sent from an
+    /// uplink. `run` reads it from the interface when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Mac>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TunnelType {
+    Vxlan,
+    /// Ethernet over GRE.
+    Gretap,
+    /// Ethernet over GRE with the NVGRE key layout (VSID + flow id).
+    Nvgre,
+    /// IP over GRE.
+    Gre,
+}
+
+/// A number, or the word `inherit` (copy from the inner packet).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OrInherit {
+    Value(u8),
+    Word(InheritWord),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InheritWord {
+    Inherit,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DfSpec {
+    #[default]
+    Set,
+    Unset,
+    Inherit,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EcnSpec {
+    #[default]
+    Normal,
+    Compat,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tunnel {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: TunnelType,
+    /// The uplink port the tunnel's packets leave and arrive on.
+    pub uplink: String,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    /// VXLAN network identifier (vxlan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// GRE key (gre, gretap; optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<u32>,
+    /// NVGRE virtual subnet id (24 bits) and flow id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_id: Option<u8>,
+    #[serde(default = "vxlan_port")]
+    pub udp_port: u16,
+    /// Static next-hop MAC address of the remote VTEP; `run` resolves it from
+    /// the kernel's neighbour table when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_mac: Option<Mac>,
+    #[serde(default)]
+    pub df: DfSpec,
+    #[serde(default = "default_ttl")]
+    pub ttl: OrInherit,
+    #[serde(default = "default_dscp")]
+    pub dscp: OrInherit,
+    #[serde(default)]
+    pub ecn: EcnSpec,
+    #[serde(default)]
+    pub udp_checksum: bool,
+    #[serde(default)]
+    pub gre_checksum: bool,
+    #[serde(default)]
+    pub gre_sequence: bool,
+    #[serde(default = "default_src_ports")]
+    pub src_port_range: [u16; 2],
+    #[serde(default = "default_mtu")]
+    pub mtu: u16,
+}
+
+fn vxlan_port() -> u16 {
+    vxlan::IANA_PORT
+}
+fn default_ttl() -> OrInherit {
+    OrInherit::Value(64)
+}
+fn default_dscp() -> OrInherit {
+    OrInherit::Value(0)
+}
+fn default_src_ports() -> [u16; 2] {
+    [49152, 65535]
+}
+fn default_mtu() -> u16 {
+    1500
+}
+
+/// Receive-side policy for all tunnels.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecapPolicy {
+    /// Drop VXLAN packets with reserved bits set (RFC 7348 says ignore them).
+    pub vxlan_strict: bool,
+    /// Verify non-zero UDP checksums over IPv4.
+    pub verify_udp_checksum: bool,
+    /// Accept zero UDP checksums over IPv6 (RFC 6935/6936).
+    pub accept_zero_checksum_v6: bool,
+    pub verify_gre_checksum: bool,
+}
+
+impl Default for DecapPolicy {
+    fn default() -> Self {
+        DecapPolicy {
+            vxlan_strict: false,
+            verify_udp_checksum: true,
+            accept_zero_checksum_v6: false,
+            verify_gre_checksum: true,
+        }
+    }
+}
+
+/// Match fields; an absent field is a wildcard.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Match {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_port: Option<String>,
+    /// The tunnel a decapsulated packet came through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<String>,
+    /// VNI or GRE key of a decapsulated packet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eth_src: Option<Mac>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eth_dst: Option<Mac>,
+    /// Outermost VLAN id; 0 matches untagged frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ethertype: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_src: Option<Prefix>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_dst: Option<Prefix>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_proto: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l4_src: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l4_dst: Option<u16>,
+}
+
+/// What a rule does. Written in TOML as `"drop"`, `"pop_vlan"`, `"count"`, or a
+/// table such as `{ encap = "t1" }`, `{ output = "wl0" }`, `{ push_vlan = 100 }`,
+/// `{ set_eth_dst = "02:00:00:00:00:02" }`, `{ forward_l2 = 42 }`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Encapsulate into the named tunnel and send it out of its uplink.
+    Encap(String),
+    /// Send out of the named port.
+    Output(String),
+    Drop,
+    PushVlan(u16),
+    PopVlan,
+    SetVlan(u16),
+    SetEthSrc(Mac),
+    SetEthDst(Mac),
+    /// Count only (every matched packet is counted per rule anyway; this marks
+    /// rules kept for accounting).
+    Count,
+    /// L2 overlay forwarding in a VNI: a known unicast MAC goes to its FDB
+    /// tunnel; broadcast, multicast and unknown unicast are replicated to the
+    /// VNI's flood list.
+    ForwardL2(u32),
+}
+
+impl Action {
+    /// True for the actions that decide where the packet goes.
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Action::Encap(_) | Action::Output(_) | Action::Drop | Action::ForwardL2(_))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub id: u32,
+    /// Higher wins; between equal priorities, the lower id wins.
+    #[serde(default)]
+    pub priority: u16,
+    #[serde(default, rename = "match")]
+    pub matches: Match,
+    pub actions: Vec<Action>,
+}
+
+/// A static FDB entry: in `vni`, frames to `mac` go through `tunnel`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbEntry {
+    pub vni: u32,
+    pub mac: Mac,
+    pub tunnel: String,
+}
+
+/// Head-end replication list for broadcast, multicast and unknown unicast.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FloodList {
+    pub vni: u32,
+    pub tunnels: Vec<String>,
+    /// Local workload ports that also receive the flooded frames.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+}
+
+/// Why a configuration was refused: the field's path and the reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Syntax(String),
+    #[error("{path}: {reason}")]
+    Invalid { path: String, reason: String },
+}
+
+impl ConfigError {
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { path, .. } => Some(path),
+            ConfigError::Syntax(_) => None,
+        }
+    }
+}
+
+fn bad(path: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { path: path.into(), reason: reason.into() }
+}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a Config always serialises")
+    }
+
+    /// The VNI (VXLAN) or key (GRE) a tunnel's packets carry.
+    pub fn tunnel_id(t: &Tunnel) -> Option<u32> {
+        match t.kind {
+            TunnelType::Vxlan => t.vni,
+            TunnelType::Gretap | TunnelType::Gre => t.key,
+            TunnelType::Nvgre => {
+                Some(encap::wire::gre::nvgre_key(t.vsid.unwrap_or(0), t.flow_id.unwrap_or(0)))
+            }
+        }
+    }
+
+    /// Checks every cross-reference and range; the first problem is returned
+    /// with the path of the field at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.schema_version > SCHEMA_VERSION || self.schema_version == 0 {
+            return Err(bad(
+                "schema_version",
+                format!(
+                    "{} is not supported: this build reads schema versions 1..={SCHEMA_VERSION}",
+                    self.schema_version
+                ),
+            ));
+        }
+        let mut ports: HashMap<&str, PortKind> = HashMap::new();
+        for (i, p) in self.ports.iter().enumerate() {
+            check_name(&format!("ports[{i}].name"), &p.name)?;
+            if ports.insert(&p.name, p.kind).is_some() {
+                return Err(bad(
+                    format!("ports[{i}].name"),
+                    format!("duplicate port name {:?}", p.name),
+                ));
+            }
+        }
+        if self.ports.len() > u16::MAX as usize - 1 {
+            return Err(bad("ports", "too many ports"));
+        }
+        let mut tunnels: HashMap<&str, &Tunnel> = HashMap::new();
+        let mut endpoints = HashSet::new();
+        for (i, t) in self.tunnels.iter().enumerate() {
+            let at = |f: &str| format!("tunnels[{i}].{f}");
+            check_name(&at("name"), &t.name)?;
+            if tunnels.insert(&t.name, t).is_some() {
+                return Err(bad(at("name"), format!("duplicate tunnel name {:?}", t.name)));
+            }
+            match ports.get(t.uplink.as_str()) {
+                None => return Err(bad(at("uplink"), format!("unknown port {:?}", t.uplink))),
+                Some(PortKind::Workload) => {
+                    return Err(bad(
+                        at("uplink"),
+                        format!("port {:?} is a workload port, not an uplink", t.uplink),
+                    ))
+                }
+                Some(PortKind::Uplink) => {}
+            }
+            if t.local.is_ipv4() != t.remote.is_ipv4() {
+                return Err(bad(at("remote"), "local and remote must be the same address family"));
+            }
+            if t.local.is_unspecified() || t.local.is_multicast() {
+                return Err(bad(at("local"), format!("{} cannot be a tunnel endpoint", t.local)));
+            }
+            if t.remote.is_unspecified() || t.remote.is_multicast() {
+                return Err(bad(at("remote"), format!("{} cannot be a tunnel endpoint", t.remote)));
+            }
+            match t.kind {
+                TunnelType::Vxlan => {
+                    let vni = t.vni.ok_or_else(|| bad(at("vni"), "a vxlan tunnel needs a vni"))?;
+                    if vni > vxlan::MAX_VNI {
+                        return Err(bad(
+                            at("vni"),
+                            format!("{vni} is out of range (0..={})", vxlan::MAX_VNI),
+                        ));
+                    }
+                    if t.udp_port == 0 {
+                        return Err(bad(at("udp_port"), "0 is not a valid port"));
+                    }
+                    for f in [("key", t.key.is_some()), ("vsid", t.vsid.is_some())] {
+                        if f.1 {
+                            return Err(bad(at(f.0), "only GRE tunnels have this field"));
+                        }
+                    }
+                }
+                TunnelType::Nvgre => {
+                    let vsid =
+                        t.vsid.ok_or_else(|| bad(at("vsid"), "an nvgre tunnel needs a vsid"))?;
+                    if vsid > 0x00ff_ffff {
+                        return Err(bad(
+                            at("vsid"),
+                            format!("{vsid} is out of range (0..=16777215)"),
+                        ));
+                    }
+                    if t.key.is_some() {
+                        return Err(bad(at("key"), "nvgre derives its key from vsid and flow_id"));
+                    }
+                }
+                TunnelType::Gretap | TunnelType::Gre => {
+                    if t.vni.is_some() {
+                        return Err(bad(at("vni"), "GRE tunnels have a key, not a vni"));
+                    }
+                }
+            }
+            if let OrInherit::Value(0) = t.ttl {
+                return Err(bad(at("ttl"), "0 would be dropped by the first router"));
+            }
+            if let OrInherit::Value(d) = t.dscp {
+                if d > 63 {
+                    return Err(bad(at("dscp"), format!("{d} is out of range (0..=63)")));
+                }
+            }
+            if t.src_port_range[0] > t.src_port_range[1] {
+                return Err(bad(at("src_port_range"), "the first port must not exceed the second"));
+            }
+            let min_mtu = if t.local.is_ipv4() { 576 } else { 1280 };
+            if t.mtu < min_mtu {
+                return Err(bad(at("mtu"), format!("{} is below the minimum {min_mtu}", t.mtu)));
+            }
+            let id = (t.local, t.remote, matches!(t.kind, TunnelType::Vxlan), Self::tunnel_id(t));
+            if !endpoints.insert(id) {
+                return Err(bad(
+                    at("remote"),
+                    "another tunnel has the same endpoints and VNI/key: received packets would be ambiguous",
+                ));
+            }
+        }
+        let mut ids = HashSet::new();
+        for (i, r) in self.rules.iter().enumerate() {
+            let at = |f: &str| format!("rules[{i}].{f}");
+            if !ids.insert(r.id) {
+                return Err(bad(at("id"), format!("duplicate rule id {}", r.id)));
+            }
+            let m = &r.matches;
+            if let Some(p) = &m.in_port {
+                if !ports.contains_key(p.as_str()) {
+                    return Err(bad(at("match.in_port"), format!("unknown port {p:?}")));
+                }
+            }
+            if let Some(t) = &m.tunnel {
+                if !tunnels.contains_key(t.as_str()) {
+                    return Err(bad(at("match.tunnel"), format!("unknown tunnel {t:?}")));
+                }
+            }
+            if let Some(v) = m.vlan {
+                if v > 4094 {
+                    return Err(bad(
+                        at("match.vlan"),
+                        format!("{v} is out of range (0..=4094, 0 = untagged)"),
+                    ));
+                }
+            }
+            if let (Some(s), Some(d)) = (m.ip_src, m.ip_dst) {
+                if s.addr.is_ipv4() != d.addr.is_ipv4() {
+                    return Err(bad(
+                        at("match.ip_dst"),
+                        "ip_src and ip_dst must be the same address family",
+                    ));
+                }
+            }
+            if r.actions.is_empty() {
+                return Err(bad(at("actions"), "a rule needs at least one action"));
+            }
+            if !r.actions.iter().any(Action::is_terminal) {
+                return Err(bad(
+                    at("actions"),
+                    "no encap, output, forward_l2 or drop: the packet's fate would be undefined",
+                ));
+            }
+            for (j, a) in r.actions.iter().enumerate() {
+                let at = || format!("rules[{i}].actions[{j}]");
+                match a {
+                    Action::Encap(t) if !tunnels.contains_key(t.as_str()) => {
+                        return Err(bad(format!("{}.encap", at()), format!("unknown tunnel {t:?}")))
+                    }
+                    Action::Output(p) if !ports.contains_key(p.as_str()) => {
+                        return Err(bad(format!("{}.output", at()), format!("unknown port {p:?}")))
+                    }
+                    Action::PushVlan(v) | Action::SetVlan(v) if *v == 0 || *v > 4094 => {
+                        return Err(bad(at(), format!("vlan {v} is out of range (1..=4094)")))
+                    }
+                    Action::ForwardL2(v) if *v > vxlan::MAX_VNI => {
+                        return Err(bad(
+                            format!("{}.forward_l2", at()),
+                            format!("vni {v} is out of range"),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut fdb = HashSet::new();
+        for (i, e) in self.fdb.iter().enumerate() {
+            let t = tunnels.get(e.tunnel.as_str()).ok_or_else(|| {
+                bad(format!("fdb[{i}].tunnel"), format!("unknown tunnel {:?}", e.tunnel))
+            })?;
+            if t.kind == TunnelType::Gre {
+                return Err(bad(
+                    format!("fdb[{i}].tunnel"),
+                    "an L3 GRE tunnel cannot carry Ethernet frames",
+                ));
+            }
+            if !fdb.insert((e.vni, e.mac)) {
+                return Err(bad(
+                    format!("fdb[{i}]"),
+                    format!("duplicate entry for vni {} mac {}", e.vni, e.mac),
+                ));
+            }
+        }
+        let mut vnis = HashSet::new();
+        for (i, f) in self.flood.iter().enumerate() {
+            if !vnis.insert(f.vni) {
+                return Err(bad(
+                    format!("flood[{i}].vni"),
+                    format!("duplicate flood list for vni {}", f.vni),
+                ));
+            }
+            for (j, t) in f.tunnels.iter().enumerate() {
+                let tun = tunnels.get(t.as_str()).ok_or_else(|| {
+                    bad(format!("flood[{i}].tunnels[{j}]"), format!("unknown tunnel {t:?}"))
+                })?;
+                if tun.kind == TunnelType::Gre {
+                    return Err(bad(
+                        format!("flood[{i}].tunnels[{j}]"),
+                        "an L3 GRE tunnel cannot carry Ethernet frames",
+                    ));
+                }
+            }
+            for (j, p) in f.ports.iter().enumerate() {
+                if ports.get(p.as_str()) != Some(&PortKind::Workload) {
+                    return Err(bad(
+                        format!("flood[{i}].ports[{j}]"),
+                        format!("{p:?} is not a workload port"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_name(path: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(path, format!("{name:?} is not a valid name (1-64 of A-Z a-z 0-9 - _ .)")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const EXAMPLE: &str = r#"
+generation = 3
+
+[[ports]]
+name = "wl0"
+kind = "workload"
+
+[[ports]]
+name = "up0"
+kind = "uplink"
+mac = "02:00:00:00:00:10"
+
+[[tunnels]]
+name = "t1"
+type = "vxlan"
+uplink = "up0"
+local = "192.0.2.1"
+remote = "192.0.2.2"
+vni = 42
+next_hop_mac = "02:00:00:00:00:20"
+ttl = "inherit"
+
+[[rules]]
+id = 1
+priority = 10
+match = { in_port = "wl0", ip_dst = "198.51.100.0/24", ip_proto = 17 }
+actions = [{ push_vlan = 100 }, "count", { encap = "t1" }]
+
+[[rules]]
+id = 2
+match = { tunnel = "t1", vni = 42 }
+actions = [{ output = "wl0" }]
+
+[[fdb]]
+vni = 42
+mac = "02:00:00:00:00:02"
+tunnel = "t1"
+
+[[flood]]
+vni = 42
+tunnels = ["t1"]
+"#;
+
+    #[test]
+    fn example_loads_and_roundtrips() {
+        let c = Config::from_toml(EXAMPLE).unwrap();
+        assert_eq!(c.generation, 3);
+        assert_eq!(c.tunnels[0].ttl, OrInherit::Word(InheritWord::Inherit));
+        assert_eq!(c.rules[0].actions[0], Action::PushVlan(100));
+        assert_eq!(c.rules[0].matches.ip_dst.unwrap().len, 24);
+        let again = Config::from_toml(&c.to_toml()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    fn err(edit: impl Fn(&mut Config)) -> ConfigError {
+        let mut c = Config::from_toml(EXAMPLE).unwrap();
+        edit(&mut c);
+        c.validate().unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let cases: Vec<(Box<dyn Fn(&mut Config)>, &str, &str)> = vec![
+            (Box::new(|c| c.tunnels[0].vni = Some(1 << 24)), "tunnels[0].vni", "out of range"),
+            (Box::new(|c| c.rules[1].id = 1), "rules[1].id", "duplicate rule id"),
+            (
+                Box::new(|c| c.rules[0].actions[2] = Action::Encap("t9".into())),
+                "rules[0].actions[2].encap",
+                "unknown tunnel \"t9\"",
+            ),
+            (
+                Box::new(|c| c.rules[0].actions = vec![Action::Count]),
+                "rules[0].actions",
+                "undefined",
+            ),
+            (
+                Box::new(|c| c.tunnels[0].remote = "2001:db8::2".parse().unwrap()),
+                "tunnels[0].remote",
+                "address family",
+            ),
+            (
+                Box::new(|c| c.tunnels[0].uplink = "wl0".into()),
+                "tunnels[0].uplink",
+                "workload port",
+            ),
+            (Box::new(|c| c.ports[1].name = "wl0".into()), "ports[1].name", "duplicate port name"),
+            (Box::new(|c| c.fdb[0].tunnel = "nope".into()), "fdb[0].tunnel", "unknown tunnel"),
+            (
+                Box::new(|c| c.rules[0].actions[0] = Action::PushVlan(4095)),
+                "rules[0].actions[0]",
+                "out of range",
+            ),
+            (Box::new(|c| c.schema_version = 99), "schema_version", "not supported"),
+            (Box::new(|c| c.tunnels[0].mtu = 100), "tunnels[0].mtu", "below the minimum"),
+        ];
+        for (edit, path, reason) in cases {
+            let e = err(edit);
+            assert_eq!(e.path(), Some(path), "{e}");
+            assert!(e.to_string().contains(reason), "{e} lacks {reason:?}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_say_where() {
+        let e = Config::from_toml("[[rules]]\nid = 1\nactions = []\nbogus = 1\n").unwrap_err();
+        assert!(e.to_string().contains("bogus"), "{e}");
+        let e = Config::from_toml(
+            "[[rules]]\nid = 1\nmatch = { ip_dst = \"198.51.100.0/33\" }\nactions = [\"drop\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("out of range"), "{e}");
+        let e = Config::from_toml("[[ports]]\nname = \"p\"\nkind = \"uplink\"\nmac = \"02:00\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("not a MAC address"), "{e}");
+    }
+}
