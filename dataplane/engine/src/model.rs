@@ -729,7 +729,8 @@ tunnels = ["t1"]
 
     #[test]
     fn errors_name_the_field() {
-        let cases: Vec<(Box<dyn Fn(&mut Config)>, &str, &str)> = vec![
+        type Edit = Box<dyn Fn(&mut Config)>;
+        let cases: Vec<(Edit, &str, &str)> = vec![
             (Box::new(|c| c.tunnels[0].vni = Some(1 << 24)), "tunnels[0].vni", "out of range"),
             (Box::new(|c| c.rules[1].id = 1), "rules[1].id", "duplicate rule id"),
             (
