@@ -3,6 +3,7 @@
 //! system call, so it runs the same under `overlayd run`, `replay` and tests.
 
 pub mod classifier;
+pub mod compile;
 pub mod counters;
 pub mod flow_cache;
 pub mod flow_key;

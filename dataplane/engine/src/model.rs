@@ -663,11 +663,9 @@ fn check_name(path: &str, name: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A small valid document used by the tests of several modules.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    pub const EXAMPLE: &str = r#"
+pub(crate) const EXAMPLE_FOR_TESTS: &str = r#"
 generation = 3
 
 [[ports]]
@@ -710,9 +708,13 @@ vni = 42
 tunnels = ["t1"]
 "#;
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
     #[test]
     fn example_loads_and_roundtrips() {
-        let c = Config::from_toml(EXAMPLE).unwrap();
+        let c = Config::from_toml(EXAMPLE_FOR_TESTS).unwrap();
         assert_eq!(c.generation, 3);
         assert_eq!(c.tunnels[0].ttl, OrInherit::Word(InheritWord::Inherit));
         assert_eq!(c.rules[0].actions[0], Action::PushVlan(100));
@@ -722,7 +724,7 @@ tunnels = ["t1"]
     }
 
     fn err(edit: impl Fn(&mut Config)) -> ConfigError {
-        let mut c = Config::from_toml(EXAMPLE).unwrap();
+        let mut c = Config::from_toml(EXAMPLE_FOR_TESTS).unwrap();
         edit(&mut c);
         c.validate().unwrap_err()
     }
