@@ -90,6 +90,7 @@ drop_reasons! {
     FloodListEmpty = 76, "flood_list_empty", "broadcast or unknown unicast with no flood list for its VNI";
     TxRingFull = 77, "tx_ring_full", "the output ring had no room";
     SelfLoop = 78, "self_loop", "output to the input port (hairpin) is not allowed by the rule";
+    NoFreeFrame = 79, "no_free_frame", "no free frame to copy a replicated packet or build a reply into";
 }
 
 impl DropReason {

@@ -8,9 +8,10 @@
 //! without tearing.
 //!
 //! The invariant, for any set of workers at a quiescent point:
-//! `rx + replicas == tx + dropped`, where `replicas` counts the extra copies
-//! made by head-end replication (a flooded packet sent to three tunnels is one
-//! packet in, two replicas, three packets out).
+//! `rx + replicas + generated == tx + dropped`, where `replicas` counts the
+//! extra copies made by replication (a flooded packet sent to three tunnels is
+//! one packet in, two replicas, three packets out) and `generated` the packets
+//! the dataplane built itself (ICMP "too big" replies).
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -88,6 +89,7 @@ pub struct WorkerCounters {
     pub rx: Counter,
     pub tx: Counter,
     pub replicas: Counter,
+    pub generated: Counter,
     pub drops: Vec<Counter>,
     pub ports: Vec<PortCounters>,
     pub tunnels: Vec<TunnelCounters>,
@@ -104,6 +106,7 @@ impl WorkerCounters {
             rx: Counter::default(),
             tx: Counter::default(),
             replicas: Counter::default(),
+            generated: Counter::default(),
             drops: (0..DropReason::SLOTS).map(|_| Counter::default()).collect(),
             ports: (0..ports).map(|_| PortCounters::default()).collect(),
             tunnels: (0..tunnels).map(|_| TunnelCounters::default()).collect(),
@@ -146,6 +149,7 @@ pub struct Snapshot {
     pub rx: u64,
     pub tx: u64,
     pub replicas: u64,
+    pub generated: u64,
     /// Non-zero drop counters by reason name, in code order.
     pub drops: Vec<(&'static str, u64)>,
     pub ports: Vec<(FlowSnapshot, FlowSnapshot)>,
@@ -167,6 +171,7 @@ impl Snapshot {
             s.rx += w.rx.get();
             s.tx += w.tx.get();
             s.replicas += w.replicas.get();
+            s.generated += w.generated.get();
             for (d, c) in drops.iter_mut().zip(&w.drops) {
                 *d += c.get();
             }
@@ -200,6 +205,53 @@ impl Snapshot {
         s
     }
 
+    /// What happened between `before` and this snapshot (of the same workers).
+    pub fn since(&self, before: &Snapshot) -> Snapshot {
+        let flow = |a: FlowSnapshot, b: Option<&FlowSnapshot>| {
+            let b = b.copied().unwrap_or_default();
+            FlowSnapshot { packets: a.packets - b.packets, bytes: a.bytes - b.bytes }
+        };
+        let pair = |a: &[(FlowSnapshot, FlowSnapshot)], b: &[(FlowSnapshot, FlowSnapshot)]| {
+            a.iter()
+                .enumerate()
+                .map(|(i, x)| {
+                    (flow(x.0, b.get(i).map(|y| &y.0)), flow(x.1, b.get(i).map(|y| &y.1)))
+                })
+                .collect()
+        };
+        let mut batches = self.batches;
+        for (a, b) in batches.iter_mut().zip(before.batches) {
+            *a -= b;
+        }
+        Snapshot {
+            rx: self.rx - before.rx,
+            tx: self.tx - before.tx,
+            replicas: self.replicas - before.replicas,
+            generated: self.generated - before.generated,
+            drops: self
+                .drops
+                .iter()
+                .map(|(n, c)| {
+                    (*n, c - before.drops.iter().find(|(m, _)| m == n).map_or(0, |x| x.1))
+                })
+                .filter(|(_, c)| *c > 0)
+                .collect(),
+            ports: pair(&self.ports, &before.ports),
+            tunnels: pair(&self.tunnels, &before.tunnels),
+            rules: self
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| flow(*r, before.rules.get(i)))
+                .collect(),
+            cache_hit: self.cache_hit - before.cache_hit,
+            cache_miss: self.cache_miss - before.cache_miss,
+            tuples_probed: self.tuples_probed - before.tuples_probed,
+            batches,
+            busy_ns: self.busy_ns - before.busy_ns,
+        }
+    }
+
     pub fn dropped(&self) -> u64 {
         self.drops.iter().map(|(_, n)| n).sum()
     }
@@ -208,9 +260,9 @@ impl Snapshot {
         self.drops.iter().find(|(n, _)| *n == reason.name()).map_or(0, |(_, c)| *c)
     }
 
-    /// `rx + replicas == tx + dropped`: every packet accounted for.
+    /// `rx + replicas + generated == tx + dropped`: every packet accounted for.
     pub fn conserved(&self) -> bool {
-        self.rx + self.replicas == self.tx + self.dropped()
+        self.rx + self.replicas + self.generated == self.tx + self.dropped()
     }
 }
 

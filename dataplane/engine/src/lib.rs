@@ -8,4 +8,5 @@ pub mod counters;
 pub mod flow_cache;
 pub mod flow_key;
 pub mod model;
+pub mod pipeline;
 pub mod trace;

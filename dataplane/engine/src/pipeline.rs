@@ -1,0 +1,623 @@
+//! The per-batch pipeline, read top to bottom:
+//!
+//! 1. receive: count, and on an uplink decapsulate and name the tunnel;
+//! 2. parse: build the flow key once;
+//! 3. classify: flow cache, then the classifier; no rule is a named drop;
+//! 4. act: rewrite actions in order; each send action (output, encap,
+//!    forward_l2) delivers the packet as it is at that point, copying it only
+//!    when it still has somewhere else to go;
+//! 5. deliver: encapsulate through the worker's own header template, or hand
+//!    the frame to its output port's batch.
+//!
+//! Every packet ends in exactly one of two places: an output batch (counted as
+//! `tx`) or the free list with a `DropReason` counted. A `Worker` is owned by
+//! one thread; it allocates nothing per packet (output vectors are reserved by
+//! the caller) and takes no lock.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use encap::{decap, icmp, DropReason, EncapTemplate, InnerMeta, PacketBuf, TunnelId};
+
+use crate::compile::{Act, RuleSet};
+use crate::counters::WorkerCounters;
+use crate::flow_cache::{FlowCache, NO_RULE};
+use crate::flow_key::{extract, field, FlowKey, L2Info};
+use crate::model::{Mac, PortKind};
+use crate::trace::{hex, Step, Tracer};
+
+/// Gives the pipeline empty frames for copies and generated replies.
+pub trait FramePool<'a> {
+    /// An empty packet buffer with headroom, or `None` if none is free.
+    fn alloc(&mut self) -> Option<PacketBuf<'a>>;
+}
+
+impl<'a, F: FnMut() -> Option<PacketBuf<'a>>> FramePool<'a> for F {
+    fn alloc(&mut self) -> Option<PacketBuf<'a>> {
+        self()
+    }
+}
+
+/// What a batch produced: one batch per output port, and the frames to recycle.
+pub struct Outputs<'a> {
+    /// Indexed by port.
+    pub ports: Vec<Vec<PacketBuf<'a>>>,
+    /// Frames of dropped packets (already counted) and unused frames.
+    pub free: Vec<PacketBuf<'a>>,
+}
+
+impl<'a> Outputs<'a> {
+    /// Output batches for `ports` ports, each reserved for `per_port` packets.
+    pub fn new(ports: usize, per_port: usize) -> Self {
+        Outputs {
+            ports: (0..ports).map(|_| Vec::with_capacity(per_port)).collect(),
+            free: Vec::with_capacity(per_port),
+        }
+    }
+
+    pub fn sent(&self) -> usize {
+        self.ports.iter().map(Vec::len).sum()
+    }
+}
+
+/// Where a send action delivers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Dest {
+    Port(u16),
+    Tunnel(u16),
+}
+
+/// Most destinations one send action may have (a flood list's tunnels + ports).
+const MAX_DESTS: usize = 64;
+
+/// ICMP "too big" replies per second per worker, and the burst allowed.
+const ICMP_PER_SEC: u64 = 100;
+
+/// A rule set shared by the control plane and the workers. Workers pick up a
+/// new one between batches, so no packet is judged by two generations.
+pub struct Published(ArcSwap<RuleSet>);
+
+impl Published {
+    pub fn new(rs: RuleSet) -> Self {
+        Published(ArcSwap::from_pointee(rs))
+    }
+
+    pub fn publish(&self, rs: RuleSet) {
+        self.0.store(Arc::new(rs));
+    }
+
+    pub fn current(&self) -> Arc<RuleSet> {
+        self.0.load_full()
+    }
+}
+
+/// One worker's pipeline state.
+pub struct Worker {
+    rules: Arc<RuleSet>,
+    /// Bumped whenever the rule set changes: the flow cache's generation.
+    epoch: u64,
+    cache: FlowCache,
+    templates: Vec<EncapTemplate>,
+    next_hop_known: Vec<bool>,
+    counters: Arc<WorkerCounters>,
+    /// VPP's one-entry cache in front of the decap table.
+    last_tunnel: Option<((IpAddr, IpAddr, TunnelId), u16)>,
+    icmp_tokens: u64,
+    icmp_refill_ns: u64,
+}
+
+impl Worker {
+    pub fn new(rules: Arc<RuleSet>) -> Worker {
+        let mut w = Worker {
+            rules: Arc::clone(&rules),
+            epoch: 0,
+            cache: FlowCache::new(),
+            templates: Vec::new(),
+            next_hop_known: Vec::new(),
+            counters: Arc::new(WorkerCounters::new(0, 0, 0)),
+            last_tunnel: None,
+            icmp_tokens: ICMP_PER_SEC,
+            icmp_refill_ns: 0,
+        };
+        w.set_rules(rules);
+        w
+    }
+
+    /// Switches to a new rule set (between batches). Returns the counters of
+    /// the old generation, which the caller keeps for totals: per-rule, per-port
+    /// and per-tunnel counters are indexed by the generation's own numbering.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) -> Arc<WorkerCounters> {
+        self.epoch += 1;
+        self.templates = rules
+            .tunnels
+            .iter()
+            .map(|t| EncapTemplate::new(&t.params).expect("the compiler validated the tunnel"))
+            .collect();
+        self.next_hop_known = rules.tunnels.iter().map(|t| t.next_hop_known).collect();
+        self.last_tunnel = None;
+        let fresh = Arc::new(WorkerCounters::new(
+            rules.ports.len(),
+            rules.tunnels.len(),
+            rules.rules.len(),
+        ));
+        self.rules = rules;
+        std::mem::replace(&mut self.counters, fresh)
+    }
+
+    /// Picks up a newly published rule set, if any; returns the retired counters.
+    pub fn sync(&mut self, published: &Published) -> Option<Arc<WorkerCounters>> {
+        let cur = published.0.load();
+        if Arc::ptr_eq(&cur, &self.rules) {
+            return None;
+        }
+        Some(self.set_rules(arc_swap::Guard::into_inner(cur)))
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    pub fn counters(&self) -> Arc<WorkerCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Records a resolved next hop for a tunnel (from the neighbour table).
+    pub fn set_next_hop(&mut self, tunnel: u16, mac: [u8; 6]) {
+        if let Some(t) = self.templates.get_mut(tunnel as usize) {
+            t.set_dst_mac(mac);
+            self.next_hop_known[tunnel as usize] = true;
+        }
+    }
+
+    /// Processes one batch received on `in_port`, draining `batch`.
+    pub fn process<'a, T: Tracer>(
+        &mut self,
+        in_port: u16,
+        batch: &mut Vec<PacketBuf<'a>>,
+        pool: &mut impl FramePool<'a>,
+        out: &mut Outputs<'a>,
+        now_ns: u64,
+        t: &mut T,
+    ) {
+        let rs = Arc::clone(&self.rules);
+        let c = Arc::clone(&self.counters);
+        c.batch(batch.len());
+        for pkt in batch.drain(..) {
+            self.one(&rs, &c, in_port, pkt, pool, out, now_ns, t);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn one<'a, T: Tracer>(
+        &mut self,
+        rs: &RuleSet,
+        c: &WorkerCounters,
+        in_port: u16,
+        mut pkt: PacketBuf<'a>,
+        pool: &mut impl FramePool<'a>,
+        out: &mut Outputs<'a>,
+        now_ns: u64,
+        t: &mut T,
+    ) {
+        c.rx.inc();
+        let Some(port) = rs.ports.get(in_port as usize) else {
+            return drop_packet(c, out, pkt, DropReason::UnknownPort, "receive", t);
+        };
+        c.ports[in_port as usize].rx.add(pkt.len());
+        t.step(|| Step::Received { port: port.name.clone(), len: pkt.len() });
+
+        // 1. receive: decapsulate what arrives on an uplink.
+        let (tunnel_tag, vni) = if port.kind == PortKind::Uplink {
+            let d = match decap(&rs.decap, &mut pkt) {
+                Ok(d) => d,
+                Err(r) => return drop_packet(c, out, pkt, r, "decap", t),
+            };
+            let key = (d.local, d.remote, d.tunnel);
+            let idx = match self.last_tunnel {
+                Some((k, i)) if k == key => i,
+                _ => match rs.decap_index.get(&key) {
+                    Some(&i) => {
+                        self.last_tunnel = Some((key, i));
+                        i
+                    }
+                    None => {
+                        t.step(|| Step::Decapsulated {
+                            tunnel: "(none)".into(),
+                            detail: format!("{:?} from {} to {}", d.tunnel, d.remote, d.local),
+                        });
+                        return drop_packet(c, out, pkt, DropReason::UnknownTunnel, "decap", t);
+                    }
+                },
+            };
+            c.tunnels[idx as usize].decap.add(pkt.len());
+            t.step(|| Step::Decapsulated {
+                tunnel: rs.tunnels[idx as usize].name.clone(),
+                detail: format!(
+                    "{:?} from {} to {}, outer UDP source port {}",
+                    d.tunnel, d.remote, d.local, d.src_port
+                ),
+            });
+            let vni = match d.tunnel {
+                TunnelId::Vxlan { vni } => vni,
+                TunnelId::Gre { key } => key.unwrap_or(0),
+            };
+            (idx + 1, vni)
+        } else {
+            (0, 0)
+        };
+        if pkt.len() < encap::wire::ethernet::HEADER_LEN {
+            return drop_packet(c, out, pkt, DropReason::EthTruncated, "parse", t);
+        }
+
+        // 2. parse, once.
+        let (key, mut l2) = extract(pkt.data(), in_port, tunnel_tag, vni);
+        t.step(|| Step::Parsed { summary: describe(&key) });
+
+        // 3. classify: flow cache, then the classifier.
+        let h = key.hash();
+        let rule = match self.cache.get(&key, h, self.epoch) {
+            Some(r) => {
+                c.cache.hit.inc();
+                t.step(|| Step::Lookup { tier: "flow cache", detail: "exact-match hit".into() });
+                r
+            }
+            None => {
+                let f = rs.classifier.lookup(&key);
+                c.cache.miss.inc();
+                c.cache.tuples_probed.add(f.tuples_probed as u64);
+                let r = f.rule.unwrap_or(NO_RULE);
+                self.cache.insert(&key, h, self.epoch, r);
+                t.step(|| Step::Lookup {
+                    tier: "classifier",
+                    detail: format!(
+                        "{} of {} tuples probed (flow cache miss)",
+                        f.tuples_probed,
+                        rs.classifier.tuple_count()
+                    ),
+                });
+                r
+            }
+        };
+        if rule == NO_RULE {
+            return drop_packet(c, out, pkt, DropReason::NoMatchingRule, "classify", t);
+        }
+        let r = &rs.rules[rule as usize];
+        c.rules[rule as usize].add(pkt.len());
+        t.step(|| Step::Matched { rule: r.id, priority: r.priority });
+
+        // 4. act, in order.
+        let mut sends_left = r.actions.iter().filter(|a| a.sends()).count();
+        for a in &r.actions {
+            if T::ON {
+                t.step(|| Step::Action { action: format!("{a:?}") });
+            }
+            let res = match *a {
+                Act::PushVlan(vid) => push_vlan(&mut pkt, &mut l2, vid),
+                Act::PopVlan => pop_vlan(&mut pkt, &mut l2),
+                Act::SetVlan(vid) => set_vlan(&mut pkt, &l2, vid),
+                Act::SetEthSrc(m) => {
+                    pkt.data_mut()[6..12].copy_from_slice(&m);
+                    Ok(())
+                }
+                Act::SetEthDst(m) => {
+                    pkt.data_mut()[0..6].copy_from_slice(&m);
+                    Ok(())
+                }
+                Act::Count => Ok(()),
+                Act::Drop => Err(DropReason::RuleDrop),
+                Act::Encap(_) | Act::Output(_) | Act::ForwardL2(_) => {
+                    sends_left -= 1;
+                    let mut dests = [Dest::Port(0); MAX_DESTS];
+                    let n = match self.destinations(rs, *a, &pkt, in_port, tunnel_tag, &mut dests) {
+                        Ok(n) => n,
+                        Err(reason) => {
+                            if sends_left == 0 {
+                                return drop_packet(c, out, pkt, reason, "forward", t);
+                            }
+                            c.drop(reason);
+                            t.step(|| Step::dropped("forward", reason));
+                            continue;
+                        }
+                    };
+                    if n > 1 {
+                        t.step(|| Step::Replicated { copies: n });
+                    }
+                    for (i, d) in dests[..n].iter().enumerate() {
+                        let last = sends_left == 0 && i + 1 == n;
+                        if last {
+                            return self.deliver(
+                                rs, c, *d, in_port, tunnel_tag, pkt, pool, out, now_ns, t,
+                            );
+                        }
+                        c.replicas.inc();
+                        match copy_of(&pkt, pool) {
+                            Some(copy) => self.deliver(
+                                rs, c, *d, in_port, tunnel_tag, copy, pool, out, now_ns, t,
+                            ),
+                            None => {
+                                c.drop(DropReason::NoFreeFrame);
+                                t.step(|| Step::dropped("replicate", DropReason::NoFreeFrame));
+                            }
+                        }
+                    }
+                    Ok(())
+                }
+            };
+            if let Err(reason) = res {
+                return drop_packet(c, out, pkt, reason, "action", t);
+            }
+        }
+        // A rule whose send actions all failed early still owns the packet here.
+        drop_packet(c, out, pkt, DropReason::RuleDrop, "action", t)
+    }
+
+    /// Resolves a send action to its destinations; returns how many.
+    fn destinations(
+        &self,
+        rs: &RuleSet,
+        a: Act,
+        pkt: &PacketBuf<'_>,
+        in_port: u16,
+        tunnel_tag: u16,
+        dests: &mut [Dest; MAX_DESTS],
+    ) -> Result<usize, DropReason> {
+        match a {
+            Act::Output(p) if p == in_port => Err(DropReason::SelfLoop),
+            Act::Output(p) => {
+                dests[0] = Dest::Port(p);
+                Ok(1)
+            }
+            Act::Encap(tn) => {
+                dests[0] = Dest::Tunnel(tn);
+                Ok(1)
+            }
+            Act::ForwardL2(vni) => {
+                let dst: [u8; 6] = pkt.data()[0..6].try_into().unwrap();
+                let unicast = dst[0] & 1 == 0;
+                if unicast {
+                    if let Some(&tn) = rs.fdb.get(&(vni, dst)) {
+                        // Split horizon: never send a tunnel's packet back into a tunnel.
+                        if tunnel_tag != 0 {
+                            return Err(DropReason::SelfLoop);
+                        }
+                        dests[0] = Dest::Tunnel(tn);
+                        return Ok(1);
+                    }
+                }
+                let Some(f) = rs.flood.get(&vni) else {
+                    return Err(DropReason::FloodListEmpty);
+                };
+                let mut n = 0;
+                if tunnel_tag == 0 {
+                    for &tn in &f.tunnels {
+                        if n < MAX_DESTS {
+                            dests[n] = Dest::Tunnel(tn);
+                            n += 1;
+                        }
+                    }
+                }
+                for &p in f.ports.iter().filter(|p| **p != in_port) {
+                    if n < MAX_DESTS {
+                        dests[n] = Dest::Port(p);
+                        n += 1;
+                    }
+                }
+                if n == 0 {
+                    Err(DropReason::FloodListEmpty)
+                } else {
+                    Ok(n)
+                }
+            }
+            _ => Ok(0),
+        }
+    }
+
+    /// Sends one packet to one destination, or drops it with its reason.
+    #[allow(clippy::too_many_arguments)]
+    fn deliver<'a, T: Tracer>(
+        &mut self,
+        rs: &RuleSet,
+        c: &WorkerCounters,
+        d: Dest,
+        in_port: u16,
+        tunnel_tag: u16,
+        mut pkt: PacketBuf<'a>,
+        pool: &mut impl FramePool<'a>,
+        out: &mut Outputs<'a>,
+        now_ns: u64,
+        t: &mut T,
+    ) {
+        match d {
+            Dest::Port(p) => {
+                c.ports[p as usize].tx.add(pkt.len());
+                c.tx.inc();
+                t.step(|| Step::Output { port: rs.ports[p as usize].name.clone(), len: pkt.len() });
+                out.ports[p as usize].push(pkt);
+            }
+            Dest::Tunnel(tn) => {
+                let tun = &rs.tunnels[tn as usize];
+                if !self.next_hop_known[tn as usize] {
+                    return drop_packet(c, out, pkt, DropReason::NoNeighbour, "encap", t);
+                }
+                let meta = match InnerMeta::parse(pkt.data()) {
+                    Ok(m) => m,
+                    Err(r) => return drop_packet(c, out, pkt, r, "encap", t),
+                };
+                match self.templates[tn as usize].encap_with_meta(&mut pkt, &meta) {
+                    Ok(()) => {
+                        c.tunnels[tn as usize].encap.add(pkt.len());
+                        c.ports[tun.uplink as usize].tx.add(pkt.len());
+                        c.tx.inc();
+                        t.step(|| Step::Encapsulated {
+                            tunnel: tun.name.clone(),
+                            header: hex(&pkt.data()[..self.templates[tn as usize].outer_len()]),
+                        });
+                        t.step(|| Step::Output {
+                            port: rs.ports[tun.uplink as usize].name.clone(),
+                            len: pkt.len(),
+                        });
+                        out.ports[tun.uplink as usize].push(pkt);
+                    }
+                    Err(DropReason::MtuExceeded) => {
+                        if tunnel_tag == 0 && self.icmp_allowed(now_ns) {
+                            self.reply_too_big(
+                                rs,
+                                c,
+                                in_port,
+                                &pkt,
+                                tun.inner_ip_mtu,
+                                pool,
+                                out,
+                                t,
+                            );
+                        }
+                        drop_packet(c, out, pkt, DropReason::MtuExceeded, "encap", t)
+                    }
+                    Err(r) => drop_packet(c, out, pkt, r, "encap", t),
+                }
+            }
+        }
+    }
+
+    fn icmp_allowed(&mut self, now_ns: u64) -> bool {
+        let elapsed = now_ns.saturating_sub(self.icmp_refill_ns);
+        let refill = elapsed * ICMP_PER_SEC / 1_000_000_000;
+        if refill > 0 {
+            self.icmp_tokens = (self.icmp_tokens + refill).min(ICMP_PER_SEC);
+            self.icmp_refill_ns = now_ns;
+        }
+        if self.icmp_tokens == 0 {
+            return false;
+        }
+        self.icmp_tokens -= 1;
+        true
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn reply_too_big<'a, T: Tracer>(
+        &mut self,
+        rs: &RuleSet,
+        c: &WorkerCounters,
+        in_port: u16,
+        pkt: &PacketBuf<'_>,
+        mtu: u16,
+        pool: &mut impl FramePool<'a>,
+        out: &mut Outputs<'a>,
+        t: &mut T,
+    ) {
+        let Some(mut f) = pool.alloc() else { return };
+        let head = f.headroom();
+        f.reset(head, &[]);
+        let n = match f.push_back(icmp::MAX_REPLY_LEN) {
+            Some(buf) => icmp::too_big_reply(pkt.data(), mtu, buf),
+            None => None,
+        };
+        match n {
+            Some(n) => {
+                f.truncate(n);
+                c.generated.inc();
+                c.tx.inc();
+                c.ports[in_port as usize].tx.add(n);
+                t.step(|| Step::Output {
+                    port: format!("{} (ICMP too big, mtu {mtu})", rs.ports[in_port as usize].name),
+                    len: n,
+                });
+                out.ports[in_port as usize].push(f);
+            }
+            None => out.free.push(f),
+        }
+    }
+}
+
+fn drop_packet<'a, T: Tracer>(
+    c: &WorkerCounters,
+    out: &mut Outputs<'a>,
+    pkt: PacketBuf<'a>,
+    reason: DropReason,
+    stage: &'static str,
+    t: &mut T,
+) {
+    c.drop(reason);
+    t.step(|| Step::dropped(stage, reason));
+    out.free.push(pkt);
+}
+
+fn copy_of<'a>(pkt: &PacketBuf<'_>, pool: &mut impl FramePool<'a>) -> Option<PacketBuf<'a>> {
+    let mut f = pool.alloc()?;
+    let head = f.headroom();
+    f.reset(head, pkt.data()).then_some(f)
+}
+
+const TPID: [u8; 2] = [0x81, 0x00];
+
+fn push_vlan(pkt: &mut PacketBuf<'_>, l2: &mut L2Info, vid: u16) -> Result<(), DropReason> {
+    if l2.vlan_tags >= 2 {
+        return Err(DropReason::VlanTagFull);
+    }
+    let gap = pkt.insert_at(12, 4).ok_or(DropReason::NoHeadroom)?;
+    gap[..2].copy_from_slice(&TPID);
+    gap[2..].copy_from_slice(&(vid & 0x0fff).to_be_bytes());
+    l2.vlan_tags += 1;
+    Ok(())
+}
+
+fn pop_vlan(pkt: &mut PacketBuf<'_>, l2: &mut L2Info) -> Result<(), DropReason> {
+    if l2.vlan_tags == 0 || !pkt.remove_at(12, 4) {
+        return Err(DropReason::NoVlanTag);
+    }
+    l2.vlan_tags -= 1;
+    Ok(())
+}
+
+fn set_vlan(pkt: &mut PacketBuf<'_>, l2: &L2Info, vid: u16) -> Result<(), DropReason> {
+    if l2.vlan_tags == 0 {
+        return Err(DropReason::NoVlanTag);
+    }
+    let d = pkt.data_mut();
+    let tci = (u16::from_be_bytes([d[14], d[15]]) & 0xf000) | (vid & 0x0fff);
+    d[14..16].copy_from_slice(&tci.to_be_bytes());
+    Ok(())
+}
+
+/// A one-line description of a flow key, for traces.
+pub fn describe(k: &FlowKey) -> String {
+    let mac = |v: u64| {
+        let b = v.to_be_bytes();
+        Mac([b[2], b[3], b[4], b[5], b[6], b[7]]).to_string()
+    };
+    let mut s = format!("eth {} > {}", mac(k.get(field::ETH_SRC)), mac(k.get(field::ETH_DST)));
+    let vlan = k.get(field::VLAN);
+    if vlan != 0 {
+        s += &format!(" vlan {}", vlan & 0x0fff);
+    }
+    let et = k.get(field::ETHERTYPE);
+    let addr = |a: [u8; 16]| -> String {
+        let v6 = std::net::Ipv6Addr::from(a);
+        match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => v6.to_string(),
+        }
+    };
+    match et {
+        0x0800 | 0x86dd => {
+            let proto = k.get(field::IP_PROTO);
+            s += &format!(
+                " {} {} > {} proto {proto}",
+                if et == 0x0800 { "ipv4" } else { "ipv6" },
+                addr(k.ip_src()),
+                addr(k.ip_dst())
+            );
+            if matches!(proto, 6 | 17 | 132) {
+                s += &format!(" ports {} > {}", k.get(field::L4_SRC), k.get(field::L4_DST));
+            }
+        }
+        other => s += &format!(" ethertype {other:#06x}"),
+    }
+    if k.get(field::TUNNEL) != 0 {
+        s +=
+            &format!(" (from tunnel #{}, vni/key {})", k.get(field::TUNNEL) - 1, k.get(field::VNI));
+    }
+    s
+}
