@@ -1,3 +1,5 @@
 //! I/O, control plane and binaries.
 
 pub mod io;
+pub mod render;
+pub mod replay;

@@ -8,5 +8,6 @@ pub mod counters;
 pub mod flow_cache;
 pub mod flow_key;
 pub mod model;
+pub mod packet_spec;
 pub mod pipeline;
 pub mod trace;

@@ -224,7 +224,7 @@ impl Worker {
                     }
                     None => {
                         t.step(|| Step::Decapsulated {
-                            tunnel: "(none)".into(),
+                            tunnel: "(not configured)".into(),
                             detail: format!("{:?} from {} to {}", d.tunnel, d.remote, d.local),
                         });
                         return drop_packet(c, out, pkt, DropReason::UnknownTunnel, "decap", t);
@@ -291,7 +291,7 @@ impl Worker {
         let mut sends_left = r.actions.iter().filter(|a| a.sends()).count();
         for a in &r.actions {
             if T::ON {
-                t.step(|| Step::Action { action: format!("{a:?}") });
+                t.step(|| Step::Action { action: describe_act(rs, a) });
             }
             let res = match *a {
                 Act::PushVlan(vid) => push_vlan(&mut pkt, &mut l2, vid),
@@ -581,6 +581,22 @@ fn set_vlan(pkt: &mut PacketBuf<'_>, l2: &L2Info, vid: u16) -> Result<(), DropRe
     Ok(())
 }
 
+/// An action with names instead of indices, for traces.
+pub fn describe_act(rs: &RuleSet, a: &Act) -> String {
+    match a {
+        Act::Encap(t) => format!("encap into tunnel {}", rs.tunnels[*t as usize].name),
+        Act::Output(p) => format!("output to port {}", rs.ports[*p as usize].name),
+        Act::Drop => "drop".into(),
+        Act::PushVlan(v) => format!("push vlan {v}"),
+        Act::PopVlan => "pop vlan".into(),
+        Act::SetVlan(v) => format!("set vlan {v}"),
+        Act::SetEthSrc(m) => format!("set eth_src {}", Mac(*m)),
+        Act::SetEthDst(m) => format!("set eth_dst {}", Mac(*m)),
+        Act::Count => "count".into(),
+        Act::ForwardL2(v) => format!("forward_l2 in vni {v} (FDB, else flood list)"),
+    }
+}
+
 /// A one-line description of a flow key, for traces.
 pub fn describe(k: &FlowKey) -> String {
     let mac = |v: u64| {
@@ -620,4 +636,40 @@ pub fn describe(k: &FlowKey) -> String {
             &format!(" (from tunnel #{}, vni/key {})", k.get(field::TUNNEL) - 1, k.get(field::VNI));
     }
     s
+}
+
+/// What `trace_packet` saw: each step, and the frames that would be sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TraceReport {
+    pub generation: u64,
+    pub steps: Vec<Step>,
+    /// (port name, frame as hex) for every frame the packet produced.
+    pub outputs: Vec<(String, String)>,
+}
+
+/// Runs one packet through the pipeline with a recorder, on a scratch worker
+/// so that live counters and caches are untouched. Same code as the fast path.
+pub fn trace_packet(rules: Arc<RuleSet>, in_port: u16, frame: &[u8], now_ns: u64) -> TraceReport {
+    const HEAD: usize = 256;
+    let mut w = Worker::new(Arc::clone(&rules));
+    let mut rx = vec![0u8; HEAD + frame.len().max(2048)];
+    rx[HEAD..HEAD + frame.len()].copy_from_slice(frame);
+    let mut spare: Vec<Vec<u8>> = (0..MAX_DESTS + 2).map(|_| vec![0u8; HEAD + 2048]).collect();
+    let mut spare_iter = spare.iter_mut();
+    let mut pool = || spare_iter.next().and_then(|b| PacketBuf::new(b, HEAD, 0));
+    let mut out = Outputs::new(rules.ports.len(), MAX_DESTS + 2);
+    let mut rec = crate::trace::Recorder::default();
+    match PacketBuf::new(&mut rx, HEAD, frame.len()) {
+        Some(p) => w.process(in_port, &mut vec![p], &mut pool, &mut out, now_ns, &mut rec),
+        None => rec.step(|| Step::dropped("receive", DropReason::NoFreeFrame)),
+    }
+    let names: Vec<&str> = rules.ports.iter().map(|p| p.name.as_str()).collect();
+    let outputs = out
+        .ports
+        .iter()
+        .enumerate()
+        .flat_map(|(i, v)| v.iter().map(move |p| (i, hex(p.data()))))
+        .map(|(i, h)| (names[i].to_string(), h))
+        .collect();
+    TraceReport { generation: rules.generation, steps: rec.steps, outputs }
 }

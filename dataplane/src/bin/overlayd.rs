@@ -1,1 +1,153 @@
-fn main() {}
+//! `overlayd`: the overlay dataplane.
+//!
+//! - `check`: validate a configuration and show what it compiles to;
+//! - `replay`: run pcap files through the real pipeline, no privileges needed;
+//! - `trace`: explain one packet's path through the rules.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use dataplane::render;
+use engine::compile::{compile, RuleSet};
+use engine::model::Config;
+
+#[derive(Parser)]
+#[command(name = "overlayd", version, about = "Userspace VXLAN/GRE overlay dataplane")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Validate a configuration and print the compiled summary.
+    Check {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run pcap files through the pipeline and print the counters.
+    Replay {
+        #[arg(long)]
+        config: PathBuf,
+        /// PORT=FILE.pcap: traffic arriving on PORT (repeatable).
+        #[arg(long = "input", value_parser = port_file, required = true)]
+        inputs: Vec<(String, PathBuf)>,
+        /// PORT=FILE.pcap: where to write what PORT sends (repeatable).
+        #[arg(long = "output", value_parser = port_file)]
+        outputs: Vec<(String, PathBuf)>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain the path of one packet.
+    Trace {
+        #[arg(long)]
+        config: PathBuf,
+        /// The port the packet arrives on.
+        #[arg(long)]
+        in_port: String,
+        /// The frame as hex digits.
+        #[arg(long, conflicts_with = "packet", required_unless_present = "packet")]
+        hex: Option<String>,
+        /// A description such as eth(dst=02:00:00:00:00:02)/ipv4(dst=198.51.100.2)/udp(dport=53).
+        #[arg(long)]
+        packet: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn port_file(s: &str) -> Result<(String, PathBuf), String> {
+    let (p, f) = s.split_once('=').ok_or_else(|| format!("{s:?} is not PORT=FILE"))?;
+    if p.is_empty() || f.is_empty() {
+        return Err(format!("{s:?} is not PORT=FILE"));
+    }
+    Ok((p.to_string(), PathBuf::from(f)))
+}
+
+/// Exit codes scripts can rely on.
+const EXIT_USAGE: u8 = 2;
+const EXIT_CONFIG: u8 = 3;
+const EXIT_IO: u8 = 4;
+
+fn load(path: &PathBuf) -> Result<Arc<RuleSet>, (u8, String)> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| (EXIT_IO, format!("{}: {e}", path.display())))?;
+    let cfg =
+        Config::from_toml(&text).map_err(|e| (EXIT_CONFIG, format!("{}: {e}", path.display())))?;
+    compile(&cfg).map(Arc::new).map_err(|e| (EXIT_CONFIG, format!("{}: {e}", path.display())))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err((code, msg)) => {
+            eprintln!("overlayd: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), (u8, String)> {
+    match cli.cmd {
+        Cmd::Check { config, json } => {
+            let rs = load(&config)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&render::summary_json(&rs)).unwrap());
+            } else {
+                print!("{}", render::summary(&rs));
+            }
+        }
+        Cmd::Replay { config, inputs, outputs, json } => {
+            let rs = load(&config)?;
+            let report = dataplane::replay::replay(rs.clone(), &inputs, &outputs).map_err(|e| {
+                let code = if matches!(e, dataplane::replay::ReplayError::UnknownPort { .. }) {
+                    EXIT_USAGE
+                } else {
+                    EXIT_IO
+                };
+                (code, e.to_string())
+            })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&render::counters_json(&rs, &report.counters))
+                        .unwrap()
+                );
+            } else {
+                print!("{}", render::counters(&rs, &report.counters));
+                for (port, n) in &report.written {
+                    println!("wrote {n} frames for port {port}");
+                }
+            }
+            if !report.conserved {
+                return Err((1, "counters do not add up: this is a bug, please report it".into()));
+            }
+        }
+        Cmd::Trace { config, in_port, hex, packet, json } => {
+            let rs = load(&config)?;
+            let port = rs.port_index(&in_port).ok_or_else(|| {
+                (EXIT_USAGE, format!("--in-port: no port named {in_port:?} in the configuration"))
+            })?;
+            let frame = match (hex, packet) {
+                (Some(h), _) => engine::packet_spec::parse_hex(&h)
+                    .map_err(|e| (EXIT_USAGE, format!("--hex: {e}")))?,
+                (None, Some(p)) => engine::packet_spec::build(&p)
+                    .map_err(|e| (EXIT_USAGE, format!("--packet: {e}")))?,
+                (None, None) => unreachable!("clap requires one of them"),
+            };
+            let report = engine::pipeline::trace_packet(rs, port, &frame, 0);
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap());
+            } else {
+                print!("{}", render::trace(&report));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! How rule sets, counters and traces are shown: tables for people, JSON for
+//! scripts. Shared by `overlayd` and (later) `overlayctl`.
+
+use std::fmt::Write;
+
+use encap::DropReason;
+use engine::compile::{RuleSet, TunnelRt};
+use engine::counters::Snapshot;
+use engine::flow_key::{field, FlowKey};
+use engine::pipeline::TraceReport;
+use serde_json::{json, Value};
+
+/// The names of the fields a mask covers (`ip_dst/24` for prefixes).
+pub fn mask_fields(m: &FlowKey) -> Vec<String> {
+    let mut out = Vec::new();
+    let named = [
+        ("in_port", field::IN_PORT),
+        ("tunnel", field::TUNNEL),
+        ("vni", field::VNI),
+        ("eth_dst", field::ETH_DST),
+        ("vlan", field::VLAN),
+        ("eth_src", field::ETH_SRC),
+        ("ethertype", field::ETHERTYPE),
+        ("ip_proto", field::IP_PROTO),
+        ("l4_src", field::L4_SRC),
+        ("l4_dst", field::L4_DST),
+    ];
+    for (name, f) in named {
+        if m.get(f) != 0 {
+            out.push(name.to_string());
+        }
+    }
+    for (name, w) in [("ip_src", 3), ("ip_dst", 5)] {
+        let bits = m.0[w].count_ones() + m.0[w + 1].count_ones();
+        if bits > 0 {
+            // IPv4 prefixes live in the low 32 bits of the IPv4-mapped form.
+            let len = if bits > 96 && m.0[w] == u64::MAX { bits - 96 } else { bits };
+            out.push(format!("{name}/{len}"));
+        }
+    }
+    if out.is_empty() {
+        out.push("(catch-all)".into());
+    }
+    out
+}
+
+fn tunnel_line(t: &TunnelRt, rs: &RuleSet) -> String {
+    let hop = if t.next_hop_known {
+        engine::model::Mac(t.params.dst_mac).to_string()
+    } else {
+        "unresolved".into()
+    };
+    format!(
+        "{:?} {} -> {} via {}, next hop {hop}, underlay mtu {} (inner IP {})",
+        t.id,
+        t.local,
+        t.remote,
+        rs.ports[t.uplink as usize].name,
+        t.params.options.underlay_mtu,
+        t.inner_ip_mtu
+    )
+}
+
+/// `overlayd check`: what a configuration compiles to.
+pub fn summary(rs: &RuleSet) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "generation {} (schema {})", rs.generation, rs.config.schema_version);
+    let _ = writeln!(s, "ports ({}):", rs.ports.len());
+    for (i, p) in rs.ports.iter().enumerate() {
+        let mac = p.mac.map(|m| engine::model::Mac(m).to_string()).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            s,
+            "  {i:>3} {:<16} {:<9} mac {mac}",
+            p.name,
+            format!("{:?}", p.kind).to_lowercase()
+        );
+    }
+    let _ = writeln!(s, "tunnels ({}):", rs.tunnels.len());
+    for (i, t) in rs.tunnels.iter().enumerate() {
+        let _ = writeln!(s, "  {i:>3} {:<16} {}", t.name, tunnel_line(t, rs));
+    }
+    let tables = rs.classifier.tuple_summary();
+    let _ = writeln!(
+        s,
+        "rules ({}) in {} tables (tuple space search, best table first):",
+        rs.rules.len(),
+        tables.len()
+    );
+    for (i, (mask, n)) in tables.iter().enumerate() {
+        let _ =
+            writeln!(s, "  table {i:>3}: {n:>6} entries  match {}", mask_fields(mask).join(", "));
+    }
+    let d = &rs.decap;
+    let _ = writeln!(
+        s,
+        "decap: local VTEPs {}; vxlan ports {:?}; strict {}; verify udp checksum {}; accept zero checksum over IPv6 {}; verify gre checksum {}",
+        d.local_v4
+            .iter()
+            .map(|a| std::net::Ipv4Addr::from(*a).to_string())
+            .chain(d.local_v6.iter().map(|a| std::net::Ipv6Addr::from(*a).to_string()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        d.vxlan_ports,
+        d.vxlan_strict,
+        d.verify_udp_checksum_v4,
+        d.accept_zero_checksum_v6,
+        d.verify_gre_checksum
+    );
+    let _ = writeln!(s, "fdb: {} entries", rs.fdb.len());
+    let mut flood: Vec<_> = rs.flood.iter().collect();
+    flood.sort_by_key(|(v, _)| **v);
+    for (vni, f) in flood {
+        let names: Vec<&str> = f
+            .tunnels
+            .iter()
+            .map(|t| rs.tunnels[*t as usize].name.as_str())
+            .chain(f.ports.iter().map(|p| rs.ports[*p as usize].name.as_str()))
+            .collect();
+        let _ = writeln!(s, "flood vni {vni}: {}", names.join(", "));
+    }
+    s
+}
+
+pub fn summary_json(rs: &RuleSet) -> Value {
+    json!({
+        "generation": rs.generation,
+        "schema_version": rs.config.schema_version,
+        "ports": rs.ports.iter().map(|p| json!({"name": p.name, "kind": p.kind})).collect::<Vec<_>>(),
+        "tunnels": rs.tunnels.iter().map(|t| json!({
+            "name": t.name,
+            "summary": tunnel_line(t, rs),
+            "next_hop_known": t.next_hop_known,
+            "inner_ip_mtu": t.inner_ip_mtu,
+        })).collect::<Vec<_>>(),
+        "rules": rs.rules.len(),
+        "tables": rs.classifier.tuple_summary().iter().map(|(m, n)| json!({
+            "fields": mask_fields(m), "entries": n
+        })).collect::<Vec<_>>(),
+        "fdb_entries": rs.fdb.len(),
+        "flood_lists": rs.flood.len(),
+    })
+}
+
+/// Counters as tables.
+pub fn counters(rs: &RuleSet, c: &Snapshot) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "packets: rx {}  tx {}  replicas {}  generated {}  dropped {}  ({})",
+        c.rx,
+        c.tx,
+        c.replicas,
+        c.generated,
+        c.dropped(),
+        if c.conserved() { "rx + replicas + generated = tx + dropped" } else { "DO NOT ADD UP" }
+    );
+    let _ = writeln!(
+        s,
+        "{:<16} {:>10} {:>12} {:>10} {:>12}",
+        "port", "rx pkts", "rx bytes", "tx pkts", "tx bytes"
+    );
+    for (p, (rx, tx)) in rs.ports.iter().zip(&c.ports) {
+        let _ = writeln!(
+            s,
+            "{:<16} {:>10} {:>12} {:>10} {:>12}",
+            p.name, rx.packets, rx.bytes, tx.packets, tx.bytes
+        );
+    }
+    if !rs.tunnels.is_empty() {
+        let _ = writeln!(
+            s,
+            "{:<16} {:>10} {:>12} {:>10} {:>12}",
+            "tunnel", "encap pkts", "encap bytes", "decap pkts", "decap bytes"
+        );
+        for (t, (e, d)) in rs.tunnels.iter().zip(&c.tunnels) {
+            let _ = writeln!(
+                s,
+                "{:<16} {:>10} {:>12} {:>10} {:>12}",
+                t.name, e.packets, e.bytes, d.packets, d.bytes
+            );
+        }
+    }
+    let _ = writeln!(s, "{:<10} {:>8} {:>10} {:>12}", "rule", "priority", "packets", "bytes");
+    for (r, f) in rs.rules.iter().zip(&c.rules) {
+        let _ = writeln!(s, "{:<10} {:>8} {:>10} {:>12}", r.id, r.priority, f.packets, f.bytes);
+    }
+    if !c.drops.is_empty() {
+        let _ = writeln!(s, "{:<24} {:>10}  why", "drop reason", "packets");
+        for (name, n) in &c.drops {
+            let desc = DropReason::from_name(name).map(|r| r.description()).unwrap_or("");
+            let _ = writeln!(s, "{name:<24} {n:>10}  {desc}");
+        }
+    }
+    let lookups = c.cache_hit + c.cache_miss;
+    if lookups > 0 {
+        let _ = writeln!(
+            s,
+            "lookups: flow cache hits {} ({:.1}%), classifier {} (mean {:.2} tables probed)",
+            c.cache_hit,
+            100.0 * c.cache_hit as f64 / lookups as f64,
+            c.cache_miss,
+            if c.cache_miss > 0 { c.tuples_probed as f64 / c.cache_miss as f64 } else { 0.0 }
+        );
+    }
+    s
+}
+
+pub fn counters_json(rs: &RuleSet, c: &Snapshot) -> Value {
+    json!({
+        "generation": rs.generation,
+        "rx": c.rx, "tx": c.tx, "replicas": c.replicas, "generated": c.generated,
+        "dropped": c.dropped(),
+        "conserved": c.conserved(),
+        "drops": c.drops.iter().map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+        "ports": rs.ports.iter().zip(&c.ports).map(|(p, (rx, tx))| json!({
+            "name": p.name, "rx": rx, "tx": tx
+        })).collect::<Vec<_>>(),
+        "tunnels": rs.tunnels.iter().zip(&c.tunnels).map(|(t, (e, d))| json!({
+            "name": t.name, "encap": e, "decap": d
+        })).collect::<Vec<_>>(),
+        "rules": rs.rules.iter().zip(&c.rules).map(|(r, f)| json!({
+            "id": r.id, "priority": r.priority, "packets": f.packets, "bytes": f.bytes
+        })).collect::<Vec<_>>(),
+        "cache": {"hit": c.cache_hit, "miss": c.cache_miss, "tuples_probed": c.tuples_probed},
+    })
+}
+
+/// A trace as numbered steps and the frames produced.
+pub fn trace(r: &TraceReport) -> String {
+    let mut s = format!("generation {}\n", r.generation);
+    for (i, st) in r.steps.iter().enumerate() {
+        let _ = writeln!(s, "{:>3}. {st}", i + 1);
+    }
+    if r.outputs.is_empty() {
+        s.push_str("result: no frame sent\n");
+    }
+    for (port, hex) in &r.outputs {
+        let _ = writeln!(s, "result: frame to {port} ({} bytes): {hex}", hex.len() / 2);
+    }
+    s
+}
