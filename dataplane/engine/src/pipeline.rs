@@ -482,8 +482,9 @@ impl Worker {
     }
 
     fn icmp_allowed(&mut self, now_ns: u64) -> bool {
+        // Divide first: `now_ns` is wall-clock time in replay and would overflow a product.
         let elapsed = now_ns.saturating_sub(self.icmp_refill_ns);
-        let refill = elapsed * ICMP_PER_SEC / 1_000_000_000;
+        let refill = elapsed / (1_000_000_000 / ICMP_PER_SEC);
         if refill > 0 {
             self.icmp_tokens = (self.icmp_tokens + refill).min(ICMP_PER_SEC);
             self.icmp_refill_ns = now_ns;

@@ -331,3 +331,20 @@ fn a_new_generation_takes_effect_between_batches() {
     assert_eq!(r.snap.drop_count(DropReason::RuleDrop), 1, "the cached flow was not reused");
     assert!(w.sync(&published).is_none());
 }
+
+#[test]
+fn icmp_rate_limit_survives_wall_clock_timestamps() {
+    let mut w = Worker::new(rules());
+    let big = udp_frame(WL_MAC, [198, 51, 100, 9], 1000);
+    // A replayed capture carries epoch timestamps in nanoseconds.
+    let now = 1_764_000_000_000_000_000u64;
+    let mut arena: Vec<Vec<u8>> = (0..4).map(|_| vec![0u8; FRAME]).collect();
+    let (rx, spare) = arena.split_at_mut(1);
+    rx[0][HEADROOM..HEADROOM + big.len()].copy_from_slice(&big);
+    let mut batch = vec![PacketBuf::new(&mut rx[0], HEADROOM, big.len()).unwrap()];
+    let mut it = spare.iter_mut();
+    let mut pool = || it.next().map(|b| PacketBuf::new(b, HEADROOM, 0).unwrap());
+    let mut out = Outputs::new(3, 4);
+    w.process(0, &mut batch, &mut pool, &mut out, now, &mut NoTrace);
+    assert_eq!(out.ports[0].len(), 1, "the ICMP reply was sent");
+}
