@@ -152,6 +152,11 @@ def cases():
         ("ecn_ce_not_ect", "up0", [ce_not_ect], {"ecn_ce_not_ect": 1}, {}),
         ("unknown_tunnel", "up0", [vxlan_pkt(inner, vni=43)], {"unknown_tunnel": 1}, {}),
     ]
+    # GRE with every combination of checksum and sequence around the key.
+    for csum in (False, True):
+        for seq in (None, 9):
+            c.append(("decap_gretap_c%d_s%d" % (csum, seq is not None), "up0",
+                      [gre_pkt(inner, key=7, seq=seq, csum=csum)], {}, {"wl1": 1}))
     return c
 
 
@@ -257,7 +262,7 @@ def check(outdir, name):
     elif name in ("decap_vxlan", "decap_vxlan_v6"):
         expect(raw(out("wl0")[0]) == raw(inner_udp(dmac=WL, src="198.51.100.2", dst="198.51.100.1")) if name == "decap_vxlan"
                else raw(out("wl0")[0]) == raw(inner_udp()), "inner frame delivered unchanged")
-    elif name == "decap_gretap":
+    elif name.startswith("decap_gretap"):
         expect(raw(out("wl1")[0]) == raw(inner_udp()), "inner frame delivered to wl1")
     elif name == "decap_gre_l3":
         p = out("wl0")[0]
