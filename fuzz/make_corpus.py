@@ -1,0 +1,61 @@
+#!/usr/bin/python3
+"""Writes the seed corpus for every fuzz target into fuzz/corpus/<target>/.
+Run with Debian's /usr/bin/python3 (python3-scapy). Documentation addresses only."""
+import os
+from scapy.all import Ether, IP, IPv6, UDP, TCP, ICMP, ARP, Dot1Q, Raw, raw
+
+here = os.path.dirname(os.path.abspath(__file__))
+
+
+def put(target, name, data):
+    d = os.path.join(here, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+inner4 = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="198.51.100.1", dst="198.51.100.2", tos=2) / UDP(sport=1234, dport=53) / Raw(b"seed")
+inner6 = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src="2001:db8::a", dst="2001:db8::b") / TCP(sport=1, dport=2)
+tagged = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / Dot1Q(vlan=100) / IP(src="198.51.100.1", dst="198.51.100.2") / ICMP()
+arp = Ether(src="02:00:00:00:00:01", dst="ff:ff:ff:ff:ff:ff") / ARP(psrc="198.51.100.1", pdst="198.51.100.2")
+
+
+def vx(inner, vni=42, v6=False):
+    hdr = bytes([8, 0, 0, 0]) + (vni << 8).to_bytes(4, "big")
+    ip = IPv6(src="2001:db8::2", dst="2001:db8::1") if v6 else IP(src="192.0.2.2", dst="192.0.2.1", flags="DF")
+    return raw(Ether(src="02:00:00:00:00:20", dst="02:00:00:00:00:10") / ip / UDP(sport=50000, dport=4789) / Raw(hdr + raw(inner)))
+
+
+def gre(inner, flags, proto=0x6558, v6=False):
+    h = flags.to_bytes(2, "big") + proto.to_bytes(2, "big")
+    if flags & 0x8000:
+        h += b"\0\0\0\0"
+    if flags & 0x2000:
+        h += (7).to_bytes(4, "big")
+    if flags & 0x1000:
+        h += (1).to_bytes(4, "big")
+    ip = IPv6(src="2001:db8::2", dst="2001:db8::1", nh=47) if v6 else IP(src="192.0.2.2", dst="192.0.2.1", proto=47)
+    return raw(Ether(src="02:00:00:00:00:20", dst="02:00:00:00:00:10") / ip / Raw(h + raw(inner)))
+
+
+frames = {
+    "vxlan4": vx(inner4), "vxlan6": vx(inner6, v6=True), "vxlan_tagged_inner": vx(tagged),
+    "gre_k": gre(inner4, 0x2000), "gre_cks": gre(inner4, 0xb000), "gre_l3": gre(inner4[IP], 0, 0x0800),
+    "gre6": gre(inner6, 0x2000, v6=True),
+}
+for name, f in frames.items():
+    put("decap", name, f)
+    put("ethernet", name, f)
+for name, f in {"inner4": raw(inner4), "inner6": raw(inner6), "tagged": raw(tagged), "arp": raw(arp)}.items():
+    put("inner_meta", name, f)
+    put("ethernet", "inner_" + name, f)
+    for sel in (b"\x00\x01\x02\x03", b"\x01\x01\x05\x12", b"\x02\x00\x0f\x70", b"\x00\x00\x01\x00"):
+        put("encap_roundtrip", name + "_" + sel.hex(), sel + f)
+put("ipv4", "udp", raw(inner4[IP]))
+put("ipv4", "options", raw(IP(src="192.0.2.1", dst="192.0.2.2", options=b"\x01\x01\x01\x00") / UDP()))
+put("ipv6", "tcp", raw(inner6[IPv6]))
+put("udp", "vxlan", raw(UDP(sport=1, dport=4789) / Raw(b"\x08\0\0\0\0\0\x2a\0")))
+put("vxlan", "vni42", b"\x08\0\0\0\0\0\x2a\0" + raw(inner4))
+put("vxlan", "reserved", b"\x0c\0\0\x01\0\0\x2a\x01" + raw(inner4))
+for flags in (0x0000, 0x8000, 0x2000, 0x1000, 0xb000, 0x4000, 0x0001):
+    put("gre", "f%04x" % flags, gre(inner4, flags)[34:])
