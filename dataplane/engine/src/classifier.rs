@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use crate::flow_key::{FlowKey, WORDS};
+use crate::flow_key::{hash_words, FlowKey};
 
 /// A rule as the classifier sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,36 +44,26 @@ struct Slot {
 #[derive(Clone, Debug)]
 struct Tuple {
     mask: FlowKey,
-    /// Indices of the mask's non-zero words: only these are hashed and compared.
-    words: [u8; WORDS],
-    nwords: u8,
     max_rank: u64,
     slots: Vec<Slot>,
 }
 
 impl Tuple {
+    // Straight-line over all eight words: the masking and the comparison
+    // vectorise, and masked-out words are simply zero.
     #[inline(always)]
     fn hash(&self, masked: &FlowKey) -> u64 {
-        const K: u64 = 0x9e37_79b9_7f4a_7c15;
-        let mut h = 0u64;
-        for &w in &self.words[..self.nwords as usize] {
-            h = (h.rotate_left(5) ^ masked.0[w as usize]).wrapping_mul(K);
-        }
-        h ^ (h >> 31)
+        hash_words(&masked.0)
     }
 
     #[inline(always)]
     fn mask_key(&self, key: &FlowKey) -> FlowKey {
-        let mut m = FlowKey::default();
-        for &w in &self.words[..self.nwords as usize] {
-            m.0[w as usize] = key.0[w as usize] & self.mask.0[w as usize];
-        }
-        m
+        key.masked(&self.mask)
     }
 
     #[inline(always)]
     fn same(&self, a: &FlowKey, b: &FlowKey) -> bool {
-        self.words[..self.nwords as usize].iter().all(|&w| a.0[w as usize] == b.0[w as usize])
+        a == b
     }
 
     fn insert(&mut self, masked: FlowKey, rank: u64, rule: u32) {
@@ -139,18 +129,11 @@ impl Classifier {
         let mut tuples: Vec<Tuple> = groups
             .into_iter()
             .map(|(mask, members)| {
-                let mut words = [0u8; WORDS];
-                let mut nwords = 0u8;
-                for (w, m) in mask.0.iter().enumerate() {
-                    if *m != 0 {
-                        words[nwords as usize] = w as u8;
-                        nwords += 1;
-                    }
-                }
-                // Load factor at most one half keeps probe sequences short.
-                let cap = (members.len() * 2).next_power_of_two().max(2);
+                // A load factor of at most a quarter: most lookups, hits and
+                // misses alike, touch a single slot.
+                let cap = (members.len() * 4).next_power_of_two().max(4);
                 let empty = Slot { key: FlowKey::default(), rank: 0, rule: EMPTY };
-                let mut t = Tuple { mask, words, nwords, max_rank: 0, slots: vec![empty; cap] };
+                let mut t = Tuple { mask, max_rank: 0, slots: vec![empty; cap] };
                 for i in members {
                     let r = &rules[i as usize];
                     let rk = rank(r.priority, r.id);
@@ -212,7 +195,7 @@ pub fn linear_lookup(rules: &[ClassRule], key: &FlowKey) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow_key::field;
+    use crate::flow_key::{field, WORDS};
     use proptest::prelude::*;
 
     fn mask_of(fields: &[field::Field]) -> FlowKey {

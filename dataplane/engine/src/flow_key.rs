@@ -103,14 +103,36 @@ pub fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
     m
 }
 
+/// One folded 64x64->128-bit multiply: every input bit reaches every output
+/// bit (the mixing step of wyhash), so masked keys that differ in a few high
+/// bits still land in different table slots.
+#[inline(always)]
+pub fn fold_mul(a: u64, b: u64) -> u64 {
+    let r = (a as u128).wrapping_mul(b as u128);
+    (r as u64) ^ ((r >> 64) as u64)
+}
+
+const SECRET: [u64; WORDS] = [
+    0xa076_1d64_78bd_642f,
+    0xe703_7ed1_a0b4_28db,
+    0x8ebc_6af0_9c88_c6e3,
+    0x5899_65cc_7537_4cc3,
+    0x1d8e_4e27_c47d_124f,
+    0x9e37_79b9_7f4a_7c15,
+    0xbf58_476d_1ce4_e5b9,
+    0x94d0_49bb_1331_11eb,
+];
+
+/// Hash of eight words as four independent folded multiplies of word pairs
+/// (wyhash's layout): short dependency chains, so a lookup that hashes many
+/// masked keys overlaps their latencies.
 #[inline(always)]
 pub fn hash_words(w: &[u64; WORDS]) -> u64 {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = 0u64;
-    for x in w {
-        h = (h.rotate_left(5) ^ x).wrapping_mul(K);
-    }
-    h ^ (h >> 31)
+    let a = fold_mul(w[0] ^ SECRET[0], w[1] ^ SECRET[1]);
+    let b = fold_mul(w[2] ^ SECRET[2], w[3] ^ SECRET[3]);
+    let c = fold_mul(w[4] ^ SECRET[4], w[5] ^ SECRET[5]);
+    let d = fold_mul(w[6] ^ SECRET[6], w[7] ^ SECRET[7]);
+    fold_mul(a ^ c, b ^ d)
 }
 
 /// Layer-2 facts the actions need, found while building the key.
