@@ -298,9 +298,29 @@ mod tests {
                 .map(|(s, v, p, id)| ClassRule { mask: shapes[s], value: v, priority: p, id })
                 .collect();
             let c = Classifier::build(&rules);
-            for k in keys.iter().chain(rules.iter().map(|r| &r.value)) {
-                prop_assert_eq!(c.lookup(k).rule, linear_lookup(&rules, k));
+            // Through the flow cache as the pipeline uses it: misses fill the
+            // cache; on the second pass most keys hit (a direct-mapped cache may
+            // evict on a slot collision) and every answer must agree.
+            let mut cache = crate::flow_cache::FlowCache::new();
+            let mut hits = 0;
+            for _pass in 0..2 {
+                for k in keys.iter().chain(rules.iter().map(|r| &r.value)) {
+                    let want = linear_lookup(&rules, k).unwrap_or(crate::flow_cache::NO_RULE);
+                    let got = match cache.get(k, k.hash(), 1) {
+                        Some(r) => {
+                            hits += 1;
+                            r
+                        }
+                        None => {
+                            let r = c.lookup(k).rule.unwrap_or(crate::flow_cache::NO_RULE);
+                            cache.insert(k, k.hash(), 1, r);
+                            r
+                        }
+                    };
+                    prop_assert_eq!(got, want);
+                }
             }
+            prop_assert!(hits > 0);
         }
     }
 }
