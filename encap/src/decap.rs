@@ -184,7 +184,11 @@ fn apply_ecn(outer: u8, f: &mut [u8]) -> Result<(), DropReason> {
         off += ethernet::TAG_LEN;
         et = u16::from_be_bytes([f[off], f[off + 1]]);
     }
-    let l3 = &mut f[off + 2..];
+    apply_ecn_ip(outer, et, &mut f[off + 2..])
+}
+
+/// Applies RFC 6040 to the IP packet `l3`, of EtherType `et`.
+fn apply_ecn_ip(outer: u8, et: u16, l3: &mut [u8]) -> Result<(), DropReason> {
     match et {
         0x0800 if l3.len() >= ipv4::HEADER_LEN && l3[0] >> 4 == 4 => {
             let mut p = ipv4::Packet::new_unchecked(l3);
@@ -252,10 +256,14 @@ pub fn decap(cfg: &DecapConfig, pkt: &mut PacketBuf<'_>) -> Result<Decapped, Dro
         if end - start < ethernet::HEADER_LEN {
             return Err(DropReason::InnerTruncated);
         }
+        apply_ecn(outer.ecn, &mut f[start..end])?;
     } else {
         if end == start {
             return Err(DropReason::InnerTruncated);
         }
+        // RFC 6040 before the Ethernet header is written over the outer headers,
+        // so that a packet dropped for ECN is left unchanged.
+        apply_ecn_ip(outer.ecn, u16::from(payload), &mut f[start..end])?;
         // Synthesise an Ethernet header in the space the outer headers used; it
         // never overlaps the outer MAC addresses it copies (the outer headers are
         // at least 14 + 20 + 4 bytes long).
@@ -264,7 +272,6 @@ pub fn decap(cfg: &DecapConfig, pkt: &mut PacketBuf<'_>) -> Result<Decapped, Dro
         f[start..start + 12].copy_from_slice(&macs);
         f[start + 12..start + 14].copy_from_slice(&u16::from(payload).to_be_bytes());
     }
-    apply_ecn(outer.ecn, &mut f[start..end])?;
     pkt.truncate(end);
     pkt.pull_front(start);
     Ok(Decapped {

@@ -10,7 +10,8 @@ use std::path::Path;
 #[test]
 fn seed_corpus_passes_every_target() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    let targets: [(&str, fn(&[u8])); 9] = [
+    type Check = fn(&[u8]);
+    let targets: [(&str, Check); 9] = [
         ("ethernet", checks::ethernet),
         ("ipv4", checks::ipv4),
         ("ipv6", checks::ipv6),
