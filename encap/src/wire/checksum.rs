@@ -6,18 +6,37 @@
 /// trailing byte is padded with zero, so only the last piece may have odd length.
 #[inline]
 pub fn add(acc: u32, data: &[u8]) -> u32 {
-    // Sum big-endian 32-bit words into a u64: no carry is lost for inputs below
-    // 2^32 words, and the compiler vectorises the loop.
-    let mut sum: u64 = acc as u64;
-    let mut chunks = data.chunks_exact(4);
+    // RFC 1071 2(B): the ones-complement sum can be computed in either byte
+    // order. Summing native-endian words needs no byte swap per word, so the
+    // loop vectorises; the folded result is swapped once at the end. 32-bit
+    // halves of 64-bit loads go into a u64, which cannot overflow below 2^31
+    // words.
+    let mut sum: u64 = 0;
+    let mut chunks = data.chunks_exact(8);
     for c in &mut chunks {
-        sum += u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as u64;
+        let x = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        sum += (x & 0xffff_ffff) + (x >> 32);
     }
+    // The tail with fixed-size loads: a variable-length copy into a zeroed
+    // buffer costs more than the whole of a 20-byte IPv4 header's sum.
     let rest = chunks.remainder();
-    let mut tail = [0u8; 4];
-    tail[..rest.len()].copy_from_slice(rest);
-    sum += u32::from_be_bytes(tail) as u64;
-    fold64(sum)
+    let mut i = 0;
+    if rest.len() >= 4 {
+        sum += u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as u64;
+        i = 4;
+    }
+    if rest.len() >= i + 2 {
+        sum += u16::from_ne_bytes([rest[i], rest[i + 1]]) as u64;
+        i += 2;
+    }
+    if rest.len() > i {
+        // An odd last byte is the first of a pair whose second byte is zero.
+        sum += u16::from_ne_bytes([rest[i], 0]) as u64;
+    }
+    // The native-order sum of byte-swapped words is the byte swap of the
+    // network-order sum: `from_be` swaps on little-endian targets only.
+    let network = u16::from_be(fold(fold64(sum)));
+    fold_once(acc as u64 + network as u64)
 }
 
 /// Adds one 16-bit word to an accumulator.
