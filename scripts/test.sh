@@ -20,4 +20,4 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== cargo test"
-cargo test --workspace --all-targets --quiet -- --test-threads=2
+cargo test --workspace --all-targets --quiet
