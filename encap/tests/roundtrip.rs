@@ -324,16 +324,21 @@ proptest! {
     }
 }
 
-#[test]
-fn no_headroom_is_a_named_drop() {
-    let t = TunnelParams {
-        encap: Encapsulation::Vxlan { vni: 42, dst_port: 4789 },
+/// VXLAN over IPv4 from 192.0.2.1 to 192.0.2.2 with default options.
+fn vxlan_v4(vni: u32) -> TunnelParams {
+    TunnelParams {
+        encap: Encapsulation::Vxlan { vni, dst_port: 4789 },
         underlay: Underlay::V4 { src: [192, 0, 2, 1], dst: [192, 0, 2, 2] },
         src_mac: [2, 0, 0, 0, 0, 1],
         dst_mac: [2, 0, 0, 0, 0, 2],
         outer_vlan: None,
         options: EncapOptions::default(),
-    };
+    }
+}
+
+#[test]
+fn no_headroom_is_a_named_drop() {
+    let t = vxlan_v4(42);
     let mut tpl = EncapTemplate::new(&t).unwrap();
     let mut buf = [0u8; 60 + 49];
     let mut pkt = PacketBuf::new(&mut buf, 49, 60).unwrap();
@@ -345,14 +350,7 @@ fn no_headroom_is_a_named_drop() {
 
 #[test]
 fn mtu_boundary_is_exact() {
-    let mut t = TunnelParams {
-        encap: Encapsulation::Vxlan { vni: 42, dst_port: 4789 },
-        underlay: Underlay::V4 { src: [192, 0, 2, 1], dst: [192, 0, 2, 2] },
-        src_mac: [2, 0, 0, 0, 0, 1],
-        dst_mac: [2, 0, 0, 0, 0, 2],
-        outer_vlan: None,
-        options: EncapOptions::default(),
-    };
+    let mut t = vxlan_v4(42);
     t.options.underlay_mtu = 1500;
     let mut tpl = EncapTemplate::new(&t).unwrap();
     // 1500 - 20 (IPv4) - 8 (UDP) - 8 (VXLAN) = 1464 bytes of inner frame fit exactly.
@@ -388,14 +386,7 @@ fn params_are_validated() {
 
 #[test]
 fn batch_api_gives_a_verdict_per_packet() {
-    let t = TunnelParams {
-        encap: Encapsulation::Vxlan { vni: 7, dst_port: 4789 },
-        underlay: Underlay::V4 { src: [192, 0, 2, 1], dst: [192, 0, 2, 2] },
-        src_mac: [2, 0, 0, 0, 0, 1],
-        dst_mac: [2, 0, 0, 0, 0, 2],
-        outer_vlan: None,
-        options: EncapOptions::default(),
-    };
+    let t = vxlan_v4(7);
     let mut tpl = EncapTemplate::new(&t).unwrap();
     let mut bufs: Vec<Vec<u8>> = (0..4).map(|_| vec![0u8; HEADROOM + 64]).collect();
     let lens = [64usize, 10, 64, 64];
