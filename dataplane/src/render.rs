@@ -6,43 +6,9 @@ use std::fmt::Write;
 use encap::DropReason;
 use engine::compile::{RuleSet, TunnelRt};
 use engine::counters::Snapshot;
-use engine::flow_key::{field, FlowKey};
+use engine::flow_key::mask_fields;
 use engine::pipeline::TraceReport;
 use serde_json::{json, Value};
-
-/// The names of the fields a mask covers (`ip_dst/24` for prefixes).
-pub fn mask_fields(m: &FlowKey) -> Vec<String> {
-    let mut out = Vec::new();
-    let named = [
-        ("in_port", field::IN_PORT),
-        ("tunnel", field::TUNNEL),
-        ("vni", field::VNI),
-        ("eth_dst", field::ETH_DST),
-        ("vlan", field::VLAN),
-        ("eth_src", field::ETH_SRC),
-        ("ethertype", field::ETHERTYPE),
-        ("ip_proto", field::IP_PROTO),
-        ("l4_src", field::L4_SRC),
-        ("l4_dst", field::L4_DST),
-    ];
-    for (name, f) in named {
-        if m.get(f) != 0 {
-            out.push(name.to_string());
-        }
-    }
-    for (name, w) in [("ip_src", 3), ("ip_dst", 5)] {
-        let bits = m.0[w].count_ones() + m.0[w + 1].count_ones();
-        if bits > 0 {
-            // IPv4 prefixes live in the low 32 bits of the IPv4-mapped form.
-            let len = if bits > 96 && m.0[w] == u64::MAX { bits - 96 } else { bits };
-            out.push(format!("{name}/{len}"));
-        }
-    }
-    if out.is_empty() {
-        out.push("(catch-all)".into());
-    }
-    out
-}
 
 fn tunnel_line(t: &TunnelRt, rs: &RuleSet) -> String {
     let hop = if t.next_hop_known {

@@ -110,6 +110,8 @@ impl Tuple {
 pub struct Found {
     /// Index of the winning rule in the slice the classifier was built from.
     pub rule: Option<u32>,
+    /// Which table (in probe order) held it.
+    pub table: Option<u32>,
     pub tuples_probed: u32,
 }
 
@@ -150,27 +152,32 @@ impl Classifier {
     /// Finds the best rule matching `key`.
     #[inline]
     pub fn lookup(&self, key: &FlowKey) -> Found {
-        let mut best: Option<(u64, u32)> = None;
+        let mut best: Option<(u64, u32, u32)> = None;
         let mut probed = 0;
-        for t in &self.tuples {
-            if let Some((r, _)) = best {
+        for (i, t) in self.tuples.iter().enumerate() {
+            if let Some((r, _, _)) = best {
                 if r > t.max_rank {
                     break;
                 }
             }
             probed += 1;
             if let Some((r, rule)) = t.find(key) {
-                if best.is_none_or(|(b, _)| r > b) {
-                    best = Some((r, rule));
+                if best.is_none_or(|(b, _, _)| r > b) {
+                    best = Some((r, rule, i as u32));
                 }
             }
         }
-        Found { rule: best.map(|(_, rule)| rule), tuples_probed: probed }
+        Found { rule: best.map(|b| b.1), table: best.map(|b| b.2), tuples_probed: probed }
     }
 
     /// Number of tuples (distinct masks).
     pub fn tuple_count(&self) -> usize {
         self.tuples.len()
+    }
+
+    /// The mask of table `i` (probe order).
+    pub fn table_mask(&self, i: u32) -> Option<FlowKey> {
+        self.tuples.get(i as usize).map(|t| t.mask)
     }
 
     /// Each tuple's mask and number of distinct masked values, best tuple first.

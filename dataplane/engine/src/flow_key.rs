@@ -135,6 +135,40 @@ pub fn hash_words(w: &[u64; WORDS]) -> u64 {
     fold_mul(a ^ c, b ^ d)
 }
 
+/// The names of the fields a mask covers (`ip_dst/24` for prefixes).
+pub fn mask_fields(m: &FlowKey) -> Vec<String> {
+    let mut out = Vec::new();
+    let named = [
+        ("in_port", field::IN_PORT),
+        ("tunnel", field::TUNNEL),
+        ("vni", field::VNI),
+        ("eth_dst", field::ETH_DST),
+        ("vlan", field::VLAN),
+        ("eth_src", field::ETH_SRC),
+        ("ethertype", field::ETHERTYPE),
+        ("ip_proto", field::IP_PROTO),
+        ("l4_src", field::L4_SRC),
+        ("l4_dst", field::L4_DST),
+    ];
+    for (name, f) in named {
+        if m.get(f) != 0 {
+            out.push(name.to_string());
+        }
+    }
+    for (name, w) in [("ip_src", 3), ("ip_dst", 5)] {
+        let bits = m.0[w].count_ones() + m.0[w + 1].count_ones();
+        if bits > 0 {
+            // IPv4 prefixes live in the low 32 bits of the IPv4-mapped form.
+            let len = if bits > 96 && m.0[w] == u64::MAX { bits - 96 } else { bits };
+            out.push(format!("{name}/{len}"));
+        }
+    }
+    if out.is_empty() {
+        out.push("(catch-all)".into());
+    }
+    out
+}
+
 /// Layer-2 facts the actions need, found while building the key.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct L2Info {

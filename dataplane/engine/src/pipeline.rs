@@ -271,11 +271,20 @@ impl Worker {
                 self.cache.insert(&key, h, self.epoch, r);
                 t.step(|| Step::Lookup {
                     tier: "classifier",
-                    detail: format!(
-                        "{} of {} tuples probed (flow cache miss)",
-                        f.tuples_probed,
-                        rs.classifier.tuple_count()
-                    ),
+                    detail: match f.table.and_then(|i| rs.classifier.table_mask(i).map(|m| (i, m)))
+                    {
+                        Some((i, m)) => format!(
+                            "table {i} (match {}) after {} of {} tables probed (flow cache miss)",
+                            crate::flow_key::mask_fields(&m).join(", "),
+                            f.tuples_probed,
+                            rs.classifier.tuple_count()
+                        ),
+                        None => format!(
+                            "no table matched, {} of {} probed (flow cache miss)",
+                            f.tuples_probed,
+                            rs.classifier.tuple_count()
+                        ),
+                    },
                 });
                 r
             }
