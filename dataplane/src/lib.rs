@@ -3,3 +3,4 @@
 pub mod io;
 pub mod render;
 pub mod replay;
+pub mod store;
