@@ -1,6 +1,10 @@
 //! I/O, control plane and binaries.
 
+pub mod api;
+pub mod client;
+pub mod daemon;
 pub mod io;
 pub mod render;
 pub mod replay;
+pub mod run;
 pub mod store;

@@ -105,7 +105,7 @@ impl<'de> Deserialize<'de> for Prefix {
 }
 
 /// The whole configuration.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "schema_version")]
@@ -129,6 +129,22 @@ pub struct Config {
 
 fn schema_version() -> u32 {
     SCHEMA_VERSION
+}
+
+/// An empty document of the current schema: no ports, no rules.
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            schema_version: SCHEMA_VERSION,
+            generation: 0,
+            ports: Vec::new(),
+            tunnels: Vec::new(),
+            decap: DecapPolicy::default(),
+            rules: Vec::new(),
+            fdb: Vec::new(),
+            flood: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -770,6 +786,11 @@ mod tests {
             assert_eq!(e.path(), Some(path), "{e}");
             assert!(e.to_string().contains(reason), "{e} lacks {reason:?}");
         }
+    }
+
+    #[test]
+    fn the_default_document_is_valid() {
+        Config::default().validate().unwrap();
     }
 
     #[test]

@@ -260,7 +260,10 @@ impl Worker {
         let rule = match self.cache.get(&key, h, self.epoch) {
             Some(r) => {
                 c.cache.hit.inc();
-                t.step(|| Step::Lookup { tier: "flow cache", detail: "exact-match hit".into() });
+                t.step(|| Step::Lookup {
+                    tier: "flow cache".into(),
+                    detail: "exact-match hit".into(),
+                });
                 r
             }
             None => {
@@ -270,7 +273,7 @@ impl Worker {
                 let r = f.rule.unwrap_or(NO_RULE);
                 self.cache.insert(&key, h, self.epoch, r);
                 t.step(|| Step::Lookup {
-                    tier: "classifier",
+                    tier: "classifier".into(),
                     detail: match f.table.and_then(|i| rs.classifier.table_mask(i).map(|m| (i, m)))
                     {
                         Some((i, m)) => format!(
@@ -649,7 +652,7 @@ pub fn describe(k: &FlowKey) -> String {
 }
 
 /// What `trace_packet` saw: each step, and the frames that would be sent.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TraceReport {
     pub generation: u64,
     pub steps: Vec<Step>,

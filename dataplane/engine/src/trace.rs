@@ -10,24 +10,28 @@ use std::fmt;
 use encap::DropReason;
 
 /// One step of a packet's path.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
     Received { port: String, len: usize },
     Parsed { summary: String },
     Decapsulated { tunnel: String, detail: String },
-    Lookup { tier: &'static str, detail: String },
+    Lookup { tier: String, detail: String },
     Matched { rule: u32, priority: u16 },
     Action { action: String },
     Encapsulated { tunnel: String, header: String },
     Output { port: String, len: usize },
     Replicated { copies: usize },
-    Dropped { stage: &'static str, reason: &'static str, description: &'static str },
+    Dropped { stage: String, reason: String, description: String },
 }
 
 impl Step {
     pub fn dropped(stage: &'static str, reason: DropReason) -> Step {
-        Step::Dropped { stage, reason: reason.name(), description: reason.description() }
+        Step::Dropped {
+            stage: stage.to_string(),
+            reason: reason.name().to_string(),
+            description: reason.description().to_string(),
+        }
     }
 }
 

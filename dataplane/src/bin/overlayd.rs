@@ -2,7 +2,9 @@
 //!
 //! - `check`: validate a configuration and show what it compiles to;
 //! - `replay`: run pcap files through the real pipeline, no privileges needed;
-//! - `trace`: explain one packet's path through the rules.
+//! - `trace`: explain one packet's path through the rules;
+//! - `run`: the daemon (today its control plane: the API, persistence and
+//!   rule publication; the AF_XDP I/O layer is issue 5).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +25,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the daemon: restore the accepted state and serve the control API.
+    Run {
+        /// Where accepted state is kept (created mode 0700).
+        #[arg(long, default_value = "/var/lib/overlayd")]
+        state_dir: PathBuf,
+        /// The API's Unix socket (created mode 0600).
+        #[arg(long, default_value = "/run/overlayd/api.sock")]
+        socket: PathBuf,
+        /// Configuration used when the state directory is empty; re-read on SIGHUP.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Uids allowed on the socket besides the daemon's own (repeatable).
+        #[arg(long = "allow-uid")]
+        allow_uids: Vec<u32>,
+    },
     /// Validate a configuration and print the compiled summary.
     Check {
         #[arg(long)]
@@ -93,8 +110,25 @@ fn main() -> ExitCode {
     }
 }
 
+fn read_config(path: &PathBuf) -> Result<Config, (u8, String)> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| (EXIT_IO, format!("{}: {e}", path.display())))?;
+    Config::from_toml(&text).map_err(|e| (EXIT_CONFIG, format!("{}: {e}", path.display())))
+}
+
 fn run(cli: Cli) -> Result<(), (u8, String)> {
     match cli.cmd {
+        Cmd::Run { state_dir, socket, config, allow_uids } => {
+            let initial = config.as_ref().map(read_config).transpose()?;
+            dataplane::run::run(dataplane::run::RunOptions {
+                state_dir,
+                socket,
+                config,
+                initial,
+                allow_uids,
+            })
+            .map_err(|e| (EXIT_IO, e))?;
+        }
         Cmd::Check { config, json } => {
             let rs = load(&config)?;
             if json {

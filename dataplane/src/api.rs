@@ -1,0 +1,224 @@
+//! The control API: HTTP/JSON under `/v1/`, served on a Unix socket. Every
+//! request's peer uid (SO_PEERCRED) must be in the allowed list. Errors are
+//! JSON `{ "error": ..., "path": ... }` with a 4xx status that says what kind
+//! of mistake it was; writes carry the generation they were based on and a
+//! stale one gets 409 with nothing changed.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::IncomingStream;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use tokio::net::UnixListener;
+
+use crate::daemon::{ApplyError, Daemon};
+use engine::model::{Config, ConfigError};
+
+/// Largest request body accepted (a configuration with tens of thousands of rules fits).
+pub const MAX_BODY: usize = 8 << 20;
+
+pub struct ApiState {
+    pub daemon: Arc<Daemon>,
+    pub allowed_uids: Vec<u32>,
+}
+
+/// The connecting process's uid, from SO_PEERCRED.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub uid: Option<u32>,
+}
+
+impl Connected<IncomingStream<'_, UnixListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
+        Peer { uid: stream.io().peer_cred().ok().map(|c| c.uid()) }
+    }
+}
+
+/// An API error: status, message and, where it applies, the field path.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error: String,
+    path: Option<String>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error: impl Into<String>) -> Self {
+        ApiError { status, error: error.into(), path: None }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.error, "path": self.path }))).into_response()
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Stale { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            ApplyError::Invalid(ConfigError::Invalid { path, reason }) => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                error: reason,
+                path: Some(path),
+            },
+            ApplyError::Invalid(e) => ApiError::new(StatusCode::BAD_REQUEST, e.to_string()),
+            ApplyError::Store(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
+}
+
+type Api = State<Arc<ApiState>>;
+
+fn authorize(s: &ApiState, peer: &Peer) -> Result<(), ApiError> {
+    match peer.uid {
+        Some(uid) if s.allowed_uids.contains(&uid) => Ok(()),
+        Some(uid) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("uid {uid} is not allowed to use this socket"),
+        )),
+        None => Err(ApiError::new(StatusCode::FORBIDDEN, "the peer's credentials are unknown")),
+    }
+}
+
+/// Parses a JSON body into `T`, naming the field path of any error.
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            error: e.into_inner().to_string(),
+            path: (path != ".").then_some(path),
+        }
+    })
+}
+
+async fn status(
+    State(s): Api,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &peer)?;
+    Ok(Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "api": "v1",
+        "uptime_secs": s.daemon.uptime_secs(),
+        "generation": s.daemon.generation(),
+        "io": [],
+    })))
+}
+
+async fn get_config(
+    State(s): Api,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+) -> Result<Response, ApiError> {
+    authorize(&s, &peer)?;
+    let c = s.daemon.config();
+    let etag = format!("\"{}\"", c.generation);
+    Ok(([("etag", etag)], Json(c)).into_response())
+}
+
+/// The generation a write was based on: `If-Match`, else the body's `generation`.
+fn based_on(headers: &HeaderMap, body_generation: u64) -> Result<u64, ApiError> {
+    match headers.get("if-match") {
+        None => Ok(body_generation),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .map(|v| v.trim().trim_matches('"'))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::BAD_REQUEST, "If-Match must be a generation number")
+            }),
+    }
+}
+
+async fn put_config(
+    State(s): Api,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &peer)?;
+    let new: Config = parse(&body)?;
+    let base = based_on(&headers, new.generation)?;
+    let generation = s.daemon.apply(new, base)?;
+    Ok(Json(json!({ "generation": generation })))
+}
+
+async fn counters(
+    State(s): Api,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &peer)?;
+    let rs = s.daemon.rules();
+    Ok(Json(crate::render::counters_json(&rs, &s.daemon.counters())))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TraceRequest {
+    in_port: String,
+    #[serde(default)]
+    packet: Option<String>,
+    #[serde(default)]
+    hex: Option<String>,
+}
+
+async fn trace(
+    State(s): Api,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    body: Bytes,
+) -> Result<Json<engine::pipeline::TraceReport>, ApiError> {
+    authorize(&s, &peer)?;
+    let req: TraceRequest = parse(&body)?;
+    let rs = s.daemon.rules();
+    let bad = |path: &str, error: String| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        error,
+        path: Some(path.to_string()),
+    };
+    let port = rs
+        .port_index(&req.in_port)
+        .ok_or_else(|| bad("in_port", format!("no port named {:?}", req.in_port)))?;
+    let frame = match (req.packet, req.hex) {
+        (Some(p), None) => {
+            engine::packet_spec::build(&p).map_err(|e| bad("packet", e.to_string()))?
+        }
+        (None, Some(h)) => engine::packet_spec::parse_hex(&h).map_err(|e| bad("hex", e))?,
+        _ => return Err(bad("packet", "give exactly one of packet and hex".into())),
+    };
+    Ok(Json(engine::pipeline::trace_packet(rs, port, &frame, 0)))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "no such resource; the API lives under /v1/")
+}
+
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/config", get(get_config).put(put_config))
+        .route("/v1/counters", get(counters))
+        .route("/v1/trace", axum::routing::post(trace))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: UnixListener,
+    state: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<Peer>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,141 @@
+//! The daemon's control state: the accepted configuration, its store, and the
+//! rule set the workers run. A change is applied as one transaction: check the
+//! generation it was based on, validate and compile it, persist it, then
+//! publish it to the workers. Any failure leaves everything as it was.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use engine::compile::{compile, RuleSet};
+use engine::counters::{Snapshot, WorkerCounters};
+use engine::model::{Config, ConfigError};
+use engine::pipeline::Published;
+
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("stale generation: the change was based on generation {based_on}, the current one is {current}")]
+    Stale { based_on: u64, current: u64 },
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    #[error("could not persist the change: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// Shared by the API handlers (and, with the I/O layer, the workers).
+pub struct Daemon {
+    store: Store,
+    published: Arc<Published>,
+    /// The accepted document. The lock serialises writers; readers of the fast
+    /// path never take it (they read `published`).
+    config: Mutex<Config>,
+    /// Counters of every worker, current and retired generations alike.
+    counters: Mutex<Vec<Arc<WorkerCounters>>>,
+    started: Instant,
+}
+
+impl Daemon {
+    /// Starts from the stored state if there is one, else from `initial`
+    /// (a configuration file), else from an empty configuration.
+    pub fn start(store: Store, initial: Option<Config>) -> Result<Daemon, ApplyError> {
+        let config = match store.load()? {
+            Some(c) => c,
+            None => {
+                let c = initial.unwrap_or_default();
+                store.save(&c)?;
+                c
+            }
+        };
+        let rs = compile(&config)?;
+        Ok(Daemon {
+            store,
+            published: Arc::new(Published::new(rs)),
+            config: Mutex::new(config),
+            counters: Mutex::new(Vec::new()),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn config(&self) -> Config {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.config.lock().unwrap_or_else(|p| p.into_inner()).generation
+    }
+
+    pub fn rules(&self) -> Arc<RuleSet> {
+        self.published.current()
+    }
+
+    pub fn published(&self) -> Arc<Published> {
+        Arc::clone(&self.published)
+    }
+
+    pub fn uptime_secs(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    /// Registers a worker's counters so that `counters` sums them.
+    pub fn add_counters(&self, c: Arc<WorkerCounters>) {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+    }
+
+    pub fn counters(&self) -> Snapshot {
+        let list = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        Snapshot::sum(list.iter().map(|c| &**c))
+    }
+
+    /// Replaces the whole configuration, if it was based on the current
+    /// generation. Returns the new generation.
+    pub fn apply(&self, mut new: Config, based_on: u64) -> Result<u64, ApplyError> {
+        let mut cur = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        if based_on != cur.generation {
+            return Err(ApplyError::Stale { based_on, current: cur.generation });
+        }
+        new.generation = cur.generation + 1;
+        new.schema_version = engine::model::SCHEMA_VERSION;
+        let rs = compile(&new)?;
+        self.store.save(&new)?;
+        self.published.publish(rs);
+        *cur = new;
+        Ok(cur.generation)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(extra_rule: u32) -> Config {
+        Config::from_toml(&format!(
+            "[[ports]]\nname = \"wl0\"\nkind = \"workload\"\n[[rules]]\nid = {extra_rule}\nactions = [\"drop\"]\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn apply_is_transactional_and_survives_restart() {
+        let dir = std::env::temp_dir().join(format!("overlayd-daemon-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let d = Daemon::start(Store::open(&dir).unwrap(), None).unwrap();
+        assert_eq!(d.generation(), 0);
+        assert_eq!(d.apply(doc(1), 0).unwrap(), 1);
+        assert_eq!(d.rules().generation, 1, "published to the workers");
+        assert!(matches!(d.apply(doc(2), 0), Err(ApplyError::Stale { based_on: 0, current: 1 })));
+        let mut bad = doc(3);
+        bad.rules[0].actions = vec![engine::model::Action::Output("nope".into())];
+        assert!(matches!(d.apply(bad, 1), Err(ApplyError::Invalid(_))));
+        assert_eq!(d.config(), {
+            let mut c = doc(1);
+            c.generation = 1;
+            c
+        });
+        drop(d);
+        let again = Daemon::start(Store::open(&dir).unwrap(), Some(doc(9))).unwrap();
+        assert_eq!(again.generation(), 1, "the stored state wins over the configuration file");
+        assert_eq!(again.config().rules[0].id, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

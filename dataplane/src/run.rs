@@ -1,0 +1,106 @@
+//! `overlayd run`: restore the accepted state, serve the control API, and exit
+//! cleanly on SIGTERM. Today this is the daemon's control plane; the AF_XDP
+//! workers (issue 5) attach to the same `Daemon` and its published rule sets.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use engine::model::Config;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::api::{serve, ApiState};
+use crate::daemon::Daemon;
+use crate::store::Store;
+
+pub struct RunOptions {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    /// The configuration file, re-read on SIGHUP.
+    pub config: Option<PathBuf>,
+    /// Its contents at start, used when the state directory is empty.
+    pub initial: Option<Config>,
+    pub allow_uids: Vec<u32>,
+}
+
+fn log(event: &str, detail: &str) {
+    eprintln!("overlayd: event={event} {detail}");
+}
+
+fn own_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+}
+
+pub fn run(o: RunOptions) -> Result<(), String> {
+    let store = Store::open(&o.state_dir).map_err(|e| e.to_string())?;
+    let daemon = Arc::new(Daemon::start(store, o.initial).map_err(|e| e.to_string())?);
+    log(
+        "started",
+        &format!("generation={} state_dir={}", daemon.generation(), o.state_dir.display()),
+    );
+    log("io", "no packet I/O backend is attached yet (AF_XDP is issue 5): rules are served, not applied to traffic");
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    rt.block_on(async move {
+        if let Some(dir) = o.socket.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        if o.socket.exists() {
+            if std::os::unix::net::UnixStream::connect(&o.socket).is_ok() {
+                return Err(format!(
+                    "{}: another overlayd is serving this socket",
+                    o.socket.display()
+                ));
+            }
+            std::fs::remove_file(&o.socket).map_err(|e| format!("{}: {e}", o.socket.display()))?;
+        }
+        let listener = tokio::net::UnixListener::bind(&o.socket)
+            .map_err(|e| format!("{}: {e}", o.socket.display()))?;
+        std::fs::set_permissions(&o.socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", o.socket.display()))?;
+        let mut allowed = o.allow_uids.clone();
+        allowed.push(own_uid());
+        let state = Arc::new(ApiState { daemon: Arc::clone(&daemon), allowed_uids: allowed });
+        log("listening", &format!("socket={}", o.socket.display()));
+
+        if let Some(path) = o.config.clone() {
+            let d = Arc::clone(&daemon);
+            let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP: {e}"))?;
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    let result = std::fs::read_to_string(&path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| Config::from_toml(&t).map_err(|e| e.to_string()))
+                        .and_then(|c| d.apply(c, d.generation()).map_err(|e| e.to_string()));
+                    match result {
+                        Ok(g) => {
+                            log("reloaded", &format!("generation={g} file={}", path.display()))
+                        }
+                        Err(e) => log(
+                            "reload_failed",
+                            &format!("generation={} reason={e:?}", d.generation()),
+                        ),
+                    }
+                }
+            });
+        }
+        let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
+        let shutdown = async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        };
+        let served = serve(listener, state, shutdown).await;
+        let _ = std::fs::remove_file(&o.socket);
+        served.map_err(|e| format!("serving {}: {e}", o.socket.display()))?;
+        log("stopped", &format!("generation={}", daemon.generation()));
+        Ok(())
+    })
+}

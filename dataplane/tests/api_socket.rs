@@ -1,0 +1,289 @@
+//! The control API over its real Unix socket, with the real `overlayd run` and
+//! `overlayctl` binaries: happy paths, every kind of refusal, uid checks,
+//! `kill -9` during a stream of updates, and a clean SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dataplane::client::request;
+use serde_json::json;
+
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, config: Option<&Path>) -> Daemon {
+        let socket = dir.join("api.sock");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_overlayd"));
+        cmd.arg("run").arg("--state-dir").arg(dir.join("state")).arg("--socket").arg(&socket);
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let child = cmd.stdin(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let start = Instant::now();
+        while request(&socket, "GET", "/v1/status", &[], None).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "overlayd did not start serving");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Daemon { child, socket }
+    }
+
+    fn get(&self, path: &str) -> dataplane::client::Response {
+        request(&self.socket, "GET", path, &[], None).unwrap()
+    }
+
+    fn put(&self, body: &serde_json::Value, if_match: Option<u64>) -> dataplane::client::Response {
+        let g = if_match.map(|g| g.to_string());
+        let h: Vec<(&str, &str)> = g.iter().map(|g| ("If-Match", g.as_str())).collect();
+        request(&self.socket, "PUT", "/v1/config", &h, Some(&serde_json::to_vec(body).unwrap()))
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("overlayd-api-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/vxlan.toml")
+}
+
+fn ctl(socket: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_overlayctl"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn resources_and_refusals() {
+    let dir = tempdir("resources");
+    let d = Daemon::start(&dir, Some(&example()));
+    let st = d.get("/v1/status");
+    assert_eq!(st.status, 200);
+    assert_eq!(st.json()["generation"], 1, "started from the file's generation");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&d.socket).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let cfg = d.get("/v1/config");
+    assert_eq!(cfg.header("etag"), Some("\"1\""));
+    let mut doc = cfg.json();
+    assert_eq!(doc["tunnels"][0]["name"], "to-hostb");
+
+    // Stale generation: 409, nothing changes.
+    let r = d.put(&doc, Some(0));
+    assert_eq!(r.status, 409, "{:?}", r.json());
+    assert!(r.json()["error"].as_str().unwrap().contains("stale generation"));
+
+    // Invalid documents: 422 with the field path, 400 for unknown fields.
+    doc["rules"][1]["actions"] = json!([{ "encap": "t9" }]);
+    let r = d.put(&doc, Some(1));
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["path"], "rules[1].actions[0].encap");
+    assert!(r.json()["error"].as_str().unwrap().contains("unknown tunnel"));
+    let r = d.put(&json!({ "generation": 1, "portz": [] }), None);
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"].as_str().unwrap().contains("unknown field `portz`"),
+        "{:?}",
+        r.json()
+    );
+    let r = d.put(&json!({ "generation": 1, "rules": [{ "id": "x", "actions": ["drop"] }] }), None);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["path"], "rules[0].id");
+    let big = vec![b' '; dataplane::api::MAX_BODY + 1];
+    let r = request(&d.socket, "PUT", "/v1/config", &[], Some(&big)).unwrap();
+    assert_eq!(r.status, 413, "body too large");
+    assert_eq!(d.get("/v1/status").json()["generation"], 1, "no refusal changed anything");
+    assert_eq!(d.get("/v2/status").status, 404);
+
+    // A good change, based on the current generation.
+    doc["rules"][1]["actions"] = json!(["drop"]);
+    let r = d.put(&doc, Some(1));
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    assert_eq!(r.json()["generation"], 2);
+
+    // Trace against the live rules.
+    let t = request(
+        &d.socket,
+        "POST",
+        "/v1/trace",
+        &[],
+        Some(br#"{"in_port":"wl0","packet":"eth/ipv4(src=198.51.100.1,dst=198.51.100.2)/udp(dport=53)"}"#),
+    )
+    .unwrap();
+    assert_eq!(t.status, 200);
+    let steps = t.json()["steps"].as_array().unwrap().clone();
+    assert!(
+        steps.iter().any(|s| s["step"] == "dropped" && s["reason"] == "rule_drop"),
+        "{steps:?}"
+    );
+    let t = request(&d.socket, "POST", "/v1/trace", &[], Some(br#"{"in_port":"nope","hex":"00"}"#))
+        .unwrap();
+    assert_eq!((t.status, t.json()["path"].as_str()), (422, Some("in_port")));
+
+    // overlayctl: tables, JSON, and exit codes scripts can rely on.
+    let (code, out, _) = ctl(&d.socket, &["status"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("generation 2"), "{out}");
+    let (code, out, _) = ctl(&d.socket, &["config", "get"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("name = \"to-hostb\""), "{out}");
+    let (code, out, err) = ctl(&d.socket, &["config", "apply", example().to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("generation 3"), "{out}");
+    let (code, _, err) =
+        ctl(&d.socket, &["config", "apply", "--if-generation", "1", example().to_str().unwrap()]);
+    assert_eq!(code, 5, "stale: {err}");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[[rules]]\nid = 1\nactions = [{ output = \"nowhere\" }]\n").unwrap();
+    let (code, _, err) = ctl(&d.socket, &["config", "apply", bad.to_str().unwrap()]);
+    assert_eq!(code, 3);
+    assert!(err.contains("rules[0].actions[0].output: unknown port"), "{err}");
+    let (code, out, _) = ctl(&d.socket, &["--json", "counters"]);
+    assert_eq!(code, 0);
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["conserved"], true);
+    let (code, out, _) = ctl(
+        &d.socket,
+        &[
+            "trace",
+            "--in-port",
+            "up0",
+            "--packet",
+            "eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/udp/vxlan(vni=42)/eth/ipv4",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("decapsulated from tunnel to-hostb") && out.contains("output to port wl0"),
+        "{out}"
+    );
+    let (code, _, err) = ctl(&dir.join("missing.sock"), &["status"]);
+    assert_eq!(code, 4, "{err}");
+    drop(d);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn other_uids_are_refused() {
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    if !root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "other_uids_are_refused needs root (to act as another uid) and CI is set"
+        );
+        eprintln!("SKIPPED other_uids_are_refused: needs root");
+        return;
+    }
+    let dir = tempdir("uids");
+    // Let another user reach the socket file, so only the SO_PEERCRED check stands.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start(&dir, None);
+    std::fs::set_permissions(&d.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_overlayctl"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .arg("status")
+        .output()
+        .expect("setpriv (util-linux) is installed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("uid 65534 is not allowed"), "{err}");
+    drop(d);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn kill_9_during_updates_loses_no_acknowledged_change() {
+    let dir = tempdir("kill9");
+    let mut d = Daemon::start(&dir, Some(&example()));
+    let base = d.get("/v1/config").json();
+    let pid = d.child.id();
+    // Kill the daemon at an arbitrary moment while a stream of updates runs.
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
+    let mut acked: Option<(u64, serde_json::Value)> = None;
+    let mut in_flight = None;
+    for i in 0..10_000u32 {
+        let mut doc = base.clone();
+        doc["rules"][0]["id"] = json!(1000 + i);
+        let g = acked.as_ref().map_or(1, |a| a.0);
+        in_flight = Some((g + 1, doc.clone()));
+        match request(
+            &d.socket,
+            "PUT",
+            "/v1/config",
+            &[("If-Match", &g.to_string())],
+            Some(&serde_json::to_vec(&doc).unwrap()),
+        ) {
+            Ok(r) if r.status == 200 => {
+                acked = Some((r.json()["generation"].as_u64().unwrap(), doc))
+            }
+            _ => break,
+        }
+    }
+    killer.join().unwrap();
+    let _ = d.child.wait();
+    let (acked_gen, acked_doc) = acked.expect("some updates were acknowledged before the kill");
+    assert!(acked_gen > 2, "only {acked_gen} generations before the kill");
+
+    d = Daemon::start(&dir, Some(&example()));
+    let restored = d.get("/v1/config").json();
+    let g = restored["generation"].as_u64().unwrap();
+    let same_rules = |a: &serde_json::Value, b: &serde_json::Value| a["rules"] == b["rules"];
+    // The last acknowledged state, or the one in flight when the kill came
+    // (persisted, but its answer never arrived): never older, never torn.
+    let (fg, fdoc) = in_flight.unwrap();
+    assert!(
+        (g == acked_gen && same_rules(&restored, &acked_doc))
+            || (g == fg && same_rules(&restored, &fdoc)),
+        "restored generation {g}, acknowledged {acked_gen}"
+    );
+    drop(d);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn sigterm_exits_cleanly() {
+    let dir = tempdir("term");
+    let mut d = Daemon::start(&dir, None);
+    Command::new("kill").args(["-TERM", &d.child.id().to_string()]).status().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "overlayd did not exit on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!d.socket.exists(), "the socket is removed on exit");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
