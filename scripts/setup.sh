@@ -12,6 +12,7 @@ PKGS=(
   openvswitch-switch   # peer: OVS userspace datapath tunnels
   valgrind          # callgrind instruction counts
   iperf3 netcat-openbsd
+  util-linux        # setpriv: API tests act as another uid
 )
 
 missing=()
