@@ -92,6 +92,28 @@ impl Published {
     }
 }
 
+/// What every packet of one batch shares: the rule set and counters it is
+/// judged and counted by, the port it came in on, where copies come from and
+/// where results go.
+struct Batch<'b, 'a, P, T> {
+    rs: &'b RuleSet,
+    c: &'b WorkerCounters,
+    in_port: u16,
+    pool: &'b mut P,
+    out: &'b mut Outputs<'a>,
+    now_ns: u64,
+    t: &'b mut T,
+}
+
+impl<'a, P: FramePool<'a>, T: Tracer> Batch<'_, 'a, P, T> {
+    /// Counts a drop under its reason and hands the frame back for recycling.
+    fn drop(&mut self, pkt: PacketBuf<'a>, reason: DropReason, stage: &'static str) {
+        self.c.drop(reason);
+        self.t.step(|| Step::dropped(stage, reason));
+        self.out.free.push(pkt);
+    }
+}
+
 /// One worker's pipeline state.
 pub struct Worker {
     rules: Arc<RuleSet>,
@@ -183,36 +205,31 @@ impl Worker {
         let rs = Arc::clone(&self.rules);
         let c = Arc::clone(&self.counters);
         c.batch(batch.len());
+        let mut b = Batch { rs: &rs, c: &c, in_port, pool, out, now_ns, t };
         for pkt in batch.drain(..) {
-            self.one(&rs, &c, in_port, pkt, pool, out, now_ns, t);
+            self.one(&mut b, pkt);
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     #[inline]
-    fn one<'a, T: Tracer>(
+    fn one<'a, P: FramePool<'a>, T: Tracer>(
         &mut self,
-        rs: &RuleSet,
-        c: &WorkerCounters,
-        in_port: u16,
+        b: &mut Batch<'_, 'a, P, T>,
         mut pkt: PacketBuf<'a>,
-        pool: &mut impl FramePool<'a>,
-        out: &mut Outputs<'a>,
-        now_ns: u64,
-        t: &mut T,
     ) {
+        let (rs, c, in_port) = (b.rs, b.c, b.in_port);
         c.rx.inc();
         let Some(port) = rs.ports.get(in_port as usize) else {
-            return drop_packet(c, out, pkt, DropReason::UnknownPort, "receive", t);
+            return b.drop(pkt, DropReason::UnknownPort, "receive");
         };
         c.ports[in_port as usize].rx.add(pkt.len());
-        t.step(|| Step::Received { port: port.name.clone(), len: pkt.len() });
+        b.t.step(|| Step::Received { port: port.name.clone(), len: pkt.len() });
 
         // 1. receive: decapsulate what arrives on an uplink.
         let (tunnel_tag, vni) = if port.kind == PortKind::Uplink {
             let d = match decap(&rs.decap, &mut pkt) {
                 Ok(d) => d,
-                Err(r) => return drop_packet(c, out, pkt, r, "decap", t),
+                Err(r) => return b.drop(pkt, r, "decap"),
             };
             let key = (d.local, d.remote, d.tunnel);
             let idx = match self.last_tunnel {
@@ -223,16 +240,16 @@ impl Worker {
                         i
                     }
                     None => {
-                        t.step(|| Step::Decapsulated {
+                        b.t.step(|| Step::Decapsulated {
                             tunnel: "(not configured)".into(),
                             detail: format!("{:?} from {} to {}", d.tunnel, d.remote, d.local),
                         });
-                        return drop_packet(c, out, pkt, DropReason::UnknownTunnel, "decap", t);
+                        return b.drop(pkt, DropReason::UnknownTunnel, "decap");
                     }
                 },
             };
             c.tunnels[idx as usize].decap.add(pkt.len());
-            t.step(|| Step::Decapsulated {
+            b.t.step(|| Step::Decapsulated {
                 tunnel: rs.tunnels[idx as usize].name.clone(),
                 detail: format!(
                     "{:?} from {} to {}, outer UDP source port {}",
@@ -248,19 +265,19 @@ impl Worker {
             (0, 0)
         };
         if pkt.len() < encap::wire::ethernet::HEADER_LEN {
-            return drop_packet(c, out, pkt, DropReason::EthTruncated, "parse", t);
+            return b.drop(pkt, DropReason::EthTruncated, "parse");
         }
 
         // 2. parse, once.
         let (key, mut l2) = extract(pkt.data(), in_port, tunnel_tag, vni);
-        t.step(|| Step::Parsed { summary: describe(&key) });
+        b.t.step(|| Step::Parsed { summary: describe(&key) });
 
         // 3. classify: flow cache, then the classifier.
         let h = key.hash();
         let rule = match self.cache.get(&key, h, self.epoch) {
             Some(r) => {
                 c.cache.hit.inc();
-                t.step(|| Step::Lookup {
+                b.t.step(|| Step::Lookup {
                     tier: "flow cache".into(),
                     detail: "exact-match hit".into(),
                 });
@@ -272,7 +289,7 @@ impl Worker {
                 c.cache.tuples_probed.add(f.tuples_probed as u64);
                 let r = f.rule.unwrap_or(NO_RULE);
                 self.cache.insert(&key, h, self.epoch, r);
-                t.step(|| Step::Lookup {
+                b.t.step(|| Step::Lookup {
                     tier: "classifier".into(),
                     detail: match f.table.and_then(|i| rs.classifier.table_mask(i).map(|m| (i, m)))
                     {
@@ -293,17 +310,17 @@ impl Worker {
             }
         };
         if rule == NO_RULE {
-            return drop_packet(c, out, pkt, DropReason::NoMatchingRule, "classify", t);
+            return b.drop(pkt, DropReason::NoMatchingRule, "classify");
         }
         let r = &rs.rules[rule as usize];
         c.rules[rule as usize].add(pkt.len());
-        t.step(|| Step::Matched { rule: r.id, priority: r.priority });
+        b.t.step(|| Step::Matched { rule: r.id, priority: r.priority });
 
         // 4. act, in order.
         let mut sends_left = r.actions.iter().filter(|a| a.sends()).count();
         for a in &r.actions {
             if T::ON {
-                t.step(|| Step::Action { action: describe_act(rs, a) });
+                b.t.step(|| Step::Action { action: describe_act(rs, a) });
             }
             let res = match *a {
                 Act::PushVlan(vid) => push_vlan(&mut pkt, &mut l2, vid),
@@ -326,31 +343,27 @@ impl Worker {
                         Ok(n) => n,
                         Err(reason) => {
                             if sends_left == 0 {
-                                return drop_packet(c, out, pkt, reason, "forward", t);
+                                return b.drop(pkt, reason, "forward");
                             }
                             c.drop(reason);
-                            t.step(|| Step::dropped("forward", reason));
+                            b.t.step(|| Step::dropped("forward", reason));
                             continue;
                         }
                     };
                     if n > 1 {
-                        t.step(|| Step::Replicated { copies: n });
+                        b.t.step(|| Step::Replicated { copies: n });
                     }
                     for (i, d) in dests[..n].iter().enumerate() {
                         let last = sends_left == 0 && i + 1 == n;
                         if last {
-                            return self.deliver(
-                                rs, c, *d, in_port, tunnel_tag, pkt, pool, out, now_ns, t,
-                            );
+                            return self.deliver(b, *d, tunnel_tag, pkt);
                         }
                         c.replicas.inc();
-                        match copy_of(&pkt, pool) {
-                            Some(copy) => self.deliver(
-                                rs, c, *d, in_port, tunnel_tag, copy, pool, out, now_ns, t,
-                            ),
+                        match copy_of(&pkt, b.pool) {
+                            Some(copy) => self.deliver(b, *d, tunnel_tag, copy),
                             None => {
                                 c.drop(DropReason::NoFreeFrame);
-                                t.step(|| Step::dropped("replicate", DropReason::NoFreeFrame));
+                                b.t.step(|| Step::dropped("replicate", DropReason::NoFreeFrame));
                             }
                         }
                     }
@@ -358,11 +371,11 @@ impl Worker {
                 }
             };
             if let Err(reason) = res {
-                return drop_packet(c, out, pkt, reason, "action", t);
+                return b.drop(pkt, reason, "action");
             }
         }
         // A rule whose send actions all failed early still owns the packet here.
-        drop_packet(c, out, pkt, DropReason::RuleDrop, "action", t)
+        b.drop(pkt, DropReason::RuleDrop, "action")
     }
 
     /// Resolves a send action to its destinations; returns how many.
@@ -427,67 +440,55 @@ impl Worker {
     }
 
     /// Sends one packet to one destination, or drops it with its reason.
-    #[allow(clippy::too_many_arguments)]
-    fn deliver<'a, T: Tracer>(
+    fn deliver<'a, P: FramePool<'a>, T: Tracer>(
         &mut self,
-        rs: &RuleSet,
-        c: &WorkerCounters,
+        b: &mut Batch<'_, 'a, P, T>,
         d: Dest,
-        in_port: u16,
         tunnel_tag: u16,
         mut pkt: PacketBuf<'a>,
-        pool: &mut impl FramePool<'a>,
-        out: &mut Outputs<'a>,
-        now_ns: u64,
-        t: &mut T,
     ) {
+        let (rs, c) = (b.rs, b.c);
         match d {
             Dest::Port(p) => {
                 c.ports[p as usize].tx.add(pkt.len());
                 c.tx.inc();
-                t.step(|| Step::Output { port: rs.ports[p as usize].name.clone(), len: pkt.len() });
-                out.ports[p as usize].push(pkt);
+                b.t.step(|| Step::Output {
+                    port: rs.ports[p as usize].name.clone(),
+                    len: pkt.len(),
+                });
+                b.out.ports[p as usize].push(pkt);
             }
             Dest::Tunnel(tn) => {
                 let tun = &rs.tunnels[tn as usize];
                 if !self.next_hop_known[tn as usize] {
-                    return drop_packet(c, out, pkt, DropReason::NoNeighbour, "encap", t);
+                    return b.drop(pkt, DropReason::NoNeighbour, "encap");
                 }
                 let meta = match InnerMeta::parse(pkt.data()) {
                     Ok(m) => m,
-                    Err(r) => return drop_packet(c, out, pkt, r, "encap", t),
+                    Err(r) => return b.drop(pkt, r, "encap"),
                 };
                 match self.templates[tn as usize].encap_with_meta(&mut pkt, &meta) {
                     Ok(()) => {
                         c.tunnels[tn as usize].encap.add(pkt.len());
                         c.ports[tun.uplink as usize].tx.add(pkt.len());
                         c.tx.inc();
-                        t.step(|| Step::Encapsulated {
+                        b.t.step(|| Step::Encapsulated {
                             tunnel: tun.name.clone(),
                             header: hex(&pkt.data()[..self.templates[tn as usize].outer_len()]),
                         });
-                        t.step(|| Step::Output {
+                        b.t.step(|| Step::Output {
                             port: rs.ports[tun.uplink as usize].name.clone(),
                             len: pkt.len(),
                         });
-                        out.ports[tun.uplink as usize].push(pkt);
+                        b.out.ports[tun.uplink as usize].push(pkt);
                     }
                     Err(DropReason::MtuExceeded) => {
-                        if tunnel_tag == 0 && self.icmp_allowed(now_ns) {
-                            self.reply_too_big(
-                                rs,
-                                c,
-                                in_port,
-                                &pkt,
-                                tun.inner_ip_mtu,
-                                pool,
-                                out,
-                                t,
-                            );
+                        if tunnel_tag == 0 && self.icmp_allowed(b.now_ns) {
+                            self.reply_too_big(b, &pkt, tun.inner_ip_mtu);
                         }
-                        drop_packet(c, out, pkt, DropReason::MtuExceeded, "encap", t)
+                        b.drop(pkt, DropReason::MtuExceeded, "encap")
                     }
-                    Err(r) => drop_packet(c, out, pkt, r, "encap", t),
+                    Err(r) => b.drop(pkt, r, "encap"),
                 }
             }
         }
@@ -508,19 +509,15 @@ impl Worker {
         true
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn reply_too_big<'a, T: Tracer>(
+    /// Sends the ICMP "too big" reply for `pkt` back out of its input port.
+    fn reply_too_big<'a, P: FramePool<'a>, T: Tracer>(
         &mut self,
-        rs: &RuleSet,
-        c: &WorkerCounters,
-        in_port: u16,
+        b: &mut Batch<'_, 'a, P, T>,
         pkt: &PacketBuf<'_>,
         mtu: u16,
-        pool: &mut impl FramePool<'a>,
-        out: &mut Outputs<'a>,
-        t: &mut T,
     ) {
-        let Some(mut f) = pool.alloc() else { return };
+        let (rs, c, in_port) = (b.rs, b.c, b.in_port);
+        let Some(mut f) = b.pool.alloc() else { return };
         let head = f.headroom();
         f.reset(head, &[]);
         let n = match f.push_back(icmp::MAX_REPLY_LEN) {
@@ -533,28 +530,15 @@ impl Worker {
                 c.generated.inc();
                 c.tx.inc();
                 c.ports[in_port as usize].tx.add(n);
-                t.step(|| Step::Output {
+                b.t.step(|| Step::Output {
                     port: format!("{} (ICMP too big, mtu {mtu})", rs.ports[in_port as usize].name),
                     len: n,
                 });
-                out.ports[in_port as usize].push(f);
+                b.out.ports[in_port as usize].push(f);
             }
-            None => out.free.push(f),
+            None => b.out.free.push(f),
         }
     }
-}
-
-fn drop_packet<'a, T: Tracer>(
-    c: &WorkerCounters,
-    out: &mut Outputs<'a>,
-    pkt: PacketBuf<'a>,
-    reason: DropReason,
-    stage: &'static str,
-    t: &mut T,
-) {
-    c.drop(reason);
-    t.step(|| Step::dropped(stage, reason));
-    out.free.push(pkt);
 }
 
 fn copy_of<'a>(pkt: &PacketBuf<'_>, pool: &mut impl FramePool<'a>) -> Option<PacketBuf<'a>> {
