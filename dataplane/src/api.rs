@@ -198,6 +198,20 @@ async fn trace(
     Ok(Json(engine::pipeline::trace_packet(rs, port, &frame, 0)))
 }
 
+async fn metrics(
+    State(s): Api,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+) -> Result<Response, ApiError> {
+    authorize(&s, &peer)?;
+    let text = crate::metrics::encode_metrics(
+        &s.daemon.rules(),
+        &s.daemon.counters(),
+        s.daemon.uptime_secs(),
+    );
+    Ok(([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+        .into_response())
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such resource; the API lives under /v1/")
 }
@@ -208,6 +222,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v1/config", get(get_config).put(put_config))
         .route("/v1/counters", get(counters))
         .route("/v1/trace", axum::routing::post(trace))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

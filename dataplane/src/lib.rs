@@ -4,6 +4,7 @@ pub mod api;
 pub mod client;
 pub mod daemon;
 pub mod io;
+pub mod metrics;
 pub mod render;
 pub mod replay;
 pub mod run;

@@ -142,6 +142,16 @@ fn resources_and_refusals() {
         .unwrap();
     assert_eq!((t.status, t.json()["path"].as_str()), (422, Some("in_port")));
 
+    // Prometheus metrics.
+    let m = d.get("/metrics");
+    assert_eq!(m.status, 200);
+    let text = String::from_utf8_lossy(&m.body);
+    assert!(
+        text.contains("overlayd_generation 2")
+            && text.contains("overlayd_drops_total{reason=\"rule_drop\"}"),
+        "{text}"
+    );
+
     // overlayctl: tables, JSON, and exit codes scripts can rely on.
     let (code, out, _) = ctl(&d.socket, &["status"]);
     assert_eq!(code, 0);
