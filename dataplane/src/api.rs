@@ -11,7 +11,7 @@ use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post, put, MethodRouter};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use serde_json::{json, Value};
@@ -216,16 +216,38 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such resource; the API lives under /v1/")
 }
 
+/// The OpenAPI document, kept in step with `routes()` by a test.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([("content-type", "application/json")], OPENAPI).into_response()
+}
+
+/// Every route: (method, path, handler). The router is built from this list
+/// and the test compares it with the OpenAPI document in both directions.
+fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
+    vec![
+        ("GET", "/v1/status", get(status)),
+        ("GET", "/v1/config", get(get_config)),
+        ("PUT", "/v1/config", put(put_config)),
+        ("GET", "/v1/counters", get(counters)),
+        ("POST", "/v1/trace", post(trace)),
+        ("GET", "/v1/openapi.json", get(openapi)),
+        ("GET", "/metrics", get(metrics)),
+    ]
+}
+
+/// (method, path) of every route.
+pub fn route_list() -> Vec<(&'static str, &'static str)> {
+    routes().into_iter().map(|(m, p, _)| (m, p)).collect()
+}
+
 pub fn router(state: Arc<ApiState>) -> Router {
-    Router::new()
-        .route("/v1/status", get(status))
-        .route("/v1/config", get(get_config).put(put_config))
-        .route("/v1/counters", get(counters))
-        .route("/v1/trace", axum::routing::post(trace))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(state)
+    let mut r = Router::new();
+    for (_, path, handler) in routes() {
+        r = r.route(path, handler);
+    }
+    r.fallback(not_found).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(state)
 }
 
 /// Serves the API on `listener` until `shutdown` resolves.
@@ -236,4 +258,33 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let app = router(state).into_make_service_with_connect_info::<Peer>();
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openapi_document_matches_the_routes() {
+        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        let mut documented: Vec<(String, String)> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, ops)| {
+                ops.as_object().unwrap().keys().map(move |m| (m.to_uppercase(), path.clone()))
+            })
+            .collect();
+        let mut served: Vec<(String, String)> =
+            route_list().into_iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
+        documented.sort();
+        served.sort();
+        assert_eq!(documented, served, "docs and code disagree: update dataplane/src/openapi.json");
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for (m, op) in ops.as_object().unwrap() {
+                assert!(op["responses"]["200"].is_object(), "{m} {path} documents no 200");
+                assert!(op["summary"].is_string(), "{m} {path} has no summary");
+            }
+        }
+    }
 }

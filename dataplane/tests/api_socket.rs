@@ -142,6 +142,11 @@ fn resources_and_refusals() {
         .unwrap();
     assert_eq!((t.status, t.json()["path"].as_str()), (422, Some("in_port")));
 
+    // The OpenAPI document is served.
+    let o = d.get("/v1/openapi.json");
+    assert_eq!(o.status, 200);
+    assert_eq!(o.json()["openapi"], "3.0.3");
+
     // Prometheus metrics.
     let m = d.get("/metrics");
     assert_eq!(m.status, 200);
