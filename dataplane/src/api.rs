@@ -153,6 +153,30 @@ async fn put_config(
     Ok(Json(json!({ "generation": generation })))
 }
 
+async fn post_ops(
+    State(s): Api,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    authorize(&s, &peer)?;
+    let batch: engine::ops::Batch = parse(&body)?;
+    let base = based_on(&headers, batch.generation)?;
+    let generation = s.daemon.apply_ops(&batch.ops, base)?;
+    Ok(Json(json!({ "generation": generation })))
+}
+
+/// One collection of the configuration (rules, tunnels, ...), read-only.
+async fn collection(
+    s: Arc<ApiState>,
+    peer: Peer,
+    pick: fn(&Config) -> Value,
+) -> Result<Response, ApiError> {
+    authorize(&s, &peer)?;
+    let c = s.daemon.config();
+    Ok(([("etag", format!("\"{}\"", c.generation))], Json(pick(&c))).into_response())
+}
+
 async fn counters(
     State(s): Api,
     ConnectInfo(peer): ConnectInfo<Peer>,
@@ -230,6 +254,42 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
         ("GET", "/v1/status", get(status)),
         ("GET", "/v1/config", get(get_config)),
         ("PUT", "/v1/config", put(put_config)),
+        ("POST", "/v1/config/ops", post(post_ops)),
+        (
+            "GET",
+            "/v1/rules",
+            get(|State(s): Api, ConnectInfo(p): ConnectInfo<Peer>| {
+                collection(s, p, |c| json!(c.rules))
+            }),
+        ),
+        (
+            "GET",
+            "/v1/tunnels",
+            get(|State(s): Api, ConnectInfo(p): ConnectInfo<Peer>| {
+                collection(s, p, |c| json!(c.tunnels))
+            }),
+        ),
+        (
+            "GET",
+            "/v1/ports",
+            get(|State(s): Api, ConnectInfo(p): ConnectInfo<Peer>| {
+                collection(s, p, |c| json!(c.ports))
+            }),
+        ),
+        (
+            "GET",
+            "/v1/fdb",
+            get(|State(s): Api, ConnectInfo(p): ConnectInfo<Peer>| {
+                collection(s, p, |c| json!(c.fdb))
+            }),
+        ),
+        (
+            "GET",
+            "/v1/flood",
+            get(|State(s): Api, ConnectInfo(p): ConnectInfo<Peer>| {
+                collection(s, p, |c| json!(c.flood))
+            }),
+        ),
         ("GET", "/v1/counters", get(counters)),
         ("POST", "/v1/trace", post(trace)),
         ("GET", "/v1/openapi.json", get(openapi)),

@@ -89,11 +89,30 @@ impl Daemon {
 
     /// Replaces the whole configuration, if it was based on the current
     /// generation. Returns the new generation.
-    pub fn apply(&self, mut new: Config, based_on: u64) -> Result<u64, ApplyError> {
+    pub fn apply(&self, new: Config, based_on: u64) -> Result<u64, ApplyError> {
         let mut cur = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        Self::check(&cur, based_on)?;
+        self.commit(&mut cur, new)
+    }
+
+    /// Applies a batch of operations, all or nothing, if it was based on the
+    /// current generation. Returns the new generation.
+    pub fn apply_ops(&self, ops: &[engine::ops::Op], based_on: u64) -> Result<u64, ApplyError> {
+        let mut cur = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        Self::check(&cur, based_on)?;
+        let new = engine::ops::apply(&cur, ops)?;
+        self.commit(&mut cur, new)
+    }
+
+    fn check(cur: &Config, based_on: u64) -> Result<(), ApplyError> {
         if based_on != cur.generation {
             return Err(ApplyError::Stale { based_on, current: cur.generation });
         }
+        Ok(())
+    }
+
+    /// Validates, compiles, persists and publishes `new` as the next generation.
+    fn commit(&self, cur: &mut Config, mut new: Config) -> Result<u64, ApplyError> {
         new.generation = cur.generation + 1;
         new.schema_version = engine::model::SCHEMA_VERSION;
         let rs = compile(&new)?;

@@ -88,7 +88,8 @@ impl Store {
     /// moment still finds exactly this configuration on the next load.
     pub fn save(&self, config: &Config) -> Result<(), StoreError> {
         let tmp = self.dir.join(TMP);
-        let mut doc = serde_json::to_vec_pretty(config).expect("a Config always serialises");
+        // Compact: the file is machine state (operators read it with `overlayctl config get`).
+        let mut doc = serde_json::to_vec(config).expect("a Config always serialises");
         doc.push(b'\n');
         let mut f = OpenOptions::new()
             .write(true)

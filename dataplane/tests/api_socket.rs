@@ -398,6 +398,109 @@ fn rule_update_latency_with_10000_rules() {
         times[4]
     );
     assert!(times[2] < Duration::from_secs(1));
+    // The same size of rule set, changed by one operation instead of a whole document.
+    let mut op_times = Vec::new();
+    for i in 0..5u32 {
+        let g = d.get("/v1/status").json()["generation"].as_u64().unwrap();
+        let body = serde_json::to_vec(&json!({ "generation": g, "ops": [
+            { "add_rule": { "id": 900_000 + i, "priority": 7, "match": { "l4_dst": 1000 + i }, "actions": ["drop"] } }
+        ]}))
+        .unwrap();
+        let t = Instant::now();
+        let r = request(&d.socket, "POST", "/v1/config/ops", &[], Some(&body)).unwrap();
+        op_times.push(t.elapsed());
+        assert_eq!(r.status, 200, "{:?}", r.json());
+    }
+    op_times.sort();
+    eprintln!(
+        "one-rule operation on {} rules: min {:?}, median {:?}, max {:?}",
+        doc["rules"].as_array().unwrap().len(),
+        op_times[0],
+        op_times[2],
+        op_times[4]
+    );
+    drop(d);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn batches_of_operations_apply_entirely_or_not_at_all() {
+    let dir = tempdir("ops");
+    let d = Daemon::start(&dir, Some(&example()));
+    let s = d.socket.clone();
+    let post = |body: serde_json::Value| {
+        request(&s, "POST", "/v1/config/ops", &[], Some(&serde_json::to_vec(&body).unwrap()))
+            .unwrap()
+    };
+
+    // overlayctl adds a rule; the trace shows it taking effect.
+    let (code, out, err) = ctl(
+        &d.socket,
+        &[
+            "rule",
+            "add",
+            "--id",
+            "77",
+            "--priority",
+            "300",
+            "--match",
+            "in_port=wl0,ip_proto=17,l4_dst=53",
+            "--action",
+            "count",
+            "--action",
+            "drop",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("generation 2"), "{out}");
+    let (_, out, _) = ctl(&d.socket, &["rule", "list"]);
+    assert!(out.lines().any(|l| l.starts_with("77\t300")), "{out}");
+    let (_, out, _) = ctl(
+        &d.socket,
+        &["trace", "--in-port", "wl0", "--packet", "eth/ipv4(dst=198.51.100.2)/udp(dport=53)"],
+    );
+    assert!(out.contains("matched rule 77"), "{out}");
+
+    // A batch whose second operation fails changes nothing, not even its first.
+    let r = post(json!({ "generation": 2, "ops": [
+        { "add_rule": { "id": 78, "actions": ["drop"] } },
+        { "remove_rule": 9999 },
+    ]}));
+    assert_eq!(r.status, 422);
+    assert_eq!(r.json()["path"], "ops[1].remove_rule");
+    let rules = d.get("/v1/rules").json();
+    assert!(!rules.as_array().unwrap().iter().any(|r| r["id"] == 78), "half-applied batch");
+    assert_eq!(d.get("/v1/status").json()["generation"], 2);
+
+    // Removing a tunnel that rules still use is refused with the rule's path.
+    let r = post(json!({ "generation": 2, "ops": [{ "remove_tunnel": "to-hostb" }] }));
+    assert_eq!(r.status, 422);
+    assert!(r.json()["path"].as_str().unwrap().starts_with("rules["), "{:?}", r.json());
+    // Stale, and malformed operations.
+    assert_eq!(post(json!({ "generation": 1, "ops": [] })).status, 409);
+    let r = post(json!({ "generation": 2, "ops": [{ "remove_rulez": 1 }] }));
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("remove_rulez"), "{:?}", r.json());
+
+    // FDB entries through overlayctl.
+    let (code, _, err) = ctl(
+        &d.socket,
+        &["fdb", "add", "--vni", "42", "--mac", "02:00:00:00:bb:01", "--tunnel", "to-hostb"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = ctl(&d.socket, &["fdb", "list"]);
+    assert!(out.contains("42\t02:00:00:00:bb:01\tto-hostb"), "{out}");
+    let (code, _, err) =
+        ctl(&d.socket, &["fdb", "del", "--vni", "42", "--mac", "02:00:00:00:bb:01"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = ctl(&d.socket, &["rule", "del", "77"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = ctl(&d.socket, &["rule", "del", "77"]);
+    assert_eq!(code, 3, "deleting twice is refused: {err}");
+    assert!(err.contains("no rule with id 77"), "{err}");
+    let (_, out, _) = ctl(&d.socket, &["tunnel", "list"]);
+    assert!(out.contains("to-hostb\tvxlan\t192.0.2.1\t192.0.2.2\t42"), "{out}");
+    assert_eq!(d.get("/v1/status").json()["generation"], 5);
     drop(d);
     std::fs::remove_dir_all(&dir).unwrap();
 }

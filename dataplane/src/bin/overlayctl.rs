@@ -33,6 +33,26 @@ enum Cmd {
     },
     /// Packet, drop, rule, port and tunnel counters.
     Counters,
+    /// Rules: list, add, delete.
+    Rule {
+        #[command(subcommand)]
+        cmd: RuleCmd,
+    },
+    /// Tunnels: list, delete.
+    Tunnel {
+        #[command(subcommand)]
+        cmd: NamedCmd,
+    },
+    /// Ports: list, delete.
+    Port {
+        #[command(subcommand)]
+        cmd: NamedCmd,
+    },
+    /// Static FDB entries: list, add, delete.
+    Fdb {
+        #[command(subcommand)]
+        cmd: FdbCmd,
+    },
     /// Explain one packet's path through the live rules.
     Trace {
         #[arg(long)]
@@ -42,6 +62,80 @@ enum Cmd {
         #[arg(long)]
         hex: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum RuleCmd {
+    List,
+    /// Add a rule: overlayctl rule add --id 5 --priority 10 --match in_port=wl0,ip_dst=198.51.100.0/24 --action encap=t1
+    Add {
+        #[arg(long)]
+        id: u32,
+        #[arg(long, default_value_t = 0)]
+        priority: u16,
+        /// field=value pairs, comma separated (docs/configuration.md lists the fields).
+        #[arg(long = "match", default_value = "")]
+        matches: String,
+        /// An action: drop, pop_vlan, count, or name=value such as encap=t1 (repeatable, in order).
+        #[arg(long = "action", required = true)]
+        actions: Vec<String>,
+    },
+    Del {
+        id: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum NamedCmd {
+    List,
+    Del { name: String },
+}
+
+#[derive(Subcommand)]
+enum FdbCmd {
+    List,
+    Add {
+        #[arg(long)]
+        vni: u32,
+        #[arg(long)]
+        mac: String,
+        #[arg(long)]
+        tunnel: String,
+    },
+    Del {
+        #[arg(long)]
+        vni: u32,
+        #[arg(long)]
+        mac: String,
+    },
+}
+
+/// A value as typed: numbers stay numbers, everything else is a string.
+fn typed(v: &str) -> serde_json::Value {
+    match v.parse::<u64>() {
+        Ok(n) => n.into(),
+        Err(_) => match v.strip_prefix("0x").and_then(|h| u64::from_str_radix(h, 16).ok()) {
+            Some(n) => n.into(),
+            None => v.into(),
+        },
+    }
+}
+
+fn match_json(s: &str) -> Result<serde_json::Value, (u8, String)> {
+    let mut m = serde_json::Map::new();
+    for kv in s.split(',').map(str::trim).filter(|x| !x.is_empty()) {
+        let (k, v) =
+            kv.split_once('=').ok_or_else(|| (2, format!("--match: {kv:?} is not field=value")))?;
+        m.insert(k.trim().to_string(), typed(v.trim()));
+    }
+    Ok(m.into())
+}
+
+fn action_json(a: &str) -> serde_json::Value {
+    match a.split_once('=') {
+        Some((k, v)) => serde_json::json!({ k.trim(): typed(v.trim()) }),
+        None => a.trim().into(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -95,7 +189,64 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
             .map_err(|e| (4, format!("cannot reach overlayd at {}: {e}", cli.socket.display())))
             .and_then(check)
     };
+    let ops = |ops: serde_json::Value| -> Result<(), (u8, String)> {
+        let g = call("GET", "/v1/status", &[], None)?.json()["generation"].as_u64().unwrap_or(0);
+        let body = serde_json::to_vec(&serde_json::json!({ "generation": g, "ops": ops })).unwrap();
+        let r = call("POST", "/v1/config/ops", &[], Some(&body))?;
+        println!("applied: generation {}", r.json()["generation"]);
+        Ok(())
+    };
+    let list = |path: &str, columns: &[&str]| -> Result<(), (u8, String)> {
+        let j = call("GET", path, &[], None)?.json();
+        if cli.json {
+            println!("{j:#}");
+            return Ok(());
+        }
+        println!("{}", columns.join("\t"));
+        for item in j.as_array().into_iter().flatten() {
+            let row: Vec<String> = columns
+                .iter()
+                .map(|c| match &item[*c] {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => "-".into(),
+                    v => v.to_string(),
+                })
+                .collect();
+            println!("{}", row.join("\t"));
+        }
+        Ok(())
+    };
     match &cli.cmd {
+        Cmd::Rule { cmd: RuleCmd::List } => {
+            list("/v1/rules", &["id", "priority", "match", "actions"])?
+        }
+        Cmd::Rule { cmd: RuleCmd::Add { id, priority, matches, actions } } => {
+            let rule = serde_json::json!({
+                "id": id, "priority": priority, "match": match_json(matches)?,
+                "actions": actions.iter().map(|a| action_json(a)).collect::<Vec<_>>(),
+            });
+            ops(serde_json::json!([{ "add_rule": rule }]))?
+        }
+        Cmd::Rule { cmd: RuleCmd::Del { id } } => ops(serde_json::json!([{ "remove_rule": id }]))?,
+        Cmd::Tunnel { cmd: NamedCmd::List } => {
+            list("/v1/tunnels", &["name", "type", "local", "remote", "vni", "key", "uplink"])?
+        }
+        Cmd::Tunnel { cmd: NamedCmd::Del { name } } => {
+            ops(serde_json::json!([{ "remove_tunnel": name }]))?
+        }
+        Cmd::Port { cmd: NamedCmd::List } => {
+            list("/v1/ports", &["name", "kind", "interface", "mac"])?
+        }
+        Cmd::Port { cmd: NamedCmd::Del { name } } => {
+            ops(serde_json::json!([{ "remove_port": name }]))?
+        }
+        Cmd::Fdb { cmd: FdbCmd::List } => list("/v1/fdb", &["vni", "mac", "tunnel"])?,
+        Cmd::Fdb { cmd: FdbCmd::Add { vni, mac, tunnel } } => {
+            ops(serde_json::json!([{ "add_fdb": { "vni": vni, "mac": mac, "tunnel": tunnel } }]))?
+        }
+        Cmd::Fdb { cmd: FdbCmd::Del { vni, mac } } => {
+            ops(serde_json::json!([{ "remove_fdb": { "vni": vni, "mac": mac } }]))?
+        }
         Cmd::Status => {
             let j = call("GET", "/v1/status", &[], None)?.json();
             if cli.json {

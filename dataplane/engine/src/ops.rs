@@ -1,0 +1,189 @@
+//! Changes to a configuration as a batch of operations: applied in order to a
+//! copy, then validated as a whole; all or nothing. An operation that cannot
+//! apply (removing what is not there, adding what already is) names itself:
+//! `ops[2].remove_rule: no rule with id 12`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Config, ConfigError, FdbEntry, FloodList, Mac, Port, Rule, Tunnel};
+
+/// One change.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    AddRule(Rule),
+    /// Replaces the rule with the same id.
+    ReplaceRule(Rule),
+    RemoveRule(u32),
+    AddTunnel(Tunnel),
+    ReplaceTunnel(Tunnel),
+    RemoveTunnel(String),
+    AddPort(Port),
+    RemovePort(String),
+    AddFdb(FdbEntry),
+    RemoveFdb {
+        vni: u32,
+        mac: Mac,
+    },
+    /// Sets (adds or replaces) the flood list of a VNI.
+    SetFlood(FloodList),
+    RemoveFlood(u32),
+}
+
+/// A batch, based on a generation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    pub generation: u64,
+    pub ops: Vec<Op>,
+}
+
+fn op_err(i: usize, op: &str, reason: String) -> ConfigError {
+    ConfigError::Invalid { path: format!("ops[{i}].{op}"), reason }
+}
+
+/// Applies `ops` to a copy of `config` and validates the result.
+pub fn apply(config: &Config, ops: &[Op]) -> Result<Config, ConfigError> {
+    let mut c = config.clone();
+    for (i, op) in ops.iter().enumerate() {
+        match op {
+            Op::AddRule(r) => {
+                if c.rules.iter().any(|x| x.id == r.id) {
+                    return Err(op_err(
+                        i,
+                        "add_rule",
+                        format!("rule id {} exists (use replace_rule)", r.id),
+                    ));
+                }
+                c.rules.push(r.clone());
+            }
+            Op::ReplaceRule(r) => match c.rules.iter_mut().find(|x| x.id == r.id) {
+                Some(x) => *x = r.clone(),
+                None => return Err(op_err(i, "replace_rule", format!("no rule with id {}", r.id))),
+            },
+            Op::RemoveRule(id) => {
+                let n = c.rules.len();
+                c.rules.retain(|x| x.id != *id);
+                if c.rules.len() == n {
+                    return Err(op_err(i, "remove_rule", format!("no rule with id {id}")));
+                }
+            }
+            Op::AddTunnel(t) => {
+                if c.tunnels.iter().any(|x| x.name == t.name) {
+                    return Err(op_err(
+                        i,
+                        "add_tunnel",
+                        format!("tunnel {:?} exists (use replace_tunnel)", t.name),
+                    ));
+                }
+                c.tunnels.push(t.clone());
+            }
+            Op::ReplaceTunnel(t) => match c.tunnels.iter_mut().find(|x| x.name == t.name) {
+                Some(x) => *x = t.clone(),
+                None => return Err(op_err(i, "replace_tunnel", format!("no tunnel {:?}", t.name))),
+            },
+            Op::RemoveTunnel(name) => {
+                let n = c.tunnels.len();
+                c.tunnels.retain(|x| &x.name != name);
+                if c.tunnels.len() == n {
+                    return Err(op_err(i, "remove_tunnel", format!("no tunnel {name:?}")));
+                }
+            }
+            Op::AddPort(p) => {
+                if c.ports.iter().any(|x| x.name == p.name) {
+                    return Err(op_err(i, "add_port", format!("port {:?} exists", p.name)));
+                }
+                c.ports.push(p.clone());
+            }
+            Op::RemovePort(name) => {
+                let n = c.ports.len();
+                c.ports.retain(|x| &x.name != name);
+                if c.ports.len() == n {
+                    return Err(op_err(i, "remove_port", format!("no port {name:?}")));
+                }
+            }
+            Op::AddFdb(e) => {
+                if c.fdb.iter().any(|x| x.vni == e.vni && x.mac == e.mac) {
+                    return Err(op_err(
+                        i,
+                        "add_fdb",
+                        format!("an entry for vni {} mac {} exists", e.vni, e.mac),
+                    ));
+                }
+                c.fdb.push(e.clone());
+            }
+            Op::RemoveFdb { vni, mac } => {
+                let n = c.fdb.len();
+                c.fdb.retain(|x| !(x.vni == *vni && x.mac == *mac));
+                if c.fdb.len() == n {
+                    return Err(op_err(
+                        i,
+                        "remove_fdb",
+                        format!("no entry for vni {vni} mac {mac}"),
+                    ));
+                }
+            }
+            Op::SetFlood(f) => {
+                c.flood.retain(|x| x.vni != f.vni);
+                c.flood.push(f.clone());
+            }
+            Op::RemoveFlood(vni) => {
+                let n = c.flood.len();
+                c.flood.retain(|x| x.vni != *vni);
+                if c.flood.len() == n {
+                    return Err(op_err(i, "remove_flood", format!("no flood list for vni {vni}")));
+                }
+            }
+        }
+    }
+    // References between objects (a rule naming a removed tunnel, say) are
+    // checked on the result as a whole.
+    c.validate()?;
+    Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Config {
+        Config::from_toml(crate::model::EXAMPLE_FOR_TESTS).unwrap()
+    }
+
+    fn rule(id: u32) -> Rule {
+        serde_json::from_value(serde_json::json!({ "id": id, "actions": ["drop"] })).unwrap()
+    }
+
+    #[test]
+    fn ops_apply_in_order_and_all_or_nothing() {
+        let c =
+            apply(&base(), &[Op::AddRule(rule(50)), Op::RemoveRule(2), Op::ReplaceRule(rule(50))])
+                .unwrap();
+        assert_eq!(c.rules.iter().map(|r| r.id).collect::<Vec<_>>(), vec![1, 50]);
+
+        let e = apply(&base(), &[Op::AddRule(rule(50)), Op::RemoveRule(99)]).unwrap_err();
+        assert_eq!(e.path(), Some("ops[1].remove_rule"));
+        let e = apply(&base(), &[Op::AddRule(rule(1))]).unwrap_err();
+        assert!(e.to_string().contains("rule id 1 exists"), "{e}");
+        // Removing a tunnel that rules still use is refused by the whole-document check.
+        let e = apply(&base(), &[Op::RemoveTunnel("t1".into())]).unwrap_err();
+        assert!(e.to_string().contains("unknown tunnel \"t1\""), "{e}");
+        let ok = apply(
+            &base(),
+            &[
+                Op::RemoveFlood(42),
+                Op::RemoveFdb { vni: 42, mac: "02:00:00:00:00:02".parse().unwrap() },
+            ],
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn batches_parse_from_json() {
+        let b: Batch = serde_json::from_str(
+            r#"{"generation": 3, "ops": [{"remove_rule": 7}, {"add_rule": {"id": 8, "actions": ["drop"]}}, {"remove_fdb": {"vni": 1, "mac": "02:00:00:00:00:01"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(b.ops.len(), 3);
+    }
+}
