@@ -15,7 +15,15 @@ use axum::routing::{get, post, put, MethodRouter};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use tokio::net::UnixListener;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::serve::Listener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::daemon::{ApplyError, Daemon};
 use engine::model::{Config, ConfigError};
@@ -26,17 +34,27 @@ pub const MAX_BODY: usize = 8 << 20;
 pub struct ApiState {
     pub daemon: Arc<Daemon>,
     pub allowed_uids: Vec<u32>,
+    /// The bearer token TCP clients must present (TCP is only served with one).
+    pub token: Option<String>,
 }
 
-/// The connecting process's uid, from SO_PEERCRED.
+/// Who is connected: a local process (its uid, from SO_PEERCRED) or a TCP
+/// client (which must present the bearer token).
 #[derive(Clone, Copy, Debug)]
-pub struct Peer {
-    pub uid: Option<u32>,
+pub enum Peer {
+    Unix { uid: Option<u32> },
+    Tcp,
 }
 
-impl Connected<IncomingStream<'_, UnixListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, UnixListener>) -> Self {
-        Peer { uid: stream.io().peer_cred().ok().map(|c| c.uid()) }
+impl Connected<IncomingStream<'_, Limited<UnixListener>>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, Limited<UnixListener>>) -> Self {
+        Peer::Unix { uid: stream.io().inner().peer_cred().ok().map(|c| c.uid()) }
+    }
+}
+
+impl Connected<IncomingStream<'_, Limited<TcpListener>>> for Peer {
+    fn connect_info(_: IncomingStream<'_, Limited<TcpListener>>) -> Self {
+        Peer::Tcp
     }
 }
 
@@ -77,15 +95,54 @@ impl From<ApplyError> for ApiError {
 
 type Api = State<Arc<ApiState>>;
 
-fn authorize(s: &ApiState, peer: &Peer) -> Result<(), ApiError> {
-    match peer.uid {
-        Some(uid) if s.allowed_uids.contains(&uid) => Ok(()),
-        Some(uid) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            format!("uid {uid} is not allowed to use this socket"),
-        )),
-        None => Err(ApiError::new(StatusCode::FORBIDDEN, "the peer's credentials are unknown")),
+/// Compares without an early exit, so response time does not reveal how much
+/// of a guessed token was right.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Every request passes here first: Unix peers by uid, TCP peers by token.
+async fn authorize(
+    State(s): Api,
+    ConnectInfo(peer): ConnectInfo<Peer>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    match peer {
+        Peer::Unix { uid: Some(uid) } if s.allowed_uids.contains(&uid) => {}
+        Peer::Unix { uid: Some(uid) } => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("uid {uid} is not allowed to use this socket"),
+            ))
+        }
+        Peer::Unix { uid: None } => {
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "the peer's credentials are unknown"))
+        }
+        Peer::Tcp => {
+            let given = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "));
+            match (given, &s.token) {
+                (Some(g), Some(t)) if same_secret(g.trim().as_bytes(), t.as_bytes()) => {}
+                (None, _) => {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "a bearer token is required (Authorization: Bearer ...)",
+                    ))
+                }
+                _ => {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "the bearer token is wrong",
+                    ))
+                }
+            }
+        }
     }
+    Ok(next.run(req).await)
 }
 
 /// Parses a JSON body into `T`, naming the field path of any error.
@@ -101,11 +158,7 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-async fn status(
-    State(s): Api,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&s, &peer)?;
+async fn status(State(s): Api) -> Result<Json<Value>, ApiError> {
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "api": "v1",
@@ -115,11 +168,7 @@ async fn status(
     })))
 }
 
-async fn get_config(
-    State(s): Api,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-) -> Result<Response, ApiError> {
-    authorize(&s, &peer)?;
+async fn get_config(State(s): Api) -> Result<Response, ApiError> {
     let c = s.daemon.config();
     let etag = format!("\"{}\"", c.generation);
     Ok(([("etag", etag)], Json(c)).into_response())
@@ -142,24 +191,16 @@ fn based_on(headers: &HeaderMap, body_generation: u64) -> Result<u64, ApiError> 
 
 async fn put_config(
     State(s): Api,
-    ConnectInfo(peer): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    authorize(&s, &peer)?;
     let new: Config = parse(&body)?;
     let base = based_on(&headers, new.generation)?;
     let generation = s.daemon.apply(new, base)?;
     Ok(Json(json!({ "generation": generation })))
 }
 
-async fn post_ops(
-    State(s): Api,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&s, &peer)?;
+async fn post_ops(State(s): Api, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
     let batch: engine::ops::Batch = parse(&body)?;
     let base = based_on(&headers, batch.generation)?;
     let generation = s.daemon.apply_ops(&batch.ops, base)?;
@@ -167,21 +208,12 @@ async fn post_ops(
 }
 
 /// One collection of the configuration (rules, tunnels, ...), read-only.
-async fn collection(
-    s: Arc<ApiState>,
-    peer: Peer,
-    pick: fn(&Config) -> Value,
-) -> Result<Response, ApiError> {
-    authorize(&s, &peer)?;
+async fn collection(s: Arc<ApiState>, pick: fn(&Config) -> Value) -> Result<Response, ApiError> {
     let c = s.daemon.config();
     Ok(([("etag", format!("\"{}\"", c.generation))], Json(pick(&c))).into_response())
 }
 
-async fn counters(
-    State(s): Api,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-) -> Result<Json<Value>, ApiError> {
-    authorize(&s, &peer)?;
+async fn counters(State(s): Api) -> Result<Json<Value>, ApiError> {
     let rs = s.daemon.rules();
     Ok(Json(crate::render::counters_json(&rs, &s.daemon.counters())))
 }
@@ -198,10 +230,8 @@ struct TraceRequest {
 
 async fn trace(
     State(s): Api,
-    ConnectInfo(peer): ConnectInfo<Peer>,
     body: Bytes,
 ) -> Result<Json<engine::pipeline::TraceReport>, ApiError> {
-    authorize(&s, &peer)?;
     let req: TraceRequest = parse(&body)?;
     let rs = s.daemon.rules();
     let bad = |path: &str, error: String| ApiError {
@@ -222,11 +252,7 @@ async fn trace(
     Ok(Json(engine::pipeline::trace_packet(rs, port, &frame, 0)))
 }
 
-async fn metrics(
-    State(s): Api,
-    ConnectInfo(peer): ConnectInfo<Peer>,
-) -> Result<Response, ApiError> {
-    authorize(&s, &peer)?;
+async fn metrics(State(s): Api) -> Result<Response, ApiError> {
     let text = crate::metrics::encode_metrics(
         &s.daemon.rules(),
         &s.daemon.counters(),
@@ -255,41 +281,11 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
         ("GET", "/v1/config", get(get_config)),
         ("PUT", "/v1/config", put(put_config)),
         ("POST", "/v1/config/ops", post(post_ops)),
-        (
-            "GET",
-            "/v1/rules",
-            get(|State(s): Api, ConnectInfo(p): ConnectInfo<Peer>| {
-                collection(s, p, |c| json!(c.rules))
-            }),
-        ),
-        (
-            "GET",
-            "/v1/tunnels",
-            get(|State(s): Api, ConnectInfo(p): ConnectInfo<Peer>| {
-                collection(s, p, |c| json!(c.tunnels))
-            }),
-        ),
-        (
-            "GET",
-            "/v1/ports",
-            get(|State(s): Api, ConnectInfo(p): ConnectInfo<Peer>| {
-                collection(s, p, |c| json!(c.ports))
-            }),
-        ),
-        (
-            "GET",
-            "/v1/fdb",
-            get(|State(s): Api, ConnectInfo(p): ConnectInfo<Peer>| {
-                collection(s, p, |c| json!(c.fdb))
-            }),
-        ),
-        (
-            "GET",
-            "/v1/flood",
-            get(|State(s): Api, ConnectInfo(p): ConnectInfo<Peer>| {
-                collection(s, p, |c| json!(c.flood))
-            }),
-        ),
+        ("GET", "/v1/rules", get(|State(s): Api| collection(s, |c: &Config| json!(c.rules)))),
+        ("GET", "/v1/tunnels", get(|State(s): Api| collection(s, |c: &Config| json!(c.tunnels)))),
+        ("GET", "/v1/ports", get(|State(s): Api| collection(s, |c: &Config| json!(c.ports)))),
+        ("GET", "/v1/fdb", get(|State(s): Api| collection(s, |c: &Config| json!(c.fdb)))),
+        ("GET", "/v1/flood", get(|State(s): Api| collection(s, |c: &Config| json!(c.flood)))),
         ("GET", "/v1/counters", get(counters)),
         ("POST", "/v1/trace", post(trace)),
         ("GET", "/v1/openapi.json", get(openapi)),
@@ -307,17 +303,103 @@ pub fn router(state: Arc<ApiState>) -> Router {
     for (_, path, handler) in routes() {
         r = r.route(path, handler);
     }
-    r.fallback(not_found).layer(DefaultBodyLimit::max(MAX_BODY)).with_state(state)
+    r.fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), authorize))
+        .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves.
+/// Most connections served at once on one listener; more wait in the
+/// kernel's accept queue, so no client can exhaust the daemon.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// A listener that holds a permit per open connection.
+pub struct Limited<L> {
+    inner: L,
+    permits: Arc<Semaphore>,
+}
+
+impl<L> Limited<L> {
+    pub fn new(inner: L) -> Self {
+        Limited { inner, permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)) }
+    }
+}
+
+/// A connection and its permit, released when the connection closes.
+pub struct LimitedIo<S> {
+    io: S,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl<S> LimitedIo<S> {
+    pub fn inner(&self) -> &S {
+        &self.io
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for LimitedIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for LimitedIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+impl<L: Listener> Listener for Limited<L>
+where
+    L::Io: Unpin,
+{
+    type Io = LimitedIo<L::Io>;
+    type Addr = L::Addr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        let permit =
+            Arc::clone(&self.permits).acquire_owned().await.expect("the semaphore is never closed");
+        let (io, addr) = self.inner.accept().await;
+        (LimitedIo { io, _permit: permit }, addr)
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// Serves the API on a Unix socket until `shutdown` resolves.
 pub async fn serve(
     listener: UnixListener,
     state: Arc<ApiState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = router(state).into_make_service_with_connect_info::<Peer>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(Limited::new(listener), app).with_graceful_shutdown(shutdown).await
+}
+
+/// Serves the API on TCP (bearer token required) until `shutdown` resolves.
+pub async fn serve_tcp(
+    listener: TcpListener,
+    state: Arc<ApiState>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = router(state).into_make_service_with_connect_info::<Peer>();
+    axum::serve(Limited::new(listener), app).with_graceful_shutdown(shutdown).await
 }
 
 #[cfg(test)]

@@ -21,6 +21,9 @@ pub struct RunOptions {
     /// Its contents at start, used when the state directory is empty.
     pub initial: Option<Config>,
     pub allow_uids: Vec<u32>,
+    /// Also serve the API on TCP; every request must carry `token`.
+    pub tcp: Option<std::net::SocketAddr>,
+    pub token: Option<String>,
 }
 
 fn log(event: &str, detail: &str) {
@@ -65,7 +68,7 @@ pub fn run(o: RunOptions) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", o.socket.display()))?;
         let mut allowed = o.allow_uids.clone();
         allowed.push(own_uid());
-        let state = Arc::new(ApiState { daemon: Arc::clone(&daemon), allowed_uids: allowed });
+        let state = Arc::new(ApiState { daemon: Arc::clone(&daemon), allowed_uids: allowed, token: o.token.clone() });
         log("listening", &format!("socket={}", o.socket.display()));
 
         if let Some(path) = o.config.clone() {
@@ -91,13 +94,32 @@ pub fn run(o: RunOptions) -> Result<(), String> {
         }
         let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
         let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
-        let shutdown = async move {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
         };
-        let served = serve(listener, state, shutdown).await;
+        let tcp_task = match o.tcp {
+            Some(addr) => {
+                if o.token.is_none() {
+                    return Err("--listen-tcp needs --token-file: TCP clients are authenticated by a bearer token".into());
+                }
+                let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("{addr}: {e}"))?;
+                log("listening", &format!("tcp={addr} (bearer token required)"));
+                Some(tokio::spawn(crate::api::serve_tcp(l, Arc::clone(&state), stopped(stop_rx.clone()))))
+            }
+            None => None,
+        };
+        let served = serve(listener, state, stopped(stop_rx)).await;
+        if let Some(t) = tcp_task {
+            let _ = t.await;
+        }
         let _ = std::fs::remove_file(&o.socket);
         served.map_err(|e| format!("serving {}: {e}", o.socket.display()))?;
         log("stopped", &format!("generation={}", daemon.generation()));

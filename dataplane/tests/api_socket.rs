@@ -504,3 +504,97 @@ fn batches_of_operations_apply_entirely_or_not_at_all() {
     drop(d);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn tcp_request(addr: std::net::SocketAddr, auth: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    write!(s, "GET /v1/status HTTP/1.1\r\nHost: overlayd\r\nConnection: close\r\n{auth}\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, out)
+}
+
+#[test]
+fn tcp_requires_the_bearer_token() {
+    let dir = tempdir("tcp");
+    let token = "0123456789abcdef0123";
+    std::fs::write(dir.join("token"), format!("{token}\n")).unwrap();
+    // A free loopback port.
+    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let socket = dir.join("api.sock");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_overlayd"))
+        .arg("run")
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--listen-tcp")
+        .arg(addr.to_string())
+        .arg("--token-file")
+        .arg(dir.join("token"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "overlayd did not listen on TCP");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (st, body) = tcp_request(addr, None);
+    assert_eq!(st, 401, "{body}");
+    assert!(body.contains("bearer token is required"), "{body}");
+    let (st, body) = tcp_request(addr, Some("Bearer 0123456789abcdef0124"));
+    assert_eq!(st, 401, "{body}");
+    assert!(body.contains("token is wrong"), "{body}");
+    let (st, body) = tcp_request(addr, Some(&format!("Bearer {token}")));
+    assert_eq!(st, 200, "{body}");
+    // The Unix socket still works alongside, without a token.
+    assert_eq!(request(&socket, "GET", "/v1/status", &[], None).unwrap().status, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // TCP without a token file is refused at start.
+    let out = Command::new(env!("CARGO_BIN_EXE_overlayd"))
+        .args(["run", "--listen-tcp", "127.0.0.1:1"])
+        .arg("--state-dir")
+        .arg(dir.join("state2"))
+        .arg("--socket")
+        .arg(dir.join("s2.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--listen-tcp needs --token-file"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn connections_are_bounded() {
+    let dir = tempdir("limit");
+    let d = Daemon::start(&dir, None);
+    // Hold every connection slot with idle connections.
+    let idle: Vec<_> = (0..dataplane::api::MAX_CONNECTIONS)
+        .map(|_| std::os::unix::net::UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    // One more client is queued, not served, while the slots are taken...
+    let socket = d.socket.clone();
+    let waiting = std::thread::spawn(move || {
+        let t = Instant::now();
+        let r = request(&socket, "GET", "/v1/status", &[], None).unwrap();
+        (r.status, t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!waiting.is_finished(), "a request was served beyond the connection limit");
+    // ...and served as soon as one closes.
+    drop(idle);
+    let (status, waited) = waiting.join().unwrap();
+    assert_eq!(status, 200);
+    assert!(waited >= Duration::from_millis(700));
+    assert_eq!(d.get("/v1/status").status, 200, "the daemon is not wedged");
+    drop(d);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

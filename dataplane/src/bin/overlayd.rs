@@ -39,6 +39,12 @@ enum Cmd {
         /// Uids allowed on the socket besides the daemon's own (repeatable).
         #[arg(long = "allow-uid")]
         allow_uids: Vec<u32>,
+        /// Also serve the API on this TCP address (needs --token-file).
+        #[arg(long)]
+        listen_tcp: Option<std::net::SocketAddr>,
+        /// File holding the bearer token TCP clients must present.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
     },
     /// Validate a configuration and print the compiled summary.
     Check {
@@ -118,16 +124,36 @@ fn read_config(path: &PathBuf) -> Result<Config, (u8, String)> {
 
 fn run(cli: Cli) -> Result<(), (u8, String)> {
     match cli.cmd {
-        Cmd::Run { state_dir, socket, config, allow_uids } => {
+        Cmd::Run { state_dir, socket, config, allow_uids, listen_tcp, token_file } => {
             let initial = config.as_ref().map(read_config).transpose()?;
-            dataplane::run::run(dataplane::run::RunOptions {
+            let token = match &token_file {
+                Some(f) => {
+                    let t = std::fs::read_to_string(f)
+                        .map_err(|e| (EXIT_IO, format!("{}: {e}", f.display())))?;
+                    let t = t.trim().to_string();
+                    if t.len() < 16 {
+                        return Err((
+                            EXIT_USAGE,
+                            format!("{}: the token must be at least 16 characters", f.display()),
+                        ));
+                    }
+                    Some(t)
+                }
+                None => None,
+            };
+            if listen_tcp.is_some() && token.is_none() {
+                return Err((EXIT_USAGE, "--listen-tcp needs --token-file".into()));
+            }
+            let opts = dataplane::run::RunOptions {
                 state_dir,
                 socket,
                 config,
                 initial,
                 allow_uids,
-            })
-            .map_err(|e| (EXIT_IO, e))?;
+                tcp: listen_tcp,
+                token,
+            };
+            dataplane::run::run(opts).map_err(|e| (EXIT_IO, e))?;
         }
         Cmd::Check { config, json } => {
             let rs = load(&config)?;
