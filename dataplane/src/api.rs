@@ -80,6 +80,7 @@ impl IntoResponse for ApiError {
 
 impl From<ApplyError> for ApiError {
     fn from(e: ApplyError) -> Self {
+        tracing::info!(reason = %e, "change refused");
         match e {
             ApplyError::Stale { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
             ApplyError::Invalid(ConfigError::Invalid { path, reason }) => ApiError {

@@ -117,8 +117,17 @@ impl Daemon {
         new.schema_version = engine::model::SCHEMA_VERSION;
         let rs = compile(&new)?;
         self.store.save(&new)?;
+        let (rules, tunnels, tables) =
+            (rs.rules.len(), rs.tunnels.len(), rs.classifier.tuple_count());
         self.published.publish(rs);
         *cur = new;
+        tracing::info!(
+            generation = cur.generation,
+            rules,
+            tunnels,
+            tables,
+            "configuration applied"
+        );
         Ok(cur.generation)
     }
 }

@@ -26,8 +26,16 @@ pub struct RunOptions {
     pub token: Option<String>,
 }
 
-fn log(event: &str, detail: &str) {
-    eprintln!("overlayd: event={event} {detail}");
+/// One line per event on stderr, `key=value` fields; RUST_LOG filters.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_target(false)
+        .try_init();
 }
 
 fn own_uid() -> u32 {
@@ -36,13 +44,11 @@ fn own_uid() -> u32 {
 }
 
 pub fn run(o: RunOptions) -> Result<(), String> {
+    init_logging();
     let store = Store::open(&o.state_dir).map_err(|e| e.to_string())?;
     let daemon = Arc::new(Daemon::start(store, o.initial).map_err(|e| e.to_string())?);
-    log(
-        "started",
-        &format!("generation={} state_dir={}", daemon.generation(), o.state_dir.display()),
-    );
-    log("io", "no packet I/O backend is attached yet (AF_XDP is issue 5): rules are served, not applied to traffic");
+    tracing::info!(generation = daemon.generation(), state_dir = %o.state_dir.display(), "started");
+    tracing::warn!("no packet I/O backend is attached yet (AF_XDP is issue 5): rules are served, not applied to traffic");
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -69,7 +75,7 @@ pub fn run(o: RunOptions) -> Result<(), String> {
         let mut allowed = o.allow_uids.clone();
         allowed.push(own_uid());
         let state = Arc::new(ApiState { daemon: Arc::clone(&daemon), allowed_uids: allowed, token: o.token.clone() });
-        log("listening", &format!("socket={}", o.socket.display()));
+        tracing::info!(socket = %o.socket.display(), "listening");
 
         if let Some(path) = o.config.clone() {
             let d = Arc::clone(&daemon);
@@ -81,13 +87,12 @@ pub fn run(o: RunOptions) -> Result<(), String> {
                         .and_then(|t| Config::from_toml(&t).map_err(|e| e.to_string()))
                         .and_then(|c| d.apply(c, d.generation()).map_err(|e| e.to_string()));
                     match result {
-                        Ok(g) => {
-                            log("reloaded", &format!("generation={g} file={}", path.display()))
+                        Ok(g) => tracing::info!(generation = g, file = %path.display(), "reloaded"),
+                        Err(e) => {
+                            // One line per event: TOML errors come with a multi-line snippet.
+                            let reason = e.split_whitespace().collect::<Vec<_>>().join(" ");
+                            tracing::warn!(generation = d.generation(), reason, "reload failed")
                         }
-                        Err(e) => log(
-                            "reload_failed",
-                            &format!("generation={} reason={e:?}", d.generation()),
-                        ),
                     }
                 }
             });
@@ -111,7 +116,7 @@ pub fn run(o: RunOptions) -> Result<(), String> {
                     return Err("--listen-tcp needs --token-file: TCP clients are authenticated by a bearer token".into());
                 }
                 let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("{addr}: {e}"))?;
-                log("listening", &format!("tcp={addr} (bearer token required)"));
+                tracing::info!(tcp = %addr, "listening (bearer token required)");
                 Some(tokio::spawn(crate::api::serve_tcp(l, Arc::clone(&state), stopped(stop_rx.clone()))))
             }
             None => None,
@@ -122,7 +127,7 @@ pub fn run(o: RunOptions) -> Result<(), String> {
         }
         let _ = std::fs::remove_file(&o.socket);
         served.map_err(|e| format!("serving {}: {e}", o.socket.display()))?;
-        log("stopped", &format!("generation={}", daemon.generation()));
+        tracing::info!(generation = daemon.generation(), "stopped");
         Ok(())
     })
 }
