@@ -11,10 +11,10 @@ use engine::pipeline::TraceReport;
 use serde_json::{json, Value};
 
 fn tunnel_line(t: &TunnelRt, rs: &RuleSet) -> String {
-    let hop = if t.next_hop_known {
-        engine::model::Mac(t.params.dst_mac).to_string()
+    let hop = if t.static_next_hop {
+        format!("{} (static)", engine::model::Mac(t.params.dst_mac))
     } else {
-        "unresolved".into()
+        "from the neighbour table".into()
     };
     format!(
         "{:?} {} -> {} via {}, next hop {hop}, underlay mtu {} (inner IP {})",
@@ -95,7 +95,7 @@ pub fn summary_json(rs: &RuleSet) -> Value {
         "tunnels": rs.tunnels.iter().map(|t| json!({
             "name": t.name,
             "summary": tunnel_line(t, rs),
-            "next_hop_known": t.next_hop_known,
+            "static_next_hop": t.static_next_hop,
             "inner_ip_mtu": t.inner_ip_mtu,
         })).collect::<Vec<_>>(),
         "rules": rs.rules.len(),

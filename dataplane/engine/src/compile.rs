@@ -30,8 +30,9 @@ pub struct TunnelRt {
     pub name: String,
     /// Encapsulation parameters; `dst_mac` is the static next hop, if any.
     pub params: TunnelParams,
-    /// True when the next hop's MAC address is known (static or resolved).
-    pub next_hop_known: bool,
+    /// True when the configuration gives the next hop's MAC address, so no
+    /// neighbour resolution applies.
+    pub static_next_hop: bool,
     pub uplink: u16,
     pub id: TunnelId,
     pub local: IpAddr,
@@ -242,7 +243,7 @@ pub fn compile(config: &Config) -> Result<RuleSet, ConfigError> {
         tunnels.push(TunnelRt {
             name: t.name.clone(),
             params,
-            next_hop_known: t.next_hop_mac.is_some(),
+            static_next_hop: t.next_hop_mac.is_some(),
             uplink,
             id,
             local: t.local,
@@ -374,7 +375,7 @@ mod tests {
         assert_eq!(rs.rules[0].actions, vec![Act::PushVlan(100), Act::Count, Act::Encap(0)]);
         assert_eq!(rs.decap.local_v4, vec![[192, 0, 2, 1]]);
         assert_eq!(rs.decap.vxlan_ports, vec![4789]);
-        assert!(rs.tunnels[0].next_hop_known);
+        assert!(rs.tunnels[0].static_next_hop);
         assert_eq!(rs.tunnels[0].inner_ip_mtu, 1500 - 36 - 14);
         assert_eq!(rs.fdb.get(&(42, [2, 0, 0, 0, 0, 2])), Some(&0));
     }

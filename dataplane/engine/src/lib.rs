@@ -8,6 +8,7 @@ pub mod counters;
 pub mod flow_cache;
 pub mod flow_key;
 pub mod model;
+pub mod next_hop;
 pub mod ops;
 pub mod packet_spec;
 pub mod pipeline;

@@ -14,6 +14,7 @@
 //! one thread; it allocates nothing per packet (output vectors are reserved by
 //! the caller) and takes no lock.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -156,7 +157,7 @@ impl Worker {
             .iter()
             .map(|t| EncapTemplate::new(&t.params).expect("the compiler validated the tunnel"))
             .collect();
-        self.next_hop_known = rules.tunnels.iter().map(|t| t.next_hop_known).collect();
+        self.next_hop_known = rules.tunnels.iter().map(|t| t.static_next_hop).collect();
         self.last_tunnel = None;
         let fresh = Arc::new(WorkerCounters::new(
             rules.ports.len(),
@@ -189,6 +190,23 @@ impl Worker {
         if let Some(t) = self.templates.get_mut(tunnel as usize) {
             t.set_dst_mac(mac);
             self.next_hop_known[tunnel as usize] = true;
+        }
+    }
+
+    /// Applies resolved next hops to every tunnel without a static one; a
+    /// tunnel whose remote is missing from `hops` becomes unresolved again.
+    pub fn apply_next_hops(&mut self, hops: &HashMap<IpAddr, [u8; 6]>) {
+        for (i, t) in self.rules.tunnels.iter().enumerate() {
+            if t.static_next_hop {
+                continue;
+            }
+            match hops.get(&t.remote) {
+                Some(&mac) => {
+                    self.templates[i].set_dst_mac(mac);
+                    self.next_hop_known[i] = true;
+                }
+                None => self.next_hop_known[i] = false,
+            }
         }
     }
 
