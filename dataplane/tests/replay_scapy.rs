@@ -20,6 +20,7 @@ const UNREACHABLE: &[(DropReason, &str)] = &[
     (DropReason::UnknownPort, "replay refuses an --input port that is not configured"),
     (DropReason::TxRingFull, "an I/O backend's reason; files never fill"),
     (DropReason::NoFreeFrame, "replay sizes its frame pool for the largest flood list"),
+    (DropReason::PortNotAttached, "an I/O backend's reason; replay writes every port to a file"),
 ];
 
 fn python() -> &'static str {

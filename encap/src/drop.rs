@@ -91,11 +91,12 @@ drop_reasons! {
     TxRingFull = 77, "tx_ring_full", "the output ring had no room";
     SelfLoop = 78, "self_loop", "output to the input port (hairpin) is not allowed by the rule";
     NoFreeFrame = 79, "no_free_frame", "no free frame to copy a replicated packet or build a reply into";
+    PortNotAttached = 80, "port_not_attached", "the output port has no socket on this worker (no interface, or fewer queues than workers)";
 }
 
 impl DropReason {
     /// Number of counter slots needed to index by `reason as usize`.
-    pub const SLOTS: usize = 80;
+    pub const SLOTS: usize = 81;
 
     /// Looks a reason up by its stable name.
     pub fn from_name(name: &str) -> Option<DropReason> {

@@ -37,6 +37,13 @@ impl<'a> PacketBuf<'a> {
         self.tail - self.head
     }
 
+    /// The start of the whole buffer (an I/O backend turns it back into a
+    /// frame address).
+    #[inline(always)]
+    pub fn buffer_ptr(&self) -> *const u8 {
+        self.buf.as_ptr()
+    }
+
     /// Offset of the packet's first byte in the buffer.
     #[inline(always)]
     pub fn head(&self) -> usize {

@@ -13,9 +13,13 @@
 //! one packet in, two replicas, three packets out) and `generated` the packets
 //! the dataplane built itself (ICMP "too big" replies).
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
 use encap::DropReason;
+
+use crate::compile::RuleSet;
 
 /// One single-writer counter.
 #[derive(Debug, Default)]
@@ -31,6 +35,13 @@ impl Counter {
     #[inline(always)]
     pub fn inc(&self) {
         self.add(1)
+    }
+
+    /// Takes back a count (a packet the pipeline sent that the I/O layer could
+    /// not queue, and counts as a drop instead).
+    #[inline(always)]
+    pub fn sub(&self, n: u64) {
+        self.0.store(self.0.load(Relaxed).wrapping_sub(n), Relaxed);
     }
 
     pub fn get(&self) -> u64 {
@@ -120,6 +131,17 @@ impl WorkerCounters {
     #[inline(always)]
     pub fn drop(&self, reason: DropReason) {
         self.drops[reason as usize].inc();
+    }
+
+    /// Turns a packet counted as sent on `port` into a drop: the I/O layer
+    /// could not queue it.
+    pub fn unsend(&self, port: u16, bytes: usize, reason: DropReason) {
+        self.tx.sub(1);
+        if let Some(p) = self.ports.get(port as usize) {
+            p.tx.packets.sub(1);
+            p.tx.bytes.sub(bytes as u64);
+        }
+        self.drop(reason);
     }
 
     #[inline(always)]
@@ -264,6 +286,141 @@ impl Snapshot {
     pub fn conserved(&self) -> bool {
         self.rx + self.replicas + self.generated == self.tx + self.dropped()
     }
+}
+
+/// Counters summed across workers and rule-set generations, keyed by name.
+///
+/// Per-port, per-tunnel and per-rule counters are indexed by the numbering of
+/// the generation that counted them; when a worker moves to a new generation,
+/// its retired counters (final: nobody writes them any more) are folded into
+/// totals by port name, tunnel name and rule id, so a rule keeps its count
+/// across unrelated changes and memory does not grow with every update.
+#[derive(Default)]
+pub struct Ledger {
+    retired: Snapshot,
+    retired_drops: Vec<u64>,
+    ports: HashMap<String, (FlowSnapshot, FlowSnapshot)>,
+    tunnels: HashMap<String, (FlowSnapshot, FlowSnapshot)>,
+    rules: HashMap<u32, FlowSnapshot>,
+    /// Each worker's current counters and the rule set they are numbered by.
+    live: Vec<Option<(Arc<RuleSet>, Arc<WorkerCounters>)>>,
+}
+
+impl Ledger {
+    /// Makes `c` (numbered by `rs`) worker `worker`'s live counters, folding
+    /// the ones it replaces into the totals.
+    pub fn set_live(&mut self, worker: usize, rs: Arc<RuleSet>, c: Arc<WorkerCounters>) {
+        if self.live.len() <= worker {
+            self.live.resize_with(worker + 1, || None);
+        }
+        if let Some((old_rs, old)) = self.live[worker].replace((rs, c)) {
+            self.fold(&old_rs, &old);
+        }
+    }
+
+    /// Folds a worker's counters into the totals for good (the worker stopped).
+    pub fn retire(&mut self, worker: usize) {
+        if let Some((rs, c)) = self.live.get_mut(worker).and_then(Option::take) {
+            self.fold(&rs, &c);
+        }
+    }
+
+    fn fold(&mut self, rs: &RuleSet, c: &WorkerCounters) {
+        let s = Snapshot::sum([c]);
+        add_scalars(&mut self.retired, &s);
+        self.retired_drops.resize(DropReason::SLOTS, 0);
+        for (acc, d) in self.retired_drops.iter_mut().zip(&c.drops) {
+            *acc += d.get();
+        }
+        for (p, v) in rs.ports.iter().zip(&s.ports) {
+            let e = self.ports.entry(p.name.clone()).or_default();
+            e.0 += v.0;
+            e.1 += v.1;
+        }
+        for (t, v) in rs.tunnels.iter().zip(&s.tunnels) {
+            let e = self.tunnels.entry(t.name.clone()).or_default();
+            e.0 += v.0;
+            e.1 += v.1;
+        }
+        for (r, v) in rs.rules.iter().zip(&s.rules) {
+            *self.rules.entry(r.id).or_default() += *v;
+        }
+    }
+
+    /// Everything counted so far, numbered by `current`. Ports, tunnels and
+    /// rules that no longer exist still count in the totals.
+    pub fn snapshot(&self, current: &RuleSet) -> Snapshot {
+        let mut s = Snapshot::default();
+        add_scalars(&mut s, &self.retired);
+        let mut drops = self.retired_drops.clone();
+        drops.resize(DropReason::SLOTS, 0);
+        s.ports = current
+            .ports
+            .iter()
+            .map(|p| self.ports.get(&p.name).copied().unwrap_or_default())
+            .collect();
+        s.tunnels = current
+            .tunnels
+            .iter()
+            .map(|t| self.tunnels.get(&t.name).copied().unwrap_or_default())
+            .collect();
+        s.rules = current
+            .rules
+            .iter()
+            .map(|r| self.rules.get(&r.id).copied().unwrap_or_default())
+            .collect();
+        for (rs, c) in self.live.iter().flatten() {
+            let w = Snapshot::sum([&**c]);
+            add_scalars(&mut s, &w);
+            for (acc, d) in drops.iter_mut().zip(&c.drops) {
+                *acc += d.get();
+            }
+            let same = std::ptr::eq(Arc::as_ptr(rs), current);
+            for (i, p) in rs.ports.iter().enumerate() {
+                let at = if same { Some(i) } else { current.port_index(&p.name).map(usize::from) };
+                if let (Some(at), Some(v)) = (at, w.ports.get(i)) {
+                    s.ports[at].0 += v.0;
+                    s.ports[at].1 += v.1;
+                }
+            }
+            for (i, t) in rs.tunnels.iter().enumerate() {
+                let at =
+                    if same { Some(i) } else { current.tunnel_index(&t.name).map(usize::from) };
+                if let (Some(at), Some(v)) = (at, w.tunnels.get(i)) {
+                    s.tunnels[at].0 += v.0;
+                    s.tunnels[at].1 += v.1;
+                }
+            }
+            for (i, r) in rs.rules.iter().enumerate() {
+                let at =
+                    if same { Some(i) } else { current.rules.iter().position(|x| x.id == r.id) };
+                if let (Some(at), Some(v)) = (at, w.rules.get(i)) {
+                    s.rules[at] += *v;
+                }
+            }
+        }
+        s.drops = DropReason::ALL
+            .iter()
+            .filter(|r| drops[**r as usize] > 0)
+            .map(|r| (r.name(), drops[*r as usize]))
+            .collect();
+        s
+    }
+}
+
+/// Adds the totals that do not depend on numbering.
+fn add_scalars(acc: &mut Snapshot, s: &Snapshot) {
+    acc.rx += s.rx;
+    acc.tx += s.tx;
+    acc.replicas += s.replicas;
+    acc.generated += s.generated;
+    acc.cache_hit += s.cache_hit;
+    acc.cache_miss += s.cache_miss;
+    acc.tuples_probed += s.tuples_probed;
+    for (a, b) in acc.batches.iter_mut().zip(s.batches) {
+        *a += b;
+    }
+    acc.busy_ns += s.busy_ns;
 }
 
 fn grow<T: Default>(v: &mut Vec<T>, n: usize) {

@@ -168,6 +168,41 @@ pub struct Port {
     /// uplink. `run` reads it from the interface when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<Mac>,
+    /// Queues to serve, from 0; all of the interface's RX queues when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<u32>,
+    /// Where the XDP program runs.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub xdp_mode: XdpModeSpec,
+    /// Whether AF_XDP uses the driver's zero-copy mode.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub zero_copy: ZeroCopy,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpModeSpec {
+    /// In the driver, falling back to the generic (SKB) hook with a warning.
+    #[default]
+    Auto,
+    /// In the driver, or fail.
+    Native,
+    /// The generic hook: works everywhere, slower.
+    Generic,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ZeroCopy {
+    /// Zero-copy if the driver offers it, else copy mode.
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
