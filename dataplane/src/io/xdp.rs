@@ -1,0 +1,279 @@
+//! The XDP steering program (`dataplane/xdp/steer.bpf.c`), loaded with aya
+//! and attached to each port's interface.
+//!
+//! It is attached through a BPF link, so the kernel detaches it when the last
+//! descriptor closes: on a clean exit, and equally when the daemon is killed,
+//! so a restart finds the interface free. A program attached by other means
+//! (for example `ip link set ... xdp`) is never removed silently: attaching
+//! fails and says so.
+
+use std::net::IpAddr;
+use std::os::fd::RawFd;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
+use aya::programs::{Xdp, XdpMode as AyaMode};
+use aya::Ebpf;
+use serde::Serialize;
+
+static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
+
+const MAX_VXLAN_PORTS: usize = 4;
+
+/// What an interface's traffic is to the dataplane.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SteerRole {
+    /// Everything received belongs to the dataplane.
+    Workload,
+    /// Only tunnel packets addressed to a local VTEP do.
+    Uplink { vteps: Vec<IpAddr>, vxlan_ports: Vec<u16>, gre: bool },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum XdpMode {
+    Native,
+    Generic,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum XdpError {
+    #[error("{ifname}: cannot load the XDP steering program: {reason}")]
+    Load { ifname: String, reason: String },
+    #[error("{ifname}: cannot attach the XDP program in {mode} mode: {reason}")]
+    Attach { ifname: String, mode: &'static str, reason: String },
+    #[error("{ifname}: {what}: {reason}")]
+    Map { ifname: String, what: &'static str, reason: String },
+    #[error("{ifname}: at most {MAX_VXLAN_PORTS} VXLAN ports per uplink (got {count})")]
+    TooManyPorts { ifname: String, count: usize },
+}
+
+/// The program's own counters, summed over CPUs: what it redirected to the
+/// dataplane and why it passed the rest to the kernel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SteerStats {
+    pub redirected: u64,
+    pub pass_not_ip: u64,
+    pub pass_not_tunnel: u64,
+    pub pass_not_local_vtep: u64,
+    pub pass_no_socket: u64,
+    pub pass_fragment: u64,
+}
+
+/// `struct steer_cfg` of the C program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct SteerCfg {
+    role: u32,
+    /// Network byte order; 0 = unused.
+    vxlan_ports: [u16; MAX_VXLAN_PORTS],
+    gre: u32,
+}
+
+// SAFETY: plain integers with the C layout, no padding that matters to BPF
+// (the kernel copies the value's bytes as they are).
+unsafe impl aya::Pod for SteerCfg {}
+
+/// The steering program attached to one interface; detached on drop.
+pub struct SteerProgram {
+    ifname: String,
+    ifindex: u32,
+    mode: XdpMode,
+    xsks: XskMap<MapData>,
+    cfg: Array<MapData, SteerCfg>,
+    v4: HashMap<MapData, u32, u8>,
+    v6: HashMap<MapData, [u8; 16], u8>,
+    stats: PerCpuArray<MapData, u64>,
+    /// Owns the program and its link: dropping it detaches.
+    _ebpf: Ebpf,
+}
+
+impl SteerProgram {
+    /// Loads the program and attaches it to `ifname` in the driver, falling
+    /// back to the generic hook when `allow_generic` is set and the driver
+    /// refuses.
+    pub fn attach(ifname: &str, role: &SteerRole, allow_generic: bool) -> Result<Self, XdpError> {
+        match Self::attach_mode(ifname, role, XdpMode::Native) {
+            Err(XdpError::Attach { .. }) if allow_generic => {
+                Self::attach_mode(ifname, role, XdpMode::Generic)
+            }
+            r => r,
+        }
+    }
+
+    /// Attaches in the generic (SKB) hook only.
+    pub fn attach_generic(ifname: &str, role: &SteerRole) -> Result<Self, XdpError> {
+        Self::attach_mode(ifname, role, XdpMode::Generic)
+    }
+
+    fn attach_mode(ifname: &str, role: &SteerRole, mode: XdpMode) -> Result<Self, XdpError> {
+        let load = |reason: String| XdpError::Load { ifname: ifname.into(), reason };
+        let ifindex = crate::io::afxdp::ifindex(ifname)
+            .map_err(|e| load(format!("no such interface ({e})")))?;
+        let mut ebpf = Ebpf::load(PROGRAM).map_err(|e| load(e.to_string()))?;
+        let take = |ebpf: &mut Ebpf, name: &str| {
+            ebpf.take_map(name).ok_or_else(|| load(format!("the object has no map {name:?}")))
+        };
+        let map_err = |what: &'static str| {
+            move |e: aya::maps::MapError| XdpError::Map {
+                ifname: ifname.into(),
+                what,
+                reason: e.to_string(),
+            }
+        };
+        let xsks = XskMap::try_from(take(&mut ebpf, "xsks")?).map_err(map_err("the socket map"))?;
+        let cfg =
+            Array::try_from(take(&mut ebpf, "cfg")?).map_err(map_err("the configuration map"))?;
+        let v4 = HashMap::try_from(take(&mut ebpf, "vteps_v4")?)
+            .map_err(map_err("the IPv4 VTEP map"))?;
+        let v6 = HashMap::try_from(take(&mut ebpf, "vteps_v6")?)
+            .map_err(map_err("the IPv6 VTEP map"))?;
+        let stats = PerCpuArray::try_from(take(&mut ebpf, "stats")?)
+            .map_err(map_err("the statistics map"))?;
+        let mut p = SteerProgram {
+            ifname: ifname.into(),
+            ifindex,
+            mode,
+            xsks,
+            cfg,
+            v4,
+            v6,
+            stats,
+            _ebpf: ebpf,
+        };
+        // The role is in place before the program sees a packet.
+        p.set_role(role)?;
+        let prog: &mut Xdp = p
+            ._ebpf
+            .program_mut("overlayd_steer")
+            .ok_or_else(|| load("the object has no program overlayd_steer".into()))?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| load(e.to_string()))?;
+        prog.load().map_err(|e| load(verifier_summary(&e)))?;
+        let (aya_mode, name) = match mode {
+            XdpMode::Native => (AyaMode::Driver, "native"),
+            XdpMode::Generic => (AyaMode::Skb, "generic"),
+        };
+        prog.attach_to_if_index(ifindex, aya_mode).map_err(|e| {
+            let mut reason = error_chain(&e);
+            if reason.contains("Device or resource busy") || reason.contains("File exists") {
+                reason.push_str(
+                    " (another XDP program is attached; detach it with `ip link set dev IF xdp off`)",
+                );
+            }
+            XdpError::Attach { ifname: ifname.into(), mode: name, reason }
+        })?;
+        Ok(p)
+    }
+
+    pub fn mode(&self) -> XdpMode {
+        self.mode
+    }
+
+    pub fn ifindex(&self) -> u32 {
+        self.ifindex
+    }
+
+    /// Registers the AF_XDP socket bound to `queue`.
+    pub fn register_socket(&mut self, queue: u32, fd: RawFd) -> Result<(), XdpError> {
+        self.xsks.set(queue, fd, 0).map_err(|e| XdpError::Map {
+            ifname: self.ifname.clone(),
+            what: "registering an AF_XDP socket",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Changes what the program redirects, in place (no detach).
+    pub fn set_role(&mut self, role: &SteerRole) -> Result<(), XdpError> {
+        let map_err = |what: &'static str| {
+            let ifname = self.ifname.clone();
+            move |e: aya::maps::MapError| XdpError::Map { ifname, what, reason: e.to_string() }
+        };
+        let mut c = SteerCfg::default();
+        let (mut want4, mut want6) = (Vec::new(), Vec::new());
+        if let SteerRole::Uplink { vteps, vxlan_ports, gre } = role {
+            if vxlan_ports.len() > MAX_VXLAN_PORTS {
+                return Err(XdpError::TooManyPorts {
+                    ifname: self.ifname.clone(),
+                    count: vxlan_ports.len(),
+                });
+            }
+            c.role = 1;
+            for (slot, p) in c.vxlan_ports.iter_mut().zip(vxlan_ports) {
+                *slot = p.to_be();
+            }
+            c.gre = *gre as u32;
+            for a in vteps {
+                match a {
+                    IpAddr::V4(a) => want4.push(u32::from_ne_bytes(a.octets())),
+                    IpAddr::V6(a) => want6.push(a.octets()),
+                }
+            }
+        }
+        // Addresses first, then the role: a packet sees the old or the new
+        // state, never an uplink with no VTEP.
+        for a in &want4 {
+            self.v4.insert(a, 1, 0).map_err(map_err("adding a VTEP address"))?;
+        }
+        for a in &want6 {
+            self.v6.insert(a, 1, 0).map_err(map_err("adding a VTEP address"))?;
+        }
+        let stale4: Vec<u32> =
+            self.v4.keys().filter_map(Result::ok).filter(|k| !want4.contains(k)).collect();
+        let stale6: Vec<[u8; 16]> =
+            self.v6.keys().filter_map(Result::ok).filter(|k| !want6.contains(k)).collect();
+        self.cfg.set(0, c, 0).map_err(map_err("setting the role"))?;
+        for k in stale4 {
+            self.v4.remove(&k).map_err(map_err("removing a VTEP address"))?;
+        }
+        for k in stale6 {
+            self.v6.remove(&k).map_err(map_err("removing a VTEP address"))?;
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Result<SteerStats, XdpError> {
+        let sum = |i: u32| -> Result<u64, XdpError> {
+            let v = self.stats.get(&i, 0).map_err(|e| XdpError::Map {
+                ifname: self.ifname.clone(),
+                what: "reading statistics",
+                reason: e.to_string(),
+            })?;
+            Ok(v.iter().sum())
+        };
+        Ok(SteerStats {
+            redirected: sum(0)?,
+            pass_not_ip: sum(1)?,
+            pass_not_tunnel: sum(2)?,
+            pass_not_local_vtep: sum(3)?,
+            pass_no_socket: sum(4)?,
+            pass_fragment: sum(5)?,
+        })
+    }
+}
+
+/// The error and its causes on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// A load error with the verifier's last lines, which say what it refused.
+fn verifier_summary(e: &aya::programs::ProgramError) -> String {
+    match e {
+        aya::programs::ProgramError::LoadError { io_error, verifier_log } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            format!(
+                "{io_error}; verifier: {}",
+                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+            )
+        }
+        other => error_chain(other),
+    }
+}
