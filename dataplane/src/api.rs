@@ -165,7 +165,7 @@ async fn status(State(s): Api) -> Result<Json<Value>, ApiError> {
         "api": "v1",
         "uptime_secs": s.daemon.uptime_secs(),
         "generation": s.daemon.generation(),
-        "io": [],
+        "io": s.daemon.io_status(),
     })))
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use engine::compile::{compile, RuleSet};
-use engine::counters::{Snapshot, WorkerCounters};
+use engine::counters::{Ledger, Snapshot, WorkerCounters};
 use engine::model::{Config, ConfigError};
 use engine::pipeline::Published;
 
@@ -31,9 +31,20 @@ pub struct Daemon {
     /// path never take it (they read `published`).
     config: Mutex<Config>,
     /// Counters of every worker, current and retired generations alike.
-    counters: Mutex<Vec<Arc<WorkerCounters>>>,
+    counters: Mutex<Ledger>,
     started: Instant,
+    /// The generation published last, for those that follow changes (the
+    /// datapath re-steers and re-resolves when tunnels or ports change).
+    changed: tokio::sync::watch::Sender<u64>,
+    /// Checks a document against this host (its interfaces exist) before it
+    /// is accepted; set by `run` when it attaches interfaces.
+    host_check: std::sync::OnceLock<HostCheck>,
+    /// What `status` shows about the packet I/O; set by `run`.
+    io_status: std::sync::OnceLock<IoStatus>,
 }
+
+pub type HostCheck = Box<dyn Fn(&Config) -> Result<(), ConfigError> + Send + Sync>;
+pub type IoStatus = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 impl Daemon {
     /// Starts from the stored state if there is one, else from `initial`
@@ -48,12 +59,16 @@ impl Daemon {
             }
         };
         let rs = compile(&config)?;
+        let generation = config.generation;
         Ok(Daemon {
             store,
             published: Arc::new(Published::new(rs)),
             config: Mutex::new(config),
-            counters: Mutex::new(Vec::new()),
+            counters: Mutex::new(Ledger::default()),
             started: Instant::now(),
+            changed: tokio::sync::watch::Sender::new(generation),
+            host_check: std::sync::OnceLock::new(),
+            io_status: std::sync::OnceLock::new(),
         })
     }
 
@@ -73,18 +88,47 @@ impl Daemon {
         Arc::clone(&self.published)
     }
 
+    /// Installs the host check; later changes must pass it. Also checks the
+    /// current document, so a daemon never runs one its host cannot serve.
+    pub fn set_host_check(&self, check: HostCheck) -> Result<(), ConfigError> {
+        check(&self.config())?;
+        let _ = self.host_check.set(check);
+        Ok(())
+    }
+
+    pub fn set_io_status(&self, f: IoStatus) {
+        let _ = self.io_status.set(f);
+    }
+
+    /// The packet I/O's state (`null` when only the control plane runs).
+    pub fn io_status(&self) -> serde_json::Value {
+        self.io_status.get().map_or(serde_json::Value::Null, |f| f())
+    }
+
+    /// Wakes whenever a new generation is published.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
     pub fn uptime_secs(&self) -> u64 {
         self.started.elapsed().as_secs()
     }
 
-    /// Registers a worker's counters so that `counters` sums them.
-    pub fn add_counters(&self, c: Arc<WorkerCounters>) {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+    /// Makes `c`, numbered by `rs`, worker `worker`'s current counters; the
+    /// ones they replace are folded into the totals.
+    pub fn set_worker_counters(&self, worker: usize, rs: Arc<RuleSet>, c: Arc<WorkerCounters>) {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner()).set_live(worker, rs, c);
     }
 
+    /// Folds a stopped worker's counters into the totals.
+    pub fn retire_worker(&self, worker: usize) {
+        self.counters.lock().unwrap_or_else(|p| p.into_inner()).retire(worker);
+    }
+
+    /// Everything counted since start, numbered by the current rule set.
     pub fn counters(&self) -> Snapshot {
-        let list = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        Snapshot::sum(list.iter().map(|c| &**c))
+        let rs = self.published.current();
+        self.counters.lock().unwrap_or_else(|p| p.into_inner()).snapshot(&rs)
     }
 
     /// Replaces the whole configuration, if it was based on the current
@@ -116,11 +160,15 @@ impl Daemon {
         new.generation = cur.generation + 1;
         new.schema_version = engine::model::SCHEMA_VERSION;
         let rs = compile(&new)?;
+        if let Some(check) = self.host_check.get() {
+            check(&new)?;
+        }
         self.store.save(&new)?;
         let (rules, tunnels, tables) =
             (rs.rules.len(), rs.tunnels.len(), rs.classifier.tuple_count());
         self.published.publish(rs);
         *cur = new;
+        self.changed.send_replace(cur.generation);
         tracing::info!(
             generation = cur.generation,
             rules,

@@ -3,8 +3,10 @@
 pub mod api;
 pub mod client;
 pub mod daemon;
+pub mod datapath;
 pub mod io;
 pub mod metrics;
+pub mod neigh;
 pub mod render;
 pub mod replay;
 pub mod run;

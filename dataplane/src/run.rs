@@ -1,16 +1,20 @@
-//! `overlayd run`: restore the accepted state, serve the control API, and exit
-//! cleanly on SIGTERM. Today this is the daemon's control plane; the AF_XDP
-//! workers (issue 5) attach to the same `Daemon` and its published rule sets.
+//! `overlayd run`: restore the accepted state, attach the interfaces and start
+//! the workers, serve the control API, follow configuration changes, and on
+//! SIGTERM drain the workers, detach and exit.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use engine::model::Config;
+use engine::compile::RuleSet;
+use engine::model::{Config, ConfigError};
+use engine::next_hop::NextHops;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::{serve, ApiState};
 use crate::daemon::Daemon;
+use crate::datapath::{neighbour_targets, Datapath, DatapathOptions};
+use crate::neigh::{NeighWatcher, Target};
 use crate::store::Store;
 
 pub struct RunOptions {
@@ -24,6 +28,70 @@ pub struct RunOptions {
     /// Also serve the API on TCP; every request must carry `token`.
     pub tcp: Option<std::net::SocketAddr>,
     pub token: Option<String>,
+    /// Attach the configured interfaces and move packets (None: control only).
+    pub datapath: Option<DatapathOptions>,
+}
+
+/// A document is only accepted if this host can serve it: every port names
+/// an interface that exists.
+fn host_check(c: &Config) -> Result<(), ConfigError> {
+    for (i, p) in c.ports.iter().enumerate() {
+        let invalid =
+            |reason: String| ConfigError::Invalid { path: format!("ports[{i}].interface"), reason };
+        match &p.interface {
+            None => {
+                return Err(invalid(
+                    "required by `overlayd run` (the port's Linux interface)".into(),
+                ))
+            }
+            Some(name) => {
+                crate::io::afxdp::ifindex(name)
+                    .map_err(|e| invalid(format!("no interface {name:?} on this host ({e})")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn targets(rs: &RuleSet) -> Vec<Target> {
+    neighbour_targets(rs).into_iter().map(|(remote, ifname)| Target { remote, ifname }).collect()
+}
+
+/// The running datapath, replaced when the ports change.
+type Slot = Arc<Mutex<Option<Datapath>>>;
+
+/// Keeps the datapath and the neighbour watcher in step with each new generation.
+async fn follow(
+    daemon: Arc<Daemon>,
+    slot: Slot,
+    watcher: Arc<NeighWatcher>,
+    hops: Arc<NextHops>,
+    opts: DatapathOptions,
+) {
+    let mut rx = daemon.subscribe();
+    while rx.changed().await.is_ok() {
+        let rs = daemon.rules();
+        watcher.set_targets(targets(&rs));
+        tokio::task::block_in_place(|| {
+            let mut g = slot.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(dp) = g.as_ref().filter(|dp| dp.serves(&rs)) {
+                if let Err(e) = dp.resteer(&rs) {
+                    tracing::error!(generation = rs.generation, error = %e, "re-steering failed");
+                }
+                return;
+            }
+            tracing::info!(generation = rs.generation, "ports changed: restarting the datapath");
+            if let Some(old) = g.take() {
+                old.stop();
+            }
+            match Datapath::start(Arc::clone(&daemon), Arc::clone(&hops), opts) {
+                Ok(dp) => *g = Some(dp),
+                Err(e) => {
+                    tracing::error!(generation = rs.generation, error = %e, "datapath failed to start")
+                }
+            }
+        });
+    }
 }
 
 /// One line per event on stderr, `key=value` fields; RUST_LOG filters.
@@ -48,7 +116,11 @@ pub fn run(o: RunOptions) -> Result<(), String> {
     let store = Store::open(&o.state_dir).map_err(|e| e.to_string())?;
     let daemon = Arc::new(Daemon::start(store, o.initial).map_err(|e| e.to_string())?);
     tracing::info!(generation = daemon.generation(), state_dir = %o.state_dir.display(), "started");
-    tracing::warn!("no packet I/O backend is attached yet (AF_XDP is issue 5): rules are served, not applied to traffic");
+    if o.datapath.is_some() {
+        daemon.set_host_check(Box::new(host_check)).map_err(|e| e.to_string())?;
+    } else {
+        tracing::info!("control only: no interface attached, no packet moved");
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -74,6 +146,29 @@ pub fn run(o: RunOptions) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", o.socket.display()))?;
         let mut allowed = o.allow_uids.clone();
         allowed.push(own_uid());
+        let io = match o.datapath {
+            Some(opts) => {
+                let hops = NextHops::new();
+                let watcher = Arc::new(NeighWatcher::start(Arc::clone(&hops)).await.map_err(|e| e.to_string())?);
+                watcher.set_targets(targets(&daemon.rules()));
+                let dp = Datapath::start(Arc::clone(&daemon), Arc::clone(&hops), opts).map_err(|e| e.to_string())?;
+                let slot: Slot = Arc::new(Mutex::new(Some(dp)));
+                let (s2, w2) = (Arc::clone(&slot), Arc::clone(&watcher));
+                daemon.set_io_status(Box::new(move || {
+                    let g = s2.lock().unwrap_or_else(|p| p.into_inner());
+                    serde_json::json!({
+                        "backend": "af_xdp",
+                        "running": g.is_some(),
+                        "workers": g.as_ref().map_or(0, |d| d.workers()),
+                        "ports": g.as_ref().map(|d| d.status()).unwrap_or_default(),
+                        "neighbours": w2.states(),
+                    })
+                }));
+                tokio::spawn(follow(Arc::clone(&daemon), Arc::clone(&slot), watcher, hops, opts));
+                Some(slot)
+            }
+            None => None,
+        };
         let state = Arc::new(ApiState { daemon: Arc::clone(&daemon), allowed_uids: allowed, token: o.token.clone() });
         tracing::info!(socket = %o.socket.display(), "listening");
 
@@ -126,6 +221,12 @@ pub fn run(o: RunOptions) -> Result<(), String> {
             let _ = t.await;
         }
         let _ = std::fs::remove_file(&o.socket);
+        if let Some(slot) = io {
+            let dp = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(dp) = dp {
+                tokio::task::block_in_place(|| dp.stop());
+            }
+        }
         served.map_err(|e| format!("serving {}: {e}", o.socket.display()))?;
         tracing::info!(generation = daemon.generation(), "stopped");
         Ok(())

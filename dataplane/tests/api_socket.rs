@@ -18,7 +18,12 @@ impl Daemon {
     fn start(dir: &Path, config: Option<&Path>) -> Daemon {
         let socket = dir.join("api.sock");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_overlayd"));
-        cmd.arg("run").arg("--state-dir").arg(dir.join("state")).arg("--socket").arg(&socket);
+        cmd.arg("run")
+            .arg("--control-only")
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--socket")
+            .arg(&socket);
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
@@ -528,6 +533,7 @@ fn tcp_requires_the_bearer_token() {
     let socket = dir.join("api.sock");
     let mut child = Command::new(env!("CARGO_BIN_EXE_overlayd"))
         .arg("run")
+        .arg("--control-only")
         .arg("--state-dir")
         .arg(dir.join("state"))
         .arg("--socket")
@@ -559,7 +565,7 @@ fn tcp_requires_the_bearer_token() {
 
     // TCP without a token file is refused at start.
     let out = Command::new(env!("CARGO_BIN_EXE_overlayd"))
-        .args(["run", "--listen-tcp", "127.0.0.1:1"])
+        .args(["run", "--control-only", "--listen-tcp", "127.0.0.1:1"])
         .arg("--state-dir")
         .arg(dir.join("state2"))
         .arg("--socket")

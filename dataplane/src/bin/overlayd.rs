@@ -45,6 +45,12 @@ enum Cmd {
         /// File holding the bearer token TCP clients must present.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// Serve the control API only: attach no interface, move no packet.
+        #[arg(long)]
+        control_only: bool,
+        /// Worker threads (default: one per queue, at most one per CPU).
+        #[arg(long)]
+        workers: Option<usize>,
     },
     /// Validate a configuration and print the compiled summary.
     Check {
@@ -124,7 +130,16 @@ fn read_config(path: &PathBuf) -> Result<Config, (u8, String)> {
 
 fn run(cli: Cli) -> Result<(), (u8, String)> {
     match cli.cmd {
-        Cmd::Run { state_dir, socket, config, allow_uids, listen_tcp, token_file } => {
+        Cmd::Run {
+            state_dir,
+            socket,
+            config,
+            allow_uids,
+            listen_tcp,
+            token_file,
+            control_only,
+            workers,
+        } => {
             let initial = config.as_ref().map(read_config).transpose()?;
             let token = match &token_file {
                 Some(f) => {
@@ -152,6 +167,10 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
                 allow_uids,
                 tcp: listen_tcp,
                 token,
+                datapath: (!control_only).then_some(dataplane::datapath::DatapathOptions {
+                    workers,
+                    ..Default::default()
+                }),
             };
             dataplane::run::run(opts).map_err(|e| (EXIT_IO, e))?;
         }
