@@ -11,7 +11,7 @@ PKGS=(
   bpftool xdp-tools
   openvswitch-switch   # peer: OVS userspace datapath tunnels
   valgrind          # callgrind instruction counts
-  iperf3 netcat-openbsd
+  iperf3 netcat-openbsd iputils-ping  # traffic across the overlay
   util-linux        # setpriv: API tests act as another uid
 )
 

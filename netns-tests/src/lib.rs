@@ -506,6 +506,173 @@ pub fn check_echo_reply(inner: &[u8], src: [u8; 4], dst: [u8; 4]) -> u16 {
     u16::from_be_bytes([icmp[6], icmp[7]])
 }
 
+/// The path of one of the project's binaries (`overlayd`, `overlayctl`), built
+/// on first use: the tests of this crate run the real daemon, and cargo does
+/// not build another package's binaries for them.
+pub fn project_bin(name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    // target/<profile>/deps/<test> -> target/<profile>/
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target directory").to_path_buf();
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut c = Command::new(cargo);
+        c.args(["build", "-q", "-p", "dataplane", "--bins"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            c.arg("--release");
+        }
+        let st = c.status().expect("cannot run cargo to build overlayd");
+        assert!(st.success(), "building overlayd and overlayctl failed");
+    });
+    let p = dir.join(name);
+    assert!(p.is_file(), "{} is missing after the build", p.display());
+    p
+}
+
+/// `overlayd run` inside a namespace, with its own state directory, socket
+/// and log. Dropping it stops it with SIGTERM.
+pub struct Overlayd {
+    proc: Background,
+    dir: TempDir,
+}
+
+impl Overlayd {
+    /// Starts the daemon with `config` (TOML) and waits until its API answers.
+    pub fn start(ns: &Netns, config: &str) -> Overlayd {
+        Self::start_with(ns, config, &[])
+    }
+
+    pub fn start_with(ns: &Netns, config: &str, extra: &[&str]) -> Overlayd {
+        let dir = TempDir::new("overlayd");
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("log")).unwrap();
+        let bin = project_bin("overlayd");
+        let mut args = vec![
+            bin.to_str().unwrap().to_string(),
+            "run".into(),
+            "--config".into(),
+            dir.join("config.toml").to_string_lossy().into(),
+            "--state-dir".into(),
+            dir.join("state").to_string_lossy().into(),
+            "--socket".into(),
+            dir.join("api.sock").to_string_lossy().into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = ns.command(&argv);
+        cmd.stderr(log).stdout(Stdio::null());
+        let proc = Background::spawn(cmd, "overlayd");
+        let mut d = Overlayd { proc, dir };
+        let up = wait_until(Duration::from_secs(15), || {
+            d.dir.join("api.sock").exists() && d.ctl_output(&["status"]).status.success()
+        });
+        if !up {
+            let st = d.proc.wait_timeout(Duration::from_millis(10));
+            panic!("overlayd did not come up (exit: {st:?}); its log:\n{}", d.log());
+        }
+        d
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("api.sock")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
+    }
+
+    pub fn ctl_output(&self, args: &[&str]) -> Output {
+        Command::new(project_bin("overlayctl"))
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("cannot run overlayctl")
+    }
+
+    /// Runs `overlayctl ARGS` and returns its standard output; panics on failure.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let o = self.ctl_output(args);
+        assert!(
+            o.status.success(),
+            "overlayctl {} failed: {}\nlog:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&o.stderr),
+            self.log()
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// `overlayctl --json ARGS`, parsed.
+    pub fn ctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut v = vec!["--json"];
+        v.extend_from_slice(args);
+        serde_json::from_str(&self.ctl(&v)).expect("overlayctl --json printed JSON")
+    }
+
+    pub fn counters(&self) -> serde_json::Value {
+        self.ctl_json(&["counters"])
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        self.ctl_json(&["status"])
+    }
+
+    /// Waits until every next hop the daemon resolves is known.
+    pub fn wait_neighbours(&self) {
+        let ok = wait_until(Duration::from_secs(10), || {
+            let s = self.status();
+            s["io"]["neighbours"].as_array().is_some_and(|v| v.iter().all(|n| n["mac"].is_string()))
+        });
+        assert!(ok, "next hops not resolved: {}", self.status()["io"]["neighbours"]);
+    }
+
+    /// The counters once they stop moving (workers finish their batches
+    /// quickly; this waits for in-flight packets to settle), checked for
+    /// conservation: packets in = packets out + named drops.
+    pub fn settled_counters(&self) -> serde_json::Value {
+        let mut last = self.counters();
+        for _ in 0..50 {
+            std::thread::sleep(Duration::from_millis(100));
+            let c = self.counters();
+            if c["rx"] == last["rx"] && c["tx"] == last["tx"] && c["dropped"] == last["dropped"] {
+                last = c;
+                break;
+            }
+            last = c;
+        }
+        assert_eq!(
+            last["conserved"],
+            serde_json::Value::Bool(true),
+            "counters do not add up (rx + replicas + generated != tx + dropped): {last:#}"
+        );
+        last
+    }
+
+    /// Stops the daemon with SIGTERM; panics unless it exits cleanly.
+    pub fn stop(mut self) {
+        let pid = self.proc.id().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let st = self.proc.wait_timeout(Duration::from_secs(10));
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "overlayd did not exit cleanly on SIGTERM ({st:?}); log:\n{}",
+            self.log()
+        );
+    }
+}
+
+/// True if any interface in the namespace has an XDP program attached.
+pub fn xdp_attached(ns: &Netns) -> bool {
+    ns.ip(&["-d", "link", "show"]).contains("prog/xdp")
+}
+
+/// A drop counter by reason name (0 if absent).
+pub fn drops(counters: &serde_json::Value, reason: &str) -> u64 {
+    counters["drops"][reason].as_u64().unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
