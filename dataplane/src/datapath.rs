@@ -474,14 +474,24 @@ fn worker_main(
             }
         }
 
-        if got == 0 {
+        // Keep kicking until the kernel has taken everything queued: it sends
+        // a bounded number of frames per system call.
+        let mut tx_pending = false;
+        for s in io.socks.iter_mut() {
+            if s.tx_pending() {
+                s.flush_tx();
+                tx_pending = true;
+            }
+        }
+
+        if got == 0 && !tx_pending {
             idle += 1;
             if idle > SPINS_BEFORE_SLEEP {
                 // Sleeps until a packet arrives; the timeout bounds how late a
                 // stop request or a new generation is seen while idle.
                 afxdp::wait_readable(&mut pollfds, 50);
             }
-        } else {
+        } else if got > 0 {
             idle = 0;
         }
     }

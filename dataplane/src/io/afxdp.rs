@@ -538,6 +538,14 @@ impl Xsk {
         }
     }
 
+    /// True while the kernel has not taken every queued TX descriptor. In
+    /// copy mode one sendto() transmits at most 32 frames, so a full batch
+    /// needs several kicks.
+    #[inline]
+    pub fn tx_pending(&mut self) -> bool {
+        (self.tx.prod_free_now()) < self.tx.size
+    }
+
     /// Moves completed TX frames to `free`.
     #[inline]
     pub fn reclaim(&mut self, free: &mut Vec<u64>) -> usize {
