@@ -166,6 +166,9 @@ struct WorkerIo {
     umem: Umem,
     /// The port name of each socket.
     names: Vec<String>,
+    /// Port name -> its interface's MAC address (the outer source of tunnel
+    /// packets when the configuration gives none).
+    macs: std::collections::HashMap<String, [u8; 6]>,
     cpu: usize,
 }
 
@@ -208,6 +211,13 @@ impl Datapath {
             programs.push((p.clone(), prog));
         }
 
+        let mut macs = std::collections::HashMap::new();
+        for p in &specs {
+            let m = afxdp::mac_address(&p.interface).map_err(|e| {
+                DatapathError::Other(format!("{}: cannot read its MAC address: {e}", p.interface))
+            })?;
+            macs.insert(p.name.clone(), m);
+        }
         let mut ios = Vec::new();
         let mut modes = vec![false; specs.len()];
         for w in 0..workers {
@@ -230,7 +240,7 @@ impl Datapath {
                 socks.push(x);
                 names.push(p.name.clone());
             }
-            ios.push(WorkerIo { id: w, umem, socks, names, cpu: w % cpus });
+            ios.push(WorkerIo { id: w, umem, socks, names, macs: macs.clone(), cpu: w % cpus });
         }
 
         let shared = Arc::new(Shared { daemon, hops, stop: AtomicBool::new(false) });
@@ -365,6 +375,7 @@ fn worker_main(
     sh.daemon.set_worker_counters(io.id, Arc::clone(w.rules()), w.counters());
     let mut hops_seen = sh.hops.version();
     w.apply_next_hops(&sh.hops.snapshot());
+    w.apply_interface_macs(&io.macs);
     let mut map = PortMap::new(w.rules(), &io.names);
     let mut out = Outputs::new(w.rules().ports.len(), BATCH);
 
@@ -387,6 +398,7 @@ fn worker_main(
         if w.sync(&published).is_some() {
             sh.daemon.set_worker_counters(io.id, Arc::clone(w.rules()), w.counters());
             w.apply_next_hops(&sh.hops.snapshot());
+            w.apply_interface_macs(&io.macs);
             map = PortMap::new(w.rules(), &io.names);
             out = Outputs::new(w.rules().ports.len(), BATCH);
         }

@@ -201,6 +201,13 @@ impl EncapTemplate {
         self.params.dst_mac = mac;
     }
 
+    /// Sets the outer source MAC address (the uplink interface's, when the
+    /// configuration does not give one).
+    pub fn set_src_mac(&mut self, mac: [u8; 6]) {
+        self.bytes[6..12].copy_from_slice(&mac);
+        self.params.src_mac = mac;
+    }
+
     /// Encapsulates the inner Ethernet frame in `pkt` in place.
     #[inline]
     pub fn encap(&mut self, pkt: &mut PacketBuf<'_>) -> Result<(), DropReason> {

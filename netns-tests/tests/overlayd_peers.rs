@@ -612,9 +612,6 @@ fn overlayd_against_overlayd() {
 /// As `overlayd_against_overlayd`, with no `mac` on the uplink ports: the
 /// configuration reference says `run` then reads it from the interface.
 #[test]
-#[ignore = "overlayd bug: with no `mac` on an uplink port, `run` never reads the interface's \
-            address (io::afxdp::mac_address is unused), so tunnel packets leave with source \
-            MAC 00:00:00:00:00:00, which the Linux bridge between the hosts drops"]
 fn overlayd_against_overlayd_uplink_mac_from_interface() {
     if !require_root("overlayd_against_overlayd_uplink_mac_from_interface") {
         return;

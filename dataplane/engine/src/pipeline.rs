@@ -210,6 +210,19 @@ impl Worker {
         }
     }
 
+    /// Gives tunnels whose uplink has no configured MAC address the address of
+    /// the uplink's interface (`macs`: port name -> MAC, from the I/O layer).
+    pub fn apply_interface_macs(&mut self, macs: &HashMap<String, [u8; 6]>) {
+        for (i, t) in self.rules.tunnels.iter().enumerate() {
+            let port = &self.rules.ports[t.uplink as usize];
+            if port.mac.is_none() {
+                if let Some(m) = macs.get(&port.name) {
+                    self.templates[i].set_src_mac(*m);
+                }
+            }
+        }
+    }
+
     /// Processes one batch received on `in_port`, draining `batch`.
     pub fn process<'a, T: Tracer>(
         &mut self,
