@@ -153,6 +153,13 @@ impl Drop for Netns {
 
 /// Creates a veth pair with one end in each namespace, both up.
 pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
+    veth_queues(a, a_dev, b, b_dev, 1);
+}
+
+/// As `veth`, with `queues` RX and TX queues on each end (veth spreads
+/// flows over them by hash, like a multi-queue NIC).
+pub fn veth_queues(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str, queues: u32) {
+    let q = queues.to_string();
     run(&[
         "ip",
         "link",
@@ -160,6 +167,10 @@ pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
         a_dev,
         "netns",
         a.name(),
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
         "type",
         "veth",
         "peer",
@@ -167,6 +178,10 @@ pub fn veth(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str) {
         b_dev,
         "netns",
         b.name(),
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
     ]);
     a.ip(&["link", "set", a_dev, "up"]);
     b.ip(&["link", "set", b_dev, "up"]);
@@ -201,6 +216,11 @@ impl Background {
     /// Sends SIGTERM and waits up to two seconds, then kills.
     pub fn stop(&mut self) {
         if let Some(c) = self.child.as_mut() {
+            // Once reaped its pid may belong to someone else: never signal it.
+            if matches!(c.try_wait(), Ok(Some(_))) {
+                self.child = None;
+                return;
+            }
             let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
         }
         if self.wait_timeout(Duration::from_secs(2)).is_none() {

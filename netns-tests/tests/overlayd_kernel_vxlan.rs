@@ -30,6 +30,11 @@ pub fn build(v6: bool, udp_checksum: bool) -> Overlay {
 
 /// As `build`, with `extra` appended to overlayd's configuration.
 pub fn build_with(v6: bool, udp_checksum: bool, extra: &str) -> Overlay {
+    build_queues(v6, udp_checksum, extra, 1)
+}
+
+/// As `build_with`, with `queues` queues on host A's uplink and workload links.
+pub fn build_queues(v6: bool, udp_checksum: bool, extra: &str, queues: u32) -> Overlay {
     let ha = Netns::new("ha");
     let hb = Netns::new("hb");
     let wa = Netns::new("wa");
@@ -37,8 +42,8 @@ pub fn build_with(v6: bool, udp_checksum: bool, extra: &str) -> Overlay {
     let (up, ub) = (unique("up"), unique("ub"));
     let (wl, we) = (unique("wl"), unique("we"));
     let (bw, wbe) = (unique("bw"), unique("wbe"));
-    veth(&ha, &up, &hb, &ub);
-    veth(&ha, &wl, &wa, &we);
+    veth_queues(&ha, &up, &hb, &ub, queues);
+    veth_queues(&ha, &wl, &wa, &we, queues);
     veth(&hb, &bw, &wb, &wbe);
     let (a_ip, b_ip, plen, fam) = if v6 {
         ("2001:db8::1", "2001:db8::2", "64", "-6")
@@ -336,4 +341,47 @@ fn rule_changes_while_traffic_flows() {
     let Overlay { d, ha, .. } = o;
     d.stop();
     assert!(!xdp_attached(&ha));
+}
+
+/// Interfaces with two queues: two pinned workers, each serving its queue of
+/// both ports, carry flows spread over the queues by hash, and both
+/// directions stay intact.
+#[test]
+fn two_queues_served_by_two_workers() {
+    if !require_root("two_queues_served_by_two_workers") {
+        return;
+    }
+    let o = build_queues(false, false, "", 2);
+    let st = o.d.status();
+    assert_eq!(st["io"]["workers"], 2, "{st:#}");
+    for p in st["io"]["ports"].as_array().unwrap() {
+        assert_eq!(p["queues"], 2, "{st:#}");
+    }
+    assert!(pings(&o.wa, "198.51.100.2", 2), "A -> B ping failed");
+    // Each TCP connection gets its own random flow hash, which picks the
+    // queue: sixteen of them land on both queues but with odds of 2^-15.
+    for i in 0..8 {
+        tcp_transfer(&o.wa, &o.wb, "198.51.100.2", 100_000 + i);
+        tcp_transfer(&o.wb, &o.wa, "198.51.100.1", 100_000 + i);
+    }
+    // Socket statistics are published every half second.
+    std::thread::sleep(Duration::from_millis(700));
+    let st = o.d.status();
+    for p in st["io"]["ports"].as_array().unwrap() {
+        let socks = p["sockets"].as_array().unwrap();
+        assert_eq!(socks.len(), 2, "one socket per queue: {st:#}");
+        for s in socks {
+            assert!(
+                s["rx_packets"].as_u64().unwrap() > 0,
+                "port {} queue {} received nothing: {st:#}",
+                p["port"],
+                s["queue"]
+            );
+        }
+    }
+    let c = o.d.settled_counters();
+    assert_eq!(c["dropped"], 0, "unexpected drops: {c:#}");
+    let Overlay { d, ha, .. } = o;
+    d.stop();
+    assert!(!xdp_attached(&ha), "an XDP program was left attached");
 }

@@ -42,6 +42,11 @@ pub enum AfXdpError {
 /// Socket statistics kept by the kernel (`XDP_STATISTICS`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct XskStats {
+    pub queue: u32,
+    /// Frames this socket received and queued for transmission: which queue,
+    /// and so which worker, carries the traffic.
+    pub rx_packets: u64,
+    pub tx_packets: u64,
     /// Received but dropped by the kernel (no fill-ring frame, or too large).
     pub rx_dropped: u64,
     pub rx_invalid_descs: u64,
@@ -294,6 +299,8 @@ pub struct Xsk {
     tx: Ring<libc::xdp_desc>,
     fill: Ring<u64>,
     comp: Ring<u64>,
+    rx_packets: u64,
+    tx_packets: u64,
 }
 
 fn setsockopt<T>(fd: RawFd, opt: libc::c_int, v: &T) -> io::Result<()> {
@@ -466,6 +473,8 @@ impl Xsk {
             tx,
             fill,
             comp,
+            rx_packets: 0,
+            tx_packets: 0,
         })
     }
 
@@ -495,6 +504,7 @@ impl Xsk {
         }
         if n > 0 {
             self.rx.cons_release();
+            self.rx_packets += n as u64;
         }
         n
     }
@@ -512,6 +522,7 @@ impl Xsk {
             return false;
         }
         self.tx.prod_write(libc::xdp_desc { addr, len, options: 0 });
+        self.tx_packets += 1;
         true
     }
 
@@ -587,6 +598,9 @@ impl Xsk {
     pub fn stats(&self) -> io::Result<XskStats> {
         let s: libc::xdp_statistics = getsockopt(self.fd(), libc::XDP_STATISTICS)?;
         Ok(XskStats {
+            queue: self.queue,
+            rx_packets: self.rx_packets,
+            tx_packets: self.tx_packets,
             rx_dropped: s.rx_dropped,
             rx_invalid_descs: s.rx_invalid_descs,
             tx_invalid_descs: s.tx_invalid_descs,
