@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use engine::compile::RuleSet;
-use engine::model::{Config, ConfigError};
+use engine::model::{Backend, Config, ConfigError};
 use engine::next_hop::NextHops;
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -43,6 +43,12 @@ fn host_check(c: &Config) -> Result<(), ConfigError> {
                 return Err(invalid(
                     "required by `overlayd run` (the port's Linux interface)".into(),
                 ))
+            }
+            // `run` creates a TAP device that does not exist yet.
+            Some(name) if p.backend == Backend::Tap => {
+                if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+                    return Err(invalid(format!("{name:?} is not a valid interface name")));
+                }
             }
             Some(name) => {
                 crate::io::afxdp::ifindex(name)
@@ -157,7 +163,6 @@ pub fn run(o: RunOptions) -> Result<(), String> {
                 daemon.set_io_status(Box::new(move || {
                     let g = s2.lock().unwrap_or_else(|p| p.into_inner());
                     serde_json::json!({
-                        "backend": "af_xdp",
                         "running": g.is_some(),
                         "workers": g.as_ref().map_or(0, |d| d.workers()),
                         "ports": g.as_ref().map(|d| d.status()).unwrap_or_default(),

@@ -92,11 +92,14 @@ drop_reasons! {
     SelfLoop = 78, "self_loop", "output to the input port (hairpin) is not allowed by the rule";
     NoFreeFrame = 79, "no_free_frame", "no free frame to copy a replicated packet or build a reply into";
     PortNotAttached = 80, "port_not_attached", "the output port has no socket on this worker (no interface, or fewer queues than workers)";
+    TxFailed = 81, "tx_failed", "the kernel refused to send the packet (an error from the write: interface down or gone)";
+    OffloadInvalid = 82, "offload_invalid", "a received frame's virtio-net header asks for a checksum or segmentation the frame does not fit";
+    RxTooLarge = 83, "rx_too_large", "a received frame larger than a packet buffer (3840 bytes) and not marked for segmentation";
 }
 
 impl DropReason {
     /// Number of counter slots needed to index by `reason as usize`.
-    pub const SLOTS: usize = 81;
+    pub const SLOTS: usize = 84;
 
     /// Looks a reason up by its stable name.
     pub fn from_name(name: &str) -> Option<DropReason> {

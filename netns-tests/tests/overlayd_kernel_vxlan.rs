@@ -35,6 +35,17 @@ pub fn build_with(v6: bool, udp_checksum: bool, extra: &str) -> Overlay {
 
 /// As `build_with`, with `queues` queues on host A's uplink and workload links.
 pub fn build_queues(v6: bool, udp_checksum: bool, extra: &str, queues: u32) -> Overlay {
+    build_full(v6, udp_checksum, extra, queues, "af_xdp")
+}
+
+/// As `build_queues`, with host A's uplink on `backend`.
+pub fn build_full(
+    v6: bool,
+    udp_checksum: bool,
+    extra: &str,
+    queues: u32,
+    backend: &str,
+) -> Overlay {
     let ha = Netns::new("ha");
     let hb = Netns::new("hb");
     let wa = Netns::new("wa");
@@ -86,6 +97,7 @@ interface = "{wl}"
 name = "up"
 kind = "uplink"
 interface = "{up}"
+backend = "{backend}"
 
 [[tunnels]]
 name = "to-b"
@@ -148,7 +160,11 @@ pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: &str, bytes: usize) {
 }
 
 fn case(v6: bool, udp_checksum: bool) {
-    let o = build(v6, udp_checksum);
+    case_on(v6, udp_checksum, "af_xdp");
+}
+
+fn case_on(v6: bool, udp_checksum: bool, backend: &str) {
+    let o = build_full(v6, udp_checksum, "", 1, backend);
     let why = |d: &Overlayd| {
         format!("counters: {:#}\nstatus: {:#}\nlog:\n{}", d.counters(), d.status(), d.log())
     };
@@ -166,8 +182,14 @@ fn case(v6: bool, udp_checksum: bool) {
     assert!(t["decap"]["packets"].as_u64().unwrap() > 1000, "{c:#}");
     assert_eq!(c["dropped"], 0, "unexpected drops: {c:#}");
     let st = o.d.status();
-    assert_eq!(st["io"]["backend"], "af_xdp");
+    assert_eq!(st["io"]["ports"][1]["backend"], backend, "{st:#}");
     assert_eq!(st["io"]["ports"][0]["xdp_mode"], "native", "{st:#}");
+    if backend == "af_packet" {
+        // The packet socket took tunnel traffic and left the host's own to the kernel.
+        let steer = &st["io"]["ports"][1]["steering"];
+        assert!(steer["redirected"].as_u64().unwrap() > 1000, "{st:#}");
+        assert!(steer["pass_not_tunnel"].as_u64().unwrap() > 0, "{st:#}");
+    }
 
     let Overlay { d, ha, .. } = o;
     d.stop();
@@ -185,6 +207,20 @@ fn vxlan_ipv4_underlay_against_kernel() {
 fn vxlan_ipv4_underlay_udp_checksum_against_kernel() {
     if require_root("vxlan_ipv4_underlay_udp_checksum_against_kernel") {
         case(false, true);
+    }
+}
+
+#[test]
+fn vxlan_ipv4_underlay_against_kernel_af_packet() {
+    if require_root("vxlan_ipv4_underlay_against_kernel_af_packet") {
+        case_on(false, true, "af_packet");
+    }
+}
+
+#[test]
+fn vxlan_ipv6_underlay_against_kernel_af_packet() {
+    if require_root("vxlan_ipv6_underlay_against_kernel_af_packet") {
+        case_on(true, true, "af_packet");
     }
 }
 

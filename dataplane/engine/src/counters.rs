@@ -144,6 +144,17 @@ impl WorkerCounters {
         self.drop(reason);
     }
 
+    /// Counts a packet the I/O layer received on `port` and dropped before
+    /// the pipeline saw it (a malformed offload header, no free frame).
+    pub fn input_drop(&self, port: u16, bytes: usize, reason: DropReason) {
+        self.rx.inc();
+        if let Some(p) = self.ports.get(port as usize) {
+            p.rx.packets.inc();
+            p.rx.bytes.add(bytes as u64);
+        }
+        self.drop(reason);
+    }
+
     #[inline(always)]
     pub fn batch(&self, size: usize) {
         let b = (usize::BITS - size.max(1).leading_zeros() - 1) as usize;

@@ -177,6 +177,34 @@ pub struct Port {
     /// Whether AF_XDP uses the driver's zero-copy mode.
     #[serde(default, skip_serializing_if = "is_default")]
     pub zero_copy: ZeroCopy,
+    /// How `run` moves the port's packets.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub backend: Backend,
+    /// TAP ports: let the workload hand over checksums and TSO/USO
+    /// super-frames (virtio-net offloads), done here in software.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub offloads: Offloads,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// XDP steering and AF_XDP sockets: the fast path.
+    #[default]
+    AfXdp,
+    /// A raw packet socket driven by io_uring: where AF_XDP is missing.
+    AfPacket,
+    /// A TAP device driven by io_uring, for VMs and containers; `run`
+    /// creates it if it does not exist.
+    Tap,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Offloads {
+    #[default]
+    On,
+    Off,
 }
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
@@ -497,6 +525,23 @@ impl Config {
                     format!("ports[{i}].name"),
                     format!("duplicate port name {:?}", p.name),
                 ));
+            }
+            let only = |field: &str, backend: &str| {
+                bad(
+                    format!("ports[{i}].{field}"),
+                    format!("only applies to backend = \"{backend}\""),
+                )
+            };
+            if p.backend != Backend::AfXdp {
+                if p.xdp_mode != XdpModeSpec::default() {
+                    return Err(only("xdp_mode", "af_xdp"));
+                }
+                if p.zero_copy != ZeroCopy::default() {
+                    return Err(only("zero_copy", "af_xdp"));
+                }
+            }
+            if p.backend != Backend::Tap && p.offloads != Offloads::default() {
+                return Err(only("offloads", "tap"));
             }
         }
         if self.ports.len() > u16::MAX as usize - 1 {

@@ -119,6 +119,21 @@ impl Umem {
     }
 }
 
+impl Umem {
+    /// The mapping, for registering it with io_uring.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames * FRAME_SIZE
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames == 0
+    }
+}
+
 impl Drop for Umem {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping made in `new`; sockets using it
@@ -354,7 +369,7 @@ impl Xsk {
         umem: &Umem,
         ifname: &str,
         queue: u32,
-        primary: Option<&Xsk>,
+        primary: Option<RawFd>,
         cfg: XskConfig,
     ) -> Result<Xsk, AfXdpError> {
         let io_err = |what: &'static str| {
@@ -416,7 +431,7 @@ impl Xsk {
                 sxdp_flags: flags,
                 sxdp_ifindex: index,
                 sxdp_queue_id: queue,
-                sxdp_shared_umem_fd: primary.map(|p| p.fd.as_raw_fd() as u32).unwrap_or(0),
+                sxdp_shared_umem_fd: primary.map(|p| p as u32).unwrap_or(0),
             };
             // SAFETY: a valid sockaddr_xdp of the size passed.
             let r = unsafe {
@@ -678,4 +693,67 @@ pub fn mac_address(ifname: &str) -> io::Result<[u8; 6]> {
         })?;
     }
     Ok(m)
+}
+
+impl super::PortQueue for Xsk {
+    fn queue(&self) -> u32 {
+        self.queue
+    }
+
+    fn fd(&self) -> RawFd {
+        Xsk::fd(self)
+    }
+
+    fn reclaim(&mut self, free: &mut Vec<u64>, _failed: &mut Vec<u32>) {
+        Xsk::reclaim(self, free);
+    }
+
+    fn refill(&mut self, free: &mut Vec<u64>) {
+        let target = self.ring_size();
+        Xsk::refill(self, free, target);
+    }
+
+    fn recv(&mut self, _cx: &mut super::RxCtx<'_>, out: &mut Vec<(u64, u32)>, max: usize) -> usize {
+        Xsk::recv(self, out, max)
+    }
+
+    fn tx_free(&mut self) -> usize {
+        Xsk::tx_free(self)
+    }
+
+    fn send(&mut self, _mem: &Umem, addr: u64, len: u32) -> bool {
+        Xsk::send(self, addr, len)
+    }
+
+    fn flush_tx(&mut self) {
+        Xsk::flush_tx(self)
+    }
+
+    fn tx_pending(&mut self) -> bool {
+        Xsk::tx_pending(self)
+    }
+
+    fn outstanding(&mut self) -> usize {
+        self.ring_size() - Xsk::tx_free(self)
+    }
+
+    fn after_rx(&mut self) {
+        if self.rx_needs_wakeup() {
+            wake_rx(Xsk::fd(self));
+        }
+    }
+
+    fn stats(&self) -> super::QueueStats {
+        let s = Xsk::stats(self).unwrap_or(XskStats {
+            queue: self.queue,
+            rx_packets: self.rx_packets,
+            tx_packets: self.tx_packets,
+            ..Default::default()
+        });
+        super::QueueStats::AfXdp(s)
+    }
+
+    fn zero_copy(&self) -> bool {
+        self.zero_copy
+    }
 }

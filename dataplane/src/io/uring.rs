@@ -1,0 +1,501 @@
+//! io_uring I/O for one queue of an AF_PACKET or TAP port.
+//!
+//! - Receive: one multishot request (`RECV` on a packet socket, `READ` on a
+//!   TAP queue) fills buffers from a provided-buffer ring. It stays armed
+//!   across packets, so receiving costs no system call; it is re-armed when
+//!   the kernel runs out of buffers. Buffers are 66 KiB so a TSO super-frame
+//!   fits in one; each frame is then copied (or cut into segments) into a
+//!   frame of the worker's packet memory, which is where the pipeline works
+//!   and from which any port, AF_XDP included, can send it.
+//! - Send: `WRITE_FIXED` straight from the worker's packet memory, registered
+//!   once as a fixed buffer, with the virtio-net header written into the
+//!   headroom in front of the frame. Writes of a batch go in one
+//!   `io_uring_enter`; their completions free the frames.
+//! - `COOP_TASKRUN`: the kernel never interrupts the worker to post
+//!   completions; they are collected when the worker next enters the kernel,
+//!   which it does when the ring says work is pending.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use encap::DropReason;
+use io_uring::{cqueue, opcode, types, IoUring};
+use serde::Serialize;
+
+use super::afxdp::{Umem, FRAME_SIZE, HEADROOM};
+use super::gso::Plan;
+use super::packet::{steer, Steer};
+use super::virtio::{self, OffloadError, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, HDR_LEN};
+use super::xdp::{SteerRole, SteerStats};
+use super::{PortQueue, QueueStats, RxCtx};
+
+/// Receive buffers per queue, and their size: a 64 KiB super-frame plus its
+/// Ethernet and virtio-net headers.
+const RX_BUFS: u16 = 256;
+const RX_BUF_SIZE: usize = 66 * 1024;
+/// Writes in flight at once per queue.
+const TX_INFLIGHT: usize = 1024;
+const SQ_ENTRIES: u32 = 2048;
+const BGID: u16 = 0;
+const RX_TAG: u64 = u64::MAX;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UringError {
+    #[error("io_uring is not available: {0}")]
+    Unavailable(String),
+    #[error("io_uring lacks {what} on this kernel (needs Linux {since})")]
+    Missing { what: &'static str, since: &'static str },
+    #[error("{ifname}: {what}: {source}")]
+    Io { ifname: String, what: &'static str, source: io::Error },
+}
+
+/// Checks that io_uring can be used here at all, with what this backend
+/// needs; run once at start so that nothing starts half-working.
+pub fn probe() -> Result<(), UringError> {
+    let ring = new_ring(8)?;
+    let mut p = io_uring::Probe::new();
+    ring.submitter()
+        .register_probe(&mut p)
+        .map_err(|e| UringError::Unavailable(format!("cannot probe opcodes: {e}")))?;
+    for (code, what, since) in [
+        (opcode::WriteFixed::CODE, "IORING_OP_WRITE_FIXED", "5.1"),
+        (opcode::RecvMulti::CODE, "IORING_OP_RECV (multishot)", "6.0"),
+        (opcode::ReadMulti::CODE, "IORING_OP_READ_MULTISHOT", "6.7"),
+    ] {
+        if !p.is_supported(code) {
+            return Err(UringError::Missing { what, since });
+        }
+    }
+    Ok(())
+}
+
+fn new_ring(entries: u32) -> Result<IoUring, UringError> {
+    IoUring::builder()
+        .setup_coop_taskrun()
+        .setup_taskrun_flag()
+        .setup_cqsize(entries * 4)
+        .build(entries)
+        .map_err(|e| {
+            let why = match e.raw_os_error() {
+                Some(libc::EPERM) => {
+                    let s = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+                        .map(|s| s.trim().to_string())
+                        .unwrap_or_else(|_| "?".into());
+                    format!("io_uring_setup refused (EPERM): sysctl kernel.io_uring_disabled = {s}")
+                }
+                Some(libc::ENOSYS) => "the kernel is built without io_uring (ENOSYS)".into(),
+                Some(libc::EINVAL) => {
+                    "io_uring_setup rejected COOP_TASKRUN (needs Linux 5.19)".into()
+                }
+                _ => format!("io_uring_setup: {e}"),
+            };
+            UringError::Unavailable(why)
+        })
+}
+
+/// Anonymous memory for receive buffers.
+struct Region {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Region {
+    fn new(len: usize) -> io::Result<Region> {
+        // SAFETY: an anonymous private mapping; checked before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Region { ptr: NonNull::new(p.cast()).expect("mmap succeeded"), len })
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped, after the ring that used it.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// What kind of queue, and what its kind needs.
+pub enum Kind {
+    /// A packet socket: the uplink's steering decides what is ours.
+    Packet { role: Arc<ArcSwap<SteerRole>> },
+    /// A TAP queue: mark checksums we verified when delivering.
+    Tap { mark_valid: bool },
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct UringStats {
+    pub queue: u32,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Super-frames cut into segments, and the segments they gave.
+    pub rx_super_frames: u64,
+    pub rx_segments: u64,
+    /// Partial checksums finished for the workload.
+    pub rx_checksums_completed: u64,
+    /// Times the receive buffers ran out (the kernel queued meanwhile).
+    pub rx_buffers_exhausted: u64,
+    /// Frames delivered marked DATA_VALID.
+    pub tx_data_valid: u64,
+    pub tx_errors: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steering: Option<SteerStats>,
+}
+
+pub struct UringQueue {
+    // The ring first: dropping it cancels requests before the memory goes.
+    ring: IoUring,
+    fd: OwnedFd,
+    ifname: String,
+    kind: Kind,
+    rx_mem: Region,
+    bufs: Region,
+    buf_tail: u16,
+    rx_armed: bool,
+    ready: VecDeque<(u16, u32)>,
+    in_flight: usize,
+    unsubmitted: bool,
+    stats: UringStats,
+}
+
+// SAFETY: the raw regions are owned by this value and only touched by the
+// thread that owns it.
+unsafe impl Send for UringQueue {}
+
+impl UringQueue {
+    /// Sets up a ring for `fd` (a packet socket or TAP queue of `ifname`)
+    /// with `mem`, the worker's packet memory, registered for writes.
+    pub fn new(
+        fd: OwnedFd,
+        ifname: &str,
+        queue: u32,
+        kind: Kind,
+        mem: &Umem,
+    ) -> Result<UringQueue, UringError> {
+        let io_err = |what| move |source| UringError::Io { ifname: ifname.into(), what, source };
+        let ring = new_ring(SQ_ENTRIES)?;
+        let iov = libc::iovec { iov_base: mem.as_ptr().cast(), iov_len: mem.len() };
+        // SAFETY: the worker's packet memory outlives this ring (the worker
+        // drops its queues before its memory).
+        unsafe { ring.submitter().register_buffers(&[iov]) }
+            .map_err(io_err("registering the packet memory with io_uring"))?;
+        let rx_mem = Region::new(RX_BUFS as usize * RX_BUF_SIZE)
+            .map_err(io_err("mapping receive buffers"))?;
+        let bufs = Region::new(RX_BUFS as usize * std::mem::size_of::<types::BufRingEntry>())
+            .map_err(io_err("mapping the buffer ring"))?;
+        // SAFETY: the ring memory is page-aligned, sized for RX_BUFS entries,
+        // and lives as long as the io_uring.
+        unsafe {
+            ring.submitter().register_buf_ring_with_flags(
+                bufs.ptr.as_ptr() as u64,
+                RX_BUFS,
+                BGID,
+                0,
+            )
+        }
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidInput => {
+                UringError::Missing { what: "provided buffer rings", since: "5.19" }
+            }
+            _ => UringError::Io {
+                ifname: ifname.into(),
+                what: "registering the buffer ring",
+                source: e,
+            },
+        })?;
+        let steering = matches!(kind, Kind::Packet { .. }).then(SteerStats::default);
+        let mut q = UringQueue {
+            ring,
+            fd,
+            ifname: ifname.into(),
+            kind,
+            rx_mem,
+            bufs,
+            buf_tail: 0,
+            rx_armed: false,
+            ready: VecDeque::new(),
+            in_flight: 0,
+            unsubmitted: false,
+            stats: UringStats { queue, steering, ..Default::default() },
+        };
+        for bid in 0..RX_BUFS {
+            q.give_buffer(bid);
+        }
+        q.publish_buffers();
+        q.arm_rx();
+        q.submit();
+        Ok(q)
+    }
+
+    fn give_buffer(&mut self, bid: u16) {
+        let entries = self.bufs.ptr.as_ptr().cast::<types::BufRingEntry>();
+        // SAFETY: the index is masked into the ring's RX_BUFS entries; the
+        // kernel reads an entry only once the tail is published past it.
+        let e = unsafe { &mut *entries.add((self.buf_tail & (RX_BUFS - 1)) as usize) };
+        // SAFETY: `bid` < RX_BUFS, so the buffer lies inside rx_mem.
+        let addr = unsafe { self.rx_mem.ptr.as_ptr().add(bid as usize * RX_BUF_SIZE) };
+        e.set_addr(addr as u64);
+        e.set_len(RX_BUF_SIZE as u32);
+        e.set_bid(bid);
+        self.buf_tail = self.buf_tail.wrapping_add(1);
+    }
+
+    fn publish_buffers(&self) {
+        let base = self.bufs.ptr.as_ptr().cast::<types::BufRingEntry>();
+        // SAFETY: the tail field lives in the first entry, as the kernel's
+        // struct io_uring_buf_ring lays out; it is read by the kernel
+        // concurrently, hence the atomic release store.
+        unsafe {
+            let tail = types::BufRingEntry::tail(base) as *const AtomicU16;
+            (*tail).store(self.buf_tail, Ordering::Release);
+        }
+    }
+
+    fn arm_rx(&mut self) {
+        let fd = types::Fd(self.fd.as_raw_fd());
+        let e = match self.kind {
+            Kind::Packet { .. } => opcode::RecvMulti::new(fd, BGID).build(),
+            Kind::Tap { .. } => opcode::ReadMulti::new(fd, 0, BGID).build(),
+        };
+        self.push(e.user_data(RX_TAG));
+        self.rx_armed = true;
+    }
+
+    fn push(&mut self, e: io_uring::squeue::Entry) {
+        // SAFETY: every entry we push points at memory that outlives its
+        // completion: the fixed packet memory or the provided buffers.
+        while unsafe { self.ring.submission().push(&e) }.is_err() {
+            self.submit();
+        }
+        self.unsubmitted = true;
+    }
+
+    fn submit(&mut self) {
+        match self.ring.submit() {
+            Ok(_) => self.unsubmitted = false,
+            // The completion queue is full: the next call retries.
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::EAGAIN | libc::EINTR)) => {}
+            Err(e) => {
+                tracing::error!(interface = %self.ifname, error = %e, "io_uring_enter failed");
+                self.unsubmitted = false;
+            }
+        }
+    }
+
+    /// Collects completions: received buffers wait in `ready`, written
+    /// frames return to `free`, failed writes to `failed` (their lengths).
+    fn reap(&mut self, free: &mut Vec<u64>, failed: &mut Vec<u32>) {
+        if self.ring.completion().is_empty() && self.ring.submission().taskrun() {
+            self.submit();
+        }
+        for c in self.ring.completion() {
+            if c.user_data() == RX_TAG {
+                if c.result() >= 0 {
+                    if let Some(bid) = cqueue::buffer_select(c.flags()) {
+                        self.ready.push_back((bid, c.result() as u32));
+                    }
+                } else if c.result() == -libc::ENOBUFS {
+                    self.stats.rx_buffers_exhausted += 1;
+                } else {
+                    tracing::warn!(interface = %self.ifname, error = %io::Error::from_raw_os_error(-c.result()), "receive failed; re-arming");
+                }
+                if !cqueue::more(c.flags()) {
+                    self.rx_armed = false;
+                }
+            } else {
+                free.push(frame_base(c.user_data() & ((1 << 48) - 1)));
+                self.in_flight -= 1;
+                if c.result() < 0 {
+                    self.stats.tx_errors += 1;
+                    failed.push((c.user_data() >> 48) as u32);
+                }
+            }
+        }
+    }
+
+    /// Turns one received buffer into frames of packet memory.
+    fn take(&mut self, bid: u16, len: usize, cx: &mut RxCtx<'_>, out: &mut Vec<(u64, u32)>) {
+        // SAFETY: the kernel filled `len` bytes of buffer `bid` and gave it
+        // back through the completion; it is ours until returned to the ring.
+        let buf = unsafe {
+            std::slice::from_raw_parts(
+                self.rx_mem.ptr.as_ptr().add(bid as usize * RX_BUF_SIZE),
+                len,
+            )
+        };
+        let (Some(h), Some(frame)) = (VnetHdr::parse(buf), buf.get(HDR_LEN..)) else {
+            cx.drops.push((DropReason::OffloadInvalid, len as u32));
+            return;
+        };
+        if let Kind::Packet { role } = &self.kind {
+            let s = steer(frame, &role.load());
+            if let Some(st) = self.stats.steering.as_mut() {
+                s.count(st);
+            }
+            if s != Steer::Ours {
+                return;
+            }
+        }
+        if h.is_gso() {
+            match Plan::new(frame, &h, cx.max_ip) {
+                Ok(plan) => {
+                    self.stats.rx_super_frames += 1;
+                    for i in 0..plan.segments() {
+                        let Some(a) = cx.free.pop() else {
+                            cx.drops.push((DropReason::NoFreeFrame, plan.segment_len(i) as u32));
+                            continue;
+                        };
+                        let a = frame_base(a);
+                        // SAFETY: a frame from the free list is the worker's alone.
+                        let (f, _) = unsafe { cx.mem.frame(a) };
+                        let n = plan.write(frame, i, &mut f[HEADROOM..]);
+                        out.push((a + HEADROOM as u64, n as u32));
+                        self.stats.rx_segments += 1;
+                    }
+                }
+                Err(_) => cx.drops.push((DropReason::OffloadInvalid, frame.len() as u32)),
+            }
+            return;
+        }
+        if frame.len() > FRAME_SIZE - HEADROOM {
+            cx.drops.push((DropReason::RxTooLarge, frame.len() as u32));
+            return;
+        }
+        let Some(a) = cx.free.pop() else {
+            cx.drops.push((DropReason::NoFreeFrame, frame.len() as u32));
+            return;
+        };
+        let a = frame_base(a);
+        // SAFETY: a frame from the free list is the worker's alone.
+        let (f, _) = unsafe { cx.mem.frame(a) };
+        let dst = &mut f[HEADROOM..HEADROOM + frame.len()];
+        dst.copy_from_slice(frame);
+        if h.flags & F_NEEDS_CSUM != 0 {
+            if let Err(OffloadError::BadChecksumOffsets | OffloadError::BadSegmentation) =
+                virtio::complete_checksum(dst, &h)
+            {
+                cx.free.push(a);
+                cx.drops.push((DropReason::OffloadInvalid, frame.len() as u32));
+                return;
+            }
+            self.stats.rx_checksums_completed += 1;
+        }
+        out.push((a + HEADROOM as u64, frame.len() as u32));
+    }
+}
+
+/// The start of the frame holding `addr` (free lists may hold addresses
+/// inside frames, as AF_XDP completions return them).
+fn frame_base(addr: u64) -> u64 {
+    addr & !(FRAME_SIZE as u64 - 1)
+}
+
+impl PortQueue for UringQueue {
+    fn queue(&self) -> u32 {
+        self.stats.queue
+    }
+
+    fn fd(&self) -> RawFd {
+        self.ring.as_raw_fd()
+    }
+
+    fn reclaim(&mut self, free: &mut Vec<u64>, failed: &mut Vec<u32>) {
+        self.reap(free, failed);
+    }
+
+    fn refill(&mut self, _free: &mut Vec<u64>) {}
+
+    fn recv(&mut self, cx: &mut RxCtx<'_>, out: &mut Vec<(u64, u32)>, max: usize) -> usize {
+        let before = out.len();
+        let mut returned = false;
+        while out.len() - before < max {
+            let Some((bid, len)) = self.ready.pop_front() else { break };
+            self.take(bid, len as usize, cx, out);
+            self.give_buffer(bid);
+            returned = true;
+        }
+        if returned {
+            self.publish_buffers();
+        }
+        if !self.rx_armed {
+            self.arm_rx();
+            self.submit();
+        }
+        let n = out.len() - before;
+        self.stats.rx_packets += n as u64;
+        n
+    }
+
+    fn tx_free(&mut self) -> usize {
+        TX_INFLIGHT - self.in_flight
+    }
+
+    fn send(&mut self, mem: &Umem, addr: u64, len: u32) -> bool {
+        if self.in_flight >= TX_INFLIGHT {
+            return false;
+        }
+        // SAFETY: the worker handed us this frame to send; until its write
+        // completes nobody else touches it.
+        let (f, off) = unsafe { mem.frame(addr) };
+        if off < HDR_LEN {
+            return false;
+        }
+        let mut h = VnetHdr::default();
+        if let Kind::Tap { mark_valid: true } = self.kind {
+            if virtio::l4_checksum_valid(&f[off..off + len as usize]) {
+                h.flags = F_DATA_VALID;
+                self.stats.tx_data_valid += 1;
+            }
+        }
+        h.write(&mut f[off - HDR_LEN..off]);
+        let e = opcode::WriteFixed::new(
+            types::Fd(self.fd.as_raw_fd()),
+            f[off - HDR_LEN..].as_ptr(),
+            len + HDR_LEN as u32,
+            0,
+        )
+        .build()
+        .user_data(addr | (len as u64) << 48);
+        self.push(e);
+        self.in_flight += 1;
+        self.stats.tx_packets += 1;
+        true
+    }
+
+    fn flush_tx(&mut self) {
+        if self.unsubmitted {
+            self.submit();
+        }
+    }
+
+    fn tx_pending(&mut self) -> bool {
+        self.unsubmitted
+    }
+
+    fn outstanding(&mut self) -> usize {
+        self.in_flight
+    }
+
+    fn after_rx(&mut self) {}
+
+    fn stats(&self) -> QueueStats {
+        QueueStats::Uring(self.stats)
+    }
+}
