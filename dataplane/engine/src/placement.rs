@@ -173,6 +173,19 @@ pub struct HwFilter {
     pub keys: FlowerKeys,
     pub actions: Vec<HwAction>,
     pub account: Account,
+    /// The rule's match over the flow key (narrowed as `place` does), to
+    /// tell which filters can see the same packets.
+    #[serde(skip)]
+    pub mask: FlowKey,
+    #[serde(skip)]
+    pub value: FlowKey,
+}
+
+impl HwFilter {
+    /// True if some packet could match both filters.
+    pub fn overlaps(&self, o: &HwFilter) -> bool {
+        (0..8).all(|w| (self.value.0[w] ^ o.value.0[w]) & self.mask.0[w] & o.mask.0[w] == 0)
+    }
 }
 
 /// The placement of one rule.
@@ -220,7 +233,7 @@ pub fn place(rs: &RuleSet, caps: &Caps) -> Vec<RulePlacement> {
         let rule = &rs.config.rules[i];
         let (mut mask, mut val) = match_to_mask(&rule.matches, &port_ix, &tun_ix);
         narrow(rs, &mut mask, &mut val);
-        let candidate = translate(rs, caps, i);
+        let candidate = translate(rs, caps, i).map(|f| HwFilter { mask, value: val, ..f });
         let decided = candidate.and_then(|f| {
             for (m, v, hw, j) in &seen {
                 let other = &rs.rules[*j];
@@ -585,6 +598,8 @@ fn translate(rs: &RuleSet, caps: &Caps, i: usize) -> Result<HwFilter, Why> {
         keys,
         actions,
         account,
+        mask: FlowKey::default(),
+        value: FlowKey::default(),
     })
 }
 
