@@ -13,6 +13,7 @@ PKGS=(
   valgrind          # callgrind instruction counts
   iperf3 netcat-openbsd iputils-ping  # traffic across the overlay
   util-linux        # setpriv: API tests act as another uid
+  strace            # scripts/capture-netlink.sh: what iproute2 sends, for the netlink fixtures
 )
 
 missing=()

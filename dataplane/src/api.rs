@@ -166,7 +166,102 @@ async fn status(State(s): Api) -> Result<Json<Value>, ApiError> {
         "uptime_secs": s.daemon.uptime_secs(),
         "generation": s.daemon.generation(),
         "io": s.daemon.io_status(),
+        "offload": offload_summary(&s),
     })))
+}
+
+fn offload_summary(s: &ApiState) -> Value {
+    match s.daemon.offload() {
+        Some(o) => o.status(),
+        None => json!({ "active": false, "why": "control only: no interface attached" }),
+    }
+}
+
+/// One rule's placement as the API shows it.
+fn placement_json(p: &engine::placement::RulePlacement) -> Value {
+    match (&p.hardware, &p.software) {
+        (Some(f), _) => json!({
+            "runs_in": "hardware", "device": f.dev, "pref": f.pref, "handle": f.handle,
+        }),
+        (None, Some(w)) => json!({ "runs_in": "software", "code": w.code, "reason": w.text }),
+        (None, None) => json!({ "runs_in": "software" }),
+    }
+}
+
+/// Placement by rule id; without an offloader every rule is in software.
+fn placements(s: &ApiState) -> std::collections::HashMap<u32, Value> {
+    let inactive = json!({ "runs_in": "software", "code": "inactive", "reason": "offload is not active (control only)" });
+    match s.daemon.offload() {
+        Some(o) => o.placement().iter().map(|p| (p.rule, placement_json(p))).collect(),
+        None => s.daemon.rules().rules.iter().map(|r| (r.id, inactive.clone())).collect(),
+    }
+}
+
+/// The rules, each with where it runs and, in software, why not hardware.
+async fn rules(State(s): Api) -> Result<Response, ApiError> {
+    let c = s.daemon.config();
+    let place = placements(&s);
+    let list: Vec<Value> = c
+        .rules
+        .iter()
+        .map(|r| {
+            let mut v = json!(r);
+            v["placement"] = place.get(&r.id).cloned().unwrap_or(Value::Null);
+            v
+        })
+        .collect();
+    Ok(([("etag", format!("\"{}\"", c.generation))], Json(Value::Array(list))).into_response())
+}
+
+async fn offload(State(s): Api) -> Result<Json<Value>, ApiError> {
+    let mut v = offload_summary(&s);
+    let place = placements(&s);
+    let rs = s.daemon.rules();
+    v["rules"] = rs
+        .rules
+        .iter()
+        .map(|r| {
+            let mut p = place.get(&r.id).cloned().unwrap_or(Value::Null);
+            p["id"] = json!(r.id);
+            p["priority"] = json!(r.priority);
+            p
+        })
+        .collect();
+    Ok(Json(v))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VfQuery {
+    pf: String,
+}
+
+/// A physical function's VFs and representors, as the device reports them.
+async fn vfs(
+    State(s): Api,
+    q: Result<axum::extract::Query<VfQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let q = q.map_err(|e| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        error: e.body_text(),
+        path: Some("pf".into()),
+    })?;
+    let o = s.daemon.offload().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "offload is not active: overlayd runs control only",
+        )
+    })?;
+    let pf = q.0.pf;
+    let o = Arc::clone(o);
+    let r = tokio::task::spawn_blocking(move || o.vf_show(&pf))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    r.map(Json).map_err(|e| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        error: e,
+        path: Some("pf".into()),
+    })
 }
 
 async fn get_config(State(s): Api) -> Result<Response, ApiError> {
@@ -235,6 +330,7 @@ async fn trace(
 ) -> Result<Json<engine::pipeline::TraceReport>, ApiError> {
     let req: TraceRequest = parse(&body)?;
     let rs = s.daemon.rules();
+    let place = s.daemon.offload().map(|o| o.placement());
     let bad = |path: &str, error: String| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         error,
@@ -250,7 +346,34 @@ async fn trace(
         (None, Some(h)) => engine::packet_spec::parse_hex(&h).map_err(|e| bad("hex", e))?,
         _ => return Err(bad("packet", "give exactly one of packet and hex".into())),
     };
-    Ok(Json(engine::pipeline::trace_packet(rs, port, &frame, 0)))
+    let mut report = engine::pipeline::trace_packet(rs, port, &frame, 0);
+    // Say where the matched rule runs: a packet like this one may never
+    // reach the software path the trace just walked.
+    if let Some(place) = place {
+        use engine::trace::Step;
+        if let Some(at) = report.steps.iter().position(|st| matches!(st, Step::Matched { .. })) {
+            let Step::Matched { rule, .. } = report.steps[at] else { unreachable!() };
+            if let Some(p) = place.iter().find(|p| p.rule == rule) {
+                let step = match (&p.hardware, &p.software) {
+                    (Some(f), _) => Step::Placement {
+                        rule,
+                        hardware: true,
+                        detail: format!(
+                            "tc flower on {}, pref {}, handle {}",
+                            f.dev, f.pref, f.handle
+                        ),
+                    },
+                    (None, w) => Step::Placement {
+                        rule,
+                        hardware: false,
+                        detail: w.as_ref().map_or_else(String::new, |w| w.text.clone()),
+                    },
+                };
+                report.steps.insert(at + 1, step);
+            }
+        }
+    }
+    Ok(Json(report))
 }
 
 async fn metrics(State(s): Api) -> Result<Response, ApiError> {
@@ -282,12 +405,14 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
         ("GET", "/v1/config", get(get_config)),
         ("PUT", "/v1/config", put(put_config)),
         ("POST", "/v1/config/ops", post(post_ops)),
-        ("GET", "/v1/rules", get(|State(s): Api| collection(s, |c: &Config| json!(c.rules)))),
+        ("GET", "/v1/rules", get(rules)),
         ("GET", "/v1/tunnels", get(|State(s): Api| collection(s, |c: &Config| json!(c.tunnels)))),
         ("GET", "/v1/ports", get(|State(s): Api| collection(s, |c: &Config| json!(c.ports)))),
         ("GET", "/v1/fdb", get(|State(s): Api| collection(s, |c: &Config| json!(c.fdb)))),
         ("GET", "/v1/flood", get(|State(s): Api| collection(s, |c: &Config| json!(c.flood)))),
         ("GET", "/v1/counters", get(counters)),
+        ("GET", "/v1/offload", get(offload)),
+        ("GET", "/v1/offload/vfs", get(vfs)),
         ("POST", "/v1/trace", post(trace)),
         ("GET", "/v1/openapi.json", get(openapi)),
         ("GET", "/metrics", get(metrics)),

@@ -11,6 +11,7 @@ use engine::counters::{Ledger, Snapshot, WorkerCounters};
 use engine::model::{Config, ConfigError};
 use engine::pipeline::Published;
 
+use crate::offload::Offloader;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,8 @@ pub struct Daemon {
     host_check: std::sync::OnceLock<HostCheck>,
     /// What `status` shows about the packet I/O; set by `run`.
     io_status: std::sync::OnceLock<IoStatus>,
+    /// VF settings and flow offload; set by `run` when it attaches interfaces.
+    offload: std::sync::OnceLock<Arc<Offloader>>,
 }
 
 pub type HostCheck = Box<dyn Fn(&Config) -> Result<(), ConfigError> + Send + Sync>;
@@ -69,6 +72,7 @@ impl Daemon {
             changed: tokio::sync::watch::Sender::new(generation),
             host_check: std::sync::OnceLock::new(),
             io_status: std::sync::OnceLock::new(),
+            offload: std::sync::OnceLock::new(),
         })
     }
 
@@ -94,6 +98,23 @@ impl Daemon {
         check(&self.config())?;
         let _ = self.host_check.set(check);
         Ok(())
+    }
+
+    /// Installs the offloader: the current document's VF settings are
+    /// applied (a refusal is logged and shown by `status`; the daemon runs on
+    /// in software), and its rules placed. Later changes go through it.
+    pub fn set_offload(&self, o: Arc<Offloader>) {
+        let cur = self.config.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = o.apply_vfs(None, &cur) {
+            tracing::error!(error = %e, "VF settings of the configuration refused");
+            o.set_vf_error(e.to_string());
+        }
+        o.sync(&self.published.current());
+        let _ = self.offload.set(o);
+    }
+
+    pub fn offload(&self) -> Option<&Arc<Offloader>> {
+        self.offload.get()
     }
 
     pub fn set_io_status(&self, f: IoStatus) {
@@ -128,7 +149,12 @@ impl Daemon {
     /// Everything counted since start, numbered by the current rule set.
     pub fn counters(&self) -> Snapshot {
         let rs = self.published.current();
-        self.counters.lock().unwrap_or_else(|p| p.into_inner()).snapshot(&rs)
+        let mut s = self.counters.lock().unwrap_or_else(|p| p.into_inner()).snapshot(&rs);
+        // What the hardware ran, counted where software would have counted it.
+        if let Some(o) = self.offload.get() {
+            o.add_counters(&mut s, &rs);
+        }
+        s
     }
 
     /// Replaces the whole configuration, if it was based on the current
@@ -163,10 +189,24 @@ impl Daemon {
         if let Some(check) = self.host_check.get() {
             check(&new)?;
         }
-        self.store.save(&new)?;
+        // VF settings are part of the transaction: refused ones change
+        // nothing, and a failure to persist puts applied ones back.
+        let offload = self.offload.get();
+        let undo = offload.map(|o| o.apply_vfs(Some(cur), &new)).transpose()?;
+        if let Err(e) = self.store.save(&new) {
+            if let (Some(o), Some(u)) = (offload, undo) {
+                o.undo_vfs(u);
+            }
+            return Err(e.into());
+        }
         let (rules, tunnels, tables) =
             (rs.rules.len(), rs.tunnels.len(), rs.classifier.tuple_count());
         self.published.publish(rs);
+        // The hardware follows the software, never the other way round: a
+        // refused filter leaves its rule in software.
+        if let Some(o) = offload {
+            o.sync(&self.published.current());
+        }
         *cur = new;
         self.changed.send_replace(cur.generation);
         tracing::info!(

@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod io;
 pub mod metrics;
 pub mod neigh;
+pub mod offload;
 pub mod render;
 pub mod replay;
 pub mod run;

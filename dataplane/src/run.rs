@@ -124,6 +124,10 @@ pub fn run(o: RunOptions) -> Result<(), String> {
     tracing::info!(generation = daemon.generation(), state_dir = %o.state_dir.display(), "started");
     if o.datapath.is_some() {
         daemon.set_host_check(Box::new(host_check)).map_err(|e| e.to_string())?;
+        // VF settings and flow offload follow the configuration from now on;
+        // whatever the devices refuse is reported and runs in software.
+        let offloader = crate::offload::Offloader::new(Box::new(crate::offload::Kernel::default()));
+        daemon.set_offload(Arc::new(offloader));
     } else {
         tracing::info!("control only: no interface attached, no packet moved");
     }

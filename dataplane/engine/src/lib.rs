@@ -12,4 +12,5 @@ pub mod next_hop;
 pub mod ops;
 pub mod packet_spec;
 pub mod pipeline;
+pub mod placement;
 pub mod trace;

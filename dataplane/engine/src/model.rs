@@ -125,6 +125,10 @@ pub struct Config {
     pub fdb: Vec<FdbEntry>,
     #[serde(default)]
     pub flood: Vec<FloodList>,
+    /// SR-IOV virtual functions and flow offload (docs/offload.md). Absent:
+    /// nothing is offloaded and no VF is touched.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub offload: Offload,
 }
 
 fn schema_version() -> u32 {
@@ -143,6 +147,7 @@ impl Default for Config {
             rules: Vec::new(),
             fdb: Vec::new(),
             flood: Vec::new(),
+            offload: Offload::default(),
         }
     }
 }
@@ -460,6 +465,187 @@ pub struct FloodList {
     pub ports: Vec<String>,
 }
 
+/// Flow offload to the NIC's embedded switch, and the SR-IOV physical
+/// functions whose virtual functions the daemon configures.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Offload {
+    /// Push the rules the hardware can run down to it as tc flower filters
+    /// (skip_sw); the rest, and every rule on a device that cannot, stay in
+    /// software.
+    #[serde(default)]
+    pub enabled: bool,
+    /// The kernel VXLAN device (`external`, one per UDP port) that tc's
+    /// tunnel_key actions encapsulate through and decapsulated packets arrive
+    /// on. Without it, no VXLAN rule is offloaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vxlan_device: Option<String>,
+    /// The same for gretap (`external`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gretap_device: Option<String>,
+    /// Physical functions and the settings of their virtual functions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pfs: Vec<PhysFn>,
+}
+
+/// An SR-IOV physical function.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PhysFn {
+    /// The PF's Linux interface.
+    pub interface: String,
+    /// Number of VFs to create (sysfs `sriov_numvfs`); left as found if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_vfs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vfs: Vec<VfSettings>,
+}
+
+/// Settings of one VF; an absent field is left as the device has it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VfSettings {
+    pub vf: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Mac>,
+    /// Port VLAN the NIC tags the VF's traffic with; 0 removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// 802.1p priority of the port VLAN (needs `vlan`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qos: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spoof_check: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_state: Option<VfLinkState>,
+    /// Rate limits in Mbit/s (0 = none); set together (one IFLA_VF_RATE).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_tx_rate: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tx_rate: Option<u32>,
+}
+
+impl VfSettings {
+    /// Copies every field `other` sets over this one's.
+    pub fn merge(&mut self, other: &VfSettings) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f; } )* };
+        }
+        take!(mac, vlan, qos, spoof_check, trust, link_state, min_tx_rate, max_tx_rate);
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VfLinkState {
+    /// Follows the PF's link.
+    Auto,
+    Enable,
+    Disable,
+}
+
+/// Linux interface names: 1 to 15 bytes, no '/', ':' or white space.
+fn check_ifname(path: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            path,
+            format!("{name:?} is not a Linux interface name (1-15 bytes, no '/', ':' or spaces)"),
+        ))
+    }
+}
+
+impl Offload {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (f, d) in [("vxlan_device", &self.vxlan_device), ("gretap_device", &self.gretap_device)]
+        {
+            if let Some(d) = d {
+                check_ifname(&format!("offload.{f}"), d)?;
+            }
+        }
+        let mut pfs = HashSet::new();
+        for (i, pf) in self.pfs.iter().enumerate() {
+            let at = |f: &str| format!("offload.pfs[{i}].{f}");
+            check_ifname(&at("interface"), &pf.interface)?;
+            if !pfs.insert(pf.interface.as_str()) {
+                return Err(bad(
+                    at("interface"),
+                    format!("duplicate physical function {:?}", pf.interface),
+                ));
+            }
+            let mut vfs = HashSet::new();
+            for (j, v) in pf.vfs.iter().enumerate() {
+                let at = |f: &str| format!("offload.pfs[{i}].vfs[{j}].{f}");
+                if !vfs.insert(v.vf) {
+                    return Err(bad(at("vf"), format!("duplicate settings for vf {}", v.vf)));
+                }
+                if let Some(n) = pf.num_vfs {
+                    if v.vf >= n {
+                        return Err(bad(
+                            at("vf"),
+                            format!("vf {} does not exist with num_vfs = {n}", v.vf),
+                        ));
+                    }
+                }
+                if let Some(m) = v.mac {
+                    if m.0[0] & 1 == 1 {
+                        return Err(bad(at("mac"), format!("{m} is a multicast address")));
+                    }
+                }
+                if let Some(vl) = v.vlan {
+                    if vl > 4094 {
+                        return Err(bad(
+                            at("vlan"),
+                            format!("{vl} is out of range (0..=4094, 0 = none)"),
+                        ));
+                    }
+                }
+                if let Some(q) = v.qos {
+                    if q > 7 {
+                        return Err(bad(at("qos"), format!("{q} is out of range (0..=7)")));
+                    }
+                    if v.vlan.is_none() {
+                        return Err(bad(
+                            at("qos"),
+                            "qos is the priority of the port VLAN: give vlan too",
+                        ));
+                    }
+                }
+                match (v.min_tx_rate, v.max_tx_rate) {
+                    (Some(_), None) => {
+                        return Err(bad(
+                            at("max_tx_rate"),
+                            "min_tx_rate and max_tx_rate are set together",
+                        ))
+                    }
+                    (None, Some(_)) => {
+                        return Err(bad(
+                            at("min_tx_rate"),
+                            "min_tx_rate and max_tx_rate are set together",
+                        ))
+                    }
+                    (Some(lo), Some(hi)) if hi != 0 && lo > hi => {
+                        return Err(bad(
+                            at("min_tx_rate"),
+                            format!("{lo} exceeds max_tx_rate {hi}"),
+                        ))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Why a configuration was refused: the field's path and the reason.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
@@ -744,6 +930,7 @@ impl Config {
                 }
             }
         }
+        self.offload.validate()?;
         Ok(())
     }
 }
@@ -860,6 +1047,64 @@ mod tests {
             ),
             (Box::new(|c| c.schema_version = 99), "schema_version", "not supported"),
             (Box::new(|c| c.tunnels[0].mtu = 100), "tunnels[0].mtu", "below the minimum"),
+            (
+                Box::new(|c| c.offload.vxlan_device = Some("a/b".into())),
+                "offload.vxlan_device",
+                "not a Linux interface name",
+            ),
+            (
+                Box::new(|c| {
+                    c.offload.pfs = vec![PhysFn {
+                        interface: "pf0".into(),
+                        num_vfs: Some(2),
+                        vfs: vec![VfSettings { vf: 2, ..Default::default() }],
+                    }]
+                }),
+                "offload.pfs[0].vfs[0].vf",
+                "does not exist with num_vfs = 2",
+            ),
+            (
+                Box::new(|c| {
+                    c.offload.pfs = vec![PhysFn {
+                        interface: "pf0".into(),
+                        num_vfs: None,
+                        vfs: vec![VfSettings { vf: 0, qos: Some(3), ..Default::default() }],
+                    }]
+                }),
+                "offload.pfs[0].vfs[0].qos",
+                "give vlan too",
+            ),
+            (
+                Box::new(|c| {
+                    c.offload.pfs = vec![PhysFn {
+                        interface: "pf0".into(),
+                        num_vfs: None,
+                        vfs: vec![VfSettings { vf: 0, vlan: Some(4095), ..Default::default() }],
+                    }]
+                }),
+                "offload.pfs[0].vfs[0].vlan",
+                "out of range",
+            ),
+            (
+                Box::new(|c| {
+                    c.offload.pfs = vec![PhysFn {
+                        interface: "pf0".into(),
+                        num_vfs: None,
+                        vfs: vec![VfSettings {
+                            vf: 0,
+                            min_tx_rate: Some(10),
+                            ..Default::default()
+                        }],
+                    }]
+                }),
+                "offload.pfs[0].vfs[0].max_tx_rate",
+                "set together",
+            ),
+            (
+                Box::new(|c| c.offload.pfs = vec![PhysFn::default(), PhysFn::default()]),
+                "offload.pfs[0].interface",
+                "not a Linux interface name",
+            ),
         ];
         for (edit, path, reason) in cases {
             let e = err(edit);

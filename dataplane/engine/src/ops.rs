@@ -5,7 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Config, ConfigError, FdbEntry, FloodList, Mac, Port, Rule, Tunnel};
+use crate::model::{
+    Config, ConfigError, FdbEntry, FloodList, Mac, PhysFn, Port, Rule, Tunnel, VfSettings,
+};
 
 /// One change.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,6 +30,22 @@ pub enum Op {
     /// Sets (adds or replaces) the flood list of a VNI.
     SetFlood(FloodList),
     RemoveFlood(u32),
+    /// Sets the given fields of one VF of a physical function (the others
+    /// keep their configured values); adds the PF to `offload.pfs` if needed.
+    SetVf {
+        pf: String,
+        #[serde(flatten)]
+        settings: VfSettings,
+    },
+    /// Sets the number of VFs of a physical function.
+    SetNumVfs {
+        pf: String,
+        num_vfs: u32,
+    },
+    /// Turns flow offload on or off.
+    SetOffload {
+        enabled: bool,
+    },
 }
 
 /// A batch, based on a generation.
@@ -134,12 +152,32 @@ pub fn apply(config: &Config, ops: &[Op]) -> Result<Config, ConfigError> {
                     return Err(op_err(i, "remove_flood", format!("no flood list for vni {vni}")));
                 }
             }
+            Op::SetVf { pf, settings } => {
+                let p = pf_entry(&mut c, pf);
+                match p.vfs.iter_mut().find(|v| v.vf == settings.vf) {
+                    Some(v) => v.merge(settings),
+                    None => p.vfs.push(settings.clone()),
+                }
+            }
+            Op::SetNumVfs { pf, num_vfs } => pf_entry(&mut c, pf).num_vfs = Some(*num_vfs),
+            Op::SetOffload { enabled } => c.offload.enabled = *enabled,
         }
     }
     // References between objects (a rule naming a removed tunnel, say) are
     // checked on the result as a whole.
     c.validate()?;
     Ok(c)
+}
+
+fn pf_entry<'a>(c: &'a mut Config, pf: &str) -> &'a mut PhysFn {
+    let pfs = &mut c.offload.pfs;
+    match pfs.iter().position(|p| p.interface == pf) {
+        Some(i) => &mut pfs[i],
+        None => {
+            pfs.push(PhysFn { interface: pf.to_string(), num_vfs: None, vfs: Vec::new() });
+            pfs.last_mut().expect("just pushed")
+        }
+    }
 }
 
 #[cfg(test)]
@@ -176,6 +214,34 @@ mod tests {
             ],
         );
         assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn vf_settings_merge_field_by_field() {
+        let b: Batch = serde_json::from_str(
+            r#"{"generation": 3, "ops": [
+                {"set_vf": {"pf": "pf0", "vf": 1, "mac": "02:00:00:00:00:09", "vlan": 10}},
+                {"set_vf": {"pf": "pf0", "vf": 1, "trust": true}},
+                {"set_num_vfs": {"pf": "pf0", "num_vfs": 4}}]}"#,
+        )
+        .unwrap();
+        let c = apply(&base(), &b.ops).unwrap();
+        let pf = &c.offload.pfs[0];
+        assert_eq!((pf.interface.as_str(), pf.num_vfs), ("pf0", Some(4)));
+        assert_eq!(pf.vfs.len(), 1);
+        let v = &pf.vfs[0];
+        assert_eq!(
+            (v.vlan, v.trust, v.mac.map(|m| m.to_string())),
+            (Some(10), Some(true), Some("02:00:00:00:00:09".into()))
+        );
+        // A VF beyond num_vfs is refused by the whole-document check, with its path.
+        let e = apply(&c, &[Op::SetNumVfs { pf: "pf0".into(), num_vfs: 1 }]).unwrap_err();
+        assert_eq!(e.path(), Some("offload.pfs[0].vfs[0].vf"), "{e}");
+        // A misspelt VF field is refused, not ignored.
+        let typo = serde_json::from_str::<Batch>(
+            r#"{"generation": 1, "ops": [{"set_vf": {"pf": "p", "vf": 1, "macc": "02:00:00:00:00:01"}}]}"#,
+        );
+        assert!(typo.unwrap_err().to_string().contains("unknown field `macc`"));
     }
 
     #[test]

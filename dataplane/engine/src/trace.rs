@@ -13,16 +13,51 @@ use encap::DropReason;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum Step {
-    Received { port: String, len: usize },
-    Parsed { summary: String },
-    Decapsulated { tunnel: String, detail: String },
-    Lookup { tier: String, detail: String },
-    Matched { rule: u32, priority: u16 },
-    Action { action: String },
-    Encapsulated { tunnel: String, header: String },
-    Output { port: String, len: usize },
-    Replicated { copies: usize },
-    Dropped { stage: String, reason: String, description: String },
+    Received {
+        port: String,
+        len: usize,
+    },
+    Parsed {
+        summary: String,
+    },
+    Decapsulated {
+        tunnel: String,
+        detail: String,
+    },
+    Lookup {
+        tier: String,
+        detail: String,
+    },
+    Matched {
+        rule: u32,
+        priority: u16,
+    },
+    /// Where the matched rule runs (added by the control plane when offload
+    /// is active).
+    Placement {
+        rule: u32,
+        hardware: bool,
+        detail: String,
+    },
+    Action {
+        action: String,
+    },
+    Encapsulated {
+        tunnel: String,
+        header: String,
+    },
+    Output {
+        port: String,
+        len: usize,
+    },
+    Replicated {
+        copies: usize,
+    },
+    Dropped {
+        stage: String,
+        reason: String,
+        description: String,
+    },
 }
 
 impl Step {
@@ -46,6 +81,13 @@ impl fmt::Display for Step {
             Step::Lookup { tier, detail } => write!(f, "lookup answered by {tier}: {detail}"),
             Step::Matched { rule, priority } => {
                 write!(f, "matched rule {rule} (priority {priority})")
+            }
+            Step::Placement { rule, hardware: true, detail } => write!(
+                f,
+                "rule {rule} runs in hardware ({detail}): the NIC handles such packets before they reach this path"
+            ),
+            Step::Placement { rule, hardware: false, detail } => {
+                write!(f, "rule {rule} runs in software: {detail}")
             }
             Step::Action { action } => write!(f, "action: {action}"),
             Step::Encapsulated { tunnel, header } => {

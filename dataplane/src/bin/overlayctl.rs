@@ -53,6 +53,16 @@ enum Cmd {
         #[command(subcommand)]
         cmd: FdbCmd,
     },
+    /// SR-IOV virtual functions of a physical function: show, set, count.
+    Vf {
+        #[command(subcommand)]
+        cmd: VfCmd,
+    },
+    /// Flow offload: where each rule runs; turn it on or off.
+    Offload {
+        #[command(subcommand)]
+        cmd: OffloadCmd,
+    },
     /// Explain one packet's path through the live rules.
     Trace {
         #[arg(long)]
@@ -83,6 +93,77 @@ enum RuleCmd {
     Del {
         id: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum VfCmd {
+    /// The VFs as the device reports them, and its switch's representors.
+    Show { pf: String },
+    /// Set settings of one VF (only those given change); saved in the configuration.
+    Set {
+        pf: String,
+        vf: u32,
+        #[arg(long)]
+        mac: Option<String>,
+        /// Port VLAN (0 removes it).
+        #[arg(long)]
+        vlan: Option<u16>,
+        /// Priority of the port VLAN (needs --vlan).
+        #[arg(long)]
+        qos: Option<u8>,
+        #[arg(long, value_parser = ["on", "off"])]
+        spoof_check: Option<String>,
+        #[arg(long, value_parser = ["on", "off"])]
+        trust: Option<String>,
+        #[arg(long, value_parser = ["auto", "enable", "disable"])]
+        link_state: Option<String>,
+        /// Mbit/s, with --max-tx-rate.
+        #[arg(long, requires = "max_tx_rate")]
+        min_tx_rate: Option<u32>,
+        /// Mbit/s (0 = no limit), with --min-tx-rate.
+        #[arg(long, requires = "min_tx_rate")]
+        max_tx_rate: Option<u32>,
+    },
+    /// Set the number of VFs (sriov_numvfs).
+    Count { pf: String, num_vfs: u32 },
+}
+
+#[derive(Subcommand)]
+enum OffloadCmd {
+    /// Devices, and where each rule runs (hardware, or software and why).
+    Status,
+    Enable,
+    Disable,
+}
+
+/// Percent-encodes a query value.
+fn query_value(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// "hardware on DEV" or "software: reason" from a placement object.
+fn placement_text(p: &serde_json::Value) -> String {
+    match p["runs_in"].as_str() {
+        Some("hardware") => format!(
+            "hardware on {} (pref {}, handle {})",
+            p["device"].as_str().unwrap_or("?"),
+            p["pref"],
+            p["handle"]
+        ),
+        Some(w) => match p["reason"].as_str() {
+            Some(r) => format!("{w}: {r}"),
+            None => w.to_string(),
+        },
+        None => "-".into(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -218,7 +299,159 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
     };
     match &cli.cmd {
         Cmd::Rule { cmd: RuleCmd::List } => {
-            list("/v1/rules", &["id", "priority", "match", "actions"])?
+            let j = call("GET", "/v1/rules", &[], None)?.json();
+            if cli.json {
+                println!("{j:#}");
+            } else {
+                println!("id\tpriority\tmatch\tactions\truns in");
+                for r in j.as_array().into_iter().flatten() {
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        r["id"],
+                        r["priority"],
+                        r["match"],
+                        r["actions"],
+                        placement_text(&r["placement"])
+                    );
+                }
+            }
+        }
+        Cmd::Vf { cmd: VfCmd::Show { pf } } => {
+            let j =
+                call("GET", &format!("/v1/offload/vfs?pf={}", query_value(pf)), &[], None)?.json();
+            if cli.json {
+                println!("{j:#}");
+            } else {
+                match j["sriov"]["error"].as_str() {
+                    Some(e) => println!("{pf}: {e}"),
+                    None => println!(
+                        "{pf}: {} of {} VFs",
+                        j["sriov"]["num_vfs"], j["sriov"]["total_vfs"]
+                    ),
+                }
+                println!(
+                    "vf\tmac\tvlan\tqos\tspoof_check\ttrust\tlink_state\tmin_tx_rate\tmax_tx_rate"
+                );
+                for v in j["vfs"].as_array().into_iter().flatten() {
+                    let f = |k: &str| match &v[k] {
+                        serde_json::Value::Null => "-".to_string(),
+                        serde_json::Value::String(s) => s.clone(),
+                        x => x.to_string(),
+                    };
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+                        f("vf"),
+                        f("mac"),
+                        f("vlan"),
+                        f("qos"),
+                        f("spoof_check"),
+                        f("trust"),
+                        f("link_state"),
+                        f("min_tx_rate"),
+                        f("max_tx_rate")
+                    );
+                }
+                match j["representors"].as_array() {
+                    Some(r) => {
+                        println!(
+                            "switch {}: {} other ports",
+                            j["switch_id"].as_str().unwrap_or("?"),
+                            r.len()
+                        );
+                        for x in r {
+                            println!(
+                                "  {}\t{}",
+                                x["interface"].as_str().unwrap_or("?"),
+                                x["port_name"].as_str().unwrap_or("-")
+                            );
+                        }
+                    }
+                    None => println!(
+                        "representors: {}",
+                        j["representors"]["error"].as_str().unwrap_or("-")
+                    ),
+                }
+            }
+        }
+        Cmd::Vf {
+            cmd:
+                VfCmd::Set {
+                    pf,
+                    vf,
+                    mac,
+                    vlan,
+                    qos,
+                    spoof_check,
+                    trust,
+                    link_state,
+                    min_tx_rate,
+                    max_tx_rate,
+                },
+        } => {
+            let mut v = serde_json::json!({ "pf": pf, "vf": vf });
+            let on = |x: &Option<String>| x.as_ref().map(|s| s == "on");
+            for (k, val) in [
+                ("mac", mac.as_ref().map(|m| serde_json::json!(m))),
+                ("vlan", vlan.map(|x| serde_json::json!(x))),
+                ("qos", qos.map(|x| serde_json::json!(x))),
+                ("spoof_check", on(spoof_check).map(|x| serde_json::json!(x))),
+                ("trust", on(trust).map(|x| serde_json::json!(x))),
+                ("link_state", link_state.as_ref().map(|x| serde_json::json!(x))),
+                ("min_tx_rate", min_tx_rate.map(|x| serde_json::json!(x))),
+                ("max_tx_rate", max_tx_rate.map(|x| serde_json::json!(x))),
+            ] {
+                if let Some(val) = val {
+                    v[k] = val;
+                }
+            }
+            ops(serde_json::json!([{ "set_vf": v }]))?
+        }
+        Cmd::Vf { cmd: VfCmd::Count { pf, num_vfs } } => {
+            ops(serde_json::json!([{ "set_num_vfs": { "pf": pf, "num_vfs": num_vfs } }]))?
+        }
+        Cmd::Offload { cmd: OffloadCmd::Enable } => {
+            ops(serde_json::json!([{ "set_offload": { "enabled": true } }]))?
+        }
+        Cmd::Offload { cmd: OffloadCmd::Disable } => {
+            ops(serde_json::json!([{ "set_offload": { "enabled": false } }]))?
+        }
+        Cmd::Offload { cmd: OffloadCmd::Status } => {
+            let j = call("GET", "/v1/offload", &[], None)?.json();
+            if cli.json {
+                println!("{j:#}");
+            } else {
+                println!(
+                    "offload {}: {} rules in hardware, {} in software",
+                    if j["active"] == true {
+                        if j["enabled"] == true {
+                            "enabled"
+                        } else {
+                            "disabled"
+                        }
+                    } else {
+                        "inactive"
+                    },
+                    j["hardware_rules"].as_u64().unwrap_or(0),
+                    j["software_rules"].as_u64().unwrap_or(0)
+                );
+                for (k, v) in j["ports"].as_object().into_iter().flatten() {
+                    match v["switch_id"].as_str() {
+                        Some(id) => println!("  port {k}: switch {id}"),
+                        None => println!("  port {k}: {}", v["error"].as_str().unwrap_or("?")),
+                    }
+                }
+                for (k, v) in j["devices"].as_object().into_iter().flatten() {
+                    println!(
+                        "  device {k}: {} filters{}",
+                        v["filters"],
+                        v["error"].as_str().map(|e| format!(", error: {e}")).unwrap_or_default()
+                    );
+                }
+                println!("rule\tpriority\truns in");
+                for r in j["rules"].as_array().into_iter().flatten() {
+                    println!("{}\t{}\t{}", r["id"], r["priority"], placement_text(r));
+                }
+            }
         }
         Cmd::Rule { cmd: RuleCmd::Add { id, priority, matches, actions } } => {
             let rule = serde_json::json!({
@@ -259,6 +492,19 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
                     j["uptime_secs"],
                     j["generation"]
                 );
+                let o = &j["offload"];
+                if o["active"] == true {
+                    println!(
+                        "offload {}: {} rules in hardware, {} in software{}",
+                        if o["enabled"] == true { "enabled" } else { "disabled" },
+                        o["hardware_rules"],
+                        o["software_rules"],
+                        o["vf_error"]
+                            .as_str()
+                            .map(|e| format!("; VF settings refused: {e}"))
+                            .unwrap_or_default()
+                    );
+                }
             }
         }
         Cmd::Config { cmd: ConfigCmd::Get } => {
