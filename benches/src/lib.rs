@@ -220,7 +220,11 @@ pub fn noise_match(i: usize, workload: &str, uplink: &str) -> String {
             (i >> 8) & 255,
             i & 255
         ),
-        _ => format!("in_port = \"{workload}\", ip_dst = \"203.0.{}.{}/32\"", (i >> 8) % 256, i % 256),
+        _ => format!(
+            "in_port = \"{workload}\", ip_dst = \"203.0.{}.{}/32\"",
+            (i >> 8) % 256,
+            i % 256
+        ),
     }
 }
 

@@ -70,11 +70,53 @@ fn ns_exec(ns: &str, args: &[&str]) -> Result<String, String> {
 /// Deletes the harness's namespaces (what a killed earlier run left too).
 pub fn delete_namespaces() {
     for n in [NS_GEN, NS_DUT, NS_SINK] {
-        let _ = Command::new("ip")
-            .args(["netns", "del", n])
-            .stderr(Stdio::null())
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", n]).stderr(Stdio::null()).status();
     }
+}
+
+/// The kernel threads named `napi/...`.
+fn napi_threads() -> Vec<u32> {
+    let mut v = Vec::new();
+    if let Ok(d) = std::fs::read_dir("/proc") {
+        for e in d.filter_map(Result::ok) {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.starts_with("napi/") {
+                v.push(pid);
+            }
+        }
+    }
+    v
+}
+
+/// Turns on threaded NAPI for `dev` in `ns` and pins its poll thread to
+/// `cpu`; returns the thread's pid. A veth's NAPI poll otherwise runs in the
+/// softirq of whichever CPU sent into it, here the generator's; as a pinned
+/// thread it runs where the harness says, and its CPU time is measurable.
+pub fn pin_napi(ns: &str, dev: &str, cpu: usize) -> Result<Vec<u32>, String> {
+    let before = napi_threads();
+    ns_exec(ns, &["sh", "-c", &format!("echo 1 > /sys/class/net/{dev}/threaded")])?;
+    let prefix = format!("napi/{dev}-");
+    let mut mine = Vec::new();
+    let end = Instant::now() + Duration::from_secs(2);
+    while mine.is_empty() && Instant::now() < end {
+        mine = napi_threads()
+            .into_iter()
+            .filter(|p| !before.contains(p))
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.starts_with(&prefix))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if mine.is_empty() {
+        return Err(format!("{ns}/{dev}: no NAPI thread appeared after `threaded` was set"));
+    }
+    for p in &mine {
+        sh(&["taskset", "-pc", &cpu.to_string(), &p.to_string()])?;
+    }
+    Ok(mine)
 }
 
 /// gen -> dut -> sink, with the sink's counter attached.
@@ -88,16 +130,36 @@ impl Topology {
         for n in [NS_GEN, NS_DUT, NS_SINK] {
             sh(&["ip", "netns", "add", n])?;
             // no IPv6 autoconfiguration: nothing but the test traffic reaches the sink
-            ns_exec(n, &[
-                "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1",
-                "net.ipv6.conf.default.disable_ipv6=1",
-            ])?;
+            ns_exec(
+                n,
+                &[
+                    "sysctl",
+                    "-qw",
+                    "net.ipv6.conf.all.disable_ipv6=1",
+                    "net.ipv6.conf.default.disable_ipv6=1",
+                ],
+            )?;
             ip(n, &["link", "set", "lo", "up"])?;
         }
         let veth = |a: &str, ans: &str, am: [u8; 6], b: &str, bns: &str, bm: [u8; 6]| {
             sh(&[
-                "ip", "link", "add", a, "netns", ans, "address", &mac(am), "type", "veth", "peer",
-                "name", b, "netns", bns, "address", &mac(bm),
+                "ip",
+                "link",
+                "add",
+                a,
+                "netns",
+                ans,
+                "address",
+                &mac(am),
+                "type",
+                "veth",
+                "peer",
+                "name",
+                b,
+                "netns",
+                bns,
+                "address",
+                &mac(bm),
             ])
         };
         veth("g0", NS_GEN, MAC_G0, "d0", NS_DUT, MAC_D0)?;
@@ -127,9 +189,7 @@ struct Proc {
 impl Proc {
     fn spawn(mut c: Command, name: &'static str, log: &Path) -> Result<Proc, String> {
         let f = std::fs::File::create(log).map_err(|e| format!("{}: {e}", log.display()))?;
-        c.stdin(Stdio::null())
-            .stdout(f.try_clone().map_err(|e| e.to_string())?)
-            .stderr(f);
+        c.stdin(Stdio::null()).stdout(f.try_clone().map_err(|e| e.to_string())?).stderr(f);
         let child = c.spawn().map_err(|e| format!("starting {name}: {e}"))?;
         Ok(Proc { child, name })
     }
@@ -176,6 +236,9 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) -> Result<(), St
 pub struct Env {
     pub bin_dir: PathBuf,
     pub work: PathBuf,
+    /// Run the input veth's receive path as a NAPI thread pinned to the
+    /// device's CPU (instead of in the generator CPU's softirq).
+    pub napi_thread: bool,
 }
 
 /// The port option that selects the io_uring backend in an overlayd
@@ -226,14 +289,24 @@ pub fn ovs_noise_flows(rules: usize, wl: &str, up: &str) -> String {
             1 => format!("ip,nw_src=203.0.{}.0/24", i % 256),
             2 => format!("udp,tp_dst={}", 1024 + i % 60000),
             3 => format!("tcp,tp_dst={}", i % 65536),
-            4 => format!("dl_dst=02:00:00:{:02x}:{:02x}:{:02x}", (i >> 16) & 255, (i >> 8) & 255, i & 255),
+            4 => format!(
+                "dl_dst=02:00:00:{:02x}:{:02x}:{:02x}",
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            ),
             5 => format!("dl_vlan={}", 1 + i % 4000),
             6 => format!("dl_type=0x{:04x}", 0x9000 + i % 4096),
             7 => format!("ipv6,ipv6_dst=2001:db8:{:x}::/48", i % 65536),
             8 => format!("udp,tp_src={}", 1 + i % 60000),
             9 => format!("in_port={up},udp,tp_dst={}", i % 65536),
             10 => format!("tun_id={}", 100_000 + i),
-            11 => format!("dl_src=02:00:01:{:02x}:{:02x}:{:02x}", (i >> 16) & 255, (i >> 8) & 255, i & 255),
+            11 => format!(
+                "dl_src=02:00:01:{:02x}:{:02x}:{:02x}",
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            ),
             12 => format!("tcp,nw_dst=203.0.113.0/24,tp_dst={}", i % 65536),
             13 => format!("udp,nw_src=203.0.{}.{}", (i >> 8) % 256, i % 256),
             14 => format!(
@@ -288,13 +361,24 @@ impl Dut {
         }
     }
 
+    /// Starts the device. With `env.napi_thread`, its input veth's receive
+    /// path (NAPI) then runs as a thread on the device's CPU and counts as the
+    /// device's CPU time: every device gets one CPU for all its work, kernel
+    /// or user, and the generator keeps the other. Without it (the default),
+    /// that work runs in the softirq of the generator's CPU, which slows the
+    /// generator down as it does the device.
     pub fn start(kind: DutKind, s: &Scenario, env: &Env) -> Result<Dut, String> {
-        match kind {
-            DutKind::OverlaydAfxdp => Self::overlayd(kind, s, env, ""),
-            DutKind::OverlaydUring => Self::overlayd(kind, s, env, URING_PORT_OPTION),
-            DutKind::OvsAfxdp => Self::ovs(s, env),
-            DutKind::Kernel => Self::kernel(s),
+        let mut d = match kind {
+            DutKind::OverlaydAfxdp => Self::overlayd(kind, s, env, "")?,
+            DutKind::OverlaydUring => Self::overlayd(kind, s, env, URING_PORT_OPTION)?,
+            DutKind::OvsAfxdp => Self::ovs(s, env)?,
+            DutKind::Kernel => Self::kernel(s)?,
+        };
+        if env.napi_thread {
+            std::thread::sleep(Duration::from_millis(500));
+            d.pids.extend(pin_napi(NS_DUT, "d0", DUT_CPU)?);
         }
+        Ok(d)
     }
 
     fn overlayd(kind: DutKind, s: &Scenario, env: &Env, extra: &str) -> Result<Dut, String> {
@@ -387,19 +471,40 @@ impl Dut {
         };
         let afxdp = |br: &str, port: &str| {
             vsctl(&[
-                "add-port", br, port, "--", "set", "interface", port, "type=afxdp",
+                "add-port",
+                br,
+                port,
+                "--",
+                "set",
+                "interface",
+                port,
+                "type=afxdp",
                 "options:xdp-mode=native",
             ])
         };
         vsctl(&["add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev"])?;
         afxdp("br-int", wl)?;
         vsctl(&[
-            "add-port", "br-int", tun, "--", "set", "interface", tun, &format!("type={ttype}"),
-            &format!("options:remote_ip={remote}"), "options:local_ip=192.0.2.1",
+            "add-port",
+            "br-int",
+            tun,
+            "--",
+            "set",
+            "interface",
+            tun,
+            &format!("type={ttype}"),
+            &format!("options:remote_ip={remote}"),
+            "options:local_ip=192.0.2.1",
             &format!("options:key={key}"),
         ])?;
         vsctl(&[
-            "add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev",
+            "add-br",
+            "br-phy",
+            "--",
+            "set",
+            "bridge",
+            "br-phy",
+            "datapath_type=netdev",
             &format!("other_config:hwaddr={}", mac(up_mac)),
         ])?;
         afxdp("br-phy", up)?;
@@ -423,27 +528,75 @@ impl Dut {
             if s.kind.decap() { ("192.0.2.3", MAC_G0) } else { ("192.0.2.2", MAC_S1) };
         sh(&["ovs-appctl", "-t", &ctls, "tnl/neigh/set", "br-phy", peer_ip, &mac(peer_mac)])?;
         let pid = vsd.pid();
-        Ok(Dut { kind: DutKind::OvsAfxdp, pids: vec![pid], procs: vec![vsd, dbp], ovs_ctl: Some(ctl), _pass: None })
+        Ok(Dut {
+            kind: DutKind::OvsAfxdp,
+            pids: vec![pid],
+            procs: vec![vsd, dbp],
+            ovs_ctl: Some(ctl),
+            _pass: None,
+        })
     }
 
     fn kernel(s: &Scenario) -> Result<Dut, String> {
         let (input, output) = ("d0", "d1");
         if s.kind.decap() {
             ip(NS_DUT, &["addr", "add", "192.0.2.1/24", "dev", "d0"])?;
-            ip(NS_DUT, &[
-                "link", "add", "vx0", "type", "vxlan", "id", "42", "local", "192.0.2.1", "remote",
-                "192.0.2.3", "dstport", "4789", "dev", "d0",
-            ])?;
+            ip(
+                NS_DUT,
+                &[
+                    "link",
+                    "add",
+                    "vx0",
+                    "type",
+                    "vxlan",
+                    "id",
+                    "42",
+                    "local",
+                    "192.0.2.1",
+                    "remote",
+                    "192.0.2.3",
+                    "dstport",
+                    "4789",
+                    "dev",
+                    "d0",
+                ],
+            )?;
         } else {
             ip(NS_DUT, &["addr", "add", "192.0.2.1/24", "dev", "d1"])?;
-            ip(NS_DUT, &[
-                "neigh", "replace", "192.0.2.2", "lladdr", &mac(MAC_S1), "dev", "d1", "nud",
-                "permanent",
-            ])?;
-            ip(NS_DUT, &[
-                "link", "add", "vx0", "type", "vxlan", "id", "42", "local", "192.0.2.1", "remote",
-                "192.0.2.2", "dstport", "4789", "dev", "d1",
-            ])?;
+            ip(
+                NS_DUT,
+                &[
+                    "neigh",
+                    "replace",
+                    "192.0.2.2",
+                    "lladdr",
+                    &mac(MAC_S1),
+                    "dev",
+                    "d1",
+                    "nud",
+                    "permanent",
+                ],
+            )?;
+            ip(
+                NS_DUT,
+                &[
+                    "link",
+                    "add",
+                    "vx0",
+                    "type",
+                    "vxlan",
+                    "id",
+                    "42",
+                    "local",
+                    "192.0.2.1",
+                    "remote",
+                    "192.0.2.2",
+                    "dstport",
+                    "4789",
+                    "dev",
+                    "d1",
+                ],
+            )?;
         }
         ip(NS_DUT, &["link", "add", "br0", "type", "bridge"])?;
         let port = if s.kind.decap() { output } else { input };
@@ -454,15 +607,14 @@ impl Dut {
         // frames sent with XDP_TX enter d0 only through its NAPI path, which
         // an XDP program (here one that passes everything) turns on
         let pass = Pass::attach(NS_DUT, input)?;
-        // The veth's NAPI poll runs on the CPU that sent into it, the
-        // generator's; RPS hands the frames to the device's CPU, so the
-        // bridge and the VXLAN device run there, as overlayd's worker and the
-        // OVS PMD thread do.
-        ns_exec(NS_DUT, &[
-            "sh", "-c",
-            &format!("echo {:x} > /sys/class/net/{input}/queues/rx-0/rps_cpus", 1u32 << DUT_CPU),
-        ])?;
-        Ok(Dut { kind: DutKind::Kernel, pids: vec![], procs: vec![], ovs_ctl: None, _pass: Some(pass) })
+
+        Ok(Dut {
+            kind: DutKind::Kernel,
+            pids: vec![],
+            procs: vec![],
+            ovs_ctl: None,
+            _pass: Some(pass),
+        })
     }
 
     pub fn alive(&mut self) -> bool {
@@ -472,7 +624,8 @@ impl Dut {
     /// Before a measurement: clears the device's own statistics.
     pub fn clear_stats(&self) {
         if let Some(ctl) = &self.ovs_ctl {
-            let _ = sh(&["ovs-appctl", "-t", &ctl.to_string_lossy(), "dpif-netdev/pmd-stats-clear"]);
+            let _ =
+                sh(&["ovs-appctl", "-t", &ctl.to_string_lossy(), "dpif-netdev/pmd-stats-clear"]);
         }
     }
 
@@ -480,10 +633,11 @@ impl Dut {
     /// (Open vSwitch's `pmd-perf-show`: "Rx packets: N (K Kpps, C cycles/pkt)").
     pub fn cycles_per_packet(&self) -> Option<f64> {
         let ctl = self.ovs_ctl.as_ref()?;
-        let out = sh(&["ovs-appctl", "-t", &ctl.to_string_lossy(), "dpif-netdev/pmd-perf-show"]).ok()?;
+        let out =
+            sh(&["ovs-appctl", "-t", &ctl.to_string_lossy(), "dpif-netdev/pmd-perf-show"]).ok()?;
         let line = out.lines().find(|l| l.contains("Rx packets") && l.contains("cycles/pkt"))?;
         let before = line.split("cycles/pkt").next()?;
-        before.split(|c: char| c == ',' || c.is_whitespace()).filter(|w| !w.is_empty()).last()?.parse().ok()
+        before.split(|c: char| c == ',' || c.is_whitespace()).rfind(|w| !w.is_empty())?.parse().ok()
     }
 
     /// What the device says it did, for the log of a run.
@@ -491,14 +645,25 @@ impl Dut {
         match self.kind {
             DutKind::OverlaydAfxdp | DutKind::OverlaydUring => {
                 let sock = env.work.join(self.kind.name()).join("api.sock");
-                sh(&[&env.bin_dir.join("overlayctl").to_string_lossy(), "--socket", &sock.to_string_lossy(), "counters"])
-                    .unwrap_or_else(|e| e)
+                sh(&[
+                    &env.bin_dir.join("overlayctl").to_string_lossy(),
+                    "--socket",
+                    &sock.to_string_lossy(),
+                    "counters",
+                ])
+                .unwrap_or_else(|e| e)
             }
             DutKind::OvsAfxdp => {
-                let ctl = self.ovs_ctl.as_ref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                let ctl = self
+                    .ovs_ctl
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 sh(&["ovs-appctl", "-t", &ctl, "dpif-netdev/pmd-perf-show"]).unwrap_or_else(|e| e)
             }
-            DutKind::Kernel => ns_exec(NS_DUT, &["ip", "-s", "link", "show", "vx0"]).unwrap_or_else(|e| e),
+            DutKind::Kernel => {
+                ns_exec(NS_DUT, &["ip", "-s", "link", "show", "vx0"]).unwrap_or_else(|e| e)
+            }
         }
     }
 }

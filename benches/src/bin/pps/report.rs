@@ -13,8 +13,9 @@ pub struct Rep {
     pub delivered_pps: f64,
     /// (offered - delivered) / offered
     pub loss: f64,
-    /// CPU time (user + system) of the device's processes per delivered
-    /// packet; for the kernel, softirq time of all CPUs per delivered packet.
+    /// CPU time (user + system) of the device's processes (and of its input
+    /// veth's NAPI thread with --napi-thread) per delivered packet; for the
+    /// kernel without --napi-thread, the softirq time of all CPUs.
     pub cpu_ns_per_pkt: f64,
     /// Softirq time of all CPUs per delivered packet (the kernel's share of
     /// the receive and transmit paths, whatever the device).
@@ -172,10 +173,13 @@ impl Report {
             }
         }
         let ratio = |peer: DutKind, cpu: bool| {
-            self.ratios
-                .iter()
-                .find(|r| r.scenario == base() && r.peer == peer)
-                .and_then(|r| if cpu { r.cpu } else { r.pps })
+            self.ratios.iter().find(|r| r.scenario == base() && r.peer == peer).and_then(|r| {
+                if cpu {
+                    r.cpu
+                } else {
+                    r.pps
+                }
+            })
         };
         let t = |what: &str, want: &str, got: Option<f64>, ok: fn(f64) -> bool| Target {
             what: what.into(),
@@ -280,7 +284,10 @@ impl Report {
                         kpps(x.delivered_pps.max),
                         kpps(x.offered_pps.median),
                         if x.samples_bad > 0 {
-                            format!(", **{} of {} sampled frames wrong**", x.samples_bad, x.samples_checked)
+                            format!(
+                                ", **{} of {} sampled frames wrong**",
+                                x.samples_bad, x.samples_checked
+                            )
                         } else {
                             String::new()
                         }
@@ -291,12 +298,16 @@ impl Report {
             }
             for peer in [DutKind::OvsAfxdp, DutKind::Kernel] {
                 let r = self.ratios.iter().find(|r| r.scenario == sc && r.peer == peer);
-                s += &format!(" {} |", r.and_then(|r| r.pps).map(|x| format!("{x:.2}")).unwrap_or("-".into()));
+                s += &format!(
+                    " {} |",
+                    r.and_then(|r| r.pps).map(|x| format!("{x:.2}")).unwrap_or("-".into())
+                );
             }
             s += "\n";
         }
-        s += "\nCPU time per delivered packet (median; overlayd and OVS: user + system time of their \
-              processes; kernel: softirq time of all CPUs), softirq time of all CPUs per packet for every \
+        s += "\nCPU time per delivered packet (median; user + system time of the device's processes, plus the \
+              NAPI thread of its input veth when that runs as a thread; for the kernel device without such a \
+              thread, softirq time of all CPUs), softirq time of all CPUs per packet for every \
               device (the kernel's receive and transmit work around a userspace device), and Open vSwitch's \
               own cycles per packet:\n\n| scenario |";
         for d in &duts {
@@ -323,7 +334,10 @@ impl Report {
             let c = find(&self.rows, DutKind::OvsAfxdp, &sc).and_then(|x| x.cycles_per_pkt);
             s += &format!(" {} |", c.map(|x| format!("{:.0}", x.median)).unwrap_or("-".into()));
             let r = self.ratios.iter().find(|r| r.scenario == sc && r.peer == DutKind::OvsAfxdp);
-            s += &format!(" {} |\n", r.and_then(|r| r.cpu).map(|x| format!("{x:.2}")).unwrap_or("-".into()));
+            s += &format!(
+                " {} |\n",
+                r.and_then(|r| r.cpu).map(|x| format!("{x:.2}")).unwrap_or("-".into())
+            );
         }
         let na: Vec<String> = duts
             .iter()
@@ -335,7 +349,12 @@ impl Report {
                     .filter_map(|r| r.not_available.as_ref())
                     .collect();
                 let first = reasons.first()?;
-                Some(format!("{}: not available in {} scenario(s): {}", d.label(), reasons.len(), first))
+                Some(format!(
+                    "{}: not available in {} scenario(s): {}",
+                    d.label(),
+                    reasons.len(),
+                    first
+                ))
             })
             .collect();
         if !na.is_empty() {
@@ -344,8 +363,10 @@ impl Report {
                 s += &format!("- {n}\n");
             }
         }
-        let checked: u64 = self.rows.iter().filter_map(|r| r.summary.as_ref()).map(|x| x.samples_checked).sum();
-        let bad: u64 = self.rows.iter().filter_map(|r| r.summary.as_ref()).map(|x| x.samples_bad).sum();
+        let checked: u64 =
+            self.rows.iter().filter_map(|r| r.summary.as_ref()).map(|x| x.samples_checked).sum();
+        let bad: u64 =
+            self.rows.iter().filter_map(|r| r.summary.as_ref()).map(|x| x.samples_bad).sum();
         s += &format!(
             "\nCorrectness: the sink checked {} sampled frames (one in 64) against the expected encapsulation; {} were wrong.\n",
             thousands(checked),

@@ -155,7 +155,8 @@ pub fn clock_ticks() -> f64 {
 
 /// The index of interface `name` in the calling thread's namespace.
 pub fn ifindex(name: &str) -> io::Result<u32> {
-    let c = std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: a valid NUL-terminated string that outlives the call.
     match unsafe { libc::if_nametoindex(c.as_ptr()) } {
         0 => Err(io::Error::last_os_error()),
