@@ -195,8 +195,10 @@ impl Gen {
             let ifindex = sys::ifindex(&ifname).map_err(|e| format!("{ns}/{ifname}: {e}"))?;
             let start = Instant::now();
             let end = start + Duration::from_secs_f64(secs);
+            // bounded in time and in count (20 Mpps is far above this generator)
+            let max = (secs * 20e6) as u64 + REPEAT as u64;
             let mut n = 0u64;
-            while Instant::now() < end && !sys::stopping() {
+            while Instant::now() < end && n < max && !sys::stopping() {
                 sys::xdp_live_run(fd, &frame, ifindex, REPEAT, BATCH)
                     .map_err(|e| format!("BPF_PROG_RUN (live frames): {e}"))?;
                 n += REPEAT as u64;
