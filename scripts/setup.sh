@@ -12,8 +12,10 @@ PKGS=(
   openvswitch-switch   # peer: OVS userspace datapath tunnels
   valgrind          # callgrind instruction counts
   iperf3 netcat-openbsd iputils-ping  # traffic across the overlay
-  util-linux        # setpriv: API tests act as another uid
+  util-linux        # setpriv: API tests act as another uid; taskset
   strace            # scripts/capture-netlink.sh: what iproute2 sends, for the netlink fixtures
+  procps            # sysctl (the pps harness turns IPv6 off in its namespaces)
+  linux-perf        # perf record: where the time goes (docs/benchmarks.md)
 )
 
 missing=()

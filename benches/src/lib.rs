@@ -178,48 +178,70 @@ match = { in_port = "wl0" }
 actions = [{ encap = "t1" }]
 "#,
     );
+    text += &noise_rules(rules, "wl0", "up0");
+    Config::from_toml(&text).expect("benchmark configuration is valid")
+}
+
+/// The shape (0..16) of rule number `i` of `noise_rules`.
+pub fn noise_shape(i: usize) -> usize {
+    i % 16
+}
+
+/// The match of rule number `i` (from 1) of `noise_rules`.
+pub fn noise_match(i: usize, workload: &str, uplink: &str) -> String {
+    match noise_shape(i) {
+        0 => format!("ip_dst = \"203.0.{}.{}/32\"", (i >> 8) % 256, i % 256),
+        1 => format!("ip_src = \"203.0.{}.0/24\"", i % 256),
+        2 => format!("l4_dst = {}", 1024 + i % 60000),
+        3 => format!("ip_proto = 6, l4_dst = {}", i % 65536),
+        4 => format!(
+            "eth_dst = \"02:00:00:{:02x}:{:02x}:{:02x}\"",
+            (i >> 16) & 255,
+            (i >> 8) & 255,
+            i & 255
+        ),
+        5 => format!("vlan = {}", 1 + i % 4000),
+        6 => format!("ethertype = {}", 0x9000 + i % 4096),
+        7 => format!("ip_dst = \"2001:db8:{:x}::/48\"", i % 65536),
+        8 => format!("ip_proto = 17, l4_src = {}", 1 + i % 60000),
+        9 => format!("in_port = \"{uplink}\", l4_dst = {}", i % 65536),
+        10 => format!("vni = {}", 100_000 + i),
+        11 => format!(
+            "eth_src = \"02:00:01:{:02x}:{:02x}:{:02x}\"",
+            (i >> 16) & 255,
+            (i >> 8) & 255,
+            i & 255
+        ),
+        12 => format!("ip_dst = \"203.0.113.0/24\", ip_proto = 6, l4_dst = {}", i % 65536),
+        13 => format!("ip_src = \"203.0.{}.{}/32\", ip_proto = 17", (i >> 8) % 256, i % 256),
+        14 => format!(
+            "vlan = {}, eth_dst = \"02:00:02:00:{:02x}:{:02x}\"",
+            1 + i % 4000,
+            (i >> 8) & 255,
+            i & 255
+        ),
+        _ => format!(
+            "in_port = \"{workload}\", ip_dst = \"203.0.{}.{}/32\"",
+            (i >> 8) % 256,
+            i % 256
+        ),
+    }
+}
+
+/// Rules 1..`rules` (TOML) that never match the benchmarks' traffic (it goes
+/// to 198.51.x.x from 198.51.100.x, untagged, UDP) but spread over 16 mask
+/// shapes, as a real policy does; all drop, priorities 10..59, so a packet
+/// that matches none of them walks every table before a lower-priority rule.
+pub fn noise_rules(rules: usize, workload: &str, uplink: &str) -> String {
+    let mut text = String::new();
     for i in 1..rules {
-        // Rules that never match the benchmark's traffic (it goes to 198.51.x.x
-        // from 198.51.100.1) but spread over many shapes, as a real policy does.
-        let m = match i % 16 {
-            0 => format!("ip_dst = \"203.0.{}.{}/32\"", (i >> 8) % 256, i % 256),
-            1 => format!("ip_src = \"203.0.{}.0/24\"", i % 256),
-            2 => format!("l4_dst = {}", 1024 + i % 60000),
-            3 => format!("ip_proto = 6, l4_dst = {}", i % 65536),
-            4 => format!(
-                "eth_dst = \"02:00:00:{:02x}:{:02x}:{:02x}\"",
-                (i >> 16) & 255,
-                (i >> 8) & 255,
-                i & 255
-            ),
-            5 => format!("vlan = {}", 1 + i % 4000),
-            6 => format!("ethertype = {}", 0x9000 + i % 4096),
-            7 => format!("ip_dst = \"2001:db8:{:x}::/48\"", i % 65536),
-            8 => format!("ip_proto = 17, l4_src = {}", 1 + i % 60000),
-            9 => format!("in_port = \"up0\", l4_dst = {}", i % 65536),
-            10 => format!("vni = {}", i),
-            11 => format!(
-                "eth_src = \"02:00:01:{:02x}:{:02x}:{:02x}\"",
-                (i >> 16) & 255,
-                (i >> 8) & 255,
-                i & 255
-            ),
-            12 => format!("ip_dst = \"203.0.113.0/24\", ip_proto = 6, l4_dst = {}", i % 65536),
-            13 => format!("ip_src = \"203.0.{}.{}/32\", ip_proto = 17", (i >> 8) % 256, i % 256),
-            14 => format!(
-                "vlan = {}, eth_dst = \"02:00:02:00:{:02x}:{:02x}\"",
-                1 + i % 4000,
-                (i >> 8) & 255,
-                i & 255
-            ),
-            _ => format!("in_port = \"wl0\", ip_dst = \"203.0.{}.{}/32\"", (i >> 8) % 256, i % 256),
-        };
         text += &format!(
-            "[[rules]]\nid = {i}\npriority = {}\nmatch = {{ {m} }}\nactions = [\"drop\"]\n",
-            10 + i % 50
+            "[[rules]]\nid = {i}\npriority = {}\nmatch = {{ {} }}\nactions = [\"drop\"]\n",
+            10 + i % 50,
+            noise_match(i, workload, uplink)
         );
     }
-    Config::from_toml(&text).expect("benchmark configuration is valid")
+    text
 }
 
 pub fn pipeline_rules(rules: usize) -> Arc<RuleSet> {

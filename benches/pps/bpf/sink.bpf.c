@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The pps harness's sink (benches/src/bin/pps): counts every frame that
+ * reaches the sink's interface and checks one in `sample_mask + 1` of them
+ * against what the device under test should have delivered: the outer
+ * Ethernet/IPv4 headers, the tunnel header (VXLAN port, I flag and VNI, or
+ * GRE flags, protocol 0x6558 and key) and the inner frame (IPv4/UDP to the
+ * expected address and port, and its length). Everything is dropped here.
+ *
+ * `pb_pass` is the XDP_PASS program the harness puts on the kernel device
+ * under test's input veth: frames sent with XDP_TX enter a veth only through
+ * its NAPI path, which an XDP program turns on. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#define MODE_VXLAN 1
+#define MODE_GRETAP 2
+#define MODE_PLAIN 3
+
+struct sink_cfg {
+	__u32 mode;
+	__u32 vni;         /* VNI (VXLAN) or key (GRE) */
+	__u32 outer_src;   /* network byte order */
+	__u32 outer_dst;
+	__u32 inner_dst;
+	__u32 inner_len;   /* bytes of the inner Ethernet frame */
+	__u32 udp_port;    /* VXLAN destination port */
+	__u32 sample_mask; /* check frames whose sequence number & mask == 0 */
+};
+
+enum {
+	S_RECEIVED,
+	S_SAMPLED,
+	S_OK,
+	S_BAD_OUTER,
+	S_BAD_TUNNEL,
+	S_BAD_INNER,
+	S_BAD_LENGTH,
+	S_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sink_cfg);
+} pb_sink_cfg SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, S_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} pb_sink_stats SEC(".maps");
+
+static __always_inline void bump(__u32 k)
+{
+	__u64 *v = bpf_map_lookup_elem(&pb_sink_stats, &k);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 be32(const __u8 *p)
+{
+	return ((__u32)p[0] << 24) | ((__u32)p[1] << 16) | ((__u32)p[2] << 8) | p[3];
+}
+
+SEC("xdp")
+int pb_sink(struct xdp_md *ctx)
+{
+	__u32 k = S_RECEIVED, zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&pb_sink_stats, &k);
+	if (!n)
+		return XDP_DROP;
+	__u64 seq = *n;
+	*n = seq + 1;
+	struct sink_cfg *c = bpf_map_lookup_elem(&pb_sink_cfg, &zero);
+	if (!c || c->mode == 0 || (seq & c->sample_mask))
+		return XDP_DROP;
+	bump(S_SAMPLED);
+	__u8 *d = (void *)(long)ctx->data;
+	__u8 *end = (void *)(long)ctx->data_end;
+	__u8 *in = d;
+	if (c->mode == MODE_VXLAN || c->mode == MODE_GRETAP) {
+		if (d + 50 > end)
+			goto outer;
+		if (d[12] != 0x08 || d[13] != 0x00 || d[14] != 0x45 ||
+		    *(__u32 *)(d + 26) != c->outer_src || *(__u32 *)(d + 30) != c->outer_dst)
+			goto outer;
+		if (c->mode == MODE_VXLAN) {
+			if (d[23] != 17 || (((__u32)d[36] << 8) | d[37]) != c->udp_port)
+				goto outer;
+			if (d[42] != 0x08 || (be32(d + 46) >> 8) != c->vni)
+				goto tunnel;
+			in = d + 50;
+		} else {
+			if (d[23] != 47)
+				goto outer;
+			/* K flag only, version 0, protocol 0x6558, then the key */
+			if (d[34] != 0x20 || d[35] != 0x00 || d[36] != 0x65 || d[37] != 0x58 ||
+			    be32(d + 38) != c->vni)
+				goto tunnel;
+			in = d + 42;
+		}
+	}
+	if (in + 38 > end)
+		goto inner;
+	if (in[12] != 0x08 || in[13] != 0x00 || in[14] != 0x45 || in[23] != 17 ||
+	    *(__u32 *)(in + 30) != c->inner_dst || in[36] != 0x00 || in[37] != 80)
+		goto inner;
+	if ((__u32)(end - in) != c->inner_len) {
+		bump(S_BAD_LENGTH);
+		return XDP_DROP;
+	}
+	bump(S_OK);
+	return XDP_DROP;
+outer:
+	bump(S_BAD_OUTER);
+	return XDP_DROP;
+tunnel:
+	bump(S_BAD_TUNNEL);
+	return XDP_DROP;
+inner:
+	bump(S_BAD_INNER);
+	return XDP_DROP;
+}
+
+SEC("xdp")
+int pb_pass(struct xdp_md *ctx)
+{
+	return XDP_PASS;
+}
+
+char _license[] SEC("license") = "GPL";

@@ -1,0 +1,210 @@
+//! The generator and the sink: the two XDP programs of `pps/bpf/`, loaded
+//! with aya. Attachments are BPF links owned by these values, so dropping
+//! them (or the process dying) detaches the programs.
+
+use std::os::fd::{AsFd, AsRawFd};
+use std::time::{Duration, Instant};
+
+use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
+use aya::programs::{Xdp, XdpMode};
+use aya::Ebpf;
+
+use crate::sys;
+
+static GEN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/gen.bpf.o"));
+static SINK: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/sink.bpf.o"));
+
+fn err(what: &str) -> impl Fn(String) -> String + '_ {
+    move |e| format!("{what}: {e}")
+}
+
+fn load_xdp<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, String> {
+    let p: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| format!("no program {name}"))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    p.load().map_err(|e| format!("loading {name}: {e}"))?;
+    Ok(p)
+}
+
+/// Attaches program `name` of `ebpf` to `ifname` in namespace `ns`, native mode.
+fn attach(ebpf: &mut Ebpf, name: &str, ns: &str, ifname: &str) -> Result<(), String> {
+    let p = load_xdp(ebpf, name)?;
+    sys::in_netns(ns, || p.attach(ifname, XdpMode::Driver))
+        .map_err(|e| format!("entering {ns}: {e}"))?
+        .map_err(|e| format!("attaching {name} to {ns}/{ifname}: {e}"))?;
+    Ok(())
+}
+
+/// What the sink expects (the C `struct sink_cfg`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SinkCfg {
+    pub mode: u32,
+    pub vni: u32,
+    pub outer_src: u32,
+    pub outer_dst: u32,
+    pub inner_dst: u32,
+    pub inner_len: u32,
+    pub udp_port: u32,
+    pub sample_mask: u32,
+}
+// SAFETY: plain u32 fields with the C layout and no padding.
+unsafe impl aya::Pod for SinkCfg {}
+
+pub const MODE_VXLAN: u32 = 1;
+pub const MODE_GRETAP: u32 = 2;
+pub const MODE_PLAIN: u32 = 3;
+
+/// The sink's counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct SinkStats {
+    pub received: u64,
+    pub sampled: u64,
+    pub ok: u64,
+    pub bad_outer: u64,
+    pub bad_tunnel: u64,
+    pub bad_inner: u64,
+    pub bad_length: u64,
+}
+
+impl SinkStats {
+    pub fn since(&self, a: &SinkStats) -> SinkStats {
+        SinkStats {
+            received: self.received - a.received,
+            sampled: self.sampled - a.sampled,
+            ok: self.ok - a.ok,
+            bad_outer: self.bad_outer - a.bad_outer,
+            bad_tunnel: self.bad_tunnel - a.bad_tunnel,
+            bad_inner: self.bad_inner - a.bad_inner,
+            bad_length: self.bad_length - a.bad_length,
+        }
+    }
+}
+
+/// The counting and checking XDP program on the sink's interface.
+pub struct Sink {
+    cfg: Array<MapData, SinkCfg>,
+    stats: PerCpuArray<MapData, u64>,
+    _ebpf: Ebpf,
+}
+
+impl Sink {
+    pub fn attach(ns: &str, ifname: &str) -> Result<Sink, String> {
+        let mut ebpf = Ebpf::load(SINK).map_err(|e| format!("loading the sink: {e}"))?;
+        let cfg = Array::try_from(ebpf.take_map("pb_sink_cfg").ok_or("no map pb_sink_cfg")?)
+            .map_err(|e| e.to_string())?;
+        let stats =
+            PerCpuArray::try_from(ebpf.take_map("pb_sink_stats").ok_or("no map pb_sink_stats")?)
+                .map_err(|e| e.to_string())?;
+        attach(&mut ebpf, "pb_sink", ns, ifname)?;
+        Ok(Sink { cfg, stats, _ebpf: ebpf })
+    }
+
+    pub fn expect(&mut self, c: SinkCfg) -> Result<(), String> {
+        self.cfg.set(0, c, 0).map_err(|e| err("setting the sink's expectations")(e.to_string()))
+    }
+
+    pub fn stats(&self) -> Result<SinkStats, String> {
+        let get = |i: u32| -> Result<u64, String> {
+            let v: PerCpuValues<u64> =
+                self.stats.get(&i, 0).map_err(|e| format!("reading the sink: {e}"))?;
+            Ok(v.iter().sum())
+        };
+        Ok(SinkStats {
+            received: get(0)?,
+            sampled: get(1)?,
+            ok: get(2)?,
+            bad_outer: get(3)?,
+            bad_tunnel: get(4)?,
+            bad_inner: get(5)?,
+            bad_length: get(6)?,
+        })
+    }
+}
+
+/// An XDP_PASS program on an interface (turns on a veth's NAPI path, which
+/// frames sent with XDP_TX need to enter it).
+pub struct Pass {
+    _ebpf: Ebpf,
+}
+
+impl Pass {
+    pub fn attach(ns: &str, ifname: &str) -> Result<Pass, String> {
+        let mut ebpf = Ebpf::load(SINK).map_err(|e| format!("loading pb_pass: {e}"))?;
+        attach(&mut ebpf, "pb_pass", ns, ifname)?;
+        Ok(Pass { _ebpf: ebpf })
+    }
+}
+
+/// The C `struct gen_cfg`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GenCfg {
+    pub flows: u32,
+    pub inner_ip: u32,
+    pub outer_udp: u32,
+}
+// SAFETY: plain u32 fields with the C layout and no padding.
+unsafe impl aya::Pod for GenCfg {}
+
+/// The generator: one pre-built frame, turned into `flows` flows by the XDP
+/// program and transmitted with XDP_TX through BPF_PROG_RUN live frames.
+pub struct Gen {
+    cfg: Array<MapData, GenCfg>,
+    fd: i32,
+    ebpf: Ebpf,
+}
+
+/// Frames per BPF_PROG_RUN call, and per transmission batch (the kernel's
+/// largest live-frames batch is 256).
+const REPEAT: u32 = 65_536;
+pub const BATCH: u32 = 256;
+
+impl Gen {
+    pub fn load() -> Result<Gen, String> {
+        let mut ebpf = Ebpf::load(GEN).map_err(|e| format!("loading the generator: {e}"))?;
+        let cfg = Array::try_from(ebpf.take_map("pb_gen_cfg").ok_or("no map pb_gen_cfg")?)
+            .map_err(|e| e.to_string())?;
+        let p = load_xdp(&mut ebpf, "pb_gen")?;
+        let fd = p.fd().map_err(|e| e.to_string())?.as_fd().as_raw_fd();
+        Ok(Gen { cfg, fd, ebpf })
+    }
+
+    pub fn configure(&mut self, c: GenCfg) -> Result<(), String> {
+        let _ = &self.ebpf;
+        self.cfg.set(0, c, 0).map_err(|e| format!("configuring the generator: {e}"))
+    }
+
+    /// Sends `frame` out of `ifname` in namespace `ns` from a thread pinned
+    /// to `cpu` for `secs` seconds (or until asked to stop); returns the
+    /// frames sent and the time it took.
+    pub fn run(
+        &self,
+        ns: &str,
+        ifname: &str,
+        cpu: usize,
+        frame: &[u8],
+        secs: f64,
+    ) -> Result<(u64, Duration), String> {
+        let (fd, ns, ifname, frame) = (self.fd, ns.to_string(), ifname.to_string(), frame.to_vec());
+        let t = std::thread::spawn(move || -> Result<(u64, Duration), String> {
+            sys::enter_netns(&ns).map_err(|e| format!("entering {ns}: {e}"))?;
+            sys::pin_to(cpu);
+            let ifindex = sys::ifindex(&ifname).map_err(|e| format!("{ns}/{ifname}: {e}"))?;
+            let start = Instant::now();
+            let end = start + Duration::from_secs_f64(secs);
+            // bounded in time and in count (20 Mpps is far above this generator)
+            let max = (secs * 20e6) as u64 + REPEAT as u64;
+            let mut n = 0u64;
+            while Instant::now() < end && n < max && !sys::stopping() {
+                sys::xdp_live_run(fd, &frame, ifindex, REPEAT, BATCH)
+                    .map_err(|e| format!("BPF_PROG_RUN (live frames): {e}"))?;
+                n += REPEAT as u64;
+            }
+            Ok((n, start.elapsed()))
+        });
+        t.join().map_err(|_| "the generator thread panicked".to_string())?
+    }
+}
