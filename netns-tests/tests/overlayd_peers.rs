@@ -118,6 +118,7 @@ fn overlayd_config(
     tunnel: &str,
     id: Option<u32>,
     l3_dst: Option<&str>,
+    backend: &str,
 ) -> String {
     let id_match = id.map(|v| format!(", vni = {v}")).unwrap_or_default();
     let mac = up_mac.map(|m| format!("mac = \"{m}\"")).unwrap_or_default();
@@ -136,6 +137,7 @@ interface = "{wl}"
 name = "up"
 kind = "uplink"
 interface = "{up}"
+backend = "{backend}"
 {mac}
 
 [[tunnels]]
@@ -159,18 +161,22 @@ actions = [{set_dst}{{ output = "wl" }}]
 }
 
 /// Checks a daemon's settled counters (conservation, traffic both ways
-/// through the tunnel, no drops), that it ran in native XDP mode, stops it
-/// and checks it detached its XDP programs.
-fn check_and_stop(d: Overlayd, ns: &Netns) {
+/// through the tunnel, no drops), that its workload port ran in native XDP
+/// mode and its uplink on `backend`, stops it and checks it detached its XDP
+/// programs.
+fn check_and_stop(d: Overlayd, ns: &Netns, backend: &str) {
     let c = d.settled_counters();
     let t = &c["tunnels"][0];
     assert!(t["encap"]["packets"].as_u64().unwrap() > 1000, "{c:#}");
     assert!(t["decap"]["packets"].as_u64().unwrap() > 1000, "{c:#}");
     assert_eq!(c["dropped"], 0, "unexpected drops: {c:#}\nlog:\n{}", d.log());
     let st = d.status();
-    for p in st["io"]["ports"].as_array().unwrap() {
-        assert_eq!(p["backend"], "af_xdp", "{st:#}");
-        assert_eq!(p["xdp_mode"], "native", "{st:#}");
+    let ports = st["io"]["ports"].as_array().unwrap();
+    assert_eq!(ports[0]["backend"], "af_xdp", "{st:#}");
+    assert_eq!(ports[0]["xdp_mode"], "native", "{st:#}");
+    assert_eq!(ports[1]["backend"], backend, "{st:#}");
+    if backend == "af_xdp" {
+        assert_eq!(ports[1]["xdp_mode"], "native", "{st:#}");
     }
     d.stop();
     assert!(!xdp_attached(ns), "an XDP program was left attached in {}", ns.name());
@@ -316,7 +322,7 @@ struct OvsCase {
     mtu: u32,
 }
 
-fn against_ovs(c: &OvsCase) {
+fn against_ovs(c: &OvsCase, backend: &str) {
     let start = Instant::now();
     let ha = Netns::new("ha");
     let hb = Netns::new("hb");
@@ -403,6 +409,7 @@ fn against_ovs(c: &OvsCase) {
         c.tunnel,
         c.id,
         c.l3.then_some(we_mac.as_str()),
+        backend,
     );
     let d = Overlayd::start(&ha, &config);
     d.wait_neighbours();
@@ -435,97 +442,138 @@ fn against_ovs(c: &OvsCase) {
     let ub_mac = hb.mac(&ub);
     check_sent(&pkts, &Sent { ip: B_IP, mac: &ub_mac, id: c.id, gre_proto, df: false });
 
-    check_and_stop(d, &ha);
-    eprintln!("{}: {:.1} s", c.name, start.elapsed().as_secs_f64());
+    check_and_stop(d, &ha, backend);
+    eprintln!("{} ({backend}): {:.1} s", c.name, start.elapsed().as_secs_f64());
 }
+
+const GRETAP_WITHOUT_KEY_AGAINST_OVS: OvsCase = OvsCase {
+    name: "gretap without key",
+    tunnel: r#"type = "gretap""#,
+    id: None,
+    ovs_type: "gre",
+    ovs_options: &[],
+    l3: false,
+    // 20 (IPv4) + 4 (GRE) + 14 (inner Ethernet)
+    mtu: 1462,
+};
 
 #[test]
 fn gretap_without_key_against_ovs() {
-    if !require_root("gretap_without_key_against_ovs") {
-        return;
+    if require_root("gretap_without_key_against_ovs") {
+        against_ovs(&GRETAP_WITHOUT_KEY_AGAINST_OVS, "af_xdp");
     }
-    against_ovs(&OvsCase {
-        name: "gretap without key",
-        tunnel: r#"type = "gretap""#,
-        id: None,
-        ovs_type: "gre",
-        ovs_options: &[],
-        l3: false,
-        // 20 (IPv4) + 4 (GRE) + 14 (inner Ethernet)
-        mtu: 1462,
-    });
 }
+
+#[test]
+fn gretap_without_key_against_ovs_af_packet() {
+    if require_root("gretap_without_key_against_ovs_af_packet") {
+        against_ovs(&GRETAP_WITHOUT_KEY_AGAINST_OVS, "af_packet");
+    }
+}
+
+const GRETAP_WITH_KEY_AGAINST_OVS: OvsCase = OvsCase {
+    name: "gretap key 7",
+    tunnel: "type = \"gretap\"\nkey = 7",
+    id: Some(7),
+    ovs_type: "gre",
+    ovs_options: &["options:key=7"],
+    l3: false,
+    mtu: 1458,
+};
 
 #[test]
 fn gretap_with_key_against_ovs() {
-    if !require_root("gretap_with_key_against_ovs") {
-        return;
+    if require_root("gretap_with_key_against_ovs") {
+        against_ovs(&GRETAP_WITH_KEY_AGAINST_OVS, "af_xdp");
     }
-    against_ovs(&OvsCase {
-        name: "gretap key 7",
-        tunnel: "type = \"gretap\"\nkey = 7",
-        id: Some(7),
-        ovs_type: "gre",
-        ovs_options: &["options:key=7"],
-        l3: false,
-        mtu: 1458,
-    });
 }
+
+#[test]
+fn gretap_with_key_against_ovs_af_packet() {
+    if require_root("gretap_with_key_against_ovs_af_packet") {
+        against_ovs(&GRETAP_WITH_KEY_AGAINST_OVS, "af_packet");
+    }
+}
+
+const L3_GRE_WITHOUT_KEY_AGAINST_OVS: OvsCase = OvsCase {
+    name: "L3 GRE without key",
+    tunnel: r#"type = "gre""#,
+    id: None,
+    ovs_type: "gre",
+    ovs_options: &["options:packet_type=legacy_l3"],
+    l3: true,
+    // 20 (IPv4) + 4 (GRE), no inner Ethernet
+    mtu: 1476,
+};
 
 #[test]
 fn l3_gre_without_key_against_ovs() {
-    if !require_root("l3_gre_without_key_against_ovs") {
-        return;
+    if require_root("l3_gre_without_key_against_ovs") {
+        against_ovs(&L3_GRE_WITHOUT_KEY_AGAINST_OVS, "af_xdp");
     }
-    against_ovs(&OvsCase {
-        name: "L3 GRE without key",
-        tunnel: r#"type = "gre""#,
-        id: None,
-        ovs_type: "gre",
-        ovs_options: &["options:packet_type=legacy_l3"],
-        l3: true,
-        // 20 (IPv4) + 4 (GRE), no inner Ethernet
-        mtu: 1476,
-    });
 }
+
+#[test]
+fn l3_gre_without_key_against_ovs_af_packet() {
+    if require_root("l3_gre_without_key_against_ovs_af_packet") {
+        against_ovs(&L3_GRE_WITHOUT_KEY_AGAINST_OVS, "af_packet");
+    }
+}
+
+const L3_GRE_WITH_KEY_AGAINST_OVS: OvsCase = OvsCase {
+    name: "L3 GRE key 9",
+    tunnel: "type = \"gre\"\nkey = 9",
+    id: Some(9),
+    ovs_type: "gre",
+    ovs_options: &["options:packet_type=legacy_l3", "options:key=9"],
+    l3: true,
+    mtu: 1472,
+};
 
 #[test]
 fn l3_gre_with_key_against_ovs() {
-    if !require_root("l3_gre_with_key_against_ovs") {
-        return;
+    if require_root("l3_gre_with_key_against_ovs") {
+        against_ovs(&L3_GRE_WITH_KEY_AGAINST_OVS, "af_xdp");
     }
-    against_ovs(&OvsCase {
-        name: "L3 GRE key 9",
-        tunnel: "type = \"gre\"\nkey = 9",
-        id: Some(9),
-        ovs_type: "gre",
-        ovs_options: &["options:packet_type=legacy_l3", "options:key=9"],
-        l3: true,
-        mtu: 1472,
-    });
 }
 
 #[test]
-fn vxlan_against_ovs() {
-    if !require_root("vxlan_against_ovs") {
-        return;
+fn l3_gre_with_key_against_ovs_af_packet() {
+    if require_root("l3_gre_with_key_against_ovs_af_packet") {
+        against_ovs(&L3_GRE_WITH_KEY_AGAINST_OVS, "af_packet");
     }
-    against_ovs(&OvsCase {
-        name: "VXLAN VNI 42",
-        tunnel: "type = \"vxlan\"\nvni = 42\nudp_checksum = true",
-        id: Some(42),
-        ovs_type: "vxlan",
-        ovs_options: &["options:key=42"],
-        l3: false,
-        // 20 (IPv4) + 8 (UDP) + 8 (VXLAN) + 14 (inner Ethernet)
-        mtu: 1450,
-    });
+}
+
+const VXLAN_AGAINST_OVS: OvsCase = OvsCase {
+    name: "VXLAN VNI 42",
+    tunnel: "type = \"vxlan\"\nvni = 42\nudp_checksum = true",
+    id: Some(42),
+    ovs_type: "vxlan",
+    ovs_options: &["options:key=42"],
+    l3: false,
+    // 20 (IPv4) + 8 (UDP) + 8 (VXLAN) + 14 (inner Ethernet)
+    mtu: 1450,
+};
+
+#[test]
+fn vxlan_against_ovs() {
+    if require_root("vxlan_against_ovs") {
+        against_ovs(&VXLAN_AGAINST_OVS, "af_xdp");
+    }
+}
+
+#[test]
+fn vxlan_against_ovs_af_packet() {
+    if require_root("vxlan_against_ovs_af_packet") {
+        against_ovs(&VXLAN_AGAINST_OVS, "af_packet");
+    }
 }
 
 /// Two hosts both running overlayd, VXLAN VNI 42; A sends UDP checksums, B
 /// sends zero ones. With `write_mac`, each uplink's MAC address is written in
 /// the configuration; without, overlayd must read it from the interface.
-fn overlayd_pair(write_mac: bool) {
+/// A's uplink runs on `backend_a`, B's on AF_XDP.
+fn overlayd_pair(write_mac: bool, backend_a: &str) {
     let start = Instant::now();
     let ha = Netns::new("ha");
     let hb = Netns::new("hb");
@@ -560,6 +608,7 @@ fn overlayd_pair(write_mac: bool) {
         &tunnel(true),
         Some(42),
         None,
+        backend_a,
     );
     let cfg_b = overlayd_config(
         &wlb,
@@ -570,6 +619,7 @@ fn overlayd_pair(write_mac: bool) {
         &tunnel(false),
         Some(42),
         None,
+        "af_xdp",
     );
     let da = Overlayd::start(&ha, &cfg_a);
     let db = Overlayd::start(&hb, &cfg_b);
@@ -596,8 +646,8 @@ fn overlayd_pair(write_mac: bool) {
         }
     }
 
-    check_and_stop(da, &ha);
-    check_and_stop(db, &hb);
+    check_and_stop(da, &ha, backend_a);
+    check_and_stop(db, &hb, "af_xdp");
     eprintln!("overlayd against overlayd: {:.1} s", start.elapsed().as_secs_f64());
 }
 
@@ -606,7 +656,7 @@ fn overlayd_against_overlayd() {
     if !require_root("overlayd_against_overlayd") {
         return;
     }
-    overlayd_pair(true);
+    overlayd_pair(true, "af_xdp");
 }
 
 /// As `overlayd_against_overlayd`, with no `mac` on the uplink ports: the
@@ -616,5 +666,13 @@ fn overlayd_against_overlayd_uplink_mac_from_interface() {
     if !require_root("overlayd_against_overlayd_uplink_mac_from_interface") {
         return;
     }
-    overlayd_pair(false);
+    overlayd_pair(false, "af_xdp");
+}
+
+/// overlayd on an AF_PACKET uplink (io_uring) against overlayd on AF_XDP.
+#[test]
+fn overlayd_af_packet_against_overlayd_af_xdp() {
+    if require_root("overlayd_af_packet_against_overlayd_af_xdp") {
+        overlayd_pair(true, "af_packet");
+    }
 }
