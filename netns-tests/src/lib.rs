@@ -346,6 +346,8 @@ pub fn tshark_fields(file: &Path, display_filter: &str, fields: &[&str]) -> Vec<
         "ip.check_checksum:TRUE",
         "-o",
         "udp.check_checksum:TRUE",
+        "-o",
+        "tcp.check_checksum:TRUE",
         "-T",
         "fields",
         "-E",

@@ -25,27 +25,44 @@ pub struct Overlay {
 /// Builds both hosts and starts overlayd on host A with a VXLAN tunnel to B's
 /// kernel VTEP.
 pub fn build(v6: bool, udp_checksum: bool) -> Overlay {
-    build_with(v6, udp_checksum, "")
+    build_opts(&Opts { v6, udp_checksum, ..Opts::default() })
 }
 
 /// As `build`, with `extra` appended to overlayd's configuration.
 pub fn build_with(v6: bool, udp_checksum: bool, extra: &str) -> Overlay {
-    build_queues(v6, udp_checksum, extra, 1)
+    build_opts(&Opts { v6, udp_checksum, extra, ..Opts::default() })
 }
 
-/// As `build_with`, with `queues` queues on host A's uplink and workload links.
-pub fn build_queues(v6: bool, udp_checksum: bool, extra: &str, queues: u32) -> Overlay {
-    build_full(v6, udp_checksum, extra, queues, "af_xdp")
+/// How host A is built.
+pub struct Opts<'a> {
+    pub v6: bool,
+    pub udp_checksum: bool,
+    /// Appended to overlayd's configuration.
+    pub extra: &'a str,
+    /// Queues of host A's uplink and workload links.
+    pub queues: u32,
+    /// Host A's uplink backend.
+    pub backend: &'a str,
+    /// Attach workload A through a TAP port (created by overlayd, then moved
+    /// into the workload's namespace), with virtio-net offloads "on" or "off".
+    pub tap_offloads: Option<&'a str>,
 }
 
-/// As `build_queues`, with host A's uplink on `backend`.
-pub fn build_full(
-    v6: bool,
-    udp_checksum: bool,
-    extra: &str,
-    queues: u32,
-    backend: &str,
-) -> Overlay {
+impl Default for Opts<'_> {
+    fn default() -> Self {
+        Opts {
+            v6: false,
+            udp_checksum: false,
+            extra: "",
+            queues: 1,
+            backend: "af_xdp",
+            tap_offloads: None,
+        }
+    }
+}
+
+pub fn build_opts(o: &Opts) -> Overlay {
+    let (v6, udp_checksum, extra, backend) = (o.v6, o.udp_checksum, o.extra, o.backend);
     let ha = Netns::new("ha");
     let hb = Netns::new("hb");
     let wa = Netns::new("wa");
@@ -53,8 +70,14 @@ pub fn build_full(
     let (up, ub) = (unique("up"), unique("ub"));
     let (wl, we) = (unique("wl"), unique("we"));
     let (bw, wbe) = (unique("bw"), unique("wbe"));
-    veth_queues(&ha, &up, &hb, &ub, queues);
-    veth_queues(&ha, &wl, &wa, &we, queues);
+    veth_queues(&ha, &up, &hb, &ub, o.queues);
+    let wl_port = match o.tap_offloads {
+        None => {
+            veth_queues(&ha, &wl, &wa, &we, o.queues);
+            String::new()
+        }
+        Some(off) => format!("backend = \"tap\"\noffloads = \"{off}\""),
+    };
     veth(&hb, &bw, &wb, &wbe);
     let (a_ip, b_ip, plen, fam) = if v6 {
         ("2001:db8::1", "2001:db8::2", "64", "-6")
@@ -65,12 +88,18 @@ pub fn build_full(
     hb.ip(&[fam, "addr", "add", &format!("{b_ip}/{plen}"), "dev", &ub, "nodad"]);
     // The workloads' MTU leaves room for the outer headers (50 or 70 bytes).
     let mtu = if v6 { "1430" } else { "1450" };
-    for (ns, dev, ip) in [(&wa, &we, "198.51.100.1/24"), (&wb, &wbe, "198.51.100.2/24")] {
+    let workload = |ns: &Netns, dev: &str, ip: &str| {
         ns.ip(&["link", "set", dev, "mtu", mtu]);
         ns.ip(&["addr", "add", ip, "dev", dev]);
-        // veth leaves checksums to an offload nobody performs on this path:
-        // make the senders compute them, as a NIC-less wire needs.
-        ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
+    };
+    workload(&wb, &wbe, "198.51.100.2/24");
+    // veth leaves checksums to an offload nobody performs on this path:
+    // make the senders compute them, as a NIC-less wire needs. A TAP port
+    // is that offload: it keeps checksum offload and TSO on.
+    wb.exec(&["ethtool", "-K", &wbe, "tx", "off"]);
+    if o.tap_offloads.is_none() {
+        workload(&wa, &we, "198.51.100.1/24");
+        wa.exec(&["ethtool", "-K", &we, "tx", "off"]);
     }
     hb.exec(&["ethtool", "-K", &ub, "tx", "off"]);
     let mut vx = vec![
@@ -92,6 +121,7 @@ pub fn build_full(
 name = "wl"
 kind = "workload"
 interface = "{wl}"
+{wl_port}
 
 [[ports]]
 name = "up"
@@ -121,6 +151,13 @@ actions = [{{ output = "wl" }}]
 "#
     );
     let d = Overlayd::start(&ha, &config);
+    if o.tap_offloads.is_some() {
+        // overlayd made the TAP device in host A; the workload side moves
+        // into the workload's namespace while overlayd keeps its queue.
+        ha.ip(&["link", "set", &wl, "netns", wa.name()]);
+        wa.ip(&["link", "set", &wl, "up"]);
+        workload(&wa, &wl, "198.51.100.1/24");
+    }
     d.wait_neighbours();
     Overlay { wa, wb, hb, d, ha, up, ub }
 }
@@ -164,7 +201,7 @@ fn case(v6: bool, udp_checksum: bool) {
 }
 
 fn case_on(v6: bool, udp_checksum: bool, backend: &str) {
-    let o = build_full(v6, udp_checksum, "", 1, backend);
+    let o = build_opts(&Opts { v6, udp_checksum, backend, ..Opts::default() });
     let why = |d: &Overlayd| {
         format!("counters: {:#}\nstatus: {:#}\nlog:\n{}", d.counters(), d.status(), d.log())
     };
@@ -387,7 +424,7 @@ fn two_queues_served_by_two_workers() {
     if !require_root("two_queues_served_by_two_workers") {
         return;
     }
-    let o = build_queues(false, false, "", 2);
+    let o = build_opts(&Opts { queues: 2, ..Opts::default() });
     let st = o.d.status();
     assert_eq!(st["io"]["workers"], 2, "{st:#}");
     for p in st["io"]["ports"].as_array().unwrap() {
@@ -420,4 +457,91 @@ fn two_queues_served_by_two_workers() {
     let Overlay { d, ha, .. } = o;
     d.stop();
     assert!(!xdp_attached(&ha), "an XDP program was left attached");
+}
+
+/// Workload A behind a TAP port (io_uring) with offloads `offloads`, VXLAN
+/// with UDP checksums to the kernel on host B: a TCP stream each way,
+/// checked byte for byte, and the underlay capture dissected by tshark.
+/// Returns host A's TAP queue statistics.
+fn tap_case(offloads: &str) -> serde_json::Value {
+    let o =
+        build_opts(&Opts { udp_checksum: true, tap_offloads: Some(offloads), ..Opts::default() });
+    let st = o.d.status();
+    let tap = &st["io"]["ports"][0];
+    assert_eq!(tap["backend"], "tap", "{st:#}");
+    let wl = tap["interface"].as_str().unwrap().to_string();
+    let features = o.wa.exec(&["ethtool", "-k", &wl]);
+    let tso_on = features.contains("tcp-segmentation-offload: on");
+    assert_eq!(tso_on, offloads == "on", "TSO on the workload's TAP: {features}");
+    if offloads == "on" {
+        assert!(tap["offloads"]["enabled"].as_array().unwrap().contains(&"tso4".into()), "{st:#}");
+    } else {
+        assert!(tap["offloads"]["enabled"].as_array().unwrap().is_empty(), "{st:#}");
+    }
+
+    assert!(pings(&o.wa, "198.51.100.2", 2), "A -> B ping failed: {:#}", o.d.status());
+    let dir = TempDir::new("tap");
+    let pcap = dir.join("underlay.pcap");
+    let cap = Capture::start(&o.hb, &o.ub, "udp port 4789", &pcap, 400_000, 120);
+    tcp_transfer(&o.wa, &o.wb, "198.51.100.2", 8_000_000);
+    tcp_transfer(&o.wb, &o.wa, "198.51.100.1", 8_000_000);
+    let file = cap.finish();
+
+    // Every outer packet fits the underlay's 1500-byte MTU, and every
+    // checksum, outer UDP and inner TCP, is valid (tshark: 1 good).
+    let rows = tshark_fields(
+        &file,
+        "vxlan",
+        &["ip.src", "ip.len", "udp.checksum.status", "tcp.checksum.status", "tcp.len"],
+    );
+    let from_a: Vec<&Vec<String>> = rows.iter().filter(|r| r[0] == "192.0.2.1").collect();
+    assert!(from_a.len() > 1000, "only {} packets from A captured", from_a.len());
+    let mut full = 0;
+    for r in &from_a {
+        let ip_len: usize = r[1].parse().unwrap();
+        assert!(ip_len <= 1500, "an outer packet of {ip_len} bytes: {r:?}");
+        assert_eq!(r[2], "1", "bad outer UDP checksum from A: {r:?}");
+        if !r[3].is_empty() {
+            assert_eq!(r[3], "1", "bad inner TCP checksum from A: {r:?}");
+        }
+        if ip_len > 1400 {
+            full += 1;
+        }
+    }
+    assert!(full > 1000, "A sent few full-size packets ({full}): segments too small?");
+
+    let c = o.d.settled_counters();
+    assert_eq!(c["dropped"], 0, "unexpected drops: {c:#}");
+    let st = o.d.status();
+    let q = st["io"]["ports"][0]["sockets"][0].clone();
+    let Overlay { d, ha, .. } = o;
+    d.stop();
+    assert!(!xdp_attached(&ha), "an XDP program was left attached");
+    q
+}
+
+/// With TSO and checksum offload on, the workload hands over super-frames
+/// and partial checksums; overlayd cuts and finishes them, and marks what it
+/// delivers DATA_VALID.
+#[test]
+fn tap_workload_with_tso_across_the_overlay() {
+    if !require_root("tap_workload_with_tso_across_the_overlay") {
+        return;
+    }
+    let q = tap_case("on");
+    eprintln!("TAP queue with offloads: {q:#}");
+    assert!(q["rx_super_frames"].as_u64().unwrap() > 10, "no TSO super-frame seen: {q:#}");
+    assert!(q["rx_segments"].as_u64().unwrap() > q["rx_super_frames"].as_u64().unwrap(), "{q:#}");
+    assert!(q["tx_data_valid"].as_u64().unwrap() > 1000, "{q:#}");
+}
+
+/// With offloads off the workload's kernel does the work itself.
+#[test]
+fn tap_workload_without_offloads() {
+    if !require_root("tap_workload_without_offloads") {
+        return;
+    }
+    let q = tap_case("off");
+    assert_eq!(q["rx_super_frames"], 0, "{q:#}");
+    assert_eq!(q["rx_checksums_completed"], 0, "{q:#}");
 }
