@@ -150,12 +150,8 @@ pub fn run(o: RunOptions) -> Result<(), String> {
             }
             std::fs::remove_file(&o.socket).map_err(|e| format!("{}: {e}", o.socket.display()))?;
         }
-        let listener = tokio::net::UnixListener::bind(&o.socket)
-            .map_err(|e| format!("{}: {e}", o.socket.display()))?;
-        std::fs::set_permissions(&o.socket, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("{}: {e}", o.socket.display()))?;
-        let mut allowed = o.allow_uids.clone();
-        allowed.push(own_uid());
+        // The datapath before the API socket: if it cannot start, nothing is
+        // left behind.
         let io = match o.datapath {
             Some(opts) => {
                 let hops = NextHops::new();
@@ -178,6 +174,12 @@ pub fn run(o: RunOptions) -> Result<(), String> {
             }
             None => None,
         };
+        let listener = tokio::net::UnixListener::bind(&o.socket)
+            .map_err(|e| format!("{}: {e}", o.socket.display()))?;
+        std::fs::set_permissions(&o.socket, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| format!("{}: {e}", o.socket.display()))?;
+        let mut allowed = o.allow_uids.clone();
+        allowed.push(own_uid());
         let state = Arc::new(ApiState { daemon: Arc::clone(&daemon), allowed_uids: allowed, token: o.token.clone() });
         tracing::info!(socket = %o.socket.display(), "listening");
 
