@@ -59,7 +59,7 @@ pub struct XskStats {
 
 /// Packet memory shared with the kernel: `frames` frames of `FRAME_SIZE` bytes.
 pub struct Umem {
-    ptr: NonNull<u8>,
+    mem: super::Region,
     frames: usize,
 }
 
@@ -69,23 +69,7 @@ unsafe impl Send for Umem {}
 
 impl Umem {
     pub fn new(frames: usize) -> io::Result<Umem> {
-        let len = frames * FRAME_SIZE;
-        // SAFETY: an anonymous private mapping; the arguments are valid and the
-        // result is checked before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Umem { ptr: NonNull::new(p.cast()).expect("mmap returned null"), frames })
+        Ok(Umem { mem: super::Region::new(frames * FRAME_SIZE)?, frames })
     }
 
     pub fn frames(&self) -> usize {
@@ -108,21 +92,22 @@ impl Umem {
         debug_assert!(base < self.frames * FRAME_SIZE);
         // SAFETY: `base` is a frame inside the mapping (addresses come from
         // this UMEM's rings), and the caller guarantees exclusive ownership.
-        let s = unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(base), FRAME_SIZE) };
+        let s =
+            unsafe { std::slice::from_raw_parts_mut(self.mem.ptr.as_ptr().add(base), FRAME_SIZE) };
         (s, addr as usize - base)
     }
 
     /// The UMEM address of a byte inside the mapping.
     #[inline(always)]
     pub fn addr_of(&self, p: *const u8) -> u64 {
-        (p as usize - self.ptr.as_ptr() as usize) as u64
+        (p as usize - self.mem.ptr.as_ptr() as usize) as u64
     }
 }
 
 impl Umem {
     /// The mapping, for registering it with io_uring.
     pub fn as_ptr(&self) -> *mut u8 {
-        self.ptr.as_ptr()
+        self.mem.ptr.as_ptr()
     }
 
     pub fn len(&self) -> usize {
@@ -131,14 +116,6 @@ impl Umem {
 
     pub fn is_empty(&self) -> bool {
         self.frames == 0
-    }
-}
-
-impl Drop for Umem {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`; sockets using it
-        // are dropped first (they are owned by the same worker and closed before).
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.frames * FRAME_SIZE) };
     }
 }
 
@@ -399,7 +376,7 @@ impl Xsk {
 
         if primary.is_none() {
             let reg = libc::xdp_umem_reg {
-                addr: umem.ptr.as_ptr() as u64,
+                addr: umem.as_ptr() as u64,
                 len: (umem.frames * FRAME_SIZE) as u64,
                 chunk_size: FRAME_SIZE as u32,
                 headroom: 0,

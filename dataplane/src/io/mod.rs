@@ -15,7 +15,9 @@ pub mod uring;
 pub mod virtio;
 pub mod xdp;
 
+use std::io;
 use std::os::fd::RawFd;
+use std::ptr::NonNull;
 
 use encap::DropReason;
 use serde::Serialize;
@@ -72,4 +74,39 @@ pub trait PortQueue: Send {
 pub enum QueueStats {
     AfXdp(XskStats),
     Uring(UringStats),
+}
+
+/// Anonymous memory, populated up front and unmapped on drop: packet
+/// memory and receive buffers.
+pub struct Region {
+    pub ptr: NonNull<u8>,
+    pub len: usize,
+}
+
+impl Region {
+    pub fn new(len: usize) -> io::Result<Region> {
+        // SAFETY: an anonymous private mapping; checked before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Region { ptr: NonNull::new(p.cast()).expect("mmap succeeded"), len })
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly what `new` mapped; its users (rings, sockets)
+        // are dropped before it.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
 }

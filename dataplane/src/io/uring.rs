@@ -18,7 +18,6 @@
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
@@ -32,7 +31,7 @@ use super::gso::Plan;
 use super::packet::{steer, Steer};
 use super::virtio::{self, OffloadError, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, HDR_LEN};
 use super::xdp::{SteerRole, SteerStats};
-use super::{PortQueue, QueueStats, RxCtx};
+use super::{PortQueue, QueueStats, Region, RxCtx};
 
 /// Receive buffers per queue, and their size: a 64 KiB super-frame plus its
 /// Ethernet and virtio-net headers.
@@ -96,39 +95,6 @@ fn new_ring(entries: u32) -> Result<IoUring, UringError> {
             };
             UringError::Unavailable(why)
         })
-}
-
-/// Anonymous memory for receive buffers.
-struct Region {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Region {
-    fn new(len: usize) -> io::Result<Region> {
-        // SAFETY: an anonymous private mapping; checked before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Region { ptr: NonNull::new(p.cast()).expect("mmap succeeded"), len })
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `new` mapped, after the ring that used it.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
 }
 
 /// What kind of queue, and what its kind needs.
