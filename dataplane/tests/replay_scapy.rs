@@ -21,6 +21,12 @@ const UNREACHABLE: &[(DropReason, &str)] = &[
     (DropReason::TxRingFull, "an I/O backend's reason; files never fill"),
     (DropReason::NoFreeFrame, "replay sizes its frame pool for the largest flood list"),
     (DropReason::PortNotAttached, "an I/O backend's reason; replay writes every port to a file"),
+    (DropReason::TxFailed, "an io_uring backend's reason: a write the kernel refused; files never refuse"),
+    (
+        DropReason::OffloadInvalid,
+        "virtio-net headers come only from TAP and packet sockets; their checks are io::virtio and io::gso unit tests",
+    ),
+    (DropReason::RxTooLarge, "an io_uring backend's reason; replay frames fit their buffers"),
 ];
 
 fn python() -> &'static str {
