@@ -480,6 +480,10 @@ fn tap_case(offloads: &str) -> serde_json::Value {
     }
 
     assert!(pings(&o.wa, "198.51.100.2", 2), "A -> B ping failed: {:#}", o.d.status());
+    // While the TAP device moved namespaces it was down, and the kernel
+    // refused what overlayd wrote to it (B's neighbour discovery) as
+    // tx_failed; from here on nothing may be dropped.
+    let before = o.d.settled_counters();
     let dir = TempDir::new("tap");
     let pcap = dir.join("underlay.pcap");
     let cap = Capture::start(&o.hb, &o.ub, "udp port 4789", &pcap, 400_000, 120);
@@ -511,7 +515,7 @@ fn tap_case(offloads: &str) -> serde_json::Value {
     assert!(full > 1000, "A sent few full-size packets ({full}): segments too small?");
 
     let c = o.d.settled_counters();
-    assert_eq!(c["dropped"], 0, "unexpected drops: {c:#}");
+    assert_eq!(c["dropped"], before["dropped"], "unexpected drops: {c:#}");
     let st = o.d.status();
     let q = st["io"]["ports"][0]["sockets"][0].clone();
     let Overlay { d, ha, .. } = o;

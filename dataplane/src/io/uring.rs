@@ -296,8 +296,18 @@ impl UringQueue {
         }
     }
 
-    /// Turns one received buffer into frames of packet memory.
-    fn take(&mut self, bid: u16, len: usize, cx: &mut RxCtx<'_>, out: &mut Vec<(u64, u32)>) {
+    /// Turns one received buffer into frames of packet memory; false (and
+    /// nothing taken) if its segments would not fit in `budget` frames.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
+        &mut self,
+        bid: u16,
+        len: usize,
+        role: Option<&SteerRole>,
+        budget: usize,
+        cx: &mut RxCtx<'_>,
+        out: &mut Vec<(u64, u32)>,
+    ) -> bool {
         // SAFETY: the kernel filled `len` bytes of buffer `bid` and gave it
         // back through the completion; it is ours until returned to the ring.
         let buf = unsafe {
@@ -308,20 +318,25 @@ impl UringQueue {
         };
         let (Some(h), Some(frame)) = (VnetHdr::parse(buf), buf.get(HDR_LEN..)) else {
             cx.drops.push((DropReason::OffloadInvalid, len as u32));
-            return;
+            return true;
         };
-        if let Kind::Packet { role } = &self.kind {
-            let s = steer(frame, &role.load());
+        if let Some(role) = role {
+            let s = steer(frame, role);
             if let Some(st) = self.stats.steering.as_mut() {
                 s.count(st);
             }
             if s != Steer::Ours {
-                return;
+                return true;
             }
         }
         if h.is_gso() {
             match Plan::new(frame, &h, cx.max_ip) {
                 Ok(plan) => {
+                    // Whole super-frames only: the rest waits for the next
+                    // batch rather than overflowing the output queues.
+                    if plan.segments() > budget {
+                        return false;
+                    }
                     self.stats.rx_super_frames += 1;
                     for i in 0..plan.segments() {
                         let Some(a) = cx.free.pop() else {
@@ -338,15 +353,15 @@ impl UringQueue {
                 }
                 Err(_) => cx.drops.push((DropReason::OffloadInvalid, frame.len() as u32)),
             }
-            return;
+            return true;
         }
         if frame.len() > FRAME_SIZE - HEADROOM {
             cx.drops.push((DropReason::RxTooLarge, frame.len() as u32));
-            return;
+            return true;
         }
         let Some(a) = cx.free.pop() else {
             cx.drops.push((DropReason::NoFreeFrame, frame.len() as u32));
-            return;
+            return true;
         };
         let a = frame_base(a);
         // SAFETY: a frame from the free list is the worker's alone.
@@ -359,11 +374,12 @@ impl UringQueue {
             {
                 cx.free.push(a);
                 cx.drops.push((DropReason::OffloadInvalid, frame.len() as u32));
-                return;
+                return true;
             }
             self.stats.rx_checksums_completed += 1;
         }
         out.push((a + HEADROOM as u64, frame.len() as u32));
+        true
     }
 }
 
@@ -391,9 +407,19 @@ impl PortQueue for UringQueue {
     fn recv(&mut self, cx: &mut RxCtx<'_>, out: &mut Vec<(u64, u32)>, max: usize) -> usize {
         let before = out.len();
         let mut returned = false;
+        // The steering role, read once per batch.
+        let role = match &self.kind {
+            Kind::Packet { role } => Some(role.load_full()),
+            Kind::Tap { .. } => None,
+        };
         while out.len() - before < max {
             let Some((bid, len)) = self.ready.pop_front() else { break };
-            self.take(bid, len as usize, cx, out);
+            // A super-frame larger than a whole batch goes through alone.
+            let budget = if out.len() == before { usize::MAX } else { max - (out.len() - before) };
+            if !self.take(bid, len as usize, role.as_deref(), budget, cx, out) {
+                self.ready.push_front((bid, len));
+                break;
+            }
             self.give_buffer(bid);
             returned = true;
         }
