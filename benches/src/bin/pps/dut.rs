@@ -419,7 +419,14 @@ impl Dut {
             let tail = std::fs::read_to_string(&log).unwrap_or_default();
             format!("{e}; its log:\n{}", tail.lines().rev().take(5).collect::<Vec<_>>().join("\n"))
         })?;
-        Ok(Dut { kind, pids: vec![p.pid()], procs: vec![p], ovs_ctl: None, _pass: None })
+        // The packet socket leaves d0 without XDP, so, as for the kernel
+        // device, a program that passes everything turns on the NAPI path
+        // through which the generator's XDP_TX frames enter.
+        let pass = match kind {
+            DutKind::OverlaydUring => Some(Pass::attach(NS_DUT, "d0")?),
+            _ => None,
+        };
+        Ok(Dut { kind, pids: vec![p.pid()], procs: vec![p], ovs_ctl: None, _pass: pass })
     }
 
     fn ovs(s: &Scenario, env: &Env) -> Result<Dut, String> {
