@@ -21,7 +21,7 @@ SECS=${1:-5}; REPS=${2:-3}
 [ "$(id -u)" -eq 0 ] || { echo "pps: run as root" >&2; exit 1; }
 scripts/setup.sh
 cargo build --quiet --release -p dataplane --bins
-BIN=$PWD/target/release
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 W=$(mktemp -d /tmp/pps.XXXX)
 cleanup() {
   set +e

@@ -14,7 +14,7 @@ SECS=${1:-5}; REPS=${2:-3}
 [ "$(id -u)" -eq 0 ] || { echo "tap-tcp: run as root" >&2; exit 1; }
 scripts/setup.sh >/dev/null
 cargo build --quiet --release -p dataplane --bins
-BIN=$PWD/target/release
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 W=$(mktemp -d /tmp/taptcp.XXXX)
 NS="tt-ha tt-hb tt-wa tt-wb"
 cleanup() {
@@ -29,14 +29,14 @@ trap 'exit 130' INT TERM
 run_one() { # backend offloads -> prints Gbit/s
   local backend=$1 off=$2
   for n in $NS; do ip netns add "$n"; done
-  ip link add up netns tt-ha type veth peer name ub netns tt-hb
+  ip link add upl netns tt-ha type veth peer name ubl netns tt-hb
   ip link add bw netns tt-hb type veth peer name we netns tt-wb
-  ip -n tt-ha link set up up; ip -n tt-hb link set ub up; ip -n tt-hb link set bw up
+  ip -n tt-ha link set upl up; ip -n tt-hb link set ubl up; ip -n tt-hb link set bw up
   ip -n tt-wb link set we up
-  ip -n tt-ha addr add 192.0.2.1/24 dev up
-  ip -n tt-hb addr add 192.0.2.2/24 dev ub
-  ip netns exec tt-hb ethtool -K ub tx off >/dev/null
-  ip -n tt-hb link add vx0 type vxlan id 42 local 192.0.2.2 remote 192.0.2.1 dstport 4789 dev ub udpcsum
+  ip -n tt-ha addr add 192.0.2.1/24 dev upl
+  ip -n tt-hb addr add 192.0.2.2/24 dev ubl
+  ip netns exec tt-hb ethtool -K ubl tx off >/dev/null
+  ip -n tt-hb link add vx0 type vxlan id 42 local 192.0.2.2 remote 192.0.2.1 dstport 4789 dev ubl udpcsum
   ip -n tt-hb link add br0 type bridge
   ip -n tt-hb link set vx0 master br0 up; ip -n tt-hb link set bw master br0; ip -n tt-hb link set br0 up
   ip -n tt-wb link set we mtu 1450; ip -n tt-wb addr add 198.51.100.2/24 dev we
@@ -52,7 +52,7 @@ offloads = "$off"
 [[ports]]
 name = "up"
 kind = "uplink"
-interface = "up"
+interface = "upl"
 backend = "$backend"
 
 [[tunnels]]
@@ -78,10 +78,11 @@ T
   ip netns exec tt-ha "$BIN/overlayd" run --config "$W/c.toml" --state-dir "$W/state" \
     --socket "$W/api.sock" --workers 1 2>"$W/log" & echo $! >"$W/pid"
   for _ in $(seq 100); do [ -S "$W/api.sock" ] && break; sleep 0.1; done
+  [ -S "$W/api.sock" ] || { echo "overlayd did not start:" >&2; cat "$W/log" >&2; exit 1; }
   ip -n tt-ha link set tap0 netns tt-wa
   ip -n tt-wa link set tap0 mtu 1450 up
   ip -n tt-wa addr add 198.51.100.1/24 dev tap0
-  ping -c 3 -i 0.2 -W 2 198.51.100.2 >/dev/null 2>&1 || ip netns exec tt-wa ping -c 3 -i 0.2 -W 2 198.51.100.2 >/dev/null
+  ip netns exec tt-wa ping -c 3 -i 0.2 -W 2 198.51.100.2 >/dev/null
   ip netns exec tt-wb timeout $((SECS + 10)) iperf3 -s -1 >/dev/null 2>&1 &
   sleep 0.3
   ip netns exec tt-wa timeout $((SECS + 10)) iperf3 -c 198.51.100.2 -t "$SECS" -J >"$W/out.json"
