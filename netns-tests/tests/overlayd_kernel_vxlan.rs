@@ -76,7 +76,7 @@ pub fn build_opts(o: &Opts) -> Overlay {
             veth_queues(&ha, &wl, &wa, &we, o.queues);
             String::new()
         }
-        Some(off) => format!("backend = \"tap\"\noffloads = \"{off}\""),
+        Some(off) => format!("backend = \"tap\"\noffloads = \"{off}\"\nqueues = {}", o.queues),
     };
     veth(&hb, &bw, &wb, &wbe);
     let (a_ip, b_ip, plen, fam) = if v6 {
@@ -548,4 +548,38 @@ fn tap_workload_without_offloads() {
     let q = tap_case("off");
     assert_eq!(q["rx_super_frames"], 0, "{q:#}");
     assert_eq!(q["rx_checksums_completed"], 0, "{q:#}");
+}
+
+/// A multi-queue TAP port (`IFF_MULTI_QUEUE`), one queue per worker: the
+/// workload's flows spread over both queues and both directions stay intact.
+#[test]
+fn tap_workload_two_queues_two_workers() {
+    if !require_root("tap_workload_two_queues_two_workers") {
+        return;
+    }
+    let o = build_opts(&Opts { queues: 2, tap_offloads: Some("on"), ..Opts::default() });
+    let st = o.d.status();
+    assert_eq!(st["io"]["workers"], 2, "{st:#}");
+    assert!(pings(&o.wa, "198.51.100.2", 2), "A -> B ping failed: {st:#}");
+    let before = o.d.settled_counters();
+    // Each connection's random flow hash picks the TAP queue it is sent on.
+    for i in 0..8 {
+        tcp_transfer(&o.wa, &o.wb, "198.51.100.2", 200_000 + i);
+    }
+    std::thread::sleep(Duration::from_millis(700));
+    let st = o.d.status();
+    let socks = st["io"]["ports"][0]["sockets"].as_array().unwrap();
+    assert_eq!(socks.len(), 2, "one io_uring queue per TAP queue: {st:#}");
+    for s in socks {
+        assert!(
+            s["rx_packets"].as_u64().unwrap() > 0,
+            "TAP queue {} got nothing: {st:#}",
+            s["queue"]
+        );
+    }
+    let c = o.d.settled_counters();
+    assert_eq!(c["dropped"], before["dropped"], "unexpected drops: {c:#}");
+    let Overlay { d, ha, .. } = o;
+    d.stop();
+    assert!(!xdp_attached(&ha), "an XDP program was left attached");
 }
