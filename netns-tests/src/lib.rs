@@ -685,6 +685,40 @@ impl Overlayd {
     }
 }
 
+/// Pings `to` from `from`, `n` times; true if all were answered.
+pub fn pings(from: &Netns, to: &str, n: u32) -> bool {
+    from.exec_output(&["ping", "-c", &n.to_string(), "-i", "0.2", "-W", "2", to]).status.success()
+}
+
+/// Sends `bytes` random bytes over TCP from `from` to `to_ip` (listening in
+/// `to`), and checks they arrive intact by comparing SHA-256 at both ends.
+pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: &str, bytes: usize) {
+    let tmp = TempDir::new("tcp");
+    let src = tmp.join("src");
+    let dst = tmp.join("dst");
+    let data: Vec<u8> = (0..bytes).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::write(&src, &data).unwrap();
+    let mut server = Background::spawn(
+        to.command(&["sh", "-c", &format!("timeout 30 nc -l -p 5001 > {}", dst.display())]),
+        "nc -l",
+    );
+    // Give the listener a moment to bind.
+    std::thread::sleep(Duration::from_millis(300));
+    let out = from.exec_output(&[
+        "sh",
+        "-c",
+        &format!("timeout 30 nc -N -w 5 {to_ip} 5001 < {}", src.display()),
+    ]);
+    assert!(out.status.success(), "nc client failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        server.wait_timeout(Duration::from_secs(30)).is_some(),
+        "the TCP receiver did not finish"
+    );
+    let got = std::fs::read(&dst).unwrap();
+    assert_eq!(got.len(), data.len(), "TCP transfer lost bytes");
+    assert!(got == data, "TCP transfer corrupted bytes");
+}
+
 /// True if any interface in the namespace has an XDP program attached.
 pub fn xdp_attached(ns: &Netns) -> bool {
     ns.ip(&["-d", "link", "show"]).contains("prog/xdp")

@@ -114,10 +114,6 @@ actions = [{{ output = "wl" }}]
     Hosts { wa, wb, ha, _hb: hb, up, d }
 }
 
-fn pings(from: &Netns, to: &str, n: u32) -> bool {
-    from.exec_output(&["ping", "-c", &n.to_string(), "-i", "0.2", "-W", "2", to]).status.success()
-}
-
 #[test]
 fn vf_operations_fail_clearly_on_veth_and_traffic_is_unaffected() {
     if !require_root("vf_operations_fail_clearly_on_veth_and_traffic_is_unaffected") {

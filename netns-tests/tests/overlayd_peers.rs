@@ -21,7 +21,7 @@
 
 use std::collections::HashSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use netns_tests::*;
 
@@ -31,40 +31,6 @@ const WA_IP: &str = "198.51.100.1";
 const WB_IP: &str = "198.51.100.2";
 /// Bytes sent over TCP in each direction.
 const TCP_BYTES: usize = 2_000_000;
-
-/// Pings `to` from `from`, `n` times; true if all were answered.
-fn pings(from: &Netns, to: &str, n: u32) -> bool {
-    from.exec_output(&["ping", "-c", &n.to_string(), "-i", "0.2", "-W", "2", to]).status.success()
-}
-
-/// Sends `bytes` bytes over TCP from `from` to `to_ip` (listening in `to`),
-/// and checks they arrive intact.
-fn tcp_transfer(from: &Netns, to: &Netns, to_ip: &str, bytes: usize) {
-    let tmp = TempDir::new("tcp");
-    let src = tmp.join("src");
-    let dst = tmp.join("dst");
-    let data: Vec<u8> = (0..bytes).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    std::fs::write(&src, &data).unwrap();
-    let mut server = Background::spawn(
-        to.command(&["sh", "-c", &format!("timeout 30 nc -l -p 5001 > {}", dst.display())]),
-        "nc -l",
-    );
-    // Give the listener a moment to bind.
-    std::thread::sleep(Duration::from_millis(300));
-    let out = from.exec_output(&[
-        "sh",
-        "-c",
-        &format!("timeout 30 nc -N -w 5 {to_ip} 5001 < {}", src.display()),
-    ]);
-    assert!(out.status.success(), "nc client failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(
-        server.wait_timeout(Duration::from_secs(30)).is_some(),
-        "the TCP receiver did not finish"
-    );
-    let got = std::fs::read(&dst).unwrap();
-    assert_eq!(got.len(), data.len(), "TCP transfer lost bytes");
-    assert!(got == data, "TCP transfer corrupted bytes");
-}
 
 /// Everything useful about a daemon when an exchange fails.
 fn why(d: &Overlayd) -> String {
