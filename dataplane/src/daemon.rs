@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use engine::compile::{compile, RuleSet};
-use engine::counters::{Ledger, Snapshot, WorkerCounters};
+use engine::counters::Snapshot;
 use engine::model::{Config, ConfigError};
 use engine::pipeline::Published;
 
 use crate::offload::Offloader;
+use crate::report::{CounterBoard, IoStatus};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,7 +25,9 @@ pub enum ApplyError {
     Store(#[from] StoreError),
 }
 
-/// Shared by the API handlers (and, with the I/O layer, the workers).
+/// The control plane's state, shared by the API handlers. It publishes rule
+/// sets to the workers and reads what they report; it never reaches into
+/// them.
 pub struct Daemon {
     store: Store,
     published: Arc<Published>,
@@ -32,7 +35,7 @@ pub struct Daemon {
     /// path never take it (they read `published`).
     config: Mutex<Config>,
     /// Counters of every worker, current and retired generations alike.
-    counters: Mutex<Ledger>,
+    counters: Arc<CounterBoard>,
     started: Instant,
     /// The generation published last, for those that follow changes (the
     /// datapath re-steers and re-resolves when tunnels or ports change).
@@ -41,13 +44,17 @@ pub struct Daemon {
     /// is accepted; set by `run` when it attaches interfaces.
     host_check: std::sync::OnceLock<HostCheck>,
     /// What `status` shows about the packet I/O; set by `run`.
-    io_status: std::sync::OnceLock<IoStatus>,
+    io: std::sync::OnceLock<Box<dyn IoReport>>,
     /// VF settings and flow offload; set by `run` when it attaches interfaces.
     offload: std::sync::OnceLock<Arc<Offloader>>,
 }
 
 pub type HostCheck = Box<dyn Fn(&Config) -> Result<(), ConfigError> + Send + Sync>;
-pub type IoStatus = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// Where `status` reads the packet I/O's state from.
+pub trait IoReport: Send + Sync {
+    fn io_status(&self) -> IoStatus;
+}
 
 impl Daemon {
     /// Starts from the stored state if there is one, else from `initial`
@@ -67,11 +74,11 @@ impl Daemon {
             store,
             published: Arc::new(Published::new(rs)),
             config: Mutex::new(config),
-            counters: Mutex::new(Ledger::default()),
+            counters: Arc::new(CounterBoard::default()),
             started: Instant::now(),
             changed: tokio::sync::watch::Sender::new(generation),
             host_check: std::sync::OnceLock::new(),
-            io_status: std::sync::OnceLock::new(),
+            io: std::sync::OnceLock::new(),
             offload: std::sync::OnceLock::new(),
         })
     }
@@ -117,13 +124,13 @@ impl Daemon {
         self.offload.get()
     }
 
-    pub fn set_io_status(&self, f: IoStatus) {
-        let _ = self.io_status.set(f);
+    pub fn set_io_report(&self, r: Box<dyn IoReport>) {
+        let _ = self.io.set(r);
     }
 
-    /// The packet I/O's state (`null` when only the control plane runs).
-    pub fn io_status(&self) -> serde_json::Value {
-        self.io_status.get().map_or(serde_json::Value::Null, |f| f())
+    /// The packet I/O's state (`None` when only the control plane runs).
+    pub fn io_status(&self) -> Option<IoStatus> {
+        self.io.get().map(|r| r.io_status())
     }
 
     /// Wakes whenever a new generation is published.
@@ -135,21 +142,15 @@ impl Daemon {
         self.started.elapsed().as_secs()
     }
 
-    /// Makes `c`, numbered by `rs`, worker `worker`'s current counters; the
-    /// ones they replace are folded into the totals.
-    pub fn set_worker_counters(&self, worker: usize, rs: Arc<RuleSet>, c: Arc<WorkerCounters>) {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner()).set_live(worker, rs, c);
-    }
-
-    /// Folds a stopped worker's counters into the totals.
-    pub fn retire_worker(&self, worker: usize) {
-        self.counters.lock().unwrap_or_else(|p| p.into_inner()).retire(worker);
+    /// Where workers report their counters.
+    pub fn counter_board(&self) -> Arc<CounterBoard> {
+        Arc::clone(&self.counters)
     }
 
     /// Everything counted since start, numbered by the current rule set.
     pub fn counters(&self) -> Snapshot {
         let rs = self.published.current();
-        let mut s = self.counters.lock().unwrap_or_else(|p| p.into_inner()).snapshot(&rs);
+        let mut s = self.counters.snapshot(&rs);
         // What the hardware ran, counted where software would have counted it.
         if let Some(o) = self.offload.get() {
             o.add_counters(&mut s, &rs);

@@ -10,5 +10,7 @@ pub mod neigh;
 pub mod offload;
 pub mod render;
 pub mod replay;
+pub mod report;
 pub mod run;
 pub mod store;
+pub mod worker;

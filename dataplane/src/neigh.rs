@@ -36,7 +36,7 @@ use rtnetlink::packet_route::neighbour::{
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteType, RouteVia};
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::{new_connection, new_multicast_connection, Handle, MulticastGroup};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +55,7 @@ pub struct Target {
 }
 
 /// State of each target, for `status`: resolved MAC, the gateway used, or why not.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NeighState {
     pub remote: IpAddr,
     pub interface: String,
@@ -397,7 +397,7 @@ impl Watch {
         let mut hops = HashSet::new();
         let mut published = HashSet::new();
         for t in &targets {
-            let want = crate::io::afxdp::ifindex(&t.ifname).ok();
+            let want = crate::io::netdev::ifindex(&t.ifname).ok();
             let route = match (want, routes.entry(t.remote)) {
                 // Decided on the interface alone.
                 (None, _) => Err(String::new()),
@@ -423,7 +423,7 @@ impl Watch {
                 }
             }
             let res = decide(t, want, &route, entry.as_ref(), |i| {
-                ifname(i).unwrap_or_else(|| format!("index {i}"))
+                crate::io::netdev::ifname(i).unwrap_or_else(|| format!("index {i}"))
             });
             hops.insert(t.remote);
             let (via, mac, state, logged) = match res {
@@ -679,17 +679,6 @@ pub fn trigger_by_datagram(remote: IpAddr, ifname: &str) -> std::io::Result<()> 
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
         Err(e) => Err(e),
     }
-}
-
-fn ifname(index: u32) -> Option<String> {
-    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
-    // SAFETY: `buf` has the IF_NAMESIZE bytes if_indextoname may write.
-    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr()) };
-    if p.is_null() {
-        return None;
-    }
-    // SAFETY: on success the buffer holds a NUL-terminated name.
-    Some(unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

@@ -12,9 +12,10 @@ use engine::next_hop::NextHops;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::{serve, ApiState};
-use crate::daemon::Daemon;
-use crate::datapath::{neighbour_targets, Datapath, DatapathOptions};
+use crate::daemon::{Daemon, IoReport};
+use crate::datapath::{neighbour_targets, Datapath, DatapathLinks, DatapathOptions};
 use crate::neigh::{NeighWatcher, Target};
+use crate::report::IoStatus;
 use crate::store::Store;
 
 pub struct RunOptions {
@@ -51,7 +52,7 @@ fn host_check(c: &Config) -> Result<(), ConfigError> {
                 }
             }
             Some(name) => {
-                crate::io::afxdp::ifindex(name)
+                crate::io::netdev::ifindex(name)
                     .map_err(|e| invalid(format!("no interface {name:?} on this host ({e})")))?;
             }
         }
@@ -66,12 +67,31 @@ fn targets(rs: &RuleSet) -> Vec<Target> {
 /// The running datapath, replaced when the ports change.
 type Slot = Arc<Mutex<Option<Datapath>>>;
 
+/// What `status` shows of the packet I/O: the datapath in its slot and the
+/// neighbour watcher.
+struct RunningIo {
+    slot: Slot,
+    watcher: Arc<NeighWatcher>,
+}
+
+impl IoReport for RunningIo {
+    fn io_status(&self) -> IoStatus {
+        let g = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        IoStatus {
+            running: g.is_some(),
+            workers: g.as_ref().map_or(0, |d| d.workers()),
+            ports: g.as_ref().map(|d| d.status()).unwrap_or_default(),
+            neighbours: self.watcher.states(),
+        }
+    }
+}
+
 /// Keeps the datapath and the neighbour watcher in step with each new generation.
 async fn follow(
     daemon: Arc<Daemon>,
     slot: Slot,
     watcher: Arc<NeighWatcher>,
-    hops: Arc<NextHops>,
+    links: DatapathLinks,
     opts: DatapathOptions,
 ) {
     let mut rx = daemon.subscribe();
@@ -90,7 +110,7 @@ async fn follow(
             if let Some(old) = g.take() {
                 old.stop();
             }
-            match Datapath::start(Arc::clone(&daemon), Arc::clone(&hops), opts) {
+            match Datapath::start(links.clone(), opts) {
                 Ok(dp) => *g = Some(dp),
                 Err(e) => {
                     tracing::error!(generation = rs.generation, error = %e, "datapath failed to start")
@@ -157,19 +177,15 @@ pub fn run(o: RunOptions) -> Result<(), String> {
                 let hops = NextHops::new();
                 let watcher = Arc::new(NeighWatcher::start(Arc::clone(&hops)).await.map_err(|e| e.to_string())?);
                 watcher.set_targets(targets(&daemon.rules()));
-                let dp = Datapath::start(Arc::clone(&daemon), Arc::clone(&hops), opts).map_err(|e| e.to_string())?;
+                let links = DatapathLinks {
+                    published: daemon.published(),
+                    hops,
+                    counters: daemon.counter_board(),
+                };
+                let dp = Datapath::start(links.clone(), opts).map_err(|e| e.to_string())?;
                 let slot: Slot = Arc::new(Mutex::new(Some(dp)));
-                let (s2, w2) = (Arc::clone(&slot), Arc::clone(&watcher));
-                daemon.set_io_status(Box::new(move || {
-                    let g = s2.lock().unwrap_or_else(|p| p.into_inner());
-                    serde_json::json!({
-                        "running": g.is_some(),
-                        "workers": g.as_ref().map_or(0, |d| d.workers()),
-                        "ports": g.as_ref().map(|d| d.status()).unwrap_or_default(),
-                        "neighbours": w2.states(),
-                    })
-                }));
-                tokio::spawn(follow(Arc::clone(&daemon), Arc::clone(&slot), watcher, hops, opts));
+                daemon.set_io_report(Box::new(RunningIo { slot: Arc::clone(&slot), watcher: Arc::clone(&watcher) }));
+                tokio::spawn(follow(Arc::clone(&daemon), Arc::clone(&slot), watcher, links, opts));
                 Some(slot)
             }
             None => None,

@@ -7,26 +7,21 @@
 //! worker's free list, a fill ring, the kernel, an RX ring, the worker's batch,
 //! a TX ring, or a completion ring. Nothing here allocates per packet.
 //!
-//! Received data starts `XDP_PACKET_HEADROOM` (256) bytes into its frame, and
-//! frames the worker allocates keep the same headroom, so the outer headers of
-//! an encapsulation (at most 78 bytes) are written in front of the packet in
-//! place.
-//!
-//! All the unsafe code of the AF_XDP path is in this file.
+//! Received data starts `XDP_PACKET_HEADROOM` (256) bytes into its frame
+//! ([`super::memory::HEADROOM`]), and frames the worker allocates keep the same headroom, so
+//! the outer headers of an encapsulation are written in front of the packet
+//! in place. The packet memory itself is [`Umem`] (io/memory.rs).
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use engine::model::ZeroCopy;
 
-/// Bytes per UMEM frame: a page, so no frame crosses a page boundary.
-pub const FRAME_SIZE: usize = 4096;
-/// Where the kernel places received data in a frame (XDP_PACKET_HEADROOM);
-/// the room in front is where encapsulation writes the outer headers.
-pub const HEADROOM: usize = 256;
+use super::memory::{FrameAddr, Umem, FRAME_SIZE};
+use super::sys::{self, getsockopt, setsockopt};
+use super::{netdev, PortQueue, QueueStats, RingStats, RxCtx, RxDesc, TxFailure};
 
 /// A kernel feature or an operation that failed, naming the interface.
 #[derive(Debug, thiserror::Error)]
@@ -37,86 +32,6 @@ pub enum AfXdpError {
     Io { ifname: String, what: &'static str, source: io::Error },
     #[error("{ifname}: zero-copy was required but the driver refused it: {source}")]
     ZeroCopyRefused { ifname: String, source: io::Error },
-}
-
-/// Socket statistics kept by the kernel (`XDP_STATISTICS`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
-pub struct XskStats {
-    pub queue: u32,
-    /// Frames this socket received and queued for transmission: which queue,
-    /// and so which worker, carries the traffic.
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    /// Received but dropped by the kernel (no fill-ring frame, or too large).
-    pub rx_dropped: u64,
-    pub rx_invalid_descs: u64,
-    pub tx_invalid_descs: u64,
-    /// Dropped because the RX ring was full (the worker fell behind).
-    pub rx_ring_full: u64,
-    pub rx_fill_ring_empty: u64,
-    pub tx_ring_empty: u64,
-}
-
-/// Packet memory shared with the kernel: `frames` frames of `FRAME_SIZE` bytes.
-pub struct Umem {
-    mem: super::Region,
-    frames: usize,
-}
-
-// SAFETY: the region is plain memory owned by this value; which frames a
-// thread may touch is decided by the ring protocol, not by the type.
-unsafe impl Send for Umem {}
-
-impl Umem {
-    pub fn new(frames: usize) -> io::Result<Umem> {
-        Ok(Umem { mem: super::Region::new(frames * FRAME_SIZE)?, frames })
-    }
-
-    pub fn frames(&self) -> usize {
-        self.frames
-    }
-
-    /// Every frame's address, for the initial free list.
-    pub fn frame_addrs(&self) -> impl Iterator<Item = u64> {
-        (0..self.frames as u64).map(|i| i * FRAME_SIZE as u64)
-    }
-
-    /// The whole frame containing `addr`, and `addr`'s offset in it.
-    ///
-    /// # Safety
-    /// The caller must own that frame (it is in none of the rings) and must not
-    /// create a second reference to it while this one lives.
-    #[inline(always)]
-    pub unsafe fn frame<'a>(&self, addr: u64) -> (&'a mut [u8], usize) {
-        let base = addr as usize & !(FRAME_SIZE - 1);
-        debug_assert!(base < self.frames * FRAME_SIZE);
-        // SAFETY: `base` is a frame inside the mapping (addresses come from
-        // this UMEM's rings), and the caller guarantees exclusive ownership.
-        let s =
-            unsafe { std::slice::from_raw_parts_mut(self.mem.ptr.as_ptr().add(base), FRAME_SIZE) };
-        (s, addr as usize - base)
-    }
-
-    /// The UMEM address of a byte inside the mapping.
-    #[inline(always)]
-    pub fn addr_of(&self, p: *const u8) -> u64 {
-        (p as usize - self.mem.ptr.as_ptr() as usize) as u64
-    }
-}
-
-impl Umem {
-    /// The mapping, for registering it with io_uring.
-    pub fn as_ptr(&self) -> *mut u8 {
-        self.mem.ptr.as_ptr()
-    }
-
-    pub fn len(&self) -> usize {
-        self.frames * FRAME_SIZE
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.frames == 0
-    }
 }
 
 /// One mmapped ring. `T` is `u64` (fill, completion) or `libc::xdp_desc`.
@@ -295,50 +210,6 @@ pub struct Xsk {
     tx_packets: u64,
 }
 
-fn setsockopt<T>(fd: RawFd, opt: libc::c_int, v: &T) -> io::Result<()> {
-    // SAFETY: passes a valid pointer and the exact size of `T`.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_XDP,
-            opt,
-            (v as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// Reads a socket option into a plain C struct of the kernel's ABI.
-fn getsockopt<T: Copy>(fd: RawFd, opt: libc::c_int) -> io::Result<T> {
-    // SAFETY: only used with libc's xdp_* structs, plain integers for which
-    // all-zero bytes are a valid value.
-    let mut v: T = unsafe { std::mem::zeroed() };
-    let mut len = std::mem::size_of::<T>() as libc::socklen_t;
-    // SAFETY: the kernel writes at most `len` bytes into `v`.
-    let r =
-        unsafe { libc::getsockopt(fd, libc::SOL_XDP, opt, (&mut v as *mut T).cast(), &mut len) };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(v)
-    }
-}
-
-/// The interface index of `ifname`.
-pub fn ifindex(ifname: &str) -> io::Result<u32> {
-    let c = CString::new(ifname).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: a valid NUL-terminated string.
-    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
-        0 => Err(io::Error::last_os_error()),
-        i => Ok(i),
-    }
-}
-
 impl Xsk {
     /// Opens a socket on `ifname` queue `queue`. The first socket of a UMEM
     /// registers it (`primary` = None); later ones share it.
@@ -353,22 +224,18 @@ impl Xsk {
             let source = io::Error::last_os_error();
             AfXdpError::Io { ifname: ifname.to_string(), what, source }
         };
-        let index = ifindex(ifname).map_err(|source| AfXdpError::Io {
+        let index = netdev::ifindex(ifname).map_err(|source| AfXdpError::Io {
             ifname: ifname.into(),
             what: "no such interface",
             source,
         })?;
-        // SAFETY: plain socket(2) call; the result is checked.
-        let raw = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(AfXdpError::Unsupported {
+        let fd = sys::socket(libc::AF_XDP, libc::SOCK_RAW, 0).map_err(|source| {
+            AfXdpError::Unsupported {
                 ifname: ifname.into(),
                 feature: "AF_XDP sockets (CONFIG_XDP_SOCKETS)",
-                source: io::Error::last_os_error(),
-            });
-        }
-        // SAFETY: `raw` is a fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+                source,
+            }
+        })?;
         let f = fd.as_raw_fd();
         let wrap = |what: &'static str| {
             move |source| AfXdpError::Io { ifname: ifname.to_string(), what, source }
@@ -377,22 +244,26 @@ impl Xsk {
         if primary.is_none() {
             let reg = libc::xdp_umem_reg {
                 addr: umem.as_ptr() as u64,
-                len: (umem.frames * FRAME_SIZE) as u64,
+                len: umem.len() as u64,
                 chunk_size: FRAME_SIZE as u32,
                 headroom: 0,
                 flags: 0,
                 tx_metadata_len: 0,
             };
-            setsockopt(f, libc::XDP_UMEM_REG, &reg).map_err(wrap("registering the UMEM"))?;
+            setsockopt(f, libc::SOL_XDP, libc::XDP_UMEM_REG, &reg)
+                .map_err(wrap("registering the UMEM"))?;
         }
         let n = cfg.ring_size;
-        setsockopt(f, libc::XDP_UMEM_FILL_RING, &n).map_err(wrap("sizing the fill ring"))?;
-        setsockopt(f, libc::XDP_UMEM_COMPLETION_RING, &n)
+        setsockopt(f, libc::SOL_XDP, libc::XDP_UMEM_FILL_RING, &n)
+            .map_err(wrap("sizing the fill ring"))?;
+        setsockopt(f, libc::SOL_XDP, libc::XDP_UMEM_COMPLETION_RING, &n)
             .map_err(wrap("sizing the completion ring"))?;
-        setsockopt(f, libc::XDP_RX_RING, &n).map_err(wrap("sizing the RX ring"))?;
-        setsockopt(f, libc::XDP_TX_RING, &n).map_err(wrap("sizing the TX ring"))?;
-        let off: libc::xdp_mmap_offsets = getsockopt(f, libc::XDP_MMAP_OFFSETS)
-            .map_err(wrap("reading the ring offsets (XDP_MMAP_OFFSETS)"))?;
+        setsockopt(f, libc::SOL_XDP, libc::XDP_RX_RING, &n).map_err(wrap("sizing the RX ring"))?;
+        setsockopt(f, libc::SOL_XDP, libc::XDP_TX_RING, &n).map_err(wrap("sizing the TX ring"))?;
+        // SAFETY: xdp_mmap_offsets is a plain struct of integers.
+        let off: libc::xdp_mmap_offsets =
+            unsafe { getsockopt(f, libc::SOL_XDP, libc::XDP_MMAP_OFFSETS) }
+                .map_err(wrap("reading the ring offsets (XDP_MMAP_OFFSETS)"))?;
         let rx = Ring::map(f, &off.rx, n, libc::XDP_PGOFF_RX_RING as u64)
             .map_err(wrap("mapping the RX ring"))?;
         let tx = Ring::map(f, &off.tx, n, libc::XDP_PGOFF_TX_RING as u64)
@@ -454,8 +325,9 @@ impl Xsk {
                 }
             }
         }
-        let opts: libc::xdp_options =
-            getsockopt(f, libc::XDP_OPTIONS).map_err(|_| io_err("reading XDP_OPTIONS"))?;
+        // SAFETY: xdp_options is a plain struct of integers.
+        let opts: libc::xdp_options = unsafe { getsockopt(f, libc::SOL_XDP, libc::XDP_OPTIONS) }
+            .map_err(|_| io_err("reading XDP_OPTIONS"))?;
         Ok(Xsk {
             fd,
             ifname: ifname.into(),
@@ -486,13 +358,13 @@ impl Xsk {
         self.zero_copy
     }
 
-    /// Takes up to `max` received descriptors as (address, length).
+    /// Takes up to `max` received frames.
     #[inline]
-    pub fn recv(&mut self, out: &mut Vec<(u64, u32)>, max: usize) -> usize {
+    pub fn recv(&mut self, out: &mut Vec<RxDesc>, max: usize) -> usize {
         let n = (self.rx.cons_ready() as usize).min(max);
         for _ in 0..n {
             let d = self.rx.cons_read();
-            out.push((d.addr, d.len));
+            out.push(RxDesc { addr: FrameAddr(d.addr), len: d.len });
         }
         if n > 0 {
             self.rx.cons_release();
@@ -509,11 +381,11 @@ impl Xsk {
 
     /// Queues one frame for transmission; false if the TX ring is full.
     #[inline]
-    pub fn send(&mut self, addr: u64, len: u32) -> bool {
+    pub fn send(&mut self, addr: FrameAddr, len: u32) -> bool {
         if self.tx.prod_free() == 0 {
             return false;
         }
-        self.tx.prod_write(libc::xdp_desc { addr, len, options: 0 });
+        self.tx.prod_write(libc::xdp_desc { addr: addr.0, len, options: 0 });
         self.tx_packets += 1;
         true
     }
@@ -551,10 +423,10 @@ impl Xsk {
 
     /// Moves completed TX frames to `free`.
     #[inline]
-    pub fn reclaim(&mut self, free: &mut Vec<u64>) -> usize {
+    pub fn reclaim(&mut self, free: &mut Vec<FrameAddr>) -> usize {
         let n = self.comp.cons_ready();
         for _ in 0..n {
-            free.push(self.comp.cons_read());
+            free.push(FrameAddr(self.comp.cons_read()).base());
         }
         if n > 0 {
             self.comp.cons_release();
@@ -565,12 +437,12 @@ impl Xsk {
     /// Gives the kernel frames to receive into, from `free`, keeping at most
     /// `target` frames in the fill ring.
     #[inline]
-    pub fn refill(&mut self, free: &mut Vec<u64>, target: usize) {
+    pub fn refill(&mut self, free: &mut Vec<FrameAddr>, target: usize) {
         let in_ring = self.fill.size as usize - self.fill.prod_free_now() as usize;
         let n = target.saturating_sub(in_ring).min(free.len());
         for _ in 0..n {
             let a = free.pop().expect("counted above");
-            self.fill.prod_write(a);
+            self.fill.prod_write(a.0);
         }
         if n > 0 {
             self.fill.prod_submit();
@@ -587,19 +459,46 @@ impl Xsk {
         self.rx.size as usize
     }
 
-    pub fn stats(&self) -> io::Result<XskStats> {
-        let s: libc::xdp_statistics = getsockopt(self.fd(), libc::XDP_STATISTICS)?;
-        Ok(XskStats {
+    /// This socket's counts and the kernel's (`XDP_STATISTICS`).
+    pub fn stats(&self) -> io::Result<QueueStats> {
+        // SAFETY: xdp_statistics is a plain struct of integers.
+        let s: libc::xdp_statistics =
+            unsafe { getsockopt(self.fd(), libc::SOL_XDP, libc::XDP_STATISTICS) }?;
+        Ok(QueueStats {
+            rings: Some(RingStats {
+                rx_dropped: s.rx_dropped,
+                rx_invalid_descs: s.rx_invalid_descs,
+                tx_invalid_descs: s.tx_invalid_descs,
+                rx_ring_full: s.rx_ring_full,
+                rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
+                tx_ring_empty: s.tx_ring_empty_descs,
+            }),
+            ..self.own_stats()
+        })
+    }
+
+    fn own_stats(&self) -> QueueStats {
+        QueueStats {
             queue: self.queue,
             rx_packets: self.rx_packets,
             tx_packets: self.tx_packets,
-            rx_dropped: s.rx_dropped,
-            rx_invalid_descs: s.rx_invalid_descs,
-            tx_invalid_descs: s.tx_invalid_descs,
-            rx_ring_full: s.rx_ring_full,
-            rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
-            tx_ring_empty: s.tx_ring_empty_descs,
-        })
+            ..Default::default()
+        }
+    }
+
+    /// Kicks a driver that waits for a system call before filling RX.
+    fn wake_rx(&self) {
+        // SAFETY: a zero-length, non-blocking recvfrom on our socket.
+        unsafe {
+            libc::recvfrom(
+                self.fd(),
+                std::ptr::null_mut(),
+                0,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
+        };
     }
 }
 
@@ -619,60 +518,7 @@ fn bind_error(ifname: &str, source: io::Error) -> AfXdpError {
     }
 }
 
-/// Waits until one of `fds` has received data, or `timeout_ms` passes.
-pub fn wait_readable(fds: &mut [libc::pollfd], timeout_ms: i32) {
-    for p in fds.iter_mut() {
-        p.events = libc::POLLIN;
-        p.revents = 0;
-    }
-    // SAFETY: `fds` is a valid, initialised pollfd array of the given length.
-    unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-}
-
-/// Kicks a driver that waits for a system call before filling RX.
-pub fn wake_rx(fd: RawFd) {
-    // SAFETY: a zero-length, non-blocking recvfrom on our socket.
-    unsafe {
-        libc::recvfrom(
-            fd,
-            std::ptr::null_mut(),
-            0,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    };
-}
-
-/// Number of RX queues of an interface, from sysfs.
-pub fn rx_queues(ifname: &str) -> usize {
-    std::fs::read_dir(format!("/sys/class/net/{ifname}/queues"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
-                .count()
-        })
-        .unwrap_or(1)
-        .max(1)
-}
-
-/// The interface's MAC address, from sysfs.
-pub fn mac_address(ifname: &str) -> io::Result<[u8; 6]> {
-    let s = std::fs::read_to_string(format!("/sys/class/net/{ifname}/address"))?;
-    let mut m = [0u8; 6];
-    let parts: Vec<&str> = s.trim().split(':').collect();
-    if parts.len() != 6 {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad address {s:?}")));
-    }
-    for (o, p) in m.iter_mut().zip(parts) {
-        *o = u8::from_str_radix(p, 16).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidData, format!("bad address {s:?}"))
-        })?;
-    }
-    Ok(m)
-}
-
-impl super::PortQueue for Xsk {
+impl PortQueue for Xsk {
     fn queue(&self) -> u32 {
         self.queue
     }
@@ -681,16 +527,16 @@ impl super::PortQueue for Xsk {
         Xsk::fd(self)
     }
 
-    fn reclaim(&mut self, free: &mut Vec<u64>, _failed: &mut Vec<u32>) {
+    fn reclaim(&mut self, free: &mut Vec<FrameAddr>, _failed: &mut Vec<TxFailure>) {
         Xsk::reclaim(self, free);
     }
 
-    fn refill(&mut self, free: &mut Vec<u64>) {
+    fn refill(&mut self, free: &mut Vec<FrameAddr>) {
         let target = self.ring_size();
         Xsk::refill(self, free, target);
     }
 
-    fn recv(&mut self, _cx: &mut super::RxCtx<'_>, out: &mut Vec<(u64, u32)>, max: usize) -> usize {
+    fn recv(&mut self, _cx: &mut RxCtx<'_>, out: &mut Vec<RxDesc>, max: usize) -> usize {
         Xsk::recv(self, out, max)
     }
 
@@ -698,7 +544,7 @@ impl super::PortQueue for Xsk {
         Xsk::tx_free(self)
     }
 
-    fn send(&mut self, _mem: &Umem, addr: u64, len: u32) -> bool {
+    fn send(&mut self, _mem: &Umem, addr: FrameAddr, len: u32) -> bool {
         Xsk::send(self, addr, len)
     }
 
@@ -716,18 +562,12 @@ impl super::PortQueue for Xsk {
 
     fn after_rx(&mut self) {
         if self.rx_needs_wakeup() {
-            wake_rx(Xsk::fd(self));
+            self.wake_rx();
         }
     }
 
-    fn stats(&self) -> super::QueueStats {
-        let s = Xsk::stats(self).unwrap_or(XskStats {
-            queue: self.queue,
-            rx_packets: self.rx_packets,
-            tx_packets: self.tx_packets,
-            ..Default::default()
-        });
-        super::QueueStats::AfXdp(s)
+    fn stats(&self) -> QueueStats {
+        Xsk::stats(self).unwrap_or_else(|_| self.own_stats())
     }
 
     fn zero_copy(&self) -> bool {

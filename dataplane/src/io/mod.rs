@@ -1,37 +1,73 @@
-//! I/O backends: one file per facility. Each moves batches of packets between
-//! the kernel (or a file) and the engine, and holds no policy.
+//! The I/O layer: moves batches of frames between the kernel (or a file) and
+//! the engine, and holds no policy. One job per file:
+//!
+//! | file | job |
+//! |---|---|
+//! | `memory.rs` | a worker's packet memory ([`memory::Umem`]) and frame addresses |
+//! | `netdev.rs` | interface queries: index, name, MAC address, queue count |
+//! | `sys.rs` | socket options, sockets, poll, CPU pinning |
+//! | `steer.rs` | what of an interface's traffic is ours (the XDP program's rule and its Rust twin) |
+//! | `xdp.rs` | the XDP steering program and its maps |
+//! | `afxdp.rs` | AF_XDP sockets and their rings |
+//! | `af_packet.rs` | AF_PACKET sockets, and the kernel sink on uplinks |
+//! | `tap.rs` | TAP devices |
+//! | `uring.rs` | io_uring queues for AF_PACKET and TAP ports |
+//! | `virtio.rs`, `gso.rs` | the virtio-net header: checksum completion, segmentation |
+//! | `pcap.rs` | pcap files for `replay` |
 //!
 //! A worker drives every queue it serves through [`PortQueue`], whatever the
-//! backend: frames are addresses in the worker's packet memory ([`Umem`]),
-//! so a packet received on one backend is sent on another without a copy,
-//! and the pipeline never knows where a packet came from.
+//! backend: frames live in the worker's packet memory, so a packet received
+//! on one backend is sent on another without a copy, and the pipeline never
+//! knows where a packet came from.
 
+pub mod af_packet;
 pub mod afxdp;
 pub mod gso;
-pub mod packet;
+pub mod memory;
+pub mod netdev;
 pub mod pcap;
+pub mod steer;
+pub mod sys;
 pub mod tap;
 pub mod uring;
 pub mod virtio;
 pub mod xdp;
 
-use std::io;
 use std::os::fd::RawFd;
-use std::ptr::NonNull;
 
 use encap::DropReason;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use afxdp::{Umem, XskStats};
-use uring::UringStats;
+use memory::{FrameAddr, Umem};
+use steer::SteerStats;
+
+/// A received frame: where it is in packet memory and how long it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RxDesc {
+    pub addr: FrameAddr,
+    pub len: u32,
+}
+
+/// A frame dropped before the pipeline saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InputDrop {
+    pub reason: DropReason,
+    pub len: u32,
+}
+
+/// A frame the kernel failed to send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxFailure {
+    pub len: u32,
+}
 
 /// What a queue needs to turn what it received into frames of packet memory.
 pub struct RxCtx<'a> {
     pub mem: &'a Umem,
     /// Free frames of `mem`, for backends that copy into them.
-    pub free: &'a mut Vec<u64>,
-    /// Frames dropped before the pipeline saw them: (reason, length).
-    pub drops: &'a mut Vec<(DropReason, u32)>,
+    pub free: &'a mut Vec<FrameAddr>,
+    /// Frames dropped before the pipeline saw them.
+    pub drops: &'a mut Vec<InputDrop>,
     /// Largest IP packet a segment may be (the smallest inner MTU).
     pub max_ip: usize,
 }
@@ -41,18 +77,18 @@ pub trait PortQueue: Send {
     fn queue(&self) -> u32;
     /// The descriptor to wait on while idle.
     fn fd(&self) -> RawFd;
-    /// Returns the frames the kernel is done sending to `free`, and the
-    /// lengths of the ones it failed to send to `failed`.
-    fn reclaim(&mut self, free: &mut Vec<u64>, failed: &mut Vec<u32>);
+    /// Returns the frames the kernel is done sending to `free` (frame
+    /// starts), and the ones it failed to send to `failed`.
+    fn reclaim(&mut self, free: &mut Vec<FrameAddr>, failed: &mut Vec<TxFailure>);
     /// Gives the kernel frames to receive into, if this backend receives
     /// into packet memory directly.
-    fn refill(&mut self, free: &mut Vec<u64>);
-    /// Takes up to `max` received frames as (address, length).
-    fn recv(&mut self, cx: &mut RxCtx<'_>, out: &mut Vec<(u64, u32)>, max: usize) -> usize;
+    fn refill(&mut self, free: &mut Vec<FrameAddr>);
+    /// Takes up to `max` received frames.
+    fn recv(&mut self, cx: &mut RxCtx<'_>, out: &mut Vec<RxDesc>, max: usize) -> usize;
     /// Frames `send` can take now.
     fn tx_free(&mut self) -> usize;
     /// Queues one frame; false if there is no room.
-    fn send(&mut self, mem: &Umem, addr: u64, len: u32) -> bool;
+    fn send(&mut self, mem: &Umem, addr: FrameAddr, len: u32) -> bool;
     /// Hands queued frames to the kernel.
     fn flush_tx(&mut self);
     /// True while frames are queued that the kernel has not taken.
@@ -68,45 +104,50 @@ pub trait PortQueue: Send {
     }
 }
 
-/// A queue's statistics, as `status` shows them.
-#[derive(Clone, Copy, Debug, Serialize)]
-#[serde(untagged)]
-pub enum QueueStats {
-    AfXdp(XskStats),
-    Uring(UringStats),
+/// A queue's statistics, as `status` shows them: the counts every backend
+/// keeps, then what only some have.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    pub queue: u32,
+    /// Frames this queue received and queued for transmission: which queue,
+    /// and so which worker, carries the traffic.
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// AF_XDP: the kernel's ring statistics.
+    #[serde(flatten)]
+    pub rings: Option<RingStats>,
+    /// io_uring: virtio-net offload work and ring events.
+    #[serde(flatten)]
+    pub offload: Option<OffloadStats>,
+    /// AF_PACKET uplinks: the steering decision taken in software.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering: Option<SteerStats>,
 }
 
-/// Anonymous memory, populated up front and unmapped on drop: packet
-/// memory and receive buffers.
-pub struct Region {
-    pub ptr: NonNull<u8>,
-    pub len: usize,
+/// An AF_XDP socket's statistics kept by the kernel (`XDP_STATISTICS`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingStats {
+    /// Received but dropped by the kernel (no fill-ring frame, or too large).
+    pub rx_dropped: u64,
+    pub rx_invalid_descs: u64,
+    pub tx_invalid_descs: u64,
+    /// Dropped because the RX ring was full (the worker fell behind).
+    pub rx_ring_full: u64,
+    pub rx_fill_ring_empty: u64,
+    pub tx_ring_empty: u64,
 }
 
-impl Region {
-    pub fn new(len: usize) -> io::Result<Region> {
-        // SAFETY: an anonymous private mapping; checked before use.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Region { ptr: NonNull::new(p.cast()).expect("mmap succeeded"), len })
-    }
-}
-
-impl Drop for Region {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `new` mapped; its users (rings, sockets)
-        // are dropped before it.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
+/// What an io_uring queue did for the virtio-net header and its rings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffloadStats {
+    /// Super-frames cut into segments, and the segments they gave.
+    pub rx_super_frames: u64,
+    pub rx_segments: u64,
+    /// Partial checksums finished for the workload.
+    pub rx_checksums_completed: u64,
+    /// Times the receive buffers ran out (the kernel queued meanwhile).
+    pub rx_buffers_exhausted: u64,
+    /// Frames delivered marked DATA_VALID.
+    pub tx_data_valid: u64,
+    pub tx_errors: u64,
 }

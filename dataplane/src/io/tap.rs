@@ -10,7 +10,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::virtio::HDR_LEN;
 
@@ -41,15 +41,15 @@ const NAMES: [(u32, &str); 6] = [
 
 /// The offloads a TAP port asked for and got: what is not enabled the
 /// workload's own kernel does in software (it sees the feature off).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offloads {
-    pub enabled: Vec<&'static str>,
+    pub enabled: Vec<String>,
     /// Asked for, refused by this kernel.
-    pub refused: Vec<&'static str>,
+    pub refused: Vec<String>,
 }
 
-fn names(bits: u32) -> Vec<&'static str> {
-    NAMES.iter().filter(|(b, _)| bits & b != 0).map(|(_, n)| *n).collect()
+fn names(bits: u32) -> Vec<String> {
+    NAMES.iter().filter(|(b, _)| bits & b != 0).map(|(_, n)| n.to_string()).collect()
 }
 
 #[repr(C)]

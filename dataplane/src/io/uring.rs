@@ -24,14 +24,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use encap::DropReason;
 use io_uring::{cqueue, opcode, types, IoUring};
-use serde::Serialize;
 
-use super::afxdp::{Umem, FRAME_SIZE, HEADROOM};
 use super::gso::Plan;
-use super::packet::{steer, Steer};
+use super::memory::{FrameAddr, Region, Umem, FRAME_SIZE, HEADROOM};
+use super::steer::{steer, Steer, SteerRole, SteerStats};
 use super::virtio::{self, OffloadError, VnetHdr, F_DATA_VALID, F_NEEDS_CSUM, HDR_LEN};
-use super::xdp::{SteerRole, SteerStats};
-use super::{PortQueue, QueueStats, Region, RxCtx};
+use super::{InputDrop, OffloadStats, PortQueue, QueueStats, RxCtx, RxDesc, TxFailure};
 
 /// Receive buffers per queue, and their size: a 64 KiB super-frame plus its
 /// Ethernet and virtio-net headers.
@@ -99,29 +97,42 @@ fn new_ring(entries: u32) -> Result<IoUring, UringError> {
 
 /// What kind of queue, and what its kind needs.
 pub enum Kind {
-    /// A packet socket: the uplink's steering decides what is ours.
-    Packet { role: Arc<ArcSwap<SteerRole>> },
+    /// An AF_PACKET socket: the uplink's steering decides what is ours.
+    AfPacket { role: Arc<ArcSwap<SteerRole>> },
     /// A TAP queue: mark checksums we verified when delivering.
     Tap { mark_valid: bool },
 }
 
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct UringStats {
-    pub queue: u32,
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    /// Super-frames cut into segments, and the segments they gave.
-    pub rx_super_frames: u64,
-    pub rx_segments: u64,
-    /// Partial checksums finished for the workload.
-    pub rx_checksums_completed: u64,
-    /// Times the receive buffers ran out (the kernel queued meanwhile).
-    pub rx_buffers_exhausted: u64,
-    /// Frames delivered marked DATA_VALID.
-    pub tx_data_valid: u64,
-    pub tx_errors: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub steering: Option<SteerStats>,
+/// A write in flight, carried in its completion's `user_data`: the frame
+/// (48 bits of address are plenty for packet memory) and its length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct WriteTag {
+    addr: FrameAddr,
+    len: u32,
+}
+
+impl WriteTag {
+    const ADDR_BITS: u32 = 48;
+
+    fn pack(self) -> u64 {
+        debug_assert!(self.addr.0 < 1 << Self::ADDR_BITS && self.len < 1 << 16);
+        self.addr.0 | (self.len as u64) << Self::ADDR_BITS
+    }
+
+    fn unpack(v: u64) -> WriteTag {
+        WriteTag {
+            addr: FrameAddr(v & ((1 << Self::ADDR_BITS) - 1)),
+            len: (v >> Self::ADDR_BITS) as u32,
+        }
+    }
+}
+
+/// A received buffer waiting to be taken: its id in the buffer ring and the
+/// bytes the kernel wrote.
+#[derive(Clone, Copy, Debug)]
+struct Received {
+    bid: u16,
+    len: u32,
 }
 
 pub struct UringQueue {
@@ -134,10 +145,14 @@ pub struct UringQueue {
     bufs: Region,
     buf_tail: u16,
     rx_armed: bool,
-    ready: VecDeque<(u16, u32)>,
+    ready: VecDeque<Received>,
     in_flight: usize,
     unsubmitted: bool,
-    stats: UringStats,
+    queue: u32,
+    rx_packets: u64,
+    tx_packets: u64,
+    offload: OffloadStats,
+    steering: Option<SteerStats>,
 }
 
 // SAFETY: the raw regions are owned by this value and only touched by the
@@ -185,7 +200,7 @@ impl UringQueue {
                 source: e,
             },
         })?;
-        let steering = matches!(kind, Kind::Packet { .. }).then(SteerStats::default);
+        let steering = matches!(kind, Kind::AfPacket { .. }).then(SteerStats::default);
         let mut q = UringQueue {
             ring,
             fd,
@@ -198,7 +213,11 @@ impl UringQueue {
             ready: VecDeque::new(),
             in_flight: 0,
             unsubmitted: false,
-            stats: UringStats { queue, steering, ..Default::default() },
+            queue,
+            rx_packets: 0,
+            tx_packets: 0,
+            offload: OffloadStats::default(),
+            steering,
         };
         for bid in 0..RX_BUFS {
             q.give_buffer(bid);
@@ -236,7 +255,7 @@ impl UringQueue {
     fn arm_rx(&mut self) {
         let fd = types::Fd(self.fd.as_raw_fd());
         let e = match self.kind {
-            Kind::Packet { .. } => opcode::RecvMulti::new(fd, BGID).build(),
+            Kind::AfPacket { .. } => opcode::RecvMulti::new(fd, BGID).build(),
             Kind::Tap { .. } => opcode::ReadMulti::new(fd, 0, BGID).build(),
         };
         self.push(e.user_data(RX_TAG));
@@ -267,7 +286,7 @@ impl UringQueue {
 
     /// Collects completions: received buffers wait in `ready`, written
     /// frames return to `free`, failed writes to `failed` (their lengths).
-    fn reap(&mut self, free: &mut Vec<u64>, failed: &mut Vec<u32>) {
+    fn reap(&mut self, free: &mut Vec<FrameAddr>, failed: &mut Vec<TxFailure>) {
         if self.ring.completion().is_empty() && self.ring.submission().taskrun() {
             self.submit();
         }
@@ -275,10 +294,10 @@ impl UringQueue {
             if c.user_data() == RX_TAG {
                 if c.result() >= 0 {
                     if let Some(bid) = cqueue::buffer_select(c.flags()) {
-                        self.ready.push_back((bid, c.result() as u32));
+                        self.ready.push_back(Received { bid, len: c.result() as u32 });
                     }
                 } else if c.result() == -libc::ENOBUFS {
-                    self.stats.rx_buffers_exhausted += 1;
+                    self.offload.rx_buffers_exhausted += 1;
                 } else {
                     tracing::warn!(interface = %self.ifname, error = %io::Error::from_raw_os_error(-c.result()), "receive failed; re-arming");
                 }
@@ -286,11 +305,12 @@ impl UringQueue {
                     self.rx_armed = false;
                 }
             } else {
-                free.push(frame_base(c.user_data() & ((1 << 48) - 1)));
+                let w = WriteTag::unpack(c.user_data());
+                free.push(w.addr.base());
                 self.in_flight -= 1;
                 if c.result() < 0 {
-                    self.stats.tx_errors += 1;
-                    failed.push((c.user_data() >> 48) as u32);
+                    self.offload.tx_errors += 1;
+                    failed.push(TxFailure { len: w.len });
                 }
             }
         }
@@ -306,7 +326,7 @@ impl UringQueue {
         role: Option<&SteerRole>,
         budget: usize,
         cx: &mut RxCtx<'_>,
-        out: &mut Vec<(u64, u32)>,
+        out: &mut Vec<RxDesc>,
     ) -> bool {
         // SAFETY: the kernel filled `len` bytes of buffer `bid` and gave it
         // back through the completion; it is ours until returned to the ring.
@@ -317,12 +337,12 @@ impl UringQueue {
             )
         };
         let (Some(h), Some(frame)) = (VnetHdr::parse(buf), buf.get(HDR_LEN..)) else {
-            cx.drops.push((DropReason::OffloadInvalid, len as u32));
+            cx.drops.push(InputDrop { reason: DropReason::OffloadInvalid, len: len as u32 });
             return true;
         };
         if let Some(role) = role {
             let s = steer(frame, role);
-            if let Some(st) = self.stats.steering.as_mut() {
+            if let Some(st) = self.steering.as_mut() {
                 s.count(st);
             }
             if s != Steer::Ours {
@@ -337,33 +357,36 @@ impl UringQueue {
                     if plan.segments() > budget {
                         return false;
                     }
-                    self.stats.rx_super_frames += 1;
+                    self.offload.rx_super_frames += 1;
                     for i in 0..plan.segments() {
                         let Some(a) = cx.free.pop() else {
-                            cx.drops.push((DropReason::NoFreeFrame, plan.segment_len(i) as u32));
+                            let len = plan.segment_len(i) as u32;
+                            cx.drops.push(InputDrop { reason: DropReason::NoFreeFrame, len });
                             continue;
                         };
-                        let a = frame_base(a);
                         // SAFETY: a frame from the free list is the worker's alone.
                         let (f, _) = unsafe { cx.mem.frame(a) };
                         let n = plan.write(frame, i, &mut f[HEADROOM..]);
-                        out.push((a + HEADROOM as u64, n as u32));
-                        self.stats.rx_segments += 1;
+                        out.push(RxDesc { addr: a.offset_by(HEADROOM), len: n as u32 });
+                        self.offload.rx_segments += 1;
                     }
                 }
-                Err(_) => cx.drops.push((DropReason::OffloadInvalid, frame.len() as u32)),
+                Err(_) => cx.drops.push(InputDrop {
+                    reason: DropReason::OffloadInvalid,
+                    len: frame.len() as u32,
+                }),
             }
             return true;
         }
+        let len = frame.len() as u32;
         if frame.len() > FRAME_SIZE - HEADROOM {
-            cx.drops.push((DropReason::RxTooLarge, frame.len() as u32));
+            cx.drops.push(InputDrop { reason: DropReason::RxTooLarge, len });
             return true;
         }
         let Some(a) = cx.free.pop() else {
-            cx.drops.push((DropReason::NoFreeFrame, frame.len() as u32));
+            cx.drops.push(InputDrop { reason: DropReason::NoFreeFrame, len });
             return true;
         };
-        let a = frame_base(a);
         // SAFETY: a frame from the free list is the worker's alone.
         let (f, _) = unsafe { cx.mem.frame(a) };
         let dst = &mut f[HEADROOM..HEADROOM + frame.len()];
@@ -373,54 +396,48 @@ impl UringQueue {
                 virtio::complete_checksum(dst, &h)
             {
                 cx.free.push(a);
-                cx.drops.push((DropReason::OffloadInvalid, frame.len() as u32));
+                cx.drops.push(InputDrop { reason: DropReason::OffloadInvalid, len });
                 return true;
             }
-            self.stats.rx_checksums_completed += 1;
+            self.offload.rx_checksums_completed += 1;
         }
-        out.push((a + HEADROOM as u64, frame.len() as u32));
+        out.push(RxDesc { addr: a.offset_by(HEADROOM), len });
         true
     }
 }
 
-/// The start of the frame holding `addr` (free lists may hold addresses
-/// inside frames, as AF_XDP completions return them).
-fn frame_base(addr: u64) -> u64 {
-    addr & !(FRAME_SIZE as u64 - 1)
-}
-
 impl PortQueue for UringQueue {
     fn queue(&self) -> u32 {
-        self.stats.queue
+        self.queue
     }
 
     fn fd(&self) -> RawFd {
         self.ring.as_raw_fd()
     }
 
-    fn reclaim(&mut self, free: &mut Vec<u64>, failed: &mut Vec<u32>) {
+    fn reclaim(&mut self, free: &mut Vec<FrameAddr>, failed: &mut Vec<TxFailure>) {
         self.reap(free, failed);
     }
 
-    fn refill(&mut self, _free: &mut Vec<u64>) {}
+    fn refill(&mut self, _free: &mut Vec<FrameAddr>) {}
 
-    fn recv(&mut self, cx: &mut RxCtx<'_>, out: &mut Vec<(u64, u32)>, max: usize) -> usize {
+    fn recv(&mut self, cx: &mut RxCtx<'_>, out: &mut Vec<RxDesc>, max: usize) -> usize {
         let before = out.len();
         let mut returned = false;
         // The steering role, read once per batch.
         let role = match &self.kind {
-            Kind::Packet { role } => Some(role.load_full()),
+            Kind::AfPacket { role } => Some(role.load_full()),
             Kind::Tap { .. } => None,
         };
         while out.len() - before < max {
-            let Some((bid, len)) = self.ready.pop_front() else { break };
+            let Some(r) = self.ready.pop_front() else { break };
             // A super-frame larger than a whole batch goes through alone.
             let budget = if out.len() == before { usize::MAX } else { max - (out.len() - before) };
-            if !self.take(bid, len as usize, role.as_deref(), budget, cx, out) {
-                self.ready.push_front((bid, len));
+            if !self.take(r.bid, r.len as usize, role.as_deref(), budget, cx, out) {
+                self.ready.push_front(r);
                 break;
             }
-            self.give_buffer(bid);
+            self.give_buffer(r.bid);
             returned = true;
         }
         if returned {
@@ -431,7 +448,7 @@ impl PortQueue for UringQueue {
             self.submit();
         }
         let n = out.len() - before;
-        self.stats.rx_packets += n as u64;
+        self.rx_packets += n as u64;
         n
     }
 
@@ -439,7 +456,7 @@ impl PortQueue for UringQueue {
         TX_INFLIGHT - self.in_flight
     }
 
-    fn send(&mut self, mem: &Umem, addr: u64, len: u32) -> bool {
+    fn send(&mut self, mem: &Umem, addr: FrameAddr, len: u32) -> bool {
         if self.in_flight >= TX_INFLIGHT {
             return false;
         }
@@ -453,7 +470,7 @@ impl PortQueue for UringQueue {
         if let Kind::Tap { mark_valid: true } = self.kind {
             if virtio::l4_checksum_valid(&f[off..off + len as usize]) {
                 h.flags = F_DATA_VALID;
-                self.stats.tx_data_valid += 1;
+                self.offload.tx_data_valid += 1;
             }
         }
         h.write(&mut f[off - HDR_LEN..off]);
@@ -464,10 +481,10 @@ impl PortQueue for UringQueue {
             0,
         )
         .build()
-        .user_data(addr | (len as u64) << 48);
+        .user_data(WriteTag { addr, len }.pack());
         self.push(e);
         self.in_flight += 1;
-        self.stats.tx_packets += 1;
+        self.tx_packets += 1;
         true
     }
 
@@ -488,6 +505,26 @@ impl PortQueue for UringQueue {
     fn after_rx(&mut self) {}
 
     fn stats(&self) -> QueueStats {
-        QueueStats::Uring(self.stats)
+        QueueStats {
+            queue: self.queue,
+            rx_packets: self.rx_packets,
+            tx_packets: self.tx_packets,
+            rings: None,
+            offload: Some(self.offload),
+            steering: self.steering,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_tag_round_trips() {
+        let w = WriteTag { addr: FrameAddr(0x0000_7fff_ffff_f100), len: 1514 };
+        assert_eq!(WriteTag::unpack(w.pack()), w);
+        let top = WriteTag { addr: FrameAddr((1 << 48) - 1), len: u16::MAX as u32 };
+        assert_eq!(WriteTag::unpack(top.pack()), top);
     }
 }

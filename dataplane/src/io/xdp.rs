@@ -13,22 +13,16 @@ use std::os::fd::RawFd;
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpMode as AyaMode};
 use aya::Ebpf;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use super::netdev;
+use super::steer::{SteerRole, SteerStats};
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
 
 const MAX_VXLAN_PORTS: usize = 4;
 
-/// What an interface's traffic is to the dataplane.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SteerRole {
-    /// Everything received belongs to the dataplane.
-    Workload,
-    /// Only tunnel packets addressed to a local VTEP do.
-    Uplink { vteps: Vec<IpAddr>, vxlan_ports: Vec<u16>, gre: bool },
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum XdpMode {
     Native,
@@ -45,18 +39,6 @@ pub enum XdpError {
     Map { ifname: String, what: &'static str, reason: String },
     #[error("{ifname}: at most {MAX_VXLAN_PORTS} VXLAN ports per uplink (got {count})")]
     TooManyPorts { ifname: String, count: usize },
-}
-
-/// The program's own counters, summed over CPUs: what it redirected to the
-/// dataplane and why it passed the rest to the kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct SteerStats {
-    pub redirected: u64,
-    pub pass_not_ip: u64,
-    pub pass_not_tunnel: u64,
-    pub pass_not_local_vtep: u64,
-    pub pass_no_socket: u64,
-    pub pass_fragment: u64,
 }
 
 /// `struct steer_cfg` of the C program.
@@ -107,8 +89,8 @@ impl SteerProgram {
 
     fn attach_mode(ifname: &str, role: &SteerRole, mode: XdpMode) -> Result<Self, XdpError> {
         let load = |reason: String| XdpError::Load { ifname: ifname.into(), reason };
-        let ifindex = crate::io::afxdp::ifindex(ifname)
-            .map_err(|e| load(format!("no such interface ({e})")))?;
+        let ifindex =
+            netdev::ifindex(ifname).map_err(|e| load(format!("no such interface ({e})")))?;
         let mut ebpf = Ebpf::load(PROGRAM).map_err(|e| load(e.to_string()))?;
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name).ok_or_else(|| load(format!("the object has no map {name:?}")))

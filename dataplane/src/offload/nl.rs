@@ -316,7 +316,7 @@ fn ext_ack(m: &[u8]) -> Option<String> {
 
 /// The interface index of `name`.
 pub fn ifindex(name: &str) -> Result<u32, String> {
-    crate::io::afxdp::ifindex(name).map_err(|e| format!("no interface {name:?} ({e})"))
+    crate::io::netdev::ifindex(name).map_err(|e| format!("no interface {name:?} ({e})"))
 }
 
 #[cfg(test)]

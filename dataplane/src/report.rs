@@ -1,0 +1,101 @@
+//! What the I/O layer reports to the control plane: the workers' counters,
+//! their queues' statistics, and the state of every attached port. Workers write here and never read the control plane's
+//! state; the control plane reads here and never reaches into a worker.
+//! Both sides take a lock only off the packet path: a worker when it picks
+//! up a new generation or every half second, a reader when asked.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use engine::compile::RuleSet;
+use engine::counters::{Ledger, Snapshot, WorkerCounters};
+use engine::model::{Backend, PortKind};
+use serde::{Deserialize, Serialize};
+
+use crate::io::steer::SteerStats;
+use crate::io::tap;
+use crate::io::xdp::XdpMode;
+use crate::io::QueueStats;
+use crate::neigh::NeighState;
+
+/// The packet I/O as `status` shows it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct IoStatus {
+    /// False while the datapath is down (it failed to restart after a
+    /// change of ports).
+    pub running: bool,
+    pub workers: usize,
+    pub ports: Vec<PortStatus>,
+    /// The next hop of every remote VTEP, as the neighbour watcher sees it.
+    pub neighbours: Vec<NeighState>,
+}
+
+/// What `status` shows about one attached port.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct PortStatus {
+    pub port: String,
+    pub interface: String,
+    pub kind: PortKind,
+    pub backend: Backend,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub xdp_mode: Option<XdpMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zero_copy: Option<bool>,
+    /// TAP ports: the virtio-net offloads negotiated with the kernel.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offloads: Option<tap::Offloads>,
+    pub queues: u32,
+    pub steering: Option<SteerStats>,
+    pub sockets: Vec<QueueStats>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every worker's counters, current and retired generations alike.
+#[derive(Default)]
+pub struct CounterBoard {
+    ledger: Mutex<Ledger>,
+}
+
+impl CounterBoard {
+    /// Makes `c`, numbered by `rs`, worker `worker`'s current counters; the
+    /// ones they replace are folded into the totals.
+    pub fn set_live(&self, worker: usize, rs: Arc<RuleSet>, c: Arc<WorkerCounters>) {
+        lock(&self.ledger).set_live(worker, rs, c);
+    }
+
+    /// Folds a stopped worker's counters into the totals.
+    pub fn retire(&self, worker: usize) {
+        lock(&self.ledger).retire(worker);
+    }
+
+    /// Everything counted since start, numbered by `current`.
+    pub fn snapshot(&self, current: &RuleSet) -> Snapshot {
+        lock(&self.ledger).snapshot(current)
+    }
+}
+
+/// The latest statistics of every queue, by (port name, queue number).
+#[derive(Default)]
+pub struct QueueBoard {
+    queues: Mutex<BTreeMap<(String, u32), QueueStats>>,
+}
+
+impl QueueBoard {
+    pub fn publish<'a>(&self, stats: impl Iterator<Item = (&'a str, QueueStats)>) {
+        let mut q = lock(&self.queues);
+        for (port, s) in stats {
+            q.insert((port.to_string(), s.queue), s);
+        }
+    }
+
+    /// The queues of `port`, in queue order.
+    pub fn port(&self, port: &str) -> Vec<QueueStats> {
+        lock(&self.queues)
+            .range((port.to_string(), 0)..=(port.to_string(), u32::MAX))
+            .map(|(_, s)| *s)
+            .collect()
+    }
+}

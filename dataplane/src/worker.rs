@@ -1,0 +1,368 @@
+//! One worker thread: a loop over the queues it serves, in named phases.
+//!
+//! ```text
+//! loop {
+//!     sync              pick up a new rule-set generation and next hops
+//!     reclaim_refill    frames the kernel sent come back; fill rings topped up
+//!     for each queue {
+//!         receive       up to a batch of frames, bounded by TX room
+//!         process       the engine: classify, act, encapsulate in place
+//!         transmit      each output port's frames onto its queue, one kick
+//!     }
+//!     publish           queue statistics, every half second
+//!     idle              kick pending TX; sleep in poll(2) when nothing moves
+//! }
+//! drain                 what was queued goes out before the queues close
+//! ```
+//!
+//! A worker is given what it needs ([`WorkerLinks`]: the published rule set,
+//! the next hops, where to report) and holds nothing of the control plane.
+//! Nothing here allocates or locks per packet: the vectors are sized once,
+//! and the report boards are written at most every half second.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use encap::{DropReason, PacketBuf};
+use engine::compile::RuleSet;
+use engine::counters::WorkerCounters;
+use engine::next_hop::NextHops;
+use engine::pipeline::{Outputs, Published, Worker};
+use engine::trace::NoTrace;
+
+use crate::io::memory::{FrameAddr, Umem, FRAME_SIZE, HEADROOM};
+use crate::io::{sys, InputDrop, PortQueue, RxCtx, RxDesc, TxFailure};
+use crate::report::{CounterBoard, QueueBoard};
+
+/// Most packets taken from one RX ring per batch (VPP's vector size).
+pub const BATCH: usize = 256;
+
+/// Empty polls before a worker sleeps in poll(2) until a packet arrives.
+const SPINS_BEFORE_SLEEP: u32 = 64;
+/// Longest sleep: bounds how late a stop request or a new generation is seen.
+const IDLE_POLL_MS: i32 = 50;
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+/// How long a stopping worker waits for the kernel to take what it queued.
+const DRAIN_FOR: Duration = Duration::from_millis(200);
+
+/// A worker's queues and packet memory, built before its thread starts.
+pub struct WorkerIo {
+    pub id: usize,
+    /// Declared before the packet memory so they close before it is unmapped.
+    pub queues: Vec<Box<dyn PortQueue>>,
+    pub umem: Umem,
+    /// The port name of each queue.
+    pub names: Vec<String>,
+    /// Port name -> its interface's MAC address (the outer source of tunnel
+    /// packets when the configuration gives none).
+    pub macs: HashMap<String, [u8; 6]>,
+    pub cpu: usize,
+}
+
+impl WorkerIo {
+    /// True if this worker's queue of `port` moves frames without a copy.
+    pub fn zero_copy(&self, port: &str) -> bool {
+        self.names.iter().zip(&self.queues).any(|(n, q)| n == port && q.zero_copy())
+    }
+}
+
+/// What the control plane gives a worker, and where the worker reports.
+#[derive(Clone)]
+pub struct WorkerLinks {
+    pub published: Arc<Published>,
+    pub hops: Arc<NextHops>,
+    pub counters: Arc<CounterBoard>,
+    pub queues: Arc<QueueBoard>,
+    pub stop: Arc<AtomicBool>,
+}
+
+/// The thread's body: pins itself, runs the loop until asked to stop, drains.
+pub fn run(mut io: WorkerIo, links: WorkerLinks) {
+    sys::pin_to_cpu(io.cpu);
+    let mut l = WorkerLoop::new(&mut io, &links);
+    while !links.stop.load(Ordering::Acquire) {
+        l.sync();
+        l.reclaim_refill();
+        let mut got = 0;
+        for qi in 0..l.queues.len() {
+            let n = l.receive(qi);
+            if n > 0 {
+                got += n;
+                let t0 = Instant::now();
+                l.process(qi);
+                l.transmit();
+                l.counters.busy_ns.add(t0.elapsed().as_nanos() as u64);
+                l.queues[qi].after_rx();
+            }
+        }
+        l.publish();
+        l.idle(got);
+    }
+    l.drain();
+    links.counters.retire(l.id);
+}
+
+/// Maps between the rule set's port numbering and this worker's queues.
+struct PortMap {
+    /// For each queue, its port's index in the rule set (`u16::MAX`: gone).
+    port_of_queue: Vec<u16>,
+    /// For each rule-set port, the queue that sends on it.
+    queue_of_port: Vec<Option<usize>>,
+    /// Largest IP packet a segment of a super-frame may be: the smallest
+    /// inner MTU of the tunnels, and what a frame of packet memory holds.
+    max_ip: usize,
+}
+
+impl PortMap {
+    fn new(rs: &RuleSet, names: &[String]) -> PortMap {
+        let port_of_queue = names.iter().map(|n| rs.port_index(n).unwrap_or(u16::MAX)).collect();
+        let queue_of_port =
+            rs.ports.iter().map(|p| names.iter().position(|n| *n == p.name)).collect();
+        // Two VLAN tags and an Ethernet header in front of the IP packet.
+        let frame_limit = FRAME_SIZE - HEADROOM - 22;
+        let max_ip = rs
+            .tunnels
+            .iter()
+            .map(|t| t.inner_ip_mtu as usize)
+            .min()
+            .unwrap_or(frame_limit)
+            .min(frame_limit);
+        PortMap { port_of_queue, queue_of_port, max_ip }
+    }
+}
+
+/// The loop's state: the queues and memory it borrows from its [`WorkerIo`],
+/// the engine, and scratch vectors sized once.
+struct WorkerLoop<'m> {
+    id: usize,
+    links: &'m WorkerLinks,
+    umem: &'m Umem,
+    queues: &'m mut [Box<dyn PortQueue>],
+    names: &'m [String],
+    macs: &'m HashMap<String, [u8; 6]>,
+    engine: Worker,
+    /// The engine's counters for its current generation.
+    counters: Arc<WorkerCounters>,
+    map: PortMap,
+    out: Outputs<'m>,
+    hops_seen: u64,
+    /// Frames this worker owns and nobody uses.
+    free: Vec<FrameAddr>,
+    descs: Vec<RxDesc>,
+    batch: Vec<PacketBuf<'m>>,
+    in_drops: Vec<InputDrop>,
+    failed: Vec<TxFailure>,
+    pollfds: Vec<libc::pollfd>,
+    start: Instant,
+    idle: u32,
+    last_publish: Instant,
+}
+
+impl<'m> WorkerLoop<'m> {
+    fn new(io: &'m mut WorkerIo, links: &'m WorkerLinks) -> WorkerLoop<'m> {
+        let engine = Worker::new(links.published.current());
+        let map = PortMap::new(engine.rules(), &io.names);
+        let out = Outputs::new(engine.rules().ports.len(), BATCH);
+        let pollfds = io
+            .queues
+            .iter()
+            .map(|q| libc::pollfd { fd: q.fd(), events: libc::POLLIN, revents: 0 })
+            .collect();
+        let mut l = WorkerLoop {
+            id: io.id,
+            links,
+            umem: &io.umem,
+            free: io.umem.frame_addrs().collect(),
+            queues: &mut io.queues,
+            names: &io.names,
+            macs: &io.macs,
+            counters: engine.counters(),
+            engine,
+            map,
+            out,
+            hops_seen: links.hops.version(),
+            descs: Vec::with_capacity(BATCH),
+            batch: Vec::with_capacity(BATCH),
+            in_drops: Vec::new(),
+            failed: Vec::new(),
+            pollfds,
+            start: Instant::now(),
+            idle: 0,
+            last_publish: Instant::now(),
+        };
+        l.adopt_generation();
+        l
+    }
+
+    /// Reports the engine's counters for its generation and gives it what
+    /// the generation does not carry: next hops and interface MACs.
+    fn adopt_generation(&mut self) {
+        self.counters = self.engine.counters();
+        let rules = Arc::clone(self.engine.rules());
+        self.links.counters.set_live(self.id, rules, Arc::clone(&self.counters));
+        self.engine.apply_next_hops(&self.links.hops.snapshot());
+        self.engine.apply_interface_macs(self.macs);
+        self.map = PortMap::new(self.engine.rules(), self.names);
+        self.out = Outputs::new(self.engine.rules().ports.len(), BATCH);
+    }
+
+    /// Phase: a new generation, new next hops.
+    fn sync(&mut self) {
+        if self.engine.sync(&self.links.published).is_some() {
+            self.adopt_generation();
+        }
+        let v = self.links.hops.version();
+        if v != self.hops_seen {
+            self.hops_seen = v;
+            self.engine.apply_next_hops(&self.links.hops.snapshot());
+        }
+    }
+
+    /// Phase: frames the kernel is done with come back to the free list
+    /// (failed sends counted), and fill rings are topped up.
+    fn reclaim_refill(&mut self) {
+        let c = &self.counters;
+        for (qi, q) in self.queues.iter_mut().enumerate() {
+            q.reclaim(&mut self.free, &mut self.failed);
+            for f in self.failed.drain(..) {
+                c.unsend(self.map.port_of_queue[qi], f.len as usize, DropReason::TxFailed);
+            }
+            q.refill(&mut self.free);
+        }
+    }
+
+    /// Phase: takes a batch from queue `qi` into `batch`; returns its size.
+    #[inline]
+    fn receive(&mut self, qi: usize) -> usize {
+        // Never take more than every TX ring can queue: backpressure stays
+        // in the RX ring (counted by the kernel) instead of becoming drops.
+        let room = self.queues.iter_mut().map(|q| q.tx_free()).min().unwrap_or(0).min(BATCH);
+        self.descs.clear();
+        let mut cx = RxCtx {
+            mem: self.umem,
+            free: &mut self.free,
+            drops: &mut self.in_drops,
+            max_ip: self.map.max_ip,
+        };
+        let n = self.queues[qi].recv(&mut cx, &mut self.descs, room);
+        let in_port = self.map.port_of_queue[qi];
+        for d in self.in_drops.drain(..) {
+            self.counters.input_drop(in_port, d.len as usize, d.reason);
+        }
+        for d in &self.descs {
+            // SAFETY: the kernel (or the queue's copy) handed this frame
+            // over; until we queue or free it, nobody else touches it.
+            let (frame, off) = unsafe { self.umem.frame(d.addr) };
+            let pkt =
+                PacketBuf::new(frame, off, d.len as usize).expect("RX descriptor inside its frame");
+            self.batch.push(pkt);
+        }
+        n
+    }
+
+    /// Phase: runs the engine over the batch received on queue `qi`.
+    #[inline]
+    fn process(&mut self, qi: usize) {
+        let in_port = self.map.port_of_queue[qi];
+        let (umem, free) = (self.umem, &mut self.free);
+        let mut pool = || {
+            let a = free.pop()?;
+            // SAFETY: a frame from the free list belongs to this worker alone.
+            let (frame, _) = unsafe { umem.frame(a) };
+            PacketBuf::new(frame, HEADROOM, 0)
+        };
+        let now_ns = self.start.elapsed().as_nanos() as u64;
+        self.engine.process(
+            in_port,
+            &mut self.batch,
+            &mut pool,
+            &mut self.out,
+            now_ns,
+            &mut NoTrace,
+        );
+    }
+
+    /// Phase: queues each output port's frames on the queue that sends on
+    /// it and kicks it once; frames that cannot go are counted and freed.
+    #[inline]
+    fn transmit(&mut self) {
+        let (umem, c) = (self.umem, &self.counters);
+        for (p, pkts) in self.out.ports.iter_mut().enumerate() {
+            if pkts.is_empty() {
+                continue;
+            }
+            let Some(q) = self.map.queue_of_port[p].map(|t| &mut self.queues[t]) else {
+                for pkt in pkts.drain(..) {
+                    c.unsend(p as u16, pkt.len(), DropReason::PortNotAttached);
+                    self.free.push(umem.addr_of(pkt.buffer_ptr()));
+                }
+                continue;
+            };
+            for pkt in pkts.drain(..) {
+                let frame = umem.addr_of(pkt.buffer_ptr());
+                if !q.send(umem, frame.offset_by(pkt.head()), pkt.len() as u32) {
+                    c.unsend(p as u16, pkt.len(), DropReason::TxRingFull);
+                    self.free.push(frame);
+                }
+            }
+            q.flush_tx();
+        }
+        for pkt in self.out.free.drain(..) {
+            self.free.push(umem.addr_of(pkt.buffer_ptr()));
+        }
+    }
+
+    /// Phase: every half second, the queues' statistics for `status`.
+    fn publish(&mut self) {
+        if self.last_publish.elapsed() < PUBLISH_EVERY {
+            return;
+        }
+        self.last_publish = Instant::now();
+        let stats = self.names.iter().zip(self.queues.iter()).map(|(n, q)| (n.as_str(), q.stats()));
+        self.links.queues.publish(stats);
+    }
+
+    /// Phase: keeps kicking until the kernel has taken everything queued
+    /// (AF_XDP in copy mode sends a bounded number of frames per system
+    /// call); after a run of empty polls, sleeps until a packet arrives.
+    fn idle(&mut self, got: usize) {
+        let mut tx_pending = false;
+        for q in self.queues.iter_mut() {
+            if q.tx_pending() {
+                q.flush_tx();
+                tx_pending = true;
+            }
+        }
+        if got > 0 {
+            self.idle = 0;
+        } else if !tx_pending {
+            self.idle += 1;
+            if self.idle > SPINS_BEFORE_SLEEP {
+                sys::wait_readable(&mut self.pollfds, IDLE_POLL_MS);
+            }
+        }
+    }
+
+    /// After the last batch: what was queued for transmission goes out
+    /// before the queues close.
+    fn drain(&mut self) {
+        let deadline = Instant::now() + DRAIN_FOR;
+        for q in self.queues.iter_mut() {
+            q.flush_tx();
+        }
+        while Instant::now() < deadline {
+            let outstanding: usize = self.queues.iter_mut().map(|q| q.outstanding()).sum();
+            if outstanding == 0 {
+                break;
+            }
+            for q in self.queues.iter_mut() {
+                q.reclaim(&mut self.free, &mut self.failed);
+                q.flush_tx();
+            }
+            self.failed.clear();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
