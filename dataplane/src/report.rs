@@ -4,7 +4,6 @@
 //! Both sides take a lock only off the packet path: a worker when it picks
 //! up a new generation or every half second, a reader when asked.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use engine::compile::RuleSet;
@@ -77,25 +76,36 @@ impl CounterBoard {
     }
 }
 
-/// The latest statistics of every queue, by (port name, queue number).
+/// The latest statistics of every queue. A queue is registered once, when
+/// its worker starts, so publishing allocates nothing.
 #[derive(Default)]
 pub struct QueueBoard {
-    queues: Mutex<BTreeMap<(String, u32), QueueStats>>,
+    queues: Mutex<Vec<(String, QueueStats)>>,
 }
 
+/// A queue's place on the board.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueSlot(usize);
+
 impl QueueBoard {
-    pub fn publish<'a>(&self, stats: impl Iterator<Item = (&'a str, QueueStats)>) {
+    pub fn register(&self, port: &str, stats: QueueStats) -> QueueSlot {
         let mut q = lock(&self.queues);
-        for (port, s) in stats {
-            q.insert((port.to_string(), s.queue), s);
+        q.push((port.to_string(), stats));
+        QueueSlot(q.len() - 1)
+    }
+
+    pub fn publish(&self, stats: impl Iterator<Item = (QueueSlot, QueueStats)>) {
+        let mut q = lock(&self.queues);
+        for (slot, s) in stats {
+            q[slot.0].1 = s;
         }
     }
 
     /// The queues of `port`, in queue order.
     pub fn port(&self, port: &str) -> Vec<QueueStats> {
-        lock(&self.queues)
-            .range((port.to_string(), 0)..=(port.to_string(), u32::MAX))
-            .map(|(_, s)| *s)
-            .collect()
+        let mut v: Vec<QueueStats> =
+            lock(&self.queues).iter().filter(|(p, _)| p == port).map(|(_, s)| *s).collect();
+        v.sort_by_key(|s| s.queue);
+        v
     }
 }

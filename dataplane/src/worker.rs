@@ -9,7 +9,7 @@
 //!         process       the engine: classify, act, encapsulate in place
 //!         transmit      each output port's frames onto its queue, one kick
 //!     }
-//!     publish           queue statistics, every half second
+//!     publish           queue statistics: every half second, and on going idle
 //!     idle              kick pending TX; sleep in poll(2) when nothing moves
 //! }
 //! drain                 what was queued goes out before the queues close
@@ -34,7 +34,7 @@ use engine::trace::NoTrace;
 
 use crate::io::memory::{FrameAddr, Umem, FRAME_SIZE, HEADROOM};
 use crate::io::{sys, InputDrop, PortQueue, RxCtx, RxDesc, TxFailure};
-use crate::report::{CounterBoard, QueueBoard};
+use crate::report::{CounterBoard, QueueBoard, QueueSlot};
 
 /// Most packets taken from one RX ring per batch (VPP's vector size).
 pub const BATCH: usize = 256;
@@ -43,7 +43,12 @@ pub const BATCH: usize = 256;
 const SPINS_BEFORE_SLEEP: u32 = 64;
 /// Longest sleep: bounds how late a stop request or a new generation is seen.
 const IDLE_POLL_MS: i32 = 50;
+/// Queue statistics are published this often while busy, and when the worker
+/// goes idle (at most every `PUBLISH_IDLE_GAP`: reading an AF_XDP socket's
+/// statistics is a system call), so `status` is exact soon after traffic
+/// stops.
 const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+const PUBLISH_IDLE_GAP: Duration = Duration::from_millis(10);
 /// How long a stopping worker waits for the kernel to take what it queued.
 const DRAIN_FOR: Duration = Duration::from_millis(200);
 
@@ -97,7 +102,7 @@ pub fn run(mut io: WorkerIo, links: WorkerLinks) {
                 l.queues[qi].after_rx();
             }
         }
-        l.publish();
+        l.publish(got);
         l.idle(got);
     }
     l.drain();
@@ -141,6 +146,10 @@ struct WorkerLoop<'m> {
     umem: &'m Umem,
     queues: &'m mut [Box<dyn PortQueue>],
     names: &'m [String],
+    /// Each queue's place on the statistics board.
+    slots: Vec<QueueSlot>,
+    /// Packets moved since the statistics were last published.
+    unpublished: bool,
     macs: &'m HashMap<String, [u8; 6]>,
     engine: Worker,
     /// The engine's counters for its current generation.
@@ -170,6 +179,9 @@ impl<'m> WorkerLoop<'m> {
             .iter()
             .map(|q| libc::pollfd { fd: q.fd(), events: libc::POLLIN, revents: 0 })
             .collect();
+        let slots =
+            io.names.iter().zip(&io.queues).map(|(n, q)| links.queues.register(n, q.stats()));
+        let slots = slots.collect();
         let mut l = WorkerLoop {
             id: io.id,
             links,
@@ -177,6 +189,8 @@ impl<'m> WorkerLoop<'m> {
             free: io.umem.frame_addrs().collect(),
             queues: &mut io.queues,
             names: &io.names,
+            slots,
+            unpublished: false,
             macs: &io.macs,
             counters: engine.counters(),
             engine,
@@ -314,13 +328,18 @@ impl<'m> WorkerLoop<'m> {
         }
     }
 
-    /// Phase: every half second, the queues' statistics for `status`.
-    fn publish(&mut self) {
-        if self.last_publish.elapsed() < PUBLISH_EVERY {
+    /// Phase: the queues' statistics for `status`, every half second while
+    /// busy and once when a burst ends.
+    fn publish(&mut self, got: usize) {
+        self.unpublished |= got > 0;
+        let since = self.last_publish.elapsed();
+        let burst_ended = got == 0 && self.unpublished && since >= PUBLISH_IDLE_GAP;
+        if !burst_ended && since < PUBLISH_EVERY {
             return;
         }
         self.last_publish = Instant::now();
-        let stats = self.names.iter().zip(self.queues.iter()).map(|(n, q)| (n.as_str(), q.stats()));
+        self.unpublished = false;
+        let stats = self.slots.iter().zip(self.queues.iter()).map(|(s, q)| (*s, q.stats()));
         self.links.queues.publish(stats);
     }
 
