@@ -277,6 +277,62 @@ fn open_queue(
     })
 }
 
+/// Each port's interface MAC address (the outer source of tunnel packets
+/// when the configuration gives none); TAP devices have none of interest.
+fn interface_macs(specs: &[PortSpec]) -> Result<HashMap<String, [u8; 6]>, DatapathError> {
+    let mut macs = HashMap::new();
+    for p in specs.iter().filter(|p| p.backend != Backend::Tap) {
+        let m = netdev::mac_address(&p.interface)
+            .map_err(DatapathError::port(p, "reading its MAC address"))?;
+        macs.insert(p.name.clone(), m);
+    }
+    Ok(macs)
+}
+
+/// Worker `w`'s packet memory and its queue of every port that has a queue `w`.
+fn open_worker(
+    w: usize,
+    steering: &mut [(PortSpec, Steering)],
+    macs: &HashMap<String, [u8; 6]>,
+    opts: &DatapathOptions,
+    cpu: usize,
+) -> Result<WorkerIo, DatapathError> {
+    let mine: Vec<usize> =
+        (0..steering.len()).filter(|&i| (w as u32) < steering[i].0.queues).collect();
+    // Fill and TX rings full on every queue, plus room for copies.
+    let frames = mine.len() * 2 * opts.ring_size as usize + 2 * BATCH;
+    let umem =
+        Umem::new(frames).map_err(|source| DatapathError::Memory { worker: w, frames, source })?;
+    let mut queues: Vec<Box<dyn PortQueue>> = Vec::new();
+    let mut names = Vec::new();
+    let mut primary = None;
+    for i in mine {
+        let (p, st) = &mut steering[i];
+        let q = open_queue(p, w as u32, &umem, primary, st, opts)?;
+        if p.backend == Backend::AfXdp {
+            primary = primary.or(Some(q.fd()));
+        }
+        queues.push(q);
+        names.push(p.name.clone());
+    }
+    Ok(WorkerIo { id: w, umem, queues, names, macs: macs.clone(), cpu })
+}
+
+fn log_attached(p: &PortSpec, st: &Steering, zero_copy: Option<bool>) {
+    let (name, iface, queues) = (&p.name, &p.interface, p.queues);
+    match st {
+        Steering::Xdp(prog) => {
+            tracing::info!(port = %name, interface = %iface, queues, backend = "af_xdp", xdp_mode = ?prog.mode(), zero_copy = ?zero_copy, "attached")
+        }
+        Steering::AfPacket { .. } => {
+            tracing::info!(port = %name, interface = %iface, queues, backend = "af_packet", "attached")
+        }
+        Steering::Tap(o) => {
+            tracing::info!(port = %name, interface = %iface, queues, backend = "tap", offloads = ?o.enabled, "attached")
+        }
+    }
+}
+
 impl Datapath {
     /// Attaches every configured port and starts the workers.
     pub fn start(links: DatapathLinks, opts: DatapathOptions) -> Result<Datapath, DatapathError> {
@@ -288,50 +344,21 @@ impl Datapath {
         if specs.iter().any(|p| p.backend != Backend::AfXdp) {
             uring::probe()?;
         }
-
         // Steering first: an AF_XDP socket is registered in its program's map.
         let mut steering = Vec::new();
         for p in &specs {
             steering.push((p.clone(), Steering::for_port(&rs, p)?));
         }
-
-        let mut macs = HashMap::new();
-        for p in specs.iter().filter(|p| p.backend != Backend::Tap) {
-            let m = netdev::mac_address(&p.interface)
-                .map_err(DatapathError::port(p, "reading its MAC address"))?;
-            macs.insert(p.name.clone(), m);
-        }
-        let mut ios = Vec::new();
-        let mut modes = vec![None; specs.len()];
-        for w in 0..workers {
-            let mine: Vec<usize> =
-                (0..specs.len()).filter(|&i| (w as u32) < specs[i].queues).collect();
-            // Fill and TX rings full on every queue, plus room for copies.
-            let frames = mine.len() * 2 * opts.ring_size as usize + 2 * BATCH;
-            let umem = Umem::new(frames).map_err(|source| DatapathError::Memory {
-                worker: w,
-                frames,
-                source,
-            })?;
-            let mut queues: Vec<Box<dyn PortQueue>> = Vec::new();
-            let mut names = Vec::new();
-            let mut primary = None;
-            for i in mine {
-                let (p, st) = &mut steering[i];
-                let q = open_queue(p, w as u32, &umem, primary, st, &opts)?;
-                if p.backend == Backend::AfXdp {
-                    primary = primary.or(Some(q.fd()));
-                }
-                queues.push(q);
-                names.push(p.name.clone());
-            }
-            ios.push(WorkerIo { id: w, umem, queues, names, macs: macs.clone(), cpu: w % cpus });
-        }
-        for (i, (_, st)) in steering.iter().enumerate() {
-            if let Steering::Xdp(_) = st {
-                modes[i] = Some(ios.iter().any(|io| io.zero_copy(&specs[i].name)));
-            }
-        }
+        let macs = interface_macs(&specs)?;
+        let ios = (0..workers)
+            .map(|w| open_worker(w, &mut steering, &macs, &opts, w % cpus))
+            .collect::<Result<Vec<_>, _>>()?;
+        let modes: Vec<Option<bool>> = steering
+            .iter()
+            .map(|(p, st)| {
+                matches!(st, Steering::Xdp(_)).then(|| ios.iter().any(|io| io.zero_copy(&p.name)))
+            })
+            .collect();
 
         let stop = Arc::new(AtomicBool::new(false));
         let queues = Arc::new(QueueBoard::default());
@@ -351,29 +378,12 @@ impl Datapath {
                 .map_err(DatapathError::Thread)?;
             threads.push(t);
         }
-        for (i, (p, st)) in steering.iter().enumerate() {
-            match st {
-                Steering::Xdp(prog) => {
-                    tracing::info!(port = %p.name, interface = %p.interface, queues = p.queues, backend = "af_xdp", xdp_mode = ?prog.mode(), zero_copy = ?modes[i], "attached")
-                }
-                Steering::AfPacket { .. } => {
-                    tracing::info!(port = %p.name, interface = %p.interface, queues = p.queues, backend = "af_packet", "attached")
-                }
-                Steering::Tap(o) => {
-                    tracing::info!(port = %p.name, interface = %p.interface, queues = p.queues, backend = "tap", offloads = ?o.enabled, "attached")
-                }
-            }
+        for ((p, st), zero_copy) in steering.iter().zip(&modes) {
+            log_attached(p, st, *zero_copy);
         }
         tracing::info!(workers, "datapath started");
-        Ok(Datapath {
-            stop,
-            threads,
-            steering: Mutex::new(steering),
-            specs,
-            modes,
-            queues,
-            workers,
-        })
+        let steering = Mutex::new(steering);
+        Ok(Datapath { stop, threads, steering, specs, modes, queues, workers })
     }
 
     /// True if `rs` has the same ports as this datapath (else it must restart).
