@@ -259,7 +259,7 @@ async fn vfs(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     r.map(Json).map_err(|e| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
-        error: e,
+        error: e.to_string(),
         path: Some("pf".into()),
     })
 }
