@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use dataplane::api_types::{Counters, Summary};
 use dataplane::render;
 use engine::compile::{compile, RuleSet};
 use engine::model::Config;
@@ -180,7 +181,7 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
         Cmd::Check { config, json } => {
             let rs = load(&config)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&render::summary_json(&rs)).unwrap());
+                println!("{}", serde_json::to_string_pretty(&Summary::new(&rs)).unwrap());
             } else {
                 print!("{}", render::summary(&rs));
             }
@@ -198,8 +199,7 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&render::counters_json(&rs, &report.counters))
-                        .unwrap()
+                    serde_json::to_string_pretty(&Counters::new(&rs, &report.counters)).unwrap()
                 );
             } else {
                 print!("{}", render::counters(&rs, &report.counters));

@@ -34,8 +34,8 @@ use engine::counters::{FlowSnapshot, Snapshot};
 use engine::model::{Config, ConfigError};
 use engine::placement::{self, Account, Caps, HwFilter, PortHw, RulePlacement, TunnelDevHw, Why};
 
+use crate::api_types::{DeviceStatus, OffloadStatus, PortProbe, Representors, Sriov, VfView};
 use nl::{IfindexError, NlError};
-use serde_json::{json, Value};
 use switchdev::SwitchdevError;
 use vf::SriovError;
 
@@ -117,13 +117,6 @@ impl Backend for Kernel {
     fn set_num_vfs(&mut self, pf: &str, n: u32) -> Result<(), SriovError> {
         vf::write_num_vfs(pf, n)
     }
-}
-
-/// A device's state as `status` shows it.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-struct DeviceStatus {
-    filters: usize,
-    error: Option<String>,
 }
 
 struct Installed {
@@ -261,22 +254,30 @@ impl Offloader {
     }
 
     /// What `GET /v1/offload` and `status` show.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> OffloadStatus {
         let st = self.lock();
         let hw = st.placement.iter().filter(|p| p.hardware.is_some()).count();
-        json!({
-            "active": true,
-            "enabled": st.enabled,
-            "generation": st.generation,
-            "hardware_rules": hw,
-            "software_rules": st.placement.len() - hw,
-            "ports": st.probed.iter().map(|(k, v)| (k.clone(), match v {
-                Ok(p) => json!({ "switch_id": p.switch_id }),
-                Err(e) => json!({ "error": e.to_string() }),
-            })).collect::<serde_json::Map<_, _>>(),
-            "devices": st.devices,
-            "vf_error": st.vf_error,
-        })
+        OffloadStatus {
+            active: true,
+            why: None,
+            enabled: st.enabled,
+            generation: st.generation,
+            hardware_rules: hw,
+            software_rules: st.placement.len() - hw,
+            ports: st
+                .probed
+                .iter()
+                .map(|(k, v)| {
+                    let probe = match v {
+                        Ok(p) => PortProbe::Switchdev { switch_id: p.switch_id.clone() },
+                        Err(e) => PortProbe::NotSwitchdev { error: e.to_string() },
+                    };
+                    (k.clone(), probe)
+                })
+                .collect(),
+            devices: st.devices.clone(),
+            vf_error: st.vf_error.clone(),
+        }
     }
 
     /// Applies the VF settings `new` asks for that `old` did not (all of
@@ -313,30 +314,23 @@ impl Offloader {
     }
 
     /// A PF's VFs as the device reports them, and its switch's ports.
-    pub fn vf_show(&self, pf: &str) -> Result<Value, OffloadError> {
+    pub fn vf_show(&self, pf: &str) -> Result<VfView, OffloadError> {
         let mut st = self.lock();
         let ifindex = st.backend.ifindex(pf)?;
-        let sriov = st.backend.num_vfs(pf);
+        let sriov = match st.backend.num_vfs(pf) {
+            Ok((num_vfs, total_vfs)) => Sriov::Counts { num_vfs, total_vfs },
+            Err(e) => Sriov::Unavailable { error: format!("{pf}: sriov_numvfs: {e}") },
+        };
         let link = st
             .backend
             .request(vf::get_msg(ifindex, 0))
             .map_err(|source| OffloadError::ReadVfs { pf: pf.into(), source })?;
-        let (num, vfs) = link.first().map(|m| vf::parse_link(m)).unwrap_or_default();
-        let (switch_id, reps) = match switchdev::representors(pf) {
-            Ok((id, r)) => (Some(id), Ok(r)),
-            Err(e) => (None, Err(e.to_string())),
+        let (num_vf, vfs) = link.first().map(|m| vf::parse_link(m)).unwrap_or_default();
+        let (switch_id, representors) = match switchdev::representors(pf) {
+            Ok((id, r)) => (Some(id), Representors::Found(r)),
+            Err(e) => (None, Representors::Unavailable { error: e.to_string() }),
         };
-        Ok(json!({
-            "pf": pf,
-            "sriov": match &sriov {
-                Ok((n, total)) => json!({ "num_vfs": n, "total_vfs": total }),
-                Err(e) => json!({ "error": format!("{pf}: sriov_numvfs: {e}") }),
-            },
-            "num_vf": num,
-            "vfs": vfs,
-            "switch_id": switch_id,
-            "representors": match reps { Ok(r) => json!(r), Err(e) => json!({ "error": e }) },
-        }))
+        Ok(VfView { pf: pf.into(), sriov, num_vf, vfs, switch_id, representors })
     }
 }
 
