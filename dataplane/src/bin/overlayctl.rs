@@ -267,6 +267,25 @@ fn check(r: Response) -> Result<Response, (u8, String)> {
     Err((code, format!("{msg} (HTTP {})", r.status)))
 }
 
+fn table(head: &str, rows: impl Iterator<Item = Vec<String>>) {
+    println!("{head}");
+    for row in rows {
+        println!("{}", row.join("\t"));
+    }
+}
+
+/// A list of `T` (when not printed as JSON already) as a table.
+fn list<T: DeserializeOwned>(
+    r: Option<Response>,
+    head: &str,
+    row: impl Fn(&T) -> Vec<String>,
+) -> Result<(), (u8, String)> {
+    if let Some(r) = r {
+        table(head, parse::<Vec<T>>(&r)?.iter().map(row));
+    }
+    Ok(())
+}
+
 /// A response read as the document it is.
 fn parse<T: DeserializeOwned>(r: &Response) -> Result<T, (u8, String)> {
     serde_json::from_slice(&r.body).map_err(|e| (1, format!("unexpected answer: {e}")))
@@ -306,12 +325,6 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
         println!("applied: generation {}", parse::<Applied>(&r)?.generation);
         Ok(())
     };
-    let table = |head: &str, rows: Vec<Vec<String>>| {
-        println!("{head}");
-        for row in rows {
-            println!("{}", row.join("\t"));
-        }
-    };
     match &cli.cmd {
         Cmd::Rule { cmd: RuleCmd::List } => {
             if let Some(r) = get("/v1/rules")? {
@@ -340,22 +353,19 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
                 }
                 table(
                     "vf\tmac\tvlan\tqos\tspoof_check\ttrust\tlink_state\tmin_tx_rate\tmax_tx_rate",
-                    v.vfs
-                        .iter()
-                        .map(|s| {
-                            vec![
-                                cell(s.vf),
-                                cell(s.mac),
-                                cell(s.vlan),
-                                cell(s.qos),
-                                cell(s.spoof_check),
-                                cell(s.trust),
-                                cell(s.link_state),
-                                cell(s.min_tx_rate),
-                                cell(s.max_tx_rate),
-                            ]
-                        })
-                        .collect(),
+                    v.vfs.iter().map(|s| {
+                        vec![
+                            cell(s.vf),
+                            cell(s.mac),
+                            cell(s.vlan),
+                            cell(s.qos),
+                            cell(s.spoof_check),
+                            cell(s.trust),
+                            cell(s.link_state),
+                            cell(s.min_tx_rate),
+                            cell(s.max_tx_rate),
+                        ]
+                    }),
                 );
                 match &v.representors {
                     Representors::Found(r) => {
@@ -449,16 +459,13 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
                 }
                 table(
                     "rule\tpriority\truns in",
-                    v.rules
-                        .iter()
-                        .map(|r| {
-                            vec![
-                                r.id.to_string(),
-                                r.priority.to_string(),
-                                placement_text(Some(&r.placement)),
-                            ]
-                        })
-                        .collect(),
+                    v.rules.iter().map(|r| {
+                        vec![
+                            r.id.to_string(),
+                            r.priority.to_string(),
+                            placement_text(Some(&r.placement)),
+                        ]
+                    }),
                 );
             }
         }
@@ -470,54 +477,36 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
             ops(serde_json::json!([{ "add_rule": rule }]))?
         }
         Cmd::Rule { cmd: RuleCmd::Del { id } } => ops(serde_json::json!([{ "remove_rule": id }]))?,
-        Cmd::Tunnel { cmd: NamedCmd::List } => {
-            if let Some(r) = get("/v1/tunnels")? {
-                let tunnels: Vec<Tunnel> = parse(&r)?;
-                table(
-                    "name\ttype\tlocal\tremote\tvni\tkey\tuplink",
-                    tunnels
-                        .iter()
-                        .map(|t| {
-                            vec![
-                                cell(&t.name),
-                                cell(t.kind),
-                                cell(t.local),
-                                cell(t.remote),
-                                cell(t.vni),
-                                cell(t.key),
-                                cell(&t.uplink),
-                            ]
-                        })
-                        .collect(),
-                );
-            }
-        }
+        Cmd::Tunnel { cmd: NamedCmd::List } => list(
+            get("/v1/tunnels")?,
+            "name\ttype\tlocal\tremote\tvni\tkey\tuplink",
+            |t: &Tunnel| {
+                vec![
+                    cell(&t.name),
+                    cell(t.kind),
+                    cell(t.local),
+                    cell(t.remote),
+                    cell(t.vni),
+                    cell(t.key),
+                    cell(&t.uplink),
+                ]
+            },
+        )?,
         Cmd::Tunnel { cmd: NamedCmd::Del { name } } => {
             ops(serde_json::json!([{ "remove_tunnel": name }]))?
         }
         Cmd::Port { cmd: NamedCmd::List } => {
-            if let Some(r) = get("/v1/ports")? {
-                let ports: Vec<Port> = parse(&r)?;
-                table(
-                    "name\tkind\tinterface\tmac",
-                    ports
-                        .iter()
-                        .map(|p| vec![cell(&p.name), cell(p.kind), cell(&p.interface), cell(p.mac)])
-                        .collect(),
-                );
-            }
+            list(get("/v1/ports")?, "name\tkind\tinterface\tmac", |p: &Port| {
+                vec![cell(&p.name), cell(p.kind), cell(&p.interface), cell(p.mac)]
+            })?
         }
         Cmd::Port { cmd: NamedCmd::Del { name } } => {
             ops(serde_json::json!([{ "remove_port": name }]))?
         }
         Cmd::Fdb { cmd: FdbCmd::List } => {
-            if let Some(r) = get("/v1/fdb")? {
-                let fdb: Vec<FdbEntry> = parse(&r)?;
-                table(
-                    "vni\tmac\ttunnel",
-                    fdb.iter().map(|f| vec![cell(f.vni), cell(f.mac), cell(&f.tunnel)]).collect(),
-                );
-            }
+            list(get("/v1/fdb")?, "vni\tmac\ttunnel", |f: &FdbEntry| {
+                vec![cell(f.vni), cell(f.mac), cell(&f.tunnel)]
+            })?
         }
         Cmd::Fdb { cmd: FdbCmd::Add { vni, mac, tunnel } } => {
             ops(serde_json::json!([{ "add_fdb": { "vni": vni, "mac": mac, "tunnel": tunnel } }]))?
