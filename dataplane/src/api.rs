@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put, MethodRouter};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
-use serde_json::{json, Value};
+use serde::Serialize;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -25,6 +26,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::api_types::{
+    Applied, Counters, ErrorBody, OffloadStatus, OffloadView, PlacedRule, Placement, RuleView,
+    Status, VfView,
+};
 use crate::daemon::{ApplyError, Daemon};
 use engine::model::{Config, ConfigError};
 
@@ -74,7 +79,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.error, "path": self.path }))).into_response()
+        (self.status, Json(ErrorBody { error: self.error, path: self.path })).into_response()
     }
 }
 
@@ -159,75 +164,70 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-async fn status(State(s): Api) -> Result<Json<Value>, ApiError> {
-    Ok(Json(json!({
-        "version": env!("CARGO_PKG_VERSION"),
-        "api": "v1",
-        "uptime_secs": s.daemon.uptime_secs(),
-        "generation": s.daemon.generation(),
-        "io": s.daemon.io_status(),
-        "offload": offload_summary(&s),
-    })))
+async fn status(State(s): Api) -> Result<Json<Status>, ApiError> {
+    Ok(Json(Status {
+        version: env!("CARGO_PKG_VERSION").into(),
+        api: "v1".into(),
+        uptime_secs: s.daemon.uptime_secs(),
+        generation: s.daemon.generation(),
+        io: s.daemon.io_status(),
+        offload: offload_status(&s),
+    }))
 }
 
-fn offload_summary(s: &ApiState) -> Value {
+fn offload_status(s: &ApiState) -> OffloadStatus {
     match s.daemon.offload() {
         Some(o) => o.status(),
-        None => json!({ "active": false, "why": "control only: no interface attached" }),
+        None => {
+            let c = s.daemon.config();
+            OffloadStatus {
+                why: Some("control only: no interface attached".into()),
+                enabled: c.offload.enabled,
+                software_rules: c.rules.len(),
+                ..OffloadStatus::default()
+            }
+        }
     }
 }
 
-/// One rule's placement as the API shows it.
-fn placement_json(p: &engine::placement::RulePlacement) -> Value {
-    match (&p.hardware, &p.software) {
-        (Some(f), _) => json!({
-            "runs_in": "hardware", "device": f.dev, "pref": f.pref, "handle": f.handle,
-        }),
-        (None, Some(w)) => json!({ "runs_in": "software", "code": w.code, "reason": w.text }),
-        (None, None) => json!({ "runs_in": "software" }),
-    }
-}
-
-/// Placement by rule id; without an offloader every rule is in software.
-fn placements(s: &ApiState) -> std::collections::HashMap<u32, Value> {
-    let inactive = json!({ "runs_in": "software", "code": "inactive", "reason": "offload is not active (control only)" });
+/// Where each rule of the published rule set runs, in its order; without
+/// an offloader every rule is in software.
+fn placed_rules(s: &ApiState) -> Vec<PlacedRule> {
     match s.daemon.offload() {
-        Some(o) => o.placement().iter().map(|p| (p.rule, placement_json(p))).collect(),
-        None => s.daemon.rules().rules.iter().map(|r| (r.id, inactive.clone())).collect(),
+        Some(o) => o
+            .placement()
+            .iter()
+            .map(|p| PlacedRule { id: p.rule, priority: p.priority, placement: p.into() })
+            .collect(),
+        None => s
+            .daemon
+            .rules()
+            .rules
+            .iter()
+            .map(|r| PlacedRule {
+                id: r.id,
+                priority: r.priority,
+                placement: Placement::software("inactive", "offload is not active (control only)"),
+            })
+            .collect(),
     }
 }
 
 /// The rules, each with where it runs and, in software, why not hardware.
 async fn rules(State(s): Api) -> Result<Response, ApiError> {
     let c = s.daemon.config();
-    let place = placements(&s);
-    let list: Vec<Value> = c
+    let mut place: HashMap<u32, Placement> =
+        placed_rules(&s).into_iter().map(|p| (p.id, p.placement)).collect();
+    let list: Vec<RuleView> = c
         .rules
         .iter()
-        .map(|r| {
-            let mut v = json!(r);
-            v["placement"] = place.get(&r.id).cloned().unwrap_or(Value::Null);
-            v
-        })
+        .map(|r| RuleView { rule: r.clone(), placement: place.remove(&r.id) })
         .collect();
-    Ok(([("etag", format!("\"{}\"", c.generation))], Json(Value::Array(list))).into_response())
+    Ok(([("etag", format!("\"{}\"", c.generation))], Json(list)).into_response())
 }
 
-async fn offload(State(s): Api) -> Result<Json<Value>, ApiError> {
-    let mut v = offload_summary(&s);
-    let place = placements(&s);
-    let rs = s.daemon.rules();
-    v["rules"] = rs
-        .rules
-        .iter()
-        .map(|r| {
-            let mut p = place.get(&r.id).cloned().unwrap_or(Value::Null);
-            p["id"] = json!(r.id);
-            p["priority"] = json!(r.priority);
-            p
-        })
-        .collect();
-    Ok(Json(v))
+async fn offload(State(s): Api) -> Result<Json<OffloadView>, ApiError> {
+    Ok(Json(OffloadView { status: offload_status(&s), rules: placed_rules(&s) }))
 }
 
 #[derive(serde::Deserialize)]
@@ -240,7 +240,7 @@ struct VfQuery {
 async fn vfs(
     State(s): Api,
     q: Result<axum::extract::Query<VfQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<VfView>, ApiError> {
     let q = q.map_err(|e| ApiError {
         status: StatusCode::BAD_REQUEST,
         error: e.body_text(),
@@ -259,7 +259,7 @@ async fn vfs(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     r.map(Json).map_err(|e| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
-        error: e,
+        error: e.to_string(),
         path: Some("pf".into()),
     })
 }
@@ -289,29 +289,34 @@ async fn put_config(
     State(s): Api,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Applied>, ApiError> {
     let new: Config = parse(&body)?;
     let base = based_on(&headers, new.generation)?;
     let generation = s.daemon.apply(new, base)?;
-    Ok(Json(json!({ "generation": generation })))
+    Ok(Json(Applied { generation }))
 }
 
-async fn post_ops(State(s): Api, headers: HeaderMap, body: Bytes) -> Result<Json<Value>, ApiError> {
+async fn post_ops(
+    State(s): Api,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Applied>, ApiError> {
     let batch: engine::ops::Batch = parse(&body)?;
     let base = based_on(&headers, batch.generation)?;
     let generation = s.daemon.apply_ops(&batch.ops, base)?;
-    Ok(Json(json!({ "generation": generation })))
+    Ok(Json(Applied { generation }))
 }
 
-/// One collection of the configuration (rules, tunnels, ...), read-only.
-async fn collection(s: Arc<ApiState>, pick: fn(&Config) -> Value) -> Result<Response, ApiError> {
+/// One collection of the configuration (tunnels, ports, ...), read-only.
+async fn collection<T: Serialize>(s: Arc<ApiState>, pick: fn(Config) -> T) -> Response {
     let c = s.daemon.config();
-    Ok(([("etag", format!("\"{}\"", c.generation))], Json(pick(&c))).into_response())
+    let etag = format!("\"{}\"", c.generation);
+    ([("etag", etag)], Json(pick(c))).into_response()
 }
 
-async fn counters(State(s): Api) -> Result<Json<Value>, ApiError> {
+async fn counters(State(s): Api) -> Result<Json<Counters>, ApiError> {
     let rs = s.daemon.rules();
-    Ok(Json(crate::render::counters_json(&rs, &s.daemon.counters())))
+    Ok(Json(Counters::new(&rs, &s.daemon.counters())))
 }
 
 #[derive(serde::Deserialize)]
@@ -406,10 +411,10 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
         ("PUT", "/v1/config", put(put_config)),
         ("POST", "/v1/config/ops", post(post_ops)),
         ("GET", "/v1/rules", get(rules)),
-        ("GET", "/v1/tunnels", get(|State(s): Api| collection(s, |c: &Config| json!(c.tunnels)))),
-        ("GET", "/v1/ports", get(|State(s): Api| collection(s, |c: &Config| json!(c.ports)))),
-        ("GET", "/v1/fdb", get(|State(s): Api| collection(s, |c: &Config| json!(c.fdb)))),
-        ("GET", "/v1/flood", get(|State(s): Api| collection(s, |c: &Config| json!(c.flood)))),
+        ("GET", "/v1/tunnels", get(|State(s): Api| collection(s, |c| c.tunnels))),
+        ("GET", "/v1/ports", get(|State(s): Api| collection(s, |c| c.ports))),
+        ("GET", "/v1/fdb", get(|State(s): Api| collection(s, |c| c.fdb))),
+        ("GET", "/v1/flood", get(|State(s): Api| collection(s, |c| c.flood))),
         ("GET", "/v1/counters", get(counters)),
         ("GET", "/v1/offload", get(offload)),
         ("GET", "/v1/offload/vfs", get(vfs)),
@@ -534,7 +539,7 @@ mod tests {
 
     #[test]
     fn openapi_document_matches_the_routes() {
-        let doc: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
         let mut documented: Vec<(String, String)> = doc["paths"]
             .as_object()
             .unwrap()
@@ -554,5 +559,51 @@ mod tests {
                 assert!(op["summary"].is_string(), "{m} {path} has no summary");
             }
         }
+    }
+
+    /// The field names of `value`'s document and of `schema` in the OpenAPI
+    /// document agree.
+    fn documented<T: Serialize>(schema: &str, value: T) {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
+        let props = doc["components"]["schemas"][schema]["properties"].as_object();
+        let mut documented: Vec<&String> =
+            props.unwrap_or_else(|| panic!("{schema}")).keys().collect();
+        let value = serde_json::to_value(value).unwrap();
+        let mut sent: Vec<&String> = value.as_object().unwrap().keys().collect();
+        documented.sort();
+        sent.sort();
+        assert_eq!(documented, sent, "{schema}: update dataplane/src/openapi.json");
+    }
+
+    #[test]
+    fn openapi_schemas_name_the_fields_sent() {
+        let offload =
+            OffloadStatus { why: Some("control only".into()), ..OffloadStatus::default() };
+        documented("OffloadStatus", &offload);
+        documented(
+            "Status",
+            Status {
+                version: "0".into(),
+                api: "v1".into(),
+                uptime_secs: 0,
+                generation: 0,
+                io: None,
+                offload,
+            },
+        );
+        documented("Counters", Counters::default());
+        documented("Applied", Applied { generation: 1 });
+        documented("Error", ErrorBody { error: "e".into(), path: None });
+        documented(
+            "VfView",
+            VfView {
+                pf: "eth0".into(),
+                sriov: crate::api_types::Sriov::Counts { num_vfs: 0, total_vfs: 0 },
+                num_vf: 0,
+                vfs: vec![],
+                switch_id: None,
+                representors: crate::api_types::Representors::Found(vec![]),
+            },
+        );
     }
 }

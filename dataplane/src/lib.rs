@@ -1,6 +1,7 @@
 //! I/O, control plane and binaries.
 
 pub mod api;
+pub mod api_types;
 pub mod client;
 pub mod daemon;
 pub mod datapath;

@@ -47,6 +47,30 @@ pub enum NeighError {
     Subscribe(std::io::Error),
 }
 
+/// Why the kernel has no usable route to a remote (the text is what
+/// `status` shows as the neighbour's state).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    #[error("no interface {0}")]
+    NoInterface(String),
+    #[error("no route")]
+    NoRoute,
+    #[error("no route (no output interface)")]
+    NoOutputInterface,
+    /// The lookup failed: the kernel's reason, or the request could not be built.
+    #[error("no route ({0})")]
+    Lookup(String),
+}
+
+/// A neighbour entry that could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the neighbour entry of {hop} on interface {ifindex}: {reason}")]
+pub struct NeighLookupError {
+    pub hop: IpAddr,
+    pub ifindex: u32,
+    pub reason: String,
+}
+
 /// One remote VTEP to resolve; `ifname` is the uplink interface the tunnel leaves by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Target {
@@ -104,7 +128,7 @@ pub enum Resolution {
 pub fn decide(
     target: &Target,
     want: Option<u32>,
-    route: &Result<Route, String>,
+    route: &Result<Route, RouteError>,
     entry: Option<&Entry>,
     oif_name: impl Fn(u32) -> String,
 ) -> Resolution {
@@ -113,7 +137,7 @@ pub fn decide(
     };
     let r = match route {
         Ok(r) => r,
-        Err(why) => return Resolution::Unroutable { why: why.clone() },
+        Err(why) => return Resolution::Unroutable { why: why.to_string() },
     };
     if r.local {
         return Resolution::Unroutable { why: "local address".into() };
@@ -390,7 +414,7 @@ impl Watch {
     /// still being resolved.
     async fn pass(&mut self, shared: &Shared) -> bool {
         let targets = lock(&shared.targets).clone();
-        let mut routes: HashMap<IpAddr, Result<Route, String>> = HashMap::new();
+        let mut routes: HashMap<IpAddr, Result<Route, RouteError>> = HashMap::new();
         let mut entries: HashMap<(u32, IpAddr), Option<Entry>> = HashMap::new();
         let mut states = Vec::with_capacity(targets.len());
         let mut asks: HashMap<(u32, IpAddr), (AskKind, IpAddr, String)> = HashMap::new();
@@ -400,7 +424,7 @@ impl Watch {
             let want = crate::io::netdev::ifindex(&t.ifname).ok();
             let route = match (want, routes.entry(t.remote)) {
                 // Decided on the interface alone.
-                (None, _) => Err(String::new()),
+                (None, _) => Err(RouteError::NoInterface(t.ifname.clone())),
                 (Some(_), Slot::Occupied(o)) => o.get().clone(),
                 (Some(_), Slot::Vacant(v)) => {
                     v.insert(route_get(&self.handle, t.remote).await).clone()
@@ -414,7 +438,7 @@ impl Watch {
                         Slot::Occupied(o) => o.get().clone(),
                         Slot::Vacant(v) => {
                             let e = neigh_get(&self.handle, w, hop).await.unwrap_or_else(|e| {
-                                tracing::debug!(hop = %hop, error = %e, "neighbour lookup failed");
+                                tracing::debug!(error = %e, "neighbour lookup failed");
                                 None
                             });
                             v.insert(e).clone()
@@ -568,19 +592,19 @@ fn netlink_error_text(e: &rtnetlink::Error) -> String {
 }
 
 /// `ip route get REMOTE`: the output interface and the gateway, if any.
-async fn route_get(handle: &Handle, remote: IpAddr) -> Result<Route, String> {
+async fn route_get(handle: &Handle, remote: IpAddr) -> Result<Route, RouteError> {
     let len = if remote.is_ipv4() { 32 } else { 128 };
     let msg = rtnetlink::RouteMessageBuilder::<IpAddr>::new()
         .destination_prefix(remote, len)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| RouteError::Lookup(e.to_string()))?
         .build();
     let r = match handle.route().get(msg).execute().try_next().await {
         Ok(Some(r)) => r,
-        Ok(None) => return Err("no route".into()),
+        Ok(None) => return Err(RouteError::NoRoute),
         Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -libc::ENETUNREACH => {
-            return Err("no route".into())
+            return Err(RouteError::NoRoute)
         }
-        Err(e) => return Err(format!("no route ({})", netlink_error_text(&e))),
+        Err(e) => return Err(RouteError::Lookup(netlink_error_text(&e))),
     };
     let mut oif = None;
     let mut via = None;
@@ -595,12 +619,17 @@ async fn route_get(handle: &Handle, remote: IpAddr) -> Result<Route, String> {
             _ => {}
         }
     }
-    let oif = oif.ok_or_else(|| "no route (no output interface)".to_string())?;
+    let oif = oif.ok_or(RouteError::NoOutputInterface)?;
     Ok(Route { oif, via, local: r.header.kind == RouteType::Local })
 }
 
 /// The neighbour entry of `hop` on `ifindex` (`ip neigh get`), None if absent.
-async fn neigh_get(handle: &Handle, ifindex: u32, hop: IpAddr) -> Result<Option<Entry>, String> {
+async fn neigh_get(
+    handle: &Handle,
+    ifindex: u32,
+    hop: IpAddr,
+) -> Result<Option<Entry>, NeighLookupError> {
+    let failed = |reason: String| NeighLookupError { hop, ifindex, reason };
     let mut msg = NeighbourMessage::default();
     msg.header.family = family(hop);
     msg.header.ifindex = ifindex;
@@ -608,7 +637,7 @@ async fn neigh_get(handle: &Handle, ifindex: u32, hop: IpAddr) -> Result<Option<
     // A single-entry get, not a dump of the whole table per target.
     let mut req = NetlinkMessage::from(RouteNetlinkMessage::GetNeighbour(msg));
     req.header.flags = NLM_F_REQUEST;
-    let mut replies = handle.clone().request(req).map_err(|e| e.to_string())?;
+    let mut replies = handle.clone().request(req).map_err(|e| failed(netlink_error_text(&e)))?;
     while let Some(m) = replies.next().await {
         match m.payload {
             NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(n)) => {
@@ -619,7 +648,7 @@ async fn neigh_get(handle: &Handle, ifindex: u32, hop: IpAddr) -> Result<Option<
                 return Ok(Some(Entry { state: n.header.state, lladdr }));
             }
             NetlinkPayload::Error(e) if e.raw_code() == -libc::ENOENT => return Ok(None),
-            NetlinkPayload::Error(e) => return Err(errno_text(e.raw_code())),
+            NetlinkPayload::Error(e) => return Err(failed(errno_text(e.raw_code()))),
             _ => {}
         }
     }
@@ -697,7 +726,7 @@ mod tests {
         Target { remote: R, ifname: "up0".into() }
     }
 
-    fn on_link(oif: u32) -> Result<Route, String> {
+    fn on_link(oif: u32) -> Result<Route, RouteError> {
         Ok(Route { oif, via: None, local: false })
     }
 
@@ -712,7 +741,12 @@ mod tests {
             r => panic!("{r:?}"),
         };
         assert_eq!(why(decide(&t(), None, &on_link(3), None, name)), "no interface up0");
-        assert_eq!(why(decide(&t(), Some(3), &Err("no route".into()), None, name)), "no route");
+        assert_eq!(why(decide(&t(), Some(3), &Err(RouteError::NoRoute), None, name)), "no route");
+        let refused = Err(RouteError::Lookup("network is unreachable".into()));
+        assert_eq!(
+            why(decide(&t(), Some(3), &refused, None, name)),
+            "no route (network is unreachable)"
+        );
         assert_eq!(
             why(decide(&t(), Some(3), &on_link(4), None, name)),
             "route via another interface (if4)"

@@ -1,5 +1,5 @@
-//! How rule sets, counters and traces are shown: tables for people, JSON for
-//! scripts. Shared by `overlayd` and (later) `overlayctl`.
+//! How rule sets, counters and traces are shown to people, as text. The
+//! JSON documents for scripts are the types of `api_types`.
 
 use std::fmt::Write;
 
@@ -8,9 +8,9 @@ use engine::compile::{RuleSet, TunnelRt};
 use engine::counters::Snapshot;
 use engine::flow_key::mask_fields;
 use engine::pipeline::TraceReport;
-use serde_json::{json, Value};
 
-fn tunnel_line(t: &TunnelRt, rs: &RuleSet) -> String {
+/// One compiled tunnel in one line.
+pub(crate) fn tunnel_line(t: &TunnelRt, rs: &RuleSet) -> String {
     let hop = if t.static_next_hop {
         format!("{} (static)", engine::model::Mac(t.params.dst_mac))
     } else {
@@ -87,26 +87,6 @@ pub fn summary(rs: &RuleSet) -> String {
     s
 }
 
-pub fn summary_json(rs: &RuleSet) -> Value {
-    json!({
-        "generation": rs.generation,
-        "schema_version": rs.config.schema_version,
-        "ports": rs.ports.iter().map(|p| json!({"name": p.name, "kind": p.kind})).collect::<Vec<_>>(),
-        "tunnels": rs.tunnels.iter().map(|t| json!({
-            "name": t.name,
-            "summary": tunnel_line(t, rs),
-            "static_next_hop": t.static_next_hop,
-            "inner_ip_mtu": t.inner_ip_mtu,
-        })).collect::<Vec<_>>(),
-        "rules": rs.rules.len(),
-        "tables": rs.classifier.tuple_summary().iter().map(|(m, n)| json!({
-            "fields": mask_fields(m), "entries": n
-        })).collect::<Vec<_>>(),
-        "fdb_entries": rs.fdb.len(),
-        "flood_lists": rs.flood.len(),
-    })
-}
-
 /// Counters as tables.
 pub fn counters(rs: &RuleSet, c: &Snapshot) -> String {
     let mut s = String::new();
@@ -169,26 +149,6 @@ pub fn counters(rs: &RuleSet, c: &Snapshot) -> String {
         );
     }
     s
-}
-
-pub fn counters_json(rs: &RuleSet, c: &Snapshot) -> Value {
-    json!({
-        "generation": rs.generation,
-        "rx": c.rx, "tx": c.tx, "replicas": c.replicas, "generated": c.generated,
-        "dropped": c.dropped(),
-        "conserved": c.conserved(),
-        "drops": c.drops.iter().map(|(n, v)| (n.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
-        "ports": rs.ports.iter().zip(&c.ports).map(|(p, (rx, tx))| json!({
-            "name": p.name, "rx": rx, "tx": tx
-        })).collect::<Vec<_>>(),
-        "tunnels": rs.tunnels.iter().zip(&c.tunnels).map(|(t, (e, d))| json!({
-            "name": t.name, "encap": e, "decap": d
-        })).collect::<Vec<_>>(),
-        "rules": rs.rules.iter().zip(&c.rules).map(|(r, f)| json!({
-            "id": r.id, "priority": r.priority, "packets": f.packets, "bytes": f.bytes
-        })).collect::<Vec<_>>(),
-        "cache": {"hit": c.cache_hit, "miss": c.cache_miss, "tuples_probed": c.tuples_probed},
-    })
 }
 
 /// A trace as numbered steps and the frames produced.

@@ -18,7 +18,7 @@ use crate::io::QueueStats;
 use crate::neigh::NeighState;
 
 /// The packet I/O as `status` shows it.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct IoStatus {
     /// False while the datapath is down (it failed to restart after a
     /// change of ports).
@@ -30,7 +30,7 @@ pub struct IoStatus {
 }
 
 /// What `status` shows about one attached port.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PortStatus {
     pub port: String,
     pub interface: String,

@@ -12,11 +12,61 @@ use engine::next_hop::NextHops;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::{serve, ApiState};
-use crate::daemon::{Daemon, IoReport};
-use crate::datapath::{neighbour_targets, Datapath, DatapathLinks, DatapathOptions};
-use crate::neigh::{NeighWatcher, Target};
+use crate::daemon::{ApplyError, Daemon, IoReport};
+use crate::datapath::{neighbour_targets, Datapath, DatapathError, DatapathLinks, DatapathOptions};
+use crate::neigh::{NeighError, NeighWatcher, Target};
 use crate::report::IoStatus;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
+
+/// Why the daemon could not start, or stopped serving.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Restore(#[from] ApplyError),
+    /// The accepted configuration names interfaces this host does not have.
+    #[error(transparent)]
+    Host(#[from] ConfigError),
+    #[error("tokio runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{}: {source}", path.display())]
+    Socket { path: PathBuf, source: std::io::Error },
+    #[error("{}: another overlayd is serving this socket", path.display())]
+    SocketInUse { path: PathBuf },
+    #[error(transparent)]
+    Neighbours(#[from] NeighError),
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error("{signal}: {source}")]
+    Signal { signal: &'static str, source: std::io::Error },
+    #[error("--listen-tcp needs --token-file: TCP clients are authenticated by a bearer token")]
+    TcpWithoutToken,
+    #[error("{addr}: {source}")]
+    Tcp { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error("serving {}: {source}", path.display())]
+    Serve { path: PathBuf, source: std::io::Error },
+}
+
+/// Why a SIGHUP did not reload the configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("{}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}: {source}", path.display())]
+    Parse { path: PathBuf, source: ConfigError },
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+}
+
+/// Re-reads the configuration file and applies it over the current generation.
+fn reload(path: &std::path::Path, d: &Daemon) -> Result<u64, ReloadError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ReloadError::Read { path: path.into(), source })?;
+    let c = Config::from_toml(&text)
+        .map_err(|source| ReloadError::Parse { path: path.into(), source })?;
+    Ok(d.apply(c, d.generation())?)
+}
 
 pub struct RunOptions {
     pub state_dir: PathBuf,
@@ -137,13 +187,13 @@ fn own_uid() -> u32 {
     std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
 }
 
-pub fn run(o: RunOptions) -> Result<(), String> {
+pub fn run(o: RunOptions) -> Result<(), RunError> {
     init_logging();
-    let store = Store::open(&o.state_dir).map_err(|e| e.to_string())?;
-    let daemon = Arc::new(Daemon::start(store, o.initial).map_err(|e| e.to_string())?);
+    let store = Store::open(&o.state_dir)?;
+    let daemon = Arc::new(Daemon::start(store, o.initial)?);
     tracing::info!(generation = daemon.generation(), state_dir = %o.state_dir.display(), "started");
     if o.datapath.is_some() {
-        daemon.set_host_check(Box::new(host_check)).map_err(|e| e.to_string())?;
+        daemon.set_host_check(Box::new(host_check))?;
         // VF settings and flow offload follow the configuration from now on;
         // whatever the devices refuse is reported and runs in software.
         let offloader = crate::offload::Offloader::new(Box::new(crate::offload::Kernel::default()));
@@ -156,71 +206,79 @@ pub fn run(o: RunOptions) -> Result<(), String> {
         .worker_threads(1)
         .enable_all()
         .build()
-        .map_err(|e| format!("tokio runtime: {e}"))?;
+        .map_err(RunError::Runtime)?;
+    let socket_error = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| RunError::Socket { path, source }
+    };
     rt.block_on(async move {
         if let Some(dir) = o.socket.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(socket_error(dir))?;
         }
         if o.socket.exists() {
             if std::os::unix::net::UnixStream::connect(&o.socket).is_ok() {
-                return Err(format!(
-                    "{}: another overlayd is serving this socket",
-                    o.socket.display()
-                ));
+                return Err(RunError::SocketInUse { path: o.socket.clone() });
             }
-            std::fs::remove_file(&o.socket).map_err(|e| format!("{}: {e}", o.socket.display()))?;
+            std::fs::remove_file(&o.socket).map_err(socket_error(&o.socket))?;
         }
         // The datapath before the API socket: if it cannot start, nothing is
         // left behind.
         let io = match o.datapath {
             Some(opts) => {
                 let hops = NextHops::new();
-                let watcher = Arc::new(NeighWatcher::start(Arc::clone(&hops)).await.map_err(|e| e.to_string())?);
+                let watcher = Arc::new(NeighWatcher::start(Arc::clone(&hops)).await?);
                 watcher.set_targets(targets(&daemon.rules()));
                 let links = DatapathLinks {
                     published: daemon.published(),
                     hops,
                     counters: daemon.counter_board(),
                 };
-                let dp = Datapath::start(links.clone(), opts).map_err(|e| e.to_string())?;
+                let dp = Datapath::start(links.clone(), opts)?;
                 let slot: Slot = Arc::new(Mutex::new(Some(dp)));
-                daemon.set_io_report(Box::new(RunningIo { slot: Arc::clone(&slot), watcher: Arc::clone(&watcher) }));
+                daemon.set_io_report(Box::new(RunningIo {
+                    slot: Arc::clone(&slot),
+                    watcher: Arc::clone(&watcher),
+                }));
                 tokio::spawn(follow(Arc::clone(&daemon), Arc::clone(&slot), watcher, links, opts));
                 Some(slot)
             }
             None => None,
         };
-        let listener = tokio::net::UnixListener::bind(&o.socket)
-            .map_err(|e| format!("{}: {e}", o.socket.display()))?;
+        let listener =
+            tokio::net::UnixListener::bind(&o.socket).map_err(socket_error(&o.socket))?;
         std::fs::set_permissions(&o.socket, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("{}: {e}", o.socket.display()))?;
+            .map_err(socket_error(&o.socket))?;
         let mut allowed = o.allow_uids.clone();
         allowed.push(own_uid());
-        let state = Arc::new(ApiState { daemon: Arc::clone(&daemon), allowed_uids: allowed, token: o.token.clone() });
+        let state = Arc::new(ApiState {
+            daemon: Arc::clone(&daemon),
+            allowed_uids: allowed,
+            token: o.token.clone(),
+        });
         tracing::info!(socket = %o.socket.display(), "listening");
 
         if let Some(path) = o.config.clone() {
             let d = Arc::clone(&daemon);
-            let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("SIGHUP: {e}"))?;
+            let mut hup = signal(SignalKind::hangup())
+                .map_err(|source| RunError::Signal { signal: "SIGHUP", source })?;
             tokio::spawn(async move {
                 while hup.recv().await.is_some() {
-                    let result = std::fs::read_to_string(&path)
-                        .map_err(|e| e.to_string())
-                        .and_then(|t| Config::from_toml(&t).map_err(|e| e.to_string()))
-                        .and_then(|c| d.apply(c, d.generation()).map_err(|e| e.to_string()));
-                    match result {
+                    match reload(&path, &d) {
                         Ok(g) => tracing::info!(generation = g, file = %path.display(), "reloaded"),
                         Err(e) => {
                             // One line per event: TOML errors come with a multi-line snippet.
-                            let reason = e.split_whitespace().collect::<Vec<_>>().join(" ");
+                            let reason =
+                                e.to_string().split_whitespace().collect::<Vec<_>>().join(" ");
                             tracing::warn!(generation = d.generation(), reason, "reload failed")
                         }
                     }
                 }
             });
         }
-        let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
+        let mut term = signal(SignalKind::terminate())
+            .map_err(|source| RunError::Signal { signal: "SIGTERM", source })?;
+        let mut int = signal(SignalKind::interrupt())
+            .map_err(|source| RunError::Signal { signal: "SIGINT", source })?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             tokio::select! {
@@ -235,11 +293,17 @@ pub fn run(o: RunOptions) -> Result<(), String> {
         let tcp_task = match o.tcp {
             Some(addr) => {
                 if o.token.is_none() {
-                    return Err("--listen-tcp needs --token-file: TCP clients are authenticated by a bearer token".into());
+                    return Err(RunError::TcpWithoutToken);
                 }
-                let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("{addr}: {e}"))?;
+                let l = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| RunError::Tcp { addr, source })?;
                 tracing::info!(tcp = %addr, "listening (bearer token required)");
-                Some(tokio::spawn(crate::api::serve_tcp(l, Arc::clone(&state), stopped(stop_rx.clone()))))
+                Some(tokio::spawn(crate::api::serve_tcp(
+                    l,
+                    Arc::clone(&state),
+                    stopped(stop_rx.clone()),
+                )))
             }
             None => None,
         };
@@ -254,7 +318,7 @@ pub fn run(o: RunOptions) -> Result<(), String> {
                 tokio::task::block_in_place(|| dp.stop());
             }
         }
-        served.map_err(|e| format!("serving {}: {e}", o.socket.display()))?;
+        served.map_err(|source| RunError::Serve { path: o.socket.clone(), source })?;
         tracing::info!(generation = daemon.generation(), "stopped");
         Ok(())
     })

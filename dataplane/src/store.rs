@@ -30,6 +30,15 @@ pub enum StoreError {
         "{path}: written by a newer overlayd (schema version {found}); this build reads versions 1..={supported}"
     )]
     TooNew { path: PathBuf, found: u32, supported: u32 },
+    #[error("{path}: not a valid state file: {source}")]
+    Upgrade { path: PathBuf, source: UpgradeError },
+}
+
+/// A stored document that cannot be brought up to the current schema.
+#[derive(Debug, thiserror::Error)]
+pub enum UpgradeError {
+    #[error("schema_version {0} does not exist")]
+    NoSuchVersion(u32),
 }
 
 /// The state directory.
@@ -78,7 +87,8 @@ impl Store {
         if found > SCHEMA_VERSION {
             return Err(StoreError::TooNew { path, found, supported: SCHEMA_VERSION });
         }
-        let value = upgrade(value, found).map_err(corrupt)?;
+        let value = upgrade(value, found)
+            .map_err(|source| StoreError::Upgrade { path: path.clone(), source })?;
         let config: Config = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
         config.validate().map_err(|e| corrupt(e.to_string()))?;
         Ok(Some(config))
@@ -112,9 +122,9 @@ impl Store {
 /// version's step lives here; version 1 is the first, so there is nothing to
 /// convert yet, but a file without the fields later versions add still loads
 /// because every added field has a default.
-fn upgrade(mut value: serde_json::Value, from: u32) -> Result<serde_json::Value, String> {
+fn upgrade(mut value: serde_json::Value, from: u32) -> Result<serde_json::Value, UpgradeError> {
     if from == 0 {
-        return Err("schema_version 0 does not exist".into());
+        return Err(UpgradeError::NoSuchVersion(from));
     }
     value["schema_version"] = SCHEMA_VERSION.into();
     Ok(value)
@@ -178,6 +188,10 @@ mod tests {
         let e = s.load().unwrap_err();
         assert!(matches!(e, StoreError::Corrupt { .. }), "{e}");
         assert!(e.to_string().contains("state.json"), "{e}");
+        fs::write(s.path(), b"{\"schema_version\": 0}").unwrap();
+        let e = s.load().unwrap_err();
+        assert!(matches!(e, StoreError::Upgrade { source: UpgradeError::NoSuchVersion(0), .. }));
+        assert!(e.to_string().contains("schema_version 0 does not exist"), "{e}");
         // A minimal version-1 document (every later field defaulted) loads.
         fs::write(s.path(), b"{\"schema_version\": 1, \"generation\": 5}").unwrap();
         assert_eq!(s.load().unwrap().unwrap().generation, 5);

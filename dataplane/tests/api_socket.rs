@@ -604,3 +604,76 @@ fn connections_are_bounded() {
     drop(d);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Reads `r` as a `T` and writes it back: the same document, so the shared
+/// types `overlayctl` reads with carry every field the daemon sends.
+fn round_trip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    what: &str,
+    r: &dataplane::client::Response,
+) -> T {
+    let doc: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let typed: T =
+        serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{what}: {e}\n{doc:#}"));
+    assert_eq!(serde_json::to_value(&typed).unwrap(), doc, "{what}: fields lost or changed");
+    typed
+}
+
+#[test]
+fn every_answer_reads_back_into_the_shared_types() {
+    use dataplane::api_types::*;
+    let dir = tempdir("types");
+    let d = Daemon::start(&dir, Some(&example()));
+    let st: Status = round_trip("status", &d.get("/v1/status"));
+    assert_eq!((st.api.as_str(), st.generation), ("v1", 1));
+    assert!(st.io.is_none(), "control only: no packet I/O");
+    assert!(!st.offload.active && st.offload.why.is_some(), "{st:?}");
+    let rules: Vec<RuleView> = round_trip("rules", &d.get("/v1/rules"));
+    assert_eq!(st.offload.software_rules, rules.len());
+    let inactive = Some(Placement::software("inactive", "offload is not active (control only)"));
+    assert!(rules.iter().all(|r| r.placement == inactive), "{rules:?}");
+    let off: OffloadView = round_trip("offload", &d.get("/v1/offload"));
+    let ids: Vec<u32> = rules.iter().map(|r| r.rule.id).collect();
+    assert_eq!(off.rules.iter().map(|r| r.id).collect::<Vec<_>>(), ids);
+    let c: Counters = round_trip("counters", &d.get("/v1/counters"));
+    assert!(c.conserved && c.generation == 1, "{c:?}");
+    assert_eq!(c.rules.len(), rules.len());
+    let _: Vec<engine::model::Tunnel> = round_trip("tunnels", &d.get("/v1/tunnels"));
+    let _: Vec<engine::model::Port> = round_trip("ports", &d.get("/v1/ports"));
+    let _: Vec<engine::model::FdbEntry> = round_trip("fdb", &d.get("/v1/fdb"));
+    let _: TraceReport = round_trip(
+        "trace",
+        &request(
+            &d.socket,
+            "POST",
+            "/v1/trace",
+            &[],
+            Some(br#"{"in_port":"wl0","packet":"eth/ipv4(dst=198.51.100.2)/udp(dport=53)"}"#),
+        )
+        .unwrap(),
+    );
+
+    // Writes answer with the generation; refusals with the error body.
+    let mut doc = d.get("/v1/config").json();
+    let applied: Applied = round_trip("put", &d.put(&doc, Some(1)));
+    assert_eq!(applied, Applied { generation: 2 });
+    doc["rules"][0]["actions"] = json!([{ "encap": "t9" }]);
+    let e: ErrorBody = round_trip("refusal", &d.put(&doc, Some(2)));
+    assert_eq!(e.path.as_deref(), Some("rules[0].actions[0].encap"), "{e:?}");
+    let r = d.get("/v1/offload/vfs?pf=lo");
+    assert_eq!(r.status, 503);
+    let e: ErrorBody = round_trip("vfs without offload", &r);
+    assert_eq!(e.path, None);
+
+    // overlayctl prints from the same types.
+    let (code, out, err) = ctl(&d.socket, &["offload", "status"]);
+    assert_eq!(code, 0, "{err}");
+    let first = format!("offload inactive: 0 rules in hardware, {} in software", rules.len());
+    assert!(out.starts_with(&first), "{out}");
+    assert!(
+        out.contains(&format!("{}\t", ids[0])) && out.contains("software: offload is not active"),
+        "{out}"
+    );
+    let (code, out, err) = ctl(&d.socket, &["tunnel", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("to-hostb\tvxlan\t")), "{out}");
+}

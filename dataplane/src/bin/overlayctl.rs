@@ -7,7 +7,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use dataplane::api_types::{
+    Applied, Counters, ErrorBody, OffloadView, Placement, PortProbe, Representors, RuleView, Sriov,
+    Status, VfView,
+};
 use dataplane::client::{request, Response};
+use engine::model::{FdbEntry, Port, Tunnel};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 #[derive(Parser)]
 #[command(name = "overlayctl", version, about = "Control an overlayd daemon")]
@@ -149,20 +156,25 @@ fn query_value(v: &str) -> String {
         .collect()
 }
 
-/// "hardware on DEV" or "software: reason" from a placement object.
-fn placement_text(p: &serde_json::Value) -> String {
-    match p["runs_in"].as_str() {
-        Some("hardware") => format!(
-            "hardware on {} (pref {}, handle {})",
-            p["device"].as_str().unwrap_or("?"),
-            p["pref"],
-            p["handle"]
-        ),
-        Some(w) => match p["reason"].as_str() {
-            Some(r) => format!("{w}: {r}"),
-            None => w.to_string(),
-        },
+/// "hardware on DEV" or "software: reason".
+fn placement_text(p: Option<&Placement>) -> String {
+    match p {
+        Some(Placement::Hardware { device, pref, handle }) => {
+            format!("hardware on {device} (pref {pref}, handle {handle})")
+        }
+        Some(Placement::Software { reason, .. }) => format!("software: {reason}"),
         None => "-".into(),
+    }
+}
+
+/// A field as a table cell: strings and words as they are, numbers as
+/// digits, nothing as "-", anything else as compact JSON.
+fn cell(v: impl Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(serde_json::Value::Null) => "-".into(),
+        Ok(v) => v.to_string(),
+        Err(e) => format!("({e})"),
     }
 }
 
@@ -242,11 +254,10 @@ fn check(r: Response) -> Result<Response, (u8, String)> {
     if r.status < 300 {
         return Ok(r);
     }
-    let j = r.json();
-    let msg = match (j["error"].as_str(), j["path"].as_str()) {
-        (Some(e), Some(p)) => format!("{p}: {e}"),
-        (Some(e), None) => e.to_string(),
-        _ => String::from_utf8_lossy(&r.body).into_owned(),
+    let msg = match serde_json::from_slice::<ErrorBody>(&r.body) {
+        Ok(ErrorBody { error, path: Some(p) }) => format!("{p}: {error}"),
+        Ok(ErrorBody { error, path: None }) => error,
+        Err(_) => String::from_utf8_lossy(&r.body).into_owned(),
     };
     let code = match r.status {
         409 => 5,
@@ -254,6 +265,30 @@ fn check(r: Response) -> Result<Response, (u8, String)> {
         _ => 1,
     };
     Err((code, format!("{msg} (HTTP {})", r.status)))
+}
+
+fn table(head: &str, rows: impl Iterator<Item = Vec<String>>) {
+    println!("{head}");
+    for row in rows {
+        println!("{}", row.join("\t"));
+    }
+}
+
+/// A list of `T` (when not printed as JSON already) as a table.
+fn list<T: DeserializeOwned>(
+    r: Option<Response>,
+    head: &str,
+    row: impl Fn(&T) -> Vec<String>,
+) -> Result<(), (u8, String)> {
+    if let Some(r) = r {
+        table(head, parse::<Vec<T>>(&r)?.iter().map(row));
+    }
+    Ok(())
+}
+
+/// A response read as the document it is.
+fn parse<T: DeserializeOwned>(r: &Response) -> Result<T, (u8, String)> {
+    serde_json::from_slice(&r.body).map_err(|e| (1, format!("unexpected answer: {e}")))
 }
 
 fn main() -> ExitCode {
@@ -270,106 +305,84 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
             .map_err(|e| (4, format!("cannot reach overlayd at {}: {e}", cli.socket.display())))
             .and_then(check)
     };
+    // With --json, the server's document as it came; without, the typed
+    // document (None), for the caller to print.
+    let get = |path: &str| -> Result<Option<Response>, (u8, String)> {
+        let r = call("GET", path, &[], None)?;
+        if cli.json {
+            println!("{:#}", r.json());
+            return Ok(None);
+        }
+        Ok(Some(r))
+    };
+    let generation = || -> Result<u64, (u8, String)> {
+        Ok(parse::<Status>(&call("GET", "/v1/status", &[], None)?)?.generation)
+    };
     let ops = |ops: serde_json::Value| -> Result<(), (u8, String)> {
-        let g = call("GET", "/v1/status", &[], None)?.json()["generation"].as_u64().unwrap_or(0);
+        let g = generation()?;
         let body = serde_json::to_vec(&serde_json::json!({ "generation": g, "ops": ops })).unwrap();
         let r = call("POST", "/v1/config/ops", &[], Some(&body))?;
-        println!("applied: generation {}", r.json()["generation"]);
-        Ok(())
-    };
-    let list = |path: &str, columns: &[&str]| -> Result<(), (u8, String)> {
-        let j = call("GET", path, &[], None)?.json();
-        if cli.json {
-            println!("{j:#}");
-            return Ok(());
-        }
-        println!("{}", columns.join("\t"));
-        for item in j.as_array().into_iter().flatten() {
-            let row: Vec<String> = columns
-                .iter()
-                .map(|c| match &item[*c] {
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Null => "-".into(),
-                    v => v.to_string(),
-                })
-                .collect();
-            println!("{}", row.join("\t"));
-        }
+        println!("applied: generation {}", parse::<Applied>(&r)?.generation);
         Ok(())
     };
     match &cli.cmd {
         Cmd::Rule { cmd: RuleCmd::List } => {
-            let j = call("GET", "/v1/rules", &[], None)?.json();
-            if cli.json {
-                println!("{j:#}");
-            } else {
+            if let Some(r) = get("/v1/rules")? {
+                let rules: Vec<RuleView> = parse(&r)?;
                 println!("id\tpriority\tmatch\tactions\truns in");
-                for r in j.as_array().into_iter().flatten() {
+                for r in &rules {
                     println!(
                         "{}\t{}\t{}\t{}\t{}",
-                        r["id"],
-                        r["priority"],
-                        r["match"],
-                        r["actions"],
-                        placement_text(&r["placement"])
+                        r.rule.id,
+                        r.rule.priority,
+                        cell(&r.rule.matches),
+                        cell(&r.rule.actions),
+                        placement_text(r.placement.as_ref())
                     );
                 }
             }
         }
         Cmd::Vf { cmd: VfCmd::Show { pf } } => {
-            let j =
-                call("GET", &format!("/v1/offload/vfs?pf={}", query_value(pf)), &[], None)?.json();
-            if cli.json {
-                println!("{j:#}");
-            } else {
-                match j["sriov"]["error"].as_str() {
-                    Some(e) => println!("{pf}: {e}"),
-                    None => println!(
-                        "{pf}: {} of {} VFs",
-                        j["sriov"]["num_vfs"], j["sriov"]["total_vfs"]
-                    ),
+            if let Some(r) = get(&format!("/v1/offload/vfs?pf={}", query_value(pf)))? {
+                let v: VfView = parse(&r)?;
+                match &v.sriov {
+                    Sriov::Unavailable { error } => println!("{pf}: {error}"),
+                    Sriov::Counts { num_vfs, total_vfs } => {
+                        println!("{pf}: {num_vfs} of {total_vfs} VFs")
+                    }
                 }
-                println!(
-                    "vf\tmac\tvlan\tqos\tspoof_check\ttrust\tlink_state\tmin_tx_rate\tmax_tx_rate"
+                table(
+                    "vf\tmac\tvlan\tqos\tspoof_check\ttrust\tlink_state\tmin_tx_rate\tmax_tx_rate",
+                    v.vfs.iter().map(|s| {
+                        vec![
+                            cell(s.vf),
+                            cell(s.mac),
+                            cell(s.vlan),
+                            cell(s.qos),
+                            cell(s.spoof_check),
+                            cell(s.trust),
+                            cell(s.link_state),
+                            cell(s.min_tx_rate),
+                            cell(s.max_tx_rate),
+                        ]
+                    }),
                 );
-                for v in j["vfs"].as_array().into_iter().flatten() {
-                    let f = |k: &str| match &v[k] {
-                        serde_json::Value::Null => "-".to_string(),
-                        serde_json::Value::String(s) => s.clone(),
-                        x => x.to_string(),
-                    };
-                    println!(
-                        "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
-                        f("vf"),
-                        f("mac"),
-                        f("vlan"),
-                        f("qos"),
-                        f("spoof_check"),
-                        f("trust"),
-                        f("link_state"),
-                        f("min_tx_rate"),
-                        f("max_tx_rate")
-                    );
-                }
-                match j["representors"].as_array() {
-                    Some(r) => {
+                match &v.representors {
+                    Representors::Found(r) => {
                         println!(
                             "switch {}: {} other ports",
-                            j["switch_id"].as_str().unwrap_or("?"),
+                            v.switch_id.as_deref().unwrap_or("?"),
                             r.len()
                         );
                         for x in r {
                             println!(
                                 "  {}\t{}",
-                                x["interface"].as_str().unwrap_or("?"),
-                                x["port_name"].as_str().unwrap_or("-")
+                                x.interface,
+                                x.port_name.as_deref().unwrap_or("-")
                             );
                         }
                     }
-                    None => println!(
-                        "representors: {}",
-                        j["representors"]["error"].as_str().unwrap_or("-")
-                    ),
+                    Representors::Unavailable { error } => println!("representors: {error}"),
                 }
             }
         }
@@ -416,41 +429,44 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
             ops(serde_json::json!([{ "set_offload": { "enabled": false } }]))?
         }
         Cmd::Offload { cmd: OffloadCmd::Status } => {
-            let j = call("GET", "/v1/offload", &[], None)?.json();
-            if cli.json {
-                println!("{j:#}");
-            } else {
+            if let Some(r) = get("/v1/offload")? {
+                let v: OffloadView = parse(&r)?;
+                let o = &v.status;
                 println!(
                     "offload {}: {} rules in hardware, {} in software",
-                    if j["active"] == true {
-                        if j["enabled"] == true {
-                            "enabled"
-                        } else {
-                            "disabled"
-                        }
-                    } else {
-                        "inactive"
+                    match (o.active, o.enabled) {
+                        (false, _) => "inactive",
+                        (true, true) => "enabled",
+                        (true, false) => "disabled",
                     },
-                    j["hardware_rules"].as_u64().unwrap_or(0),
-                    j["software_rules"].as_u64().unwrap_or(0)
+                    o.hardware_rules,
+                    o.software_rules
                 );
-                for (k, v) in j["ports"].as_object().into_iter().flatten() {
-                    match v["switch_id"].as_str() {
-                        Some(id) => println!("  port {k}: switch {id}"),
-                        None => println!("  port {k}: {}", v["error"].as_str().unwrap_or("?")),
+                for (k, p) in &o.ports {
+                    match p {
+                        PortProbe::Switchdev { switch_id } => {
+                            println!("  port {k}: switch {switch_id}")
+                        }
+                        PortProbe::NotSwitchdev { error } => println!("  port {k}: {error}"),
                     }
                 }
-                for (k, v) in j["devices"].as_object().into_iter().flatten() {
+                for (k, d) in &o.devices {
                     println!(
                         "  device {k}: {} filters{}",
-                        v["filters"],
-                        v["error"].as_str().map(|e| format!(", error: {e}")).unwrap_or_default()
+                        d.filters,
+                        d.error.as_ref().map(|e| format!(", error: {e}")).unwrap_or_default()
                     );
                 }
-                println!("rule\tpriority\truns in");
-                for r in j["rules"].as_array().into_iter().flatten() {
-                    println!("{}\t{}\t{}", r["id"], r["priority"], placement_text(r));
-                }
+                table(
+                    "rule\tpriority\truns in",
+                    v.rules.iter().map(|r| {
+                        vec![
+                            r.id.to_string(),
+                            r.priority.to_string(),
+                            placement_text(Some(&r.placement)),
+                        ]
+                    }),
+                );
             }
         }
         Cmd::Rule { cmd: RuleCmd::Add { id, priority, matches, actions } } => {
@@ -461,19 +477,37 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
             ops(serde_json::json!([{ "add_rule": rule }]))?
         }
         Cmd::Rule { cmd: RuleCmd::Del { id } } => ops(serde_json::json!([{ "remove_rule": id }]))?,
-        Cmd::Tunnel { cmd: NamedCmd::List } => {
-            list("/v1/tunnels", &["name", "type", "local", "remote", "vni", "key", "uplink"])?
-        }
+        Cmd::Tunnel { cmd: NamedCmd::List } => list(
+            get("/v1/tunnels")?,
+            "name\ttype\tlocal\tremote\tvni\tkey\tuplink",
+            |t: &Tunnel| {
+                vec![
+                    cell(&t.name),
+                    cell(t.kind),
+                    cell(t.local),
+                    cell(t.remote),
+                    cell(t.vni),
+                    cell(t.key),
+                    cell(&t.uplink),
+                ]
+            },
+        )?,
         Cmd::Tunnel { cmd: NamedCmd::Del { name } } => {
             ops(serde_json::json!([{ "remove_tunnel": name }]))?
         }
         Cmd::Port { cmd: NamedCmd::List } => {
-            list("/v1/ports", &["name", "kind", "interface", "mac"])?
+            list(get("/v1/ports")?, "name\tkind\tinterface\tmac", |p: &Port| {
+                vec![cell(&p.name), cell(p.kind), cell(&p.interface), cell(p.mac)]
+            })?
         }
         Cmd::Port { cmd: NamedCmd::Del { name } } => {
             ops(serde_json::json!([{ "remove_port": name }]))?
         }
-        Cmd::Fdb { cmd: FdbCmd::List } => list("/v1/fdb", &["vni", "mac", "tunnel"])?,
+        Cmd::Fdb { cmd: FdbCmd::List } => {
+            list(get("/v1/fdb")?, "vni\tmac\ttunnel", |f: &FdbEntry| {
+                vec![cell(f.vni), cell(f.mac), cell(&f.tunnel)]
+            })?
+        }
         Cmd::Fdb { cmd: FdbCmd::Add { vni, mac, tunnel } } => {
             ops(serde_json::json!([{ "add_fdb": { "vni": vni, "mac": mac, "tunnel": tunnel } }]))?
         }
@@ -481,26 +515,21 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
             ops(serde_json::json!([{ "remove_fdb": { "vni": vni, "mac": mac } }]))?
         }
         Cmd::Status => {
-            let j = call("GET", "/v1/status", &[], None)?.json();
-            if cli.json {
-                println!("{j:#}");
-            } else {
+            if let Some(r) = get("/v1/status")? {
+                let s: Status = parse(&r)?;
                 println!(
                     "overlayd {} (api {}), up {} s, generation {}",
-                    j["version"].as_str().unwrap_or("?"),
-                    j["api"].as_str().unwrap_or("?"),
-                    j["uptime_secs"],
-                    j["generation"]
+                    s.version, s.api, s.uptime_secs, s.generation
                 );
-                let o = &j["offload"];
-                if o["active"] == true {
+                let o = &s.offload;
+                if o.active {
                     println!(
                         "offload {}: {} rules in hardware, {} in software{}",
-                        if o["enabled"] == true { "enabled" } else { "disabled" },
-                        o["hardware_rules"],
-                        o["software_rules"],
-                        o["vf_error"]
-                            .as_str()
+                        if o.enabled { "enabled" } else { "disabled" },
+                        o.hardware_rules,
+                        o.software_rules,
+                        o.vf_error
+                            .as_ref()
                             .map(|e| format!("; VF settings refused: {e}"))
                             .unwrap_or_default()
                     );
@@ -508,13 +537,8 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
             }
         }
         Cmd::Config { cmd: ConfigCmd::Get } => {
-            let r = call("GET", "/v1/config", &[], None)?;
-            if cli.json {
-                println!("{:#}", r.json());
-            } else {
-                let c: engine::model::Config = serde_json::from_slice(&r.body)
-                    .map_err(|e| (1, format!("unexpected answer: {e}")))?;
-                print!("{}", c.to_toml());
+            if let Some(r) = get("/v1/config")? {
+                print!("{}", parse::<engine::model::Config>(&r)?.to_toml());
             }
         }
         Cmd::Config { cmd: ConfigCmd::Apply { file, if_generation } } => {
@@ -525,28 +549,22 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
                 toml::from_str(&text).map_err(|e| (3, format!("{}: {e}", file.display())))?;
             let base = match if_generation {
                 Some(g) => *g,
-                None => {
-                    call("GET", "/v1/status", &[], None)?.json()["generation"].as_u64().unwrap_or(0)
-                }
+                None => generation()?,
             };
             let body = serde_json::to_vec(&doc).expect("TOML values serialise as JSON");
             let g = base.to_string();
             let r = call("PUT", "/v1/config", &[("If-Match", g.as_str())], Some(&body))?;
-            println!("applied: generation {}", r.json()["generation"]);
+            println!("applied: generation {}", parse::<Applied>(&r)?.generation);
         }
         Cmd::Counters => {
-            let j = call("GET", "/v1/counters", &[], None)?.json();
-            if cli.json {
-                println!("{j:#}");
-            } else {
+            if let Some(r) = get("/v1/counters")? {
+                let c: Counters = parse(&r)?;
                 println!(
                     "rx {}  tx {}  dropped {}  conserved {}",
-                    j["rx"], j["tx"], j["dropped"], j["conserved"]
+                    c.rx, c.tx, c.dropped, c.conserved
                 );
-                if let Some(d) = j["drops"].as_object() {
-                    for (k, v) in d {
-                        println!("  {k:<24} {v}");
-                    }
+                for (k, v) in &c.drops {
+                    println!("  {k:<24} {v}");
                 }
             }
         }

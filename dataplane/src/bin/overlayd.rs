@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use dataplane::api_types::{Counters, Summary};
 use dataplane::render;
 use engine::compile::{compile, RuleSet};
 use engine::model::Config;
@@ -90,12 +91,15 @@ enum Cmd {
     },
 }
 
-fn port_file(s: &str) -> Result<(String, PathBuf), String> {
-    let (p, f) = s.split_once('=').ok_or_else(|| format!("{s:?} is not PORT=FILE"))?;
-    if p.is_empty() || f.is_empty() {
-        return Err(format!("{s:?} is not PORT=FILE"));
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not PORT=FILE")]
+struct NotPortFile(String);
+
+fn port_file(s: &str) -> Result<(String, PathBuf), NotPortFile> {
+    match s.split_once('=') {
+        Some((p, f)) if !p.is_empty() && !f.is_empty() => Ok((p.to_string(), PathBuf::from(f))),
+        _ => Err(NotPortFile(s.into())),
     }
-    Ok((p.to_string(), PathBuf::from(f)))
 }
 
 /// Exit codes scripts can rely on.
@@ -172,12 +176,12 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
                     ..Default::default()
                 }),
             };
-            dataplane::run::run(opts).map_err(|e| (EXIT_IO, e))?;
+            dataplane::run::run(opts).map_err(|e| (EXIT_IO, e.to_string()))?;
         }
         Cmd::Check { config, json } => {
             let rs = load(&config)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&render::summary_json(&rs)).unwrap());
+                println!("{}", serde_json::to_string_pretty(&Summary::new(&rs)).unwrap());
             } else {
                 print!("{}", render::summary(&rs));
             }
@@ -195,8 +199,7 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&render::counters_json(&rs, &report.counters))
-                        .unwrap()
+                    serde_json::to_string_pretty(&Counters::new(&rs, &report.counters)).unwrap()
                 );
             } else {
                 print!("{}", render::counters(&rs, &report.counters));

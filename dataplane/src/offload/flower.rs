@@ -105,13 +105,26 @@ fn info(pref: u16, protocol: u16) -> u32 {
 
 /// The interface indices a filter names (its device and redirect targets).
 pub trait Resolve {
-    fn index(&self, ifname: &str) -> Result<u32, String>;
+    fn index(&self, ifname: &str) -> Option<u32>;
 }
 
-impl<F: Fn(&str) -> Result<u32, String>> Resolve for F {
-    fn index(&self, ifname: &str) -> Result<u32, String> {
+impl<F: Fn(&str) -> Option<u32>> Resolve for F {
+    fn index(&self, ifname: &str) -> Option<u32> {
         self(ifname)
     }
+}
+
+/// A filter that cannot be written as a flower request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error("no interface index for {0:?}")]
+    UnknownInterface(String),
+    #[error("ports without TCP, UDP or SCTP")]
+    PortsWithoutProtocol,
+}
+
+fn index(r: &dyn Resolve, ifname: &str) -> Result<u32, FilterError> {
+    r.index(ifname).ok_or_else(|| FilterError::UnknownInterface(ifname.into()))
 }
 
 fn prefix_mask(len: u8, bytes: usize) -> Vec<u8> {
@@ -145,7 +158,7 @@ fn tc_gen(action: u32) -> Vec<u8> {
     [0u32, 0, action, 0, 0].iter().flat_map(|v| v.to_ne_bytes()).collect()
 }
 
-fn action(m: &mut Msg, prio: u16, a: &HwAction, r: &dyn Resolve) -> Result<(), String> {
+fn action(m: &mut Msg, prio: u16, a: &HwAction, r: &dyn Resolve) -> Result<(), FilterError> {
     let at = m.begin(prio);
     let kind = match a {
         HwAction::VlanPush(_) | HwAction::VlanPop | HwAction::VlanModify(_) => "vlan",
@@ -206,7 +219,7 @@ fn action(m: &mut Msg, prio: u16, a: &HwAction, r: &dyn Resolve) -> Result<(), S
         HwAction::Redirect(dev) => {
             let mut p = tc_gen(TC_ACT_STOLEN);
             p.extend_from_slice(&TCA_EGRESS_REDIR.to_ne_bytes());
-            p.extend_from_slice(&r.index(dev)?.to_ne_bytes());
+            p.extend_from_slice(&index(r, dev)?.to_ne_bytes());
             m.attr(PARMS, &p);
         }
         HwAction::Drop => m.attr(PARMS, &tc_gen(TC_ACT_SHOT)),
@@ -219,10 +232,10 @@ fn action(m: &mut Msg, prio: u16, a: &HwAction, r: &dyn Resolve) -> Result<(), S
 /// RTM_NEWTFILTER for `f`, as `tc filter add dev DEV ingress protocol P pref
 /// N handle H flower skip_sw ...` sends it (NLM_F_EXCL: an existing filter
 /// with the same handle is an error, not silently replaced).
-pub fn add(f: &HwFilter, seq: u32, r: &dyn Resolve) -> Result<Vec<u8>, String> {
+pub fn add(f: &HwFilter, seq: u32, r: &dyn Resolve) -> Result<Vec<u8>, FilterError> {
     let flags = nl::NLM_F_REQUEST | nl::NLM_F_ACK | nl::NLM_F_EXCL | nl::NLM_F_CREATE;
     let mut m = Msg::new(nl::RTM_NEWTFILTER, flags, seq);
-    tcmsg(&mut m, r.index(&f.dev)?, f.handle, PARENT_INGRESS, info(f.pref, f.protocol));
+    tcmsg(&mut m, index(r, &f.dev)?, f.handle, PARENT_INGRESS, info(f.pref, f.protocol));
     m.str(TCA_KIND, "flower");
     let opts = m.begin(TCA_OPTIONS);
     let k = &f.keys;
@@ -265,7 +278,7 @@ pub fn add(f: &HwFilter, seq: u32, r: &dyn Resolve) -> Result<Vec<u8>, String> {
             }
         }
         None if k.l4_src.is_some() || k.l4_dst.is_some() => {
-            return Err("ports without TCP, UDP or SCTP".into())
+            return Err(FilterError::PortsWithoutProtocol)
         }
         None => {}
     }

@@ -33,18 +33,58 @@ use engine::compile::RuleSet;
 use engine::counters::{FlowSnapshot, Snapshot};
 use engine::model::{Config, ConfigError};
 use engine::placement::{self, Account, Caps, HwFilter, PortHw, RulePlacement, TunnelDevHw, Why};
-use serde_json::{json, Value};
+
+use crate::api_types::{DeviceStatus, OffloadStatus, PortProbe, Representors, Sriov, VfView};
+use nl::{IfindexError, NlError};
+use switchdev::SwitchdevError;
+use vf::SriovError;
 
 /// Everything the offloader asks of the kernel.
 pub trait Backend: Send {
-    fn ifindex(&mut self, ifname: &str) -> Result<u32, String>;
+    fn ifindex(&mut self, ifname: &str) -> Result<u32, IfindexError>;
     /// The port's embedded switch, or why it is not a switchdev port.
-    fn probe_port(&mut self, ifname: &str) -> Result<PortHw, String>;
+    fn probe_port(&mut self, ifname: &str) -> Result<PortHw, SwitchdevError>;
     /// Sends one rtnetlink request; returns the answer's data messages.
-    fn request(&mut self, msg: Vec<u8>) -> Result<Vec<Vec<u8>>, nl::NlError>;
+    fn request(&mut self, msg: Vec<u8>) -> Result<Vec<Vec<u8>>, NlError>;
     /// (current, total) VFs of a PF.
-    fn num_vfs(&mut self, pf: &str) -> Result<(u32, u32), String>;
-    fn set_num_vfs(&mut self, pf: &str, n: u32) -> Result<(), String>;
+    fn num_vfs(&mut self, pf: &str) -> Result<(u32, u32), SriovError>;
+    fn set_num_vfs(&mut self, pf: &str, n: u32) -> Result<(), SriovError>;
+}
+
+/// Why the offloader could not change, or read, a device.
+#[derive(Debug, thiserror::Error)]
+pub enum OffloadError {
+    #[error(transparent)]
+    NoDevice(#[from] IfindexError),
+    #[error("adding the clsact qdisc: {0}")]
+    Clsact(NlError),
+    #[error("adding rule {rule}'s filter: {source}")]
+    RedirectTarget { rule: u32, source: IfindexError },
+    #[error("adding rule {rule}'s filter: {source}")]
+    Encode { rule: u32, source: flower::FilterError },
+    #[error("adding rule {rule}'s filter: {source}")]
+    Add { rule: u32, source: NlError },
+    #[error("removing rule {rule}'s filter: {source}")]
+    Remove { rule: u32, source: NlError },
+    /// The update failed, and undoing it left filters behind.
+    #[error("{cause}; and these filters could not be removed: {}", joined(.stuck))]
+    RollbackIncomplete { cause: Box<OffloadError>, stuck: Vec<StuckFilter> },
+    #[error("{pf}: reading its VFs (RTM_GETLINK): {source}")]
+    ReadVfs { pf: String, source: NlError },
+}
+
+/// A filter a rollback could not remove: one this update added, or one of
+/// the previous generation that the new one no longer has.
+#[derive(Debug, thiserror::Error)]
+pub enum StuckFilter {
+    #[error("rule {rule}: {source}")]
+    Added { rule: u32, source: NlError },
+    #[error("rule {rule} (previous generation): {source}")]
+    Previous { rule: u32, source: NlError },
+}
+
+fn joined(stuck: &[StuckFilter]) -> String {
+    stuck.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }
 
 /// The real kernel: sysfs and one rtnetlink socket.
@@ -54,15 +94,15 @@ pub struct Kernel {
 }
 
 impl Backend for Kernel {
-    fn ifindex(&mut self, ifname: &str) -> Result<u32, String> {
+    fn ifindex(&mut self, ifname: &str) -> Result<u32, IfindexError> {
         nl::ifindex(ifname)
     }
-    fn probe_port(&mut self, ifname: &str) -> Result<PortHw, String> {
+    fn probe_port(&mut self, ifname: &str) -> Result<PortHw, SwitchdevError> {
         switchdev::probe_port(ifname)
     }
-    fn request(&mut self, msg: Vec<u8>) -> Result<Vec<Vec<u8>>, nl::NlError> {
+    fn request(&mut self, msg: Vec<u8>) -> Result<Vec<Vec<u8>>, NlError> {
         if self.sock.is_none() {
-            self.sock = Some(nl::Socket::open().map_err(nl::NlError::io)?);
+            self.sock = Some(nl::Socket::open().map_err(NlError::io)?);
         }
         let r = self.sock.as_mut().expect("just opened").request(msg);
         if matches!(&r, Err(e) if e.errno.is_none() || e.errno == Some(libc::EAGAIN)) {
@@ -71,10 +111,10 @@ impl Backend for Kernel {
         }
         r
     }
-    fn num_vfs(&mut self, pf: &str) -> Result<(u32, u32), String> {
+    fn num_vfs(&mut self, pf: &str) -> Result<(u32, u32), SriovError> {
         vf::read_num_vfs(pf)
     }
-    fn set_num_vfs(&mut self, pf: &str, n: u32) -> Result<(), String> {
+    fn set_num_vfs(&mut self, pf: &str, n: u32) -> Result<(), SriovError> {
         vf::write_num_vfs(pf, n)
     }
 }
@@ -86,20 +126,13 @@ struct Installed {
     last: FlowSnapshot,
 }
 
-/// A device's state as `status` shows it.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-struct DeviceStatus {
-    filters: usize,
-    error: Option<String>,
-}
-
 struct State {
     backend: Box<dyn Backend>,
     installed: Vec<Installed>,
     /// Final counters of removed filters, by rule and where they count.
     retired: HashMap<(u32, Account), FlowSnapshot>,
     /// Port probes by interface name: done once per interface.
-    probed: HashMap<String, Result<PortHw, String>>,
+    probed: HashMap<String, Result<PortHw, SwitchdevError>>,
     placement: Vec<RulePlacement>,
     devices: BTreeMap<String, DeviceStatus>,
     generation: Option<u64>,
@@ -182,7 +215,7 @@ impl Offloader {
                     }
                 }
             }
-            st.devices.insert(dev, DeviceStatus { filters, error });
+            st.devices.insert(dev, DeviceStatus { filters, error: error.map(|e| e.to_string()) });
         }
         let hw = plan.iter().filter(|p| p.hardware.is_some()).count();
         if st.enabled || hw > 0 || !st.installed.is_empty() {
@@ -221,22 +254,30 @@ impl Offloader {
     }
 
     /// What `GET /v1/offload` and `status` show.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> OffloadStatus {
         let st = self.lock();
         let hw = st.placement.iter().filter(|p| p.hardware.is_some()).count();
-        json!({
-            "active": true,
-            "enabled": st.enabled,
-            "generation": st.generation,
-            "hardware_rules": hw,
-            "software_rules": st.placement.len() - hw,
-            "ports": st.probed.iter().map(|(k, v)| (k.clone(), match v {
-                Ok(p) => json!({ "switch_id": p.switch_id }),
-                Err(e) => json!({ "error": e }),
-            })).collect::<serde_json::Map<_, _>>(),
-            "devices": st.devices,
-            "vf_error": st.vf_error,
-        })
+        OffloadStatus {
+            active: true,
+            why: None,
+            enabled: st.enabled,
+            generation: st.generation,
+            hardware_rules: hw,
+            software_rules: st.placement.len() - hw,
+            ports: st
+                .probed
+                .iter()
+                .map(|(k, v)| {
+                    let probe = match v {
+                        Ok(p) => PortProbe::Switchdev { switch_id: p.switch_id.clone() },
+                        Err(e) => PortProbe::NotSwitchdev { error: e.to_string() },
+                    };
+                    (k.clone(), probe)
+                })
+                .collect(),
+            devices: st.devices.clone(),
+            vf_error: st.vf_error.clone(),
+        }
     }
 
     /// Applies the VF settings `new` asks for that `old` did not (all of
@@ -273,30 +314,23 @@ impl Offloader {
     }
 
     /// A PF's VFs as the device reports them, and its switch's ports.
-    pub fn vf_show(&self, pf: &str) -> Result<Value, String> {
+    pub fn vf_show(&self, pf: &str) -> Result<VfView, OffloadError> {
         let mut st = self.lock();
         let ifindex = st.backend.ifindex(pf)?;
-        let sriov = st.backend.num_vfs(pf);
+        let sriov = match st.backend.num_vfs(pf) {
+            Ok((num_vfs, total_vfs)) => Sriov::Counts { num_vfs, total_vfs },
+            Err(e) => Sriov::Unavailable { error: format!("{pf}: sriov_numvfs: {e}") },
+        };
         let link = st
             .backend
             .request(vf::get_msg(ifindex, 0))
-            .map_err(|e| format!("{pf}: reading its VFs (RTM_GETLINK): {e}"))?;
-        let (num, vfs) = link.first().map(|m| vf::parse_link(m)).unwrap_or_default();
-        let (switch_id, reps) = match switchdev::representors(pf) {
-            Ok((id, r)) => (Some(id), Ok(r)),
-            Err(e) => (None, Err(e)),
+            .map_err(|source| OffloadError::ReadVfs { pf: pf.into(), source })?;
+        let (num_vf, vfs) = link.first().map(|m| vf::parse_link(m)).unwrap_or_default();
+        let (switch_id, representors) = match switchdev::representors(pf) {
+            Ok((id, r)) => (Some(id), Representors::Found(r)),
+            Err(e) => (None, Representors::Unavailable { error: e.to_string() }),
         };
-        Ok(json!({
-            "pf": pf,
-            "sriov": match &sriov {
-                Ok((n, total)) => json!({ "num_vfs": n, "total_vfs": total }),
-                Err(e) => json!({ "error": format!("{pf}: sriov_numvfs: {e}") }),
-            },
-            "num_vf": num,
-            "vfs": vfs,
-            "switch_id": switch_id,
-            "representors": match reps { Ok(r) => json!(r), Err(e) => json!({ "error": e }) },
-        }))
+        Ok(VfView { pf: pf.into(), sriov, num_vf, vfs, switch_id, representors })
     }
 }
 
@@ -310,17 +344,31 @@ fn probe(st: &mut State, rs: &RuleSet) -> Caps {
             Some(ifname) => {
                 if !st.probed.contains_key(ifname) {
                     let r = st.backend.probe_port(ifname);
-                    tracing::info!(interface = %ifname, result = ?r, "offload: probed port");
+                    match &r {
+                        Ok(p) => {
+                            tracing::info!(interface = %ifname, switch_id = %p.switch_id, "offload: probed port")
+                        }
+                        Err(e) => {
+                            tracing::info!(interface = %ifname, error = %e, "offload: probed port")
+                        }
+                    }
                     st.probed.insert(ifname.clone(), r);
                 }
-                st.probed[ifname].clone()
+                match &st.probed[ifname] {
+                    Ok(p) => Ok(p.clone()),
+                    Err(e) => Err(e.to_string()),
+                }
             }
         };
         ports.push(r);
     }
     let mut tunnel_dev = |name: &Option<String>, field: &str| match name {
         None => Err(format!("offload.{field} is not set")),
-        Some(n) => st.backend.ifindex(n).map(|_| TunnelDevHw { ifname: n.clone() }),
+        Some(n) => st
+            .backend
+            .ifindex(n)
+            .map(|_| TunnelDevHw { ifname: n.clone() })
+            .map_err(|e| e.to_string()),
     };
     let vxlan = tunnel_dev(&rs.config.offload.vxlan_device, "vxlan_device");
     let gretap = tunnel_dev(&rs.config.offload.gretap_device, "gretap_device");
@@ -334,7 +382,7 @@ fn rank(f: &HwFilter) -> (u16, u32) {
 
 /// Moves one device from what it holds to `new`. On failure the device
 /// holds only unchanged filters, and the error is returned.
-fn update_device(st: &mut State, dev: &str, new: &[&HwFilter]) -> Result<(), String> {
+fn update_device(st: &mut State, dev: &str, new: &[&HwFilter]) -> Result<(), OffloadError> {
     let old: Vec<HwFilter> =
         st.installed.iter().filter(|i| i.f.dev == dev).map(|i| i.f.clone()).collect();
     let added: Vec<&HwFilter> = new.iter().copied().filter(|f| !old.contains(f)).collect();
@@ -361,19 +409,19 @@ fn update_device(st: &mut State, dev: &str, new: &[&HwFilter]) -> Result<(), Str
     }
     let mut failure = None;
     for f in &to_del {
-        if let Err(e) = remove(st, f) {
-            failure = Some(format!("removing rule {}'s filter: {e}", f.rule));
+        if let Err(source) = remove(st, f) {
+            failure = Some(OffloadError::Remove { rule: f.rule, source });
             break;
         }
     }
     let mut done: Vec<HwFilter> = Vec::new();
     if failure.is_none() {
         match st.backend.ifindex(dev) {
-            Err(e) => failure = Some(e),
+            Err(e) => failure = Some(e.into()),
             Ok(ifindex) => {
                 if !to_add.is_empty() {
                     if let Err(e) = clsact(st, ifindex) {
-                        failure = Some(format!("adding the clsact qdisc: {e}"));
+                        failure = Some(OffloadError::Clsact(e));
                     }
                 }
                 for f in &to_add {
@@ -382,7 +430,7 @@ fn update_device(st: &mut State, dev: &str, new: &[&HwFilter]) -> Result<(), Str
                     }
                     match install(st, f, ifindex) {
                         Ok(()) => done.push(f.clone()),
-                        Err(e) => failure = Some(format!("adding rule {}'s filter: {e}", f.rule)),
+                        Err(e) => failure = Some(e),
                     }
                 }
             }
@@ -394,60 +442,64 @@ fn update_device(st: &mut State, dev: &str, new: &[&HwFilter]) -> Result<(), Str
     // refuses to remove is left, and said.
     let mut stuck = Vec::new();
     for f in done.iter().rev() {
-        if let Err(x) = remove(st, f) {
-            stuck.push(format!("rule {}: {x}", f.rule));
+        if let Err(source) = remove(st, f) {
+            stuck.push(StuckFilter::Added { rule: f.rule, source });
         }
     }
     for f in removed {
         if st.installed.iter().any(|i| i.f == *f) {
-            if let Err(x) = remove(st, f) {
-                stuck.push(format!("rule {} (previous generation): {x}", f.rule));
+            if let Err(source) = remove(st, f) {
+                stuck.push(StuckFilter::Previous { rule: f.rule, source });
             }
         }
     }
     if stuck.is_empty() {
         Err(e)
     } else {
-        Err(format!("{e}; and these filters could not be removed: {}", stuck.join("; ")))
+        Err(OffloadError::RollbackIncomplete { cause: Box::new(e), stuck })
     }
 }
 
-fn clsact(st: &mut State, ifindex: u32) -> Result<(), nl::NlError> {
+fn clsact(st: &mut State, ifindex: u32) -> Result<(), NlError> {
     match st.backend.request(flower::add_clsact(ifindex, 0)) {
         Err(e) if e.errno == Some(libc::EEXIST) => Ok(()),
         r => r.map(|_| ()),
     }
 }
 
-fn install(st: &mut State, f: &HwFilter, ifindex: u32) -> Result<(), String> {
+fn install(st: &mut State, f: &HwFilter, ifindex: u32) -> Result<(), OffloadError> {
+    let rule = f.rule;
     let mut index = HashMap::new();
     for a in &f.actions {
         if let placement::HwAction::Redirect(n) = a {
-            index.insert(n.clone(), st.backend.ifindex(n)?);
+            let i = st
+                .backend
+                .ifindex(n)
+                .map_err(|source| OffloadError::RedirectTarget { rule, source })?;
+            index.insert(n.clone(), i);
         }
     }
     index.insert(f.dev.clone(), ifindex);
-    let resolve = |n: &str| index.get(n).copied().ok_or_else(|| format!("no interface {n:?}"));
-    let msg = flower::add(f, 0, &resolve)?;
-    st.backend.request(msg).map_err(|e| e.to_string())?;
+    let resolve = |n: &str| index.get(n).copied();
+    let msg =
+        flower::add(f, 0, &resolve).map_err(|source| OffloadError::Encode { rule, source })?;
+    st.backend.request(msg).map_err(|source| OffloadError::Add { rule, source })?;
     st.installed.push(Installed { f: f.clone(), ifindex, last: FlowSnapshot::default() });
     Ok(())
 }
 
 /// Removes an installed filter, folding its final counters (from the
 /// kernel's echo of the removal) into the totals.
-fn remove(st: &mut State, f: &HwFilter) -> Result<(), String> {
+fn remove(st: &mut State, f: &HwFilter) -> Result<(), NlError> {
     let Some(at) = st.installed.iter().position(|i| i.f == *f) else { return Ok(()) };
     let ifindex = st.installed[at].ifindex;
     let flags = nl::NLM_F_REQUEST | nl::NLM_F_ACK | nl::NLM_F_ECHO;
     let answer = st.backend.request(flower::del(f, 0, ifindex, flags));
-    let gone = match &answer {
-        Ok(_) => true,
+    if let Err(e) = &answer {
         // Already gone (the device was removed, or someone else deleted it).
-        Err(e) => matches!(e.errno, Some(libc::ENOENT) | Some(libc::ENODEV)),
-    };
-    if !gone {
-        return Err(answer.err().map(|e| e.to_string()).unwrap_or_default());
+        if !matches!(e.errno, Some(libc::ENOENT) | Some(libc::ENODEV)) {
+            return Err(e.clone());
+        }
     }
     let i = st.installed.remove(at);
     let last = answer
@@ -531,18 +583,17 @@ fn apply_vfs(
 
 fn undo_vfs(b: &mut dyn Backend, undo: VfUndo) {
     for step in undo.steps.into_iter().rev() {
-        let r = match &step {
-            UndoStep::NumVfs { pf, n } => b.set_num_vfs(pf, *n),
-            UndoStep::Attr { ifindex, vf, attr, .. } => b
-                .request(vf::set_msg(*ifindex, *vf, &[*attr], 0))
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-        };
-        if let Err(e) = r {
-            let pf = match &step {
-                UndoStep::NumVfs { pf, .. } | UndoStep::Attr { pf, .. } => pf,
-            };
-            tracing::error!(pf = %pf, error = %e, "could not put a VF setting back");
+        match &step {
+            UndoStep::NumVfs { pf, n } => {
+                if let Err(e) = b.set_num_vfs(pf, *n) {
+                    tracing::error!(pf = %pf, error = %e, "could not put the number of VFs back");
+                }
+            }
+            UndoStep::Attr { pf, ifindex, vf, attr } => {
+                if let Err(e) = b.request(vf::set_msg(*ifindex, *vf, &[*attr], 0)) {
+                    tracing::error!(pf = %pf, vf, attribute = attr.attribute(), error = %e, "could not put a VF setting back");
+                }
+            }
         }
     }
 }

@@ -314,9 +314,17 @@ fn ext_ack(m: &[u8]) -> Option<String> {
     Some(String::from_utf8_lossy(t.split(|c| *c == 0).next().unwrap_or(t)).into_owned())
 }
 
+/// An interface that could not be found.
+#[derive(Debug, thiserror::Error)]
+#[error("no interface {name:?} ({source})")]
+pub struct IfindexError {
+    pub name: String,
+    pub source: io::Error,
+}
+
 /// The interface index of `name`.
-pub fn ifindex(name: &str) -> Result<u32, String> {
-    crate::io::netdev::ifindex(name).map_err(|e| format!("no interface {name:?} ({e})"))
+pub fn ifindex(name: &str) -> Result<u32, IfindexError> {
+    crate::io::netdev::ifindex(name).map_err(|source| IfindexError { name: name.into(), source })
 }
 
 #[cfg(test)]

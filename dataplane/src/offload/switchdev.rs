@@ -6,35 +6,53 @@
 use std::path::Path;
 
 use engine::placement::PortHw;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-fn read(ifname: &str, attr: &str) -> Result<String, String> {
+/// Why a sysfs attribute of an interface could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum AttrError {
+    #[error("no interface {ifname:?}")]
+    NoInterface { ifname: String },
+    #[error("{attr} is empty")]
+    Empty { attr: &'static str },
+    /// The kernel hides the file, or answers EOPNOTSUPP, when the driver
+    /// has no switchdev ports.
+    #[error("no {attr} ({source})")]
+    Unreadable { attr: &'static str, source: std::io::Error },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SwitchdevError {
+    #[error("{ifname}: {reason}: not a switchdev port (a VF representor or uplink of a NIC in switchdev mode)")]
+    NotSwitchdev { ifname: String, reason: AttrError },
+    #[error("/sys/class/net: {0}")]
+    ListInterfaces(std::io::Error),
+}
+
+fn read(ifname: &str, attr: &'static str) -> Result<String, AttrError> {
     let p = Path::new("/sys/class/net").join(ifname).join(attr);
     match std::fs::read_to_string(&p) {
         Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
-        Ok(_) => Err(format!("{attr} is empty")),
+        Ok(_) => Err(AttrError::Empty { attr }),
         Err(e)
             if e.kind() == std::io::ErrorKind::NotFound
                 && !p.parent().is_some_and(Path::exists) =>
         {
-            Err(format!("no interface {ifname:?}"))
+            Err(AttrError::NoInterface { ifname: ifname.into() })
         }
-        // The kernel hides the file, or answers EOPNOTSUPP, when the driver
-        // has no switchdev ports.
-        Err(e) => Err(format!("no {attr} ({e})")),
+        Err(source) => Err(AttrError::Unreadable { attr, source }),
     }
 }
 
 /// The port's switch, or why it is not a switchdev port.
-pub fn probe_port(ifname: &str) -> Result<PortHw, String> {
-    let switch_id = read(ifname, "phys_switch_id").map_err(|e| {
-        format!("{ifname}: {e}: not a switchdev port (a VF representor or uplink of a NIC in switchdev mode)")
-    })?;
+pub fn probe_port(ifname: &str) -> Result<PortHw, SwitchdevError> {
+    let switch_id = read(ifname, "phys_switch_id")
+        .map_err(|reason| SwitchdevError::NotSwitchdev { ifname: ifname.into(), reason })?;
     Ok(PortHw { ifname: ifname.to_string(), switch_id })
 }
 
 /// What a `phys_port_name` says a port is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PortRole {
     Uplink { port: u32 },
@@ -71,7 +89,7 @@ pub fn parse_port_name(name: &str) -> PortRole {
 }
 
 /// A port of the same embedded switch as a PF.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Representor {
     pub interface: String,
     pub port_name: Option<String>,
@@ -80,10 +98,10 @@ pub struct Representor {
 
 /// Every interface on `pf`'s switch (its representors and uplinks), found
 /// by comparing `phys_switch_id`.
-pub fn representors(pf: &str) -> Result<(String, Vec<Representor>), String> {
+pub fn representors(pf: &str) -> Result<(String, Vec<Representor>), SwitchdevError> {
     let id = probe_port(pf)?.switch_id;
     let mut out = Vec::new();
-    let dir = std::fs::read_dir("/sys/class/net").map_err(|e| format!("/sys/class/net: {e}"))?;
+    let dir = std::fs::read_dir("/sys/class/net").map_err(SwitchdevError::ListInterfaces)?;
     for e in dir.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name == pf || read(&name, "phys_switch_id").ok().as_deref() != Some(id.as_str()) {
@@ -112,9 +130,16 @@ mod tests {
 
     #[test]
     fn loopback_is_not_a_switchdev_port() {
-        let e = probe_port("lo").unwrap_err();
+        let e = probe_port("lo").unwrap_err().to_string();
         assert!(e.contains("lo: no phys_switch_id") && e.contains("not a switchdev port"), "{e}");
         let e = probe_port("of-no-such-if").unwrap_err();
-        assert!(e.contains("no interface \"of-no-such-if\""), "{e}");
+        assert!(
+            matches!(
+                &e,
+                SwitchdevError::NotSwitchdev { reason: AttrError::NoInterface { .. }, .. }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("no interface \"of-no-such-if\""), "{e}");
     }
 }

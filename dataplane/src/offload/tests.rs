@@ -50,22 +50,31 @@ fn err(errno: i32) -> nl::NlError {
 }
 
 impl Backend for Fake {
-    fn ifindex(&mut self, ifname: &str) -> Result<u32, String> {
+    fn ifindex(&mut self, ifname: &str) -> Result<u32, IfindexError> {
         match ifname {
             "rep0" => Ok(10),
             "rep1" => Ok(11),
             "up0" => Ok(12),
             "vx0" => Ok(13),
             "pf0" => Ok(20),
-            n => Err(format!("no interface {n:?}")),
+            n => Err(IfindexError {
+                name: n.into(),
+                source: std::io::Error::from_raw_os_error(libc::ENODEV),
+            }),
         }
     }
-    fn probe_port(&mut self, ifname: &str) -> Result<PortHw, String> {
+    fn probe_port(&mut self, ifname: &str) -> Result<PortHw, SwitchdevError> {
         match ifname {
             "rep0" | "rep1" | "up0" => {
                 Ok(PortHw { ifname: ifname.into(), switch_id: "aabb".into() })
             }
-            n => Err(format!("{n}: no phys_switch_id: not a switchdev port")),
+            n => Err(SwitchdevError::NotSwitchdev {
+                ifname: n.into(),
+                reason: switchdev::AttrError::Unreadable {
+                    attr: "phys_switch_id",
+                    source: std::io::Error::from_raw_os_error(libc::EOPNOTSUPP),
+                },
+            }),
         }
     }
     fn request(&mut self, m: Vec<u8>) -> Result<Vec<Vec<u8>>, nl::NlError> {
@@ -145,10 +154,11 @@ impl Backend for Fake {
             t => panic!("unexpected request type {t}"),
         }
     }
-    fn num_vfs(&mut self, pf: &str) -> Result<(u32, u32), String> {
-        Err(format!("not an SR-IOV physical function (no /sys/class/net/{pf}/device/sriov_numvfs)"))
+    fn num_vfs(&mut self, pf: &str) -> Result<(u32, u32), SriovError> {
+        let path = format!("/sys/class/net/{pf}/device/sriov_numvfs").into();
+        Err(SriovError::NotPf { path })
     }
-    fn set_num_vfs(&mut self, _: &str, _: u32) -> Result<(), String> {
+    fn set_num_vfs(&mut self, _: &str, _: u32) -> Result<(), SriovError> {
         unreachable!("num_vfs fails first")
     }
 }
@@ -296,17 +306,15 @@ fn a_refused_filter_rolls_the_device_back_and_software_takes_over() {
     assert_eq!((s.rx, s.tx), (7, 7));
     assert!(s.conserved());
     let st = o.status();
-    assert!(
-        st["devices"]["rep0"]["error"].as_str().unwrap().contains("adding rule 5's filter"),
-        "{st:#}"
-    );
+    let error = st.devices["rep0"].error.as_deref().unwrap_or_else(|| panic!("{st:?}"));
+    assert!(error.contains("adding rule 5's filter"), "{st:?}");
 
     // The device works again: the next generation retries.
     k.0.lock().unwrap().refuse_add.clear();
     let rs2 = rules(&format!("{R1}{r5}{r6}"));
     o.sync(&rs2);
     assert!(o.placement().iter().all(|p| p.hardware.is_some()), "{:?}", o.placement());
-    assert!(o.status()["devices"]["rep0"]["error"].is_null());
+    assert_eq!(o.status().devices["rep0"].error, None);
 }
 
 #[test]

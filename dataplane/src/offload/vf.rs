@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use engine::model::{Mac, VfLinkState, VfSettings};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::nl::{self, Msg};
 
@@ -159,7 +159,7 @@ pub fn get_msg(ifindex: u32, seq: u32) -> Vec<u8> {
 }
 
 /// What the device reports about one VF.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VfState {
     pub vf: u32,
     pub mac: Option<Mac>,
@@ -241,35 +241,52 @@ fn sriov_file(pf: &str, name: &str) -> PathBuf {
     PathBuf::from(format!("/sys/class/net/{pf}/device/{name}"))
 }
 
+/// Why the number of VFs could not be read or set.
+#[derive(Debug, thiserror::Error)]
+pub enum SriovError {
+    #[error("not an SR-IOV physical function (no {})", path.display())]
+    NotPf { path: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{}: unexpected contents {contents:?}", path.display())]
+    Unreadable { path: PathBuf, contents: String },
+    #[error("{asked} VFs asked, the device offers at most {total} (sriov_totalvfs)")]
+    TooMany { asked: u32, total: u32 },
+}
+
 /// (current, total) number of VFs of `pf`, or why it has none.
-pub fn read_num_vfs(pf: &str) -> Result<(u32, u32), String> {
-    let read = |name: &str| -> Result<u32, String> {
-        let p = sriov_file(pf, name);
-        let t = std::fs::read_to_string(&p).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::NotFound {
-                format!("not an SR-IOV physical function (no {})", p.display())
-            } else {
-                format!("{}: {e}", p.display())
+pub fn read_num_vfs(pf: &str) -> Result<(u32, u32), SriovError> {
+    let read = |name: &str| -> Result<u32, SriovError> {
+        let path = sriov_file(pf, name);
+        let t = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(SriovError::NotPf { path })
             }
-        })?;
-        t.trim().parse().map_err(|_| format!("{}: unexpected contents {:?}", p.display(), t.trim()))
+            Err(source) => return Err(SriovError::Io { path, source }),
+        };
+        t.trim()
+            .parse()
+            .map_err(|_| SriovError::Unreadable { contents: t.trim().to_string(), path })
     };
     Ok((read("sriov_numvfs")?, read("sriov_totalvfs")?))
 }
 
 /// Sets the number of VFs. The kernel refuses to change a non-zero count to
 /// another non-zero one, so it goes through 0 (which removes every VF).
-pub fn write_num_vfs(pf: &str, n: u32) -> Result<(), String> {
+pub fn write_num_vfs(pf: &str, n: u32) -> Result<(), SriovError> {
     let (cur, total) = read_num_vfs(pf)?;
     if n > total {
-        return Err(format!("{n} VFs asked, the device offers at most {total} (sriov_totalvfs)"));
+        return Err(SriovError::TooMany { asked: n, total });
     }
     if cur == n {
         return Ok(());
     }
-    let p = sriov_file(pf, "sriov_numvfs");
-    let write =
-        |v: u32| std::fs::write(&p, format!("{v}\n")).map_err(|e| format!("{}: {e}", p.display()));
+    let path = sriov_file(pf, "sriov_numvfs");
+    let write = |v: u32| {
+        std::fs::write(&path, format!("{v}\n"))
+            .map_err(|source| SriovError::Io { path: path.clone(), source })
+    };
     if cur != 0 && n != 0 {
         write(0)?;
     }

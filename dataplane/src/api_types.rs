@@ -1,0 +1,423 @@
+//! The documents the control API answers with, shared by the daemon (which
+//! builds them) and `overlayctl` (which reads them): a field renamed here is
+//! renamed for both, or the build fails. docs/api.md and openapi.json
+//! describe the same shapes.
+//!
+//! `overlayd check --json` and `overlayd replay --json` print documents from
+//! here too (`Summary`, `Counters`).
+
+use std::collections::BTreeMap;
+
+use engine::compile::RuleSet;
+use engine::counters::{FlowSnapshot, Snapshot};
+use engine::flow_key::mask_fields;
+use engine::model::{PortKind, Rule};
+use engine::placement::RulePlacement;
+use serde::{Deserialize, Serialize};
+
+pub use crate::io::QueueStats;
+pub use crate::neigh::NeighState;
+pub use crate::offload::switchdev::{PortRole, Representor};
+pub use crate::offload::vf::VfState;
+pub use crate::report::{IoStatus, PortStatus};
+pub use engine::pipeline::TraceReport;
+
+/// Every refusal: what was wrong and, where it applies, the field at fault
+/// (`rules[1].actions[0].encap`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub path: Option<String>,
+}
+
+/// The answer to an accepted write: the generation it created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    pub generation: u64,
+}
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub api: String,
+    pub uptime_secs: u64,
+    pub generation: u64,
+    /// The packet I/O, `null` with `--control-only`.
+    pub io: Option<IoStatus>,
+    pub offload: OffloadStatus,
+}
+
+/// The offloader's state, in `status` and `GET /v1/offload`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffloadStatus {
+    /// Whether an offloader runs (not with `--control-only`).
+    pub active: bool,
+    /// Why it does not, when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// What the configuration asks for (`offload.enabled`).
+    pub enabled: bool,
+    /// The generation last placed.
+    pub generation: Option<u64>,
+    pub hardware_rules: usize,
+    pub software_rules: usize,
+    /// Each probed interface: its switch, or why it is not a switchdev port.
+    pub ports: BTreeMap<String, PortProbe>,
+    /// Each device holding filters, or that last failed an update.
+    pub devices: BTreeMap<String, DeviceStatus>,
+    /// The configuration's VF settings the devices refused at start.
+    pub vf_error: Option<String>,
+}
+
+/// What probing an interface found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PortProbe {
+    Switchdev { switch_id: String },
+    NotSwitchdev { error: String },
+}
+
+/// A device's filters, and the error of its last update if it failed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceStatus {
+    pub filters: usize,
+    pub error: Option<String>,
+}
+
+/// Where a rule runs: a tc flower filter in a device, or the software path
+/// and why (`code` is stable for scripts, docs/offload.md; `reason` is for people).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "runs_in", rename_all = "snake_case")]
+pub enum Placement {
+    Hardware { device: String, pref: u16, handle: u32 },
+    Software { code: String, reason: String },
+}
+
+impl Placement {
+    pub fn software(code: &str, reason: impl Into<String>) -> Placement {
+        Placement::Software { code: code.into(), reason: reason.into() }
+    }
+}
+
+impl From<&RulePlacement> for Placement {
+    fn from(p: &RulePlacement) -> Placement {
+        match (&p.hardware, &p.software) {
+            (Some(f), _) => {
+                Placement::Hardware { device: f.dev.clone(), pref: f.pref, handle: f.handle }
+            }
+            (None, Some(w)) => Placement::software(w.code, w.text.clone()),
+            // `placement::place` decides every rule; this is a rule it was not given.
+            (None, None) => Placement::software("unplaced", "not placed by the offloader"),
+        }
+    }
+}
+
+/// One rule of `GET /v1/rules`: the rule as configured, and where it runs
+/// (`null` for a rule the offloader has not placed yet, between a change
+/// and its placement).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RuleView {
+    #[serde(flatten)]
+    pub rule: Rule,
+    pub placement: Option<Placement>,
+}
+
+/// `GET /v1/offload`: the status and where each rule runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OffloadView {
+    #[serde(flatten)]
+    pub status: OffloadStatus,
+    pub rules: Vec<PlacedRule>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedRule {
+    pub id: u32,
+    pub priority: u16,
+    #[serde(flatten)]
+    pub placement: Placement,
+}
+
+/// `GET /v1/offload/vfs?pf=IF`: a physical function as the device reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VfView {
+    pub pf: String,
+    pub sriov: Sriov,
+    /// IFLA_NUM_VF: the VFs the driver reports.
+    pub num_vf: u32,
+    pub vfs: Vec<VfState>,
+    /// The PF's embedded switch, when it is a switchdev port.
+    pub switch_id: Option<String>,
+    pub representors: Representors,
+}
+
+/// The PF's SR-IOV capability (sysfs), or why it cannot be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Sriov {
+    Counts { num_vfs: u32, total_vfs: u32 },
+    Unavailable { error: String },
+}
+
+/// The other ports of the PF's switch, or why there are none to show.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Representors {
+    Found(Vec<Representor>),
+    Unavailable { error: String },
+}
+
+/// Packets and bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl From<FlowSnapshot> for Traffic {
+    fn from(f: FlowSnapshot) -> Traffic {
+        Traffic { packets: f.packets, bytes: f.bytes }
+    }
+}
+
+/// `GET /v1/counters` (and `overlayd replay --json`): every worker's
+/// counters summed, numbered by the rule set of `generation`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    pub generation: u64,
+    pub rx: u64,
+    pub tx: u64,
+    pub replicas: u64,
+    pub generated: u64,
+    pub dropped: u64,
+    /// rx + replicas + generated = tx + dropped.
+    pub conserved: bool,
+    /// Non-zero drop counters by reason.
+    pub drops: BTreeMap<String, u64>,
+    pub ports: Vec<PortCounters>,
+    pub tunnels: Vec<TunnelCounters>,
+    pub rules: Vec<RuleCounters>,
+    pub cache: CacheCounters,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortCounters {
+    pub name: String,
+    pub rx: Traffic,
+    pub tx: Traffic,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelCounters {
+    pub name: String,
+    pub encap: Traffic,
+    pub decap: Traffic,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleCounters {
+    pub id: u32,
+    pub priority: u16,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Lookups: flow cache hits and misses, and the classifier tables the
+/// misses probed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheCounters {
+    pub hit: u64,
+    pub miss: u64,
+    pub tuples_probed: u64,
+}
+
+impl Counters {
+    pub fn new(rs: &RuleSet, c: &Snapshot) -> Counters {
+        Counters {
+            generation: rs.generation,
+            rx: c.rx,
+            tx: c.tx,
+            replicas: c.replicas,
+            generated: c.generated,
+            dropped: c.dropped(),
+            conserved: c.conserved(),
+            drops: c.drops.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+            ports: rs
+                .ports
+                .iter()
+                .zip(&c.ports)
+                .map(|(p, (rx, tx))| PortCounters {
+                    name: p.name.clone(),
+                    rx: (*rx).into(),
+                    tx: (*tx).into(),
+                })
+                .collect(),
+            tunnels: rs
+                .tunnels
+                .iter()
+                .zip(&c.tunnels)
+                .map(|(t, (e, d))| TunnelCounters {
+                    name: t.name.clone(),
+                    encap: (*e).into(),
+                    decap: (*d).into(),
+                })
+                .collect(),
+            rules: rs
+                .rules
+                .iter()
+                .zip(&c.rules)
+                .map(|(r, f)| RuleCounters {
+                    id: r.id,
+                    priority: r.priority,
+                    packets: f.packets,
+                    bytes: f.bytes,
+                })
+                .collect(),
+            cache: CacheCounters {
+                hit: c.cache_hit,
+                miss: c.cache_miss,
+                tuples_probed: c.tuples_probed,
+            },
+        }
+    }
+}
+
+/// `overlayd check --json`: what a configuration compiles to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub generation: u64,
+    pub schema_version: u32,
+    pub ports: Vec<PortSummary>,
+    pub tunnels: Vec<TunnelSummary>,
+    /// The number of rules.
+    pub rules: usize,
+    /// The classifier's tables, best first.
+    pub tables: Vec<TableSummary>,
+    pub fdb_entries: usize,
+    pub flood_lists: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSummary {
+    pub name: String,
+    pub kind: PortKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelSummary {
+    pub name: String,
+    /// The compiled tunnel in one line (as `overlayd check` prints it).
+    pub summary: String,
+    pub static_next_hop: bool,
+    pub inner_ip_mtu: u16,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableSummary {
+    /// The fields the table's entries match on.
+    pub fields: Vec<String>,
+    pub entries: usize,
+}
+
+impl Summary {
+    pub fn new(rs: &RuleSet) -> Summary {
+        Summary {
+            generation: rs.generation,
+            schema_version: rs.config.schema_version,
+            ports: rs
+                .ports
+                .iter()
+                .map(|p| PortSummary { name: p.name.clone(), kind: p.kind })
+                .collect(),
+            tunnels: rs
+                .tunnels
+                .iter()
+                .map(|t| TunnelSummary {
+                    name: t.name.clone(),
+                    summary: crate::render::tunnel_line(t, rs),
+                    static_next_hop: t.static_next_hop,
+                    inner_ip_mtu: t.inner_ip_mtu,
+                })
+                .collect(),
+            rules: rs.rules.len(),
+            tables: rs
+                .classifier
+                .tuple_summary()
+                .iter()
+                .map(|(m, n)| TableSummary { fields: mask_fields(m), entries: *n })
+                .collect(),
+            fdb_entries: rs.fdb.len(),
+            flood_lists: rs.flood.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Reads `doc` as a `T` and checks it writes back unchanged.
+    fn same<T: serde::de::DeserializeOwned + Serialize>(doc: serde_json::Value) -> T {
+        let t: T = serde_json::from_value(doc.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&t).unwrap(), doc);
+        t
+    }
+
+    #[test]
+    fn placements_are_tagged_by_where_they_run() {
+        let hw: Placement =
+            same(json!({ "runs_in": "hardware", "device": "rep0", "pref": 65525, "handle": 2 }));
+        assert_eq!(hw, Placement::Hardware { device: "rep0".into(), pref: 65525, handle: 2 });
+        let sw: Placement =
+            same(json!({ "runs_in": "software", "code": "device", "reason": "why" }));
+        assert_eq!(sw, Placement::software("device", "why"));
+        let rule: PlacedRule = same(
+            json!({ "id": 7, "priority": 3, "runs_in": "software", "code": "disabled", "reason": "off" }),
+        );
+        assert_eq!((rule.id, rule.priority), (7, 3));
+        let view: RuleView = same(
+            json!({ "id": 7, "priority": 3, "match": {}, "actions": ["drop"], "placement": null }),
+        );
+        assert_eq!(view.rule.id, 7);
+    }
+
+    #[test]
+    fn offload_and_vf_documents() {
+        let o: OffloadView = same(json!({
+            "active": true, "enabled": true, "generation": 4,
+            "hardware_rules": 1, "software_rules": 0,
+            "ports": { "rep0": { "switch_id": "aabb" }, "veth1": { "error": "not a switchdev port" } },
+            "devices": { "rep0": { "filters": 1, "error": null } },
+            "vf_error": null,
+            "rules": [{ "id": 1, "priority": 0, "runs_in": "hardware", "device": "rep0", "pref": 65535, "handle": 2 }],
+        }));
+        assert_eq!(o.status.ports["rep0"], PortProbe::Switchdev { switch_id: "aabb".into() });
+        assert!(matches!(&o.status.ports["veth1"], PortProbe::NotSwitchdev { .. }));
+        let inactive: OffloadStatus = same(json!({
+            "active": false, "why": "control only", "enabled": false, "generation": null,
+            "hardware_rules": 0, "software_rules": 2, "ports": {}, "devices": {}, "vf_error": null,
+        }));
+        assert_eq!(inactive.why.as_deref(), Some("control only"));
+
+        let v: VfView = same(json!({
+            "pf": "eth1", "sriov": { "num_vfs": 2, "total_vfs": 8 }, "num_vf": 2,
+            "vfs": [{ "vf": 0, "mac": "02:00:00:00:00:aa", "vlan": null, "qos": null,
+                      "spoof_check": true, "trust": false, "link_state": "auto",
+                      "min_tx_rate": 0, "max_tx_rate": 0 }],
+            "switch_id": "aabb",
+            "representors": [{ "interface": "eth1_0", "port_name": "pf0vf0",
+                               "role": { "kind": "vf_representor", "pf": 0, "vf": 0 } }],
+        }));
+        assert_eq!(v.sriov, Sriov::Counts { num_vfs: 2, total_vfs: 8 });
+        assert!(matches!(&v.representors, Representors::Found(r) if r.len() == 1));
+        let v: VfView = same(json!({
+            "pf": "veth0", "sriov": { "error": "veth0: sriov_numvfs: not an SR-IOV physical function" },
+            "num_vf": 0, "vfs": [], "switch_id": null,
+            "representors": { "error": "veth0: no phys_switch_id: not a switchdev port" },
+        }));
+        assert!(matches!(v.sriov, Sriov::Unavailable { .. }));
+        assert!(matches!(v.representors, Representors::Unavailable { .. }));
+    }
+}
