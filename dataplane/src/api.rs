@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::daemon::{ApplyError, Daemon};
 use engine::model::{Config, ConfigError};
+use engine::trace::{trace_packet, TraceContext, TraceReport};
 
 /// Largest request body accepted (a configuration with tens of thousands of rules fits).
 pub const MAX_BODY: usize = 8 << 20;
@@ -324,13 +325,9 @@ struct TraceRequest {
     hex: Option<String>,
 }
 
-async fn trace(
-    State(s): Api,
-    body: Bytes,
-) -> Result<Json<engine::pipeline::TraceReport>, ApiError> {
+async fn trace(State(s): Api, body: Bytes) -> Result<Json<TraceReport>, ApiError> {
     let req: TraceRequest = parse(&body)?;
     let rs = s.daemon.rules();
-    let place = s.daemon.offload().map(|o| o.placement());
     let bad = |path: &str, error: String| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         error,
@@ -346,34 +343,16 @@ async fn trace(
         (None, Some(h)) => engine::packet_spec::parse_hex(&h).map_err(|e| bad("hex", e))?,
         _ => return Err(bad("packet", "give exactly one of packet and hex".into())),
     };
-    let mut report = engine::pipeline::trace_packet(rs, port, &frame, 0);
-    // Say where the matched rule runs: a packet like this one may never
-    // reach the software path the trace just walked.
-    if let Some(place) = place {
-        use engine::trace::Step;
-        if let Some(at) = report.steps.iter().position(|st| matches!(st, Step::Matched { .. })) {
-            let Step::Matched { rule, .. } = report.steps[at] else { unreachable!() };
-            if let Some(p) = place.iter().find(|p| p.rule == rule) {
-                let step = match (&p.hardware, &p.software) {
-                    (Some(f), _) => Step::Placement {
-                        rule,
-                        hardware: true,
-                        detail: format!(
-                            "tc flower on {}, pref {}, handle {}",
-                            f.dev, f.pref, f.handle
-                        ),
-                    },
-                    (None, w) => Step::Placement {
-                        rule,
-                        hardware: false,
-                        detail: w.as_ref().map_or_else(String::new, |w| w.text.clone()),
-                    },
-                };
-                report.steps.insert(at + 1, step);
-            }
-        }
+    Ok(Json(trace_packet(rs, &trace_context(&s.daemon), port, &frame, 0)))
+}
+
+/// What explains the packet's path besides the rules: where each rule runs.
+fn trace_context(d: &Daemon) -> TraceContext {
+    let mut cx = TraceContext::default();
+    if let Some(o) = d.offload() {
+        cx.placement = o.placement();
     }
-    Ok(Json(report))
+    cx
 }
 
 async fn metrics(State(s): Api) -> Result<Response, ApiError> {
