@@ -145,7 +145,11 @@ pub struct TraceReport {
 
 impl fmt::Display for TraceReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = if self.live { "live state" } else { "offline: rules only" };
+        let state = if self.live {
+            "with the datapath's live state"
+        } else {
+            "rules only: no learned next hops or interface MACs"
+        };
         writeln!(f, "generation {} ({state})", self.generation)?;
         for (i, st) in self.steps.iter().enumerate() {
             writeln!(f, "{:>3}. {st}", i + 1)?;
