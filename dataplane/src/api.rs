@@ -4,6 +4,7 @@
 //! of mistake it was; writes carry the generation they were based on and a
 //! stale one gets 409 with nothing changed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -346,9 +347,24 @@ async fn trace(State(s): Api, body: Bytes) -> Result<Json<TraceReport>, ApiError
     Ok(Json(trace_packet(rs, &trace_context(&s.daemon), port, &frame, 0)))
 }
 
-/// What explains the packet's path besides the rules: where each rule runs.
+/// What the workers run with right now, and what explains it: the trace
+/// runs with the same next hops and interface MACs, and says where rules run.
 fn trace_context(d: &Daemon) -> TraceContext {
     let mut cx = TraceContext::default();
+    if let Some(w) = d.worker_inputs() {
+        cx.live = true;
+        cx.next_hops = w.next_hops.snapshot();
+        cx.interface_macs = HashMap::clone(&w.interface_macs.load());
+        cx.neighbours = w
+            .neighbours
+            .states()
+            .into_iter()
+            .map(|n| {
+                let via = n.via.map(|v| format!(" via {v}")).unwrap_or_default();
+                (n.remote, format!("{}{via} on {}", n.state, n.interface))
+            })
+            .collect();
+    }
     if let Some(o) = d.offload() {
         cx.placement = o.placement();
     }

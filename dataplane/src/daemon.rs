@@ -3,14 +3,18 @@
 //! generation it was based on, validate and compile it, persist it, then
 //! publish it to the workers. Any failure leaves everything as it was.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use engine::compile::{compile, RuleSet};
 use engine::counters::{Ledger, Snapshot, WorkerCounters};
 use engine::model::{Config, ConfigError};
+use engine::next_hop::NextHops;
 use engine::pipeline::Published;
 
+use crate::neigh::NeighWatcher;
 use crate::offload::Offloader;
 use crate::store::{Store, StoreError};
 
@@ -44,6 +48,21 @@ pub struct Daemon {
     io_status: std::sync::OnceLock<IoStatus>,
     /// VF settings and flow offload; set by `run` when it attaches interfaces.
     offload: std::sync::OnceLock<Arc<Offloader>>,
+    /// What the workers run with besides the rule set; set by `run`.
+    worker_inputs: std::sync::OnceLock<Arc<WorkerInputs>>,
+}
+
+/// What the datapath workers run with besides the published rule set,
+/// published by `run` and only read here (by the live trace), so the trace
+/// runs with exactly the workers' state.
+pub struct WorkerInputs {
+    /// Next hops learned from the kernel's neighbour table.
+    pub next_hops: Arc<NextHops>,
+    /// The neighbour state behind each next hop.
+    pub neighbours: Arc<NeighWatcher>,
+    /// Port name -> its interface's MAC address, as the running datapath
+    /// read them (replaced when the datapath restarts).
+    pub interface_macs: ArcSwap<HashMap<String, [u8; 6]>>,
 }
 
 pub type HostCheck = Box<dyn Fn(&Config) -> Result<(), ConfigError> + Send + Sync>;
@@ -73,6 +92,7 @@ impl Daemon {
             host_check: std::sync::OnceLock::new(),
             io_status: std::sync::OnceLock::new(),
             offload: std::sync::OnceLock::new(),
+            worker_inputs: std::sync::OnceLock::new(),
         })
     }
 
@@ -115,6 +135,15 @@ impl Daemon {
 
     pub fn offload(&self) -> Option<&Arc<Offloader>> {
         self.offload.get()
+    }
+
+    pub fn set_worker_inputs(&self, w: Arc<WorkerInputs>) {
+        let _ = self.worker_inputs.set(w);
+    }
+
+    /// The workers' inputs (`None` when only the control plane runs).
+    pub fn worker_inputs(&self) -> Option<&Arc<WorkerInputs>> {
+        self.worker_inputs.get()
     }
 
     pub fn set_io_status(&self, f: IoStatus) {

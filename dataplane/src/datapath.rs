@@ -256,6 +256,8 @@ pub struct Datapath {
     modes: Vec<Option<bool>>,
     queue_stats: Arc<Mutex<BTreeMap<(String, u32), QueueStats>>>,
     workers: usize,
+    /// Port name -> interface MAC, as the workers were given them.
+    interface_macs: std::collections::HashMap<String, [u8; 6]>,
 }
 
 /// Opens queue `w` of port `p` into worker memory `umem`.
@@ -396,6 +398,7 @@ impl Datapath {
             modes,
             queue_stats,
             workers,
+            interface_macs: macs,
         })
     }
 
@@ -415,6 +418,12 @@ impl Datapath {
 
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// The interface MACs the workers use as the outer source of tunnel
+    /// packets whose uplink has no configured MAC.
+    pub fn interface_macs(&self) -> &std::collections::HashMap<String, [u8; 6]> {
+        &self.interface_macs
     }
 
     pub fn status(&self) -> Vec<PortStatus> {

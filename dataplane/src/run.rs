@@ -12,8 +12,8 @@ use engine::next_hop::NextHops;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::{serve, ApiState};
-use crate::daemon::Daemon;
-use crate::datapath::{neighbour_targets, Datapath, DatapathOptions};
+use crate::daemon::{Daemon, WorkerInputs};
+use crate::datapath::{neighbour_targets, Datapath, DatapathError, DatapathOptions};
 use crate::neigh::{NeighWatcher, Target};
 use crate::store::Store;
 
@@ -66,6 +66,20 @@ fn targets(rs: &RuleSet) -> Vec<Target> {
 /// The running datapath, replaced when the ports change.
 type Slot = Arc<Mutex<Option<Datapath>>>;
 
+/// Starts the datapath and hands the live trace the interface MACs its
+/// workers were given.
+fn start_datapath(
+    daemon: &Arc<Daemon>,
+    hops: &Arc<NextHops>,
+    opts: DatapathOptions,
+) -> Result<Datapath, DatapathError> {
+    let dp = Datapath::start(Arc::clone(daemon), Arc::clone(hops), opts)?;
+    if let Some(w) = daemon.worker_inputs() {
+        w.interface_macs.store(Arc::new(dp.interface_macs().clone()));
+    }
+    Ok(dp)
+}
+
 /// Keeps the datapath and the neighbour watcher in step with each new generation.
 async fn follow(
     daemon: Arc<Daemon>,
@@ -90,7 +104,7 @@ async fn follow(
             if let Some(old) = g.take() {
                 old.stop();
             }
-            match Datapath::start(Arc::clone(&daemon), Arc::clone(&hops), opts) {
+            match start_datapath(&daemon, &hops, opts) {
                 Ok(dp) => *g = Some(dp),
                 Err(e) => {
                     tracing::error!(generation = rs.generation, error = %e, "datapath failed to start")
@@ -157,7 +171,13 @@ pub fn run(o: RunOptions) -> Result<(), String> {
                 let hops = NextHops::new();
                 let watcher = Arc::new(NeighWatcher::start(Arc::clone(&hops)).await.map_err(|e| e.to_string())?);
                 watcher.set_targets(targets(&daemon.rules()));
-                let dp = Datapath::start(Arc::clone(&daemon), Arc::clone(&hops), opts).map_err(|e| e.to_string())?;
+                // The live trace reads what the workers are given.
+                daemon.set_worker_inputs(Arc::new(WorkerInputs {
+                    next_hops: Arc::clone(&hops),
+                    neighbours: Arc::clone(&watcher),
+                    interface_macs: Default::default(),
+                }));
+                let dp = start_datapath(&daemon, &hops, opts).map_err(|e| e.to_string())?;
                 let slot: Slot = Arc::new(Mutex::new(Some(dp)));
                 let (s2, w2) = (Arc::clone(&slot), Arc::clone(&watcher));
                 daemon.set_io_status(Box::new(move || {
