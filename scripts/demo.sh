@@ -3,7 +3,8 @@
 # workload namespace, joined by an underlay link. Host A runs overlayd; host B
 # runs the Linux kernel's own VXLAN device (DEMO_PEER=overlayd runs overlayd
 # on both). Pings and a TCP transfer cross the VXLAN overlay (VNI 42), then
-# overlayd shows its counters, its I/O and the path of one packet.
+# overlayd shows its counters, its I/O and the path of a forwarded and of a
+# dropped packet.
 #
 #   wl-a 198.51.100.1          host-a                 host-b                 wl-b 198.51.100.2
 #   eth0 ---veth--- wa  [overlayd: AF_XDP]  ua ==== ub  [vxlan0 + br0]  wb ---veth--- eth0
@@ -147,6 +148,17 @@ nsx wl-a timeout 2 nc -z -w 1 198.51.100.2 23 || echo "(refused, as the rule say
 say "host-a: counters (every packet forwarded or dropped under a named reason)"
 sleep 0.3
 $CTL counters
+
+say "host-a: the path of a web packet from wl-a, traced live (the workers' code, rules, learned next hops and MACs)"
+MAC_A=$(ip -n "$P-wl-a" -br link show eth0 | awk '{print $3}')
+MAC_B=$(ip -n "$P-wl-b" -br link show eth0 | awk '{print $3}')
+web=$($CTL trace --in-port wl0 --packet \
+  "eth(src=$MAC_A,dst=$MAC_B)/ipv4(src=198.51.100.1,dst=198.51.100.2)/tcp(sport=40000,dport=80)")
+echo "$web"
+if grep -q "DROPPED" <<<"$web" || ! grep -q "^result: frame to up0" <<<"$web"; then
+  echo "the live trace does not forward traffic that crosses the overlay"; exit 1
+fi
+echo "(forwarded: encapsulated towards host-b and sent out of up0, as the pings and TCP above were)"
 
 say "host-a: why would a telnet packet from wl-a go where it goes?"
 $CTL trace --in-port wl0 --packet \

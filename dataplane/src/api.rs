@@ -4,6 +4,7 @@
 //! of mistake it was; writes carry the generation they were based on and a
 //! stale one gets 409 with nothing changed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -15,7 +16,6 @@ use axum::routing::{get, post, put, MethodRouter};
 use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -32,6 +32,7 @@ use crate::api_types::{
 };
 use crate::daemon::{ApplyError, Daemon};
 use engine::model::{Config, ConfigError};
+use engine::trace::{trace_packet, TraceContext, TraceReport};
 
 /// Largest request body accepted (a configuration with tens of thousands of rules fits).
 pub const MAX_BODY: usize = 8 << 20;
@@ -329,13 +330,9 @@ struct TraceRequest {
     hex: Option<String>,
 }
 
-async fn trace(
-    State(s): Api,
-    body: Bytes,
-) -> Result<Json<engine::pipeline::TraceReport>, ApiError> {
+async fn trace(State(s): Api, body: Bytes) -> Result<Json<TraceReport>, ApiError> {
     let req: TraceRequest = parse(&body)?;
     let rs = s.daemon.rules();
-    let place = s.daemon.offload().map(|o| o.placement());
     let bad = |path: &str, error: String| ApiError {
         status: StatusCode::UNPROCESSABLE_ENTITY,
         error,
@@ -351,34 +348,30 @@ async fn trace(
         (None, Some(h)) => engine::packet_spec::parse_hex(&h).map_err(|e| bad("hex", e))?,
         _ => return Err(bad("packet", "give exactly one of packet and hex".into())),
     };
-    let mut report = engine::pipeline::trace_packet(rs, port, &frame, 0);
-    // Say where the matched rule runs: a packet like this one may never
-    // reach the software path the trace just walked.
-    if let Some(place) = place {
-        use engine::trace::Step;
-        if let Some(at) = report.steps.iter().position(|st| matches!(st, Step::Matched { .. })) {
-            let Step::Matched { rule, .. } = report.steps[at] else { unreachable!() };
-            if let Some(p) = place.iter().find(|p| p.rule == rule) {
-                let step = match (&p.hardware, &p.software) {
-                    (Some(f), _) => Step::Placement {
-                        rule,
-                        hardware: true,
-                        detail: format!(
-                            "tc flower on {}, pref {}, handle {}",
-                            f.dev, f.pref, f.handle
-                        ),
-                    },
-                    (None, w) => Step::Placement {
-                        rule,
-                        hardware: false,
-                        detail: w.as_ref().map_or_else(String::new, |w| w.text.clone()),
-                    },
-                };
-                report.steps.insert(at + 1, step);
-            }
-        }
+    Ok(Json(trace_packet(rs, &trace_context(&s.daemon), port, &frame, 0)))
+}
+
+/// What the workers run with right now, and what explains it: the trace
+/// runs with the same next hops and interface MACs, and says where rules run.
+fn trace_context(d: &Daemon) -> TraceContext {
+    let mut cx = TraceContext::default();
+    if let Some(w) = d.live_inputs() {
+        cx.live = true;
+        cx.next_hops = w.next_hops;
+        cx.interface_macs = w.interface_macs;
+        cx.neighbours = w
+            .neighbours
+            .into_iter()
+            .map(|n| {
+                let via = n.via.map(|v| format!(" via {v}")).unwrap_or_default();
+                (n.remote, format!("{}{via} on {}", n.state, n.interface))
+            })
+            .collect();
     }
-    Ok(Json(report))
+    if let Some(o) = d.offload() {
+        cx.placement = o.placement();
+    }
+    cx
 }
 
 async fn metrics(State(s): Api) -> Result<Response, ApiError> {

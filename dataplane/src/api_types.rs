@@ -20,7 +20,7 @@ pub use crate::neigh::NeighState;
 pub use crate::offload::switchdev::{PortRole, Representor};
 pub use crate::offload::vf::VfState;
 pub use crate::report::{IoStatus, PortStatus};
-pub use engine::pipeline::TraceReport;
+pub use engine::trace::TraceReport;
 
 /// Every refusal: what was wrong and, where it applies, the field at fault
 /// (`rules[1].actions[0].encap`).

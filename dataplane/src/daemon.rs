@@ -12,7 +12,7 @@ use engine::model::{Config, ConfigError};
 use engine::pipeline::Published;
 
 use crate::offload::Offloader;
-use crate::report::{CounterBoard, IoStatus};
+use crate::report::{CounterBoard, IoStatus, LiveInputs};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +51,12 @@ pub struct Daemon {
 
 pub type HostCheck = Box<dyn Fn(&Config) -> Result<(), ConfigError> + Send + Sync>;
 
-/// Where `status` reads the packet I/O's state from.
+/// What the running packet I/O lets the control plane read: its state for
+/// `status`, and what the workers run with besides the rule set, for the
+/// live trace (so a trace runs with exactly the workers' state).
 pub trait IoReport: Send + Sync {
     fn io_status(&self) -> IoStatus;
+    fn live_inputs(&self) -> LiveInputs;
 }
 
 impl Daemon {
@@ -131,6 +134,11 @@ impl Daemon {
     /// The packet I/O's state (`None` when only the control plane runs).
     pub fn io_status(&self) -> Option<IoStatus> {
         self.io.get().map(|r| r.io_status())
+    }
+
+    /// What the workers run with (`None` when only the control plane runs).
+    pub fn live_inputs(&self) -> Option<LiveInputs> {
+        self.io.get().map(|r| r.live_inputs())
     }
 
     /// Wakes whenever a new generation is published.

@@ -233,6 +233,8 @@ pub struct Datapath {
     modes: Vec<Option<bool>>,
     queues: Arc<QueueBoard>,
     workers: usize,
+    /// Port name -> interface MAC, as the workers were given them.
+    interface_macs: HashMap<String, [u8; 6]>,
 }
 
 /// Opens queue `w` of port `p` into worker memory `umem`.
@@ -383,7 +385,16 @@ impl Datapath {
         }
         tracing::info!(workers, "datapath started");
         let steering = Mutex::new(steering);
-        Ok(Datapath { stop, threads, steering, specs, modes, queues, workers })
+        Ok(Datapath {
+            stop,
+            threads,
+            steering,
+            specs,
+            modes,
+            queues,
+            workers,
+            interface_macs: macs,
+        })
     }
 
     /// True if `rs` has the same ports as this datapath (else it must restart).
@@ -402,6 +413,12 @@ impl Datapath {
 
     pub fn workers(&self) -> usize {
         self.workers
+    }
+
+    /// The interface MACs the workers use as the outer source of tunnel
+    /// packets whose uplink has no configured MAC.
+    pub fn interface_macs(&self) -> &HashMap<String, [u8; 6]> {
+        &self.interface_macs
     }
 
     pub fn status(&self) -> Vec<PortStatus> {

@@ -7,7 +7,7 @@ use encap::DropReason;
 use engine::compile::{RuleSet, TunnelRt};
 use engine::counters::Snapshot;
 use engine::flow_key::mask_fields;
-use engine::pipeline::TraceReport;
+use engine::trace::TraceReport;
 
 /// One compiled tunnel in one line.
 pub(crate) fn tunnel_line(t: &TunnelRt, rs: &RuleSet) -> String {
@@ -151,17 +151,7 @@ pub fn counters(rs: &RuleSet, c: &Snapshot) -> String {
     s
 }
 
-/// A trace as numbered steps and the frames produced.
+/// A trace as numbered steps, the frames produced and the counters moved.
 pub fn trace(r: &TraceReport) -> String {
-    let mut s = format!("generation {}\n", r.generation);
-    for (i, st) in r.steps.iter().enumerate() {
-        let _ = writeln!(s, "{:>3}. {st}", i + 1);
-    }
-    if r.outputs.is_empty() {
-        s.push_str("result: no frame sent\n");
-    }
-    for (port, hex) in &r.outputs {
-        let _ = writeln!(s, "result: frame to {port} ({} bytes): {hex}", hex.len() / 2);
-    }
-    s
+    r.to_string()
 }

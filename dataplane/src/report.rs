@@ -4,6 +4,8 @@
 //! Both sides take a lock only off the packet path: a worker when it picks
 //! up a new generation or every half second, a reader when asked.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use engine::compile::RuleSet;
@@ -26,6 +28,18 @@ pub struct IoStatus {
     pub workers: usize,
     pub ports: Vec<PortStatus>,
     /// The next hop of every remote VTEP, as the neighbour watcher sees it.
+    pub neighbours: Vec<NeighState>,
+}
+
+/// What the workers run with besides the rule set: the live trace runs with
+/// the same.
+#[derive(Clone, Debug, Default)]
+pub struct LiveInputs {
+    /// Next hops learned from the kernel: remote VTEP -> MAC.
+    pub next_hops: Arc<HashMap<IpAddr, [u8; 6]>>,
+    /// Port name -> its interface's MAC, as the running datapath read them.
+    pub interface_macs: HashMap<String, [u8; 6]>,
+    /// The neighbour state behind each next hop.
     pub neighbours: Vec<NeighState>,
 }
 

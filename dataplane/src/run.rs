@@ -15,7 +15,7 @@ use crate::api::{serve, ApiState};
 use crate::daemon::{ApplyError, Daemon, IoReport};
 use crate::datapath::{neighbour_targets, Datapath, DatapathError, DatapathLinks, DatapathOptions};
 use crate::neigh::{NeighError, NeighWatcher, Target};
-use crate::report::IoStatus;
+use crate::report::{IoStatus, LiveInputs};
 use crate::store::{Store, StoreError};
 
 /// Why the daemon could not start, or stopped serving.
@@ -117,11 +117,12 @@ fn targets(rs: &RuleSet) -> Vec<Target> {
 /// The running datapath, replaced when the ports change.
 type Slot = Arc<Mutex<Option<Datapath>>>;
 
-/// What `status` shows of the packet I/O: the datapath in its slot and the
-/// neighbour watcher.
+/// The running packet I/O as the control plane reads it: the datapath in its
+/// slot, the neighbour watcher and the next hops it learns.
 struct RunningIo {
     slot: Slot,
     watcher: Arc<NeighWatcher>,
+    hops: Arc<NextHops>,
 }
 
 impl IoReport for RunningIo {
@@ -131,6 +132,15 @@ impl IoReport for RunningIo {
             running: g.is_some(),
             workers: g.as_ref().map_or(0, |d| d.workers()),
             ports: g.as_ref().map(|d| d.status()).unwrap_or_default(),
+            neighbours: self.watcher.states(),
+        }
+    }
+
+    fn live_inputs(&self) -> LiveInputs {
+        let g = self.slot.lock().unwrap_or_else(|p| p.into_inner());
+        LiveInputs {
+            next_hops: self.hops.snapshot(),
+            interface_macs: g.as_ref().map(|d| d.interface_macs().clone()).unwrap_or_default(),
             neighbours: self.watcher.states(),
         }
     }
@@ -236,6 +246,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                 let dp = Datapath::start(links.clone(), opts)?;
                 let slot: Slot = Arc::new(Mutex::new(Some(dp)));
                 daemon.set_io_report(Box::new(RunningIo {
+                    hops: Arc::clone(&links.hops),
                     slot: Arc::clone(&slot),
                     watcher: Arc::clone(&watcher),
                 }));

@@ -163,7 +163,7 @@ impl WorkerCounters {
 }
 
 /// Packets and bytes, read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlowSnapshot {
     pub packets: u64,
     pub bytes: u64,

@@ -24,9 +24,9 @@ use encap::{decap, icmp, DropReason, EncapTemplate, InnerMeta, PacketBuf, Tunnel
 use crate::compile::{Act, RuleSet};
 use crate::counters::WorkerCounters;
 use crate::flow_cache::{FlowCache, NO_RULE};
-use crate::flow_key::{extract, field, FlowKey, L2Info};
-use crate::model::{Mac, PortKind};
-use crate::trace::{hex, Step, Tracer};
+use crate::flow_key::{extract, L2Info};
+use crate::model::PortKind;
+use crate::trace::{OuterHeader, Stage, Step, Tracer};
 
 /// Gives the pipeline empty frames for copies and generated replies.
 pub trait FramePool<'a> {
@@ -70,7 +70,7 @@ enum Dest {
 }
 
 /// Most destinations one send action may have (a flood list's tunnels + ports).
-const MAX_DESTS: usize = 64;
+pub(crate) const MAX_DESTS: usize = 64;
 
 /// ICMP "too big" replies per second per worker, and the burst allowed.
 const ICMP_PER_SEC: u64 = 100;
@@ -108,9 +108,9 @@ struct Batch<'b, 'a, P, T> {
 
 impl<'a, P: FramePool<'a>, T: Tracer> Batch<'_, 'a, P, T> {
     /// Counts a drop under its reason and hands the frame back for recycling.
-    fn drop(&mut self, pkt: PacketBuf<'a>, reason: DropReason, stage: &'static str) {
+    fn drop(&mut self, pkt: PacketBuf<'a>, reason: DropReason, stage: Stage) {
         self.c.drop(reason);
-        self.t.step(|| Step::dropped(stage, reason));
+        self.t.step(|| Step::Dropped { stage, reason });
         self.out.free.push(pkt);
     }
 }
@@ -251,16 +251,16 @@ impl Worker {
         let (rs, c, in_port) = (b.rs, b.c, b.in_port);
         c.rx.inc();
         let Some(port) = rs.ports.get(in_port as usize) else {
-            return b.drop(pkt, DropReason::UnknownPort, "receive");
+            return b.drop(pkt, DropReason::UnknownPort, Stage::Receive);
         };
         c.ports[in_port as usize].rx.add(pkt.len());
-        b.t.step(|| Step::Received { port: port.name.clone(), len: pkt.len() });
+        b.t.step(|| Step::Received { port: in_port, len: pkt.len() as u32 });
 
         // 1. receive: decapsulate what arrives on an uplink.
         let (tunnel_tag, vni) = if port.kind == PortKind::Uplink {
             let d = match decap(&rs.decap, &mut pkt) {
                 Ok(d) => d,
-                Err(r) => return b.drop(pkt, r, "decap"),
+                Err(r) => return b.drop(pkt, r, Stage::Decap),
             };
             let key = (d.local, d.remote, d.tunnel);
             let idx = match self.last_tunnel {
@@ -271,22 +271,13 @@ impl Worker {
                         i
                     }
                     None => {
-                        b.t.step(|| Step::Decapsulated {
-                            tunnel: "(not configured)".into(),
-                            detail: format!("{:?} from {} to {}", d.tunnel, d.remote, d.local),
-                        });
-                        return b.drop(pkt, DropReason::UnknownTunnel, "decap");
+                        b.t.step(|| Step::Decapsulated { tunnel: None, outer: d });
+                        return b.drop(pkt, DropReason::UnknownTunnel, Stage::Decap);
                     }
                 },
             };
             c.tunnels[idx as usize].decap.add(pkt.len());
-            b.t.step(|| Step::Decapsulated {
-                tunnel: rs.tunnels[idx as usize].name.clone(),
-                detail: format!(
-                    "{:?} from {} to {}, outer UDP source port {}",
-                    d.tunnel, d.remote, d.local, d.src_port
-                ),
-            });
+            b.t.step(|| Step::Decapsulated { tunnel: Some(idx), outer: d });
             let vni = match d.tunnel {
                 TunnelId::Vxlan { vni } => vni,
                 TunnelId::Gre { key } => key.unwrap_or(0),
@@ -296,22 +287,19 @@ impl Worker {
             (0, 0)
         };
         if pkt.len() < encap::wire::ethernet::HEADER_LEN {
-            return b.drop(pkt, DropReason::EthTruncated, "parse");
+            return b.drop(pkt, DropReason::EthTruncated, Stage::Parse);
         }
 
         // 2. parse, once.
         let (key, mut l2) = extract(pkt.data(), in_port, tunnel_tag, vni);
-        b.t.step(|| Step::Parsed { summary: describe(&key) });
+        b.t.step(|| Step::Parsed { key });
 
         // 3. classify: flow cache, then the classifier.
         let h = key.hash();
         let rule = match self.cache.get(&key, h, self.epoch) {
             Some(r) => {
                 c.cache.hit.inc();
-                b.t.step(|| Step::Lookup {
-                    tier: "flow cache".into(),
-                    detail: "exact-match hit".into(),
-                });
+                b.t.step(|| Step::CacheHit);
                 r
             }
             None => {
@@ -320,39 +308,21 @@ impl Worker {
                 c.cache.tuples_probed.add(f.tuples_probed as u64);
                 let r = f.rule.unwrap_or(NO_RULE);
                 self.cache.insert(&key, h, self.epoch, r);
-                b.t.step(|| Step::Lookup {
-                    tier: "classifier".into(),
-                    detail: match f.table.and_then(|i| rs.classifier.table_mask(i).map(|m| (i, m)))
-                    {
-                        Some((i, m)) => format!(
-                            "table {i} (match {}) after {} of {} tables probed (flow cache miss)",
-                            crate::flow_key::mask_fields(&m).join(", "),
-                            f.tuples_probed,
-                            rs.classifier.tuple_count()
-                        ),
-                        None => format!(
-                            "no table matched, {} of {} probed (flow cache miss)",
-                            f.tuples_probed,
-                            rs.classifier.tuple_count()
-                        ),
-                    },
-                });
+                b.t.step(|| Step::Classified { table: f.table, probed: f.tuples_probed });
                 r
             }
         };
         if rule == NO_RULE {
-            return b.drop(pkt, DropReason::NoMatchingRule, "classify");
+            return b.drop(pkt, DropReason::NoMatchingRule, Stage::Classify);
         }
         let r = &rs.rules[rule as usize];
         c.rules[rule as usize].add(pkt.len());
-        b.t.step(|| Step::Matched { rule: r.id, priority: r.priority });
+        b.t.step(|| Step::Matched { rule });
 
         // 4. act, in order.
         let mut sends_left = r.actions.iter().filter(|a| a.sends()).count();
         for a in &r.actions {
-            if T::ON {
-                b.t.step(|| Step::Action { action: describe_act(rs, a) });
-            }
+            b.t.step(|| Step::Action { act: *a });
             let res = match *a {
                 Act::PushVlan(vid) => push_vlan(&mut pkt, &mut l2, vid),
                 Act::PopVlan => pop_vlan(&mut pkt, &mut l2),
@@ -374,15 +344,15 @@ impl Worker {
                         Ok(n) => n,
                         Err(reason) => {
                             if sends_left == 0 {
-                                return b.drop(pkt, reason, "forward");
+                                return b.drop(pkt, reason, Stage::Forward);
                             }
                             c.drop(reason);
-                            b.t.step(|| Step::dropped("forward", reason));
+                            b.t.step(|| Step::Dropped { stage: Stage::Forward, reason });
                             continue;
                         }
                     };
                     if n > 1 {
-                        b.t.step(|| Step::Replicated { copies: n });
+                        b.t.step(|| Step::Replicated { copies: n as u32 });
                     }
                     for (i, d) in dests[..n].iter().enumerate() {
                         let last = sends_left == 0 && i + 1 == n;
@@ -394,7 +364,10 @@ impl Worker {
                             Some(copy) => self.deliver(b, *d, tunnel_tag, copy),
                             None => {
                                 c.drop(DropReason::NoFreeFrame);
-                                b.t.step(|| Step::dropped("replicate", DropReason::NoFreeFrame));
+                                b.t.step(|| Step::Dropped {
+                                    stage: Stage::Replicate,
+                                    reason: DropReason::NoFreeFrame,
+                                });
                             }
                         }
                     }
@@ -402,11 +375,11 @@ impl Worker {
                 }
             };
             if let Err(reason) = res {
-                return b.drop(pkt, reason, "action");
+                return b.drop(pkt, reason, Stage::Action);
             }
         }
         // A rule whose send actions all failed early still owns the packet here.
-        b.drop(pkt, DropReason::RuleDrop, "action")
+        b.drop(pkt, DropReason::RuleDrop, Stage::Action)
     }
 
     /// Resolves a send action to its destinations; returns how many.
@@ -483,20 +456,23 @@ impl Worker {
             Dest::Port(p) => {
                 c.ports[p as usize].tx.add(pkt.len());
                 c.tx.inc();
-                b.t.step(|| Step::Output {
-                    port: rs.ports[p as usize].name.clone(),
-                    len: pkt.len(),
-                });
+                b.t.step(|| Step::Output { port: p, len: pkt.len() as u32 });
                 b.out.ports[p as usize].push(pkt);
             }
             Dest::Tunnel(tn) => {
                 let tun = &rs.tunnels[tn as usize];
-                if !self.next_hop_known[tn as usize] {
-                    return b.drop(pkt, DropReason::NoNeighbour, "encap");
+                let known = self.next_hop_known[tn as usize];
+                b.t.step(|| Step::NextHop {
+                    tunnel: tn,
+                    mac: known
+                        .then(|| self.templates[tn as usize].header()[..6].try_into().unwrap()),
+                });
+                if !known {
+                    return b.drop(pkt, DropReason::NoNeighbour, Stage::Encap);
                 }
                 let meta = match InnerMeta::parse(pkt.data()) {
                     Ok(m) => m,
-                    Err(r) => return b.drop(pkt, r, "encap"),
+                    Err(r) => return b.drop(pkt, r, Stage::Encap),
                 };
                 match self.templates[tn as usize].encap_with_meta(&mut pkt, &meta) {
                     Ok(()) => {
@@ -504,22 +480,22 @@ impl Worker {
                         c.ports[tun.uplink as usize].tx.add(pkt.len());
                         c.tx.inc();
                         b.t.step(|| Step::Encapsulated {
-                            tunnel: tun.name.clone(),
-                            header: hex(&pkt.data()[..self.templates[tn as usize].outer_len()]),
+                            tunnel: tn,
+                            header: OuterHeader::copy(
+                                pkt.data(),
+                                self.templates[tn as usize].outer_len(),
+                            ),
                         });
-                        b.t.step(|| Step::Output {
-                            port: rs.ports[tun.uplink as usize].name.clone(),
-                            len: pkt.len(),
-                        });
+                        b.t.step(|| Step::Output { port: tun.uplink, len: pkt.len() as u32 });
                         b.out.ports[tun.uplink as usize].push(pkt);
                     }
                     Err(DropReason::MtuExceeded) => {
                         if tunnel_tag == 0 && self.icmp_allowed(b.now_ns) {
                             self.reply_too_big(b, &pkt, tun.inner_ip_mtu);
                         }
-                        b.drop(pkt, DropReason::MtuExceeded, "encap")
+                        b.drop(pkt, DropReason::MtuExceeded, Stage::Encap)
                     }
-                    Err(r) => b.drop(pkt, r, "encap"),
+                    Err(r) => b.drop(pkt, r, Stage::Encap),
                 }
             }
         }
@@ -547,7 +523,7 @@ impl Worker {
         pkt: &PacketBuf<'_>,
         mtu: u16,
     ) {
-        let (rs, c, in_port) = (b.rs, b.c, b.in_port);
+        let (c, in_port) = (b.c, b.in_port);
         let Some(mut f) = b.pool.alloc() else { return };
         let head = f.headroom();
         f.reset(head, &[]);
@@ -561,10 +537,7 @@ impl Worker {
                 c.generated.inc();
                 c.tx.inc();
                 c.ports[in_port as usize].tx.add(n);
-                b.t.step(|| Step::Output {
-                    port: format!("{} (ICMP too big, mtu {mtu})", rs.ports[in_port as usize].name),
-                    len: n,
-                });
+                b.t.step(|| Step::TooBig { port: in_port, mtu, len: n as u32 });
                 b.out.ports[in_port as usize].push(f);
             }
             None => b.out.free.push(f),
@@ -607,97 +580,4 @@ fn set_vlan(pkt: &mut PacketBuf<'_>, l2: &L2Info, vid: u16) -> Result<(), DropRe
     let tci = (u16::from_be_bytes([d[14], d[15]]) & 0xf000) | (vid & 0x0fff);
     d[14..16].copy_from_slice(&tci.to_be_bytes());
     Ok(())
-}
-
-/// An action with names instead of indices, for traces.
-pub fn describe_act(rs: &RuleSet, a: &Act) -> String {
-    match a {
-        Act::Encap(t) => format!("encap into tunnel {}", rs.tunnels[*t as usize].name),
-        Act::Output(p) => format!("output to port {}", rs.ports[*p as usize].name),
-        Act::Drop => "drop".into(),
-        Act::PushVlan(v) => format!("push vlan {v}"),
-        Act::PopVlan => "pop vlan".into(),
-        Act::SetVlan(v) => format!("set vlan {v}"),
-        Act::SetEthSrc(m) => format!("set eth_src {}", Mac(*m)),
-        Act::SetEthDst(m) => format!("set eth_dst {}", Mac(*m)),
-        Act::Count => "count".into(),
-        Act::ForwardL2(v) => format!("forward_l2 in vni {v} (FDB, else flood list)"),
-    }
-}
-
-/// A one-line description of a flow key, for traces.
-pub fn describe(k: &FlowKey) -> String {
-    let mac = |v: u64| {
-        let b = v.to_be_bytes();
-        Mac([b[2], b[3], b[4], b[5], b[6], b[7]]).to_string()
-    };
-    let mut s = format!("eth {} > {}", mac(k.get(field::ETH_SRC)), mac(k.get(field::ETH_DST)));
-    let vlan = k.get(field::VLAN);
-    if vlan != 0 {
-        s += &format!(" vlan {}", vlan & 0x0fff);
-    }
-    let et = k.get(field::ETHERTYPE);
-    let addr = |a: [u8; 16]| -> String {
-        let v6 = std::net::Ipv6Addr::from(a);
-        match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => v6.to_string(),
-        }
-    };
-    match et {
-        0x0800 | 0x86dd => {
-            let proto = k.get(field::IP_PROTO);
-            s += &format!(
-                " {} {} > {} proto {proto}",
-                if et == 0x0800 { "ipv4" } else { "ipv6" },
-                addr(k.ip_src()),
-                addr(k.ip_dst())
-            );
-            if matches!(proto, 6 | 17 | 132) {
-                s += &format!(" ports {} > {}", k.get(field::L4_SRC), k.get(field::L4_DST));
-            }
-        }
-        other => s += &format!(" ethertype {other:#06x}"),
-    }
-    if k.get(field::TUNNEL) != 0 {
-        s +=
-            &format!(" (from tunnel #{}, vni/key {})", k.get(field::TUNNEL) - 1, k.get(field::VNI));
-    }
-    s
-}
-
-/// What `trace_packet` saw: each step, and the frames that would be sent.
-#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct TraceReport {
-    pub generation: u64,
-    pub steps: Vec<Step>,
-    /// (port name, frame as hex) for every frame the packet produced.
-    pub outputs: Vec<(String, String)>,
-}
-
-/// Runs one packet through the pipeline with a recorder, on a scratch worker
-/// so that live counters and caches are untouched. Same code as the fast path.
-pub fn trace_packet(rules: Arc<RuleSet>, in_port: u16, frame: &[u8], now_ns: u64) -> TraceReport {
-    const HEAD: usize = 256;
-    let mut w = Worker::new(Arc::clone(&rules));
-    let mut rx = vec![0u8; HEAD + frame.len().max(2048)];
-    rx[HEAD..HEAD + frame.len()].copy_from_slice(frame);
-    let mut spare: Vec<Vec<u8>> = (0..MAX_DESTS + 2).map(|_| vec![0u8; HEAD + 2048]).collect();
-    let mut spare_iter = spare.iter_mut();
-    let mut pool = || spare_iter.next().and_then(|b| PacketBuf::new(b, HEAD, 0));
-    let mut out = Outputs::new(rules.ports.len(), MAX_DESTS + 2);
-    let mut rec = crate::trace::Recorder::default();
-    match PacketBuf::new(&mut rx, HEAD, frame.len()) {
-        Some(p) => w.process(in_port, &mut vec![p], &mut pool, &mut out, now_ns, &mut rec),
-        None => rec.step(|| Step::dropped("receive", DropReason::NoFreeFrame)),
-    }
-    let names: Vec<&str> = rules.ports.iter().map(|p| p.name.as_str()).collect();
-    let outputs = out
-        .ports
-        .iter()
-        .enumerate()
-        .flat_map(|(i, v)| v.iter().map(move |p| (i, hex(p.data()))))
-        .map(|(i, h)| (names[i].to_string(), h))
-        .collect();
-    TraceReport { generation: rules.generation, steps: rec.steps, outputs }
 }

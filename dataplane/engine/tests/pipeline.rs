@@ -9,7 +9,7 @@ use engine::compile::{compile, RuleSet};
 use engine::counters::Snapshot;
 use engine::model::Config;
 use engine::pipeline::{Outputs, Published, Worker};
-use engine::trace::{NoTrace, Recorder, Step};
+use engine::trace::{render, trace_packet, CounterMoves, NoTrace, Recorder, Step, TraceContext};
 
 const HEADROOM: usize = 128;
 const FRAME: usize = 2048;
@@ -142,6 +142,8 @@ struct Run {
     out: Vec<Vec<Vec<u8>>>,
     snap: Snapshot,
     trace: Recorder,
+    /// The trace as people read it (offline context).
+    text: String,
 }
 
 fn run(worker: &mut Worker, port: u16, frames: &[Vec<u8>]) -> Run {
@@ -174,10 +176,15 @@ fn run(worker: &mut Worker, port: u16, frames: &[Vec<u8>]) -> Run {
     assert!(snap.conserved(), "conservation broken in this run: {snap:?}");
     assert_eq!(snap.tx as usize, out.sent());
     assert_eq!(out.free.len() as u64, snap.dropped(), "every dropped frame is handed back");
+    let text = render(&trace.steps, worker.rules(), &TraceContext::default())
+        .iter()
+        .map(|s| format!("{s}\n"))
+        .collect();
     Run {
         out: out.ports.iter().map(|v| v.iter().map(|p| p.data().to_vec()).collect()).collect(),
         snap,
         trace,
+        text,
     }
 }
 
@@ -206,11 +213,17 @@ fn workload_to_vxlan_and_back() {
     assert_eq!(r.snap.rules[0].packets, 10);
     assert_eq!(r.snap.tunnels[0].0.packets, 10, "t1 encap");
     assert_eq!((r.snap.cache_miss, r.snap.cache_hit), (10, 0), "ten distinct flows");
-    assert!(r
-        .trace
-        .steps
-        .iter()
-        .any(|s| matches!(s, Step::Encapsulated { tunnel, .. } if tunnel == "t1")));
+    assert!(r.trace.steps.iter().any(|s| matches!(s, Step::Encapsulated { tunnel: 0, .. })));
+    assert!(
+        r.text.contains("encapsulated into tunnel t1, outer header 020000000020"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("next hop of tunnel t1 (remote 192.0.2.2): 02:00:00:00:00:20, configured"),
+        "{}",
+        r.text
+    );
 
     // Same flows again: all cache hits.
     let r = run(&mut w, 0, &frames);
@@ -238,7 +251,14 @@ fn workload_to_vxlan_and_back() {
     stranger[24..26].copy_from_slice(&c.to_be_bytes());
     let r = run(&mut w, 2, &[stranger]);
     assert_eq!(r.snap.drop_count(DropReason::UnknownTunnel), 1);
-    assert!(r.trace.to_string().contains("unknown_tunnel"));
+    assert!(
+        r.text.contains(
+            "decapsulated from tunnel (not configured) (VXLAN VNI 42 from 192.0.2.77 to 192.0.2.1)"
+        ),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("DROPPED at decap: unknown_tunnel"), "{}", r.text);
 }
 
 #[test]
@@ -267,7 +287,7 @@ fn drops_are_named() {
     assert_eq!(&ip.payload()[..2], &[3, 4]);
     let mtu = u16::from_be_bytes([ip.payload()[6], ip.payload()[7]]);
     assert_eq!(mtu, 1000 - 36 - 14);
-    assert!(r.trace.to_string().contains("DROPPED at parse: eth_truncated"), "{}", r.trace);
+    assert!(r.text.contains("DROPPED at parse: eth_truncated"), "{}", r.text);
 
     // Rule 7 counts what it drops.
     assert_eq!(r.snap.rules[6].packets, 1);
@@ -347,4 +367,74 @@ fn icmp_rate_limit_survives_wall_clock_timestamps() {
     let mut out = Outputs::new(3, 4);
     w.process(0, &mut batch, &mut pool, &mut out, now, &mut NoTrace);
     assert_eq!(out.ports[0].len(), 1, "the ICMP reply was sent");
+}
+
+/// The reply of t1's remote to 198.51.100.1, as it arrives on up0.
+fn from_t1(w: &Worker) -> Vec<u8> {
+    let reply = udp_frame([2, 0, 0, 0, 0, 1], [198, 51, 100, 1], 16);
+    let mut params = w.rules().tunnels[0].params;
+    params.underlay = encap::Underlay::V4 { src: [192, 0, 2, 2], dst: [192, 0, 2, 1] };
+    let mut tpl = encap::EncapTemplate::new(&params).unwrap();
+    let mut b = vec![0u8; FRAME];
+    b[HEADROOM..HEADROOM + reply.len()].copy_from_slice(&reply);
+    let mut p = PacketBuf::new(&mut b, HEADROOM, reply.len()).unwrap();
+    tpl.encap(&mut p).unwrap();
+    p.data().to_vec()
+}
+
+#[test]
+fn trace_predicts_the_fast_path() {
+    // The state a running daemon gives its workers: g1's next hop learned.
+    let live = TraceContext {
+        live: true,
+        next_hops: Arc::new([("192.0.2.4".parse().unwrap(), [2, 0, 0, 0, 0, 0x40])].into()),
+        neighbours: [("192.0.2.4".parse().unwrap(), "reachable on up0".to_string())].into(),
+        ..TraceContext::default()
+    };
+    let offline = TraceContext::default();
+    let w = Worker::new(rules());
+    let cases: Vec<(&str, &TraceContext, u16, Vec<u8>, &str)> = vec![
+        ("encap", &live, 0, udp_frame(WL_MAC, [198, 51, 100, 2], 32), "output to port up0"),
+        ("decap", &live, 2, from_t1(&w), "output to port wl0"),
+        ("rule drop", &live, 0, udp_frame(WL_MAC, [192, 0, 2, 99], 8), "rule_drop"),
+        ("mtu", &live, 0, udp_frame(WL_MAC, [198, 51, 100, 9], 1000), "mtu_exceeded"),
+        ("flood", &live, 0, udp_frame([0xff; 6], [198, 51, 100, 255], 8), "replicated to 3"),
+        (
+            "learned hop",
+            &live,
+            0,
+            udp_frame(WL_MAC, [203, 0, 113, 5], 8),
+            "02:00:00:00:00:40, from the kernel's neighbour table (reachable on up0)",
+        ),
+        (
+            "no hop offline",
+            &offline,
+            0,
+            udp_frame(WL_MAC, [203, 0, 113, 5], 8),
+            "an offline trace does not have",
+        ),
+    ];
+    for (what, cx, port, frame, says) in cases {
+        let t = trace_packet(rules(), cx, port, &frame, 0);
+        let text = t.to_string();
+        assert!(text.contains(says), "{what}: {text}");
+        // A worker set up as the datapath sets up its own, on the fast path.
+        let mut w = Worker::new(rules());
+        w.apply_next_hops(&cx.next_hops);
+        w.apply_interface_macs(&cx.interface_macs);
+        let r = run(&mut w, port, std::slice::from_ref(&frame));
+        assert_eq!(t.counters, CounterMoves::named(w.rules(), &r.snap), "{what}: {text}");
+        let sent: Vec<(String, String)> = r
+            .out
+            .iter()
+            .enumerate()
+            .flat_map(|(i, v)| v.iter().map(move |f| (i, f)))
+            .map(|(i, f)| (w.rules().ports[i].name.clone(), engine::trace::hex(f)))
+            .collect();
+        assert_eq!(t.outputs, sent, "{what}: {text}");
+    }
+    let t = trace_packet(rules(), &offline, 0, &udp_frame(WL_MAC, [203, 0, 113, 5], 8), 0);
+    assert_eq!(t.counters.drops.get("no_neighbour"), Some(&1), "{t}");
+    assert_eq!(t.counters.rules.get(&6).map(|f| f.packets), Some(1), "{t}");
+    assert!(!t.live && t.to_string().contains("rules only: no learned next hops"), "{t}");
 }

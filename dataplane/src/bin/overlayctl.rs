@@ -575,7 +575,7 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
             if cli.json {
                 println!("{:#}", r.json());
             } else {
-                let t: engine::pipeline::TraceReport = serde_json::from_slice(&r.body)
+                let t: engine::trace::TraceReport = serde_json::from_slice(&r.body)
                     .map_err(|e| (1, format!("unexpected answer: {e}")))?;
                 print!("{}", dataplane::render::trace(&t));
             }

@@ -223,7 +223,9 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
                     .map_err(|e| (EXIT_USAGE, format!("--packet: {e}")))?,
                 (None, None) => unreachable!("clap requires one of them"),
             };
-            let report = engine::pipeline::trace_packet(rs, port, &frame, 0);
+            // Offline: the rules alone, no learned next hops or interface MACs.
+            let cx = engine::trace::TraceContext::default();
+            let report = engine::trace::trace_packet(rs, &cx, port, &frame, 0);
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).unwrap());
             } else {
