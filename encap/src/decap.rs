@@ -14,6 +14,7 @@ use crate::wire::ethernet::{self, EtherType};
 use crate::wire::gre::{self, GreRepr};
 use crate::wire::ipv4;
 use crate::wire::ipv6;
+use crate::wire::l2;
 use crate::wire::udp;
 use crate::wire::vxlan::{self, VxlanRepr};
 use crate::DropReason;
@@ -90,19 +91,10 @@ struct Outer {
 }
 
 fn parse_outer(cfg: &DecapConfig, f: &[u8]) -> Result<Outer, DropReason> {
-    let eth = ethernet::Frame::new_checked(f)?;
-    let mut et = eth.ethertype();
-    let mut off = ethernet::HEADER_LEN;
-    for _ in 0..2 {
-        if !et.is_vlan() {
-            break;
-        }
-        let tag = ethernet::VlanTag::new_checked(&f[off..])?;
-        et = tag.ethertype();
-        off += ethernet::TAG_LEN;
-    }
+    let h = l2::walk(f)?;
+    let off = h.l3_offset;
     let l3 = &f[off..];
-    match et {
+    match EtherType::from(h.ethertype) {
         EtherType::Ipv4 => {
             if l3.len() < ipv4::HEADER_LEN {
                 return Err(DropReason::Ipv4Truncated);
@@ -172,19 +164,9 @@ fn parse_outer(cfg: &DecapConfig, f: &[u8]) -> Result<Outer, DropReason> {
 
 /// Applies RFC 6040 to the inner IP header of the Ethernet frame `f`.
 fn apply_ecn(outer: u8, f: &mut [u8]) -> Result<(), DropReason> {
-    if f.len() < ethernet::HEADER_LEN {
-        return Ok(());
-    }
-    let mut off = 12;
-    let mut et = u16::from_be_bytes([f[12], f[13]]);
-    for _ in 0..2 {
-        if !EtherType::from(et).is_vlan() || f.len() < off + 2 + ethernet::TAG_LEN {
-            break;
-        }
-        off += ethernet::TAG_LEN;
-        et = u16::from_be_bytes([f[off], f[off + 1]]);
-    }
-    apply_ecn_ip(outer, et, &mut f[off + 2..])
+    // A frame cut inside its tags has no IP header to carry CE: nothing to do.
+    let Ok(h) = l2::walk(f) else { return Ok(()) };
+    apply_ecn_ip(outer, h.ethertype, &mut f[h.l3_offset..])
 }
 
 /// Applies RFC 6040 to the IP packet `l3`, of EtherType `et`.

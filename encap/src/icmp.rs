@@ -10,7 +10,7 @@
 
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, EtherType};
-use crate::wire::{ipv4, ipv6};
+use crate::wire::{ipv4, ipv6, l2};
 
 /// IPv4: the reply, IP header included, is at most 576 bytes (RFC 1812 4.3.2.3).
 const V4_MAX: usize = 576;
@@ -30,20 +30,13 @@ pub fn too_big_reply(frame: &[u8], mtu: u16, out: &mut [u8]) -> Option<usize> {
     if frame.len() < ethernet::HEADER_LEN || out.len() < MAX_REPLY_LEN {
         return None;
     }
-    let mut off = 12;
-    let mut et = EtherType::from(u16::from_be_bytes([frame[12], frame[13]]));
-    for _ in 0..2 {
-        if !et.is_vlan() || frame.len() < off + 6 {
-            break;
-        }
-        off += ethernet::TAG_LEN;
-        et = EtherType::from(u16::from_be_bytes([frame[off], frame[off + 1]]));
-    }
-    let ip = &frame[off + 2..];
+    // A frame cut inside its tags is not IP: no reply.
+    let h = l2::walk(frame).ok()?;
+    let ip = &frame[h.l3_offset..];
     // Reply goes back where the frame came from, and seems to come from its peer.
     out[0..6].copy_from_slice(&frame[6..12]);
     out[6..12].copy_from_slice(&frame[0..6]);
-    match et {
+    match EtherType::from(h.ethertype) {
         EtherType::Ipv4 => v4(ip, mtu, out),
         EtherType::Ipv6 => v6(ip, mtu, out),
         _ => None,

@@ -2,8 +2,7 @@
 //! is, its TOS/TTL/DF (for the inherit options and ECN), and a stable flow hash
 //! (for the outer UDP source port and IPv6 flow label, which ECMP and RSS use).
 
-use crate::wire::ethernet::{self, EtherType};
-use crate::wire::{ipv4, ipv6};
+use crate::wire::{ethernet, ipv4, ipv6, l2};
 use crate::DropReason;
 
 /// The inner network layer, as far as encapsulation cares.
@@ -20,7 +19,7 @@ pub enum InnerL3 {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InnerMeta {
     pub l3: InnerL3,
-    /// Offset of the IP header (after up to two VLAN tags).
+    /// Offset of the IP header (past the VLAN tags `wire::l2::walk` skips).
     pub l3_offset: u16,
     /// IPv4 TOS or IPv6 traffic class: DSCP << 2 | ECN.
     pub tos: u8,
@@ -60,25 +59,15 @@ fn ports(proto: u8, l4: &[u8]) -> u64 {
 
 impl InnerMeta {
     /// Parses an inner Ethernet frame. Fails only for frames shorter than an
-    /// Ethernet header, or that claim IP but whose IP header is not there.
+    /// Ethernet header, that end inside a VLAN tag, or that claim IP but
+    /// whose IP header is not there.
     #[inline]
     pub fn parse(frame: &[u8]) -> Result<InnerMeta, DropReason> {
         if frame.len() < ethernet::HEADER_LEN {
             return Err(DropReason::InnerTooShort);
         }
-        let mut off = 12;
-        let mut et = u16::from_be_bytes([frame[12], frame[13]]);
-        for _ in 0..2 {
-            if !EtherType::from(et).is_vlan() {
-                break;
-            }
-            if frame.len() < off + 2 + ethernet::TAG_LEN {
-                return Err(DropReason::InnerMalformed);
-            }
-            off += ethernet::TAG_LEN;
-            et = u16::from_be_bytes([frame[off], frame[off + 1]]);
-        }
-        let l3_offset = off + 2;
+        let Ok(h) = l2::walk(frame) else { return Err(DropReason::InnerMalformed) };
+        let (et, l3_offset) = (h.ethertype, h.l3_offset);
         let l3 = &frame[l3_offset..];
         match et {
             0x0800 => {
@@ -189,6 +178,13 @@ mod tests {
         f[16..18].copy_from_slice(&[0x81, 0x00]);
         let m = InnerMeta::parse(&f).unwrap();
         assert_eq!((m.l3, m.l3_offset), (InnerL3::Ipv4, 22));
+        // A frame that ends inside a tag is malformed, not too short.
+        assert_eq!(InnerMeta::parse(&f[..17]).unwrap_err(), DropReason::InnerMalformed);
+        // A third tag is the EtherType: not IP, hashed on L2.
+        let mut three = v4_udp(1);
+        three.splice(12..12, [0x81, 0x00, 0, 1, 0x81, 0x00, 0, 2, 0x81, 0x00, 0, 3]);
+        let m = InnerMeta::parse(&three).unwrap();
+        assert_eq!((m.l3, m.l3_offset), (InnerL3::Other, 22));
     }
 
     #[test]

@@ -148,8 +148,9 @@ impl EncapTemplate {
                 // The protocol of GRE L3 is patched per packet: keep it out of the sum.
                 let mut sum = checksum::add(0, &bytes[l4..l4 + hl]);
                 if matches!(params.encap, Encapsulation::GreL3 { .. }) {
-                    sum = checksum::add(0, &bytes[l4..l4 + 2]);
-                    sum = checksum::add(sum, &bytes[l4 + 4..l4 + hl]);
+                    let proto = gre::field::PROTOCOL;
+                    sum = checksum::add(0, &bytes[l4..l4 + proto.start]);
+                    sum = checksum::add(sum, &bytes[l4 + proto.end..l4 + hl]);
                 }
                 (l4 + hl, sum)
             }
@@ -197,14 +198,14 @@ impl EncapTemplate {
 
     /// Points the template at a new next hop (the neighbour table changed).
     pub fn set_dst_mac(&mut self, mac: [u8; 6]) {
-        self.bytes[..6].copy_from_slice(&mac);
+        Frame::new_unchecked(&mut self.bytes[..]).set_dst_addr(mac);
         self.params.dst_mac = mac;
     }
 
     /// Sets the outer source MAC address (the uplink interface's, when the
     /// configuration does not give one).
     pub fn set_src_mac(&mut self, mac: [u8; 6]) {
-        self.bytes[6..12].copy_from_slice(&mac);
+        Frame::new_unchecked(&mut self.bytes[..]).set_src_addr(mac);
         self.params.src_mac = mac;
     }
 
@@ -226,12 +227,12 @@ impl EncapTemplate {
         let o = &self.params.options;
         let (strip, gre_proto) = if self.ip_payload {
             match meta.l3 {
-                InnerL3::Ipv4 => (meta.l3_offset as usize, 0x0800u16),
-                InnerL3::Ipv6 => (meta.l3_offset as usize, 0x86dd),
+                InnerL3::Ipv4 => (meta.l3_offset as usize, EtherType::Ipv4),
+                InnerL3::Ipv6 => (meta.l3_offset as usize, EtherType::Ipv6),
                 InnerL3::Other => return Err(DropReason::InnerNotIp),
             }
         } else {
-            (0, 0x6558)
+            (0, EtherType::TransEther)
         };
         let len = self.len as usize;
         let (l3, l4) = (self.l3 as usize, self.l4 as usize);
@@ -247,7 +248,8 @@ impl EncapTemplate {
             DscpMode::Fixed(d) => d,
             DscpMode::Inherit => meta.dscp(),
         };
-        let tos = (dscp << 2) | ecn::encap(o.ecn, meta.ecn());
+        let ecn = ecn::encap(o.ecn, meta.ecn());
+        let tos = (dscp << 2) | ecn;
         let ttl = match (o.ttl, meta.l3) {
             (TtlMode::Fixed(t), _) => t,
             (TtlMode::Inherit, InnerL3::Other) => DEFAULT_TTL,
@@ -263,65 +265,62 @@ impl EncapTemplate {
                     DfMode::Inherit => meta.df,
                 };
                 self.ident = self.ident.wrapping_add(1);
-                let h = &mut data[l3..l4];
-                h[1] = tos;
-                h[2..4].copy_from_slice(&(ip_total as u16).to_be_bytes());
-                h[4..6].copy_from_slice(&self.ident.to_be_bytes());
-                h[6] = if df { 0x40 } else { 0 };
-                h[8] = ttl;
+                let mut h = ipv4::Packet::new_unchecked(&mut data[l3..l4]);
+                h.set_dscp_ecn(dscp, ecn);
+                h.set_total_len(ip_total as u16);
+                h.set_ident(self.ident);
+                h.set_flags_and_offset(df, false, 0);
+                h.set_ttl(ttl);
                 let mut acc = checksum::add_u16(self.ip_sum, tos as u16);
                 acc = checksum::add_u16(acc, ip_total as u16);
                 acc = checksum::add_u16(acc, self.ident);
-                acc = checksum::add_u16(acc, if df { 0x4000 } else { 0 });
+                acc = checksum::add_u16(acc, if df { ipv4::FLAG_DF } else { 0 });
                 acc = checksum::add_u16(acc, (ttl as u16) << 8);
-                h[10..12].copy_from_slice(&checksum::finish(acc).to_be_bytes());
+                h.set_checksum(checksum::finish(acc));
             }
             Kind::UdpV6 | Kind::GreV6 => {
-                let w0 = (6u32 << 28) | ((tos as u32) << 20) | (meta.hash & 0x000f_ffff);
-                let h = &mut data[l3..l4];
-                h[0..4].copy_from_slice(&w0.to_be_bytes());
-                h[4..6].copy_from_slice(&l4_len.to_be_bytes());
-                h[7] = ttl;
+                let mut h = ipv6::Packet::new_unchecked(&mut data[l3..l4]);
+                h.set_version_tc_flow(tos, meta.hash);
+                h.set_payload_len(l4_len);
+                h.set_hop_limit(ttl);
             }
         }
 
         match self.kind {
             Kind::UdpV4 | Kind::UdpV6 => {
                 let sport = port_in_range(meta.hash, o.src_port_min, o.src_port_max);
-                let u = &mut data[l4..];
-                u[0..2].copy_from_slice(&sport.to_be_bytes());
-                u[4..6].copy_from_slice(&l4_len.to_be_bytes());
+                let mut u = udp::Packet::new_unchecked(&mut data[l4..]);
+                u.set_src_port(sport);
+                u.set_len(l4_len);
                 if self.kind == Kind::UdpV6 || o.udp_checksum {
                     // Pseudo-header length and UDP length are the same value: add it twice.
                     let mut acc = checksum::add_u16(self.l4_sum, sport);
                     acc = checksum::add_u16(acc, l4_len);
                     acc = checksum::add_u16(acc, l4_len);
-                    acc = checksum::add(acc, &u[udp::HEADER_LEN + vxlan::HEADER_LEN..]);
+                    acc = checksum::add(acc, &u.payload()[vxlan::HEADER_LEN..]);
                     // A computed zero is sent as all ones (RFC 768, RFC 8200 8.1).
                     let c = match checksum::finish(acc) {
                         0 => 0xffff,
                         c => c,
                     };
-                    u[6..8].copy_from_slice(&c.to_be_bytes());
+                    u.set_checksum(c);
                 }
             }
             Kind::GreV4 | Kind::GreV6 => {
-                let g = &mut data[l4..];
+                let mut g = gre::Packet::new_unchecked(&mut data[l4..]);
                 let mut acc = self.l4_sum;
                 if self.ip_payload {
-                    g[2..4].copy_from_slice(&gre_proto.to_be_bytes());
-                    acc = checksum::add_u16(acc, gre_proto);
+                    g.set_protocol(gre_proto);
+                    acc = checksum::add_u16(acc, u16::from(gre_proto));
                 }
-                let fv = u16::from_be_bytes([g[0], g[1]]);
-                if fv & gre::FLAG_S != 0 {
+                if g.has_seq() {
                     self.seq = self.seq.wrapping_add(1);
-                    let at = gre::header_len_for(fv) - 4;
-                    g[at..at + 4].copy_from_slice(&self.seq.to_be_bytes());
+                    g.set_seq(self.seq);
                     acc = checksum::add_u32(acc, self.seq);
                 }
-                if fv & gre::FLAG_C != 0 {
-                    acc = checksum::add(acc, &g[gre::header_len_for(fv)..]);
-                    g[4..6].copy_from_slice(&checksum::finish(acc).to_be_bytes());
+                if g.has_checksum() {
+                    acc = checksum::add(acc, g.payload());
+                    g.set_checksum(checksum::finish(acc));
                 }
             }
         }

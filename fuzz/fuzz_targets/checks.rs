@@ -11,11 +11,20 @@ use encap::wire::ethernet::{self, EthernetRepr};
 use encap::wire::gre::{self, GreRepr};
 use encap::wire::ipv4::{self, Ipv4Repr};
 use encap::wire::ipv6::{self, Ipv6Repr};
+use encap::wire::l2;
 use encap::wire::udp::{self, UdpRepr};
 use encap::wire::vxlan::{self, VxlanRepr};
 use encap::*;
 
 pub fn ethernet(data: &[u8]) {
+    // The tag walker, under both rules: its offset is inside the frame and
+    // agrees with the tags it counted.
+    for rule in [l2::TagRule::UpToTwo, l2::TagRule::XdpSteer] {
+        if let Ok(h) = l2::walk_with(data, rule) {
+            assert_eq!(h.l3_offset, ethernet::HEADER_LEN + ethernet::TAG_LEN * h.tags as usize);
+            assert!(h.l3_offset <= data.len());
+        }
+    }
     if let Ok(f) = ethernet::Frame::new_checked(data) {
         let r = EthernetRepr::parse(&f).expect("checked frame parses");
         let mut b = [0u8; ethernet::HEADER_LEN];

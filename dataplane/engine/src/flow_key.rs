@@ -12,7 +12,8 @@
 //! w7  ip_proto (8) | l4_src (16) | l4_dst (16) | 0 (24)
 //! ```
 
-use encap::wire::ethernet::{self, EtherType};
+use encap::wire::ethernet;
+use encap::wire::l2::{self, L2Header};
 
 pub const WORDS: usize = 8;
 
@@ -179,7 +180,9 @@ pub struct L2Info {
 /// Builds the key of an Ethernet frame that arrived on `in_port` (decapsulated
 /// from `tunnel` with `vni` when `tunnel` is non-zero). Never fails and never
 /// panics: fields the frame does not have stay zero. Frames shorter than an
-/// Ethernet header must be refused by the caller.
+/// Ethernet header must be refused by the caller. VLAN tags are skipped under
+/// the dataplane's rule (`encap::wire::l2`); a frame cut inside its tags is
+/// keyed as untagged, its outer TPID as the EtherType.
 #[inline]
 pub fn extract(frame: &[u8], in_port: u16, tunnel: u16, vni: u32) -> (FlowKey, L2Info) {
     let mut k = FlowKey::default();
@@ -188,21 +191,16 @@ pub fn extract(frame: &[u8], in_port: u16, tunnel: u16, vni: u32) -> (FlowKey, L
         return (k, L2Info::default());
     }
     let mac = |b: &[u8]| u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]);
-    let mut off = 12;
-    let mut et = u16::from_be_bytes([frame[12], frame[13]]);
-    let mut vlan = 0u16;
-    let mut tags = 0u8;
-    while tags < 2 && EtherType::from(et).is_vlan() && frame.len() >= off + 6 {
-        if tags == 0 {
-            vlan = VLAN_PRESENT | (u16::from_be_bytes([frame[off + 2], frame[off + 3]]) & 0x0fff);
-        }
-        off += ethernet::TAG_LEN;
-        et = u16::from_be_bytes([frame[off], frame[off + 1]]);
-        tags += 1;
-    }
-    k.0[1] = (mac(&frame[0..6]) << 16) | vlan as u64;
-    k.0[2] = (mac(&frame[6..12]) << 16) | et as u64;
-    let l3 = &frame[off + 2..];
+    let h = l2::walk(frame).unwrap_or(L2Header {
+        ethertype: u16::from_be_bytes([frame[12], frame[13]]),
+        l3_offset: ethernet::HEADER_LEN,
+        ..L2Header::default()
+    });
+    let et = h.ethertype;
+    let vlan = if h.tags > 0 { VLAN_PRESENT | h.outer_vid() } else { 0 };
+    k.0[1] = (mac(&frame[ethernet::field::DST]) << 16) | vlan as u64;
+    k.0[2] = (mac(&frame[ethernet::field::SRC]) << 16) | et as u64;
+    let l3 = &frame[h.l3_offset..];
     let (proto, l4): (u8, &[u8]) = match et {
         0x0800 if l3.len() >= 20 && l3[0] >> 4 == 4 => {
             k.set_ip_src(v4_mapped(l3[12..16].try_into().unwrap()));
@@ -226,7 +224,7 @@ pub fn extract(frame: &[u8], in_port: u16, tunnel: u16, vni: u32) -> (FlowKey, L
         0
     };
     k.0[7] = ((proto as u64) << 56) | ports;
-    (k, L2Info { vlan_tags: tags })
+    (k, L2Info { vlan_tags: h.tags })
 }
 
 #[cfg(test)]
@@ -266,6 +264,37 @@ mod tests {
             if len < 38 {
                 assert_eq!(k.get(field::IP_PROTO), 0, "len {len}");
             }
+        }
+    }
+
+    #[test]
+    fn two_tags_keyed_on_the_outer_vid_a_third_is_the_ethertype() {
+        let mut f = udp_v4();
+        f.splice(12..12, [0x88, 0xa8, 0x00, 0x0a]);
+        let (k, l2) = extract(&f, 1, 0, 0);
+        assert_eq!(k.get(field::VLAN), (VLAN_PRESENT | 10) as u64);
+        assert_eq!((k.get(field::ETHERTYPE), k.get(field::L4_DST)), (0x0800, 53));
+        assert_eq!(l2.vlan_tags, 2);
+        f.splice(12..12, [0x81, 0x00, 0x00, 0x0b]);
+        let (k, l2) = extract(&f, 1, 0, 0);
+        assert_eq!(k.get(field::VLAN), (VLAN_PRESENT | 11) as u64);
+        assert_eq!((k.get(field::ETHERTYPE), k.get(field::IP_PROTO)), (0x8100, 0));
+        assert_eq!(l2.vlan_tags, 2);
+    }
+
+    /// A frame cut inside its tags is keyed as untagged with its outer TPID
+    /// as EtherType. Before the walk moved to `encap::wire::l2`, a frame cut
+    /// inside its second tag kept the first tag's VLAN and the second TPID;
+    /// now every cut frame is keyed the same way.
+    #[test]
+    fn cut_inside_the_tags_is_keyed_as_untagged() {
+        let mut f = udp_v4();
+        f.splice(12..12, [0x88, 0xa8, 0x00, 0x0a]);
+        for len in 14..22 {
+            let (k, l2) = extract(&f[..len], 1, 0, 0);
+            assert_eq!(k.get(field::VLAN), 0, "len {len}");
+            assert_eq!(k.get(field::ETHERTYPE), 0x88a8, "len {len}");
+            assert_eq!(l2.vlan_tags, 0, "len {len}");
         }
     }
 

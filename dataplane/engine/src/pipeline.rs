@@ -19,6 +19,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use encap::wire::ethernet::{self, Frame, VlanTag};
+use encap::wire::l2::TPID_8021Q;
 use encap::{decap, icmp, DropReason, EncapTemplate, InnerMeta, PacketBuf, TunnelId};
 
 use crate::compile::{Act, RuleSet};
@@ -328,11 +330,11 @@ impl Worker {
                 Act::PopVlan => pop_vlan(&mut pkt, &mut l2),
                 Act::SetVlan(vid) => set_vlan(&mut pkt, &l2, vid),
                 Act::SetEthSrc(m) => {
-                    pkt.data_mut()[6..12].copy_from_slice(&m);
+                    Frame::new_unchecked(pkt.data_mut()).set_src_addr(m);
                     Ok(())
                 }
                 Act::SetEthDst(m) => {
-                    pkt.data_mut()[0..6].copy_from_slice(&m);
+                    Frame::new_unchecked(pkt.data_mut()).set_dst_addr(m);
                     Ok(())
                 }
                 Act::Count => Ok(()),
@@ -551,21 +553,21 @@ fn copy_of<'a>(pkt: &PacketBuf<'_>, pool: &mut impl FramePool<'a>) -> Option<Pac
     f.reset(head, pkt.data()).then_some(f)
 }
 
-const TPID: [u8; 2] = [0x81, 0x00];
+// Tags are pushed and popped right behind the MAC addresses: the outermost.
+const TAG_AT: usize = ethernet::field::ETHERTYPE.start;
 
 fn push_vlan(pkt: &mut PacketBuf<'_>, l2: &mut L2Info, vid: u16) -> Result<(), DropReason> {
     if l2.vlan_tags >= 2 {
         return Err(DropReason::VlanTagFull);
     }
-    let gap = pkt.insert_at(12, 4).ok_or(DropReason::NoHeadroom)?;
-    gap[..2].copy_from_slice(&TPID);
-    gap[2..].copy_from_slice(&(vid & 0x0fff).to_be_bytes());
+    let gap = pkt.insert_at(TAG_AT, ethernet::TAG_LEN).ok_or(DropReason::NoHeadroom)?;
+    gap.copy_from_slice(&ethernet::tag_bytes(TPID_8021Q, ethernet::tci(0, false, vid)));
     l2.vlan_tags += 1;
     Ok(())
 }
 
 fn pop_vlan(pkt: &mut PacketBuf<'_>, l2: &mut L2Info) -> Result<(), DropReason> {
-    if l2.vlan_tags == 0 || !pkt.remove_at(12, 4) {
+    if l2.vlan_tags == 0 || !pkt.remove_at(TAG_AT, ethernet::TAG_LEN) {
         return Err(DropReason::NoVlanTag);
     }
     l2.vlan_tags -= 1;
@@ -576,8 +578,7 @@ fn set_vlan(pkt: &mut PacketBuf<'_>, l2: &L2Info, vid: u16) -> Result<(), DropRe
     if l2.vlan_tags == 0 {
         return Err(DropReason::NoVlanTag);
     }
-    let d = pkt.data_mut();
-    let tci = (u16::from_be_bytes([d[14], d[15]]) & 0xf000) | (vid & 0x0fff);
-    d[14..16].copy_from_slice(&tci.to_be_bytes());
+    let mut f = Frame::new_unchecked(pkt.data_mut());
+    VlanTag::new_unchecked(f.payload_mut()).set_vlan_id(vid);
     Ok(())
 }

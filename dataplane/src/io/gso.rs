@@ -7,9 +7,9 @@
 //! checksum), the TCP sequence number and flags or the UDP length fixed, and
 //! a complete L4 checksum: what the kernel's own GSO produces.
 
-use encap::wire::checksum;
+use encap::wire::{checksum, ipv4, ipv6, l2, tcp, udp};
 
-use super::virtio::{l3_offset, OffloadError, VnetHdr, GSO_ECN, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
+use super::virtio::{OffloadError, VnetHdr, GSO_ECN, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
 
 /// A super-frame, parsed once, ready to be cut into segments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,31 +31,36 @@ impl Plan {
     /// exceed `max_ip` bytes (the smallest inner MTU of the tunnels).
     pub fn new(frame: &[u8], h: &VnetHdr, max_ip: usize) -> Result<Plan, OffloadError> {
         let bad = OffloadError::BadSegmentation;
-        let (l3, et) = l3_offset(frame).ok_or(bad)?;
+        let l2 = l2::walk(frame).map_err(|_| bad)?;
+        let (l3, et) = (l2.l3_offset, l2.ethertype);
         let kind = h.gso_type & !GSO_ECN;
-        let (v4, tcp) = match (kind, et) {
+        let (v4, is_tcp) = match (kind, et) {
             (GSO_TCPV4, 0x0800) => (true, true),
             (GSO_TCPV6, 0x86dd) => (false, true),
             (GSO_UDP_L4, 0x0800) => (true, false),
             (GSO_UDP_L4, 0x86dd) => (false, false),
             _ => return Err(bad),
         };
-        let ip = frame.get(l3..).ok_or(bad)?;
+        let ip = &frame[l3..];
         let (l4, proto) = if v4 {
-            let ihl = (*ip.first().ok_or(bad)? & 0x0f) as usize * 4;
-            if ihl < 20 || ip.len() < ihl {
+            if ip.len() < ipv4::HEADER_LEN {
                 return Err(bad);
             }
-            (l3 + ihl, ip[9])
+            let p = ipv4::Packet::new_unchecked(ip);
+            let ihl = p.header_len() as usize;
+            if ihl < ipv4::HEADER_LEN || ip.len() < ihl {
+                return Err(bad);
+            }
+            (l3 + ihl, u8::from(p.next_header()))
         } else {
-            if ip.len() < 40 {
+            if ip.len() < ipv6::HEADER_LEN {
                 return Err(bad);
             }
-            (l3 + 40, ip[6])
+            (l3 + ipv6::HEADER_LEN, u8::from(ipv6::Packet::new_unchecked(ip).next_header()))
         };
-        let hdr_len = if tcp {
-            let doff = (*frame.get(l4 + 12).ok_or(bad)? >> 4) as usize * 4;
-            if proto != 6 || doff < 20 {
+        let hdr_len = if is_tcp {
+            let doff = tcp::header_len(*frame.get(l4 + tcp::field::DATA_OFF).ok_or(bad)?);
+            if proto != 6 || doff < tcp::HEADER_LEN {
                 return Err(bad);
             }
             l4 + doff
@@ -63,14 +68,14 @@ impl Plan {
             if proto != 17 {
                 return Err(bad);
             }
-            l4 + 8
+            l4 + udp::HEADER_LEN
         };
         if hdr_len > frame.len() || h.gso_size == 0 {
             return Err(bad);
         }
         let room = (l3 + max_ip).checked_sub(hdr_len).filter(|r| *r > 0).ok_or(bad)?;
         let mss = (h.gso_size as usize).min(room);
-        Ok(Plan { l3, l4, hdr_len, v4, tcp, mss, payload: frame.len() - hdr_len })
+        Ok(Plan { l3, l4, hdr_len, v4, tcp: is_tcp, mss, payload: frame.len() - hdr_len })
     }
 
     pub fn segments(&self) -> usize {
@@ -96,52 +101,41 @@ impl Plan {
         let l4_len = len - self.l4;
 
         let ip = &mut out[self.l3..self.l4];
-        if self.v4 {
-            let total = (len - self.l3) as u16;
-            ip[2..4].copy_from_slice(&total.to_be_bytes());
-            let id = u16::from_be_bytes([ip[4], ip[5]]).wrapping_add(i as u16);
-            ip[4..6].copy_from_slice(&id.to_be_bytes());
-            ip[10..12].fill(0);
-            let c = checksum::checksum(ip);
-            ip[10..12].copy_from_slice(&c.to_be_bytes());
+        let proto = if self.tcp { 6 } else { 17 };
+        let acc = if self.v4 {
+            let mut p = ipv4::Packet::new_unchecked(ip);
+            p.set_total_len((len - self.l3) as u16);
+            p.set_ident(p.ident().wrapping_add(i as u16));
+            p.fill_checksum();
+            checksum::pseudo_v4(p.src_addr(), p.dst_addr(), proto, l4_len as u16)
         } else {
-            let plen = (len - self.l3 - 40) as u16;
-            ip[4..6].copy_from_slice(&plen.to_be_bytes());
-        }
-        let acc = {
-            let ip = &out[self.l3..self.l4];
-            let proto = if self.tcp { 6 } else { 17 };
-            if self.v4 {
-                let (s, d) = (ip[12..16].try_into().unwrap(), ip[16..20].try_into().unwrap());
-                checksum::pseudo_v4(s, d, proto, l4_len as u16)
-            } else {
-                let (s, d) = (ip[8..24].try_into().unwrap(), ip[24..40].try_into().unwrap());
-                checksum::pseudo_v6(s, d, proto, l4_len as u32)
-            }
+            let mut p = ipv6::Packet::new_unchecked(ip);
+            p.set_payload_len((len - self.l3 - ipv6::HEADER_LEN) as u16);
+            checksum::pseudo_v6(&p.src_addr(), &p.dst_addr(), proto, l4_len as u32)
         };
         let l4 = &mut out[self.l4..len];
-        let field = if self.tcp {
-            let seq = u32::from_be_bytes(l4[4..8].try_into().unwrap()).wrapping_add(start as u32);
-            l4[4..8].copy_from_slice(&seq.to_be_bytes());
+        let csum = if self.tcp {
+            let seq = u32::from_be_bytes(l4[tcp::field::SEQ].try_into().unwrap());
+            l4[tcp::field::SEQ].copy_from_slice(&seq.wrapping_add(start as u32).to_be_bytes());
             // FIN and PSH end the burst: only the last segment carries them;
             // CWR answers congestion once: only the first.
             if !last {
-                l4[13] &= !0x09;
+                l4[tcp::field::FLAGS] &= !(tcp::FLAG_FIN | tcp::FLAG_PSH);
             }
             if i > 0 {
-                l4[13] &= !0x80;
+                l4[tcp::field::FLAGS] &= !tcp::FLAG_CWR;
             }
-            16
+            tcp::field::CHECKSUM
         } else {
-            l4[4..6].copy_from_slice(&(l4_len as u16).to_be_bytes());
-            6
+            udp::Packet::new_unchecked(&mut l4[..]).set_len(l4_len as u16);
+            udp::field::CHECKSUM
         };
-        l4[field..field + 2].fill(0);
+        l4[csum.clone()].fill(0);
         let c = match checksum::finish(checksum::add(acc, l4)) {
             0 if !self.tcp => 0xffff,
             c => c,
         };
-        l4[field..field + 2].copy_from_slice(&c.to_be_bytes());
+        l4[csum].copy_from_slice(&c.to_be_bytes());
         len
     }
 }

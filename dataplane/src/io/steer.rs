@@ -79,15 +79,10 @@ pub fn steer(frame: &[u8], role: &SteerRole) -> Steer {
         }
         _ => Steer::PassNotTunnel,
     };
-    let Some(mut et) = frame.get(12..14).map(|b| u16::from_be_bytes([b[0], b[1]])) else {
+    let Ok(l2) = encap::wire::l2::walk_with(frame, encap::wire::l2::TagRule::XdpSteer) else {
         return Steer::PassNotIp;
     };
-    let mut l3 = 14;
-    if et == 0x8100 {
-        let Some(b) = frame.get(16..18) else { return Steer::PassNotIp };
-        et = u16::from_be_bytes([b[0], b[1]]);
-        l3 = 18;
-    }
+    let (et, l3) = (l2.ethertype, l2.l3_offset);
     match et {
         0x0800 => {
             let Some(ip) = frame.get(l3..l3 + 20) else { return Steer::PassNotIp };

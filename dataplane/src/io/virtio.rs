@@ -11,9 +11,20 @@
 //!  | flags | gso_type | hdr_len | gso_size | csum_start | csum_offset |
 //! ```
 
-use encap::wire::checksum;
+use encap::wire::{checksum, ipv4, ipv6, l2, tcp, udp};
 
 pub const HDR_LEN: usize = 10;
+
+/// Byte offsets of `struct virtio_net_hdr`'s fields.
+mod field {
+    use core::ops::Range;
+    pub const FLAGS: usize = 0;
+    pub const GSO_TYPE: usize = 1;
+    pub const HDR_LEN: Range<usize> = 2..4;
+    pub const GSO_SIZE: Range<usize> = 4..6;
+    pub const CSUM_START: Range<usize> = 6..8;
+    pub const CSUM_OFFSET: Range<usize> = 8..10;
+}
 
 pub const F_NEEDS_CSUM: u8 = 1;
 pub const F_DATA_VALID: u8 = 2;
@@ -38,24 +49,24 @@ pub struct VnetHdr {
 impl VnetHdr {
     pub fn parse(b: &[u8]) -> Option<VnetHdr> {
         let b = b.get(..HDR_LEN)?;
-        let u = |i: usize| u16::from_ne_bytes([b[i], b[i + 1]]);
+        let u = |r: core::ops::Range<usize>| u16::from_ne_bytes([b[r.start], b[r.start + 1]]);
         Some(VnetHdr {
-            flags: b[0],
-            gso_type: b[1],
-            hdr_len: u(2),
-            gso_size: u(4),
-            csum_start: u(6),
-            csum_offset: u(8),
+            flags: b[field::FLAGS],
+            gso_type: b[field::GSO_TYPE],
+            hdr_len: u(field::HDR_LEN),
+            gso_size: u(field::GSO_SIZE),
+            csum_start: u(field::CSUM_START),
+            csum_offset: u(field::CSUM_OFFSET),
         })
     }
 
     pub fn write(&self, b: &mut [u8]) {
-        b[0] = self.flags;
-        b[1] = self.gso_type;
-        b[2..4].copy_from_slice(&self.hdr_len.to_ne_bytes());
-        b[4..6].copy_from_slice(&self.gso_size.to_ne_bytes());
-        b[6..8].copy_from_slice(&self.csum_start.to_ne_bytes());
-        b[8..10].copy_from_slice(&self.csum_offset.to_ne_bytes());
+        b[field::FLAGS] = self.flags;
+        b[field::GSO_TYPE] = self.gso_type;
+        b[field::HDR_LEN].copy_from_slice(&self.hdr_len.to_ne_bytes());
+        b[field::GSO_SIZE].copy_from_slice(&self.gso_size.to_ne_bytes());
+        b[field::CSUM_START].copy_from_slice(&self.csum_start.to_ne_bytes());
+        b[field::CSUM_OFFSET].copy_from_slice(&self.csum_offset.to_ne_bytes());
     }
 
     pub fn is_gso(&self) -> bool {
@@ -91,63 +102,41 @@ pub fn complete_checksum(frame: &mut [u8], h: &VnetHdr) -> Result<(), OffloadErr
     Ok(())
 }
 
-/// Where an Ethernet frame's IP header starts and its EtherType, past up to
-/// two VLAN tags.
-pub fn l3_offset(frame: &[u8]) -> Option<(usize, u16)> {
-    let mut off = 12;
-    for _ in 0..3 {
-        let et = u16::from_be_bytes([*frame.get(off)?, *frame.get(off + 1)?]);
-        match et {
-            0x8100 | 0x88a8 => off += 4,
-            _ => return Some((off + 2, et)),
-        }
-    }
-    None
-}
-
 /// True if the frame is IPv4 or IPv6 (no extension headers) carrying TCP or
 /// UDP whose checksum is present and correct: what a TAP port may mark
 /// `F_DATA_VALID` so the workload's kernel does not check it again.
 pub fn l4_checksum_valid(frame: &[u8]) -> bool {
-    let Some((l3, et)) = l3_offset(frame) else { return false };
-    let Some(ip) = frame.get(l3..) else { return false };
-    let (proto, l4, acc) = match et {
-        0x0800 if ip.len() >= 20 => {
-            let ihl = (ip[0] & 0x0f) as usize * 4;
-            let total = u16::from_be_bytes([ip[2], ip[3]]) as usize;
-            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff;
-            if frag != 0 || ihl < 20 || total < ihl || total > ip.len() {
+    let Ok(l2) = l2::walk(frame) else { return false };
+    let ip = &frame[l2.l3_offset..];
+    let (proto, l4, acc) = match l2.ethertype {
+        0x0800 if ip.len() >= ipv4::HEADER_LEN => {
+            let p = ipv4::Packet::new_unchecked(ip);
+            let (ihl, total) = (p.header_len() as usize, p.total_len() as usize);
+            if p.is_fragment() || ihl < ipv4::HEADER_LEN || total < ihl || total > ip.len() {
                 return false;
             }
             let l4 = &ip[ihl..total];
-            let acc = checksum::pseudo_v4(
-                ip[12..16].try_into().unwrap(),
-                ip[16..20].try_into().unwrap(),
-                ip[9],
-                l4.len() as u16,
-            );
-            (ip[9], l4, acc)
+            let proto = u8::from(p.next_header());
+            (proto, l4, checksum::pseudo_v4(p.src_addr(), p.dst_addr(), proto, l4.len() as u16))
         }
-        0x86dd if ip.len() >= 40 => {
-            let plen = u16::from_be_bytes([ip[4], ip[5]]) as usize;
-            if 40 + plen > ip.len() {
+        0x86dd if ip.len() >= ipv6::HEADER_LEN => {
+            let p = ipv6::Packet::new_unchecked(ip);
+            let plen = p.payload_len() as usize;
+            if ipv6::HEADER_LEN + plen > ip.len() {
                 return false;
             }
-            let l4 = &ip[40..40 + plen];
-            let acc = checksum::pseudo_v6(
-                ip[8..24].try_into().unwrap(),
-                ip[24..40].try_into().unwrap(),
-                ip[6],
-                plen as u32,
-            );
-            (ip[6], l4, acc)
+            let l4 = &ip[ipv6::HEADER_LEN..ipv6::HEADER_LEN + plen];
+            let proto = u8::from(p.next_header());
+            (proto, l4, checksum::pseudo_v6(&p.src_addr(), &p.dst_addr(), proto, plen as u32))
         }
         _ => return false,
     };
     match proto {
-        6 if l4.len() >= 20 => checksum::verify(checksum::add(acc, l4)),
+        6 if l4.len() >= tcp::HEADER_LEN => checksum::verify(checksum::add(acc, l4)),
         // A zero UDP checksum over IPv4 means none was sent: nothing verified.
-        17 if l4.len() >= 8 && l4[6..8] != [0, 0] => checksum::verify(checksum::add(acc, l4)),
+        17 if l4.len() >= udp::HEADER_LEN && udp::Packet::new_unchecked(l4).checksum() != 0 => {
+            checksum::verify(checksum::add(acc, l4))
+        }
         _ => false,
     }
 }
@@ -244,7 +233,14 @@ mod tests {
             "eth/vlan(vid=5)/ipv4(src=192.0.2.1,dst=192.0.2.2)/udp(sport=1,dport=2,csum=auto)",
         )
         .unwrap();
-        assert_eq!(l3_offset(&f), Some((18, 0x0800)));
         assert!(l4_checksum_valid(&f));
+        // Two tags (802.1ad outside) are walked too; a third is not IP.
+        let mut qinq = f.clone();
+        qinq.splice(12..12, [0x88, 0xa8, 0x00, 0x07]);
+        assert!(l4_checksum_valid(&qinq));
+        let mut three = qinq.clone();
+        three.splice(12..12, [0x81, 0x00, 0x00, 0x08]);
+        assert!(!l4_checksum_valid(&three));
+        assert!(!l4_checksum_valid(&qinq[..20]), "cut inside the tags");
     }
 }

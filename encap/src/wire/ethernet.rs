@@ -56,17 +56,27 @@ impl From<EtherType> for u16 {
 }
 
 impl EtherType {
-    /// True for the EtherTypes that introduce a VLAN tag.
+    /// True for the EtherTypes that introduce a VLAN tag, under the
+    /// dataplane's rule ([`l2::TagRule::UpToTwo`](super::l2::TagRule)).
     pub fn is_vlan(self) -> bool {
-        matches!(self, EtherType::Vlan | EtherType::QinQ)
+        super::l2::TagRule::UpToTwo.is_tag(u16::from(self))
     }
 }
 
-mod field {
+/// Byte ranges of the Ethernet header, for writers that patch a frame in place.
+pub mod field {
     use core::ops::Range;
     pub const DST: Range<usize> = 0..6;
     pub const SRC: Range<usize> = 6..12;
     pub const ETHERTYPE: Range<usize> = 12..14;
+}
+
+/// Byte ranges within a [`VlanTag`] view, which starts at the tag's TCI (its
+/// TPID is the EtherType field before it).
+pub mod tag_field {
+    use core::ops::Range;
+    pub const TCI: Range<usize> = 0..2;
+    pub const ETHERTYPE: Range<usize> = 2..4;
 }
 
 /// A read/write view of an Ethernet II frame.
@@ -163,6 +173,20 @@ impl EthernetRepr {
     }
 }
 
+/// A tag control information word: priority, drop eligibility, VLAN id.
+#[inline(always)]
+pub const fn tci(pcp: u8, dei: bool, vid: u16) -> u16 {
+    ((pcp as u16 & 7) << 13) | ((dei as u16) << 12) | (vid & 0x0fff)
+}
+
+/// The four bytes that push a tag in front of a frame's EtherType field: the
+/// TPID (taking the EtherType's place, which now follows the tag), then the TCI.
+#[inline(always)]
+pub const fn tag_bytes(tpid: u16, tci: u16) -> [u8; TAG_LEN] {
+    let (t, c) = (tpid.to_be_bytes(), tci.to_be_bytes());
+    [t[0], t[1], c[0], c[1]]
+}
+
 /// A view of one VLAN tag: the 2-byte TCI followed by the next EtherType. The
 /// tag's own TPID is the EtherType of the header before it.
 #[derive(Debug, Clone)]
@@ -189,8 +213,8 @@ impl<T: AsRef<[u8]>> VlanTag<T> {
         }
     }
 
-    fn tci(&self) -> u16 {
-        let b = self.buffer.as_ref();
+    pub fn tci(&self) -> u16 {
+        let b = &self.buffer.as_ref()[tag_field::TCI];
         u16::from_be_bytes([b[0], b[1]])
     }
 
@@ -207,24 +231,25 @@ impl<T: AsRef<[u8]>> VlanTag<T> {
     }
 
     pub fn ethertype(&self) -> EtherType {
-        let b = self.buffer.as_ref();
-        EtherType::from(u16::from_be_bytes([b[2], b[3]]))
+        let b = &self.buffer.as_ref()[tag_field::ETHERTYPE];
+        EtherType::from(u16::from_be_bytes([b[0], b[1]]))
     }
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> VlanTag<T> {
     pub fn set_tci(&mut self, pcp: u8, dei: bool, vid: u16) {
-        let tci = ((pcp as u16 & 7) << 13) | ((dei as u16) << 12) | (vid & 0x0fff);
-        self.buffer.as_mut()[0..2].copy_from_slice(&tci.to_be_bytes());
+        self.buffer.as_mut()[tag_field::TCI].copy_from_slice(&tci(pcp, dei, vid).to_be_bytes());
     }
 
+    /// Sets the VLAN id, keeping the priority and DEI bits.
     pub fn set_vlan_id(&mut self, vid: u16) {
         let keep = self.tci() & 0xf000;
-        self.buffer.as_mut()[0..2].copy_from_slice(&(keep | (vid & 0x0fff)).to_be_bytes());
+        self.buffer.as_mut()[tag_field::TCI]
+            .copy_from_slice(&(keep | (vid & 0x0fff)).to_be_bytes());
     }
 
     pub fn set_ethertype(&mut self, t: EtherType) {
-        self.buffer.as_mut()[2..4].copy_from_slice(&u16::from(t).to_be_bytes())
+        self.buffer.as_mut()[tag_field::ETHERTYPE].copy_from_slice(&u16::from(t).to_be_bytes())
     }
 }
 
@@ -267,6 +292,23 @@ mod tests {
         t.set_ethertype(EtherType::Ipv4);
         buf[18..].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
         assert_eq!(buf, FRAME);
+    }
+
+    #[test]
+    fn tag_bytes_are_what_a_tagged_frame_holds() {
+        assert_eq!(tci(5, false, 100), 0xa064);
+        assert_eq!(tci(7, true, 0xffff), 0xffff, "the VID is cut to 12 bits");
+        assert_eq!(tag_bytes(0x8100, tci(5, false, 100)), FRAME[12..16]);
+    }
+
+    #[test]
+    fn set_vlan_id_keeps_priority_and_dei() {
+        let mut b = [0xa5u8; 4];
+        let mut t = VlanTag::new_unchecked(&mut b[..]);
+        t.set_tci(5, true, 1);
+        t.set_vlan_id(0x0123);
+        assert_eq!((t.pcp(), t.dei(), t.vlan_id(), t.tci()), (5, true, 0x0123, 0xb123));
+        assert_eq!(b[2..], [0xa5, 0xa5], "the next EtherType is untouched");
     }
 
     #[test]

@@ -30,6 +30,16 @@ pub const MUST_BE_ZERO: u16 = 0x4000 | 0x0800 | 0x0400;
 pub const IGNORED: u16 = 0x03f8;
 pub const VERSION_MASK: u16 = 0x0007;
 
+/// Byte offsets of the fixed fields, for writers that patch a header in
+/// place. Key and sequence number move with the flags: use the setters.
+pub mod field {
+    use core::ops::Range;
+    pub const FLAGS_VERSION: Range<usize> = 0..2;
+    pub const PROTOCOL: Range<usize> = 2..4;
+    /// Present when the C flag is set, followed by two reserved bytes.
+    pub const CHECKSUM: Range<usize> = 4..6;
+}
+
 /// A read/write view of a GRE header and its payload.
 #[derive(Debug, Clone)]
 pub struct Packet<T: AsRef<[u8]>> {
@@ -62,7 +72,7 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn flags_version(&self) -> u16 {
-        let b = self.buffer.as_ref();
+        let b = &self.buffer.as_ref()[field::FLAGS_VERSION];
         u16::from_be_bytes([b[0], b[1]])
     }
 
@@ -83,8 +93,8 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn protocol(&self) -> EtherType {
-        let b = self.buffer.as_ref();
-        EtherType::from(u16::from_be_bytes([b[2], b[3]]))
+        let b = &self.buffer.as_ref()[field::PROTOCOL];
+        EtherType::from(u16::from_be_bytes([b[0], b[1]]))
     }
 
     /// Header length implied by the flags (needs only the first two bytes).
@@ -133,11 +143,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     pub fn set_flags_version(&mut self, v: u16) {
-        self.buffer.as_mut()[0..2].copy_from_slice(&v.to_be_bytes())
+        self.buffer.as_mut()[field::FLAGS_VERSION].copy_from_slice(&v.to_be_bytes())
     }
 
     pub fn set_protocol(&mut self, p: EtherType) {
-        self.buffer.as_mut()[2..4].copy_from_slice(&u16::from(p).to_be_bytes())
+        self.buffer.as_mut()[field::PROTOCOL].copy_from_slice(&u16::from(p).to_be_bytes())
     }
 
     /// Writes checksum + reserved1; only valid when the C flag is set.

@@ -9,7 +9,8 @@ use crate::DropReason;
 /// Length of an IPv4 header without options.
 pub const HEADER_LEN: usize = 20;
 
-mod field {
+/// Byte offsets of the header fields, for writers that patch a header in place.
+pub mod field {
     use core::ops::Range;
     pub const VER_IHL: usize = 0;
     pub const TOS: usize = 1;

@@ -9,7 +9,8 @@ use crate::DropReason;
 /// Length of the IPv6 fixed header.
 pub const HEADER_LEN: usize = 40;
 
-mod field {
+/// Byte offsets of the header fields, for writers that patch a header in place.
+pub mod field {
     use core::ops::Range;
     pub const VER_TC_FLOW: Range<usize> = 0..4;
     pub const LENGTH: Range<usize> = 4..6;

@@ -6,12 +6,18 @@
 //! `buffer_len`. The contract: once `check_len` (or `new_checked`) succeeded, no
 //! accessor panics. Errors are `DropReason`s, so a failed check is already the
 //! counter the fast path bumps.
+//!
+//! Each view's `field` module is public: code that patches a header in place
+//! (the encap template, segmentation) names the field it writes rather than
+//! an offset. [`l2`] is the one walk past VLAN tags that every parser uses.
 
 pub mod checksum;
 pub mod ethernet;
 pub mod gre;
 pub mod ipv4;
 pub mod ipv6;
+pub mod l2;
+pub mod tcp;
 pub mod udp;
 pub mod vxlan;
 

@@ -7,7 +7,8 @@ use crate::DropReason;
 
 pub const HEADER_LEN: usize = 8;
 
-mod field {
+/// Byte offsets of the header fields, for writers that patch a header in place.
+pub mod field {
     use core::ops::Range;
     pub const SRC_PORT: Range<usize> = 0..2;
     pub const DST_PORT: Range<usize> = 2..4;

@@ -19,7 +19,8 @@ pub const FLAG_I: u8 = 0x08;
 /// Largest VNI (24 bits).
 pub const MAX_VNI: u32 = 0x00ff_ffff;
 
-mod field {
+/// Byte offsets of the header fields, for writers that patch a header in place.
+pub mod field {
     use core::ops::Range;
     pub const FLAGS: usize = 0;
     pub const RESERVED1: Range<usize> = 1..4;
