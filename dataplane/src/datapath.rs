@@ -33,6 +33,7 @@ use serde::Serialize;
 
 use crate::daemon::Daemon;
 use crate::io::afxdp::{self, AfXdpError, Umem, Xsk, XskConfig, FRAME_SIZE, HEADROOM};
+use crate::io::checksums::RxChecksums;
 use crate::io::packet::{self, KernelSink};
 use crate::io::tap::{self, TapQueue};
 use crate::io::uring::{self, Kind, UringError, UringQueue};
@@ -272,7 +273,8 @@ fn open_queue(
     };
     Ok(match steering {
         Steering::Xdp(prog) => {
-            let cfg = XskConfig { ring_size: opts.ring_size, zero_copy: p.zero_copy };
+            let checksums = RxChecksums::for_bare_frames(p.kind);
+            let cfg = XskConfig { ring_size: opts.ring_size, zero_copy: p.zero_copy, checksums };
             let x = Xsk::open(umem, &p.interface, w, primary, cfg)?;
             prog.register_socket(w, x.fd())?;
             Box::new(x)
@@ -512,6 +514,8 @@ struct PortMap {
     /// Largest IP packet a segment of a super-frame may be: the smallest
     /// inner MTU of the tunnels, and what a frame of packet memory holds.
     max_ip: usize,
+    /// Each rule-set port's kind.
+    kinds: Vec<PortKind>,
 }
 
 impl PortMap {
@@ -528,7 +532,16 @@ impl PortMap {
             .min()
             .unwrap_or(frame_limit)
             .min(frame_limit);
-        PortMap { port_of_queue, queue_of_port, max_ip }
+        let kinds = rs.ports.iter().map(|p| p.kind).collect();
+        PortMap { port_of_queue, queue_of_port, max_ip, kinds }
+    }
+
+    /// True if frames from port `from` to port `to` are decapsulated frames
+    /// on their way to a workload: their checksums are settled, since the
+    /// tunnel's other end may have left them partial.
+    fn settles(&self, from: u16, to: usize) -> bool {
+        let kind = |i: usize| self.kinds.get(i).copied();
+        kind(from as usize) == Some(PortKind::Uplink) && kind(to) == Some(PortKind::Workload)
     }
 }
 
@@ -626,9 +639,17 @@ fn worker_main(
                 if pkts.is_empty() {
                     continue;
                 }
+                let settle = map.settles(in_port, p);
                 match map.queue_of_port[p] {
                     Some(t) => {
-                        for pkt in pkts.drain(..) {
+                        for mut pkt in pkts.drain(..) {
+                            if settle {
+                                if let Err(r) = encap::settle(pkt.data_mut()) {
+                                    c.unsend(p as u16, pkt.len(), r);
+                                    free.push(umem.addr_of(pkt.buffer_ptr()));
+                                    continue;
+                                }
+                            }
                             let addr = umem.addr_of(pkt.buffer_ptr()) + pkt.head() as u64;
                             if !io.queues[t].send(umem, addr, pkt.len() as u32) {
                                 c.unsend(p as u16, pkt.len(), DropReason::TxRingFull);

@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use engine::model::ZeroCopy;
 
+use super::checksums::{settle_received, RxChecksums};
+
 /// Bytes per UMEM frame: a page, so no frame crosses a page boundary.
 pub const FRAME_SIZE: usize = 4096;
 /// Where the kernel places received data in a frame (XDP_PACKET_HEADROOM);
@@ -55,6 +57,8 @@ pub struct XskStats {
     pub rx_ring_full: u64,
     pub rx_fill_ring_empty: u64,
     pub tx_ring_empty: u64,
+    /// Partial TCP/UDP checksums finished (`io::checksums`).
+    pub rx_checksums_completed: u64,
 }
 
 /// Packet memory shared with the kernel: `frames` frames of `FRAME_SIZE` bytes.
@@ -273,11 +277,13 @@ pub struct XskConfig {
     /// Entries in each of the four rings (a power of two).
     pub ring_size: u32,
     pub zero_copy: ZeroCopy,
+    /// What to do about the checksums of received frames, whose state XDP does not see.
+    pub checksums: RxChecksums,
 }
 
 impl Default for XskConfig {
     fn default() -> Self {
-        XskConfig { ring_size: 2048, zero_copy: ZeroCopy::Auto }
+        XskConfig { ring_size: 2048, zero_copy: ZeroCopy::Auto, checksums: RxChecksums::Trust }
     }
 }
 
@@ -293,6 +299,8 @@ pub struct Xsk {
     comp: Ring<u64>,
     rx_packets: u64,
     tx_packets: u64,
+    checksums: RxChecksums,
+    rx_checksums_completed: u64,
 }
 
 fn setsockopt<T>(fd: RawFd, opt: libc::c_int, v: &T) -> io::Result<()> {
@@ -467,6 +475,8 @@ impl Xsk {
             comp,
             rx_packets: 0,
             tx_packets: 0,
+            checksums: cfg.checksums,
+            rx_checksums_completed: 0,
         })
     }
 
@@ -599,6 +609,7 @@ impl Xsk {
             rx_ring_full: s.rx_ring_full,
             rx_fill_ring_empty: s.rx_fill_ring_empty_descs,
             tx_ring_empty: s.tx_ring_empty_descs,
+            rx_checksums_completed: self.rx_checksums_completed,
         })
     }
 }
@@ -690,8 +701,11 @@ impl super::PortQueue for Xsk {
         Xsk::refill(self, free, target);
     }
 
-    fn recv(&mut self, _cx: &mut super::RxCtx<'_>, out: &mut Vec<(u64, u32)>, max: usize) -> usize {
-        Xsk::recv(self, out, max)
+    fn recv(&mut self, cx: &mut super::RxCtx<'_>, out: &mut Vec<(u64, u32)>, max: usize) -> usize {
+        let from = out.len();
+        Xsk::recv(self, out, max);
+        self.rx_checksums_completed += settle_received(self.checksums, cx, out, from);
+        out.len() - from
     }
 
     fn tx_free(&mut self) -> usize {
@@ -725,6 +739,7 @@ impl super::PortQueue for Xsk {
             queue: self.queue,
             rx_packets: self.rx_packets,
             tx_packets: self.tx_packets,
+            rx_checksums_completed: self.rx_checksums_completed,
             ..Default::default()
         });
         super::QueueStats::AfXdp(s)

@@ -7,6 +7,7 @@
 //! and the pipeline never knows where a packet came from.
 
 pub mod afxdp;
+pub mod checksums;
 pub mod gso;
 pub mod packet;
 pub mod pcap;
