@@ -822,45 +822,63 @@ impl Features {
         Features { ns: ns.name().to_string(), dev: dev.to_string(), list }
     }
 
+    pub fn dev(&self) -> &str {
+        &self.dev
+    }
+
     pub fn is_on(&self, feature: &str) -> bool {
         self.list.get(feature).is_some_and(|f| f.0)
     }
 
-    /// Panics if a feature that is not fixed by the kernel (then and now)
-    /// changed, or if checksum offload is off. Attaching XDP to a veth's
-    /// peer turns its TSO `off [fixed]`: that is the kernel, not a setting.
-    pub fn assert_unchanged(&self) {
+    /// What changed since: features not fixed by the kernel (then and now)
+    /// that flipped, and checksum offload if it is off. Attaching XDP to a
+    /// veth's peer turns its TSO `off [fixed]`: that is the kernel, not a
+    /// setting.
+    pub fn changes(&self) -> Vec<String> {
         let out = run(&["ip", "netns", "exec", &self.ns, "ethtool", "-k", &self.dev]);
-        let now = Features { list: Features::parse(&out), ..self.clone() };
-        let changed: Vec<String> = self
+        let now = Features::parse(&out);
+        let mut changed: Vec<String> = self
             .list
             .iter()
             .filter_map(|(name, (on, fixed))| {
-                let (on_now, fixed_now) = now.list.get(name).copied()?;
+                let (on_now, fixed_now) = now.get(name).copied()?;
                 (!fixed && !fixed_now && *on != on_now).then(|| format!("{name}: {on} -> {on_now}"))
             })
             .collect();
+        if !now.get("tx-checksumming").is_some_and(|f| f.0) {
+            changed.push("tx-checksumming is off".into());
+        }
+        changed
+    }
+
+    /// Panics if [`Features::changes`] finds any.
+    pub fn assert_unchanged(&self) {
+        let changed = self.changes();
         assert!(
             changed.is_empty(),
-            "offloads of {} in {} were changed: {changed:?}\n{out}",
-            self.dev,
-            self.ns
-        );
-        assert!(
-            now.is_on("tx-checksumming"),
-            "{} in {} has checksum offload off: {out}",
+            "offloads of workload device {} in {} were changed: {changed:?}",
             self.dev,
             self.ns
         );
     }
 
+    /// A summary line (`tcp-segmentation-offload`, followed by its indented
+    /// features) follows from them: it is compared through them, as if fixed.
     fn parse(out: &str) -> std::collections::BTreeMap<String, (bool, bool)> {
-        out.lines()
-            .filter_map(|l| {
-                let (name, rest) = l.trim().split_once(": ")?;
-                Some((name.to_string(), (rest.starts_with("on"), rest.contains("[fixed]"))))
-            })
-            .collect()
+        let mut list: std::collections::BTreeMap<String, (bool, bool)> = Default::default();
+        let mut summary: Option<String> = None;
+        for l in out.lines() {
+            let Some((name, rest)) = l.trim().split_once(": ") else { continue };
+            if l.starts_with('\t') {
+                if let Some(f) = summary.take().and_then(|s| list.get_mut(&s)) {
+                    f.1 = true;
+                }
+            } else {
+                summary = Some(name.to_string());
+            }
+            list.insert(name.to_string(), (rest.starts_with("on"), rest.contains("[fixed]")));
+        }
+        list
     }
 }
 

@@ -40,6 +40,7 @@ fn case_on(v6: bool, udp_checksum: bool, backend: &str) {
         assert!(steer["pass_not_tunnel"].as_u64().unwrap() > 0, "{st:#}");
     }
 
+    o.assert_workload_offloads_unchanged();
     let Overlay { d, ha, .. } = o;
     d.stop();
     assert!(!xdp_attached(&ha), "an XDP program was left attached");

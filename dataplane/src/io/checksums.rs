@@ -6,10 +6,10 @@
 //! for it. [`encap::settle`] reads that state from the bytes; this module
 //! applies it to what a queue just received, in the worker's packet memory:
 //! a workload's frames are verified, finished if partial, or dropped with a
-//! reason; an uplink's tunnel packets only have a partial outer UDP checksum
-//! finished (decapsulation verifies the outer checksum by its own
-//! configuration). The inner frames of tunnel packets are settled when they
-//! leave towards a workload (see `datapath`).
+//! reason; an uplink's VXLAN packets have their one partial checksum, outer
+//! or inner, finished ([`encap::settle::complete_partial_vxlan`]), and are
+//! verified by decapsulation (outer, by its configuration) and on their way
+//! out to a workload (inner, see `datapath`).
 //!
 //! Backends with a virtio-net header (TAP, packet sockets) are told the state
 //! by the kernel and finish exactly what it names (`io::virtio`): they trust.
@@ -27,8 +27,8 @@ pub enum RxChecksums {
     Trust,
     /// A workload's frames: verify; finish partial checksums; drop the rest.
     Settle,
-    /// An uplink's tunnel packets: finish a partial outer checksum only.
-    CompleteOuter,
+    /// An uplink's tunnel packets: finish a partial checksum, outer or inner.
+    CompleteTunnelled,
 }
 
 impl RxChecksums {
@@ -36,7 +36,7 @@ impl RxChecksums {
     pub fn for_bare_frames(kind: PortKind) -> RxChecksums {
         match kind {
             PortKind::Workload => RxChecksums::Settle,
-            PortKind::Uplink => RxChecksums::CompleteOuter,
+            PortKind::Uplink => RxChecksums::CompleteTunnelled,
         }
     }
 }
@@ -72,7 +72,9 @@ pub fn settle_received(
                     continue;
                 }
             },
-            RxChecksums::CompleteOuter => completed += encap::settle::complete_partial(data) as u64,
+            RxChecksums::CompleteTunnelled => {
+                completed += encap::settle::complete_partial_vxlan(data) as u64
+            }
             RxChecksums::Trust => {}
         }
         out[kept] = out[i];
@@ -95,13 +97,14 @@ mod tests {
         .unwrap()
     }
 
-    /// The same frame with its TCP checksum left partial, as a sender with
-    /// checksum offload hands it over.
+    /// The same Ethernet / IPv4 / TCP frame with its checksum left partial,
+    /// as a sender with checksum offload hands it over.
     fn partial(valid: &[u8]) -> Vec<u8> {
         use encap::wire::checksum;
         let mut f = valid.to_vec();
         let len = (f.len() - 34) as u16;
-        let seed = checksum::pseudo_v4([198, 51, 100, 1], [198, 51, 100, 2], 6, len);
+        let (src, dst) = (f[26..30].try_into().unwrap(), f[30..34].try_into().unwrap());
+        let seed = checksum::pseudo_v4(src, dst, 6, len);
         f[50..52].copy_from_slice(&checksum::fold(seed).to_be_bytes());
         f
     }
@@ -153,13 +156,21 @@ mod tests {
     #[test]
     fn an_uplink_finishes_partials_and_leaves_the_rest_to_decapsulation() {
         let mem = Umem::new(4).unwrap();
-        let good = tcp("00");
+        let good = engine::packet_spec::build(
+            "eth/ipv6(src=2001:db8::2,dst=2001:db8::1)/udp(dport=4789,csum=auto)/vxlan(vni=42)/eth/ipv4(src=198.51.100.2,dst=198.51.100.1)/tcp(sport=5001,dport=40000)/hex(data=00)",
+        )
+        .unwrap();
+        // The inner checksum left partial, the outer one computed for it
+        // finished (local checksum offload): what a Linux VTEP sends.
+        let inner = 14 + 40 + 8 + 8;
+        let mut lco = good.clone();
+        lco[inner..].copy_from_slice(&partial(&good[inner..]));
         let mut corrupt = good.clone();
         *corrupt.last_mut().unwrap() ^= 1;
-        let mut out = receive(&mem, &[partial(&good), corrupt.clone()]);
+        let mut out = receive(&mem, &[lco, corrupt.clone()]);
         let (mut free, mut drops) = (Vec::new(), Vec::new());
         let mut cx = RxCtx { mem: &mem, free: &mut free, drops: &mut drops, max_ip: 1500 };
-        assert_eq!(settle_received(RxChecksums::CompleteOuter, &mut cx, &mut out, 0), 1);
+        assert_eq!(settle_received(RxChecksums::CompleteTunnelled, &mut cx, &mut out, 0), 1);
         assert_eq!(out.len(), 2);
         assert_eq!(data(&mem, out[0]), good);
         assert_eq!(data(&mem, out[1]), corrupt);
