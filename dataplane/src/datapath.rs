@@ -28,6 +28,7 @@ use engine::pipeline::Published;
 
 use crate::io::af_packet::{self, KernelSink};
 use crate::io::afxdp::{AfXdpError, Xsk, XskConfig};
+use crate::io::checksums::RxChecksums;
 use crate::io::memory::Umem;
 use crate::io::steer::{SteerRole, SteerStats};
 use crate::io::tap::{self, TapQueue};
@@ -248,7 +249,8 @@ fn open_queue(
 ) -> Result<Box<dyn PortQueue>, DatapathError> {
     Ok(match steering {
         Steering::Xdp(prog) => {
-            let cfg = XskConfig { ring_size: opts.ring_size, zero_copy: p.zero_copy };
+            let checksums = RxChecksums::for_bare_frames(p.kind);
+            let cfg = XskConfig { ring_size: opts.ring_size, zero_copy: p.zero_copy, checksums };
             let x = Xsk::open(umem, &p.interface, w, primary, cfg)?;
             prog.register_socket(w, x.fd())?;
             Box::new(x)

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use encap::{DropReason, PacketBuf};
 use engine::compile::RuleSet;
 use engine::counters::WorkerCounters;
+use engine::model::PortKind;
 use engine::next_hop::NextHops;
 use engine::pipeline::{Outputs, Published, Worker};
 use engine::trace::NoTrace;
@@ -97,7 +98,7 @@ pub fn run(mut io: WorkerIo, links: WorkerLinks) {
                 got += n;
                 let t0 = Instant::now();
                 l.process(qi);
-                l.transmit();
+                l.transmit(qi);
                 l.counters.busy_ns.add(t0.elapsed().as_nanos() as u64);
                 l.queues[qi].after_rx();
             }
@@ -118,6 +119,8 @@ struct PortMap {
     /// Largest IP packet a segment of a super-frame may be: the smallest
     /// inner MTU of the tunnels, and what a frame of packet memory holds.
     max_ip: usize,
+    /// Each rule-set port's kind.
+    kinds: Vec<PortKind>,
 }
 
 impl PortMap {
@@ -134,7 +137,16 @@ impl PortMap {
             .min()
             .unwrap_or(frame_limit)
             .min(frame_limit);
-        PortMap { port_of_queue, queue_of_port, max_ip }
+        let kinds = rs.ports.iter().map(|p| p.kind).collect();
+        PortMap { port_of_queue, queue_of_port, max_ip, kinds }
+    }
+
+    /// True if frames from port `from` to port `to` are decapsulated frames
+    /// on their way to a workload: their checksums are settled, since the
+    /// tunnel's other end may have left them partial (`encap::settle`).
+    fn settles(&self, from: u16, to: usize) -> bool {
+        let kind = |i: usize| self.kinds.get(i).copied();
+        kind(from as usize) == Some(PortKind::Uplink) && kind(to) == Some(PortKind::Workload)
     }
 }
 
@@ -298,15 +310,18 @@ impl<'m> WorkerLoop<'m> {
         );
     }
 
-    /// Phase: queues each output port's frames on the queue that sends on
-    /// it and kicks it once; frames that cannot go are counted and freed.
+    /// Phase: queues each output port's frames (of the batch received on
+    /// queue `qi`) on the queue that sends on it and kicks it once; frames
+    /// that cannot go are counted and freed.
     #[inline]
-    fn transmit(&mut self) {
+    fn transmit(&mut self, qi: usize) {
         let (umem, c) = (self.umem, &self.counters);
+        let in_port = self.map.port_of_queue[qi];
         for (p, pkts) in self.out.ports.iter_mut().enumerate() {
             if pkts.is_empty() {
                 continue;
             }
+            let settle = self.map.settles(in_port, p);
             let Some(q) = self.map.queue_of_port[p].map(|t| &mut self.queues[t]) else {
                 for pkt in pkts.drain(..) {
                     c.unsend(p as u16, pkt.len(), DropReason::PortNotAttached);
@@ -314,8 +329,15 @@ impl<'m> WorkerLoop<'m> {
                 }
                 continue;
             };
-            for pkt in pkts.drain(..) {
+            for mut pkt in pkts.drain(..) {
                 let frame = umem.addr_of(pkt.buffer_ptr());
+                if settle {
+                    if let Err(r) = encap::settle(pkt.data_mut()) {
+                        c.unsend(p as u16, pkt.len(), r);
+                        self.free.push(frame);
+                        continue;
+                    }
+                }
                 if !q.send(umem, frame.offset_by(pkt.head()), pkt.len() as u32) {
                     c.unsend(p as u16, pkt.len(), DropReason::TxRingFull);
                     self.free.push(frame);

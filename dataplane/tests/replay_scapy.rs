@@ -27,6 +27,11 @@ const UNREACHABLE: &[(DropReason, &str)] = &[
         "virtio-net headers come only from TAP and packet sockets; their checks are io::virtio and io::gso unit tests",
     ),
     (DropReason::RxTooLarge, "an io_uring backend's reason; replay frames fit their buffers"),
+    (
+        DropReason::L4ChecksumBad,
+        "an I/O reason: checksums are settled where frames arrive without their checksum state (AF_XDP); its checks are encap::settle unit tests and netns tests",
+    ),
+    (DropReason::L4Truncated, "an I/O reason, with l4_checksum_bad; checked by encap::settle unit tests"),
 ];
 
 fn python() -> &'static str {

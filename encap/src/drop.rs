@@ -95,11 +95,15 @@ drop_reasons! {
     TxFailed = 81, "tx_failed", "the kernel refused to send the packet (an error from the write: interface down or gone)";
     OffloadInvalid = 82, "offload_invalid", "a received frame's virtio-net header asks for a checksum or segmentation the frame does not fit";
     RxTooLarge = 83, "rx_too_large", "a received frame larger than a packet buffer (3840 bytes) and not marked for segmentation";
+
+    // --- L4 checksums of frames from or to workloads, settled where no offload metadata says their state ---
+    L4ChecksumBad = 84, "l4_checksum_bad", "a TCP or UDP checksum is wrong, and not a partial one left for an offload to finish";
+    L4Truncated = 85, "l4_truncated", "a TCP or UDP packet ends inside its header, or its UDP length exceeds the IP payload, so its checksum cannot be checked";
 }
 
 impl DropReason {
     /// Number of counter slots needed to index by `reason as usize`.
-    pub const SLOTS: usize = 84;
+    pub const SLOTS: usize = 86;
 
     /// Looks a reason up by its stable name.
     pub fn from_name(name: &str) -> Option<DropReason> {

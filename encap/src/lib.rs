@@ -5,6 +5,8 @@
 //! - [`EncapTemplate`]: a tunnel's outer header, built once and applied per
 //!   packet into the headroom in front of the inner frame.
 //! - [`decap()`]: validation and stripping of received tunnel packets.
+//! - [`settle()`]: the TCP/UDP checksum of a frame that arrives without its
+//!   checksum state (AF_XDP), verified or finished.
 //! - [`DropReason`]: the one list of reasons a packet can be dropped.
 //!
 //! No function here allocates, locks, logs or makes a system call on the per-packet
@@ -16,6 +18,7 @@ pub mod ecn;
 pub mod icmp;
 pub mod inner;
 pub mod packet;
+pub mod settle;
 pub mod template;
 pub mod tunnel;
 pub mod wire;
@@ -25,6 +28,7 @@ pub use drop::DropReason;
 pub use ecn::EcnMode;
 pub use inner::{InnerL3, InnerMeta};
 pub use packet::PacketBuf;
+pub use settle::{settle, Settled};
 pub use template::EncapTemplate;
 pub use tunnel::{
     DfMode, DscpMode, EncapOptions, Encapsulation, ParamsError, TtlMode, TunnelParams, Underlay,

@@ -11,6 +11,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod kernel_peer;
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique to this process and call: `{prefix}{pid%10000}x{n}`, short
@@ -690,16 +692,25 @@ pub fn pings(from: &Netns, to: &str, n: u32) -> bool {
     from.exec_output(&["ping", "-c", &n.to_string(), "-i", "0.2", "-W", "2", to]).status.success()
 }
 
-/// Sends `bytes` random bytes over TCP from `from` to `to_ip` (listening in
-/// `to`), and checks they arrive intact by comparing SHA-256 at both ends.
+/// Sends `bytes` bytes over TCP from `from` to `to_ip` (IPv4 or IPv6,
+/// listening in `to`), and checks they arrive intact: SHA-256 computed at
+/// both ends, and the bytes compared.
 pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: &str, bytes: usize) {
     let tmp = TempDir::new("tcp");
     let src = tmp.join("src");
     let dst = tmp.join("dst");
     let data: Vec<u8> = (0..bytes).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     std::fs::write(&src, &data).unwrap();
+    // Thirty seconds, and one more per 2 MB: 50 MB takes under a second on
+    // every path that works.
+    let secs = 30 + bytes / 2_000_000;
+    let family = if to_ip.contains(':') { "-6" } else { "-4" };
     let mut server = Background::spawn(
-        to.command(&["sh", "-c", &format!("timeout 30 nc -l -p 5001 > {}", dst.display())]),
+        to.command(&[
+            "sh",
+            "-c",
+            &format!("timeout {secs} nc {family} -l -p 5001 > {}", dst.display()),
+        ]),
         "nc -l",
     );
     // Give the listener a moment to bind.
@@ -707,16 +718,180 @@ pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: &str, bytes: usize) {
     let out = from.exec_output(&[
         "sh",
         "-c",
-        &format!("timeout 30 nc -N -w 5 {to_ip} 5001 < {}", src.display()),
+        &format!("timeout {secs} nc -N -w 5 {to_ip} 5001 < {}", src.display()),
     ]);
     assert!(out.status.success(), "nc client failed: {}", String::from_utf8_lossy(&out.stderr));
     assert!(
-        server.wait_timeout(Duration::from_secs(30)).is_some(),
+        server.wait_timeout(Duration::from_secs(secs as u64)).is_some(),
         "the TCP receiver did not finish"
     );
+    let sha = |ns: &Netns, f: &Path| {
+        let out = ns.exec(&["sha256sum", f.to_str().unwrap()]);
+        out.split_whitespace().next().unwrap_or_default().to_string()
+    };
+    let (sent, got_sha) = (sha(from, &src), sha(to, &dst));
     let got = std::fs::read(&dst).unwrap();
     assert_eq!(got.len(), data.len(), "TCP transfer lost bytes");
+    assert_eq!(sent, got_sha, "SHA-256 differs between sender and receiver");
     assert!(got == data, "TCP transfer corrupted bytes");
+}
+
+/// Sends `count` UDP datagrams of assorted sizes (1 to `max_len` bytes) from
+/// `from` to an echo server on `to_ip` in `to`, each answered with the same
+/// bytes: both directions, every datagram, checked byte for byte. A datagram
+/// is sent again (at most three times) if its echo does not come back within
+/// a second.
+pub fn udp_echo(from: &Netns, to: &Netns, to_ip: &str, count: u32, max_len: usize) {
+    const ECHO: &str = r#"
+import socket, sys
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 5002))
+s.settimeout(30)
+for _ in range(int(sys.argv[2]) * 3):
+    try:
+        d, a = s.recvfrom(65535)
+    except socket.timeout:
+        break
+    if d == b"stop":
+        break
+    s.sendto(d, a)
+"#;
+    const CLIENT: &str = r#"
+import socket, sys
+ip, count, max_len = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fam = socket.AF_INET6 if ":" in ip else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+s.settimeout(1)
+lost = 0
+for i in range(count):
+    n = 1 + (i * 7919) % max_len
+    d = bytes((i + j * 31) % 256 for j in range(n))
+    for attempt in range(3):
+        s.sendto(d, (ip, 5002))
+        try:
+            while True:
+                e, _ = s.recvfrom(65535)
+                if e == d:
+                    break
+            break
+        except socket.timeout:
+            continue
+    else:
+        lost += 1
+s.sendto(b"stop", (ip, 5002))
+print(lost)
+"#;
+    let n = count.to_string();
+    let mut server =
+        Background::spawn(to.command(&["python3", "-c", ECHO, to_ip, &n]), "UDP echo server");
+    std::thread::sleep(Duration::from_millis(300));
+    let out =
+        from.exec(&["timeout", "60", "python3", "-c", CLIENT, to_ip, &n, &max_len.to_string()]);
+    let lost: u32 = out.trim().parse().unwrap_or_else(|_| panic!("UDP echo client said {out:?}"));
+    assert_eq!(lost, 0, "{lost} of {count} UDP datagrams to {to_ip} never came back");
+    server.wait_timeout(Duration::from_secs(5));
+}
+
+/// TCP and UDP segments the kernel of `ns` refused for a bad checksum
+/// (`TcpInCsumErrors`, `UdpInCsumErrors`, `Udp6InCsumErrors`), as name = count.
+pub fn checksum_errors(ns: &Netns) -> Vec<(String, u64)> {
+    let out = ns.exec(&["nstat", "-asz", "TcpInCsumErrors", "UdpInCsumErrors", "Udp6InCsumErrors"]);
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (name, n) = (w.next()?, w.next()?.parse().ok()?);
+            name.ends_with("InCsumErrors").then(|| (name.to_string(), n))
+        })
+        .collect()
+}
+
+/// A device's offload features as `ethtool -k` shows them, to check later
+/// that nothing changed what a user can change.
+#[derive(Clone, Debug)]
+pub struct Features {
+    ns: String,
+    dev: String,
+    /// Feature -> (on, fixed by the kernel).
+    list: std::collections::BTreeMap<String, (bool, bool)>,
+}
+
+impl Features {
+    pub fn read(ns: &Netns, dev: &str) -> Features {
+        let list = Features::parse(&ns.exec(&["ethtool", "-k", dev]));
+        Features { ns: ns.name().to_string(), dev: dev.to_string(), list }
+    }
+
+    pub fn dev(&self) -> &str {
+        &self.dev
+    }
+
+    pub fn is_on(&self, feature: &str) -> bool {
+        self.list.get(feature).is_some_and(|f| f.0)
+    }
+
+    /// What changed since: features not fixed by the kernel (then and now)
+    /// that flipped, and checksum offload if it is off. Attaching XDP to a
+    /// veth's peer turns its TSO `off [fixed]`: that is the kernel, not a
+    /// setting.
+    pub fn changes(&self) -> Vec<String> {
+        let out = run(&["ip", "netns", "exec", &self.ns, "ethtool", "-k", &self.dev]);
+        let now = Features::parse(&out);
+        let mut changed: Vec<String> = self
+            .list
+            .iter()
+            .filter_map(|(name, (on, fixed))| {
+                let (on_now, fixed_now) = now.get(name).copied()?;
+                (!fixed && !fixed_now && *on != on_now).then(|| format!("{name}: {on} -> {on_now}"))
+            })
+            .collect();
+        if !now.get("tx-checksumming").is_some_and(|f| f.0) {
+            changed.push("tx-checksumming is off".into());
+        }
+        changed
+    }
+
+    /// Panics if [`Features::changes`] finds any.
+    pub fn assert_unchanged(&self) {
+        let changed = self.changes();
+        assert!(
+            changed.is_empty(),
+            "offloads of workload device {} in {} were changed: {changed:?}",
+            self.dev,
+            self.ns
+        );
+    }
+
+    /// A summary line (`tcp-segmentation-offload`, followed by its indented
+    /// features) follows from them: it is compared through them, as if fixed.
+    fn parse(out: &str) -> std::collections::BTreeMap<String, (bool, bool)> {
+        let mut list: std::collections::BTreeMap<String, (bool, bool)> = Default::default();
+        let mut summary: Option<String> = None;
+        for l in out.lines() {
+            let Some((name, rest)) = l.trim().split_once(": ") else { continue };
+            if l.starts_with('\t') {
+                if let Some(f) = summary.take().and_then(|s| list.get_mut(&s)) {
+                    f.1 = true;
+                }
+            } else {
+                summary = Some(name.to_string());
+            }
+            list.insert(name.to_string(), (rest.starts_with("on"), rest.contains("[fixed]")));
+        }
+        list
+    }
+}
+
+/// Turns checksum offload off on a peer host's uplink veth, and says so: a
+/// real NIC finishes the checksums a kernel leaves partial, veth does not,
+/// so without this the peer's tunnel packets carry partial checksums on the
+/// wire.
+pub fn finish_checksums_like_a_nic(ns: &Netns, dev: &str) {
+    ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
+    eprintln!(
+        "note: peer uplink {dev} in {} has tx checksumming off, standing in for a NIC that finishes partial checksums",
+        ns.name()
+    );
 }
 
 /// True if any interface in the namespace has an XDP program attached.

@@ -45,7 +45,7 @@ fn run_case(case: &Case) {
     kv.ip(&vx);
     // veth leaves offloaded checksums partial (a NIC would fill them in): make the
     // kernel compute them, so what we capture is what a wire would carry.
-    kv.exec(&["ethtool", "-K", &k0, "tx", "off"]);
+    finish_checksums_like_a_nic(&kv, &k0);
     kv.exec(&["sysctl", "-qw", "net.ipv6.conf.vx0.disable_ipv6=1"]);
     kv.ip(&["link", "set", "vx0", "address", "02:00:00:00:00:02", "up"]);
     kv.ip(&["addr", "add", "198.51.100.2/24", "dev", "vx0"]);

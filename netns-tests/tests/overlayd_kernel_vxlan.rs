@@ -1,166 +1,12 @@
 //! `overlayd` (AF_XDP, VXLAN) against the Linux kernel's VXLAN device on the
-//! other host: pings and a TCP transfer between the two workloads in both
-//! directions, over an IPv4 and an IPv6 underlay.
-//!
-//! ```text
-//!  wa (198.51.100.1)            ha: overlayd                 hb: kernel            wb (198.51.100.2)
-//!  we ---veth--- wl [workload]  up [uplink] ---veth--- ub  vx0 + br0 --- bw ---veth--- wbe
-//! ```
+//! other host (`netns_tests::kernel_peer`): pings and a TCP transfer between
+//! the two workloads in both directions, over an IPv4 and an IPv6 underlay.
+//! The workloads keep their default offloads.
 
 use std::time::Duration;
 
+use netns_tests::kernel_peer::*;
 use netns_tests::*;
-
-pub struct Overlay {
-    pub wa: Netns,
-    pub wb: Netns,
-    pub hb: Netns,
-    pub d: Overlayd,
-    pub ha: Netns,
-    pub up: String,
-    /// Host B's end of the underlay link.
-    pub ub: String,
-}
-
-/// Builds both hosts and starts overlayd on host A with a VXLAN tunnel to B's
-/// kernel VTEP.
-pub fn build(v6: bool, udp_checksum: bool) -> Overlay {
-    build_opts(&Opts { v6, udp_checksum, ..Opts::default() })
-}
-
-/// As `build`, with `extra` appended to overlayd's configuration.
-pub fn build_with(v6: bool, udp_checksum: bool, extra: &str) -> Overlay {
-    build_opts(&Opts { v6, udp_checksum, extra, ..Opts::default() })
-}
-
-/// How host A is built.
-pub struct Opts<'a> {
-    pub v6: bool,
-    pub udp_checksum: bool,
-    /// Appended to overlayd's configuration.
-    pub extra: &'a str,
-    /// Queues of host A's uplink and workload links.
-    pub queues: u32,
-    /// Host A's uplink backend.
-    pub backend: &'a str,
-    /// Attach workload A through a TAP port (created by overlayd, then moved
-    /// into the workload's namespace), with virtio-net offloads "on" or "off".
-    pub tap_offloads: Option<&'a str>,
-}
-
-impl Default for Opts<'_> {
-    fn default() -> Self {
-        Opts {
-            v6: false,
-            udp_checksum: false,
-            extra: "",
-            queues: 1,
-            backend: "af_xdp",
-            tap_offloads: None,
-        }
-    }
-}
-
-pub fn build_opts(o: &Opts) -> Overlay {
-    let (v6, udp_checksum, extra, backend) = (o.v6, o.udp_checksum, o.extra, o.backend);
-    let ha = Netns::new("ha");
-    let hb = Netns::new("hb");
-    let wa = Netns::new("wa");
-    let wb = Netns::new("wb");
-    let (up, ub) = (unique("up"), unique("ub"));
-    let (wl, we) = (unique("wl"), unique("we"));
-    let (bw, wbe) = (unique("bw"), unique("wbe"));
-    veth_queues(&ha, &up, &hb, &ub, o.queues);
-    let wl_port = match o.tap_offloads {
-        None => {
-            veth_queues(&ha, &wl, &wa, &we, o.queues);
-            String::new()
-        }
-        Some(off) => format!("backend = \"tap\"\noffloads = \"{off}\"\nqueues = {}", o.queues),
-    };
-    veth(&hb, &bw, &wb, &wbe);
-    let (a_ip, b_ip, plen, fam) = if v6 {
-        ("2001:db8::1", "2001:db8::2", "64", "-6")
-    } else {
-        ("192.0.2.1", "192.0.2.2", "24", "-4")
-    };
-    ha.ip(&[fam, "addr", "add", &format!("{a_ip}/{plen}"), "dev", &up, "nodad"]);
-    hb.ip(&[fam, "addr", "add", &format!("{b_ip}/{plen}"), "dev", &ub, "nodad"]);
-    // The workloads' MTU leaves room for the outer headers (50 or 70 bytes).
-    let mtu = if v6 { "1430" } else { "1450" };
-    let workload = |ns: &Netns, dev: &str, ip: &str| {
-        ns.ip(&["link", "set", dev, "mtu", mtu]);
-        ns.ip(&["addr", "add", ip, "dev", dev]);
-    };
-    workload(&wb, &wbe, "198.51.100.2/24");
-    // veth leaves checksums to an offload nobody performs on this path:
-    // make the senders compute them, as a NIC-less wire needs. A TAP port
-    // is that offload: it keeps checksum offload and TSO on.
-    wb.exec(&["ethtool", "-K", &wbe, "tx", "off"]);
-    if o.tap_offloads.is_none() {
-        workload(&wa, &we, "198.51.100.1/24");
-        wa.exec(&["ethtool", "-K", &we, "tx", "off"]);
-    }
-    hb.exec(&["ethtool", "-K", &ub, "tx", "off"]);
-    let mut vx = vec![
-        "link", "add", "vx0", "type", "vxlan", "id", "42", "local", b_ip, "remote", a_ip,
-        "dstport", "4789", "dev", &ub,
-    ];
-    if !v6 {
-        vx.push(if udp_checksum { "udpcsum" } else { "noudpcsum" });
-    }
-    hb.ip(&vx);
-    hb.ip(&["link", "add", "br0", "type", "bridge"]);
-    hb.ip(&["link", "set", "vx0", "master", "br0", "up"]);
-    hb.ip(&["link", "set", &bw, "master", "br0", "up"]);
-    hb.ip(&["link", "set", "br0", "up"]);
-
-    let config = format!(
-        r#"
-[[ports]]
-name = "wl"
-kind = "workload"
-interface = "{wl}"
-{wl_port}
-
-[[ports]]
-name = "up"
-kind = "uplink"
-interface = "{up}"
-backend = "{backend}"
-
-[[tunnels]]
-name = "to-b"
-type = "vxlan"
-uplink = "up"
-local = "{a_ip}"
-remote = "{b_ip}"
-vni = 42
-udp_checksum = {udp_checksum}
-
-[[rules]]
-id = 10
-match = {{ in_port = "wl" }}
-actions = [{{ encap = "to-b" }}]
-
-[[rules]]
-id = 20
-match = {{ tunnel = "to-b", vni = 42 }}
-actions = [{{ output = "wl" }}]
-{extra}
-"#
-    );
-    let d = Overlayd::start(&ha, &config);
-    if o.tap_offloads.is_some() {
-        // overlayd made the TAP device in host A; the workload side moves
-        // into the workload's namespace while overlayd keeps its queue.
-        ha.ip(&["link", "set", &wl, "netns", wa.name()]);
-        wa.ip(&["link", "set", &wl, "up"]);
-        workload(&wa, &wl, "198.51.100.1/24");
-    }
-    d.wait_neighbours();
-    Overlay { wa, wb, hb, d, ha, up, ub }
-}
 
 fn case(v6: bool, udp_checksum: bool) {
     case_on(v6, udp_checksum, "af_xdp");
@@ -194,6 +40,7 @@ fn case_on(v6: bool, udp_checksum: bool, backend: &str) {
         assert!(steer["pass_not_tunnel"].as_u64().unwrap() > 0, "{st:#}");
     }
 
+    o.assert_workload_offloads_unchanged();
     let Overlay { d, ha, .. } = o;
     d.stop();
     assert!(!xdp_attached(&ha), "an XDP program was left attached");

@@ -37,9 +37,8 @@ fn build() -> Hosts {
     for (ns, dev, ip) in [(&wa, &we, "198.51.100.1/24"), (&wb, &wbe, "198.51.100.2/24")] {
         ns.ip(&["link", "set", dev, "mtu", "1450"]);
         ns.ip(&["addr", "add", ip, "dev", dev]);
-        ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
     }
-    hb.exec(&["ethtool", "-K", &ub, "tx", "off"]);
+    finish_checksums_like_a_nic(&hb, &ub);
     hb.ip(&[
         "link",
         "add",

@@ -32,7 +32,7 @@ fn run_case(c: &Case) {
     veth(&inj, &i0, &ons, &o0);
     inj.ip(&["addr", "add", "192.0.2.1/24", "dev", &i0]);
     // Let OVS's side compute checksums itself (veth would leave them partial).
-    ons.exec(&["ethtool", "-K", &o0, "tx", "off"]);
+    finish_checksums_like_a_nic(&ons, &o0);
     let ovs = Ovs::start(&ons);
     ovs.vsctl(&["add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev"]);
     let mut port = vec![

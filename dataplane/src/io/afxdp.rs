@@ -23,6 +23,8 @@ use super::memory::{FrameAddr, Umem, FRAME_SIZE};
 use super::sys::{self, getsockopt, setsockopt};
 use super::{netdev, PortQueue, QueueStats, RingStats, RxCtx, RxDesc, TxFailure};
 
+use super::checksums::{settle_received, RxChecksums};
+
 /// A kernel feature or an operation that failed, naming the interface.
 #[derive(Debug, thiserror::Error)]
 pub enum AfXdpError {
@@ -188,11 +190,13 @@ pub struct XskConfig {
     /// Entries in each of the four rings (a power of two).
     pub ring_size: u32,
     pub zero_copy: ZeroCopy,
+    /// What to do about the checksums of received frames, whose state XDP does not see.
+    pub checksums: RxChecksums,
 }
 
 impl Default for XskConfig {
     fn default() -> Self {
-        XskConfig { ring_size: 2048, zero_copy: ZeroCopy::Auto }
+        XskConfig { ring_size: 2048, zero_copy: ZeroCopy::Auto, checksums: RxChecksums::Trust }
     }
 }
 
@@ -208,6 +212,8 @@ pub struct Xsk {
     comp: Ring<u64>,
     rx_packets: u64,
     tx_packets: u64,
+    checksums: RxChecksums,
+    rx_checksums_completed: u64,
 }
 
 impl Xsk {
@@ -339,6 +345,8 @@ impl Xsk {
             comp,
             rx_packets: 0,
             tx_packets: 0,
+            checksums: cfg.checksums,
+            rx_checksums_completed: 0,
         })
     }
 
@@ -482,6 +490,7 @@ impl Xsk {
             queue: self.queue,
             rx_packets: self.rx_packets,
             tx_packets: self.tx_packets,
+            rx_checksums_completed: self.rx_checksums_completed,
             ..Default::default()
         }
     }
@@ -536,8 +545,11 @@ impl PortQueue for Xsk {
         Xsk::refill(self, free, target);
     }
 
-    fn recv(&mut self, _cx: &mut RxCtx<'_>, out: &mut Vec<RxDesc>, max: usize) -> usize {
-        Xsk::recv(self, out, max)
+    fn recv(&mut self, cx: &mut RxCtx<'_>, out: &mut Vec<RxDesc>, max: usize) -> usize {
+        let from = out.len();
+        Xsk::recv(self, out, max);
+        self.rx_checksums_completed += settle_received(self.checksums, cx, out, from);
+        out.len() - from
     }
 
     fn tx_free(&mut self) -> usize {

@@ -13,6 +13,7 @@
 //! | `tap.rs` | TAP devices |
 //! | `uring.rs` | io_uring queues for AF_PACKET and TAP ports |
 //! | `virtio.rs`, `gso.rs` | the virtio-net header: checksum completion, segmentation |
+//! | `checksums.rs` | checksums of frames received without their state (AF_XDP) |
 //! | `pcap.rs` | pcap files for `replay` |
 //!
 //! A worker drives every queue it serves through [`PortQueue`], whatever the
@@ -22,6 +23,7 @@
 
 pub mod af_packet;
 pub mod afxdp;
+pub mod checksums;
 pub mod gso;
 pub mod memory;
 pub mod netdev;
@@ -113,6 +115,9 @@ pub struct QueueStats {
     /// and so which worker, carries the traffic.
     pub rx_packets: u64,
     pub tx_packets: u64,
+    /// Partial TCP/UDP checksums finished on receive (the virtio-net header
+    /// asked for it, or `io::checksums` found one on an AF_XDP queue).
+    pub rx_checksums_completed: u64,
     /// AF_XDP: the kernel's ring statistics.
     #[serde(flatten)]
     pub rings: Option<RingStats>,
@@ -143,8 +148,6 @@ pub struct OffloadStats {
     /// Super-frames cut into segments, and the segments they gave.
     pub rx_super_frames: u64,
     pub rx_segments: u64,
-    /// Partial checksums finished for the workload.
-    pub rx_checksums_completed: u64,
     /// Times the receive buffers ran out (the kernel queued meanwhile).
     pub rx_buffers_exhausted: u64,
     /// Frames delivered marked DATA_VALID.

@@ -151,6 +151,7 @@ pub struct UringQueue {
     queue: u32,
     rx_packets: u64,
     tx_packets: u64,
+    rx_checksums_completed: u64,
     offload: OffloadStats,
     steering: Option<SteerStats>,
 }
@@ -216,6 +217,7 @@ impl UringQueue {
             queue,
             rx_packets: 0,
             tx_packets: 0,
+            rx_checksums_completed: 0,
             offload: OffloadStats::default(),
             steering,
         };
@@ -399,7 +401,7 @@ impl UringQueue {
                 cx.drops.push(InputDrop { reason: DropReason::OffloadInvalid, len });
                 return true;
             }
-            self.offload.rx_checksums_completed += 1;
+            self.rx_checksums_completed += 1;
         }
         out.push(RxDesc { addr: a.offset_by(HEADROOM), len });
         true
@@ -509,6 +511,7 @@ impl PortQueue for UringQueue {
             queue: self.queue,
             rx_packets: self.rx_packets,
             tx_packets: self.tx_packets,
+            rx_checksums_completed: self.rx_checksums_completed,
             rings: None,
             offload: Some(self.offload),
             steering: self.steering,

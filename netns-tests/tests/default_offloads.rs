@@ -1,0 +1,227 @@
+//! Workloads with their devices' default offloads (checksum offload, TSO and
+//! GSO on, as a container's veth has them) across the overlay to the
+//! kernel's VXLAN device, through every workload-port backend: AF_XDP (the
+//! default), AF_PACKET and TAP. A workload's kernel leaves every TCP and UDP
+//! checksum partial for an offload; overlayd finishes them (AF_XDP: from the
+//! bytes, `encap::settle`; the others: as the virtio-net header says).
+//!
+//! Each test moves 50 MB of TCP each way over IPv4 inner packets, and 5 MB
+//! over IPv6 ones, compared by SHA-256 at both ends; echoes UDP datagrams of
+//! assorted sizes both ways over both; has tshark check every inner TCP
+//! checksum on the underlay; checks that neither workload's kernel refused a
+//! segment for its checksum; and fails if a workload's offloads changed.
+//!
+//! The topology is `netns_tests::kernel_peer`. Host B's uplink veth has
+//! checksum offload off in the first tests, standing in for a NIC that
+//! finishes what its kernel leaves partial (each test says so on its output);
+//! the `peer_leaves_*` tests leave it on, so B's tunnel packets reach
+//! overlayd with partial outer or inner checksums, as from a peer whose
+//! uplink is itself a veth.
+
+use std::time::Instant;
+
+use netns_tests::kernel_peer::*;
+use netns_tests::*;
+
+const BULK: usize = 50_000_000;
+const BULK_V6: usize = 5_000_000;
+const DATAGRAMS: u32 = 150;
+
+/// What a case checks beyond the common ones.
+struct Case<'a> {
+    opts: Opts<'a>,
+    /// Bytes of TCP each way over IPv4 inner packets.
+    bulk: usize,
+}
+
+/// Runs the exchange and returns the overlay (still running), the number of
+/// inner TCP checksums from B that were partial on the wire, and the status.
+fn run_case(c: &Case) -> (Overlay, usize, serde_json::Value) {
+    let started = Instant::now();
+    let o = build_opts(&c.opts);
+    for f in &o.workload_features {
+        assert!(f.is_on("tx-checksumming"), "a workload starts with checksum offload off: {f:?}");
+    }
+    let why = |d: &Overlayd| {
+        format!("counters: {:#}\nstatus: {:#}\nlog:\n{}", d.counters(), d.status(), d.log())
+    };
+    assert!(pings(&o.wa, WB_IP, 2), "A -> B ping failed; {}", why(&o.d));
+    assert!(pings(&o.wb, WA_IP6, 2), "B -> A IPv6 ping failed; {}", why(&o.d));
+    let before = o.d.settled_counters();
+
+    let dir = TempDir::new("csum");
+    let pcap = dir.join("underlay.pcap");
+    let cap = Capture::start(&o.hb, &o.ub, "udp port 4789", &pcap, 1_000_000, 240);
+    tcp_transfer(&o.wa, &o.wb, WB_IP, c.bulk);
+    tcp_transfer(&o.wb, &o.wa, WA_IP, c.bulk);
+    tcp_transfer(&o.wa, &o.wb, WB_IP6, BULK_V6);
+    tcp_transfer(&o.wb, &o.wa, WA_IP6, BULK_V6);
+    udp_echo(&o.wa, &o.wb, WB_IP, DATAGRAMS, 1380);
+    udp_echo(&o.wb, &o.wa, WA_IP, DATAGRAMS, 1380);
+    udp_echo(&o.wa, &o.wb, WB_IP6, DATAGRAMS, 1380);
+    udp_echo(&o.wb, &o.wa, WA_IP6, DATAGRAMS, 1380);
+    let file = cap.finish();
+
+    // tshark: 1 good, 0 bad, 2 unverified. Everything overlayd sent is
+    // complete; from B too when its uplink finishes checksums.
+    let a_ip = if c.opts.v6 { "2001:db8::1" } else { "192.0.2.1" };
+    let src = if c.opts.v6 { "ipv6.src" } else { "ip.src" };
+    let fields =
+        [src, "tcp.checksum.status", "tcp.checksum", "tcp.checksum_calculated", "frame.number"];
+    let rows = tshark_fields(&file, "vxlan && tcp", &fields);
+    // Linux's skb_checksum_help writes a computed zero as 0xffff (the same
+    // number in ones' complement, which receivers accept); tshark calls it
+    // bad (RFC 1624). One segment in 65,536 of what B's kernel finishes.
+    let valid = |r: &[String]| r[1] == "1" || (r[2] == "0xffff" && r[3] == "0x0000");
+    let from_a = rows.iter().filter(|r| r[0] == a_ip).count();
+    assert!(from_a > c.bulk / 1500, "only {from_a} inner TCP packets from A captured");
+    let mut partial_from_b = 0;
+    for r in &rows {
+        if r[0] == a_ip || c.opts.peer_uplink_tx_off {
+            assert!(valid(r), "an inner TCP checksum on the underlay is not valid: {r:?}");
+        } else if !valid(r) {
+            partial_from_b += 1;
+        }
+    }
+    let udp = tshark_fields(&file, "vxlan && udp.checksum.status == 0", &[src, "udp.srcport"]);
+    let bad_udp_from_a: Vec<_> = udp.iter().filter(|r| r[0] == a_ip).collect();
+    assert!(bad_udp_from_a.is_empty(), "bad UDP checksums from A: {bad_udp_from_a:?}");
+    eprintln!(
+        "{} inner TCP packets captured, {from_a} from A, {partial_from_b} partial from B",
+        rows.len()
+    );
+
+    for ns in [&o.wa, &o.wb] {
+        let errs = checksum_errors(ns);
+        assert!(
+            errs.iter().all(|(_, n)| *n == 0),
+            "{}'s kernel refused checksums: {errs:?}",
+            ns.name()
+        );
+    }
+    let after = o.d.settled_counters();
+    assert_eq!(after["dropped"], before["dropped"], "drops during the exchange: {after:#}");
+    o.assert_workload_offloads_unchanged();
+    let st = o.d.status();
+    eprintln!("ports: {:#}", st["io"]["ports"]);
+    eprintln!("took {:.1} s", started.elapsed().as_secs_f64());
+    (o, partial_from_b, st)
+}
+
+fn stop(o: Overlay) {
+    let Overlay { d, ha, .. } = o;
+    d.stop();
+    assert!(!xdp_attached(&ha), "an XDP program was left attached");
+}
+
+/// Sum of a per-queue statistic over a port's sockets.
+fn queue_sum(st: &serde_json::Value, port: usize, field: &str) -> u64 {
+    st["io"]["ports"][port]["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[field].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn af_xdp_workload_with_default_offloads() {
+    if !require_root("af_xdp_workload_with_default_offloads") {
+        return;
+    }
+    let (o, _, st) = run_case(&Case { opts: Opts::default(), bulk: BULK });
+    assert_eq!(st["io"]["ports"][0]["backend"], "af_xdp", "{st:#}");
+    // Attaching XDP to the host side pins the workload's TSO off: it sends
+    // MTU-sized segments, each with a partial checksum that overlayd finished.
+    let tso = o.wa.exec(&["ethtool", "-k", o.workload_features[1].dev()]);
+    assert!(tso.contains("tcp-segmentation-offload: off"), "{tso}");
+    let done = queue_sum(&st, 0, "rx_checksums_completed");
+    assert!(done as usize > BULK / 1500, "only {done} checksums finished: {st:#}");
+    stop(o);
+}
+
+#[test]
+fn af_packet_workload_with_default_offloads() {
+    if !require_root("af_packet_workload_with_default_offloads") {
+        return;
+    }
+    let opts = Opts { wl_backend: "af_packet", ..Opts::default() };
+    let (o, _, st) = run_case(&Case { opts, bulk: BULK });
+    assert_eq!(st["io"]["ports"][0]["backend"], "af_packet", "{st:#}");
+    // TSO stays on: the workload hands over super-frames, which overlayd cuts.
+    assert!(queue_sum(&st, 0, "rx_super_frames") > 10, "{st:#}");
+    assert!(queue_sum(&st, 0, "rx_checksums_completed") > 0, "{st:#}");
+    stop(o);
+}
+
+#[test]
+fn tap_workload_with_default_offloads() {
+    if !require_root("tap_workload_with_default_offloads") {
+        return;
+    }
+    let opts = Opts { tap_offloads: Some("on"), ..Opts::default() };
+    let (o, _, st) = run_case(&Case { opts, bulk: BULK });
+    assert_eq!(st["io"]["ports"][0]["backend"], "tap", "{st:#}");
+    assert!(queue_sum(&st, 0, "rx_super_frames") > 10, "{st:#}");
+    stop(o);
+}
+
+/// Host B's uplink keeps checksum offload on, so its kernel leaves the inner
+/// checksum of what it sends partial (the outer UDP checksum is zero).
+#[test]
+fn peer_leaves_inner_checksums_partial() {
+    if !require_root("peer_leaves_inner_checksums_partial") {
+        return;
+    }
+    let opts = Opts { peer_uplink_tx_off: false, ..Opts::default() };
+    let (o, partial_from_b, st) = run_case(&Case { opts, bulk: 20_000_000 });
+    assert!(partial_from_b > 100, "B left few inner checksums partial ({partial_from_b})");
+    let done = queue_sum(&st, 1, "rx_checksums_completed");
+    assert!(done as usize >= partial_from_b, "the uplink finished {done} checksums: {st:#}");
+    stop(o);
+}
+
+/// As above over an IPv6 underlay, where the outer UDP checksum is
+/// mandatory. B's kernel leaves the inner checksum partial and computes the
+/// outer one for it finished (local checksum offload), so the outer one only
+/// verifies once overlayd has finished the inner; when nothing inside is
+/// partial (an ICMP echo) it leaves the outer one partial instead.
+#[test]
+fn peer_leaves_outer_checksums_partial_over_ipv6() {
+    if !require_root("peer_leaves_outer_checksums_partial_over_ipv6") {
+        return;
+    }
+    let opts = Opts { v6: true, peer_uplink_tx_off: false, ..Opts::default() };
+    let (o, partial_from_b, st) = run_case(&Case { opts, bulk: 20_000_000 });
+    assert!(partial_from_b > 100, "B left few inner checksums partial ({partial_from_b})");
+    let done = queue_sum(&st, 1, "rx_checksums_completed");
+    assert!(done as usize >= partial_from_b, "the uplink finished {done} checksums: {st:#}");
+    let before = o.d.settled_counters();
+    assert!(pings(&o.wb, WA_IP, 3), "B -> A ping failed: {:#}", o.d.counters());
+    // Queue statistics are published every half second.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let st = o.d.status();
+    let outer = queue_sum(&st, 1, "rx_checksums_completed") - done;
+    assert!(outer >= 3, "{outer} partial outer checksums finished for 3 echo requests: {st:#}");
+    let after = o.d.settled_counters();
+    assert_eq!(after["dropped"], before["dropped"], "{after:#}");
+    stop(o);
+}
+
+/// The offload check itself: it notices `tx off` on a workload.
+#[test]
+fn offload_check_notices_a_changed_workload() {
+    if !require_root("offload_check_notices_a_changed_workload") {
+        return;
+    }
+    let (a, b) = (Netns::new("oca"), Netns::new("ocb"));
+    let (da, db) = (unique("oc"), unique("oc"));
+    veth(&a, &da, &b, &db);
+    let f = Features::read(&a, &da);
+    assert_eq!(f.changes(), Vec::<String>::new());
+    a.exec(&["ethtool", "-K", &da, "tx", "off"]);
+    let changes = f.changes();
+    for c in ["tx-checksum-ip-generic: true -> false", "tx-checksumming is off"] {
+        assert!(changes.iter().any(|x| x == c), "{c:?} not among {changes:?}");
+    }
+}
