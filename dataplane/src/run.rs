@@ -301,6 +301,9 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
+        let nofile = crate::api_server::raise_fd_limit();
+        let caps = crate::api_server::Caps::for_fd_limit(nofile);
+        tracing::debug!(nofile, ?caps, "API connection caps");
         let tcp_task = match o.tcp {
             Some(addr) => {
                 if o.token.is_none() {
@@ -313,12 +316,13 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                 Some(tokio::spawn(crate::api::serve_tcp(
                     l,
                     Arc::clone(&state),
+                    caps,
                     stopped(stop_rx.clone()),
                 )))
             }
             None => None,
         };
-        let served = serve(listener, state, stopped(stop_rx)).await;
+        let served = serve(listener, state, caps, stopped(stop_rx)).await;
         if let Some(t) = tcp_task {
             let _ = t.await;
         }
