@@ -2,7 +2,9 @@
 """Writes the seed corpus for every fuzz target into fuzz/corpus/<target>/.
 Run with Debian's /usr/bin/python3 (python3-scapy). Documentation addresses only."""
 import os
-from scapy.all import Ether, IP, IPv6, UDP, TCP, ICMP, ARP, Dot1Q, Raw, raw
+from scapy.all import (Ether, IP, IPv6, UDP, TCP, ICMP, ARP, Dot1Q, Raw, raw, IPv6ExtHdrHopByHop,
+                       IPv6ExtHdrDestOpt, IPv6ExtHdrRouting, IPv6ExtHdrFragment, Pad1, PadN,
+                       RouterAlert, HBHOptUnknown)
 
 here = os.path.dirname(os.path.abspath(__file__))
 
@@ -43,6 +45,30 @@ frames = {
     "gre_k": gre(inner4, 0x2000), "gre_cks": gre(inner4, 0xb000), "gre_l3": gre(inner4[IP], 0, 0x0800),
     "gre6": gre(inner6, 0x2000, v6=True),
 }
+def vx6_ext(ext, nh=None):
+    """VXLAN over IPv6 behind the given extension headers (raw bytes or scapy)."""
+    ip = IPv6(src="2001:db8::2", dst="2001:db8::1") if nh is None else IPv6(src="2001:db8::2", dst="2001:db8::1", nh=nh)
+    hdr = bytes([8, 0, 0, 0]) + (42 << 8).to_bytes(4, "big")
+    return raw(Ether(src="02:00:00:00:00:20", dst="02:00:00:00:00:10") / ip / ext / UDP(sport=50000, dport=4789) / Raw(hdr + raw(inner4)))
+
+
+# RFC 8200 option headers: skipped options, discarded options, malformed ones,
+# and the headers that stay dropped (routing, fragment, ESP, AH).
+frames.update({
+    "v6_hbh_padn": vx6_ext(IPv6ExtHdrHopByHop()),
+    "v6_hbh_pad1": vx6_ext(IPv6ExtHdrHopByHop(options=[Pad1()] * 6)),
+    "v6_hbh_router_alert": vx6_ext(IPv6ExtHdrHopByHop(options=[RouterAlert(), PadN(optdata=b"")])),
+    "v6_hbh_dest": vx6_ext(IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=0x1e, optdata=b"ab")])),
+    "v6_dest_discard": vx6_ext(IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=0x9e, optdata=b"ab")])),
+    "v6_dest_long": vx6_ext(IPv6ExtHdrDestOpt(options=[PadN(optdata=b"\0" * 250)] * 8)),
+    "v6_opt_past_end": vx6_ext(Raw(bytes([17, 0, 1, 9, 0, 0, 0, 0])), nh=0),
+    "v6_routing": vx6_ext(IPv6ExtHdrRouting()),
+    "v6_fragment": vx6_ext(IPv6ExtHdrFragment()),
+    "v6_esp": raw(Ether(src="02:00:00:00:00:20", dst="02:00:00:00:00:10") / IPv6(src="2001:db8::2", dst="2001:db8::1", nh=50) / Raw(b"\0" * 24)),
+    "v6_ah": raw(Ether(src="02:00:00:00:00:20", dst="02:00:00:00:00:10") / IPv6(src="2001:db8::2", dst="2001:db8::1", nh=51) / Raw(b"\x11\x04" + b"\0" * 22)),
+    "gretap_carrying_ipv4": gre(inner4[IP], 0x2000, 0x0800),
+    "gre_l3_carrying_ethernet": gre(inner4, 0, 0x6558),
+})
 for name, f in frames.items():
     put("decap", name, f)
     put("ethernet", name, f)

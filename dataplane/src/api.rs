@@ -8,23 +8,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::connect_info::{ConnectInfo, Connected};
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put, MethodRouter};
-use axum::serve::IncomingStream;
 use axum::{Json, Router};
 use serde::Serialize;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use axum::extract::Request;
 use axum::middleware::Next;
-use axum::serve::Listener;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api_types::{
     Applied, Counters, ErrorBody, OffloadStatus, OffloadView, PlacedRule, Placement, RuleView,
@@ -50,18 +43,6 @@ pub struct ApiState {
 pub enum Peer {
     Unix { uid: Option<u32> },
     Tcp,
-}
-
-impl Connected<IncomingStream<'_, Limited<UnixListener>>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, Limited<UnixListener>>) -> Self {
-        Peer::Unix { uid: stream.io().inner().peer_cred().ok().map(|c| c.uid()) }
-    }
-}
-
-impl Connected<IncomingStream<'_, Limited<TcpListener>>> for Peer {
-    fn connect_info(_: IncomingStream<'_, Limited<TcpListener>>) -> Self {
-        Peer::Tcp
-    }
 }
 
 /// An API error: status, message and, where it applies, the field path.
@@ -108,6 +89,19 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The bearer token a request presents, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get("authorization").and_then(|v| v.to_str().ok())?.strip_prefix("Bearer ")
+}
+
+/// Whether a request presents the right bearer token.
+pub fn token_ok(headers: &HeaderMap, s: &ApiState) -> bool {
+    match (bearer(headers), &s.token) {
+        (Some(g), Some(t)) => same_secret(g.trim().as_bytes(), t.as_bytes()),
+        _ => false,
+    }
+}
+
 /// Every request passes here first: Unix peers by uid, TCP peers by token.
 async fn authorize(
     State(s): Api,
@@ -126,28 +120,16 @@ async fn authorize(
         Peer::Unix { uid: None } => {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "the peer's credentials are unknown"))
         }
-        Peer::Tcp => {
-            let given = req
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "));
-            match (given, &s.token) {
-                (Some(g), Some(t)) if same_secret(g.trim().as_bytes(), t.as_bytes()) => {}
-                (None, _) => {
-                    return Err(ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "a bearer token is required (Authorization: Bearer ...)",
-                    ))
-                }
-                _ => {
-                    return Err(ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "the bearer token is wrong",
-                    ))
-                }
+        Peer::Tcp => match (bearer(req.headers()), &s.token) {
+            (Some(g), Some(t)) if same_secret(g.trim().as_bytes(), t.as_bytes()) => {}
+            (None, _) => {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "a bearer token is required (Authorization: Bearer ...)",
+                ))
             }
-        }
+            _ => return Err(ApiError::new(StatusCode::UNAUTHORIZED, "the bearer token is wrong")),
+        },
     }
     Ok(next.run(req).await)
 }
@@ -429,102 +411,13 @@ pub fn router(state: Arc<ApiState>) -> Router {
     }
     r.fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(crate::api_refusal::require_json))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&state), authorize))
+        .layer(axum::middleware::from_fn(crate::api_refusal::json_refusals))
         .with_state(state)
 }
 
-/// Most connections served at once on one listener; more wait in the
-/// kernel's accept queue, so no client can exhaust the daemon.
-pub const MAX_CONNECTIONS: usize = 64;
-
-/// A listener that holds a permit per open connection.
-pub struct Limited<L> {
-    inner: L,
-    permits: Arc<Semaphore>,
-}
-
-impl<L> Limited<L> {
-    pub fn new(inner: L) -> Self {
-        Limited { inner, permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)) }
-    }
-}
-
-/// A connection and its permit, released when the connection closes.
-pub struct LimitedIo<S> {
-    io: S,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl<S> LimitedIo<S> {
-    pub fn inner(&self) -> &S {
-        &self.io
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for LimitedIo<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for LimitedIo<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
-}
-
-impl<L: Listener> Listener for Limited<L>
-where
-    L::Io: Unpin,
-{
-    type Io = LimitedIo<L::Io>;
-    type Addr = L::Addr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        let permit =
-            Arc::clone(&self.permits).acquire_owned().await.expect("the semaphore is never closed");
-        let (io, addr) = self.inner.accept().await;
-        (LimitedIo { io, _permit: permit }, addr)
-    }
-
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        self.inner.local_addr()
-    }
-}
-
-/// Serves the API on a Unix socket until `shutdown` resolves.
-pub async fn serve(
-    listener: UnixListener,
-    state: Arc<ApiState>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<Peer>();
-    axum::serve(Limited::new(listener), app).with_graceful_shutdown(shutdown).await
-}
-
-/// Serves the API on TCP (bearer token required) until `shutdown` resolves.
-pub async fn serve_tcp(
-    listener: TcpListener,
-    state: Arc<ApiState>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<Peer>();
-    axum::serve(Limited::new(listener), app).with_graceful_shutdown(shutdown).await
-}
+pub use crate::api_server::{serve, serve_tcp};
 
 #[cfg(test)]
 mod tests {
@@ -550,6 +443,17 @@ mod tests {
             for (m, op) in ops.as_object().unwrap() {
                 assert!(op["responses"]["200"].is_object(), "{m} {path} documents no 200");
                 assert!(op["summary"].is_string(), "{m} {path} has no summary");
+                // The refusals any request can get, and those of writes.
+                let mut refusals = vec!["400", "401", "403", "405", "414", "431"];
+                if matches!(m.as_str(), "put" | "post" | "patch") {
+                    refusals.extend(["413", "415"]);
+                }
+                for code in refusals {
+                    assert_eq!(
+                        op["responses"][code]["$ref"], "#/components/responses/Error",
+                        "{m} {path} does not document the JSON refusal {code}"
+                    );
+                }
             }
         }
     }

@@ -42,7 +42,13 @@ pub fn request(
     }
     req += "\r\n";
     s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
+    // The daemon may refuse before reading the whole body (413, 415) and
+    // close: its answer is still there to read.
+    if let Err(e) = s.write_all(body) {
+        if !matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
+            return Err(e);
+        }
+    }
     let mut raw = Vec::new();
     s.read_to_end(&mut raw)?;
     let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());

@@ -25,6 +25,17 @@ pub enum ApplyError {
     Store(#[from] StoreError),
 }
 
+/// Why the daemon could not start from its stored state.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("could not load the stored state: {0}")]
+    Load(StoreError),
+    #[error("could not write the initial state: {0}")]
+    Save(StoreError),
+    #[error("the stored state does not compile: {0}")]
+    Compile(ConfigError),
+}
+
 /// The control plane's state, shared by the API handlers. It publishes rule
 /// sets to the workers and reads what they report; it never reaches into
 /// them.
@@ -62,16 +73,16 @@ pub trait IoReport: Send + Sync {
 impl Daemon {
     /// Starts from the stored state if there is one, else from `initial`
     /// (a configuration file), else from an empty configuration.
-    pub fn start(store: Store, initial: Option<Config>) -> Result<Daemon, ApplyError> {
-        let config = match store.load()? {
+    pub fn start(store: Store, initial: Option<Config>) -> Result<Daemon, StartError> {
+        let config = match store.load().map_err(StartError::Load)? {
             Some(c) => c,
             None => {
                 let c = initial.unwrap_or_default();
-                store.save(&c)?;
+                store.save(&c).map_err(StartError::Save)?;
                 c
             }
         };
-        let rs = compile(&config)?;
+        let rs = compile(&config).map_err(StartError::Compile)?;
         let generation = config.generation;
         Ok(Daemon {
             store,

@@ -1,6 +1,8 @@
 //! I/O, control plane and binaries.
 
 pub mod api;
+mod api_refusal;
+pub mod api_server;
 pub mod api_types;
 pub mod client;
 pub mod daemon;

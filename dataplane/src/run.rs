@@ -12,11 +12,11 @@ use engine::next_hop::NextHops;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::{serve, ApiState};
-use crate::daemon::{ApplyError, Daemon, IoReport};
+use crate::daemon::{ApplyError, Daemon, IoReport, StartError};
 use crate::datapath::{neighbour_targets, Datapath, DatapathError, DatapathLinks, DatapathOptions};
 use crate::neigh::{NeighError, NeighWatcher, Target};
 use crate::report::{IoStatus, LiveInputs};
-use crate::store::{Store, StoreError};
+use crate::store::{Recovery, Store, StoreError};
 
 /// Why the daemon could not start, or stopped serving.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Restore(#[from] ApplyError),
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// The accepted configuration names interfaces this host does not have.
     #[error(transparent)]
     Host(#[from] ConfigError),
@@ -76,6 +78,9 @@ pub struct RunOptions {
     /// Its contents at start, used when the state directory is empty.
     pub initial: Option<Config>,
     pub allow_uids: Vec<u32>,
+    /// Whether to start from `state.json` (the default), the previous
+    /// state, or empty.
+    pub recovery: Recovery,
     /// Also serve the API on TCP; every request must carry `token`.
     pub tcp: Option<std::net::SocketAddr>,
     pub token: Option<String>,
@@ -200,6 +205,9 @@ fn own_uid() -> u32 {
 pub fn run(o: RunOptions) -> Result<(), RunError> {
     init_logging();
     let store = Store::open(&o.state_dir)?;
+    if let Some(aside) = store.recover(o.recovery)? {
+        tracing::warn!(recovery = ?o.recovery, kept = %aside.display(), "the state file was set aside");
+    }
     let daemon = Arc::new(Daemon::start(store, o.initial)?);
     tracing::info!(generation = daemon.generation(), state_dir = %o.state_dir.display(), "started");
     if o.datapath.is_some() {
@@ -301,6 +309,9 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
+        let nofile = crate::api_server::raise_fd_limit();
+        let caps = crate::api_server::Caps::for_fd_limit(nofile);
+        tracing::debug!(nofile, ?caps, "API connection caps");
         let tcp_task = match o.tcp {
             Some(addr) => {
                 if o.token.is_none() {
@@ -313,12 +324,13 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                 Some(tokio::spawn(crate::api::serve_tcp(
                     l,
                     Arc::clone(&state),
+                    caps,
                     stopped(stop_rx.clone()),
                 )))
             }
             None => None,
         };
-        let served = serve(listener, state, stopped(stop_rx)).await;
+        let served = serve(listener, state, caps, stopped(stop_rx)).await;
         if let Some(t) = tcp_task {
             let _ = t.await;
         }

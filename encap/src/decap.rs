@@ -140,11 +140,21 @@ fn parse_outer(cfg: &DecapConfig, f: &[u8]) -> Result<Outer, DropReason> {
             if !cfg.local_v6.contains(&dst) {
                 return Err(DropReason::NotLocalVtep);
             }
-            let proto = u8::from(p.next_header());
-            // Hop-by-hop, routing, fragment, ESP, AH, destination options, mobility,
-            // HIP, shim6: a tunnel packet never needs them.
-            if matches!(proto, 0 | 43 | 44 | 50 | 51 | 60 | 135 | 139 | 140) {
-                return Err(DropReason::Ipv6ExtensionHeader);
+            let payload_len = p.payload_len() as usize;
+            let mut proto = u8::from(p.next_header());
+            let mut ext = 0;
+            if proto == HOP_BY_HOP || proto == DEST_OPTS {
+                let payload = &l3[ipv6::HEADER_LEN..ipv6::HEADER_LEN + payload_len];
+                (proto, ext) = skip_option_headers(proto, payload)?;
+            }
+            match proto {
+                ROUTING => return Err(DropReason::Ipv6RoutingHeader),
+                FRAGMENT => return Err(DropReason::Ipv6FragmentHeader),
+                ESP => return Err(DropReason::Ipv6Esp),
+                AH => return Err(DropReason::Ipv6Ah),
+                // Mobility, HIP, shim6: a tunnel packet never needs them.
+                135 | 139 | 140 => return Err(DropReason::Ipv6ExtensionHeader),
+                _ => {}
             }
             let src = p.src_addr();
             Ok(Outer {
@@ -152,14 +162,79 @@ fn parse_outer(cfg: &DecapConfig, f: &[u8]) -> Result<Outer, DropReason> {
                 remote: IpAddr::V6(Ipv6Addr::from(src)),
                 ecn: p.ecn(),
                 proto,
-                l4: off + ipv6::HEADER_LEN,
-                l4_len: p.payload_len() as usize,
+                l4: off + ipv6::HEADER_LEN + ext,
+                l4_len: payload_len - ext,
                 pseudo: checksum::pseudo_v6(&src, &dst, proto, 0),
                 v6: true,
             })
         }
         _ => Err(DropReason::NotIp),
     }
+}
+
+// IPv6 extension header numbers (IANA "IPv6 Extension Header Types").
+const HOP_BY_HOP: u8 = 0;
+const ROUTING: u8 = 43;
+const FRAGMENT: u8 = 44;
+const ESP: u8 = 50;
+const AH: u8 = 51;
+const DEST_OPTS: u8 = 60;
+
+/// Most option headers walked: RFC 8200 4.1 allows a Hop-by-Hop header first
+/// and one Destination Options header before the upper layer (a second one
+/// only comes with a Routing header, which is dropped anyway).
+const MAX_OPTION_HEADERS: usize = 2;
+
+/// Walks the Hop-by-Hop and Destination Options headers at the start of an
+/// outer IPv6 payload as a destination does (RFC 8200 4.2): options whose
+/// action bits (the two high bits of the type) are 00 are skipped, Pad1 and
+/// PadN among them; any other is not understood, so the packet is discarded.
+/// Returns the header that follows and the bytes the walk covered.
+#[inline(never)]
+fn skip_option_headers(mut proto: u8, payload: &[u8]) -> Result<(u8, usize), DropReason> {
+    let mut off = 0;
+    for i in 0..MAX_OPTION_HEADERS {
+        match proto {
+            DEST_OPTS => {}
+            // Hop-by-Hop is only valid right after the IPv6 header.
+            HOP_BY_HOP if i == 0 => {}
+            HOP_BY_HOP => return Err(DropReason::Ipv6ExtensionHeader),
+            _ => return Ok((proto, off)),
+        }
+        let len = match payload.get(off + 1) {
+            Some(&units) => (units as usize + 1) * 8,
+            None => return Err(DropReason::Ipv6OptionsMalformed),
+        };
+        let header = payload.get(off..off + len).ok_or(DropReason::Ipv6OptionsMalformed)?;
+        check_options(&header[2..])?;
+        proto = header[0];
+        off += len;
+    }
+    if proto == HOP_BY_HOP || proto == DEST_OPTS {
+        return Err(DropReason::Ipv6ExtensionHeader);
+    }
+    Ok((proto, off))
+}
+
+/// Checks the TLV-encoded options of one option header.
+fn check_options(mut o: &[u8]) -> Result<(), DropReason> {
+    const PAD1: u8 = 0;
+    while let Some(&kind) = o.first() {
+        if kind == PAD1 {
+            o = &o[1..];
+            continue;
+        }
+        let len = match o.get(1) {
+            Some(&l) if o.len() >= 2 + l as usize => l as usize,
+            _ => return Err(DropReason::Ipv6OptionsMalformed),
+        };
+        // 00: skip over this option (PadN, 0x01, is one); 01, 10, 11: discard.
+        if kind >> 6 != 0 {
+            return Err(DropReason::Ipv6OptionDiscard);
+        }
+        o = &o[2 + len..];
+    }
+    Ok(())
 }
 
 /// Applies RFC 6040 to the inner IP header of the Ethernet frame `f`.

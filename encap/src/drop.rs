@@ -54,9 +54,14 @@ drop_reasons! {
     Ipv6Truncated = 29, "ipv6_truncated", "frame ends inside the outer IPv6 header";
     Ipv6BadVersion = 30, "ipv6_bad_version", "outer IPv6 header has a version other than 6";
     Ipv6BadPayloadLen = 31, "ipv6_bad_payload_len", "outer IPv6 payload length disagrees with the frame length";
-    Ipv6ExtensionHeader = 32, "ipv6_extension_header", "outer IPv6 packet carries an extension header (not accepted on tunnels)";
+    Ipv6ExtensionHeader = 32, "ipv6_extension_header", "outer IPv6 packet carries an extension header not accepted on tunnels (mobility, HIP, shim6), or option headers out of order";
     NotLocalVtep = 33, "not_local_vtep", "outer destination address is not a local tunnel endpoint";
     UnknownIpProtocol = 34, "unknown_ip_protocol", "outer IP protocol is neither UDP nor GRE";
+    Ipv6OptionDiscard = 35, "ipv6_option_discard", "outer IPv6 Hop-by-Hop or Destination Options header carries an option whose action bits say discard (RFC 8200 4.2)";
+    Ipv6OptionsMalformed = 36, "ipv6_options_malformed", "outer IPv6 Hop-by-Hop or Destination Options header is cut short, or an option runs past its end";
+    Ipv6RoutingHeader = 37, "ipv6_routing_header", "outer IPv6 packet carries a Routing header (not accepted on tunnels)";
+    Ipv6FragmentHeader = 38, "ipv6_fragment", "outer IPv6 packet is a fragment (tunnel packets are never reassembled)";
+    Ipv6Esp = 39, "ipv6_esp", "outer IPv6 packet carries ESP (IPsec is not terminated here)";
 
     // --- UDP / VXLAN ---
     UdpTruncated = 40, "udp_truncated", "packet ends inside the UDP header";
@@ -74,6 +79,8 @@ drop_reasons! {
     GreReservedBits = 52, "gre_reserved_bits", "GRE reserved bits 1-5 (routing included) are set";
     GreBadChecksum = 53, "gre_bad_checksum", "GRE checksum is wrong";
     GreUnknownProtocol = 54, "gre_unknown_protocol", "GRE protocol type is not 0x6558, 0x0800 or 0x86DD";
+    GrePayloadMismatch = 55, "gre_payload_mismatch", "GRE protocol type does not match the tunnel's kind (gretap and NVGRE carry Ethernet 0x6558, L3 GRE carries IPv4 or IPv6)";
+    Ipv6Ah = 56, "ipv6_ah", "outer IPv6 packet carries an Authentication Header (IPsec is not terminated here)";
 
     // --- after decapsulation ---
     InnerTruncated = 60, "inner_truncated", "decapsulated frame is shorter than an Ethernet header";

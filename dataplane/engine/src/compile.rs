@@ -40,6 +40,9 @@ pub struct TunnelRt {
     /// Largest inner IP packet the tunnel carries without exceeding the underlay
     /// MTU (what an ICMP "too big" reply announces).
     pub inner_ip_mtu: u16,
+    /// The tunnel carries Ethernet frames (VXLAN, gretap, NVGRE) rather than
+    /// IP packets (L3 GRE): what a decapsulated payload must be.
+    pub ethernet: bool,
 }
 
 /// A compiled action: names resolved to indices.
@@ -249,6 +252,7 @@ pub fn compile(config: &Config) -> Result<RuleSet, ConfigError> {
             local: t.local,
             remote: t.remote,
             inner_ip_mtu,
+            ethernet: t.kind != TunnelType::Gre,
         });
     }
 

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use encap::wire::ethernet::{self, Frame, VlanTag};
+use encap::wire::ethernet::{self, EtherType, Frame, VlanTag};
 use encap::wire::l2::TPID_8021Q;
 use encap::{decap, icmp, DropReason, EncapTemplate, InnerMeta, PacketBuf, TunnelId};
 
@@ -278,8 +278,14 @@ impl Worker {
                     }
                 },
             };
-            c.tunnels[idx as usize].decap.add(pkt.len());
             b.t.step(|| Step::Decapsulated { tunnel: Some(idx), outer: d });
+            // An IP payload on an Ethernet tunnel (or the reverse) would be
+            // delivered as a frame made up from the outer MACs: routed
+            // traffic injected into an L2 segment.
+            if rs.tunnels[idx as usize].ethernet != (d.payload == EtherType::TransEther) {
+                return b.drop(pkt, DropReason::GrePayloadMismatch, Stage::Decap);
+            }
+            c.tunnels[idx as usize].decap.add(pkt.len());
             let vni = match d.tunnel {
                 TunnelId::Vxlan { vni } => vni,
                 TunnelId::Gre { key } => key.unwrap_or(0),

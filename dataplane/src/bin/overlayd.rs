@@ -52,6 +52,15 @@ enum Cmd {
         /// Worker threads (default: one per queue, at most one per CPU).
         #[arg(long)]
         workers: Option<usize>,
+        /// Start from the state before the last accepted change
+        /// (state.json.prev), setting state.json aside: the way out when
+        /// state.json is refused. Use once, by hand.
+        #[arg(long, conflicts_with = "start_empty")]
+        restore_previous: bool,
+        /// Start as from an empty state directory (from --config if given),
+        /// setting the stored state aside. Use once, by hand.
+        #[arg(long)]
+        start_empty: bool,
     },
     /// Validate a configuration and print the compiled summary.
     Check {
@@ -143,6 +152,8 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
             token_file,
             control_only,
             workers,
+            restore_previous,
+            start_empty,
         } => {
             let initial = config.as_ref().map(read_config).transpose()?;
             let token = match &token_file {
@@ -169,6 +180,11 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
                 config,
                 initial,
                 allow_uids,
+                recovery: match (restore_previous, start_empty) {
+                    (true, _) => dataplane::store::Recovery::RestorePrevious,
+                    (_, true) => dataplane::store::Recovery::StartEmpty,
+                    _ => dataplane::store::Recovery::None,
+                },
                 tcp: listen_tcp,
                 token,
                 datapath: (!control_only).then_some(dataplane::datapath::DatapathOptions {

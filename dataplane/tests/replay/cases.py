@@ -13,7 +13,9 @@ import os
 import sys
 
 from scapy.all import (ARP, ICMP, IP, IPv6, TCP, UDP, Ether, Raw, Dot1Q, rdpcap,
-                       wrpcap, raw, checksum, IPv6ExtHdrHopByHop)
+                       wrpcap, raw, checksum, IPv6ExtHdrHopByHop, IPv6ExtHdrDestOpt,
+                       IPv6ExtHdrRouting, IPv6ExtHdrFragment, RouterAlert, PadN, Pad1,
+                       HBHOptUnknown)
 
 WL = "02:00:00:00:00:01"       # the workload behind wl0
 UP_MAC = "02:00:00:00:00:10"   # our uplink
@@ -57,13 +59,13 @@ def gre_pkt(inner, src="192.0.2.4", **kw):
         Raw(gre_hdr(raw(inner), **kw))
 
 
-def v6_vxlan(inner, zero_csum=False, ext=False):
+def v6_vxlan(inner, zero_csum=False, ext=None):
     udp = UDP(sport=50000, dport=4789)
     if zero_csum:
         udp.chksum = 0
     ip6 = IPv6(src="2001:db8::2", dst="2001:db8::1")
-    if ext:
-        ip6 = ip6 / IPv6ExtHdrHopByHop()
+    if ext is not None:
+        ip6 = ip6 / ext
     return Ether(src=PEER_MAC, dst=UP_MAC) / ip6 / udp / vxlan_hdr(60) / Raw(raw(inner))
 
 
@@ -132,7 +134,19 @@ def cases():
         ("ipv6_truncated", "up0", [cut(v6_vxlan(inner), 14 + 39)], {"ipv6_truncated": 1}, {}),
         ("ipv6_bad_version", "up0", [corrupt(v6_vxlan(inner), 14, 0x40)], {"ipv6_bad_version": 1}, {}),
         ("ipv6_bad_payload_len", "up0", [cut(v6_vxlan(inner), len(raw(v6_vxlan(inner))) - 1)], {"ipv6_bad_payload_len": 1}, {}),
-        ("ipv6_extension_header", "up0", [v6_vxlan(inner, ext=True)], {"ipv6_extension_header": 1}, {}),
+        # RFC 8200: option headers are walked, options with action bits 00 skipped.
+        ("decap_vxlan_v6_hop_by_hop", "up0", [v6_vxlan(inner, ext=IPv6ExtHdrHopByHop(options=[RouterAlert(), PadN(optdata=b"")]))], {}, {"wl0": 1}),
+        ("decap_vxlan_v6_dest_opts", "up0", [v6_vxlan(inner, ext=IPv6ExtHdrHopByHop(options=[Pad1()] * 6) /
+                                                        IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=0x1e, optdata=b"ab")]))], {}, {"wl0": 1}),
+        ("ipv6_option_discard", "up0", [v6_vxlan(inner, ext=IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=0x5e, optdata=b"ab")])),
+                                        v6_vxlan(inner, ext=IPv6ExtHdrHopByHop(options=[HBHOptUnknown(otype=0xc3, optdata=b"ab")]))],
+         {"ipv6_option_discard": 2}, {}),
+        ("ipv6_options_malformed", "up0", [Ether(src=PEER_MAC, dst=UP_MAC) / IPv6(src="2001:db8::2", dst="2001:db8::1", nh=0) / Raw(bytes([17, 0, 1, 9, 0, 0, 0, 0]))], {"ipv6_options_malformed": 1}, {}),
+        ("ipv6_extension_header", "up0", [v6_vxlan(inner, ext=IPv6ExtHdrDestOpt(nh=0) / IPv6ExtHdrHopByHop())], {"ipv6_extension_header": 1}, {}),
+        ("ipv6_routing_header", "up0", [v6_vxlan(inner, ext=IPv6ExtHdrHopByHop() / IPv6ExtHdrRouting())], {"ipv6_routing_header": 1}, {}),
+        ("ipv6_fragment", "up0", [v6_vxlan(inner, ext=IPv6ExtHdrFragment())], {"ipv6_fragment": 1}, {}),
+        ("ipv6_esp", "up0", [Ether(src=PEER_MAC, dst=UP_MAC) / IPv6(src="2001:db8::2", dst="2001:db8::1", nh=50) / Raw(b"\0" * 24)], {"ipv6_esp": 1}, {}),
+        ("ipv6_ah", "up0", [Ether(src=PEER_MAC, dst=UP_MAC) / IPv6(src="2001:db8::2", dst="2001:db8::1", nh=51) / Raw(b"\x11\x04" + b"\0" * 22)], {"ipv6_ah": 1}, {}),
         ("not_local_vtep", "up0", [vxlan_pkt(inner, dst="192.0.2.250")], {"not_local_vtep": 1}, {}),
         ("unknown_ip_protocol", "up0", [Ether(src=PEER_MAC, dst=UP_MAC) / IP(src="192.0.2.2", dst="192.0.2.1") / TCP()], {"unknown_ip_protocol": 1}, {}),
         ("udp_truncated", "up0", [Ether(src=PEER_MAC, dst=UP_MAC) / IP(src="192.0.2.2", dst="192.0.2.1", proto=17) / Raw(b"\x00\x01\x12")], {"udp_truncated": 1}, {}),
@@ -148,6 +162,10 @@ def cases():
         ("gre_routing_bit", "up0", [gre_pkt(inner, key=7, extra_flags=0x4000)], {"gre_reserved_bits": 1}, {}),
         ("gre_bad_checksum", "up0", [corrupt(gre_pkt(inner, key=7, csum=True), 14 + 20 + 4, 0x00)], {"gre_bad_checksum": 1}, {}),
         ("gre_unknown_protocol", "up0", [gre_pkt(inner, key=7, proto=0x8847)], {"gre_unknown_protocol": 1}, {}),
+        # The payload type must match the tunnel: IPv4 on gretap g1, Ethernet on L3 GRE l3.
+        ("gre_payload_mismatch", "up0", [gre_pkt(inner_udp()[IP], key=7, seq=5, csum=True, proto=0x0800),
+                                         gre_pkt(inner, src="192.0.2.5")],
+         {"gre_payload_mismatch": 2}, {}),
         ("inner_truncated", "up0", [Ether(src=PEER_MAC, dst=UP_MAC) / IP(src="192.0.2.2", dst="192.0.2.1") / UDP(sport=1, dport=4789) / vxlan_hdr(42) / Raw(b"short")], {"inner_truncated": 1}, {}),
         ("ecn_ce_not_ect", "up0", [ce_not_ect], {"ecn_ce_not_ect": 1}, {}),
         ("unknown_tunnel", "up0", [vxlan_pkt(inner, vni=43)], {"unknown_tunnel": 1}, {}),
@@ -259,6 +277,8 @@ def check(outdir, name):
         g = raw(p[IP].payload)
         expect(g[0:4] == b"\x00\x00\x08\x00", "L3 GRE, no key, protocol IPv4")
         expect(g[4:] == inputs[0][14:], "only the inner IP packet is carried")
+    elif name in ("decap_vxlan_v6_hop_by_hop", "decap_vxlan_v6_dest_opts"):
+        expect(raw(out("wl0")[0]) == raw(inner_udp()), "inner frame delivered unchanged past the options")
     elif name in ("decap_vxlan", "decap_vxlan_v6"):
         expect(raw(out("wl0")[0]) == raw(inner_udp(dmac=WL, src="198.51.100.2", dst="198.51.100.1")) if name == "decap_vxlan"
                else raw(out("wl0")[0]) == raw(inner_udp()), "inner frame delivered unchanged")

@@ -22,7 +22,8 @@ import json
 import os
 import sys
 
-from scapy.all import (ARP, GRE, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, IPOption_EOL,
+from scapy.all import (HBHOptUnknown, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop,
+                       IPv6ExtHdrRouting, Jumbo, Pad1, PadN, RouterAlert, ARP, GRE, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, IPOption_EOL,
                        IPOption_NOP, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
                        IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, Raw, raw)
 from scapy.layers.vxlan import VXLAN
@@ -405,12 +406,48 @@ def malformed():
     plen = len(raw(full6)) - 54
     drop("outer/ipv6_payload_len_too_big", outer_eth() / ip6(plen=plen + 1) /
          UDP(sport=SPORT, dport=4789) / vxlan(42) / inner, "ipv6_bad_payload_len")
-    for tag, ext in (("hop_by_hop", IPv6ExtHdrHopByHop()), ("routing", IPv6ExtHdrRouting()),
-                     ("fragment", IPv6ExtHdrFragment()), ("dest_opts", IPv6ExtHdrDestOpt())):
-        frame = outer_eth() / ip6() / ext / UDP(sport=SPORT, dport=4789) / vxlan(42) / inner
-        drop(f"outer/ipv6_extension_header/{tag}", frame, "ipv6_extension_header")
-    drop("outer/ipv6_extension_header/before_gre",
-         outer_eth() / ip6() / IPv6ExtHdrDestOpt() / gre(0x6558) / inner, "ipv6_extension_header")
+    # RFC 8200 4.2: Hop-by-Hop and Destination Options are walked; options
+    # whose two high bits are 00 are skipped (Pad1, PadN, Router Alert, unknown).
+    def ext6(name, ext, reason=None, upper=None, nh=None):
+        upper = upper if upper is not None else UDP(sport=SPORT, dport=4789) / vxlan(42) / inner
+        ip = ip6() if nh is None else ip6(nh=nh)
+        frame = outer_eth() / ip / ext / upper
+        if reason:
+            drop(f"outer/ipv6_ext/{name}", frame, reason)
+        elif upper.haslayer(GRE):
+            ok_gre(f"ipv6_ext/{name}", frame, inner, v6=True)
+        else:
+            ok_vx(f"ipv6_ext/{name}", frame, inner, 42, v6=True)
+
+    ext6("hop_by_hop_padn", IPv6ExtHdrHopByHop())
+    ext6("hop_by_hop_pad1", IPv6ExtHdrHopByHop(options=[Pad1()] * 6))
+    ext6("hop_by_hop_router_alert", IPv6ExtHdrHopByHop(options=[RouterAlert(), PadN(optdata=b"")]))
+    ext6("dest_opts_unknown_skip", IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=0x3e, optdata=b"abcd")]))
+    ext6("hop_by_hop_then_dest_opts", IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt(
+        options=[PadN(optdata=b"\0" * 12)]))
+    ext6("dest_opts_long", IPv6ExtHdrDestOpt(options=[PadN(optdata=b"\0" * 250)] * 8))
+    ext6("dest_opts_before_gre", IPv6ExtHdrDestOpt(), upper=gre(0x6558) / inner)
+    for bits in (0x40, 0x80, 0xc0):
+        ext6(f"option_action_{bits >> 6:02b}", IPv6ExtHdrDestOpt(options=[HBHOptUnknown(
+            otype=bits | 0x1e, optdata=b"ab")]), "ipv6_option_discard")
+    ext6("jumbo_payload", IPv6ExtHdrHopByHop(options=[Jumbo(jumboplen=70000)]), "ipv6_option_discard")
+    ext6("option_past_header_end", Raw(bytes([17, 0, 1, 9, 0, 0, 0, 0])), "ipv6_options_malformed",
+         upper=Raw(b""), nh=0)
+    ext6("header_past_payload", Raw(bytes([17, 9, 1, 4, 0, 0, 0, 0])), "ipv6_options_malformed",
+         upper=Raw(b""), nh=60)
+    ext6("option_length_cut", Raw(bytes([17, 0, 0, 0, 0, 0, 0, 1])), "ipv6_options_malformed",
+         upper=Raw(b""), nh=0)
+    ext6("hop_by_hop_not_first", IPv6ExtHdrDestOpt() / IPv6ExtHdrHopByHop(), "ipv6_extension_header")
+    ext6("three_option_headers", IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() / IPv6ExtHdrDestOpt(),
+         "ipv6_extension_header")
+    ext6("routing", IPv6ExtHdrRouting(), "ipv6_routing_header")
+    ext6("routing_after_hop_by_hop", IPv6ExtHdrHopByHop() / IPv6ExtHdrRouting(), "ipv6_routing_header")
+    ext6("fragment", IPv6ExtHdrFragment(), "ipv6_fragment")
+    ext6("fragment_after_dest_opts", IPv6ExtHdrDestOpt() / IPv6ExtHdrFragment(), "ipv6_fragment")
+    ext6("esp", Raw(b""), "ipv6_esp", upper=Raw(b"\0" * 24), nh=50)
+    ext6("ah", Raw(b""), "ipv6_ah", upper=Raw(b"\x11\x04" + b"\0" * 22), nh=51)
+    ext6("mobility", Raw(b""), "ipv6_extension_header", upper=Raw(b"\x3b\x00" + b"\0" * 6),
+         nh=135)
     drop("outer/not_local_v4", vx4(inner, dst=OTHER4), "not_local_vtep")
     drop("outer/not_local_v6", vx6(inner, dst=OTHER6), "not_local_vtep")
     drop("outer/not_local_gre", gre_outer(False, dst=OTHER4) / gre(0x6558) / inner, "not_local_vtep")
