@@ -42,11 +42,14 @@ pub struct PortMoves {
     pub tx: FlowSnapshot,
 }
 
-/// Packets and bytes a tunnel counted each way.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Packets and bytes a tunnel counted each way, and the drops counted
+/// under it (by reason).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TunnelMoves {
     pub encap: FlowSnapshot,
     pub decap: FlowSnapshot,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drops: BTreeMap<String, u64>,
 }
 
 /// The counters a packet moves, by name; ports, tunnels, rules and drop
@@ -85,9 +88,14 @@ impl CounterMoves {
             tunnels: rs
                 .tunnels
                 .iter()
+                .enumerate()
                 .zip(&s.tunnels)
-                .filter(|(_, (e, d))| moved(e) || moved(d))
-                .map(|(t, (e, d))| (t.name.clone(), TunnelMoves { encap: *e, decap: *d }))
+                .map(|((i, t), (e, d))| {
+                    let drops = s.tunnel_drops.get(i).into_iter().flatten();
+                    let drops = drops.map(|(n, c)| (n.to_string(), *c)).collect();
+                    (t.name.clone(), TunnelMoves { encap: *e, decap: *d, drops })
+                })
+                .filter(|(_, m)| moved(&m.encap) || moved(&m.decap) || !m.drops.is_empty())
                 .collect(),
             rules: rs
                 .rules
@@ -120,6 +128,7 @@ impl fmt::Display for CounterMoves {
         for (name, t) in &self.tunnels {
             parts.extend(flow(&format!("tunnel {name} encap"), &t.encap));
             parts.extend(flow(&format!("tunnel {name} decap"), &t.decap));
+            parts.extend(t.drops.iter().map(|(r, n)| format!("tunnel {name} drop {r} +{n}")));
         }
         for (id, r) in &self.rules {
             parts.extend(flow(&format!("rule {id}"), r));
