@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api_types::{
     Applied, Counters, ErrorBody, OffloadStatus, OffloadView, PlacedRule, Placement, RuleView,
-    Status, VfView,
+    Status, TunnelStatus, VfView,
 };
 use crate::daemon::{ApplyError, Daemon};
 use engine::model::{Config, ConfigError};
@@ -173,6 +173,7 @@ async fn status(State(s): Api) -> Result<Json<Status>, ApiError> {
         generation: s.daemon.generation(),
         io: s.daemon.io_status(),
         offload: offload_status(&s),
+        tunnels: s.daemon.tunnel_status(),
     }))
 }
 
@@ -375,14 +376,21 @@ fn trace_context(d: &Daemon) -> TraceContext {
 }
 
 async fn metrics(State(s): Api) -> Result<Response, ApiError> {
-    let text = crate::metrics::encode_metrics(
-        &s.daemon.rules(),
-        &s.daemon.counters(),
-        s.daemon.uptime_secs(),
-    );
+    let tunnels = s.daemon.tunnel_status();
+    let (rs, counters, _) = s.daemon.observe();
+    let live = crate::metrics::Live { tunnels: &tunnels, io: s.daemon.io_status() };
+    let text = crate::metrics::encode_metrics(&rs, &counters, s.daemon.uptime_secs(), &live);
     Ok(([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
         .into_response())
 }
+
+// --- tunnel status: traffic, drops and liveness per tunnel ---
+
+async fn tunnel_status(State(s): Api) -> Result<Json<Vec<TunnelStatus>>, ApiError> {
+    Ok(Json(s.daemon.tunnel_status()))
+}
+
+// --- end of tunnel status ---
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such resource; the API lives under /v1/")
@@ -405,6 +413,7 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
         ("POST", "/v1/config/ops", post(post_ops)),
         ("GET", "/v1/rules", get(rules)),
         ("GET", "/v1/tunnels", get(|State(s): Api| collection(s, |c| c.tunnels))),
+        ("GET", "/v1/tunnels/status", get(tunnel_status)),
         ("GET", "/v1/ports", get(|State(s): Api| collection(s, |c| c.ports))),
         ("GET", "/v1/fdb", get(|State(s): Api| collection(s, |c| c.fdb))),
         ("GET", "/v1/flood", get(|State(s): Api| collection(s, |c| c.flood))),
@@ -582,9 +591,29 @@ mod tests {
                 generation: 0,
                 io: None,
                 offload,
+                tunnels: vec![],
             },
         );
         documented("Counters", Counters::default());
+        documented(
+            "TunnelStatus",
+            crate::api_types::TunnelStatus {
+                name: "t1".into(),
+                kind: engine::model::TunnelType::Vxlan,
+                vni_or_key: Some(42),
+                uplink: "up0".into(),
+                local: "192.0.2.1".parse().unwrap(),
+                remote: "192.0.2.2".parse().unwrap(),
+                encap: Default::default(),
+                decap: Default::default(),
+                drops: Default::default(),
+                last_rx_secs: None,
+                last_tx_secs: Some(1),
+                next_hop: crate::api_types::NextHopStatus::Static {
+                    mac: "02:00:00:00:00:01".into(),
+                },
+            },
+        );
         documented("Applied", Applied { generation: 1 });
         documented("Error", ErrorBody { error: "e".into(), path: None });
         documented(

@@ -7,11 +7,12 @@
 //! here too (`Summary`, `Counters`).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use engine::compile::RuleSet;
 use engine::counters::{FlowSnapshot, Snapshot};
 use engine::flow_key::mask_fields;
-use engine::model::{PortKind, Rule};
+use engine::model::{PortKind, Rule, TunnelType};
 use engine::placement::RulePlacement;
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,9 @@ pub struct Status {
     /// The packet I/O, `null` with `--control-only`.
     pub io: Option<IoStatus>,
     pub offload: OffloadStatus,
+    /// Each tunnel's traffic, drops and liveness.
+    #[serde(default)]
+    pub tunnels: Vec<TunnelStatus>,
 }
 
 /// The offloader's state, in `status` and `GET /v1/offload`.
@@ -213,6 +217,10 @@ pub struct TunnelCounters {
     pub name: String,
     pub encap: Traffic,
     pub decap: Traffic,
+    /// Non-zero drops of packets going into the tunnel or coming out of it,
+    /// by reason (each also counts in `drops`).
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,11 +264,13 @@ impl Counters {
             tunnels: rs
                 .tunnels
                 .iter()
+                .enumerate()
                 .zip(&c.tunnels)
-                .map(|(t, (e, d))| TunnelCounters {
+                .map(|((i, t), (e, d))| TunnelCounters {
                     name: t.name.clone(),
                     encap: (*e).into(),
                     decap: (*d).into(),
+                    drops: tunnel_drops(c, i),
                 })
                 .collect(),
             rules: rs
@@ -279,6 +289,65 @@ impl Counters {
                 miss: c.cache_miss,
                 tuples_probed: c.tuples_probed,
             },
+        }
+    }
+}
+
+/// Tunnel `i`'s drops in `c`, by reason name.
+pub fn tunnel_drops(c: &Snapshot, i: usize) -> BTreeMap<String, u64> {
+    c.tunnel_drops.get(i).into_iter().flatten().map(|(n, v)| (n.to_string(), *v)).collect()
+}
+
+/// One tunnel's traffic, drops and liveness: in `status` (`tunnels`),
+/// `GET /v1/tunnels/status` and `overlayctl tunnel list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelStatus {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: TunnelType,
+    /// VXLAN: the VNI; GRE: the key (NVGRE: from the VSID and flow id).
+    pub vni_or_key: Option<u32>,
+    pub uplink: String,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    /// Packets and bytes encapsulated into the tunnel (sent).
+    pub encap: Traffic,
+    /// Packets and bytes decapsulated from it (received).
+    pub decap: Traffic,
+    /// Non-zero drops counted under the tunnel, by reason.
+    pub drops: BTreeMap<String, u64>,
+    /// Seconds since a packet last came out of the tunnel; `null` when none
+    /// has since the daemon started. Sampled every second.
+    pub last_rx_secs: Option<u64>,
+    /// Seconds since a packet was last sent into it; `null` likewise.
+    pub last_tx_secs: Option<u64>,
+    /// Where the outer destination MAC comes from, and its state.
+    pub next_hop: NextHopStatus,
+}
+
+/// A tunnel's next hop: configured, learned from the kernel (with the
+/// neighbour state), or unknown and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum NextHopStatus {
+    /// `next_hop_mac` in the configuration.
+    Static {
+        mac: String,
+    },
+    /// The kernel's neighbour entry, as the neighbour watcher last read it.
+    Neighbour(NeighState),
+    Unknown {
+        why: String,
+    },
+}
+
+impl NextHopStatus {
+    /// True when the tunnel has a MAC to send to.
+    pub fn resolved(&self) -> bool {
+        match self {
+            NextHopStatus::Static { .. } => true,
+            NextHopStatus::Neighbour(n) => n.mac.is_some(),
+            NextHopStatus::Unknown { .. } => false,
         }
     }
 }

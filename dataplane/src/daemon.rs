@@ -11,6 +11,8 @@ use engine::counters::Snapshot;
 use engine::model::{Config, ConfigError};
 use engine::pipeline::Published;
 
+use crate::api_types::TunnelStatus;
+use crate::history::{History, Recent};
 use crate::offload::Offloader;
 use crate::report::{CounterBoard, IoStatus, LiveInputs};
 use crate::store::{Store, StoreError};
@@ -47,6 +49,8 @@ pub struct Daemon {
     io: std::sync::OnceLock<Box<dyn IoReport>>,
     /// VF settings and flow offload; set by `run` when it attaches interfaces.
     offload: std::sync::OnceLock<Arc<Offloader>>,
+    /// What the counters did lately (liveness, recent moves).
+    history: Mutex<History>,
 }
 
 pub type HostCheck = Box<dyn Fn(&Config) -> Result<(), ConfigError> + Send + Sync>;
@@ -83,6 +87,7 @@ impl Daemon {
             host_check: std::sync::OnceLock::new(),
             io: std::sync::OnceLock::new(),
             offload: std::sync::OnceLock::new(),
+            history: Mutex::new(History::default()),
         })
     }
 
@@ -157,13 +162,45 @@ impl Daemon {
 
     /// Everything counted since start, numbered by the current rule set.
     pub fn counters(&self) -> Snapshot {
-        let rs = self.published.current();
-        let mut s = self.counters.snapshot(&rs);
+        self.counters_of(&self.published.current())
+    }
+
+    fn counters_of(&self, rs: &RuleSet) -> Snapshot {
+        let mut s = self.counters.snapshot(rs);
         // What the hardware ran, counted where software would have counted it.
         if let Some(o) = self.offload.get() {
-            o.add_counters(&mut s, &rs);
+            o.add_counters(&mut s, rs);
         }
         s
+    }
+
+    /// Reads the counters and takes note of them in the history (called
+    /// every second by `run`, and by every reader, so what it shows is fresh).
+    /// Returns them with the rule set that numbers them.
+    pub fn observe(&self) -> (Arc<RuleSet>, Snapshot, Instant) {
+        let rs = self.published.current();
+        let s = self.counters_of(&rs);
+        let now = Instant::now();
+        self.history.lock().unwrap_or_else(|p| p.into_inner()).observe(now, &rs, &s);
+        (rs, s, now)
+    }
+
+    /// Each tunnel's traffic, drops, liveness and next hop.
+    pub fn tunnel_status(&self) -> Vec<TunnelStatus> {
+        let (rs, s, now) = self.observe();
+        let neighbours = self.io_status().map(|io| io.neighbours);
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        crate::tunnels::tunnel_status(&rs, &s, &h, now, neighbours.as_deref())
+    }
+
+    /// What the counters moved over the last seconds, numbered by `rs`
+    /// (`None` until there is a sample of its generation old enough).
+    pub fn recent(&self, rs: &RuleSet) -> Option<Recent> {
+        let (cur, s, now) = self.observe();
+        if cur.generation != rs.generation {
+            return None;
+        }
+        self.history.lock().unwrap_or_else(|p| p.into_inner()).recent(now, rs, &s)
     }
 
     /// Replaces the whole configuration, if it was based on the current

@@ -442,6 +442,7 @@ impl Datapath {
                     zero_copy: self.modes[i],
                     offloads,
                     queues: spec.queues,
+                    mtu: netdev::mtu(&spec.interface).ok(),
                     steering: steer,
                     sockets,
                 }

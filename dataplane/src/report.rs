@@ -58,6 +58,9 @@ pub struct PortStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offloads: Option<tap::Offloads>,
     pub queues: u32,
+    /// The interface's MTU (`null` if it could not be read).
+    #[serde(default)]
+    pub mtu: Option<u32>,
     pub steering: Option<SteerStats>,
     pub sockets: Vec<QueueStats>,
 }
