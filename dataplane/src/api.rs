@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api_types::{
     Applied, Counters, ErrorBody, OffloadStatus, OffloadView, PlacedRule, Placement, RuleView,
-    Status, TunnelStatus, VfView,
+    Status, TunnelStatus, VfView, WhyReport, WhyRequest,
 };
 use crate::daemon::{ApplyError, Daemon};
 use engine::model::{Config, ConfigError};
@@ -355,24 +355,11 @@ async fn trace(State(s): Api, body: Bytes) -> Result<Json<TraceReport>, ApiError
 /// What the workers run with right now, and what explains it: the trace
 /// runs with the same next hops and interface MACs, and says where rules run.
 fn trace_context(d: &Daemon) -> TraceContext {
-    let mut cx = TraceContext::default();
-    if let Some(w) = d.live_inputs() {
-        cx.live = true;
-        cx.next_hops = w.next_hops;
-        cx.interface_macs = w.interface_macs;
-        cx.neighbours = w
-            .neighbours
-            .into_iter()
-            .map(|n| {
-                let via = n.via.map(|v| format!(" via {v}")).unwrap_or_default();
-                (n.remote, format!("{}{via} on {}", n.state, n.interface))
-            })
-            .collect();
+    let placement = d.offload().map(|o| o.placement()).unwrap_or_default();
+    match d.live_inputs() {
+        Some(w) => w.trace_context(placement),
+        None => TraceContext { placement, ..TraceContext::default() },
     }
-    if let Some(o) = d.offload() {
-        cx.placement = o.placement();
-    }
-    cx
 }
 
 async fn metrics(State(s): Api) -> Result<Response, ApiError> {
@@ -391,6 +378,24 @@ async fn tunnel_status(State(s): Api) -> Result<Json<Vec<TunnelStatus>>, ApiErro
 }
 
 // --- end of tunnel status ---
+
+// --- why: the path between two addresses, or what blocks it ---
+
+async fn why(State(s): Api, body: Bytes) -> Result<Json<WhyReport>, ApiError> {
+    let req: WhyRequest = parse(&body)?;
+    let d = Arc::clone(&s.daemon);
+    // Reading the I/O's status and offloaded counters asks the kernel.
+    let r = tokio::task::spawn_blocking(move || d.why(&req))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    r.map(Json).map_err(|e| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        error: e.to_string(),
+        path: Some(e.field().into()),
+    })
+}
+
+// --- end of why ---
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such resource; the API lives under /v1/")
@@ -421,6 +426,7 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
         ("GET", "/v1/offload", get(offload)),
         ("GET", "/v1/offload/vfs", get(vfs)),
         ("POST", "/v1/trace", post(trace)),
+        ("POST", "/v1/why", post(why)),
         ("GET", "/v1/openapi.json", get(openapi)),
         ("GET", "/metrics", get(metrics)),
     ]
@@ -595,6 +601,29 @@ mod tests {
             },
         );
         documented("Counters", Counters::default());
+        let why = crate::why::why(
+            Arc::new(engine::compile::compile(&Config::default()).unwrap()),
+            &crate::why::Observed::offline(),
+            &WhyRequest {
+                from: "198.51.100.1".into(),
+                to: "198.51.100.2".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        documented("WhyReport", why);
+        documented(
+            "WhyRequest",
+            WhyRequest {
+                from: "a".into(),
+                to: "b".into(),
+                vni: Some(1),
+                port: Some("p".into()),
+                vlan: Some(2),
+                proto: Some(crate::api_types::WhyProto::Udp),
+                dport: Some(3),
+            },
+        );
         documented(
             "TunnelStatus",
             crate::api_types::TunnelStatus {

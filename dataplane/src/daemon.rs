@@ -11,11 +11,12 @@ use engine::counters::Snapshot;
 use engine::model::{Config, ConfigError};
 use engine::pipeline::Published;
 
-use crate::api_types::TunnelStatus;
+use crate::api_types::{TunnelStatus, WhyBasis, WhyReport, WhyRequest};
 use crate::history::{History, Recent};
 use crate::offload::Offloader;
 use crate::report::{CounterBoard, IoStatus, LiveInputs};
 use crate::store::{Store, StoreError};
+use crate::why::{Observed, WhyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -201,6 +202,21 @@ impl Daemon {
             return None;
         }
         self.history.lock().unwrap_or_else(|p| p.into_inner()).recent(now, rs, &s)
+    }
+
+    /// Answers `why` with everything the daemon knows: the published rules,
+    /// the I/O's state, the workers' inputs, placement and recent counters.
+    pub fn why(&self, q: &WhyRequest) -> Result<WhyReport, WhyError> {
+        let rs = self.rules();
+        let io = self.io_status();
+        let o = Observed {
+            basis: if io.is_some() { WhyBasis::Live } else { WhyBasis::ControlOnly },
+            live: self.live_inputs(),
+            io,
+            placement: self.offload.get().map(|o| o.placement()).unwrap_or_default(),
+            recent: self.recent(&rs),
+        };
+        crate::why::why(rs, &o, q)
     }
 
     /// Replaces the whole configuration, if it was based on the current

@@ -16,4 +16,5 @@ pub mod report;
 pub mod run;
 pub mod store;
 pub mod tunnels;
+pub mod why;
 pub mod worker;

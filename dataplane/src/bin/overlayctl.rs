@@ -70,6 +70,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: OffloadCmd,
     },
+    /// Why can (or can't) one address reach another: the path, or the first
+    /// blocker and what to change.
+    Why(dataplane::why::WhyArgs),
     /// Explain one packet's path through the live rules.
     Trace {
         #[arg(long)]
@@ -596,6 +599,15 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
                 for (k, v) in &c.drops {
                     println!("  {k:<24} {v}");
                 }
+            }
+        }
+        Cmd::Why(args) => {
+            let body = serde_json::to_vec(&args.request()).expect("a request serialises");
+            let r = call("POST", "/v1/why", &[], Some(&body))?;
+            if cli.json {
+                println!("{:#}", r.json());
+            } else {
+                print!("{}", dataplane::render::why(&parse(&r)?));
             }
         }
         Cmd::Trace { in_port, packet, hex } => {

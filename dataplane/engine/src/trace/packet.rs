@@ -184,6 +184,18 @@ pub fn trace_packet(
     frame: &[u8],
     now_ns: u64,
 ) -> TraceReport {
+    trace_steps(rules, cx, in_port, frame, now_ns).1
+}
+
+/// `trace_packet`, also returning the recorded steps themselves (indices
+/// into the rule set), for callers that reason about the path.
+pub fn trace_steps(
+    rules: Arc<RuleSet>,
+    cx: &TraceContext,
+    in_port: u16,
+    frame: &[u8],
+    now_ns: u64,
+) -> (Vec<Step>, TraceReport) {
     const HEAD: usize = 256;
     let mut w = Worker::new(Arc::clone(&rules));
     w.apply_next_hops(&cx.next_hops);
@@ -209,11 +221,12 @@ pub fn trace_packet(
         .map(|(i, h)| (rules.ports[i].name.clone(), h))
         .collect();
     let counters = CounterMoves::named(&rules, &Snapshot::sum([&*w.counters()]));
-    TraceReport {
+    let report = TraceReport {
         generation: rules.generation,
         live: cx.live,
         steps: render(&rec.steps, &rules, cx),
         outputs,
         counters,
-    }
+    };
+    (rec.steps, report)
 }
