@@ -66,7 +66,11 @@ impl History {
         }
         self.tunnels.retain(|name, _| rs.tunnel_index(name).is_some());
 
-        let due = self.samples.back().is_none_or(|s| now.duration_since(s.at) >= KEEP_EVERY);
+        // A new generation gets its first sample at once: the baseline of
+        // what moves under it.
+        let due = self.samples.back().is_none_or(|s| {
+            now.duration_since(s.at) >= KEEP_EVERY || s.generation != rs.generation
+        });
         if due {
             self.samples.push_back(Sample {
                 at: now,
@@ -91,8 +95,10 @@ impl History {
     /// generation are numbered differently).
     pub fn recent(&self, now: Instant, rs: &RuleSet, c: &Snapshot) -> Option<Recent> {
         let base = self.samples.iter().find(|s| s.generation == rs.generation)?;
-        let secs = now.duration_since(base.at).as_secs();
-        (secs > 0).then(|| Recent { secs, moved: c.since(&base.counters) })
+        let window = now.duration_since(base.at);
+        // Whole seconds, rounded up: what moved since is counted.
+        let secs = window.as_secs() + (window.subsec_nanos() > 0) as u64;
+        (!window.is_zero()).then(|| Recent { secs, moved: c.since(&base.counters) })
     }
 }
 
@@ -149,7 +155,12 @@ mod tests {
         assert_eq!(r.moved.tunnels[0].0.packets, r.secs);
         assert_eq!(r.moved.drop_count(encap::DropReason::NoNeighbour), r.secs * 2);
         assert!(h.samples.len() <= 4, "bounded: {}", h.samples.len());
-        // A new generation has no baseline of its own yet.
-        assert!(h.recent(at(30), &rules(2), &totals(30, 0, 60)).is_none());
+        // A new generation has no baseline of its own until it is observed,
+        // and one from then on.
+        let g2 = rules(2);
+        assert!(h.recent(at(30), &g2, &totals(30, 0, 60)).is_none());
+        h.observe(at(31), &g2, &totals(31, 0, 62));
+        let r = h.recent(at(33), &g2, &totals(33, 0, 70)).unwrap();
+        assert_eq!((r.secs, r.moved.tunnels[0].0.packets), (2, 2));
     }
 }

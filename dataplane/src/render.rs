@@ -428,7 +428,7 @@ fn blocker_text(b: &Blocker) -> (String, String) {
         Blocker::RecentDrops { tunnel, drops, secs } => {
             let list: Vec<String> = drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
             let fix = if drops.contains_key("mtu_exceeded") {
-                "packets larger than the tunnel carries were dropped: lower the workload's MTU"
+                "packets larger than the tunnel carries were dropped: every sender's MTU must fit the tunnel's inner MTU (the mtu check above)"
                     .to_string()
             } else if drops.contains_key("no_neighbour") {
                 "the next hop was unresolved for a while: check the underlay link".to_string()
