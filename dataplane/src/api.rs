@@ -166,14 +166,17 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 async fn status(State(s): Api) -> Result<Json<Status>, ApiError> {
+    let io = s.daemon.io_status();
+    let (rs, counters, now) = s.daemon.observe();
+    let tunnels = s.daemon.tunnels_of(&rs, &counters, now, io.as_ref());
     Ok(Json(Status {
         version: env!("CARGO_PKG_VERSION").into(),
         api: "v1".into(),
         uptime_secs: s.daemon.uptime_secs(),
         generation: s.daemon.generation(),
-        io: s.daemon.io_status(),
+        io,
         offload: offload_status(&s),
-        tunnels: s.daemon.tunnel_status(),
+        tunnels,
     }))
 }
 
@@ -363,9 +366,11 @@ fn trace_context(d: &Daemon) -> TraceContext {
 }
 
 async fn metrics(State(s): Api) -> Result<Response, ApiError> {
-    let tunnels = s.daemon.tunnel_status();
-    let (rs, counters, _) = s.daemon.observe();
-    let live = crate::metrics::Live { tunnels: &tunnels, io: s.daemon.io_status() };
+    // One reading of everything, so the series agree with each other.
+    let io = s.daemon.io_status();
+    let (rs, counters, now) = s.daemon.observe();
+    let tunnels = s.daemon.tunnels_of(&rs, &counters, now, io.as_ref());
+    let live = crate::metrics::Live { tunnels: &tunnels, io };
     let text = crate::metrics::encode_metrics(&rs, &counters, s.daemon.uptime_secs(), &live);
     Ok(([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
         .into_response())

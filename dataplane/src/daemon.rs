@@ -189,9 +189,20 @@ impl Daemon {
     /// Each tunnel's traffic, drops, liveness and next hop.
     pub fn tunnel_status(&self) -> Vec<TunnelStatus> {
         let (rs, s, now) = self.observe();
-        let neighbours = self.io_status().map(|io| io.neighbours);
+        self.tunnels_of(&rs, &s, now, self.io_status().as_ref())
+    }
+
+    /// The tunnels' status from what `observe` returned and the I/O's
+    /// status, for answers that show both and must agree.
+    pub fn tunnels_of(
+        &self,
+        rs: &RuleSet,
+        s: &Snapshot,
+        now: Instant,
+        io: Option<&IoStatus>,
+    ) -> Vec<TunnelStatus> {
         let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        crate::tunnels::tunnel_status(&rs, &s, &h, now, neighbours.as_deref())
+        crate::tunnels::tunnel_status(rs, s, &h, now, io.map(|io| io.neighbours.as_slice()))
     }
 
     /// What the counters moved over the last seconds, numbered by `rs`
