@@ -280,24 +280,11 @@ fn check_text(c: &Check) -> String {
             "tunnel {tunnel}: {id}, {local} -> {remote} via {uplink}{}",
             yes_no(*uplink_attached, "attached", "uplink NOT attached")
         ),
-        Check::Neighbour { tunnel, remote, next_hop, assumed } => {
-            let hop = match next_hop {
-                NextHopStatus::Static { mac } => format!("{mac} (configured)"),
-                NextHopStatus::Neighbour(n) => {
-                    let via = n.via.map(|v| format!(" via {v}")).unwrap_or_default();
-                    format!(
-                        "{} ({}{via} on {})",
-                        n.mac.as_deref().unwrap_or("unresolved"),
-                        n.state,
-                        n.interface
-                    )
-                }
-                NextHopStatus::Unknown { why } if *assumed => {
-                    format!("not known here, assumed resolved ({why})")
-                }
-                NextHopStatus::Unknown { why } => format!("unknown: {why}"),
-            };
-            format!("next hop of tunnel {tunnel} (remote {remote}): {hop}")
+        Check::Neighbour { tunnel, remote, next_hop: NextHopStatus::Unknown { why }, assumed: true } => {
+            format!("next hop of tunnel {tunnel} (remote {remote}): not known here, assumed resolved ({why})")
+        }
+        Check::Neighbour { tunnel, remote, next_hop, .. } => {
+            format!("next hop of tunnel {tunnel} (remote {remote}): {}", next_hop_text(next_hop))
         }
         Check::Mtu {
             tunnel,
@@ -332,6 +319,19 @@ fn check_text(c: &Check) -> String {
             }
         }
         Check::NotChecked { step, why } => format!("{step}: {why}"),
+    }
+}
+
+/// A tunnel's next hop: its MAC and where it comes from, or why there is none.
+pub fn next_hop_text(n: &NextHopStatus) -> String {
+    match n {
+        NextHopStatus::Static { mac } => format!("{mac} (configured)"),
+        NextHopStatus::Neighbour(n) => {
+            let via = n.via.map(|v| format!(" via {v}")).unwrap_or_default();
+            let mac = n.mac.as_deref().unwrap_or("unresolved");
+            format!("{mac} ({}{via} on {})", n.state, n.interface)
+        }
+        NextHopStatus::Unknown { why } => format!("unknown: {why}"),
     }
 }
 

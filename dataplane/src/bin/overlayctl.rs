@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use dataplane::api_types::{
-    Applied, Counters, ErrorBody, NextHopStatus, OffloadView, Placement, PortProbe, Representors,
-    RuleView, Sriov, Status, TunnelStatus, VfView,
+    Applied, Counters, ErrorBody, OffloadView, Placement, PortProbe, Representors, RuleView, Sriov,
+    Status, TunnelStatus, VfView,
 };
 use dataplane::client::{request, Response};
 use engine::model::{FdbEntry, Port};
@@ -149,19 +149,6 @@ enum OffloadCmd {
 /// One row of `tunnel list`: configuration, traffic, liveness, next hop, drops.
 fn tunnel_row(t: &TunnelStatus) -> Vec<String> {
     let ago = |s: Option<u64>| s.map_or_else(|| "never".into(), |s| format!("{s}s ago"));
-    let next_hop = match &t.next_hop {
-        NextHopStatus::Static { mac } => format!("{mac} (static)"),
-        NextHopStatus::Neighbour(n) => {
-            let via = n.via.map(|v| format!(" via {v}")).unwrap_or_default();
-            format!(
-                "{} ({}{via} on {})",
-                n.mac.as_deref().unwrap_or("unresolved"),
-                n.state,
-                n.interface
-            )
-        }
-        NextHopStatus::Unknown { why } => format!("unknown: {why}"),
-    };
     let drops: Vec<String> = t.drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
     vec![
         cell(&t.name),
@@ -174,7 +161,7 @@ fn tunnel_row(t: &TunnelStatus) -> Vec<String> {
         format!("{}/{}", t.decap.packets, t.decap.bytes),
         ago(t.last_rx_secs),
         ago(t.last_tx_secs),
-        next_hop,
+        dataplane::render::next_hop_text(&t.next_hop),
         if drops.is_empty() { "-".into() } else { drops.join(",") },
     ]
 }
