@@ -53,6 +53,9 @@ for x in "wl-a 198.51.100.1" "wl-b 198.51.100.2"; do
   ip -n "$P-$1" addr add "$2/24" dev eth0
   echo "$1 eth0 $(nsx "$1" ethtool -k eth0 | grep '^tx-checksumming')"
 done
+# The hosts' ends of the workload links too: `why` reads the port's MTU there.
+ip -n "$P-host-a" link set wa mtu 1450
+ip -n "$P-host-b" link set wb mtu 1450
 
 config() { # local remote workload-if uplink-if
   cat <<EOF
@@ -163,6 +166,13 @@ echo "(forwarded: encapsulated towards host-b and sent out of up0, as the pings 
 say "host-a: why would a telnet packet from wl-a go where it goes?"
 $CTL trace --in-port wl0 --packet \
   "eth(src=02:00:00:00:00:01,dst=02:00:00:00:00:02)/ipv4(src=198.51.100.1,dst=198.51.100.2)/tcp(sport=40000,dport=23)" || true
+
+say "host-a: why can't wl-a telnet to wl-b, when the web gets through?"
+$CTL why --from 198.51.100.1 --to 198.51.100.2 --proto tcp --dport 23
+$CTL why --from 198.51.100.1 --to 198.51.100.2 --proto tcp --dport 80
+
+say "host-a: tunnels: traffic each way, drops, last packet, next hop"
+$CTL tunnel list
 
 say "stopping overlayd (SIGTERM drains the workers and detaches XDP)"
 for f in "$W"/*.pid; do kill "$(cat "$f")"; done

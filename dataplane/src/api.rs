@@ -21,7 +21,7 @@ use axum::middleware::Next;
 
 use crate::api_types::{
     Applied, Counters, ErrorBody, OffloadStatus, OffloadView, PlacedRule, Placement, RuleView,
-    Status, VfView,
+    Status, TunnelStatus, VfView, WhyReport, WhyRequest,
 };
 use crate::daemon::{ApplyError, Daemon};
 use engine::model::{Config, ConfigError};
@@ -148,13 +148,17 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 }
 
 async fn status(State(s): Api) -> Result<Json<Status>, ApiError> {
+    let io = s.daemon.io_status();
+    let (rs, counters, now) = s.daemon.observe();
+    let tunnels = s.daemon.tunnels_of(&rs, &counters, now, io.as_ref());
     Ok(Json(Status {
         version: env!("CARGO_PKG_VERSION").into(),
         api: "v1".into(),
         uptime_secs: s.daemon.uptime_secs(),
         generation: s.daemon.generation(),
-        io: s.daemon.io_status(),
+        io,
         offload: offload_status(&s),
+        tunnels,
     }))
 }
 
@@ -336,35 +340,49 @@ async fn trace(State(s): Api, body: Bytes) -> Result<Json<TraceReport>, ApiError
 /// What the workers run with right now, and what explains it: the trace
 /// runs with the same next hops and interface MACs, and says where rules run.
 fn trace_context(d: &Daemon) -> TraceContext {
-    let mut cx = TraceContext::default();
-    if let Some(w) = d.live_inputs() {
-        cx.live = true;
-        cx.next_hops = w.next_hops;
-        cx.interface_macs = w.interface_macs;
-        cx.neighbours = w
-            .neighbours
-            .into_iter()
-            .map(|n| {
-                let via = n.via.map(|v| format!(" via {v}")).unwrap_or_default();
-                (n.remote, format!("{}{via} on {}", n.state, n.interface))
-            })
-            .collect();
+    let placement = d.offload().map(|o| o.placement()).unwrap_or_default();
+    match d.live_inputs() {
+        Some(w) => w.trace_context(placement),
+        None => TraceContext { placement, ..TraceContext::default() },
     }
-    if let Some(o) = d.offload() {
-        cx.placement = o.placement();
-    }
-    cx
 }
 
 async fn metrics(State(s): Api) -> Result<Response, ApiError> {
-    let text = crate::metrics::encode_metrics(
-        &s.daemon.rules(),
-        &s.daemon.counters(),
-        s.daemon.uptime_secs(),
-    );
+    // One reading of everything, so the series agree with each other.
+    let io = s.daemon.io_status();
+    let (rs, counters, now) = s.daemon.observe();
+    let tunnels = s.daemon.tunnels_of(&rs, &counters, now, io.as_ref());
+    let live = crate::metrics::Live { tunnels: &tunnels, io };
+    let text = crate::metrics::encode_metrics(&rs, &counters, s.daemon.uptime_secs(), &live);
     Ok(([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
         .into_response())
 }
+
+// --- tunnel status: traffic, drops and liveness per tunnel ---
+
+async fn tunnel_status(State(s): Api) -> Result<Json<Vec<TunnelStatus>>, ApiError> {
+    Ok(Json(s.daemon.tunnel_status()))
+}
+
+// --- end of tunnel status ---
+
+// --- why: the path between two addresses, or what blocks it ---
+
+async fn why(State(s): Api, body: Bytes) -> Result<Json<WhyReport>, ApiError> {
+    let req: WhyRequest = parse(&body)?;
+    let d = Arc::clone(&s.daemon);
+    // Reading the I/O's status and offloaded counters asks the kernel.
+    let r = tokio::task::spawn_blocking(move || d.why(&req))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    r.map(Json).map_err(|e| ApiError {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        error: e.to_string(),
+        path: Some(e.field().into()),
+    })
+}
+
+// --- end of why ---
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such resource; the API lives under /v1/")
@@ -387,6 +405,7 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
         ("POST", "/v1/config/ops", post(post_ops)),
         ("GET", "/v1/rules", get(rules)),
         ("GET", "/v1/tunnels", get(|State(s): Api| collection(s, |c| c.tunnels))),
+        ("GET", "/v1/tunnels/status", get(tunnel_status)),
         ("GET", "/v1/ports", get(|State(s): Api| collection(s, |c| c.ports))),
         ("GET", "/v1/fdb", get(|State(s): Api| collection(s, |c| c.fdb))),
         ("GET", "/v1/flood", get(|State(s): Api| collection(s, |c| c.flood))),
@@ -394,6 +413,7 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
         ("GET", "/v1/offload", get(offload)),
         ("GET", "/v1/offload/vfs", get(vfs)),
         ("POST", "/v1/trace", post(trace)),
+        ("POST", "/v1/why", post(why)),
         ("GET", "/v1/openapi.json", get(openapi)),
         ("GET", "/metrics", get(metrics)),
     ]
@@ -486,9 +506,52 @@ mod tests {
                 generation: 0,
                 io: None,
                 offload,
+                tunnels: vec![],
             },
         );
         documented("Counters", Counters::default());
+        let why = crate::why::why(
+            Arc::new(engine::compile::compile(&Config::default()).unwrap()),
+            &crate::why::Observed::offline(),
+            &WhyRequest {
+                from: "198.51.100.1".into(),
+                to: "198.51.100.2".into(),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        documented("WhyReport", why);
+        documented(
+            "WhyRequest",
+            WhyRequest {
+                from: "a".into(),
+                to: "b".into(),
+                vni: Some(1),
+                port: Some("p".into()),
+                vlan: Some(2),
+                proto: Some(crate::api_types::WhyProto::Udp),
+                dport: Some(3),
+            },
+        );
+        documented(
+            "TunnelStatus",
+            crate::api_types::TunnelStatus {
+                name: "t1".into(),
+                kind: engine::model::TunnelType::Vxlan,
+                vni_or_key: Some(42),
+                uplink: "up0".into(),
+                local: "192.0.2.1".parse().unwrap(),
+                remote: "192.0.2.2".parse().unwrap(),
+                encap: Default::default(),
+                decap: Default::default(),
+                drops: Default::default(),
+                last_rx_secs: None,
+                last_tx_secs: Some(1),
+                next_hop: crate::api_types::NextHopStatus::Static {
+                    mac: "02:00:00:00:00:01".into(),
+                },
+            },
+        );
         documented("Applied", Applied { generation: 1 });
         documented("Error", ErrorBody { error: "e".into(), path: None });
         documented(

@@ -7,11 +7,12 @@
 //! here too (`Summary`, `Counters`).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use engine::compile::RuleSet;
 use engine::counters::{FlowSnapshot, Snapshot};
 use engine::flow_key::mask_fields;
-use engine::model::{PortKind, Rule};
+use engine::model::{PortKind, Rule, TunnelType};
 use engine::placement::RulePlacement;
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,9 @@ pub struct Status {
     /// The packet I/O, `null` with `--control-only`.
     pub io: Option<IoStatus>,
     pub offload: OffloadStatus,
+    /// Each tunnel's traffic, drops and liveness.
+    #[serde(default)]
+    pub tunnels: Vec<TunnelStatus>,
 }
 
 /// The offloader's state, in `status` and `GET /v1/offload`.
@@ -213,6 +217,10 @@ pub struct TunnelCounters {
     pub name: String,
     pub encap: Traffic,
     pub decap: Traffic,
+    /// Non-zero drops of packets going into the tunnel or coming out of it,
+    /// by reason (each also counts in `drops`).
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,11 +264,13 @@ impl Counters {
             tunnels: rs
                 .tunnels
                 .iter()
+                .enumerate()
                 .zip(&c.tunnels)
-                .map(|(t, (e, d))| TunnelCounters {
+                .map(|((i, t), (e, d))| TunnelCounters {
                     name: t.name.clone(),
                     encap: (*e).into(),
                     decap: (*d).into(),
+                    drops: tunnel_drops(c, i),
                 })
                 .collect(),
             rules: rs
@@ -279,6 +289,65 @@ impl Counters {
                 miss: c.cache_miss,
                 tuples_probed: c.tuples_probed,
             },
+        }
+    }
+}
+
+/// Tunnel `i`'s drops in `c`, by reason name.
+pub fn tunnel_drops(c: &Snapshot, i: usize) -> BTreeMap<String, u64> {
+    c.tunnel_drops.get(i).into_iter().flatten().map(|(n, v)| (n.to_string(), *v)).collect()
+}
+
+/// One tunnel's traffic, drops and liveness: in `status` (`tunnels`),
+/// `GET /v1/tunnels/status` and `overlayctl tunnel list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelStatus {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: TunnelType,
+    /// VXLAN: the VNI; GRE: the key (NVGRE: from the VSID and flow id).
+    pub vni_or_key: Option<u32>,
+    pub uplink: String,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    /// Packets and bytes encapsulated into the tunnel (sent).
+    pub encap: Traffic,
+    /// Packets and bytes decapsulated from it (received).
+    pub decap: Traffic,
+    /// Non-zero drops counted under the tunnel, by reason.
+    pub drops: BTreeMap<String, u64>,
+    /// Seconds since a packet last came out of the tunnel; `null` when none
+    /// has since the daemon started. Sampled every second.
+    pub last_rx_secs: Option<u64>,
+    /// Seconds since a packet was last sent into it; `null` likewise.
+    pub last_tx_secs: Option<u64>,
+    /// Where the outer destination MAC comes from, and its state.
+    pub next_hop: NextHopStatus,
+}
+
+/// A tunnel's next hop: configured, learned from the kernel (with the
+/// neighbour state), or unknown and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum NextHopStatus {
+    /// `next_hop_mac` in the configuration.
+    Static {
+        mac: String,
+    },
+    /// The kernel's neighbour entry, as the neighbour watcher last read it.
+    Neighbour(NeighState),
+    Unknown {
+        why: String,
+    },
+}
+
+impl NextHopStatus {
+    /// True when the tunnel has a MAC to send to.
+    pub fn resolved(&self) -> bool {
+        match self {
+            NextHopStatus::Static { .. } => true,
+            NextHopStatus::Neighbour(n) => n.mac.is_some(),
+            NextHopStatus::Unknown { .. } => false,
         }
     }
 }
@@ -352,6 +421,293 @@ impl Summary {
         }
     }
 }
+
+// --- why: the path from one address to another, or what blocks it ---
+
+/// `POST /v1/why` (and `overlayd why --config`): from where to where.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhyRequest {
+    /// The sender: a MAC address, an IP address, or both (`MAC,IP`).
+    pub from: String,
+    /// The receiver, the same way.
+    pub to: String,
+    /// The VNI both should share (checked against the path's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// The port the sender is behind: a workload port, or an uplink for a
+    /// sender behind a tunnel. Found from the rules when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// The VLAN the sender's frames carry (untagged when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+    /// The packet to try: `icmp` (an echo request, the default), `udp` or `tcp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<WhyProto>,
+    /// Destination port for `udp` and `tcp` (default 53 and 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dport: Option<u16>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhyProto {
+    Icmp,
+    Udp,
+    Tcp,
+}
+
+/// What an answer of `why` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhyBasis {
+    /// A running daemon with its datapath: live next hops, MTUs, counters.
+    Live,
+    /// A daemon run with `--control-only`: the rules and counters, no I/O.
+    ControlOnly,
+    /// `overlayd why --config`: the configuration alone.
+    Offline,
+}
+
+/// The answer of `why`: the checks made in order, then the path, or the
+/// first check that blocks it and what to change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhyReport {
+    pub generation: u64,
+    pub basis: WhyBasis,
+    pub from: String,
+    pub to: String,
+    /// The packet traced, as a description `overlayctl trace --packet` takes.
+    pub packet: String,
+    /// The port it was traced from (`null` when none could be chosen).
+    pub port: Option<String>,
+    pub checks: Vec<Finding>,
+    /// The first blocker, `null` when the path is clear.
+    pub blocker: Option<Blocker>,
+    /// The path, when nothing blocks it.
+    pub path: Option<WhyPath>,
+    /// Where such packets are handled: `software (AF_XDP)` and the like.
+    pub tier: String,
+    /// The packet's full trace (`null` when no port could be chosen).
+    pub trace: Option<TraceReport>,
+}
+
+/// One check and how it came out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub verdict: Verdict,
+    pub check: Check,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Ok,
+    Blocked,
+    /// Not a blocker, but worth knowing (an assumption, a flood).
+    Note,
+    /// Does not apply to this path, or cannot be told from what is known.
+    Skipped,
+}
+
+/// What one check looked at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "snake_case")]
+pub enum Check {
+    /// The sender's port and VLAN.
+    Port {
+        port: Option<String>,
+        kind: Option<PortKind>,
+        /// How the port was chosen.
+        chosen: String,
+        vlan: Option<u16>,
+        /// Live: whether the running datapath has a socket on it.
+        attached: Option<bool>,
+        /// Live: its interface's MTU.
+        mtu: Option<u32>,
+    },
+    /// The FDB entry of the receiver's MAC and the flood list of the VNI.
+    Fdb {
+        vni: u32,
+        mac: Option<String>,
+        /// The tunnel the FDB sends the MAC to.
+        entry: Option<String>,
+        /// `null` when the VNI has no flood list.
+        flood: Option<FloodTargets>,
+    },
+    /// The rule that matched, and what it does.
+    Rule {
+        rule: Option<u32>,
+        priority: Option<u16>,
+        actions: Vec<String>,
+        /// Ids of the rules that match on the sender's port.
+        rules_on_port: Vec<u32>,
+    },
+    /// A tunnel the packet goes into or came out of.
+    Tunnel {
+        tunnel: String,
+        /// VXLAN VNI or GRE key, in words.
+        id: String,
+        local: IpAddr,
+        remote: IpAddr,
+        uplink: String,
+        /// Live: whether the uplink has a socket on the running datapath.
+        uplink_attached: Option<bool>,
+    },
+    /// The next hop a tunnel sends to.
+    Neighbour {
+        tunnel: String,
+        remote: IpAddr,
+        next_hop: NextHopStatus,
+        /// True when not known here and assumed resolved (offline).
+        assumed: bool,
+    },
+    /// The tunnel's inner MTU against the sender's, and the underlay's.
+    Mtu {
+        tunnel: String,
+        /// Largest inner IP packet the tunnel carries, VLAN tags counted.
+        inner_mtu: u16,
+        workload_mtu: u32,
+        /// True when the sender's MTU is not known here and 1500 is assumed.
+        workload_mtu_assumed: bool,
+        /// What the tunnel's `mtu` says of the underlay.
+        underlay_mtu: u16,
+        /// Live: the uplink interface's own MTU.
+        uplink_mtu: Option<u32>,
+    },
+    /// Where the packet is handled.
+    Tier {
+        tier: String,
+        /// Where the matched rule runs, with offload active.
+        placement: Option<Placement>,
+    },
+    /// Counters of this path that moved lately.
+    Counters {
+        /// The window, in seconds (`null`: no recent sample to compare with).
+        window_secs: Option<u64>,
+        moved: BTreeMap<String, u64>,
+    },
+    /// A step the path does not take, or that cannot be told, and why.
+    NotChecked { step: String, why: String },
+}
+
+/// A flood list's targets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloodTargets {
+    pub tunnels: Vec<String>,
+    pub ports: Vec<String>,
+}
+
+/// The first thing that keeps the packet from its destination.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "blocker", rename_all = "snake_case")]
+pub enum Blocker {
+    /// The datapath failed to start after a change of ports.
+    DatapathDown,
+    /// The port has no socket on the running datapath.
+    PortNotAttached {
+        port: String,
+    },
+    NoWorkloadPort,
+    /// Several ports could be the sender's.
+    AmbiguousPort {
+        candidates: Vec<String>,
+    },
+    /// No tunnel arrives on the uplink given as the sender's port.
+    NoTunnelOnUplink {
+        port: String,
+        vni: Option<u32>,
+    },
+    /// Unicast to a MAC the FDB does not know, in a VNI without flood list.
+    NoFdbEntry {
+        vni: u32,
+        mac: String,
+        tunnels: Vec<String>,
+    },
+    /// Broadcast, multicast or unknown unicast in a VNI without flood list.
+    NoFloodList {
+        vni: u32,
+    },
+    /// The path uses another VNI than the one asked about.
+    VniMismatch {
+        asked: u32,
+        used: u32,
+        by: String,
+    },
+    NoMatchingRule {
+        port: String,
+        /// The packet, in words.
+        packet: String,
+        /// A rule that would match, for the fix.
+        suggestion: String,
+    },
+    RuleDrops {
+        rule: u32,
+        priority: u16,
+    },
+    /// The rule sends the packet back out of the port it came from.
+    SelfLoop {
+        rule: u32,
+        port: String,
+    },
+    /// Any other drop, as the trace names it.
+    Dropped {
+        stage: String,
+        reason: String,
+        description: String,
+    },
+    /// The tunnel's next hop has no MAC address.
+    NeighbourUnresolved {
+        tunnel: String,
+        remote: IpAddr,
+        /// The neighbour asked about: the gateway, or the remote itself.
+        hop: IpAddr,
+        interface: String,
+        state: String,
+    },
+    MtuTooSmall {
+        tunnel: String,
+        inner_mtu: u16,
+        workload_mtu: u32,
+        port: String,
+        assumed: bool,
+    },
+    /// The uplink's interface MTU is below what the tunnel assumes.
+    UnderlayMtuTooSmall {
+        tunnel: String,
+        underlay_mtu: u16,
+        uplink: String,
+        interface_mtu: u32,
+    },
+    /// The path looks clear, but a tunnel on it dropped packets lately.
+    RecentDrops {
+        tunnel: String,
+        drops: BTreeMap<String, u64>,
+        secs: u64,
+    },
+}
+
+/// The path of a packet nothing blocks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhyPath {
+    pub port: String,
+    pub vlan: Option<u16>,
+    pub rule: u32,
+    pub priority: u16,
+    pub actions: Vec<String>,
+    pub hops: Vec<Hop>,
+}
+
+/// Where a packet leaves.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "snake_case")]
+pub enum Hop {
+    Tunnel { tunnel: String, remote: IpAddr, uplink: String, next_hop: Option<String> },
+    Port { port: String },
+}
+
+// --- end of why ---
 
 #[cfg(test)]
 mod tests {

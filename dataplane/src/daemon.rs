@@ -11,9 +11,12 @@ use engine::counters::Snapshot;
 use engine::model::{Config, ConfigError};
 use engine::pipeline::Published;
 
+use crate::api_types::{TunnelStatus, WhyBasis, WhyReport, WhyRequest};
+use crate::history::{History, Recent};
 use crate::offload::Offloader;
 use crate::report::{CounterBoard, IoStatus, LiveInputs};
 use crate::store::{Store, StoreError};
+use crate::why::{Observed, WhyError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -58,6 +61,8 @@ pub struct Daemon {
     io: std::sync::OnceLock<Box<dyn IoReport>>,
     /// VF settings and flow offload; set by `run` when it attaches interfaces.
     offload: std::sync::OnceLock<Arc<Offloader>>,
+    /// What the counters did lately (liveness, recent moves).
+    history: Mutex<History>,
 }
 
 pub type HostCheck = Box<dyn Fn(&Config) -> Result<(), ConfigError> + Send + Sync>;
@@ -94,6 +99,7 @@ impl Daemon {
             host_check: std::sync::OnceLock::new(),
             io: std::sync::OnceLock::new(),
             offload: std::sync::OnceLock::new(),
+            history: Mutex::new(History::default()),
         })
     }
 
@@ -168,13 +174,71 @@ impl Daemon {
 
     /// Everything counted since start, numbered by the current rule set.
     pub fn counters(&self) -> Snapshot {
-        let rs = self.published.current();
-        let mut s = self.counters.snapshot(&rs);
+        self.counters_of(&self.published.current())
+    }
+
+    fn counters_of(&self, rs: &RuleSet) -> Snapshot {
+        let mut s = self.counters.snapshot(rs);
         // What the hardware ran, counted where software would have counted it.
         if let Some(o) = self.offload.get() {
-            o.add_counters(&mut s, &rs);
+            o.add_counters(&mut s, rs);
         }
         s
+    }
+
+    /// Reads the counters and takes note of them in the history (called
+    /// every second by `run`, and by every reader, so what it shows is fresh).
+    /// Returns them with the rule set that numbers them.
+    pub fn observe(&self) -> (Arc<RuleSet>, Snapshot, Instant) {
+        let rs = self.published.current();
+        let s = self.counters_of(&rs);
+        let now = Instant::now();
+        self.history.lock().unwrap_or_else(|p| p.into_inner()).observe(now, &rs, &s);
+        (rs, s, now)
+    }
+
+    /// Each tunnel's traffic, drops, liveness and next hop.
+    pub fn tunnel_status(&self) -> Vec<TunnelStatus> {
+        let (rs, s, now) = self.observe();
+        self.tunnels_of(&rs, &s, now, self.io_status().as_ref())
+    }
+
+    /// The tunnels' status from what `observe` returned and the I/O's
+    /// status, for answers that show both and must agree.
+    pub fn tunnels_of(
+        &self,
+        rs: &RuleSet,
+        s: &Snapshot,
+        now: Instant,
+        io: Option<&IoStatus>,
+    ) -> Vec<TunnelStatus> {
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        crate::tunnels::tunnel_status(rs, s, &h, now, io.map(|io| io.neighbours.as_slice()))
+    }
+
+    /// What the counters moved over the last seconds, numbered by `rs`
+    /// (`None` until there is a sample of its generation old enough).
+    pub fn recent(&self, rs: &RuleSet) -> Option<Recent> {
+        let (cur, s, now) = self.observe();
+        if cur.generation != rs.generation {
+            return None;
+        }
+        self.history.lock().unwrap_or_else(|p| p.into_inner()).recent(now, rs, &s)
+    }
+
+    /// Answers `why` with everything the daemon knows: the published rules,
+    /// the I/O's state, the workers' inputs, placement and recent counters.
+    pub fn why(&self, q: &WhyRequest) -> Result<WhyReport, WhyError> {
+        let rs = self.rules();
+        let io = self.io_status();
+        let o = Observed {
+            basis: if io.is_some() { WhyBasis::Live } else { WhyBasis::ControlOnly },
+            live: self.live_inputs(),
+            io,
+            placement: self.offload.get().map(|o| o.placement()).unwrap_or_default(),
+            recent: self.recent(&rs),
+        };
+        crate::why::why(rs, &o, q)
     }
 
     /// Replaces the whole configuration, if it was based on the current

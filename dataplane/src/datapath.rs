@@ -444,6 +444,7 @@ impl Datapath {
                     zero_copy: self.modes[i],
                     offloads,
                     queues: spec.queues,
+                    mtu: netdev::mtu(&spec.interface).ok(),
                     steering: steer,
                     sockets,
                 }

@@ -7,7 +7,12 @@ use encap::DropReason;
 use engine::compile::{RuleSet, TunnelRt};
 use engine::counters::Snapshot;
 use engine::flow_key::mask_fields;
+use engine::model::PortKind;
 use engine::trace::TraceReport;
+
+use crate::api_types::{
+    Blocker, Check, Hop, NextHopStatus, Placement, Verdict, WhyBasis, WhyReport,
+};
 
 /// One compiled tunnel in one line.
 pub(crate) fn tunnel_line(t: &TunnelRt, rs: &RuleSet) -> String {
@@ -154,4 +159,286 @@ pub fn counters(rs: &RuleSet, c: &Snapshot) -> String {
 /// A trace as numbered steps, the frames produced and the counters moved.
 pub fn trace(r: &TraceReport) -> String {
     r.to_string()
+}
+
+/// `why` as people read it: each check with its verdict, then the path, or
+/// the blocker and what to change.
+pub fn why(r: &WhyReport) -> String {
+    let mut s = String::new();
+    let basis = match r.basis {
+        WhyBasis::Live => "with the datapath's live state",
+        WhyBasis::ControlOnly => {
+            "control only: rules and counters, no datapath (next hops and MTUs are not known)"
+        }
+        WhyBasis::Offline => {
+            "offline: the configuration alone (next hops, MTUs and counters are not known)"
+        }
+    };
+    let _ = writeln!(s, "why {} -> {}: generation {} ({basis})", r.from, r.to, r.generation);
+    if !r.packet.is_empty() {
+        let port = r.port.as_deref().unwrap_or("-");
+        let _ = writeln!(s, "traced on port {port}: {}", r.packet);
+    }
+    for f in &r.checks {
+        let v = match f.verdict {
+            Verdict::Ok => "ok",
+            Verdict::Blocked => "BLOCKED",
+            Verdict::Note => "note",
+            Verdict::Skipped => "-",
+        };
+        let _ = writeln!(s, "  {v:<8} {}", check_text(&f.check));
+    }
+    match (&r.blocker, &r.path) {
+        (Some(b), _) => {
+            let (what, fix) = blocker_text(b);
+            let _ = writeln!(s, "blocked: {what}");
+            let _ = writeln!(s, "fix: {fix}");
+        }
+        (None, Some(p)) => {
+            let vlan = p.vlan.map(|v| format!(" vlan {v}")).unwrap_or_default();
+            let hops: Vec<String> = p
+                .hops
+                .iter()
+                .map(|h| match h {
+                    Hop::Tunnel { tunnel, remote, uplink, next_hop } => format!(
+                        "tunnel {tunnel} to {remote} via {uplink} (next hop {})",
+                        next_hop.as_deref().unwrap_or("unknown here")
+                    ),
+                    Hop::Port { port } => format!("port {port}"),
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "path: port {}{vlan} -> rule {} (priority {}): {} -> {}",
+                p.port,
+                p.rule,
+                p.priority,
+                p.actions.join(", "),
+                if hops.is_empty() { "nowhere".into() } else { hops.join(" + ") }
+            );
+        }
+        (None, None) => {
+            let _ = writeln!(s, "no path and no blocker found");
+        }
+    }
+    s
+}
+
+fn check_text(c: &Check) -> String {
+    let yes_no = |b: Option<bool>, yes: &str, no: &str| match b {
+        Some(true) => format!(", {yes}"),
+        Some(false) => format!(", {no}"),
+        None => String::new(),
+    };
+    match c {
+        Check::Port { port, kind, chosen, vlan, attached, mtu } => {
+            let Some(port) = port else { return "port: none could be chosen".into() };
+            let kind = match kind {
+                Some(PortKind::Uplink) => "uplink (the sender is behind a tunnel)",
+                _ => "workload",
+            };
+            format!(
+                "port {port}: {kind}, {chosen}; {}{}{}",
+                vlan.map_or_else(|| "untagged".into(), |v| format!("vlan {v}")),
+                yes_no(*attached, "attached", "NOT attached"),
+                mtu.map(|m| format!(", MTU {m}")).unwrap_or_default()
+            )
+        }
+        Check::Fdb { vni, mac, entry, flood } => {
+            let mac = mac.as_deref().unwrap_or("the receiver (MAC not given)");
+            let lookup = match entry {
+                Some(t) => format!("{mac} -> tunnel {t}"),
+                None => format!("no entry for {mac}"),
+            };
+            let flood = match flood {
+                None => "no flood list".to_string(),
+                Some(f) => {
+                    let all: Vec<&str> =
+                        f.tunnels.iter().chain(&f.ports).map(String::as_str).collect();
+                    format!("flood list {}", all.join(", "))
+                }
+            };
+            format!("fdb in VNI {vni}: {lookup}; {flood}")
+        }
+        Check::Rule { rule: Some(id), priority, actions, .. } => format!(
+            "rule {id} (priority {}) matches: {}",
+            priority.unwrap_or(0),
+            actions.join(", ")
+        ),
+        Check::Rule { rules_on_port, .. } => {
+            let on = if rules_on_port.is_empty() {
+                "no rule names this port".to_string()
+            } else {
+                format!(
+                    "rules on this port: {}",
+                    rules_on_port.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                )
+            };
+            format!("rule: none matches ({on})")
+        }
+        Check::Tunnel { tunnel, id, local, remote, uplink, uplink_attached } => format!(
+            "tunnel {tunnel}: {id}, {local} -> {remote} via {uplink}{}",
+            yes_no(*uplink_attached, "attached", "uplink NOT attached")
+        ),
+        Check::Neighbour { tunnel, remote, next_hop: NextHopStatus::Unknown { why }, assumed: true } => {
+            format!("next hop of tunnel {tunnel} (remote {remote}): not known here, assumed resolved ({why})")
+        }
+        Check::Neighbour { tunnel, remote, next_hop, .. } => {
+            format!("next hop of tunnel {tunnel} (remote {remote}): {}", next_hop_text(next_hop))
+        }
+        Check::Mtu {
+            tunnel,
+            inner_mtu,
+            workload_mtu,
+            workload_mtu_assumed,
+            underlay_mtu,
+            uplink_mtu,
+        } => format!(
+            "mtu: tunnel {tunnel} carries inner IP packets up to {inner_mtu} (underlay {underlay_mtu}{}); the sender's MTU is {workload_mtu}{}",
+            uplink_mtu.map(|m| format!(", uplink interface {m}")).unwrap_or_default(),
+            if *workload_mtu_assumed {
+                " (assumed: not known here); if so, larger packets are dropped (mtu_exceeded)"
+            } else {
+                ""
+            }
+        ),
+        Check::Tier { tier, placement } => match placement {
+            Some(Placement::Hardware { device, .. }) => format!(
+                "tier: the rule runs in hardware on {device}: such packets never reach {tier}"
+            ),
+            Some(Placement::Software { reason, .. }) => format!("tier: {tier}; {reason}"),
+            None => format!("tier: {tier}"),
+        },
+        Check::Counters { window_secs, moved } => {
+            let w = window_secs.map_or_else(|| "-".into(), |s| format!("{s} s"));
+            if moved.is_empty() {
+                format!("counters over the last {w}: none of this path's moved")
+            } else {
+                let m: Vec<String> = moved.iter().map(|(k, v)| format!("{k} +{v}")).collect();
+                format!("counters over the last {w}: {}", m.join(", "))
+            }
+        }
+        Check::NotChecked { step, why } => format!("{step}: {why}"),
+    }
+}
+
+/// A tunnel's next hop: its MAC and where it comes from, or why there is none.
+pub fn next_hop_text(n: &NextHopStatus) -> String {
+    match n {
+        NextHopStatus::Static { mac } => format!("{mac} (configured)"),
+        NextHopStatus::Neighbour(n) => {
+            let via = n.via.map(|v| format!(" via {v}")).unwrap_or_default();
+            let mac = n.mac.as_deref().unwrap_or("unresolved");
+            format!("{mac} ({}{via} on {})", n.state, n.interface)
+        }
+        NextHopStatus::Unknown { why } => format!("unknown: {why}"),
+    }
+}
+
+/// What blocks, and what to change.
+fn blocker_text(b: &Blocker) -> (String, String) {
+    match b {
+        Blocker::DatapathDown => (
+            "the datapath is not running (it failed to start after the last change of ports)".into(),
+            "read the daemon's log for why, correct the ports and apply again".into(),
+        ),
+        Blocker::PortNotAttached { port } => (
+            format!("port {port} has no socket on the running datapath"),
+            format!("check that {port}'s interface exists and is up; `overlayctl status` lists the attached ports"),
+        ),
+        Blocker::NoWorkloadPort => (
+            "the configuration has no workload port".into(),
+            "add one (`[[ports]]` with `kind = \"workload\"`)".into(),
+        ),
+        Blocker::AmbiguousPort { candidates } => (
+            format!("the sender could be behind any of {}", candidates.join(", ")),
+            "say which with --port".into(),
+        ),
+        Blocker::NoTunnelOnUplink { port, vni } => (
+            format!(
+                "no tunnel{} arrives on uplink {port}",
+                vni.map(|v| format!(" with VNI/key {v}")).unwrap_or_default()
+            ),
+            "give the VNI of a tunnel on it with --vni, or add the tunnel".into(),
+        ),
+        Blocker::NoFdbEntry { vni, mac, tunnels } => (
+            format!("no FDB entry for {mac} in VNI {vni}, and VNI {vni} has no flood list"),
+            format!(
+                "add one with `overlayctl fdb add --vni {vni} --mac {mac} --tunnel {}`",
+                match tunnels.as_slice() {
+                    [only] => only.as_str(),
+                    _ => "<tunnel>",
+                }
+            ),
+        ),
+        Blocker::NoFloodList { vni } => (
+            format!("broadcast, multicast and unknown unicast in VNI {vni} have nowhere to go: no flood list (ARP requests too)"),
+            format!("add a flood list for VNI {vni} (`[[flood]]` with `vni = {vni}` and its tunnels), or FDB entries"),
+        ),
+        Blocker::VniMismatch { asked, used, by } => (
+            format!("the path uses VNI {used} ({by}), not VNI {asked}"),
+            "make both ends use the same VNI".into(),
+        ),
+        Blocker::NoMatchingRule { port, packet, suggestion } => (
+            format!("no rule matches {packet} arriving on {port}"),
+            format!("add one, e.g. `overlayctl rule add {suggestion}`"),
+        ),
+        Blocker::RuleDrops { rule, priority } => (
+            format!("rule {rule} (priority {priority}) drops it"),
+            format!("delete it (`overlayctl rule del {rule}`), or add a rule of higher priority that forwards it"),
+        ),
+        Blocker::SelfLoop { rule, port } => (
+            format!("rule {rule} sends it back out of {port}, the port it came from"),
+            format!("change rule {rule}'s output"),
+        ),
+        Blocker::Dropped { stage, reason, description } => (
+            format!("dropped at {stage}: {reason} ({description})"),
+            "`overlayctl trace` with the packet above shows each step".into(),
+        ),
+        Blocker::NeighbourUnresolved { tunnel, remote, hop, interface, state } => {
+            let what = format!(
+                "neighbour {hop} on {interface} is {} (next hop of tunnel {tunnel} to {remote})",
+                state.to_uppercase()
+            );
+            let fix = if state.starts_with("no route") {
+                format!("add a route to {remote} via {interface}")
+            } else if state.starts_with("route via another interface") {
+                format!("the kernel routes {remote} another way: fix the route, or the tunnel's uplink")
+            } else if state.starts_with("no interface") {
+                format!("the uplink's interface {interface} does not exist")
+            } else {
+                format!("check the underlay link, and that {hop} is up and answers ARP/ND on {interface}")
+            };
+            (what, fix)
+        }
+        Blocker::MtuTooSmall { tunnel, inner_mtu, workload_mtu, port, assumed } => (
+            format!(
+                "inner MTU {inner_mtu} < the workload's {workload_mtu}{}: larger packets into tunnel {tunnel} are dropped (mtu_exceeded)",
+                if *assumed { " (assumed: the workload's MTU is not known here)" } else { "" }
+            ),
+            format!(
+                "lower the workload MTU to {inner_mtu} (on {port} and the workload's side), or raise the underlay's by {} (tunnel {tunnel}'s mtu and its uplink)",
+                workload_mtu.saturating_sub(*inner_mtu as u32)
+            ),
+        ),
+        Blocker::UnderlayMtuTooSmall { tunnel, underlay_mtu, uplink, interface_mtu } => (
+            format!("tunnel {tunnel} assumes an underlay MTU of {underlay_mtu}, but uplink {uplink}'s interface has {interface_mtu}"),
+            format!("raise {uplink}'s interface MTU to {underlay_mtu}, or set tunnel {tunnel}'s mtu to {interface_mtu}"),
+        ),
+        Blocker::RecentDrops { tunnel, drops, secs } => {
+            let list: Vec<String> = drops.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            let fix = if drops.contains_key("mtu_exceeded") {
+                "packets larger than the tunnel carries were dropped: every sender's MTU must fit the tunnel's inner MTU (the mtu check above)"
+                    .to_string()
+            } else if drops.contains_key("no_neighbour") {
+                "the next hop was unresolved for a while: check the underlay link".to_string()
+            } else {
+                "`overlayctl counters` and `overlayctl trace` show where".to_string()
+            };
+            (
+                format!("tunnel {tunnel} dropped packets in the last {secs} s: {}", list.join(", ")),
+                fix,
+            )
+        }
+    }
 }

@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use engine::compile::RuleSet;
 use engine::counters::{Ledger, Snapshot, WorkerCounters};
 use engine::model::{Backend, PortKind};
+use engine::placement::RulePlacement;
+use engine::trace::TraceContext;
 use serde::{Deserialize, Serialize};
 
 use crate::io::steer::SteerStats;
@@ -43,6 +45,27 @@ pub struct LiveInputs {
     pub neighbours: Vec<NeighState>,
 }
 
+impl LiveInputs {
+    /// The trace context of a running daemon: the workers' inputs, what
+    /// explains them (neighbour states in words), and where rules run.
+    pub fn trace_context(self, placement: Vec<RulePlacement>) -> TraceContext {
+        TraceContext {
+            live: true,
+            next_hops: self.next_hops,
+            interface_macs: self.interface_macs,
+            neighbours: self
+                .neighbours
+                .into_iter()
+                .map(|n| {
+                    let via = n.via.map(|v| format!(" via {v}")).unwrap_or_default();
+                    (n.remote, format!("{}{via} on {}", n.state, n.interface))
+                })
+                .collect(),
+            placement,
+        }
+    }
+}
+
 /// What `status` shows about one attached port.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PortStatus {
@@ -58,6 +81,9 @@ pub struct PortStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offloads: Option<tap::Offloads>,
     pub queues: u32,
+    /// The interface's MTU (`null` if it could not be read).
+    #[serde(default)]
+    pub mtu: Option<u32>,
     pub steering: Option<SteerStats>,
     pub sockets: Vec<QueueStats>,
 }

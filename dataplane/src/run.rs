@@ -263,6 +263,18 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
             }
             None => None,
         };
+        // A sample of the counters every second: tunnel liveness and what
+        // moved recently (`why`) come from these.
+        let d = Arc::clone(&daemon);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                let d = Arc::clone(&d);
+                // Reading offloaded rules' counters asks the kernel.
+                let _ = tokio::task::spawn_blocking(move || d.observe()).await;
+            }
+        });
         let listener =
             tokio::net::UnixListener::bind(&o.socket).map_err(socket_error(&o.socket))?;
         std::fs::set_permissions(&o.socket, std::fs::Permissions::from_mode(0o600))

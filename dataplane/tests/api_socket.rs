@@ -648,4 +648,24 @@ fn every_answer_reads_back_into_the_shared_types() {
     let (code, out, err) = ctl(&d.socket, &["tunnel", "list"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.lines().nth(1).is_some_and(|l| l.starts_with("to-hostb\tvxlan\t")), "{out}");
+    let ts: Vec<TunnelStatus> = round_trip("tunnel status", &d.get("/v1/tunnels/status"));
+    assert_eq!(ts[0].next_hop, NextHopStatus::Static { mac: "02:00:00:00:02:00".into() });
+    assert_eq!((ts[0].last_rx_secs, ts[0].last_tx_secs), (None, None), "nothing carried");
+
+    // why: control only knows the rules and counters, and says so.
+    let post_why = |body: &[u8]| request(&d.socket, "POST", "/v1/why", &[], Some(body)).unwrap();
+    let w: WhyReport = round_trip(
+        "why",
+        &post_why(br#"{"from":"198.51.100.1","to":"198.51.100.2","proto":"tcp","dport":23}"#),
+    );
+    assert_eq!(w.basis, WhyBasis::ControlOnly);
+    assert_eq!(w.blocker, Some(Blocker::RuleDrops { rule: 50, priority: 200 }), "{w:?}");
+    let r = post_why(br#"{"from":"198.51.100.1","to":"nowhere"}"#);
+    assert_eq!(r.status, 422);
+    let e: ErrorBody = round_trip("why refused", &r);
+    assert_eq!(e.path.as_deref(), Some("to"), "{e:?}");
+    let (code, out, err) =
+        ctl(&d.socket, &["why", "--from", "198.51.100.1", "--to", "198.51.100.2"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("control only") && out.contains("path: port wl0 -> rule 20"), "{out}");
 }

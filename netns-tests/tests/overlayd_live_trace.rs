@@ -187,11 +187,19 @@ fn moved(before: &Value, after: &Value) -> CounterMoves {
     }
     for t in after["tunnels"].as_array().into_iter().flatten() {
         let b = find(&before["tunnels"], "name", &t["name"]);
-        let tm = TunnelMoves {
+        let mut tm = TunnelMoves {
             encap: flow(&t["encap"], b.as_ref().map(|b| &b["encap"])),
             decap: flow(&t["decap"], b.as_ref().map(|b| &b["decap"])),
+            ..TunnelMoves::default()
         };
-        if any(&tm.encap) || any(&tm.decap) {
+        for (reason, c) in t["drops"].as_object().into_iter().flatten() {
+            let was = b.as_ref().and_then(|b| b["drops"][reason].as_u64()).unwrap_or(0);
+            let d = c.as_u64().unwrap() - was;
+            if d > 0 {
+                tm.drops.insert(reason.clone(), d);
+            }
+        }
+        if any(&tm.encap) || any(&tm.decap) || !tm.drops.is_empty() {
             m.tunnels.insert(t["name"].as_str().unwrap().to_string(), tm);
         }
     }

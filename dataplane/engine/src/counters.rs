@@ -76,10 +76,24 @@ pub struct PortCounters {
 }
 
 /// Per-tunnel counters.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct TunnelCounters {
     pub encap: Flow,
     pub decap: Flow,
+    /// Drops of packets going into the tunnel (encapsulation failed) or
+    /// coming out of it (dropped after decapsulation), by reason: a subset of
+    /// the worker's `drops`, counted at the same place.
+    pub drops: Vec<Counter>,
+}
+
+impl Default for TunnelCounters {
+    fn default() -> Self {
+        TunnelCounters {
+            encap: Flow::default(),
+            decap: Flow::default(),
+            drops: (0..DropReason::SLOTS).map(|_| Counter::default()).collect(),
+        }
+    }
 }
 
 /// Which tier of the classifier answered.
@@ -131,6 +145,26 @@ impl WorkerCounters {
     #[inline(always)]
     pub fn drop(&self, reason: DropReason) {
         self.drops[reason as usize].inc();
+    }
+
+    /// Counts a drop under its reason, and under the tunnel the packet was
+    /// going into or came out of: `tunnel` is the tunnel's index plus one,
+    /// 0 for none (the pipeline's tunnel tag).
+    #[inline(always)]
+    pub fn drop_in_tunnel(&self, reason: DropReason, tunnel: u16) {
+        self.drop(reason);
+        if tunnel != 0 {
+            self.tunnel_drop(reason, tunnel - 1);
+        }
+    }
+
+    /// Kept out of line: the packet path only pays for the test above.
+    #[cold]
+    #[inline(never)]
+    fn tunnel_drop(&self, reason: DropReason, tunnel: u16) {
+        if let Some(t) = self.tunnels.get(tunnel as usize) {
+            t.drops[reason as usize].inc();
+        }
     }
 
     /// Turns a packet counted as sent on `port` into a drop: the I/O layer
@@ -187,6 +221,9 @@ pub struct Snapshot {
     pub drops: Vec<(&'static str, u64)>,
     pub ports: Vec<(FlowSnapshot, FlowSnapshot)>,
     pub tunnels: Vec<(FlowSnapshot, FlowSnapshot)>,
+    /// Per tunnel (numbered as `tunnels`), its non-zero drop counters by
+    /// reason name, in code order.
+    pub tunnel_drops: Vec<Vec<(&'static str, u64)>>,
     pub rules: Vec<FlowSnapshot>,
     pub cache_hit: u64,
     pub cache_miss: u64,
@@ -200,6 +237,7 @@ impl Snapshot {
     pub fn sum<'a>(workers: impl IntoIterator<Item = &'a WorkerCounters>) -> Snapshot {
         let mut s = Snapshot::default();
         let mut drops = vec![0u64; DropReason::SLOTS];
+        let mut tunnel_drops: Vec<Vec<u64>> = Vec::new();
         for w in workers {
             s.rx += w.rx.get();
             s.tx += w.tx.get();
@@ -218,6 +256,10 @@ impl Snapshot {
                 acc.0 += t.encap.snapshot();
                 acc.1 += t.decap.snapshot();
             }
+            grow(&mut tunnel_drops, w.tunnels.len());
+            for (acc, t) in tunnel_drops.iter_mut().zip(&w.tunnels) {
+                add_drops(acc, &t.drops);
+            }
             grow(&mut s.rules, w.rules.len());
             for (acc, r) in s.rules.iter_mut().zip(&w.rules) {
                 *acc += r.snapshot();
@@ -230,11 +272,8 @@ impl Snapshot {
             }
             s.busy_ns += w.busy_ns.get();
         }
-        s.drops = DropReason::ALL
-            .iter()
-            .filter(|r| drops[**r as usize] > 0)
-            .map(|r| (r.name(), drops[*r as usize]))
-            .collect();
+        s.drops = named_drops(&drops);
+        s.tunnel_drops = tunnel_drops.iter().map(|d| named_drops(d)).collect();
         s
     }
 
@@ -261,16 +300,15 @@ impl Snapshot {
             tx: self.tx - before.tx,
             replicas: self.replicas - before.replicas,
             generated: self.generated - before.generated,
-            drops: self
-                .drops
-                .iter()
-                .map(|(n, c)| {
-                    (*n, c - before.drops.iter().find(|(m, _)| m == n).map_or(0, |x| x.1))
-                })
-                .filter(|(_, c)| *c > 0)
-                .collect(),
+            drops: drops_since(&self.drops, &before.drops),
             ports: pair(&self.ports, &before.ports),
             tunnels: pair(&self.tunnels, &before.tunnels),
+            tunnel_drops: self
+                .tunnel_drops
+                .iter()
+                .enumerate()
+                .map(|(i, d)| drops_since(d, before.tunnel_drops.get(i).map_or(&[], Vec::as_slice)))
+                .collect(),
             rules: self
                 .rules
                 .iter()
@@ -293,6 +331,14 @@ impl Snapshot {
         self.drops.iter().find(|(n, _)| *n == reason.name()).map_or(0, |(_, c)| *c)
     }
 
+    /// Tunnel `tunnel`'s drops under `reason`.
+    pub fn tunnel_drop_count(&self, tunnel: usize, reason: DropReason) -> u64 {
+        self.tunnel_drops
+            .get(tunnel)
+            .and_then(|d| d.iter().find(|(n, _)| *n == reason.name()))
+            .map_or(0, |(_, c)| *c)
+    }
+
     /// `rx + replicas + generated == tx + dropped`: every packet accounted for.
     pub fn conserved(&self) -> bool {
         self.rx + self.replicas + self.generated == self.tx + self.dropped()
@@ -312,6 +358,8 @@ pub struct Ledger {
     retired_drops: Vec<u64>,
     ports: HashMap<String, (FlowSnapshot, FlowSnapshot)>,
     tunnels: HashMap<String, (FlowSnapshot, FlowSnapshot)>,
+    /// Retired per-tunnel drops by tunnel name, indexed by reason.
+    tunnel_drops: HashMap<String, Vec<u64>>,
     rules: HashMap<u32, FlowSnapshot>,
     /// Each worker's current counters and the rule set they are numbered by.
     live: Vec<Option<(Arc<RuleSet>, Arc<WorkerCounters>)>>,
@@ -353,6 +401,10 @@ impl Ledger {
             e.0 += v.0;
             e.1 += v.1;
         }
+        for (t, c) in rs.tunnels.iter().zip(&c.tunnels) {
+            let e = self.tunnel_drops.entry(t.name.clone()).or_default();
+            add_drops(e, &c.drops);
+        }
         for (r, v) in rs.rules.iter().zip(&s.rules) {
             *self.rules.entry(r.id).or_default() += *v;
         }
@@ -374,6 +426,11 @@ impl Ledger {
             .tunnels
             .iter()
             .map(|t| self.tunnels.get(&t.name).copied().unwrap_or_default())
+            .collect();
+        let mut tunnel_drops: Vec<Vec<u64>> = current
+            .tunnels
+            .iter()
+            .map(|t| self.tunnel_drops.get(&t.name).cloned().unwrap_or_default())
             .collect();
         s.rules = current
             .rules
@@ -401,6 +458,9 @@ impl Ledger {
                     s.tunnels[at].0 += v.0;
                     s.tunnels[at].1 += v.1;
                 }
+                if let (Some(at), Some(t)) = (at, c.tunnels.get(i)) {
+                    add_drops(&mut tunnel_drops[at], &t.drops);
+                }
             }
             for (i, r) in rs.rules.iter().enumerate() {
                 let at =
@@ -410,12 +470,36 @@ impl Ledger {
                 }
             }
         }
-        s.drops = DropReason::ALL
-            .iter()
-            .filter(|r| drops[**r as usize] > 0)
-            .map(|r| (r.name(), drops[*r as usize]))
-            .collect();
+        s.drops = named_drops(&drops);
+        s.tunnel_drops = tunnel_drops.iter().map(|d| named_drops(d)).collect();
         s
+    }
+}
+
+/// Non-zero counts of `by_reason` (indexed by reason code), named, in code order.
+fn named_drops(by_reason: &[u64]) -> Vec<(&'static str, u64)> {
+    DropReason::ALL
+        .iter()
+        .filter_map(|r| by_reason.get(*r as usize).filter(|n| **n > 0).map(|n| (r.name(), *n)))
+        .collect()
+}
+
+/// Named drop counts `now` minus `before`, non-zero only.
+fn drops_since(
+    now: &[(&'static str, u64)],
+    before: &[(&'static str, u64)],
+) -> Vec<(&'static str, u64)> {
+    now.iter()
+        .map(|(n, c)| (*n, c - before.iter().find(|(m, _)| m == n).map_or(0, |x| x.1)))
+        .filter(|(_, c)| *c > 0)
+        .collect()
+}
+
+/// Adds drop counters (indexed by reason code) into `acc`.
+fn add_drops(acc: &mut Vec<u64>, drops: &[Counter]) {
+    grow(acc, drops.len());
+    for (a, c) in acc.iter_mut().zip(drops) {
+        *a += c.get();
     }
 }
 
@@ -465,6 +549,45 @@ mod tests {
         assert_eq!(s.rules[2], FlowSnapshot { packets: 1, bytes: 100 });
         a.rx.inc();
         assert!(!Snapshot::sum([&a, &b]).conserved());
+    }
+
+    #[test]
+    fn tunnel_drops_sum_and_follow_the_tunnel_across_generations() {
+        let rs = |tunnels: &[&str]| {
+            let mut doc = String::from(
+                "[[ports]]\nname = \"up0\"\nkind = \"uplink\"\nmac = \"02:00:00:00:00:10\"\n",
+            );
+            for (i, t) in tunnels.iter().enumerate() {
+                doc += &format!(
+                    "[[tunnels]]\nname = \"{t}\"\ntype = \"vxlan\"\nuplink = \"up0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.{}\"\nvni = 42\n",
+                    i + 2
+                );
+            }
+            Arc::new(
+                crate::compile::compile(&crate::model::Config::from_toml(&doc).unwrap()).unwrap(),
+            )
+        };
+        let (g1, g2) = (rs(&["a", "b"]), rs(&["b"]));
+        let w = Arc::new(WorkerCounters::new(1, 2, 0));
+        w.drop_in_tunnel(DropReason::NoNeighbour, 2);
+        w.drop_in_tunnel(DropReason::NoNeighbour, 2);
+        w.drop_in_tunnel(DropReason::MtuExceeded, 1);
+        w.drop_in_tunnel(DropReason::RuleDrop, 0);
+        let s = Snapshot::sum([&*w]);
+        assert_eq!(s.tunnel_drops, vec![vec![("mtu_exceeded", 1)], vec![("no_neighbour", 2)]]);
+        assert_eq!(s.dropped(), 4, "counted in the totals as well");
+
+        // Tunnel b is index 1 in g1 and index 0 in g2: its drops follow its name.
+        let mut l = Ledger::default();
+        l.set_live(0, Arc::clone(&g1), Arc::clone(&w));
+        let w2 = Arc::new(WorkerCounters::new(1, 1, 0));
+        w2.drop_in_tunnel(DropReason::NoNeighbour, 1);
+        l.set_live(0, Arc::clone(&g2), w2);
+        let s = l.snapshot(&g2);
+        assert_eq!(s.tunnel_drops, vec![vec![("no_neighbour", 3)]]);
+        assert_eq!(s.tunnel_drop_count(0, DropReason::NoNeighbour), 3);
+        let before = s.clone();
+        assert!(l.snapshot(&g2).since(&before).tunnel_drops[0].is_empty());
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!    the frame to its output port's batch.
 //!
 //! Every packet ends in exactly one of two places: an output batch (counted as
-//! `tx`) or the free list with a `DropReason` counted. A `Worker` is owned by
+//! `tx`) or the free list with a `DropReason` counted (also under its tunnel
+//! when it was going into one or came out of one). A `Worker` is owned by
 //! one thread; it allocates nothing per packet (output vectors are reserved by
 //! the caller) and takes no lock.
 
@@ -109,9 +110,14 @@ struct Batch<'b, 'a, P, T> {
 }
 
 impl<'a, P: FramePool<'a>, T: Tracer> Batch<'_, 'a, P, T> {
-    /// Counts a drop under its reason and hands the frame back for recycling.
-    fn drop(&mut self, pkt: PacketBuf<'a>, reason: DropReason, stage: Stage) {
-        self.c.drop(reason);
+    /// Counts a drop under its reason (and under the tunnel the packet was
+    /// going into or came out of: `tunnel` is the tunnel tag, index + 1, or
+    /// 0) and hands the frame back for recycling. Out of line: drops are the
+    /// rare path, and keeping them out of the per-packet code keeps it tight.
+    #[cold]
+    #[inline(never)]
+    fn drop(&mut self, pkt: PacketBuf<'a>, reason: DropReason, stage: Stage, tunnel: u16) {
+        self.c.drop_in_tunnel(reason, tunnel);
         self.t.step(|| Step::Dropped { stage, reason });
         self.out.free.push(pkt);
     }
@@ -253,7 +259,7 @@ impl Worker {
         let (rs, c, in_port) = (b.rs, b.c, b.in_port);
         c.rx.inc();
         let Some(port) = rs.ports.get(in_port as usize) else {
-            return b.drop(pkt, DropReason::UnknownPort, Stage::Receive);
+            return b.drop(pkt, DropReason::UnknownPort, Stage::Receive, 0);
         };
         c.ports[in_port as usize].rx.add(pkt.len());
         b.t.step(|| Step::Received { port: in_port, len: pkt.len() as u32 });
@@ -262,7 +268,7 @@ impl Worker {
         let (tunnel_tag, vni) = if port.kind == PortKind::Uplink {
             let d = match decap(&rs.decap, &mut pkt) {
                 Ok(d) => d,
-                Err(r) => return b.drop(pkt, r, Stage::Decap),
+                Err(r) => return b.drop(pkt, r, Stage::Decap, 0),
             };
             let key = (d.local, d.remote, d.tunnel);
             let idx = match self.last_tunnel {
@@ -274,7 +280,7 @@ impl Worker {
                     }
                     None => {
                         b.t.step(|| Step::Decapsulated { tunnel: None, outer: d });
-                        return b.drop(pkt, DropReason::UnknownTunnel, Stage::Decap);
+                        return b.drop(pkt, DropReason::UnknownTunnel, Stage::Decap, 0);
                     }
                 },
             };
@@ -283,7 +289,7 @@ impl Worker {
             // delivered as a frame made up from the outer MACs: routed
             // traffic injected into an L2 segment.
             if rs.tunnels[idx as usize].ethernet != (d.payload == EtherType::TransEther) {
-                return b.drop(pkt, DropReason::GrePayloadMismatch, Stage::Decap);
+                return b.drop(pkt, DropReason::GrePayloadMismatch, Stage::Decap, idx + 1);
             }
             c.tunnels[idx as usize].decap.add(pkt.len());
             let vni = match d.tunnel {
@@ -295,7 +301,7 @@ impl Worker {
             (0, 0)
         };
         if pkt.len() < encap::wire::ethernet::HEADER_LEN {
-            return b.drop(pkt, DropReason::EthTruncated, Stage::Parse);
+            return b.drop(pkt, DropReason::EthTruncated, Stage::Parse, tunnel_tag);
         }
 
         // 2. parse, once.
@@ -311,7 +317,7 @@ impl Worker {
                 r
             }
             None => {
-                let f = rs.classifier.lookup(&key);
+                let f = classify(rs, &key);
                 c.cache.miss.inc();
                 c.cache.tuples_probed.add(f.tuples_probed as u64);
                 let r = f.rule.unwrap_or(NO_RULE);
@@ -321,7 +327,7 @@ impl Worker {
             }
         };
         if rule == NO_RULE {
-            return b.drop(pkt, DropReason::NoMatchingRule, Stage::Classify);
+            return b.drop(pkt, DropReason::NoMatchingRule, Stage::Classify, tunnel_tag);
         }
         let r = &rs.rules[rule as usize];
         c.rules[rule as usize].add(pkt.len());
@@ -352,9 +358,9 @@ impl Worker {
                         Ok(n) => n,
                         Err(reason) => {
                             if sends_left == 0 {
-                                return b.drop(pkt, reason, Stage::Forward);
+                                return b.drop(pkt, reason, Stage::Forward, tunnel_tag);
                             }
-                            c.drop(reason);
+                            c.drop_in_tunnel(reason, tunnel_tag);
                             b.t.step(|| Step::Dropped { stage: Stage::Forward, reason });
                             continue;
                         }
@@ -371,7 +377,7 @@ impl Worker {
                         match copy_of(&pkt, b.pool) {
                             Some(copy) => self.deliver(b, *d, tunnel_tag, copy),
                             None => {
-                                c.drop(DropReason::NoFreeFrame);
+                                c.drop_in_tunnel(DropReason::NoFreeFrame, tunnel_tag);
                                 b.t.step(|| Step::Dropped {
                                     stage: Stage::Replicate,
                                     reason: DropReason::NoFreeFrame,
@@ -383,11 +389,11 @@ impl Worker {
                 }
             };
             if let Err(reason) = res {
-                return b.drop(pkt, reason, Stage::Action);
+                return b.drop(pkt, reason, Stage::Action, tunnel_tag);
             }
         }
         // A rule whose send actions all failed early still owns the packet here.
-        b.drop(pkt, DropReason::RuleDrop, Stage::Action)
+        b.drop(pkt, DropReason::RuleDrop, Stage::Action, tunnel_tag)
     }
 
     /// Resolves a send action to its destinations; returns how many.
@@ -476,11 +482,11 @@ impl Worker {
                         .then(|| self.templates[tn as usize].header()[..6].try_into().unwrap()),
                 });
                 if !known {
-                    return b.drop(pkt, DropReason::NoNeighbour, Stage::Encap);
+                    return self.encap_failed(b, pkt, DropReason::NoNeighbour, tn, tunnel_tag);
                 }
                 let meta = match InnerMeta::parse(pkt.data()) {
                     Ok(m) => m,
-                    Err(r) => return b.drop(pkt, r, Stage::Encap),
+                    Err(r) => return self.encap_failed(b, pkt, r, tn, tunnel_tag),
                 };
                 match self.templates[tn as usize].encap_with_meta(&mut pkt, &meta) {
                     Ok(()) => {
@@ -497,16 +503,29 @@ impl Worker {
                         b.t.step(|| Step::Output { port: tun.uplink, len: pkt.len() as u32 });
                         b.out.ports[tun.uplink as usize].push(pkt);
                     }
-                    Err(DropReason::MtuExceeded) => {
-                        if tunnel_tag == 0 && self.icmp_allowed(b.now_ns) {
-                            self.reply_too_big(b, &pkt, tun.inner_ip_mtu);
-                        }
-                        b.drop(pkt, DropReason::MtuExceeded, Stage::Encap)
-                    }
-                    Err(r) => b.drop(pkt, r, Stage::Encap),
+                    Err(r) => self.encap_failed(b, pkt, r, tn, tunnel_tag),
                 }
             }
         }
+    }
+
+    /// A packet that could not be encapsulated into tunnel `tn`: dropped
+    /// (counted under the tunnel too), and if it was too big, its sender is
+    /// told so. Out of line, like every drop.
+    #[cold]
+    #[inline(never)]
+    fn encap_failed<'a, P: FramePool<'a>, T: Tracer>(
+        &mut self,
+        b: &mut Batch<'_, 'a, P, T>,
+        pkt: PacketBuf<'a>,
+        reason: DropReason,
+        tn: u16,
+        tunnel_tag: u16,
+    ) {
+        if reason == DropReason::MtuExceeded && tunnel_tag == 0 && self.icmp_allowed(b.now_ns) {
+            self.reply_too_big(b, &pkt, b.rs.tunnels[tn as usize].inner_ip_mtu);
+        }
+        b.drop(pkt, reason, Stage::Encap, tn + 1)
     }
 
     fn icmp_allowed(&mut self, now_ns: u64) -> bool {
@@ -551,6 +570,14 @@ impl Worker {
             None => b.out.free.push(f),
         }
     }
+}
+
+/// The classifier, on a flow cache miss. Its own function: the probe loop
+/// is compiled for itself, not reshaped by whatever the per-packet code
+/// around it holds in registers.
+#[inline(never)]
+fn classify(rs: &RuleSet, key: &crate::flow_key::FlowKey) -> crate::classifier::Found {
+    rs.classifier.lookup(key)
 }
 
 fn copy_of<'a>(pkt: &PacketBuf<'_>, pool: &mut impl FramePool<'a>) -> Option<PacketBuf<'a>> {

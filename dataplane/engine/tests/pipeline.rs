@@ -243,6 +243,15 @@ fn workload_to_vxlan_and_back() {
     assert_eq!(r.out[0], vec![reply], "decapsulated to wl0");
     assert_eq!(r.snap.tunnels[0].1.packets, 1, "t1 decap");
 
+    // What comes out of t1 and is then dropped counts under t1 too: here
+    // no rule matches once rule 2 is gone.
+    let mut cfg = w.rules().config.clone();
+    cfg.rules.retain(|r| r.id != 2);
+    let mut w2 = Worker::new(Arc::new(compile(&cfg).unwrap()));
+    let r = run(&mut w2, 2, std::slice::from_ref(&wire));
+    assert_eq!(r.snap.drop_count(DropReason::NoMatchingRule), 1);
+    assert_eq!(r.snap.tunnel_drops[0], vec![("no_matching_rule", 1)]);
+
     // Same packet from an unknown remote VTEP: named drop.
     let mut stranger = wire;
     stranger[14 + 15] = 77; // outer source 192.0.2.77
@@ -291,6 +300,11 @@ fn drops_are_named() {
 
     // Rule 7 counts what it drops.
     assert_eq!(r.snap.rules[6].packets, 1);
+    // Drops on the way into a tunnel are counted under it as well, and only those.
+    assert_eq!(r.snap.tunnel_drop_count(0, DropReason::MtuExceeded), 1, "t1");
+    assert_eq!(r.snap.tunnel_drop_count(2, DropReason::NoNeighbour), 1, "g1");
+    let under_tunnels: u64 = r.snap.tunnel_drops.iter().flatten().map(|(_, n)| n).sum();
+    assert_eq!(under_tunnels, 2, "{:?}", r.snap.tunnel_drops);
 
     // Once the neighbour resolves, g1 carries the packet with its GRE key.
     w.set_next_hop(2, [2, 0, 0, 0, 0, 0x40]);

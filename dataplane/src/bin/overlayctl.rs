@@ -9,10 +9,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use dataplane::api_types::{
     Applied, Counters, ErrorBody, OffloadView, Placement, PortProbe, Representors, RuleView, Sriov,
-    Status, VfView,
+    Status, TunnelStatus, VfView,
 };
 use dataplane::client::{request, Response};
-use engine::model::{FdbEntry, Port, Tunnel};
+use engine::model::{FdbEntry, Port};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -45,7 +45,7 @@ enum Cmd {
         #[command(subcommand)]
         cmd: RuleCmd,
     },
-    /// Tunnels: list, delete.
+    /// Tunnels: list (with traffic, drops, liveness and next hop), delete.
     Tunnel {
         #[command(subcommand)]
         cmd: NamedCmd,
@@ -70,6 +70,9 @@ enum Cmd {
         #[command(subcommand)]
         cmd: OffloadCmd,
     },
+    /// Why can (or can't) one address reach another: the path, or the first
+    /// blocker and what to change.
+    Why(dataplane::why::WhyArgs),
     /// Explain one packet's path through the live rules.
     Trace {
         #[arg(long)]
@@ -141,6 +144,26 @@ enum OffloadCmd {
     Status,
     Enable,
     Disable,
+}
+
+/// One row of `tunnel list`: configuration, traffic, liveness, next hop, drops.
+fn tunnel_row(t: &TunnelStatus) -> Vec<String> {
+    let ago = |s: Option<u64>| s.map_or_else(|| "never".into(), |s| format!("{s}s ago"));
+    let drops: Vec<String> = t.drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
+    vec![
+        cell(&t.name),
+        cell(t.kind),
+        cell(t.local),
+        cell(t.remote),
+        cell(t.vni_or_key),
+        cell(&t.uplink),
+        format!("{}/{}", t.encap.packets, t.encap.bytes),
+        format!("{}/{}", t.decap.packets, t.decap.bytes),
+        ago(t.last_rx_secs),
+        ago(t.last_tx_secs),
+        dataplane::render::next_hop_text(&t.next_hop),
+        if drops.is_empty() { "-".into() } else { drops.join(",") },
+    ]
 }
 
 /// Percent-encodes a query value.
@@ -478,19 +501,9 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
         }
         Cmd::Rule { cmd: RuleCmd::Del { id } } => ops(serde_json::json!([{ "remove_rule": id }]))?,
         Cmd::Tunnel { cmd: NamedCmd::List } => list(
-            get("/v1/tunnels")?,
-            "name\ttype\tlocal\tremote\tvni\tkey\tuplink",
-            |t: &Tunnel| {
-                vec![
-                    cell(&t.name),
-                    cell(t.kind),
-                    cell(t.local),
-                    cell(t.remote),
-                    cell(t.vni),
-                    cell(t.key),
-                    cell(&t.uplink),
-                ]
-            },
+            get("/v1/tunnels/status")?,
+            "name\ttype\tlocal\tremote\tvni/key\tuplink\tsent (pkts/bytes)\treceived (pkts/bytes)\tlast rx\tlast tx\tnext hop\tdrops",
+            tunnel_row,
         )?,
         Cmd::Tunnel { cmd: NamedCmd::Del { name } } => {
             ops(serde_json::json!([{ "remove_tunnel": name }]))?
@@ -521,6 +534,13 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
                     "overlayd {} (api {}), up {} s, generation {}",
                     s.version, s.api, s.uptime_secs, s.generation
                 );
+                for t in &s.tunnels {
+                    let r = tunnel_row(t);
+                    println!(
+                        "tunnel {}: sent {}, received {}, last rx {}, last tx {}, next hop {}, drops {}",
+                        r[0], r[6], r[7], r[8], r[9], r[10], r[11]
+                    );
+                }
                 let o = &s.offload;
                 if o.active {
                     println!(
@@ -566,6 +586,15 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
                 for (k, v) in &c.drops {
                     println!("  {k:<24} {v}");
                 }
+            }
+        }
+        Cmd::Why(args) => {
+            let body = serde_json::to_vec(&args.request()).expect("a request serialises");
+            let r = call("POST", "/v1/why", &[], Some(&body))?;
+            if cli.json {
+                println!("{:#}", r.json());
+            } else {
+                print!("{}", dataplane::render::why(&parse(&r)?));
             }
         }
         Cmd::Trace { in_port, packet, hex } => {

@@ -3,6 +3,7 @@
 //! - `check`: validate a configuration and show what it compiles to;
 //! - `replay`: run pcap files through the real pipeline, no privileges needed;
 //! - `trace`: explain one packet's path through the rules;
+//! - `why`: whether one address reaches another, and if not what stops it;
 //! - `run`: the daemon (today its control plane: the API, persistence and
 //!   rule publication; the AF_XDP I/O layer is issue 5).
 
@@ -79,6 +80,16 @@ enum Cmd {
         /// PORT=FILE.pcap: where to write what PORT sends (repeatable).
         #[arg(long = "output", value_parser = port_file)]
         outputs: Vec<(String, PathBuf)>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why can (or can't) one address reach another, from the configuration
+    /// alone: the path, or the first blocker and what to change.
+    Why {
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        question: dataplane::why::WhyArgs,
         #[arg(long)]
         json: bool,
     },
@@ -225,6 +236,17 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
             }
             if !report.conserved {
                 return Err((1, "counters do not add up: this is a bug, please report it".into()));
+            }
+        }
+        Cmd::Why { config, question, json } => {
+            let rs = load(&config)?;
+            let o = dataplane::why::Observed::offline();
+            let report = dataplane::why::why(rs, &o, &question.request())
+                .map_err(|e| (EXIT_USAGE, format!("--{}: {e}", e.field())))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).unwrap());
+            } else {
+                print!("{}", render::why(&report));
             }
         }
         Cmd::Trace { config, in_port, hex, packet, json } => {

@@ -46,6 +46,14 @@ pub fn mac_address(ifname: &str) -> io::Result<[u8; 6]> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad address {s:?}")))
 }
 
+/// The interface's MTU, from sysfs.
+pub fn mtu(ifname: &str) -> io::Result<u32> {
+    let s = std::fs::read_to_string(format!("/sys/class/net/{ifname}/mtu"))?;
+    s.trim()
+        .parse()
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad mtu {s:?}")))
+}
+
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut m = [0u8; 6];
     let mut parts = s.split(':');
@@ -74,5 +82,7 @@ mod tests {
         assert_eq!(parse_mac("02:00:00:00:00:0a:0b"), None);
         assert_eq!(parse_mac("zz:00:00:00:00:0a"), None);
         assert_eq!(mac_address("lo").unwrap(), [0; 6]);
+        assert!(mtu("lo").unwrap() >= 1280);
+        assert!(mtu("no-such-if0").is_err());
     }
 }

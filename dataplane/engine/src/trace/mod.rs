@@ -19,7 +19,9 @@ use encap::{Decapped, DropReason};
 use crate::compile::Act;
 use crate::flow_key::FlowKey;
 
-pub use packet::{trace_packet, CounterMoves, PortMoves, TraceContext, TraceReport, TunnelMoves};
+pub use packet::{
+    trace_packet, trace_steps, CounterMoves, PortMoves, TraceContext, TraceReport, TunnelMoves,
+};
 pub use view::{describe, describe_act, render, StepView};
 
 /// Where in the pipeline a packet was dropped.

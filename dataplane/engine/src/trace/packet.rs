@@ -42,11 +42,14 @@ pub struct PortMoves {
     pub tx: FlowSnapshot,
 }
 
-/// Packets and bytes a tunnel counted each way.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Packets and bytes a tunnel counted each way, and the drops counted
+/// under it (by reason).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TunnelMoves {
     pub encap: FlowSnapshot,
     pub decap: FlowSnapshot,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub drops: BTreeMap<String, u64>,
 }
 
 /// The counters a packet moves, by name; ports, tunnels, rules and drop
@@ -85,9 +88,14 @@ impl CounterMoves {
             tunnels: rs
                 .tunnels
                 .iter()
+                .enumerate()
                 .zip(&s.tunnels)
-                .filter(|(_, (e, d))| moved(e) || moved(d))
-                .map(|(t, (e, d))| (t.name.clone(), TunnelMoves { encap: *e, decap: *d }))
+                .map(|((i, t), (e, d))| {
+                    let drops = s.tunnel_drops.get(i).into_iter().flatten();
+                    let drops = drops.map(|(n, c)| (n.to_string(), *c)).collect();
+                    (t.name.clone(), TunnelMoves { encap: *e, decap: *d, drops })
+                })
+                .filter(|(_, m)| moved(&m.encap) || moved(&m.decap) || !m.drops.is_empty())
                 .collect(),
             rules: rs
                 .rules
@@ -120,6 +128,7 @@ impl fmt::Display for CounterMoves {
         for (name, t) in &self.tunnels {
             parts.extend(flow(&format!("tunnel {name} encap"), &t.encap));
             parts.extend(flow(&format!("tunnel {name} decap"), &t.decap));
+            parts.extend(t.drops.iter().map(|(r, n)| format!("tunnel {name} drop {r} +{n}")));
         }
         for (id, r) in &self.rules {
             parts.extend(flow(&format!("rule {id}"), r));
@@ -175,6 +184,18 @@ pub fn trace_packet(
     frame: &[u8],
     now_ns: u64,
 ) -> TraceReport {
+    trace_steps(rules, cx, in_port, frame, now_ns).1
+}
+
+/// `trace_packet`, also returning the recorded steps themselves (indices
+/// into the rule set), for callers that reason about the path.
+pub fn trace_steps(
+    rules: Arc<RuleSet>,
+    cx: &TraceContext,
+    in_port: u16,
+    frame: &[u8],
+    now_ns: u64,
+) -> (Vec<Step>, TraceReport) {
     const HEAD: usize = 256;
     let mut w = Worker::new(Arc::clone(&rules));
     w.apply_next_hops(&cx.next_hops);
@@ -200,11 +221,12 @@ pub fn trace_packet(
         .map(|(i, h)| (rules.ports[i].name.clone(), h))
         .collect();
     let counters = CounterMoves::named(&rules, &Snapshot::sum([&*w.counters()]));
-    TraceReport {
+    let report = TraceReport {
         generation: rules.generation,
         live: cx.live,
         steps: render(&rec.steps, &rules, cx),
         outputs,
         counters,
-    }
+    };
+    (rec.steps, report)
 }
