@@ -128,6 +128,9 @@ pub struct Worker {
     last_tunnel: Option<((IpAddr, IpAddr, TunnelId), u16)>,
     icmp_tokens: u64,
     icmp_refill_ns: u64,
+    /// Flows whose first packet a batch decided (classifier misses that
+    /// matched a rule), for the XDP tier; never grown past its capacity.
+    decided: Vec<(FlowKey, u32)>,
 }
 
 impl Worker {
@@ -142,6 +145,7 @@ impl Worker {
             last_tunnel: None,
             icmp_tokens: ICMP_PER_SEC,
             icmp_refill_ns: 0,
+            decided: Vec::new(),
         };
         w.set_rules(rules);
         w
@@ -183,6 +187,23 @@ impl Worker {
 
     pub fn counters(&self) -> Arc<WorkerCounters> {
         Arc::clone(&self.counters)
+    }
+
+    /// Records up to `max` flows per batch whose first packet was decided
+    /// (see [`Worker::decided`]); 0, the default, records none.
+    pub fn record_decided(&mut self, max: usize) {
+        self.decided = Vec::with_capacity(max);
+    }
+
+    /// The flows decided since this was last drained: (key, rule index).
+    pub fn decided(&mut self) -> &mut Vec<(FlowKey, u32)> {
+        &mut self.decided
+    }
+
+    /// Tunnel `tn`'s header template, if its next hop is resolved.
+    pub fn encap_template(&self, tn: u16) -> Option<&EncapTemplate> {
+        let known = *self.next_hop_known.get(tn as usize)?;
+        self.templates.get(tn as usize).filter(|_| known)
     }
 
     /// Records a resolved next hop for a tunnel (from the neighbour table).
@@ -320,6 +341,9 @@ impl Worker {
                 c.cache.tuples_probed.add(f.tuples_probed as u64);
                 let r = f.rule.unwrap_or(NO_RULE);
                 self.cache.insert(&key, h, self.epoch, r);
+                if r != NO_RULE && self.decided.len() < self.decided.capacity() {
+                    self.decided.push((key, r));
+                }
                 b.t.step(|| Step::Lookup {
                     tier: "classifier".into(),
                     detail: match f.table.and_then(|i| rs.classifier.table_mask(i).map(|m| (i, m)))
