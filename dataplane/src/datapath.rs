@@ -182,9 +182,11 @@ impl Steering {
         Ok(match p.backend {
             Backend::AfXdp => {
                 let prog = match p.xdp_mode {
-                    XdpModeSpec::Native => SteerProgram::attach(&p.interface, &role, false)?,
-                    XdpModeSpec::Auto => SteerProgram::attach(&p.interface, &role, true)?,
-                    XdpModeSpec::Generic => SteerProgram::attach_generic(&p.interface, &role)?,
+                    XdpModeSpec::Native => SteerProgram::attach(&p.interface, &role, false, None)?,
+                    XdpModeSpec::Auto => SteerProgram::attach(&p.interface, &role, true, None)?,
+                    XdpModeSpec::Generic => {
+                        SteerProgram::attach_generic(&p.interface, &role, None)?
+                    }
                 };
                 if prog.mode() == XdpMode::Generic && p.xdp_mode == XdpModeSpec::Auto {
                     tracing::warn!(port = %p.name, interface = %p.interface, "native XDP refused: using the generic (SKB) hook, which is slower");
