@@ -12,8 +12,9 @@ use engine::next_hop::NextHops;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::{serve, ApiState};
-use crate::daemon::{Daemon, IoReport};
+use crate::daemon::{Daemon, IoReport, PublishHook};
 use crate::datapath::{neighbour_targets, Datapath, DatapathLinks, DatapathOptions};
+use crate::io::tier::TierGenerations;
 use crate::neigh::{NeighWatcher, Target};
 use crate::report::IoStatus;
 use crate::store::Store;
@@ -82,6 +83,19 @@ impl IoReport for RunningIo {
             workers: g.as_ref().map_or(0, |d| d.workers()),
             ports: g.as_ref().map(|d| d.status()).unwrap_or_default(),
             neighbours: self.watcher.states(),
+            tier: g.as_ref().and_then(|d| d.tier_status()),
+        }
+    }
+}
+
+/// Makes the XDP tier's entries of older rule sets inert before a change
+/// is acknowledged (io/tier.rs: why this is atomic).
+struct TierHook(Arc<TierGenerations>);
+
+impl PublishHook for TierHook {
+    fn published(&self, rs: &RuleSet) {
+        if let Err(e) = self.0.publish(rs.generation) {
+            tracing::error!(generation = rs.generation, error = %e, "XDP tier generation not updated");
         }
     }
 }
@@ -177,10 +191,13 @@ pub fn run(o: RunOptions) -> Result<(), String> {
                 let hops = NextHops::new();
                 let watcher = Arc::new(NeighWatcher::start(Arc::clone(&hops)).await.map_err(|e| e.to_string())?);
                 watcher.set_targets(targets(&daemon.rules()));
+                let tier_gens = Arc::new(TierGenerations::default());
+                daemon.set_publish_hook(Box::new(TierHook(Arc::clone(&tier_gens))));
                 let links = DatapathLinks {
                     published: daemon.published(),
                     hops,
                     counters: daemon.counter_board(),
+                    tier_gens,
                 };
                 let dp = Datapath::start(links.clone(), opts).map_err(|e| e.to_string())?;
                 let slot: Slot = Arc::new(Mutex::new(Some(dp)));

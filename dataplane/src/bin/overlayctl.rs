@@ -505,6 +505,32 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
                             .unwrap_or_default()
                     );
                 }
+                let t = &j["io"]["tier"];
+                if t.is_object() {
+                    let named = |v: &serde_json::Value| -> String {
+                        let m = v.as_object().into_iter().flatten();
+                        let parts: Vec<String> = m.map(|(k, n)| format!("{k} {n}")).collect();
+                        if parts.is_empty() {
+                            "none".into()
+                        } else {
+                            parts.join(", ")
+                        }
+                    };
+                    println!(
+                        "xdp tier: {} entries (of {} per port), {} hits, {} installs, {} evictions, {} invalidations",
+                        t["entries"], t["capacity"], t["hits"], t["installs"], t["evictions"], t["invalidations"]
+                    );
+                    println!("  install failures: {}", named(&t["install_failures"]));
+                    println!("  kept on AF_XDP: {}", named(&t["not_in_tier"]));
+                    for p in t["ports"].as_array().into_iter().flatten() {
+                        if let Some(e) = p["not_output"].as_str() {
+                            println!(
+                                "  port {}: not an output: {e}",
+                                p["port"].as_str().unwrap_or("?")
+                            );
+                        }
+                    }
+                }
             }
         }
         Cmd::Config { cmd: ConfigCmd::Get } => {

@@ -408,8 +408,9 @@ pub struct TierPortStatus {
     pub port: String,
     /// Entries installed for flows arriving here; `None`: no tier on this port.
     pub entries: Option<u64>,
-    /// Whether frames may be redirected out of it, and if not, why.
-    pub output: Result<(), String>,
+    /// Why frames may not be redirected out of it (absent: they may).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_output: Option<String>,
 }
 
 /// A worker's end: offers entries to the owner and counts the flows the
@@ -576,9 +577,11 @@ impl Tier {
         Ok((Tier { shared, stop, thread: Some(thread) }, TierLink { tx, stats }))
     }
 
-    /// Harvests every entry's counters now (for an exact `counters`).
-    pub fn refresh(&self) {
-        lock(&self.shared.state).harvest();
+    /// What the counter board runs before each snapshot: every entry's
+    /// counters harvested, so `counters` is exact.
+    pub fn refresher(&self) -> crate::report::Refresh {
+        let s = Arc::clone(&self.shared);
+        Arc::new(move || lock(&s.state).harvest())
     }
 
     pub fn status(&self) -> TierStatus {
@@ -609,7 +612,7 @@ impl Tier {
                 .map(|(o, i)| TierPortStatus {
                     port: o.name.clone(),
                     entries: i.as_ref().map(|i| live(i) as u64),
-                    output: o.state.clone(),
+                    not_output: o.state.clone().err(),
                 })
                 .collect(),
         }

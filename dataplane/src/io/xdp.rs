@@ -75,6 +75,8 @@ pub struct SteerProgram {
     tier_port: Option<u16>,
     /// The tier's maps, until their owner takes them.
     tier: Option<(TierMaps, TierGen)>,
+    /// Loaded with the tier's maps sized for use.
+    tier_loaded: bool,
     /// Owns the program and its link: dropping it detaches.
     _ebpf: Ebpf,
 }
@@ -185,6 +187,7 @@ impl SteerProgram {
             v6,
             stats,
             tier_port: None,
+            tier_loaded: tier.is_some(),
             tier,
             _ebpf: ebpf,
         };
@@ -207,6 +210,16 @@ impl SteerProgram {
     /// Hands the tier's maps over to their owner (once).
     pub fn take_tier(&mut self) -> Option<(TierMaps, TierGen)> {
         self.tier.take()
+    }
+
+    /// True if the program was loaded with the tier's maps sized for use.
+    pub fn tier_loaded(&self) -> bool {
+        self.tier_loaded
+    }
+
+    /// True while the tier's lookups are on.
+    pub fn tier_on(&self) -> bool {
+        self.tier_port.is_some()
     }
 
     /// Turns the tier's lookups on, as port `port` of the rule set, or off:
