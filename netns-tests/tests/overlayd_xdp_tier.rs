@@ -283,7 +283,8 @@ fn established_flow_runs_in_the_tier() {
     // the entry (a thread wake-up: longer on a loaded machine).
     assert!(hits >= N as u64 * 9 / 10, "only {hits} of {N} packets in the tier: {}", r.why());
     assert!(rx <= N as u64 / 10, "the AF_XDP socket still received {rx} packets: {}", r.why());
-    assert_eq!(hits + rx, N as u64, "{}", r.why());
+    // (The socket also carries the odd ARP frame.)
+    assert!(hits <= N as u64 && hits + rx >= N as u64, "{}", r.why());
     assert_eq!(u(&t["entries"]), 1, "{}", r.why());
     // Every packet counted once, where the engine counts it, in packets
     // and in bytes (the inner frames: what left less the outer header).
