@@ -143,9 +143,9 @@ pub struct Config {
 #[serde(rename_all = "snake_case")]
 pub enum TierSpec {
     /// Flows the tier can handle exactly are handed to it.
+    #[default]
     Auto,
     /// Every packet goes through AF_XDP and the userspace engine.
-    #[default]
     Off,
 }
 
