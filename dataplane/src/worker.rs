@@ -313,18 +313,12 @@ impl<'m> WorkerLoop<'m> {
     #[inline]
     fn offer(&mut self) {
         let Some(tier) = &self.links.tier else { return };
-        if self.engine.decided().is_empty() {
-            return;
-        }
-        let mut decided = std::mem::take(self.engine.decided());
-        for (key, rule) in decided.drain(..) {
-            match engine::tier::decide(&self.engine, &key, rule) {
+        self.engine.drain_decided(|engine, key, rule| {
+            match engine::tier::decide(engine, key, rule) {
                 Ok(e) => tier.offer(e),
                 Err(r) => tier.not_in_tier(r),
             }
-        }
-        // Back, with its capacity, for the next batch.
-        *self.engine.decided() = decided;
+        });
     }
 
     /// Phase: queues each output port's frames on the queue that sends on

@@ -129,8 +129,11 @@ pub struct Worker {
     icmp_tokens: u64,
     icmp_refill_ns: u64,
     /// Flows whose first packet a batch decided (classifier misses that
-    /// matched a rule), for the XDP tier; never grown past its capacity.
-    decided: Vec<(FlowKey, u32)>,
+    /// matched a rule), for the XDP tier: (key, rule); the first
+    /// `decided_len` are set. A fixed slice, not a growing vector: the
+    /// classify step's code stays small.
+    decided: Box<[(FlowKey, u32)]>,
+    decided_len: usize,
 }
 
 impl Worker {
@@ -145,7 +148,8 @@ impl Worker {
             last_tunnel: None,
             icmp_tokens: ICMP_PER_SEC,
             icmp_refill_ns: 0,
-            decided: Vec::new(),
+            decided: Box::default(),
+            decided_len: 0,
         };
         w.set_rules(rules);
         w
@@ -163,6 +167,8 @@ impl Worker {
             .collect();
         self.next_hop_known = rules.tunnels.iter().map(|t| t.static_next_hop).collect();
         self.last_tunnel = None;
+        // Rule numbers of the old generation mean nothing in the new one.
+        self.decided_len = 0;
         let fresh = Arc::new(WorkerCounters::new(
             rules.ports.len(),
             rules.tunnels.len(),
@@ -190,14 +196,19 @@ impl Worker {
     }
 
     /// Records up to `max` flows per batch whose first packet was decided
-    /// (see [`Worker::decided`]); 0, the default, records none.
+    /// (see [`Worker::drain_decided`]); 0, the default, records none.
     pub fn record_decided(&mut self, max: usize) {
-        self.decided = Vec::with_capacity(max);
+        self.decided = vec![(FlowKey::default(), 0); max].into_boxed_slice();
+        self.decided_len = 0;
     }
 
-    /// The flows decided since this was last drained: (key, rule index).
-    pub fn decided(&mut self) -> &mut Vec<(FlowKey, u32)> {
-        &mut self.decided
+    /// Calls `f` with each flow decided since the last call: (key, rule
+    /// index).
+    pub fn drain_decided(&mut self, mut f: impl FnMut(&Worker, &FlowKey, u32)) {
+        for i in 0..std::mem::take(&mut self.decided_len) {
+            let (k, r) = self.decided[i];
+            f(self, &k, r);
+        }
     }
 
     /// Tunnel `tn`'s header template, if its next hop is resolved.
@@ -341,8 +352,9 @@ impl Worker {
                 c.cache.tuples_probed.add(f.tuples_probed as u64);
                 let r = f.rule.unwrap_or(NO_RULE);
                 self.cache.insert(&key, h, self.epoch, r);
-                if r != NO_RULE && self.decided.len() < self.decided.capacity() {
-                    self.decided.push((key, r));
+                if r != NO_RULE && self.decided_len < self.decided.len() {
+                    self.decided[self.decided_len] = (key, r);
+                    self.decided_len += 1;
                 }
                 b.t.step(|| Step::Lookup {
                     tier: "classifier".into(),

@@ -682,20 +682,28 @@ next_hop_mac = "02:00:00:00:00:20"
     #[test]
     fn the_pipeline_records_first_packets_only_when_asked() {
         let mut w = worker(&rule("in_port = \"wl0\"", "{ output = \"wl1\" }"));
+        let decided = |w: &mut Worker| {
+            let mut v = Vec::new();
+            w.drain_decided(|_, k, r| v.push((*k, r)));
+            v
+        };
         let f = frame(UDP4);
         pipeline(&mut w, &f);
-        assert!(w.decided().is_empty(), "nothing recorded by default");
+        assert!(decided(&mut w).is_empty(), "nothing recorded by default");
         w.record_decided(2);
         let other = frame(&UDP4.replace("sport=4000", "sport=4001"));
         let third = frame(&UDP4.replace("sport=4000", "sport=4002"));
-        for f in [&f, &f, &other, &third] {
+        let fourth = frame(&UDP4.replace("sport=4000", "sport=4003"));
+        for f in [&f, &f, &other, &third, &fourth] {
             pipeline(&mut w, f);
         }
-        let got: Vec<u32> = w.decided().iter().map(|(_, r)| *r).collect();
-        assert_eq!(got, vec![0, 0], "cache hits are not recorded, and at most 2");
-        let (k, _) = extract(&other, 0, 0, 0);
-        assert_eq!(w.decided()[0].0, k);
-        w.decided().clear();
+        let key = |f: &[u8]| extract(f, 0, 0, 0).0;
+        assert_eq!(
+            decided(&mut w),
+            vec![(key(&other), 0), (key(&third), 0)],
+            "cache hits are not recorded, and at most 2"
+        );
+        assert!(decided(&mut w).is_empty(), "drained");
     }
 
     #[test]
