@@ -523,13 +523,7 @@ impl Tier {
         let mut ingress = Vec::new();
         let mut outputs = Vec::new();
         for p in ports {
-            let max_frame = std::fs::read_to_string(format!(
-                "/sys/class/net/{}/mtu",
-                netdev::ifname(p.ifindex).unwrap_or_default()
-            ))
-            .ok()
-            .and_then(|s| s.trim().parse::<usize>().ok())
-            .map_or(0, |m| m + 14);
+            let max_frame = max_frame(p.ifindex);
             let fixed = match p.not_output {
                 Some(r) => Some(r),
                 None if p.port >= MAX_TX_PORTS => {
@@ -790,9 +784,18 @@ impl State {
                     Err(e) => Err(format!("cannot read its XDP features: {e}")),
                 },
             };
-            if !first && now == o.state {
+            // A new MTU changes what the entries out of the port may send.
+            let mtu_changed = now.is_ok() && max_frame(o.ifindex) != o.max_frame;
+            if !first && now == o.state && !mtu_changed {
                 continue;
             }
+            if mtu_changed && !first {
+                let p = i as u16;
+                let n = self.retire_where(|e| sends_to(e, p));
+                self.stats.invalidations.fetch_add(n, Ordering::Relaxed);
+            }
+            self.outputs[i].max_frame = max_frame(self.outputs[i].ifindex);
+            let o = &self.outputs[i];
             let (name, ifindex, fixed) = (o.name.clone(), o.ifindex, o.fixed.is_some());
             let mut now = now;
             if now.is_ok() {
@@ -808,11 +811,7 @@ impl State {
                 }
                 Err(reason) => {
                     let p = i as u16;
-                    let n = self.retire_where(|e| match &e.action {
-                        TierAction::Output { port } => *port == p,
-                        TierAction::Encap(x) => x.uplink == p,
-                        TierAction::Drop => false,
-                    });
+                    let n = self.retire_where(|e| sends_to(e, p));
                     self.stats.invalidations.fetch_add(n, Ordering::Relaxed);
                     if !fixed {
                         tracing::info!(port = %name, reason = %reason, "XDP tier: no redirection out of this port; flows to it stay on AF_XDP");
@@ -877,6 +876,25 @@ impl State {
             }
         }
     }
+}
+
+/// True if `e` sends its frames out of port `p`.
+fn sends_to(e: &TierEntry, p: u16) -> bool {
+    match &e.action {
+        TierAction::Output { port } => *port == p,
+        TierAction::Encap(x) => x.uplink == p,
+        TierAction::Drop => false,
+    }
+}
+
+/// The largest frame interface `ifindex` sends: its MTU and an Ethernet
+/// header (0 if it cannot be read: nothing is sent out of it then).
+fn max_frame(ifindex: u32) -> usize {
+    let Some(name) = netdev::ifname(ifindex) else { return 0 };
+    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .map_or(0, |m| m + 14)
 }
 
 impl Ingress {
