@@ -38,6 +38,14 @@
 //! whenever someone reads the counters (the counter board's refresh), so
 //! `counters` is exact once traffic stops, and the conservation identity
 //! holds across both tiers.
+//!
+//! **Output ports.** The owner asks the kernel every [`PROBE_EVERY`]
+//! whether each output port's driver takes redirected frames
+//! (`ndo_xdp_xmit`). A veth takes them only while its peer has NAPI (an XDP
+//! program, or GRO on); if the peer loses it, frames the tier redirects
+//! there are dropped by the kernel until the next probe retires the port's
+//! entries: a window of at most a second, on veths whose far end changes
+//! its settings. A port whose MTU changes has its entries retired likewise.
 
 use std::collections::{BTreeMap, HashMap as StdHashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
