@@ -377,9 +377,11 @@ async fn trace(
 }
 
 async fn metrics(State(s): Api) -> Result<Response, ApiError> {
+    let tier = s.daemon.io_status().and_then(|io| io.tier);
     let text = crate::metrics::encode_metrics(
         &s.daemon.rules(),
         &s.daemon.counters(),
+        tier.as_ref(),
         s.daemon.uptime_secs(),
     );
     Ok(([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
