@@ -135,10 +135,13 @@ impl NullFwd {
         let mut ebpf = Ebpf::load(SINK).map_err(|e| format!("loading pb_null: {e}"))?;
         let mut tx = DevMap::try_from(ebpf.take_map("pb_null_tx").ok_or("no map pb_null_tx")?)
             .map_err(|e| e.to_string())?;
-        let out = sys::in_netns(ns, || sys::ifindex(output))
-            .map_err(|e| format!("entering {ns}: {e}"))?
-            .map_err(|e| format!("{ns}/{output}: {e}"))?;
-        tx.set(0, out, None, 0).map_err(|e| format!("pb_null_tx: {e}"))?;
+        // The kernel resolves a devmap's interface index in the namespace of
+        // whoever writes the entry: write it from inside `ns`.
+        sys::in_netns(ns, || {
+            let out = sys::ifindex(output).map_err(|e| format!("{ns}/{output}: {e}"))?;
+            tx.set(0, out, None, 0).map_err(|e| format!("pb_null_tx: {e}"))
+        })
+        .map_err(|e| format!("entering {ns}: {e}"))??;
         attach(&mut ebpf, "pb_null", ns, input)?;
         Ok(NullFwd { _ebpf: ebpf })
     }
