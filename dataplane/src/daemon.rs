@@ -63,9 +63,17 @@ pub struct Daemon {
     offload: std::sync::OnceLock<Arc<Offloader>>,
     /// What the counters did lately (liveness, recent moves).
     history: Mutex<History>,
+    /// Called after each publish, before the API answers; set by `run`.
+    publish_hook: std::sync::OnceLock<Box<dyn PublishHook>>,
 }
 
 pub type HostCheck = Box<dyn Fn(&Config) -> Result<(), ConfigError> + Send + Sync>;
+
+/// Told of every rule set the commit path publishes, before the change is
+/// acknowledged: the datapath's XDP tier makes its older entries inert here.
+pub trait PublishHook: Send + Sync {
+    fn published(&self, rs: &RuleSet);
+}
 
 /// What the running packet I/O lets the control plane read: its state for
 /// `status`, and what the workers run with besides the rule set, for the
@@ -100,6 +108,7 @@ impl Daemon {
             io: std::sync::OnceLock::new(),
             offload: std::sync::OnceLock::new(),
             history: Mutex::new(History::default()),
+            publish_hook: std::sync::OnceLock::new(),
         })
     }
 
@@ -142,6 +151,11 @@ impl Daemon {
 
     pub fn offload(&self) -> Option<&Arc<Offloader>> {
         self.offload.get()
+    }
+
+    /// Installs the hook told of every published rule set.
+    pub fn set_publish_hook(&self, h: Box<dyn PublishHook>) {
+        let _ = self.publish_hook.set(h);
     }
 
     pub fn set_io_report(&self, r: Box<dyn IoReport>) {
@@ -286,6 +300,9 @@ impl Daemon {
         let (rules, tunnels, tables) =
             (rs.rules.len(), rs.tunnels.len(), rs.classifier.tuple_count());
         self.published.publish(rs);
+        if let Some(h) = self.publish_hook.get() {
+            h.published(&self.published.current());
+        }
         // The hardware follows the software, never the other way round: a
         // refused filter leaves its rule in software.
         if let Some(o) = offload {

@@ -13,6 +13,11 @@
 //! the ports restarts the workers (counters carry over through the ledger);
 //! changes to tunnels re-steer the uplinks' programs in place; rules only
 //! need the workers to pick up the new generation.
+//!
+//! With `xdp_tier = "auto"`, each AF_XDP workload port's program also looks
+//! established flows up in its tier maps, which one owner thread fills with
+//! the entries the workers offer (io/tier.rs); any AF_XDP port whose driver
+//! takes redirected frames can be a tier output.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -22,7 +27,7 @@ use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
 use engine::compile::RuleSet;
-use engine::model::{Backend, Offloads, PortKind, TunnelType, XdpModeSpec};
+use engine::model::{Backend, Offloads, PortKind, TierSpec, TunnelType, XdpModeSpec};
 use engine::next_hop::NextHops;
 use engine::pipeline::Published;
 
@@ -32,6 +37,7 @@ use crate::io::checksums::RxChecksums;
 use crate::io::memory::Umem;
 use crate::io::steer::{SteerRole, SteerStats};
 use crate::io::tap::{self, TapQueue};
+use crate::io::tier::{Tier, TierGenerations, TierLinks, TierPort, TierStatus};
 use crate::io::uring::{self, Kind, UringError, UringQueue};
 use crate::io::xdp::{SteerProgram, XdpError, XdpMode};
 use crate::io::{netdev, PortQueue, QueueStats};
@@ -54,6 +60,8 @@ pub enum DatapathError {
     Memory { worker: usize, frames: usize, source: std::io::Error },
     #[error("cannot start a worker thread: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    TierGeneration(#[from] crate::io::tier::TierGenError),
 }
 
 impl DatapathError {
@@ -178,14 +186,20 @@ enum Steering {
 }
 
 impl Steering {
-    fn for_port(rs: &RuleSet, p: &PortSpec) -> Result<Steering, DatapathError> {
+    /// `tier`: the XDP tier's capacity, when it is on.
+    fn for_port(rs: &RuleSet, p: &PortSpec, tier: Option<u32>) -> Result<Steering, DatapathError> {
         let role = steer_role(rs, p);
+        // Only workload ports look flows up: on an uplink every frame of ours
+        // is a tunnel packet, and decapsulation is not in the tier yet.
+        let tier = tier.filter(|_| p.kind == PortKind::Workload);
         Ok(match p.backend {
             Backend::AfXdp => {
                 let prog = match p.xdp_mode {
-                    XdpModeSpec::Native => SteerProgram::attach(&p.interface, &role, false)?,
-                    XdpModeSpec::Auto => SteerProgram::attach(&p.interface, &role, true)?,
-                    XdpModeSpec::Generic => SteerProgram::attach_generic(&p.interface, &role)?,
+                    XdpModeSpec::Native => SteerProgram::attach(&p.interface, &role, false, tier)?,
+                    XdpModeSpec::Auto => SteerProgram::attach(&p.interface, &role, true, tier)?,
+                    XdpModeSpec::Generic => {
+                        SteerProgram::attach_generic(&p.interface, &role, tier)?
+                    }
                 };
                 if prog.mode() == XdpMode::Generic && p.xdp_mode == XdpModeSpec::Auto {
                     tracing::warn!(port = %p.name, interface = %p.interface, "native XDP refused: using the generic (SKB) hook, which is slower");
@@ -223,6 +237,8 @@ pub struct DatapathLinks {
     pub published: Arc<Published>,
     pub hops: Arc<NextHops>,
     pub counters: Arc<CounterBoard>,
+    /// Where the daemon's commit path writes the XDP tier's generation.
+    pub tier_gens: Arc<TierGenerations>,
 }
 
 pub struct Datapath {
@@ -236,6 +252,12 @@ pub struct Datapath {
     workers: usize,
     /// Port name -> interface MAC, as the workers were given them.
     interface_macs: HashMap<String, [u8; 6]>,
+    /// The XDP tier's owner, when the tier is on.
+    tier: Option<Tier>,
+    /// The tier settings the datapath was built for: a change restarts it.
+    tier_spec: (TierSpec, u32),
+    counters: Arc<CounterBoard>,
+    tier_gens: Arc<TierGenerations>,
 }
 
 /// Opens queue `w` of port `p` into worker memory `umem`.
@@ -348,10 +370,12 @@ impl Datapath {
         if specs.iter().any(|p| p.backend != Backend::AfXdp) {
             uring::probe()?;
         }
+        let tier_spec = (rs.config.xdp_tier, rs.config.xdp_tier_entries);
+        let tier_capacity = (tier_spec.0 == TierSpec::Auto).then_some(tier_spec.1);
         // Steering first: an AF_XDP socket is registered in its program's map.
         let mut steering = Vec::new();
         for p in &specs {
-            steering.push((p.clone(), Steering::for_port(&rs, p)?));
+            steering.push((p.clone(), Steering::for_port(&rs, p, tier_capacity)?));
         }
         let macs = interface_macs(&specs)?;
         let ios = (0..workers)
@@ -364,14 +388,23 @@ impl Datapath {
             })
             .collect();
 
+        let (tier, tier_link) = match tier_capacity {
+            Some(_) => {
+                let (t, l) = start_tier(&mut steering, &links, workers)?;
+                (Some(t), Some(l))
+            }
+            None => (None, None),
+        };
+
         let stop = Arc::new(AtomicBool::new(false));
         let queues = Arc::new(QueueBoard::default());
         let wl = WorkerLinks {
             published: links.published,
             hops: links.hops,
-            counters: links.counters,
+            counters: Arc::clone(&links.counters),
             queues: Arc::clone(&queues),
             stop: Arc::clone(&stop),
+            tier: tier_link,
         };
         let mut threads = Vec::new();
         for io in ios {
@@ -385,7 +418,7 @@ impl Datapath {
         for ((p, st), zero_copy) in steering.iter().zip(&modes) {
             log_attached(p, st, *zero_copy);
         }
-        tracing::info!(workers, "datapath started");
+        tracing::info!(workers, xdp_tier = tier.is_some(), "datapath started");
         let steering = Mutex::new(steering);
         Ok(Datapath {
             stop,
@@ -396,12 +429,18 @@ impl Datapath {
             queues,
             workers,
             interface_macs: macs,
+            tier,
+            tier_spec,
+            counters: links.counters,
+            tier_gens: links.tier_gens,
         })
     }
 
-    /// True if `rs` has the same ports as this datapath (else it must restart).
+    /// True if `rs` has the same ports and tier settings as this datapath
+    /// (else it must restart).
     pub fn serves(&self, rs: &RuleSet) -> bool {
-        port_specs(rs).map(|s| s == self.specs).unwrap_or(false)
+        let tier = (rs.config.xdp_tier, rs.config.xdp_tier_entries);
+        tier == self.tier_spec && port_specs(rs).map(|s| s == self.specs).unwrap_or(false)
     }
 
     /// Re-steers the uplinks for `rs`'s tunnels, in place.
@@ -435,6 +474,10 @@ impl Datapath {
                     Steering::AfPacket { .. } => (None, Some(sum_steering(&sockets)), None),
                     Steering::Tap(o) => (None, None, Some(o.clone())),
                 };
+                let tier = match st {
+                    Steering::Xdp(prog) if prog.tier_on() => prog.tier_stats().ok(),
+                    _ => None,
+                };
                 PortStatus {
                     port: spec.name.clone(),
                     interface: spec.interface.clone(),
@@ -446,21 +489,98 @@ impl Datapath {
                     queues: spec.queues,
                     mtu: netdev::mtu(&spec.interface).ok(),
                     steering: steer,
+                    tier,
                     sockets,
                 }
             })
             .collect()
     }
 
+    /// What `status` shows of the XDP tier, when it is on.
+    pub fn tier_status(&self) -> Option<TierStatus> {
+        self.tier.as_ref().map(Tier::status)
+    }
+
     /// Stops the workers after they finish their batch and flush what they
     /// queued, then detaches the programs (when `self` drops).
     pub fn stop(mut self) {
+        self.shut_down();
+        tracing::info!("datapath stopped");
+    }
+
+    /// The tier first: its lookups off (frames go to the still running
+    /// workers), its counters harvested for the last time; then the workers.
+    fn shut_down(&mut self) {
+        if let Some(tier) = self.tier.take() {
+            let mut st = self.steering.lock().unwrap_or_else(|p| p.into_inner());
+            for (spec, s) in st.iter_mut() {
+                if let Steering::Xdp(prog) = s {
+                    if let Err(e) = prog.set_tier(None) {
+                        tracing::error!(port = %spec.name, error = %e, "cannot turn the XDP tier off");
+                    }
+                }
+            }
+            drop(st);
+            self.counters.set_refresh(None);
+            self.tier_gens.clear();
+            tier.stop();
+        }
         self.stop.store(true, Ordering::Release);
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-        tracing::info!("datapath stopped");
     }
+}
+
+/// Starts the XDP tier's owner over the ports' programs and turns the
+/// workload ports' lookups on; returns the owner and the workers' link.
+fn start_tier(
+    steering: &mut [(PortSpec, Steering)],
+    links: &DatapathLinks,
+    workers: usize,
+) -> Result<(Tier, crate::io::tier::TierLink), DatapathError> {
+    let mut ports = Vec::new();
+    let mut gens = Vec::new();
+    for (i, (spec, st)) in steering.iter_mut().enumerate() {
+        let ifindex = netdev::ifindex(&spec.interface)
+            .map_err(DatapathError::port(spec, "no such interface"))?;
+        let (ingress, not_output) = match st {
+            Steering::Xdp(prog) => match prog.take_tier() {
+                Some((maps, gen)) => {
+                    gens.push((spec.interface.clone(), gen));
+                    (Some(maps), None)
+                }
+                None => (None, None),
+            },
+            _ => (None, Some(format!("backend {:?} is not an XDP port", spec.backend))),
+        };
+        ports.push(TierPort {
+            port: i as u16,
+            name: spec.name.clone(),
+            ifindex,
+            ingress,
+            not_output,
+        });
+    }
+    let published = Arc::clone(&links.published);
+    links.tier_gens.replace(gens, || published.current().generation)?;
+    let tl = TierLinks {
+        published: Arc::clone(&links.published),
+        hops: Arc::clone(&links.hops),
+        board: Arc::clone(&links.counters),
+        board_id: workers,
+    };
+    let (tier, link) = Tier::start(ports, tl).map_err(DatapathError::Thread)?;
+    links.counters.set_refresh(Some(tier.refresher()));
+    // Lookups last: the generation is in place and the owner is running.
+    for (i, (_, st)) in steering.iter_mut().enumerate() {
+        if let Steering::Xdp(prog) = st {
+            if prog.tier_loaded() {
+                prog.set_tier(Some(i as u16))?;
+            }
+        }
+    }
+    Ok((tier, link))
 }
 
 /// An AF_PACKET port's steering counts, summed over its queues.
@@ -470,9 +590,6 @@ fn sum_steering(queues: &[QueueStats]) -> SteerStats {
 
 impl Drop for Datapath {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        for t in self.threads.drain(..) {
-            let _ = t.join();
-        }
+        self.shut_down();
     }
 }

@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::api_types::TunnelStatus;
+use crate::io::tier::TierStatus;
 use crate::io::RingStats;
 use crate::report::IoStatus;
 
@@ -232,6 +233,9 @@ pub fn encode_metrics(rs: &RuleSet, c: &Snapshot, uptime_secs: u64, live: &Live)
     let busy = Counter::<f64>::default();
     reg.register("overlayd_worker_busy_seconds", "Time workers spent processing batches (busy ratio: rate of this over the number of workers)", busy.clone());
     busy.inc_by(c.busy_ns as f64 / 1e9);
+    if let Some(t) = live.io.as_ref().and_then(|io| io.tier.as_ref()) {
+        encode_tier(&mut reg, t);
+    }
 
     encode_tunnels(&mut reg, live.tunnels);
     if let Some(io) = &live.io {
@@ -370,6 +374,42 @@ fn encode_io(reg: &mut Registry, io: &IoStatus) {
     }
 }
 
+fn encode_tier(reg: &mut Registry, t: &TierStatus) {
+    let entries = Gauge::<i64>::default();
+    reg.register("overlayd_xdp_tier_entries", "Flow entries in the XDP tier", entries.clone());
+    entries.set(t.entries as i64);
+    for (name, help, v) in [
+        ("overlayd_xdp_tier_hits", "Packets the XDP tier handled", t.hits),
+        ("overlayd_xdp_tier_installs", "Flow entries installed in the XDP tier", t.installs),
+        ("overlayd_xdp_tier_evictions", "XDP tier entries removed after being idle", t.evictions),
+        (
+            "overlayd_xdp_tier_invalidations",
+            "XDP tier entries removed because the rule set, a next hop or an output port changed",
+            t.invalidations,
+        ),
+    ] {
+        let c = Counter::<u64>::default();
+        reg.register(name, help, c.clone());
+        c.inc_by(v);
+    }
+    let failures = counters::<Reason>(
+        reg,
+        "overlayd_xdp_tier_install_failures",
+        "Entries offered to the XDP tier and not installed, by reason (the flows stay on AF_XDP)",
+    );
+    for (r, n) in &t.install_failures {
+        failures.get_or_create(&Reason { reason: r.clone() }).inc_by(*n);
+    }
+    let kept = counters::<Reason>(
+        reg,
+        "overlayd_xdp_tier_kept_on_af_xdp",
+        "Flows the engine kept out of the XDP tier, by reason",
+    );
+    for (r, n) in &t.not_in_tier {
+        kept.get_or_create(&Reason { reason: r.clone() }).inc_by(*n);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -388,7 +428,17 @@ mod tests {
         w.ports[0].rx.add(100);
         w.rules[0].add(100);
         w.batch(5);
-        let text = encode_metrics(&rs, &Snapshot::sum([&w]), 3, &Live { tunnels: &[], io: None });
+        let mut tier = TierStatus { entries: 2, hits: 9, ..TierStatus::default() };
+        tier.install_failures.insert("table_full".into(), 4);
+        let io = IoStatus {
+            running: true,
+            workers: 1,
+            ports: Vec::new(),
+            neighbours: Vec::new(),
+            tier: Some(tier),
+        };
+        let text =
+            encode_metrics(&rs, &Snapshot::sum([&w]), 3, &Live { tunnels: &[], io: Some(io) });
         for want in [
             "overlayd_packets_total{kind=\"rx\"} 5",
             "overlayd_port_bytes_total{port=\"wl0\",direction=\"rx\"} 100",
@@ -397,6 +447,9 @@ mod tests {
             "overlayd_drops_total{reason=\"no_matching_rule\"} 0",
             "overlayd_batches_total{kind=\"4-7\"} 1",
             "overlayd_uptime_seconds 3",
+            "overlayd_xdp_tier_entries 2",
+            "overlayd_xdp_tier_hits_total 9",
+            "overlayd_xdp_tier_install_failures_total{reason=\"table_full\"} 4",
             "# EOF",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
@@ -461,8 +514,10 @@ mod tests {
                     ..Default::default()
                 }),
                 sockets: vec![QueueStats { queue: 0, rings: Some(rings), ..Default::default() }],
+                tier: None,
             }],
             neighbours: vec![neighbour],
+            tier: None,
         };
         let text =
             encode_metrics(&rs, &Snapshot::default(), 0, &Live { tunnels: &tunnels, io: Some(io) });

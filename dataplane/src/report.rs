@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::io::steer::SteerStats;
 use crate::io::tap;
+use crate::io::tier::{TierProgramStats, TierStatus};
 use crate::io::xdp::XdpMode;
 use crate::io::QueueStats;
 use crate::neigh::NeighState;
@@ -31,6 +32,9 @@ pub struct IoStatus {
     pub ports: Vec<PortStatus>,
     /// The next hop of every remote VTEP, as the neighbour watcher sees it.
     pub neighbours: Vec<NeighState>,
+    /// The XDP fast tier, when it is on (`xdp_tier = "auto"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<TierStatus>,
 }
 
 /// What the workers run with besides the rule set: the live trace runs with
@@ -85,6 +89,9 @@ pub struct PortStatus {
     #[serde(default)]
     pub mtu: Option<u32>,
     pub steering: Option<SteerStats>,
+    /// The XDP tier's counts in this port's program, when it looks flows up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<TierProgramStats>,
     pub sockets: Vec<QueueStats>,
 }
 
@@ -92,10 +99,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Brings counters kept elsewhere up to date before they are read (the
+/// XDP tier harvests its per-entry counters).
+pub type Refresh = Arc<dyn Fn() + Send + Sync>;
+
 /// Every worker's counters, current and retired generations alike.
 #[derive(Default)]
 pub struct CounterBoard {
     ledger: Mutex<Ledger>,
+    refresh: Mutex<Option<Refresh>>,
 }
 
 impl CounterBoard {
@@ -110,8 +122,17 @@ impl CounterBoard {
         lock(&self.ledger).retire(worker);
     }
 
+    /// Sets (or clears) what runs before every snapshot.
+    pub fn set_refresh(&self, r: Option<Refresh>) {
+        *lock(&self.refresh) = r;
+    }
+
     /// Everything counted since start, numbered by `current`.
     pub fn snapshot(&self, current: &RuleSet) -> Snapshot {
+        let refresh = lock(&self.refresh).clone();
+        if let Some(r) = refresh {
+            r();
+        }
         lock(&self.ledger).snapshot(current)
     }
 }

@@ -12,8 +12,9 @@ use engine::next_hop::NextHops;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::api::{serve, ApiState};
-use crate::daemon::{ApplyError, Daemon, IoReport, StartError};
+use crate::daemon::{ApplyError, Daemon, IoReport, PublishHook, StartError};
 use crate::datapath::{neighbour_targets, Datapath, DatapathError, DatapathLinks, DatapathOptions};
+use crate::io::tier::TierGenerations;
 use crate::neigh::{NeighError, NeighWatcher, Target};
 use crate::report::{IoStatus, LiveInputs};
 use crate::store::{Recovery, Store, StoreError};
@@ -138,6 +139,7 @@ impl IoReport for RunningIo {
             workers: g.as_ref().map_or(0, |d| d.workers()),
             ports: g.as_ref().map(|d| d.status()).unwrap_or_default(),
             neighbours: self.watcher.states(),
+            tier: g.as_ref().and_then(|d| d.tier_status()),
         }
     }
 
@@ -147,6 +149,18 @@ impl IoReport for RunningIo {
             next_hops: self.hops.snapshot(),
             interface_macs: g.as_ref().map(|d| d.interface_macs().clone()).unwrap_or_default(),
             neighbours: self.watcher.states(),
+        }
+    }
+}
+
+/// Makes the XDP tier's entries of older rule sets inert before a change
+/// is acknowledged (io/tier.rs: why this is atomic).
+struct TierHook(Arc<TierGenerations>);
+
+impl PublishHook for TierHook {
+    fn published(&self, rs: &RuleSet) {
+        if let Err(e) = self.0.publish(rs.generation) {
+            tracing::error!(generation = rs.generation, error = %e, "XDP tier generation not updated");
         }
     }
 }
@@ -246,10 +260,13 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                 let hops = NextHops::new();
                 let watcher = Arc::new(NeighWatcher::start(Arc::clone(&hops)).await?);
                 watcher.set_targets(targets(&daemon.rules()));
+                let tier_gens = Arc::new(TierGenerations::default());
+                daemon.set_publish_hook(Box::new(TierHook(Arc::clone(&tier_gens))));
                 let links = DatapathLinks {
                     published: daemon.published(),
                     hops,
                     counters: daemon.counter_board(),
+                    tier_gens,
                 };
                 let dp = Datapath::start(links.clone(), opts)?;
                 let slot: Slot = Arc::new(Mutex::new(Some(dp)));

@@ -1077,6 +1077,7 @@ tunnels = ["t1"]
             mtu: Some(mtu),
             steering: None,
             sockets: Vec::new(),
+            tier: None,
         }
     }
 
@@ -1101,6 +1102,7 @@ tunnels = ["t1"]
                 port("up0", PortKind::Uplink, 1500),
             ],
             neighbours: vec![neighbour(Some("02:00:00:00:00:20"), "reachable")],
+            tier: None,
         };
         let live = LiveInputs {
             next_hops: Arc::new([("192.0.2.2".parse().unwrap(), HOP)].into()),

@@ -7,6 +7,7 @@
 //!     for each queue {
 //!         receive       up to a batch of frames, bounded by TX room
 //!         process       the engine: classify, act, encapsulate in place
+//!         offer         flows decided for the first time, to the XDP tier
 //!         transmit      each output port's frames onto its queue, one kick
 //!     }
 //!     publish           queue statistics: every half second, and on going idle
@@ -34,6 +35,7 @@ use engine::pipeline::{Outputs, Published, Worker};
 use engine::trace::NoTrace;
 
 use crate::io::memory::{FrameAddr, Umem, FRAME_SIZE, HEADROOM};
+use crate::io::tier::TierLink;
 use crate::io::{sys, InputDrop, PortQueue, RxCtx, RxDesc, TxFailure};
 use crate::report::{CounterBoard, QueueBoard, QueueSlot};
 
@@ -82,6 +84,8 @@ pub struct WorkerLinks {
     pub counters: Arc<CounterBoard>,
     pub queues: Arc<QueueBoard>,
     pub stop: Arc<AtomicBool>,
+    /// The XDP tier's owner, when the tier is on.
+    pub tier: Option<TierLink>,
 }
 
 /// The thread's body: pins itself, runs the loop until asked to stop, drains.
@@ -98,6 +102,7 @@ pub fn run(mut io: WorkerIo, links: WorkerLinks) {
                 got += n;
                 let t0 = Instant::now();
                 l.process(qi);
+                l.offer();
                 l.transmit(qi);
                 l.counters.busy_ns.add(t0.elapsed().as_nanos() as u64);
                 l.queues[qi].after_rx();
@@ -183,7 +188,11 @@ struct WorkerLoop<'m> {
 
 impl<'m> WorkerLoop<'m> {
     fn new(io: &'m mut WorkerIo, links: &'m WorkerLinks) -> WorkerLoop<'m> {
-        let engine = Worker::new(links.published.current());
+        let mut engine = Worker::new(links.published.current());
+        if links.tier.is_some() {
+            // A batch decides at most BATCH flows: none is missed.
+            engine.record_decided(BATCH);
+        }
         let map = PortMap::new(engine.rules(), &io.names);
         let out = Outputs::new(engine.rules().ports.len(), BATCH);
         let pollfds = io
@@ -308,6 +317,20 @@ impl<'m> WorkerLoop<'m> {
             now_ns,
             &mut NoTrace,
         );
+    }
+
+    /// Phase: the flows whose first packet the batch decided go to the XDP
+    /// tier if the engine says it can handle them exactly (a queue push
+    /// each, no system call); the others are counted by reason.
+    #[inline]
+    fn offer(&mut self) {
+        let Some(tier) = &self.links.tier else { return };
+        self.engine.drain_decided(|engine, key, rule| {
+            match engine::tier::decide(engine, key, rule) {
+                Ok(e) => tier.offer(e),
+                Err(r) => tier.not_in_tier(r),
+            }
+        });
     }
 
     /// Phase: queues each output port's frames (of the batch received on

@@ -19,6 +19,8 @@ struct SteerCfg {
     role: u32,
     vxlan_ports: [u16; 4],
     gre: u32,
+    tier: u32,
+    in_port: u32,
 }
 
 // SAFETY: plain integers with the C layout; the kernel copies the bytes as they are.
@@ -66,8 +68,18 @@ impl Program {
         v4.insert(u32::from_ne_bytes([192, 0, 2, 1]), 1, 0).unwrap();
         let a6: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
         v6.insert(a6.octets(), 1, 0).unwrap();
-        cfg.set(0, SteerCfg { role: 1, vxlan_ports: [4789u16.to_be(), 0, 0, 0], gre: 1 }, 0)
-            .unwrap();
+        cfg.set(
+            0,
+            SteerCfg {
+                role: 1,
+                vxlan_ports: [4789u16.to_be(), 0, 0, 0],
+                gre: 1,
+                tier: 0,
+                in_port: 0,
+            },
+            0,
+        )
+        .unwrap();
         let prog: &mut Xdp =
             ebpf.program_mut("overlayd_steer").unwrap().try_into().expect("an XDP program");
         prog.load().expect("the verifier accepts the program");

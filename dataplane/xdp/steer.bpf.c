@@ -1,13 +1,26 @@
 // SPDX-License-Identifier: GPL-2.0
-/* overlayd's XDP steering program.
+/* overlayd's XDP program: steering, and the fast tier in front of it.
  *
- * It decides ownership only: on a workload port every frame belongs to the
- * dataplane; on an uplink, a frame belongs to it when it is VXLAN (UDP to a
- * configured port) or GRE addressed to a local VTEP. Those are redirected to
- * the AF_XDP socket of the receiving queue; everything else (ARP, SSH, the
+ * Steering decides ownership only: on a workload port every frame belongs to
+ * the dataplane; on an uplink, a frame belongs to it when it is VXLAN (UDP to
+ * a configured port) or GRE addressed to a local VTEP. Those are redirected
+ * to the AF_XDP socket of the receiving queue; everything else (ARP, SSH, the
  * host's own traffic) passes to the kernel. Tunnel headers are NOT validated
  * here: a malformed tunnel packet is still the dataplane's, which drops it
- * under a named reason. */
+ * under a named reason.
+ *
+ * The tier (workload ports, when enabled): the userspace engine decides the
+ * first packet of every flow and may install an exact-match entry for it
+ * (dataplane/src/io/tier.rs owns the tier_* maps). A later frame whose key
+ * hits an entry of the current rule-set generation is handled here: output,
+ * VXLAN encapsulation or drop, sent through the tier_tx devmap. Everything
+ * else, and anything an entry cannot do exactly (a frame too long for the
+ * MTU, no headroom, an output port that cannot take redirected frames), goes
+ * to the AF_XDP socket unchanged, as without the tier. The key is the
+ * engine's flow key (dataplane/engine/src/flow_key.rs) built from exactly
+ * the frames whose key the engine would build the same way: untagged
+ * Ethernet, IPv4 without options or IPv6 without extension headers, TCP or
+ * UDP, not a fragment. Its Rust twin is tier_key() in io/tier.rs. */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
 #include <linux/ip.h>
@@ -25,6 +38,8 @@ struct steer_cfg {
 	__u32 role;
 	__u16 vxlan_ports[MAX_VXLAN_PORTS]; /* network byte order; 0 = unused */
 	__u32 gre;
+	__u32 tier;    /* 1: look established flows up in tier_flows */
+	__u32 in_port; /* this port's number in the rule set: key word 0 */
 };
 
 enum stat {
@@ -34,7 +49,59 @@ enum stat {
 	ST_PASS_NOT_LOCAL_VTEP,
 	ST_PASS_NO_SOCKET,
 	ST_PASS_FRAGMENT,
+	ST_TIER_HIT,       /* handled by a tier entry */
+	ST_TIER_MISS,      /* a tier key, no entry */
+	ST_TIER_STALE,     /* an entry of an older generation */
+	ST_TIER_TOO_LONG,  /* longer than the entry handles (MTU) */
+	ST_TIER_NO_TX,     /* the output port is not in tier_tx */
+	ST_TIER_NO_ROOM,   /* no headroom for the outer header */
 	ST_MAX,
+};
+
+/* Tier entry actions and flags: the layout of struct tier_entry is mirrored
+ * by TierValue in dataplane/src/io/tier.rs. */
+#define TIER_OUTPUT 1
+#define TIER_ENCAP 2
+#define TIER_DROP 3
+
+#define TF_SET_SRC 0x01
+#define TF_SET_DST 0x02
+#define TF_DF_SET 0x04
+#define TF_DF_INHERIT 0x08
+#define TF_TTL_INHERIT 0x10
+#define TF_DSCP_INHERIT 0x20
+#define TF_ECN_COPY 0x40
+
+/* Ethernet + IPv4 + UDP + VXLAN: the only outer header the tier builds. */
+#define VXLAN4_HDR_LEN 50
+#define TIER_MISS -1
+
+/* The engine's FlowKey: eight words in host order. */
+struct tier_key {
+	__u64 w[8];
+};
+
+struct tier_entry {
+	__u64 generation; /* the rule set it was decided under */
+	__u32 slot;       /* its counters in tier_counts */
+	__u32 tx_port;    /* its output interface in tier_tx */
+	__u16 max_len;    /* longest frame it handles: longer ones go to AF_XDP */
+	__u8 action;
+	__u8 flags;
+	__u8 ttl;         /* outer TTL unless TF_TTL_INHERIT */
+	__u8 dscp;        /* outer DSCP unless TF_DSCP_INHERIT */
+	__u16 ip_sum;     /* folded sum of the outer IPv4 header's constant words */
+	__u8 eth_dst[6];
+	__u8 eth_src[6];
+	/* The outer header with the flow's UDP source port; TOS, lengths,
+	 * identification, flags, TTL and checksum zero, patched per packet. */
+	__u8 hdr[VXLAN4_HDR_LEN];
+	__u8 pad[2];
+};
+
+struct tier_count {
+	__u64 packets;
+	__u64 bytes; /* as received, before encapsulation */
 };
 
 struct {
@@ -71,6 +138,49 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } stats SEC(".maps");
+
+/* Sized by the loader (the configured capacity); an LRU map, so an insert
+ * never fails for want of room, although the owner keeps it below capacity. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 64);
+	__type(key, struct tier_key);
+	__type(value, struct tier_entry);
+} tier_flows SEC(".maps");
+
+/* Per-entry counters, apart from the entries: an entry the LRU evicts takes
+ * nothing with it, so the owner's harvest stays exact. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct tier_count);
+} tier_counts SEC(".maps");
+
+/* The current rule-set generation: entries of any other one are ignored. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} tier_gen SEC(".maps");
+
+/* Output interfaces, by port number: only those that take redirected frames
+ * (ndo_xdp_xmit) are present. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+} tier_tx SEC(".maps");
+
+/* Outer IPv4 identification, counted per CPU as the engine counts per worker. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} tier_ident SEC(".maps");
 
 static __always_inline int count(enum stat s, int action)
 {
@@ -115,6 +225,172 @@ static __always_inline int l4(struct xdp_md *ctx, const struct steer_cfg *c, __u
 	return count(ST_PASS_NOT_TUNNEL, XDP_PASS);
 }
 
+static __always_inline __u64 mac48(const __u8 *m)
+{
+	return ((__u64)m[0] << 40) | ((__u64)m[1] << 32) | ((__u64)m[2] << 24) |
+	       ((__u64)m[3] << 16) | ((__u64)m[4] << 8) | (__u64)m[5];
+}
+
+static __always_inline __u64 be64(const void *p)
+{
+	__u64 v;
+	__builtin_memcpy(&v, p, 8);
+	return bpf_be64_to_cpu(v);
+}
+
+static __always_inline void copy_mac(__u8 *dst, const __u8 *src)
+{
+	__builtin_memcpy(dst, src, 6);
+}
+
+/* Hands the frame to the entry's output interface, counted against the entry. */
+static __always_inline int tier_send(const struct tier_entry *e, struct tier_count *n, __u32 len)
+{
+	n->packets++;
+	n->bytes += len;
+	count(ST_TIER_HIT, 0);
+	/* Present a moment ago (checked before the frame was changed); the owner
+	 * removes a port's flows before its tier_tx slot. */
+	return bpf_redirect_map(&tier_tx, e->tx_port, 0);
+}
+
+/* The tier: the frame's action if an entry of the current generation has
+ * its key, else TIER_MISS with the frame unchanged. */
+static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct tier_key k = {};
+	__u8 proto, tos, ttl, df;
+	void *l4;
+
+	if ((void *)(eth + 1) > end)
+		return TIER_MISS;
+	k.w[0] = (__u64)(c->in_port & 0xffff) << 48;
+	k.w[1] = mac48(eth->h_dest) << 16; /* untagged: VLAN field 0 */
+	k.w[2] = (mac48(eth->h_source) << 16) | bpf_ntohs(eth->h_proto);
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end)
+			return TIER_MISS;
+		/* Options and fragments: the engine's key would differ (or its
+		 * ports be absent); they stay with the engine. */
+		if (ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)))
+			return TIER_MISS;
+		proto = ip->protocol;
+		/* IPv4 as ::ffff:a.b.c.d, as the engine's key holds it. */
+		k.w[4] = 0x0000ffff00000000ULL | bpf_ntohl(ip->saddr);
+		k.w[6] = 0x0000ffff00000000ULL | bpf_ntohl(ip->daddr);
+		tos = ip->tos;
+		ttl = ip->ttl;
+		df = (ip->frag_off & bpf_htons(0x4000)) != 0;
+		l4 = ip + 1;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > end)
+			return TIER_MISS;
+		if (ip6->version != 6)
+			return TIER_MISS;
+		/* An extension header is a next header other than TCP or UDP. */
+		proto = ip6->nexthdr;
+		k.w[3] = be64(&ip6->saddr.s6_addr[0]);
+		k.w[4] = be64(&ip6->saddr.s6_addr[8]);
+		k.w[5] = be64(&ip6->daddr.s6_addr[0]);
+		k.w[6] = be64(&ip6->daddr.s6_addr[8]);
+		tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
+		ttl = ip6->hop_limit;
+		df = 1; /* the engine's inherit rule: routers never fragment IPv6 */
+		l4 = ip6 + 1;
+	} else {
+		return TIER_MISS; /* VLAN tags, ARP, ...: the engine's */
+	}
+	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+		return TIER_MISS;
+	__be16 *ports = l4;
+	if ((void *)(ports + 2) > end)
+		return TIER_MISS;
+	k.w[7] = ((__u64)proto << 56) | ((__u64)bpf_ntohs(ports[0]) << 40) |
+		 ((__u64)bpf_ntohs(ports[1]) << 24);
+
+	struct tier_entry *e = bpf_map_lookup_elem(&tier_flows, &k);
+	if (!e)
+		return count(ST_TIER_MISS, TIER_MISS);
+	__u32 zero = 0;
+	__u64 *gen = bpf_map_lookup_elem(&tier_gen, &zero);
+	if (!gen || e->generation != *gen)
+		return count(ST_TIER_STALE, TIER_MISS);
+	__u32 len = end - data;
+	if (len > e->max_len)
+		return count(ST_TIER_TOO_LONG, TIER_MISS);
+	__u32 slot = e->slot;
+	struct tier_count *n = bpf_map_lookup_elem(&tier_counts, &slot);
+	if (!n)
+		return TIER_MISS;
+	if (e->action == TIER_DROP) {
+		n->packets++;
+		n->bytes += len;
+		count(ST_TIER_HIT, 0);
+		return XDP_DROP;
+	}
+	__u32 tx = e->tx_port;
+	if (!bpf_map_lookup_elem(&tier_tx, &tx))
+		return count(ST_TIER_NO_TX, TIER_MISS);
+	if (e->action == TIER_OUTPUT) {
+		if (e->flags & TF_SET_DST)
+			copy_mac(eth->h_dest, e->eth_dst);
+		if (e->flags & TF_SET_SRC)
+			copy_mac(eth->h_source, e->eth_src);
+		return tier_send(e, n, len);
+	}
+	if (e->action != TIER_ENCAP)
+		return TIER_MISS;
+
+	/* Everything the outer header needs, taken before the frame moves. */
+	__u8 otos = (e->flags & TF_DSCP_INHERIT) ? (tos & 0xfc) : (__u8)(e->dscp << 2);
+	if (e->flags & TF_ECN_COPY)
+		otos |= tos & 3;
+	__u8 ottl = (e->flags & TF_TTL_INHERIT) ? ttl : e->ttl;
+	__u8 odf = (e->flags & TF_DF_INHERIT) ? df : (e->flags & TF_DF_SET) != 0;
+	__u16 total = len + VXLAN4_HDR_LEN - sizeof(struct ethhdr);
+	__u32 *ident = bpf_map_lookup_elem(&tier_ident, &zero);
+	if (!ident)
+		return TIER_MISS;
+	if (bpf_xdp_adjust_head(ctx, -VXLAN4_HDR_LEN))
+		return count(ST_TIER_NO_ROOM, TIER_MISS); /* the frame is unchanged */
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + VXLAN4_HDR_LEN + sizeof(struct ethhdr) > end) {
+		/* Cannot happen (the frame was at least an Ethernet header), but
+		 * the verifier wants the bound: put the frame back as it was. */
+		bpf_xdp_adjust_head(ctx, VXLAN4_HDR_LEN);
+		return TIER_MISS;
+	}
+	struct ethhdr *inner = data + VXLAN4_HDR_LEN;
+	if (e->flags & TF_SET_DST)
+		copy_mac(inner->h_dest, e->eth_dst);
+	if (e->flags & TF_SET_SRC)
+		copy_mac(inner->h_source, e->eth_src);
+	__builtin_memcpy(data, e->hdr, VXLAN4_HDR_LEN);
+	__u16 id = ++*ident;
+	__u16 frag = odf ? 0x4000 : 0;
+	struct iphdr *oip = data + sizeof(struct ethhdr);
+	oip->tos = otos;
+	oip->tot_len = bpf_htons(total);
+	oip->id = bpf_htons(id);
+	oip->frag_off = bpf_htons(frag);
+	oip->ttl = ottl;
+	/* Incremental from the constant words' sum: the words patched above
+	 * (TOS is the low byte of its word, TTL the high byte of its own). */
+	__u32 sum = (__u32)e->ip_sum + otos + total + id + frag + ((__u32)ottl << 8);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	oip->check = bpf_htons((__u16)~sum);
+	struct udphdr *udp = (void *)(oip + 1);
+	udp->len = bpf_htons(total - sizeof(struct iphdr));
+	return tier_send(e, n, len);
+}
+
 SEC("xdp")
 int overlayd_steer(struct xdp_md *ctx)
 {
@@ -124,8 +400,14 @@ int overlayd_steer(struct xdp_md *ctx)
 	struct steer_cfg *c = bpf_map_lookup_elem(&cfg, &zero);
 	if (!c)
 		return XDP_PASS;
-	if (c->role == ROLE_WORKLOAD)
+	if (c->role == ROLE_WORKLOAD) {
+		if (c->tier) {
+			int r = tier(ctx, c);
+			if (r != TIER_MISS)
+				return r;
+		}
 		return redirect(ctx);
+	}
 
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
@@ -152,7 +434,7 @@ int overlayd_steer(struct xdp_md *ctx)
 			return count(ST_PASS_NOT_LOCAL_VTEP, XDP_PASS);
 		/* Later fragments have no UDP header to judge by: the kernel's. The
 		 * first fragment of a tunnel packet is ours, and dropped as a fragment. */
-		if (ip->frag_off & bpf_htons(0x1fff))
+		if (ip->frag_off & bpf_htons(0x3fff))
 			return count(ST_PASS_FRAGMENT, XDP_PASS);
 		__u32 ihl = ip->ihl * 4;
 		if (ihl < sizeof(*ip))

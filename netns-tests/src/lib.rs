@@ -187,6 +187,12 @@ pub fn veth_queues(a: &Netns, a_dev: &str, b: &Netns, b_dev: &str, queues: u32) 
     ]);
     a.ip(&["link", "set", a_dev, "up"]);
     b.ip(&["link", "set", b_dev, "up"]);
+    if std::env::var_os("OVERLAYD_TEST_VETH_GRO").is_some() {
+        // GRO gives each end NAPI, so the other end takes frames redirected
+        // by XDP: overlayd's XDP tier can then send out of any veth port.
+        a.exec(&["ethtool", "-K", a_dev, "gro", "on"]);
+        b.exec(&["ethtool", "-K", b_dev, "gro", "on"]);
+    }
 }
 
 /// A background process killed on drop.

@@ -8,7 +8,10 @@
  *
  * `pb_pass` is the XDP_PASS program the harness puts on the kernel device
  * under test's input veth: frames sent with XDP_TX enter a veth only through
- * its NAPI path, which an XDP program turns on. */
+ * its NAPI path, which an XDP program turns on.
+ *
+ * `pb_null` is the `xdp-null` device: every frame redirected unchanged
+ * through a devmap out of the other port, the physical limit of the path. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -129,6 +132,19 @@ SEC("xdp")
 int pb_pass(struct xdp_md *ctx)
 {
 	return XDP_PASS;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct bpf_devmap_val);
+} pb_null_tx SEC(".maps");
+
+SEC("xdp")
+int pb_null(struct xdp_md *ctx)
+{
+	return bpf_redirect_map(&pb_null_tx, 0, 0);
 }
 
 char _license[] SEC("license") = "GPL";

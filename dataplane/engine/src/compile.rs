@@ -72,6 +72,8 @@ pub struct RuleRt {
     pub id: u32,
     pub priority: u16,
     pub actions: Vec<Act>,
+    /// False when the rule opts out of the XDP fast tier.
+    pub xdp_tier: bool,
 }
 
 /// Replication targets for one VNI.
@@ -277,7 +279,8 @@ pub fn compile(config: &Config) -> Result<RuleSet, ConfigError> {
                 model::Action::ForwardL2(v) => Act::ForwardL2(*v),
             })
             .collect();
-        rules.push(RuleRt { id: r.id, priority: r.priority, actions });
+        let xdp_tier = r.xdp_tier == model::TierSpec::Auto;
+        rules.push(RuleRt { id: r.id, priority: r.priority, actions, xdp_tier });
     }
     let classifier = Classifier::build(&class);
 

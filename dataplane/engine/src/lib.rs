@@ -13,4 +13,5 @@ pub mod ops;
 pub mod packet_spec;
 pub mod pipeline;
 pub mod placement;
+pub mod tier;
 pub mod trace;

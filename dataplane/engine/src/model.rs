@@ -129,6 +129,37 @@ pub struct Config {
     /// nothing is offloaded and no VF is touched.
     #[serde(default, skip_serializing_if = "is_default")]
     pub offload: Offload,
+    /// Whether established flows are handed to the XDP fast tier
+    /// (docs/configuration.md, "Top level").
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub xdp_tier: TierSpec,
+    /// Flow entries the XDP tier holds per ingress port.
+    #[serde(default = "default_tier_entries", skip_serializing_if = "is_default_tier_entries")]
+    pub xdp_tier_entries: u32,
+}
+
+/// Whether the XDP fast tier may take a flow (top level), or a rule's flows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TierSpec {
+    /// Flows the tier can handle exactly are handed to it.
+    #[default]
+    Auto,
+    /// Every packet goes through AF_XDP and the userspace engine.
+    Off,
+}
+
+/// Default flow entries of the XDP tier per ingress port.
+pub const DEFAULT_TIER_ENTRIES: u32 = 16384;
+/// Bounds of `xdp_tier_entries`.
+pub const TIER_ENTRIES_RANGE: std::ops::RangeInclusive<u32> = 16..=1 << 22;
+
+fn default_tier_entries() -> u32 {
+    DEFAULT_TIER_ENTRIES
+}
+
+fn is_default_tier_entries(n: &u32) -> bool {
+    *n == DEFAULT_TIER_ENTRIES
 }
 
 fn schema_version() -> u32 {
@@ -148,6 +179,8 @@ impl Default for Config {
             fdb: Vec::new(),
             flood: Vec::new(),
             offload: Offload::default(),
+            xdp_tier: TierSpec::default(),
+            xdp_tier_entries: DEFAULT_TIER_ENTRIES,
         }
     }
 }
@@ -443,6 +476,18 @@ pub struct Rule {
     #[serde(default, rename = "match")]
     pub matches: Match,
     pub actions: Vec<Action>,
+    /// `"off"` keeps the rule's flows out of the XDP fast tier (every packet
+    /// through the userspace engine); `"auto"` lets the tier take them.
+    #[serde(default = "tier_auto", skip_serializing_if = "is_tier_auto")]
+    pub xdp_tier: TierSpec,
+}
+
+fn tier_auto() -> TierSpec {
+    TierSpec::Auto
+}
+
+fn is_tier_auto(t: &TierSpec) -> bool {
+    *t == TierSpec::Auto
 }
 
 /// A static FDB entry: in `vni`, frames to `mac` go through `tunnel`.
@@ -931,6 +976,17 @@ impl Config {
             }
         }
         self.offload.validate()?;
+        if !TIER_ENTRIES_RANGE.contains(&self.xdp_tier_entries) {
+            return Err(bad(
+                "xdp_tier_entries",
+                format!(
+                    "{} is out of range ({}..={})",
+                    self.xdp_tier_entries,
+                    TIER_ENTRIES_RANGE.start(),
+                    TIER_ENTRIES_RANGE.end()
+                ),
+            ));
+        }
         Ok(())
     }
 }
@@ -1100,6 +1156,7 @@ mod tests {
                 "offload.pfs[0].vfs[0].max_tx_rate",
                 "set together",
             ),
+            (Box::new(|c| c.xdp_tier_entries = 1), "xdp_tier_entries", "out of range"),
             (
                 Box::new(|c| c.offload.pfs = vec![PhysFn::default(), PhysFn::default()]),
                 "offload.pfs[0].interface",

@@ -27,7 +27,7 @@ use encap::{decap, icmp, DropReason, EncapTemplate, InnerMeta, PacketBuf, Tunnel
 use crate::compile::{Act, RuleSet};
 use crate::counters::WorkerCounters;
 use crate::flow_cache::{FlowCache, NO_RULE};
-use crate::flow_key::{extract, L2Info};
+use crate::flow_key::{extract, FlowKey, L2Info};
 use crate::model::PortKind;
 use crate::trace::{OuterHeader, Stage, Step, Tracer};
 
@@ -136,6 +136,12 @@ pub struct Worker {
     last_tunnel: Option<((IpAddr, IpAddr, TunnelId), u16)>,
     icmp_tokens: u64,
     icmp_refill_ns: u64,
+    /// Flows whose first packet a batch decided (classifier misses that
+    /// matched a rule), for the XDP tier: (key, rule); the first
+    /// `decided_len` are set. A fixed slice, not a growing vector: the
+    /// classify step's code stays small.
+    decided: Box<[(FlowKey, u32)]>,
+    decided_len: usize,
 }
 
 impl Worker {
@@ -150,6 +156,8 @@ impl Worker {
             last_tunnel: None,
             icmp_tokens: ICMP_PER_SEC,
             icmp_refill_ns: 0,
+            decided: Box::default(),
+            decided_len: 0,
         };
         w.set_rules(rules);
         w
@@ -167,6 +175,8 @@ impl Worker {
             .collect();
         self.next_hop_known = rules.tunnels.iter().map(|t| t.static_next_hop).collect();
         self.last_tunnel = None;
+        // Rule numbers of the old generation mean nothing in the new one.
+        self.decided_len = 0;
         let fresh = Arc::new(WorkerCounters::new(
             rules.ports.len(),
             rules.tunnels.len(),
@@ -191,6 +201,28 @@ impl Worker {
 
     pub fn counters(&self) -> Arc<WorkerCounters> {
         Arc::clone(&self.counters)
+    }
+
+    /// Records up to `max` flows per batch whose first packet was decided
+    /// (see [`Worker::drain_decided`]); 0, the default, records none.
+    pub fn record_decided(&mut self, max: usize) {
+        self.decided = vec![(FlowKey::default(), 0); max].into_boxed_slice();
+        self.decided_len = 0;
+    }
+
+    /// Calls `f` with each flow decided since the last call: (key, rule
+    /// index).
+    pub fn drain_decided(&mut self, mut f: impl FnMut(&Worker, &FlowKey, u32)) {
+        for i in 0..std::mem::take(&mut self.decided_len) {
+            let (k, r) = self.decided[i];
+            f(self, &k, r);
+        }
+    }
+
+    /// Tunnel `tn`'s header template, if its next hop is resolved.
+    pub fn encap_template(&self, tn: u16) -> Option<&EncapTemplate> {
+        let known = *self.next_hop_known.get(tn as usize)?;
+        self.templates.get(tn as usize).filter(|_| known)
     }
 
     /// Records a resolved next hop for a tunnel (from the neighbour table).
@@ -322,6 +354,10 @@ impl Worker {
                 c.cache.tuples_probed.add(f.tuples_probed as u64);
                 let r = f.rule.unwrap_or(NO_RULE);
                 self.cache.insert(&key, h, self.epoch, r);
+                if r != NO_RULE && self.decided_len < self.decided.len() {
+                    self.decided[self.decided_len] = (key, r);
+                    self.decided_len += 1;
+                }
                 b.t.step(|| Step::Classified { table: f.table, probed: f.tuples_probed });
                 r
             }

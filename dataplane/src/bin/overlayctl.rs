@@ -554,6 +554,27 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
                             .unwrap_or_default()
                     );
                 }
+                if let Some(t) = s.io.as_ref().and_then(|io| io.tier.as_ref()) {
+                    let named = |m: &std::collections::BTreeMap<String, u64>| -> String {
+                        let parts: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
+                        if parts.is_empty() {
+                            "none".into()
+                        } else {
+                            parts.join(", ")
+                        }
+                    };
+                    println!(
+                        "xdp tier: {} entries (of {} per port), {} hits, {} installs, {} evictions, {} invalidations",
+                        t.entries, t.capacity, t.hits, t.installs, t.evictions, t.invalidations
+                    );
+                    println!("  install failures: {}", named(&t.install_failures));
+                    println!("  kept on AF_XDP: {}", named(&t.not_in_tier));
+                    for p in &t.ports {
+                        if let Some(e) = &p.not_output {
+                            println!("  port {}: not an output: {e}", p.port);
+                        }
+                    }
+                }
             }
         }
         Cmd::Config { cmd: ConfigCmd::Get } => {

@@ -7,7 +7,8 @@
 //! | `netdev.rs` | interface queries: index, name, MAC address, queue count |
 //! | `sys.rs` | socket options, sockets, poll, CPU pinning |
 //! | `steer.rs` | what of an interface's traffic is ours (the XDP program's rule and its Rust twin) |
-//! | `xdp.rs` | the XDP steering program and its maps |
+//! | `xdp.rs` | the XDP program (steering, and the fast tier in front of it) and its maps |
+//! | `tier.rs` | the XDP fast tier's maps and their owner; the Rust twin of its key |
 //! | `afxdp.rs` | AF_XDP sockets and their rings |
 //! | `af_packet.rs` | AF_PACKET sockets, and the kernel sink on uplinks |
 //! | `tap.rs` | TAP devices |
@@ -31,6 +32,7 @@ pub mod pcap;
 pub mod steer;
 pub mod sys;
 pub mod tap;
+pub mod tier;
 pub mod uring;
 pub mod virtio;
 pub mod xdp;

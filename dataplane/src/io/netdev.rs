@@ -54,6 +54,109 @@ pub fn mtu(ifname: &str) -> io::Result<u32> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("bad mtu {s:?}")))
 }
 
+/// What an interface's driver does with XDP (the netdev generic-netlink
+/// family's `xdp-features`, `NETDEV_XDP_ACT_*` bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct XdpFeatures(pub u64);
+
+impl XdpFeatures {
+    /// `NETDEV_XDP_ACT_NDO_XMIT`: the driver takes frames other interfaces'
+    /// XDP programs redirect to it. A veth advertises it only while its peer
+    /// runs an XDP program or has GRO on (its receive side then has NAPI).
+    pub const NDO_XMIT: u64 = 1 << 2;
+
+    pub fn takes_redirects(self) -> bool {
+        self.0 & Self::NDO_XMIT != 0
+    }
+}
+
+/// The XDP features of interface `index`, asked of the kernel's `netdev`
+/// generic-netlink family (Linux 6.3 and later).
+pub fn xdp_features(index: u32) -> io::Result<XdpFeatures> {
+    const GENL_ID_CTRL: u16 = 0x10;
+    const CTRL_CMD_GETFAMILY: u8 = 3;
+    const CTRL_ATTR_FAMILY_ID: u16 = 1;
+    const CTRL_ATTR_FAMILY_NAME: u16 = 2;
+    const NETDEV_CMD_DEV_GET: u8 = 1;
+    const NETDEV_A_DEV_IFINDEX: u16 = 1;
+    const NETDEV_A_DEV_XDP_FEATURES: u16 = 3;
+    let s = super::sys::socket(libc::AF_NETLINK, libc::SOCK_RAW, libc::NETLINK_GENERIC)?;
+    let family =
+        genl_request(&s, GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_NAME, b"netdev\0")?;
+    let id = nl_attr(&family, CTRL_ATTR_FAMILY_ID)
+        .filter(|a| a.len() >= 2)
+        .map(|a| u16::from_ne_bytes([a[0], a[1]]))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no netdev netlink family"))?;
+    let dev = genl_request(&s, id, NETDEV_CMD_DEV_GET, NETDEV_A_DEV_IFINDEX, &index.to_ne_bytes())?;
+    nl_attr(&dev, NETDEV_A_DEV_XDP_FEATURES)
+        .filter(|a| a.len() >= 8)
+        .map(|a| XdpFeatures(u64::from_ne_bytes(a[..8].try_into().unwrap())))
+        .ok_or_else(|| io::Error::new(io::ErrorKind::Unsupported, "no xdp-features attribute"))
+}
+
+/// Sends a generic-netlink request with one attribute and returns the
+/// attributes of the answer.
+fn genl_request(
+    s: &std::os::fd::OwnedFd,
+    family: u16,
+    cmd: u8,
+    attr: u16,
+    value: &[u8],
+) -> io::Result<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    const NLM_F_REQUEST: u16 = 1;
+    const NLMSG_ERROR: u16 = 2;
+    let alen = 4 + value.len();
+    let len = 16 + 4 + ((alen + 3) & !3);
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&(len as u32).to_ne_bytes());
+    m.extend_from_slice(&family.to_ne_bytes());
+    m.extend_from_slice(&NLM_F_REQUEST.to_ne_bytes());
+    m.extend_from_slice(&1u32.to_ne_bytes()); // sequence
+    m.extend_from_slice(&0u32.to_ne_bytes()); // port: the kernel fills it in
+    m.extend_from_slice(&[cmd, 1, 0, 0]); // genlmsghdr: command, version
+    m.extend_from_slice(&(alen as u16).to_ne_bytes());
+    m.extend_from_slice(&attr.to_ne_bytes());
+    m.extend_from_slice(value);
+    m.resize(len, 0);
+    // SAFETY: `m` is a valid buffer of the given length.
+    if unsafe { libc::send(s.as_raw_fd(), m.as_ptr().cast(), m.len(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut buf = vec![0u8; 8192];
+    // SAFETY: `buf` is writable for its whole length.
+    let n = unsafe { libc::recv(s.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let b = &buf[..n as usize];
+    if b.len() < 20 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "short netlink answer"));
+    }
+    if u16::from_ne_bytes([b[4], b[5]]) == NLMSG_ERROR {
+        let errno = i32::from_ne_bytes([b[16], b[17], b[18], b[19]]);
+        return Err(io::Error::from_raw_os_error(-errno));
+    }
+    let len = (u32::from_ne_bytes([b[0], b[1], b[2], b[3]]) as usize).min(b.len());
+    Ok(b[20..len].to_vec())
+}
+
+/// The payload of attribute `ty` in a run of netlink attributes.
+fn nl_attr(mut b: &[u8], ty: u16) -> Option<&[u8]> {
+    while b.len() >= 4 {
+        let len = u16::from_ne_bytes([b[0], b[1]]) as usize;
+        let t = u16::from_ne_bytes([b[2], b[3]]) & 0x3fff;
+        if len < 4 || len > b.len() {
+            return None;
+        }
+        if t == ty {
+            return Some(&b[4..len]);
+        }
+        b = &b[((len + 3) & !3).min(b.len())..];
+    }
+    None
+}
+
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut m = [0u8; 6];
     let mut parts = s.split(':');
@@ -84,5 +187,12 @@ mod tests {
         assert_eq!(mac_address("lo").unwrap(), [0; 6]);
         assert!(mtu("lo").unwrap() >= 1280);
         assert!(mtu("no-such-if0").is_err());
+    }
+
+    #[test]
+    fn loopback_takes_no_redirected_frames() {
+        let f = xdp_features(ifindex("lo").unwrap()).unwrap();
+        assert!(!f.takes_redirects(), "{f:?}");
+        assert!(xdp_features(0x7fff_fff0).is_err(), "no such interface");
     }
 }

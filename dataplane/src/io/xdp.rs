@@ -1,5 +1,6 @@
-//! The XDP steering program (`dataplane/xdp/steer.bpf.c`), loaded with aya
-//! and attached to each port's interface.
+//! The XDP program (`dataplane/xdp/steer.bpf.c`): steering, and the fast
+//! tier in front of it; loaded with aya and attached to each port's
+//! interface. The tier's maps are handed to their owner (`io/tier.rs`).
 //!
 //! It is attached through a BPF link, so the kernel detaches it when the last
 //! descriptor closes: on a clean exit, and equally when the daemon is killed,
@@ -12,11 +13,12 @@ use std::os::fd::RawFd;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::{Xdp, XdpMode as AyaMode};
-use aya::Ebpf;
+use aya::{Ebpf, EbpfLoader};
 use serde::{Deserialize, Serialize};
 
 use super::netdev;
 use super::steer::{SteerRole, SteerStats};
+use super::tier::{TierGen, TierMaps, TierProgramStats};
 
 static PROGRAM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/steer.bpf.o"));
 
@@ -49,6 +51,10 @@ struct SteerCfg {
     /// Network byte order; 0 = unused.
     vxlan_ports: [u16; MAX_VXLAN_PORTS],
     gre: u32,
+    /// 1: look established flows up in the tier.
+    tier: u32,
+    /// The port's number in the rule set (the tier key's first word).
+    in_port: u32,
 }
 
 // SAFETY: plain integers with the C layout, no padding that matters to BPF
@@ -65,6 +71,12 @@ pub struct SteerProgram {
     v4: HashMap<MapData, u32, u8>,
     v6: HashMap<MapData, [u8; 16], u8>,
     stats: PerCpuArray<MapData, u64>,
+    /// The tier's setting in the configuration map: its port number when on.
+    tier_port: Option<u16>,
+    /// The tier's maps, until their owner takes them.
+    tier: Option<(TierMaps, TierGen)>,
+    /// Loaded with the tier's maps sized for use.
+    tier_loaded: bool,
     /// Owns the program and its link: dropping it detaches.
     _ebpf: Ebpf,
 }
@@ -72,26 +84,72 @@ pub struct SteerProgram {
 impl SteerProgram {
     /// Loads the program and attaches it to `ifname` in the driver, falling
     /// back to the generic hook when `allow_generic` is set and the driver
-    /// refuses.
-    pub fn attach(ifname: &str, role: &SteerRole, allow_generic: bool) -> Result<Self, XdpError> {
-        match Self::attach_mode(ifname, role, XdpMode::Native) {
+    /// refuses. With `tier`, the tier's maps hold that many flows (else the
+    /// tier stays off and its maps minimal).
+    pub fn attach(
+        ifname: &str,
+        role: &SteerRole,
+        allow_generic: bool,
+        tier: Option<u32>,
+    ) -> Result<Self, XdpError> {
+        match Self::attach_mode(ifname, role, XdpMode::Native, tier) {
             Err(XdpError::Attach { .. }) if allow_generic => {
-                Self::attach_mode(ifname, role, XdpMode::Generic)
+                Self::attach_mode(ifname, role, XdpMode::Generic, tier)
             }
             r => r,
         }
     }
 
     /// Attaches in the generic (SKB) hook only.
-    pub fn attach_generic(ifname: &str, role: &SteerRole) -> Result<Self, XdpError> {
-        Self::attach_mode(ifname, role, XdpMode::Generic)
+    pub fn attach_generic(
+        ifname: &str,
+        role: &SteerRole,
+        tier: Option<u32>,
+    ) -> Result<Self, XdpError> {
+        Self::attach_mode(ifname, role, XdpMode::Generic, tier)
     }
 
-    fn attach_mode(ifname: &str, role: &SteerRole, mode: XdpMode) -> Result<Self, XdpError> {
+    fn attach_mode(
+        ifname: &str,
+        role: &SteerRole,
+        mode: XdpMode,
+        tier: Option<u32>,
+    ) -> Result<Self, XdpError> {
         let load = |reason: String| XdpError::Load { ifname: ifname.into(), reason };
         let ifindex =
             netdev::ifindex(ifname).map_err(|e| load(format!("no such interface ({e})")))?;
-        let mut ebpf = Ebpf::load(PROGRAM).map_err(|e| load(e.to_string()))?;
+        let mut p = Self::load(ifname, role, tier)?;
+        p.ifindex = ifindex;
+        let (aya_mode, name) = match mode {
+            XdpMode::Native => (AyaMode::Driver, "native"),
+            XdpMode::Generic => (AyaMode::Skb, "generic"),
+        };
+        p.mode = mode;
+        p.program()?.attach_to_if_index(ifindex, aya_mode).map_err(|e| {
+            let mut reason = error_chain(&e);
+            if reason.contains("Device or resource busy") || reason.contains("File exists") {
+                reason.push_str(
+                    " (another XDP program is attached; detach it with `ip link set dev IF xdp off`)",
+                );
+            }
+            XdpError::Attach { ifname: ifname.into(), mode: name, reason }
+        })?;
+        Ok(p)
+    }
+
+    /// Loads the program (verified, not attached) with its maps set for
+    /// `role`; `ifname` names it in errors.
+    pub(crate) fn load(
+        ifname: &str,
+        role: &SteerRole,
+        tier: Option<u32>,
+    ) -> Result<Self, XdpError> {
+        let load = |reason: String| XdpError::Load { ifname: ifname.into(), reason };
+        let mut loader = EbpfLoader::new();
+        if let Some(n) = tier {
+            loader.map_max_entries("tier_flows", n).map_max_entries("tier_counts", n);
+        }
+        let mut ebpf = loader.load(PROGRAM).map_err(|e| load(e.to_string()))?;
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name).ok_or_else(|| load(format!("the object has no map {name:?}")))
         };
@@ -111,40 +169,112 @@ impl SteerProgram {
             .map_err(map_err("the IPv6 VTEP map"))?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "stats")?)
             .map_err(map_err("the statistics map"))?;
+        let tier = match tier {
+            Some(n) => Some(TierMaps::take(&mut ebpf, n).map_err(|e| XdpError::Map {
+                ifname: ifname.into(),
+                what: "the tier's maps",
+                reason: e,
+            })?),
+            None => None,
+        };
         let mut p = SteerProgram {
             ifname: ifname.into(),
-            ifindex,
-            mode,
+            ifindex: 0,
+            mode: XdpMode::Native,
             xsks,
             cfg,
             v4,
             v6,
             stats,
+            tier_port: None,
+            tier_loaded: tier.is_some(),
+            tier,
             _ebpf: ebpf,
         };
         // The role is in place before the program sees a packet.
         p.set_role(role)?;
-        let prog: &mut Xdp = p
-            ._ebpf
+        p.program()?.load().map_err(|e| load(verifier_summary(&e)))?;
+        Ok(p)
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp, XdpError> {
+        let ifname = &self.ifname;
+        let load = |reason: String| XdpError::Load { ifname: ifname.clone(), reason };
+        self._ebpf
             .program_mut("overlayd_steer")
             .ok_or_else(|| load("the object has no program overlayd_steer".into()))?
             .try_into()
-            .map_err(|e: aya::programs::ProgramError| load(e.to_string()))?;
-        prog.load().map_err(|e| load(verifier_summary(&e)))?;
-        let (aya_mode, name) = match mode {
-            XdpMode::Native => (AyaMode::Driver, "native"),
-            XdpMode::Generic => (AyaMode::Skb, "generic"),
-        };
-        prog.attach_to_if_index(ifindex, aya_mode).map_err(|e| {
-            let mut reason = error_chain(&e);
-            if reason.contains("Device or resource busy") || reason.contains("File exists") {
-                reason.push_str(
-                    " (another XDP program is attached; detach it with `ip link set dev IF xdp off`)",
-                );
-            }
-            XdpError::Attach { ifname: ifname.into(), mode: name, reason }
+            .map_err(|e: aya::programs::ProgramError| load(e.to_string()))
+    }
+
+    /// Hands the tier's maps over to their owner (once).
+    pub fn take_tier(&mut self) -> Option<(TierMaps, TierGen)> {
+        self.tier.take()
+    }
+
+    /// True if the program was loaded with the tier's maps sized for use.
+    pub fn tier_loaded(&self) -> bool {
+        self.tier_loaded
+    }
+
+    /// True while the tier's lookups are on.
+    pub fn tier_on(&self) -> bool {
+        self.tier_port.is_some()
+    }
+
+    /// Turns the tier's lookups on, as port `port` of the rule set, or off:
+    /// after `None`, no frame is handled by a tier entry once this returns.
+    pub fn set_tier(&mut self, port: Option<u16>) -> Result<(), XdpError> {
+        let mut c = self.cfg.get(&0, 0).map_err(|e| XdpError::Map {
+            ifname: self.ifname.clone(),
+            what: "reading the configuration",
+            reason: e.to_string(),
         })?;
-        Ok(p)
+        c.tier = port.is_some() as u32;
+        c.in_port = port.unwrap_or(0) as u32;
+        self.cfg.set(0, c, 0).map_err(|e| XdpError::Map {
+            ifname: self.ifname.clone(),
+            what: "setting the tier",
+            reason: e.to_string(),
+        })?;
+        self.tier_port = port;
+        Ok(())
+    }
+
+    /// The tier's counts in the program, summed over CPUs.
+    pub fn tier_stats(&self) -> Result<TierProgramStats, XdpError> {
+        let sum = |i: u32| self.stat(i);
+        Ok(TierProgramStats {
+            hit: sum(6)?,
+            miss: sum(7)?,
+            stale: sum(8)?,
+            too_long: sum(9)?,
+            no_tx: sum(10)?,
+            no_headroom: sum(11)?,
+        })
+    }
+
+    fn stat(&self, i: u32) -> Result<u64, XdpError> {
+        let v = self.stats.get(&i, 0).map_err(|e| XdpError::Map {
+            ifname: self.ifname.clone(),
+            what: "reading statistics",
+            reason: e.to_string(),
+        })?;
+        Ok(v.iter().sum())
+    }
+
+    /// Runs the loaded program on `frame` (BPF_PROG_TEST_RUN): its return
+    /// value and the frame as it left.
+    #[cfg(test)]
+    pub(crate) fn test_run(&mut self, frame: &[u8]) -> (u32, Vec<u8>) {
+        use aya::programs::{TestRun, TestRunOptions};
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        let r = self.program().unwrap().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        out.truncate(r.data_size_out as usize);
+        (r.return_value, out)
     }
 
     pub fn mode(&self) -> XdpMode {
@@ -170,7 +300,11 @@ impl SteerProgram {
             let ifname = self.ifname.clone();
             move |e: aya::maps::MapError| XdpError::Map { ifname, what, reason: e.to_string() }
         };
-        let mut c = SteerCfg::default();
+        let mut c = SteerCfg {
+            tier: self.tier_port.is_some() as u32,
+            in_port: self.tier_port.unwrap_or(0) as u32,
+            ..SteerCfg::default()
+        };
         let (mut want4, mut want6) = (Vec::new(), Vec::new());
         if let SteerRole::Uplink { vteps, vxlan_ports, gre } = role {
             if vxlan_ports.len() > MAX_VXLAN_PORTS {
@@ -214,14 +348,7 @@ impl SteerProgram {
     }
 
     pub fn stats(&self) -> Result<SteerStats, XdpError> {
-        let sum = |i: u32| -> Result<u64, XdpError> {
-            let v = self.stats.get(&i, 0).map_err(|e| XdpError::Map {
-                ifname: self.ifname.clone(),
-                what: "reading statistics",
-                reason: e.to_string(),
-            })?;
-            Ok(v.iter().sum())
-        };
+        let sum = |i: u32| self.stat(i);
         Ok(SteerStats {
             redirected: sum(0)?,
             pass_not_ip: sum(1)?,

@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, DevMap, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
 
@@ -121,6 +121,29 @@ impl Sink {
             bad_inner: get(5)?,
             bad_length: get(6)?,
         })
+    }
+}
+
+/// The null forwarder: every frame arriving on `input` redirected unchanged
+/// out of `output` (a devmap, as an XDP tier sends).
+pub struct NullFwd {
+    _ebpf: Ebpf,
+}
+
+impl NullFwd {
+    pub fn attach(ns: &str, input: &str, output: &str) -> Result<NullFwd, String> {
+        let mut ebpf = Ebpf::load(SINK).map_err(|e| format!("loading pb_null: {e}"))?;
+        let mut tx = DevMap::try_from(ebpf.take_map("pb_null_tx").ok_or("no map pb_null_tx")?)
+            .map_err(|e| e.to_string())?;
+        // The kernel resolves a devmap's interface index in the namespace of
+        // whoever writes the entry: write it from inside `ns`.
+        sys::in_netns(ns, || {
+            let out = sys::ifindex(output).map_err(|e| format!("{ns}/{output}: {e}"))?;
+            tx.set(0, out, None, 0).map_err(|e| format!("pb_null_tx: {e}"))
+        })
+        .map_err(|e| format!("entering {ns}: {e}"))??;
+        attach(&mut ebpf, "pb_null", ns, input)?;
+        Ok(NullFwd { _ebpf: ebpf })
     }
 }
 

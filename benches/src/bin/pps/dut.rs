@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bpf::{Pass, Sink};
+use crate::bpf::{NullFwd, Pass, Sink};
 use crate::plan::{DutKind, Kind, Scenario};
 
 pub const NS_GEN: &str = "pb-gen";
@@ -244,9 +244,13 @@ pub struct Env {
 /// The port option that selects the io_uring backend (packet sockets driven
 /// by io_uring) in an overlayd configuration.
 pub const URING_PORT_OPTION: &str = "backend = \"af_packet\"";
+/// The XDP tier on (overlayd's default) or off.
+pub const TIER_AUTO: &str = "xdp_tier = \"auto\"";
+pub const TIER_OFF: &str = "xdp_tier = \"off\"";
 
 /// The overlayd configuration of a scenario group (TOML).
-pub fn overlayd_config(kind: Kind, rules: usize, port_extra: &str) -> String {
+/// `top`: top-level settings (the XDP tier's); `port_extra`: each port's.
+pub fn overlayd_config(kind: Kind, rules: usize, top: &str, port_extra: &str) -> String {
     let (wl, up) = if kind.decap() { ("d1", "d0") } else { ("d0", "d1") };
     let tunnel = match kind {
         Kind::VxlanEncap => format!(
@@ -268,7 +272,7 @@ pub fn overlayd_config(kind: Kind, rules: usize, port_extra: &str) -> String {
         format!("match = {{ in_port = \"{wl}\" }}\nactions = [{{ encap = \"t\" }}]")
     };
     format!(
-        "generation = 1\n\n[[ports]]\nname = \"{wl}\"\nkind = \"workload\"\ninterface = \"{wl}\"\n{port_extra}\n\n\
+        "generation = 1\n{top}\n\n[[ports]]\nname = \"{wl}\"\nkind = \"workload\"\ninterface = \"{wl}\"\n{port_extra}\n\n\
          [[ports]]\nname = \"{up}\"\nkind = \"uplink\"\ninterface = \"{up}\"\n{port_extra}\n\n\
          [[tunnels]]\nname = \"t\"\n{tunnel}\n\n\
          # the one rule that matches the traffic, below all the others\n\
@@ -328,20 +332,25 @@ pub struct Dut {
     procs: Vec<Proc>,
     ovs_ctl: Option<PathBuf>,
     _pass: Option<Pass>,
+    _null: Option<NullFwd>,
 }
 
 impl Dut {
     /// Checks the device can run this scenario here; the reason if not.
     pub fn available(kind: DutKind, s: &Scenario, env: &Env) -> Result<(), String> {
         match kind {
-            DutKind::OverlaydAfxdp => {
+            DutKind::XdpNull => match s.kind {
+                Kind::VxlanEncap => Ok(()),
+                _ => Err("the null forwarder is measured beside VXLAN encapsulation only".into()),
+            },
+            DutKind::Overlayd | DutKind::OverlaydAfxdp => {
                 if !env.bin_dir.join("overlayd").exists() {
                     return Err(format!("no overlayd in {}", env.bin_dir.display()));
                 }
                 Ok(())
             }
             DutKind::OverlaydUring => {
-                let c = overlayd_config(s.kind, 2, URING_PORT_OPTION);
+                let c = overlayd_config(s.kind, 2, TIER_OFF, URING_PORT_OPTION);
                 engine::model::Config::from_toml(&c).map(|_| ()).map_err(|e| {
                     format!(
                         "the io_uring backend is not in this build (its port option `{URING_PORT_OPTION}` is refused: {})",
@@ -367,10 +376,19 @@ impl Dut {
     /// generator down as it does the device.
     pub fn start(kind: DutKind, s: &Scenario, env: &Env) -> Result<Dut, String> {
         let mut d = match kind {
-            DutKind::OverlaydAfxdp => Self::overlayd(kind, s, env, "")?,
-            DutKind::OverlaydUring => Self::overlayd(kind, s, env, URING_PORT_OPTION)?,
+            DutKind::Overlayd => Self::overlayd(kind, s, env, TIER_AUTO, "")?,
+            DutKind::OverlaydAfxdp => Self::overlayd(kind, s, env, TIER_OFF, "")?,
+            DutKind::OverlaydUring => Self::overlayd(kind, s, env, TIER_OFF, URING_PORT_OPTION)?,
             DutKind::OvsAfxdp => Self::ovs(s, env)?,
             DutKind::Kernel => Self::kernel(s)?,
+            DutKind::XdpNull => Dut {
+                kind,
+                pids: vec![],
+                procs: vec![],
+                ovs_ctl: None,
+                _pass: None,
+                _null: Some(NullFwd::attach(NS_DUT, "d0", "d1")?),
+            },
         };
         if env.napi_thread {
             std::thread::sleep(Duration::from_millis(500));
@@ -379,11 +397,17 @@ impl Dut {
         Ok(d)
     }
 
-    fn overlayd(kind: DutKind, s: &Scenario, env: &Env, extra: &str) -> Result<Dut, String> {
+    fn overlayd(
+        kind: DutKind,
+        s: &Scenario,
+        env: &Env,
+        top: &str,
+        extra: &str,
+    ) -> Result<Dut, String> {
         let dir = env.work.join(kind.name());
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        let text = overlayd_config(s.kind, s.rules, extra);
+        let text = overlayd_config(s.kind, s.rules, top, extra);
         engine::model::Config::from_toml(&text)
             .map_err(|e| format!("the harness's overlayd configuration is invalid: {e}"))?;
         let cfg = dir.join("dut.toml");
@@ -426,7 +450,14 @@ impl Dut {
             DutKind::OverlaydUring => Some(Pass::attach(NS_DUT, "d0")?),
             _ => None,
         };
-        Ok(Dut { kind, pids: vec![p.pid()], procs: vec![p], ovs_ctl: None, _pass: pass })
+        Ok(Dut {
+            kind,
+            pids: vec![p.pid()],
+            procs: vec![p],
+            ovs_ctl: None,
+            _pass: pass,
+            _null: None,
+        })
     }
 
     fn ovs(s: &Scenario, env: &Env) -> Result<Dut, String> {
@@ -539,6 +570,7 @@ impl Dut {
             procs: vec![vsd, dbp],
             ovs_ctl: Some(ctl),
             _pass: None,
+            _null: None,
         })
     }
 
@@ -619,6 +651,7 @@ impl Dut {
             procs: vec![],
             ovs_ctl: None,
             _pass: Some(pass),
+            _null: None,
         })
     }
 
@@ -648,7 +681,7 @@ impl Dut {
     /// What the device says it did, for the log of a run.
     pub fn describe(&self, env: &Env) -> String {
         match self.kind {
-            DutKind::OverlaydAfxdp | DutKind::OverlaydUring => {
+            DutKind::Overlayd | DutKind::OverlaydAfxdp | DutKind::OverlaydUring => {
                 let sock = env.work.join(self.kind.name()).join("api.sock");
                 sh(&[
                     &env.bin_dir.join("overlayctl").to_string_lossy(),
@@ -668,6 +701,9 @@ impl Dut {
             }
             DutKind::Kernel => {
                 ns_exec(NS_DUT, &["ip", "-s", "link", "show", "vx0"]).unwrap_or_else(|e| e)
+            }
+            DutKind::XdpNull => {
+                ns_exec(NS_DUT, &["ip", "-s", "link", "show", "d1"]).unwrap_or_else(|e| e)
             }
         }
     }

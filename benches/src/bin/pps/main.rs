@@ -121,10 +121,12 @@ fn cpu_mhz() -> Option<f64> {
     s.lines().find(|l| l.starts_with("cpu MHz"))?.split(':').nth(1)?.trim().parse().ok()
 }
 
-fn sink_cfg(s: &Scenario) -> SinkCfg {
+fn sink_cfg(s: &Scenario, dut: DutKind) -> SinkCfg {
     let be = |a: [u8; 4]| u32::from_ne_bytes(a);
     SinkCfg {
         mode: match s.kind {
+            // The null forwarder sends the generator's frames as they came.
+            _ if dut == DutKind::XdpNull => bpf::MODE_PLAIN,
             Kind::VxlanEncap => bpf::MODE_VXLAN,
             Kind::GretapEncap => bpf::MODE_GRETAP,
             Kind::VxlanDecap => bpf::MODE_PLAIN,
@@ -176,7 +178,7 @@ fn measure(
         inner_ip: if s.kind.decap() { 14 + frames::VXLAN_OVERHEAD as u32 } else { 14 },
         outer_udp: if s.kind.decap() { 34 } else { 0 },
     })?;
-    topo.sink.expect(sink_cfg(s))?;
+    topo.sink.expect(sink_cfg(s, dut.kind))?;
     if warmup > 0.0 {
         gen.run(NS_GEN, "g0", GEN_CPU, &frame, warmup)?;
     }

@@ -71,7 +71,11 @@ pub fn thousands(n: u64) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DutKind {
-    /// `overlayd run`, AF_XDP on both ports, one worker.
+    /// `overlayd run`, AF_XDP on both ports, one worker, the XDP tier on
+    /// (the default).
+    Overlayd,
+    /// `overlayd run`, AF_XDP on both ports, one worker, the XDP tier off.
+    #[serde(rename = "overlayd-afxdp-only", alias = "overlayd-afxdp")]
     OverlaydAfxdp,
     /// `overlayd run` with the io_uring backend on both ports.
     OverlaydUring,
@@ -79,27 +83,40 @@ pub enum DutKind {
     OvsAfxdp,
     /// The kernel's VXLAN device behind a Linux bridge.
     Kernel,
+    /// A null XDP forwarder: d0 -> d1 through a devmap, no encapsulation;
+    /// the physical limit of the path.
+    XdpNull,
 }
 
 impl DutKind {
-    pub const ALL: [DutKind; 4] =
-        [DutKind::OverlaydAfxdp, DutKind::OverlaydUring, DutKind::OvsAfxdp, DutKind::Kernel];
+    pub const ALL: [DutKind; 6] = [
+        DutKind::Overlayd,
+        DutKind::OverlaydAfxdp,
+        DutKind::OverlaydUring,
+        DutKind::OvsAfxdp,
+        DutKind::Kernel,
+        DutKind::XdpNull,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
-            DutKind::OverlaydAfxdp => "overlayd-afxdp",
+            DutKind::Overlayd => "overlayd",
+            DutKind::OverlaydAfxdp => "overlayd-afxdp-only",
             DutKind::OverlaydUring => "overlayd-uring",
             DutKind::OvsAfxdp => "ovs-afxdp",
             DutKind::Kernel => "kernel",
+            DutKind::XdpNull => "xdp-null",
         }
     }
 
     pub fn label(self) -> &'static str {
         match self {
-            DutKind::OverlaydAfxdp => "overlayd AF_XDP",
+            DutKind::Overlayd => "overlayd (XDP tier + AF_XDP)",
+            DutKind::OverlaydAfxdp => "overlayd AF_XDP only",
             DutKind::OverlaydUring => "overlayd io_uring",
             DutKind::OvsAfxdp => "OVS 3.1 AF_XDP",
             DutKind::Kernel => "kernel VXLAN + bridge",
+            DutKind::XdpNull => "null XDP redirect (no encap)",
         }
     }
 

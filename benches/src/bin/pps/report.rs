@@ -155,13 +155,18 @@ impl Report {
         DutKind::ALL.into_iter().filter(|d| self.rows.iter().any(|r| r.dut == *d)).collect()
     }
 
-    /// Ratios of overlayd (AF_XDP) to each peer, and the targets.
+    /// Ratios of overlayd (with the XDP tier, when measured; else AF_XDP
+    /// only) to each peer, and the issues' targets.
     pub fn derive(&mut self) {
-        let me = DutKind::OverlaydAfxdp;
+        let me = if self.rows.iter().any(|r| r.dut == DutKind::Overlayd) {
+            DutKind::Overlayd
+        } else {
+            DutKind::OverlaydAfxdp
+        };
         self.ratios.clear();
         for s in self.scenarios() {
             let Some(a) = find(&self.rows, me, &s) else { continue };
-            for peer in [DutKind::OvsAfxdp, DutKind::Kernel] {
+            for peer in [DutKind::OvsAfxdp, DutKind::Kernel, DutKind::XdpNull] {
                 let Some(b) = find(&self.rows, peer, &s) else { continue };
                 let pps = (b.delivered_pps.median > 0.0)
                     .then(|| a.delivered_pps.median / b.delivered_pps.median);
@@ -186,6 +191,15 @@ impl Report {
             want: want.into(),
             got,
             met: got.map(ok),
+        };
+        let afxdp_only = match (
+            find(&self.rows, DutKind::OverlaydAfxdp, &base()),
+            find(&self.rows, DutKind::Kernel, &base()),
+        ) {
+            (Some(a), Some(k)) if k.delivered_pps.median > 0.0 => {
+                Some(a.delivered_pps.median / k.delivered_pps.median)
+            }
+            _ => None,
         };
         let big = Scenario { kind: Kind::VxlanEncap, size: 64, flows: 100_000, rules: 10_000 };
         let keep = match (find(&self.rows, me, &big), find(&self.rows, me, &base())) {
@@ -218,6 +232,18 @@ impl Report {
                 ">= 0.70",
                 keep,
                 |x| x >= 0.7,
+            ),
+            t(
+                "VXLAN encap 64B, 1 flow, 10 rules: overlayd pps / null XDP redirect pps",
+                ">= 0.8",
+                ratio(DutKind::XdpNull, false),
+                |x| x >= 0.8,
+            ),
+            t(
+                "VXLAN encap 64B, 1 flow, 10 rules: overlayd AF_XDP only pps / kernel pps",
+                ">= 1.0",
+                afxdp_only,
+                |x| x >= 1.0,
             ),
         ];
     }
@@ -386,10 +412,12 @@ impl Report {
             .collect();
         let scen = self.scenarios();
         let colours = |d: DutKind| match d {
+            DutKind::Overlayd => "#2ca02c",
             DutKind::OverlaydAfxdp => "#1f77b4",
             DutKind::OverlaydUring => "#17becf",
             DutKind::OvsAfxdp => "#ff7f0e",
             DutKind::Kernel => "#7f7f7f",
+            DutKind::XdpNull => "#d62728",
         };
         let bar = 11.0;
         let group = bar * duts.len().max(1) as f64 + 10.0;

@@ -1,0 +1,720 @@
+//! The XDP fast tier, as the engine sees it: whether a flow whose first
+//! packet the pipeline just decided can be handed to the kernel-resident
+//! tier, and the entry that does to the flow's later packets exactly what
+//! the pipeline would.
+//!
+//! The tier matches on the whole [`FlowKey`], the key the flow cache uses:
+//! two packets with the same key get the same rule from the classifier, so a
+//! hit in the tier always agrees with what the engine would decide. What an
+//! entry does depends only on the key and the rule, with three exceptions
+//! that the XDP program takes from each packet, as the pipeline does: the
+//! inner TOS (DSCP and ECN) and TTL and the DF bit, for the tunnel's inherit
+//! and ECN options; the frame's length (a frame too long for the tunnel's
+//! MTU leaves the tier, so the engine drops it with `mtu_exceeded` and
+//! answers ICMP); and the IPv4 identification, which counts per CPU as the
+//! pipeline's counts per worker. The outer UDP source port is a hash of the
+//! inner flow's addresses, protocol and ports, all key fields: it is
+//! computed once, here, and carried in the entry's header.
+//!
+//! What the tier cannot do exactly stays with the engine, each under a
+//! named [`NotInTier`] reason. [`TierEntry::apply`] is the Rust twin of the
+//! XDP program's action (dataplane/xdp/steer.bpf.c); the tests here hold it
+//! to the pipeline's own encapsulation, and the I/O layer's tests hold the
+//! program to it.
+
+use std::net::IpAddr;
+
+use encap::wire::checksum;
+use encap::{ecn, DfMode, DscpMode, EcnMode, Encapsulation, InnerMeta, TtlMode, Underlay};
+use serde::Serialize;
+
+use crate::compile::Act;
+use crate::counters::WorkerCounters;
+use crate::flow_key::{field, FlowKey, WORDS};
+use crate::pipeline::Worker;
+
+/// Outer header of VXLAN over IPv4, untagged: Ethernet, IPv4, UDP, VXLAN.
+pub const VXLAN4_HEADER_LEN: usize = 14 + 20 + 8 + 8;
+/// The outer IPv4 header's place in it.
+const IP: usize = 14;
+/// The outer UDP header's place in it.
+const UDP: usize = 34;
+
+/// Why a flow stays with the userspace engine (AF_XDP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum NotInTier {
+    /// The rule says `xdp_tier = "off"`.
+    RuleOptOut,
+    /// It arrived through a tunnel: decapsulation is not in the tier yet.
+    Decapsulated,
+    /// Not untagged IPv4/IPv6 TCP or UDP: the tier parses only those.
+    NotTcpUdp,
+    /// The rule pushes, pops or sets a VLAN tag.
+    VlanAction,
+    /// The rule sends the packet to more than one place.
+    Replication,
+    /// `forward_l2` (FDB and flood lists) is not in the tier yet.
+    ForwardL2,
+    /// Output to the port the packet came in on (the engine drops it).
+    SelfLoop,
+    /// GRE encapsulation is not in the tier yet.
+    NotVxlan,
+    /// An IPv6 underlay needs a UDP checksum over the whole packet.
+    Ipv6Underlay,
+    /// The tunnel sends UDP checksums over IPv4 (a sum over the whole packet).
+    UdpChecksum,
+    /// The underlay is VLAN-tagged.
+    OuterVlan,
+    /// The tunnel's next hop is not resolved (the engine drops with `no_neighbour`).
+    NoNextHop,
+    /// The rule has no action that decides the packet's fate.
+    NoFate,
+}
+
+impl NotInTier {
+    pub const ALL: [NotInTier; 13] = [
+        NotInTier::RuleOptOut,
+        NotInTier::Decapsulated,
+        NotInTier::NotTcpUdp,
+        NotInTier::VlanAction,
+        NotInTier::Replication,
+        NotInTier::ForwardL2,
+        NotInTier::SelfLoop,
+        NotInTier::NotVxlan,
+        NotInTier::Ipv6Underlay,
+        NotInTier::UdpChecksum,
+        NotInTier::OuterVlan,
+        NotInTier::NoNextHop,
+        NotInTier::NoFate,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            NotInTier::RuleOptOut => "rule_opt_out",
+            NotInTier::Decapsulated => "decapsulated",
+            NotInTier::NotTcpUdp => "not_tcp_udp",
+            NotInTier::VlanAction => "vlan_action",
+            NotInTier::Replication => "replication",
+            NotInTier::ForwardL2 => "forward_l2",
+            NotInTier::SelfLoop => "self_loop",
+            NotInTier::NotVxlan => "not_vxlan",
+            NotInTier::Ipv6Underlay => "ipv6_underlay",
+            NotInTier::UdpChecksum => "udp_checksum",
+            NotInTier::OuterVlan => "outer_vlan",
+            NotInTier::NoNextHop => "no_next_hop",
+            NotInTier::NoFate => "no_fate",
+        }
+    }
+}
+
+/// What an entry does with a packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TierAction {
+    /// Drop, counted as `rule_drop`.
+    Drop,
+    /// Send out of port `port` as it is (after the MAC rewrites).
+    Output { port: u16 },
+    /// Encapsulate and send out of the tunnel's uplink.
+    Encap(TierEncap),
+}
+
+/// VXLAN over IPv4 with a prebuilt outer header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierEncap {
+    pub tunnel: u16,
+    pub uplink: u16,
+    /// The outer header as the pipeline's template builds it, with this
+    /// flow's UDP source port; the IPv4 TOS, total length, identification,
+    /// flags, TTL and checksum and the UDP length are zero, patched per
+    /// packet.
+    pub header: [u8; VXLAN4_HEADER_LEN],
+    /// Ones-complement sum of the outer IPv4 header's constant words.
+    pub ip_sum: u16,
+    pub df: DfMode,
+    pub ttl: TtlMode,
+    pub dscp: DscpMode,
+    pub ecn: EcnMode,
+    /// Longest inner frame the tunnel's MTU carries; a longer one leaves
+    /// the tier (the engine drops it and answers ICMP "too big").
+    pub max_frame: u16,
+    /// Where the header's destination MAC came from: the next hop of
+    /// `remote`, unless configured statically. The entry is stale once
+    /// that next hop changes.
+    pub remote: IpAddr,
+    pub static_next_hop: bool,
+}
+
+/// A flow entry for the XDP tier: the flow's key, the generation it was
+/// decided under, and what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierEntry {
+    pub generation: u64,
+    pub key: FlowKey,
+    pub in_port: u16,
+    /// The rule's index in the generation's rule set.
+    pub rule: u32,
+    /// MAC rewrites of the rule, applied before the packet is sent.
+    pub set_eth_src: Option<[u8; 6]>,
+    pub set_eth_dst: Option<[u8; 6]>,
+    pub action: TierAction,
+}
+
+/// What the tier does with one frame that matched an entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TierVerdict {
+    Drop,
+    /// Sent out of this port (rule-set numbering).
+    Send(u16),
+    /// Left to the engine, unchanged.
+    Miss,
+}
+
+/// Decides whether the flow of `key`, which matched rule `rule` of `w`'s rule
+/// set, can be handed to the tier; if so, returns its entry.
+pub fn decide(w: &Worker, key: &FlowKey, rule: u32) -> Result<TierEntry, NotInTier> {
+    let rs = w.rules();
+    let r = rs.rules.get(rule as usize).ok_or(NotInTier::NoFate)?;
+    if !r.xdp_tier {
+        return Err(NotInTier::RuleOptOut);
+    }
+    if key.get(field::TUNNEL) != 0 {
+        return Err(NotInTier::Decapsulated);
+    }
+    let et = key.get(field::ETHERTYPE);
+    let ip = et == 0x0800 || et == 0x86dd;
+    if !ip || key.get(field::VLAN) != 0 || !matches!(key.get(field::IP_PROTO), 6 | 17) {
+        return Err(NotInTier::NotTcpUdp);
+    }
+    if r.actions.iter().filter(|a| a.sends()).count() > 1 {
+        return Err(NotInTier::Replication);
+    }
+    let in_port = key.get(field::IN_PORT) as u16;
+    let mut e = TierEntry {
+        generation: rs.generation,
+        key: *key,
+        in_port,
+        rule,
+        set_eth_src: None,
+        set_eth_dst: None,
+        action: TierAction::Drop,
+    };
+    // The pipeline runs the actions in order and stops at the first that
+    // decides the packet's fate (with one send action, that one).
+    for a in &r.actions {
+        match *a {
+            Act::Count => {}
+            Act::SetEthSrc(m) => e.set_eth_src = Some(m),
+            Act::SetEthDst(m) => e.set_eth_dst = Some(m),
+            Act::PushVlan(_) | Act::PopVlan | Act::SetVlan(_) => return Err(NotInTier::VlanAction),
+            Act::ForwardL2(_) => return Err(NotInTier::ForwardL2),
+            Act::Drop => return Ok(e),
+            Act::Output(p) if p == in_port => return Err(NotInTier::SelfLoop),
+            Act::Output(port) => {
+                e.action = TierAction::Output { port };
+                return Ok(e);
+            }
+            Act::Encap(tn) => {
+                e.action = TierAction::Encap(encap(w, key, tn)?);
+                return Ok(e);
+            }
+        }
+    }
+    Err(NotInTier::NoFate)
+}
+
+fn encap(w: &Worker, key: &FlowKey, tn: u16) -> Result<TierEncap, NotInTier> {
+    let tun = &w.rules().tunnels[tn as usize];
+    let tpl = w.encap_template(tn).ok_or(NotInTier::NoNextHop)?;
+    let p = tpl.params();
+    if !matches!(p.encap, Encapsulation::Vxlan { .. }) {
+        return Err(NotInTier::NotVxlan);
+    }
+    if !matches!(p.underlay, Underlay::V4 { .. }) {
+        return Err(NotInTier::Ipv6Underlay);
+    }
+    if p.options.udp_checksum {
+        return Err(NotInTier::UdpChecksum);
+    }
+    if p.outer_vlan.is_some() || tpl.outer_len() != VXLAN4_HEADER_LEN {
+        return Err(NotInTier::OuterVlan);
+    }
+    let o = &p.options;
+    let mut header = [0u8; VXLAN4_HEADER_LEN];
+    header.copy_from_slice(tpl.header());
+    let sport = encap::inner::port_in_range(flow_hash(key), o.src_port_min, o.src_port_max);
+    header[UDP..UDP + 2].copy_from_slice(&sport.to_be_bytes());
+    // The pipeline refuses a frame whose outer IP packet (the frame plus
+    // the outer IP, UDP and VXLAN headers) exceeds the underlay MTU.
+    let max_frame = (o.underlay_mtu as usize).saturating_sub(VXLAN4_HEADER_LEN - IP);
+    Ok(TierEncap {
+        tunnel: tn,
+        uplink: tun.uplink,
+        header,
+        ip_sum: checksum::fold(checksum::add(0, &header[IP..UDP])),
+        df: o.df,
+        ttl: o.ttl,
+        dscp: o.dscp,
+        ecn: o.ecn,
+        max_frame: max_frame.min(u16::MAX as usize) as u16,
+        remote: tun.remote,
+        static_next_hop: tun.static_next_hop,
+    })
+}
+
+/// The flow hash [`InnerMeta`] computes for every packet of the flow of
+/// `key` (an untagged IPv4/IPv6 TCP or UDP key). It reads the addresses,
+/// the protocol and the ports, all key fields: computed on a minimal frame
+/// built from the key, it is the hash of each of the flow's frames.
+fn flow_hash(key: &FlowKey) -> u32 {
+    let mut f = [0u8; 14 + 40 + 4];
+    let proto = key.get(field::IP_PROTO) as u8;
+    let ports = [
+        (key.get(field::L4_SRC) as u16).to_be_bytes(),
+        (key.get(field::L4_DST) as u16).to_be_bytes(),
+    ];
+    let (src, dst) = (key.ip_src(), key.ip_dst());
+    let len = if key.get(field::ETHERTYPE) == 0x0800 {
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        let l3 = &mut f[14..];
+        l3[0] = 0x45;
+        l3[9] = proto;
+        l3[12..16].copy_from_slice(&src[12..]);
+        l3[16..20].copy_from_slice(&dst[12..]);
+        l3[20..22].copy_from_slice(&ports[0]);
+        l3[22..24].copy_from_slice(&ports[1]);
+        14 + 24
+    } else {
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        let l3 = &mut f[14..];
+        l3[0] = 0x60;
+        l3[6] = proto;
+        l3[8..24].copy_from_slice(&src);
+        l3[24..40].copy_from_slice(&dst);
+        l3[40..42].copy_from_slice(&ports[0]);
+        l3[42..44].copy_from_slice(&ports[1]);
+        14 + 44
+    };
+    InnerMeta::parse(&f[..len]).map(|m| m.hash).unwrap_or(0)
+}
+
+impl TierEntry {
+    /// The key as the XDP program builds it: the eight words in host order.
+    pub fn key_bytes(&self) -> [u8; WORDS * 8] {
+        key_bytes(&self.key)
+    }
+
+    /// The Rust twin of the XDP program's action for a frame whose key
+    /// matched this entry (and whose generation is current): what it sends,
+    /// drops or leaves to the engine, with `ident` as the outer IPv4
+    /// identification.
+    pub fn apply(&self, frame: &mut Vec<u8>, ident: u16) -> TierVerdict {
+        let (port, e) = match &self.action {
+            TierAction::Drop => return TierVerdict::Drop,
+            TierAction::Output { port } => (*port, None),
+            TierAction::Encap(e) => (e.uplink, Some(e)),
+        };
+        if let Some(e) = e {
+            if frame.len() > e.max_frame as usize {
+                return TierVerdict::Miss;
+            }
+        }
+        if let Some(m) = self.set_eth_dst {
+            frame[0..6].copy_from_slice(&m);
+        }
+        if let Some(m) = self.set_eth_src {
+            frame[6..12].copy_from_slice(&m);
+        }
+        if let Some(e) = e {
+            let outer = e.outer(frame, ident);
+            frame.splice(0..0, outer);
+        }
+        TierVerdict::Send(port)
+    }
+
+    /// Adds what the tier did for this entry (`packets` frames of `bytes`
+    /// bytes as received) to `c`, where the pipeline would have counted the
+    /// same packets: `c` must be numbered by the entry's generation.
+    pub fn count(&self, c: &WorkerCounters, packets: u64, bytes: u64) {
+        c.rx.add(packets);
+        if let Some(p) = c.ports.get(self.in_port as usize) {
+            p.rx.packets.add(packets);
+            p.rx.bytes.add(bytes);
+        }
+        if let Some(r) = c.rules.get(self.rule as usize) {
+            r.packets.add(packets);
+            r.bytes.add(bytes);
+        }
+        let (port, sent_bytes) = match &self.action {
+            TierAction::Drop => {
+                c.drops[encap::DropReason::RuleDrop as usize].add(packets);
+                return;
+            }
+            TierAction::Output { port } => (*port, bytes),
+            TierAction::Encap(e) => {
+                let b = bytes + packets * VXLAN4_HEADER_LEN as u64;
+                if let Some(t) = c.tunnels.get(e.tunnel as usize) {
+                    t.encap.packets.add(packets);
+                    t.encap.bytes.add(b);
+                }
+                (e.uplink, b)
+            }
+        };
+        c.tx.add(packets);
+        if let Some(p) = c.ports.get(port as usize) {
+            p.tx.packets.add(packets);
+            p.tx.bytes.add(sent_bytes);
+        }
+    }
+}
+
+impl TierEncap {
+    /// The outer header for `frame` (an untagged IPv4 or IPv6 frame).
+    fn outer(&self, frame: &[u8], ident: u16) -> [u8; VXLAN4_HEADER_LEN] {
+        let l3 = &frame[14..];
+        let (tos, ttl, df) = if frame[12..14] == [0x08, 0x00] {
+            (l3[1], l3[8], l3[6] & 0x40 != 0)
+        } else {
+            ((l3[0] << 4) | (l3[1] >> 4), l3[7], true)
+        };
+        let dscp = match self.dscp {
+            DscpMode::Fixed(d) => d,
+            DscpMode::Inherit => tos >> 2,
+        };
+        let tos = (dscp << 2) | ecn::encap(self.ecn, tos & 3);
+        let ttl = match self.ttl {
+            TtlMode::Fixed(t) => t,
+            TtlMode::Inherit => ttl,
+        };
+        let df = match self.df {
+            DfMode::Set => true,
+            DfMode::Unset => false,
+            DfMode::Inherit => df,
+        };
+        let total = (frame.len() + VXLAN4_HEADER_LEN - IP) as u16;
+        let flags: u16 = if df { 0x4000 } else { 0 };
+        let mut h = self.header;
+        h[IP + 1] = tos;
+        h[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+        h[IP + 4..IP + 6].copy_from_slice(&ident.to_be_bytes());
+        h[IP + 6..IP + 8].copy_from_slice(&flags.to_be_bytes());
+        h[IP + 8] = ttl;
+        let mut acc = checksum::add_u16(self.ip_sum as u32, tos as u16);
+        acc = checksum::add_u16(acc, total);
+        acc = checksum::add_u16(acc, ident);
+        acc = checksum::add_u16(acc, flags);
+        acc = checksum::add_u16(acc, (ttl as u16) << 8);
+        h[IP + 10..IP + 12].copy_from_slice(&checksum::finish(acc).to_be_bytes());
+        h[UDP + 4..UDP + 6].copy_from_slice(&(total - 20).to_be_bytes());
+        h
+    }
+}
+
+/// A key as the XDP program builds it: the eight words in host order.
+pub fn key_bytes(k: &FlowKey) -> [u8; WORDS * 8] {
+    let mut b = [0u8; WORDS * 8];
+    for (o, w) in b.chunks_exact_mut(8).zip(k.0) {
+        o.copy_from_slice(&w.to_ne_bytes());
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use encap::PacketBuf;
+
+    use super::*;
+    use crate::compile::compile;
+    use crate::counters::Snapshot;
+    use crate::flow_key::extract;
+    use crate::model::Config;
+    use crate::pipeline::{Outputs, Worker};
+    use crate::trace::NoTrace;
+
+    const BASE: &str = r#"
+generation = 7
+
+[[ports]]
+name = "wl0"
+kind = "workload"
+
+[[ports]]
+name = "wl1"
+kind = "workload"
+
+[[ports]]
+name = "up0"
+kind = "uplink"
+mac = "02:00:00:00:00:10"
+
+[[tunnels]]
+name = "t4"
+type = "vxlan"
+uplink = "up0"
+local = "192.0.2.1"
+remote = "192.0.2.2"
+vni = 42
+next_hop_mac = "02:00:00:00:00:20"
+"#;
+
+    /// A worker over BASE plus `extra` (tunnels, rules).
+    fn worker(extra: &str) -> Worker {
+        let c = Config::from_toml(&format!("{BASE}{extra}")).unwrap();
+        Worker::new(Arc::new(compile(&c).unwrap()))
+    }
+
+    fn rule(m: &str, actions: &str) -> String {
+        format!("[[rules]]\nid = 1\nmatch = {{ {m} }}\nactions = [{actions}]\n")
+    }
+
+    fn frame(spec: &str) -> Vec<u8> {
+        crate::packet_spec::build(spec).unwrap()
+    }
+
+    const UDP4: &str = "eth(src=02:00:00:00:0a:01,dst=02:00:00:00:0b:01)/ipv4(src=198.51.100.1,dst=198.51.100.2,ttl=17,tos=185)/udp(sport=4000,dport=53)/hex(data=0102030405060708)";
+    const TCP6: &str = "eth(src=02:00:00:00:0a:01,dst=02:00:00:00:0b:01)/ipv6(src=2001:db8::1,dst=2001:db8::2,hlim=9,tc=42)/tcp(sport=4000,dport=80)";
+
+    /// The decision for the first frame of `spec` arriving on port 0.
+    fn decide_for(w: &Worker, spec: &str) -> Result<TierEntry, NotInTier> {
+        let (key, _) = extract(&frame(spec), 0, 0, 0);
+        let f = w.rules().classifier.lookup(&key);
+        decide(w, &key, f.rule.expect("a rule matches"))
+    }
+
+    /// What the pipeline sends for `f` on port 0: (port, frame), or None if dropped.
+    fn pipeline(w: &mut Worker, f: &[u8]) -> Option<(u16, Vec<u8>)> {
+        let mut buf = vec![0u8; 256 + 2048];
+        buf[256..256 + f.len()].copy_from_slice(f);
+        let pkt = PacketBuf::new(&mut buf, 256, f.len()).unwrap();
+        let mut out = Outputs::new(w.rules().ports.len(), 4);
+        let mut pool = || None;
+        w.process(0, &mut vec![pkt], &mut pool, &mut out, 0, &mut NoTrace);
+        out.ports
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| v.first().map(|p| (i as u16, p.data().to_vec())))
+    }
+
+    #[test]
+    fn expressible_flows_and_why_the_others_are_not() {
+        use NotInTier::*;
+        let cases: Vec<(String, &str, Result<(), NotInTier>)> = vec![
+            (rule("in_port = \"wl0\"", "{ encap = \"t4\" }"), UDP4, Ok(())),
+            (rule("in_port = \"wl0\"", "\"count\", { encap = \"t4\" }"), TCP6, Ok(())),
+            (rule("in_port = \"wl0\"", "{ output = \"wl1\" }"), UDP4, Ok(())),
+            (rule("in_port = \"wl0\"", "\"drop\", { push_vlan = 5 }"), UDP4, Ok(())),
+            (rule("in_port = \"wl0\"", "{ output = \"wl0\" }"), UDP4, Err(SelfLoop)),
+            (rule("in_port = \"wl0\"", "{ push_vlan = 5 }, \"drop\""), UDP4, Err(VlanAction)),
+            (
+                rule("in_port = \"wl0\"", "{ output = \"wl1\" }, { encap = \"t4\" }"),
+                UDP4,
+                Err(Replication),
+            ),
+            (rule("in_port = \"wl0\"", "{ forward_l2 = 42 }"), UDP4, Err(ForwardL2)),
+            (
+                rule("in_port = \"wl0\"", "{ output = \"wl1\" }") + "xdp_tier = \"off\"\n",
+                UDP4,
+                Err(RuleOptOut),
+            ),
+            (
+                rule("in_port = \"wl0\"", "{ output = \"wl1\" }"),
+                "eth/vlan(vid=3)/ipv4/udp",
+                Err(NotTcpUdp),
+            ),
+            (rule("in_port = \"wl0\"", "{ output = \"wl1\" }"), "eth/ipv4/icmp", Err(NotTcpUdp)),
+            (rule("in_port = \"wl0\"", "{ output = \"wl1\" }"), "eth/arp", Err(NotTcpUdp)),
+        ];
+        for (rules, spec, want) in cases {
+            let w = worker(&rules);
+            let got = decide_for(&w, spec).map(|_| ());
+            assert_eq!(got, want, "{rules} {spec}");
+        }
+    }
+
+    #[test]
+    fn tunnels_the_tier_cannot_encapsulate_exactly() {
+        use NotInTier::*;
+        let tunnel = |extra: &str| {
+            format!(
+                "[[tunnels]]\nname = \"x\"\nuplink = \"up0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.9\"\n{extra}\n{}",
+                rule("in_port = \"wl0\"", "{ encap = \"x\" }")
+            )
+        };
+        let cases = [
+            ("type = \"vxlan\"\nvni = 5\nnext_hop_mac = \"02:00:00:00:00:21\"", Ok(())),
+            ("type = \"vxlan\"\nvni = 5", Err(NoNextHop)),
+            (
+                "type = \"vxlan\"\nvni = 5\nnext_hop_mac = \"02:00:00:00:00:21\"\nudp_checksum = true",
+                Err(UdpChecksum),
+            ),
+            ("type = \"gretap\"\nkey = 5\nnext_hop_mac = \"02:00:00:00:00:21\"", Err(NotVxlan)),
+        ];
+        for (t, want) in cases {
+            let w = worker(&tunnel(t));
+            assert_eq!(decide_for(&w, UDP4).map(|_| ()), want, "{t}");
+        }
+        let v6 = "[[tunnels]]\nname = \"x\"\ntype = \"vxlan\"\nvni = 5\nuplink = \"up0\"\nlocal = \"2001:db8::1\"\nremote = \"2001:db8::9\"\nnext_hop_mac = \"02:00:00:00:00:21\"\n";
+        let w = worker(&format!("{v6}{}", rule("in_port = \"wl0\"", "{ encap = \"x\" }")));
+        assert_eq!(decide_for(&w, UDP4).map(|_| ()), Err(Ipv6Underlay));
+        // A flow that came through a tunnel.
+        let w = worker(&rule("tunnel = \"t4\"", "{ output = \"wl0\" }"));
+        let (key, _) = extract(&frame(UDP4), 2, 1, 42);
+        assert_eq!(decide(&w, &key, 0).map(|_| ()), Err(Decapsulated));
+    }
+
+    /// The entry's action on a frame gives what the pipeline sends for it,
+    /// byte for byte but for the outer IPv4 identification, which counts
+    /// per worker there and per CPU in the tier.
+    #[test]
+    fn entries_do_what_the_pipeline_does() {
+        let tunnels = [
+            "",
+            "df = \"inherit\"\nttl = \"inherit\"\ndscp = \"inherit\"\n",
+            "df = \"unset\"\nttl = 3\ndscp = 10\necn = \"compat\"\nsrc_port_range = [1000, 1003]\n",
+        ];
+        let frames = [
+            UDP4,
+            TCP6,
+            "eth/ipv4(src=198.51.100.1,dst=198.51.100.3,tos=3,df=0)/tcp(sport=1,dport=2)",
+            "eth/ipv4(src=198.51.100.1,dst=198.51.100.3)/udp(sport=65535,dport=0)/hex(data=00)",
+            "eth/ipv6(src=2001:db8::1,dst=2001:db8::3,tc=255)/udp(sport=9,dport=9)",
+        ];
+        for t in tunnels {
+            let conf = BASE.replace("vni = 42\n", &format!("vni = 42\n{t}"));
+            for actions in [
+                "{ encap = \"t4\" }",
+                "{ set_eth_dst = \"02:00:00:00:0c:01\" }, { encap = \"t4\" }",
+            ] {
+                let c = Config::from_toml(&format!("{conf}{}", rule("in_port = \"wl0\"", actions)))
+                    .unwrap();
+                let mut w = Worker::new(Arc::new(compile(&c).unwrap()));
+                for spec in frames {
+                    let f = frame(spec);
+                    let e = decide_for(&w, spec).unwrap();
+                    assert_eq!(e.generation, 7);
+                    let (port, want) = pipeline(&mut w, &f).expect("the pipeline sends it");
+                    let mut got = f.clone();
+                    let ident = u16::from_be_bytes([want[18], want[19]]);
+                    assert_eq!(e.apply(&mut got, ident), TierVerdict::Send(port), "{t} {spec}");
+                    assert_eq!(hex(&got), hex(&want), "{t} {actions} {spec}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn output_and_drop_entries() {
+        let w = worker(&rule(
+            "in_port = \"wl0\"",
+            "{ set_eth_src = \"02:00:00:00:0c:01\" }, { output = \"wl1\" }",
+        ));
+        let e = decide_for(&w, UDP4).unwrap();
+        let mut w = w;
+        let f = frame(UDP4);
+        let (port, want) = pipeline(&mut w, &f).unwrap();
+        let mut got = f.clone();
+        assert_eq!(e.apply(&mut got, 0), TierVerdict::Send(port));
+        assert_eq!(got, want);
+
+        let w =
+            worker(&rule("in_port = \"wl0\"", "{ set_eth_src = \"02:00:00:00:0c:01\" }, \"drop\""));
+        let e = decide_for(&w, UDP4).unwrap();
+        assert_eq!(e.action, TierAction::Drop);
+        assert_eq!(e.apply(&mut frame(UDP4), 0), TierVerdict::Drop);
+    }
+
+    /// A frame longer than the tunnel's MTU allows stays with the engine,
+    /// which drops it as `mtu_exceeded` and answers ICMP; one byte shorter
+    /// is the tier's.
+    #[test]
+    fn frames_over_the_mtu_leave_the_tier() {
+        let conf = BASE.replace("vni = 42\n", "vni = 42\nmtu = 600\n");
+        let c = Config::from_toml(&format!(
+            "{conf}{}",
+            rule("in_port = \"wl0\"", "{ encap = \"t4\" }")
+        ))
+        .unwrap();
+        let mut w = Worker::new(Arc::new(compile(&c).unwrap()));
+        let e = decide_for(&w, UDP4).unwrap();
+        let TierAction::Encap(enc) = &e.action else { panic!("{e:?}") };
+        assert_eq!(enc.max_frame, 600 - 36);
+        for len in [enc.max_frame as usize, enc.max_frame as usize + 1] {
+            let mut f = frame(UDP4);
+            f.resize(len, 0);
+            let sent = pipeline(&mut w, &f);
+            let v = e.apply(&mut f.clone(), 1);
+            match sent {
+                Some(_) => assert_eq!(v, TierVerdict::Send(2), "len {len}"),
+                None => assert_eq!(v, TierVerdict::Miss, "len {len}"),
+            }
+        }
+        let s = Snapshot::sum([&*w.counters()]);
+        assert_eq!(s.drop_count(encap::DropReason::MtuExceeded), 1);
+    }
+
+    /// The tier's packets, counted by the entry, land where the pipeline
+    /// counts the same packets.
+    #[test]
+    fn counts_land_where_the_pipeline_counts() {
+        for actions in ["{ encap = \"t4\" }", "{ output = \"wl1\" }", "\"drop\""] {
+            let mut w = worker(&rule("in_port = \"wl0\"", actions));
+            let e = decide_for(&w, UDP4).unwrap();
+            let f = frame(UDP4);
+            pipeline(&mut w, &f);
+            pipeline(&mut w, &f);
+            let by_pipeline = Snapshot::sum([&*w.counters()]);
+            let tier = WorkerCounters::new(3, 1, 1);
+            e.count(&tier, 2, 2 * f.len() as u64);
+            let by_tier = Snapshot::sum([&tier]);
+            assert!(by_tier.conserved(), "{actions}");
+            assert_eq!(by_tier.rx, by_pipeline.rx, "{actions}");
+            assert_eq!(by_tier.tx, by_pipeline.tx, "{actions}");
+            assert_eq!(by_tier.drops, by_pipeline.drops, "{actions}");
+            assert_eq!(by_tier.ports, by_pipeline.ports, "{actions}");
+            assert_eq!(by_tier.tunnels, by_pipeline.tunnels, "{actions}");
+            assert_eq!(by_tier.rules, by_pipeline.rules, "{actions}");
+        }
+    }
+
+    #[test]
+    fn the_pipeline_records_first_packets_only_when_asked() {
+        let mut w = worker(&rule("in_port = \"wl0\"", "{ output = \"wl1\" }"));
+        let decided = |w: &mut Worker| {
+            let mut v = Vec::new();
+            w.drain_decided(|_, k, r| v.push((*k, r)));
+            v
+        };
+        let f = frame(UDP4);
+        pipeline(&mut w, &f);
+        assert!(decided(&mut w).is_empty(), "nothing recorded by default");
+        w.record_decided(2);
+        let other = frame(&UDP4.replace("sport=4000", "sport=4001"));
+        let third = frame(&UDP4.replace("sport=4000", "sport=4002"));
+        let fourth = frame(&UDP4.replace("sport=4000", "sport=4003"));
+        for f in [&f, &f, &other, &third, &fourth] {
+            pipeline(&mut w, f);
+        }
+        let key = |f: &[u8]| extract(f, 0, 0, 0).0;
+        assert_eq!(
+            decided(&mut w),
+            vec![(key(&other), 0), (key(&third), 0)],
+            "cache hits are not recorded, and at most 2"
+        );
+        assert!(decided(&mut w).is_empty(), "drained");
+    }
+
+    #[test]
+    fn key_bytes_are_the_words_in_host_order() {
+        let k = FlowKey([1, 2, 3, 4, 5, 6, 7, 0x0102_0304_0506_0708]);
+        let b = key_bytes(&k);
+        assert_eq!(&b[56..], &0x0102_0304_0506_0708u64.to_ne_bytes());
+        assert_eq!(&b[..8], &1u64.to_ne_bytes());
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+}

@@ -1,0 +1,924 @@
+//! The XDP fast tier's maps and their one owner.
+//!
+//! The engine decides the first packet of every flow; a worker hands the
+//! entries the engine says the tier can take ([`engine::tier::decide`]) to
+//! the owner through a bounded queue ([`TierLink`]: no system call, lock or
+//! allocation in the worker). The owner ([`Tier`], one thread per datapath)
+//! installs them in the ingress port's program (`tier_flows`, an LRU hash
+//! keyed by the engine's flow key), each with a counter slot of its own in
+//! `tier_counts` (per CPU), harvests those counters into the engine's
+//! counters where the pipeline would have counted the same packets, and
+//! retires entries: when the rule set changes, when a tunnel's next hop
+//! changes, when an output port stops taking redirected frames, and when a
+//! flow has been idle for [`IDLE`]. Whatever it cannot install is left on
+//! AF_XDP and counted under a named reason; nothing is dropped because of
+//! the tier.
+//!
+//! **Generations.** Every entry carries the generation of the rule set it
+//! was decided under; the program ignores an entry whose generation is not
+//! the one in `tier_gen`. The daemon's commit path publishes a new rule set
+//! and then, before the API answers, writes its generation into every
+//! program's `tier_gen` ([`TierGenerations::publish`], called through the
+//! daemon's publish hook). That write is atomic: the value is one aligned
+//! 64-bit word of an array map, which the kernel updates in place with a
+//! single store, and the program reads it with a single load, so a packet
+//! sees either the old generation or the new one, never a mix; once the
+//! system call returns, every lookup that starts sees the new one. So after
+//! the 2xx, no frame that arrives is forwarded by an entry of an older rule
+//! set (a frame the program judged a moment before the write may still be
+//! on its way out of the same NAPI poll, as a frame in a worker's batch may
+//! be). A worker that is still on the old rule set may install an entry of
+//! the old generation afterwards: the program ignores it.
+//!
+//! **Counting.** An entry's counters live apart from the entry, so an LRU
+//! eviction loses nothing. A retired entry is deleted first and harvested
+//! for the last time after [`GRACE`], longer than any program run that
+//! found the entry before the delete takes (one NAPI poll, microseconds);
+//! only then is its slot reused. Counters are harvested every [`TICK`] and
+//! whenever someone reads the counters (the counter board's refresh), so
+//! `counters` is exact once traffic stops, and the conservation identity
+//! holds across both tiers.
+//!
+//! **Output ports.** The owner asks the kernel every [`PROBE_EVERY`]
+//! whether each output port's driver takes redirected frames
+//! (`ndo_xdp_xmit`). A veth takes them only while its peer has NAPI (an XDP
+//! program, or GRO on); if the peer loses it, frames the tier redirects
+//! there are dropped by the kernel until the next probe retires the port's
+//! entries: a window of at most a second, on veths whose far end changes
+//! its settings. A port whose MTU changes has its entries retired likewise.
+
+use std::collections::{BTreeMap, HashMap as StdHashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use aya::maps::{Array, DevMap, HashMap, MapData, PerCpuArray};
+use aya::Ebpf;
+use encap::{DfMode, DscpMode, EcnMode, TtlMode};
+use engine::compile::RuleSet;
+use engine::counters::WorkerCounters;
+use engine::flow_key::{v4_mapped, FlowKey, WORDS};
+use engine::next_hop::NextHops;
+use engine::pipeline::Published;
+use engine::tier::{NotInTier, TierAction, TierEntry, VXLAN4_HEADER_LEN};
+use serde::{Deserialize, Serialize};
+
+use super::netdev;
+use crate::report::CounterBoard;
+
+/// How often the owner harvests counters and looks for stale entries.
+pub const TICK: Duration = Duration::from_millis(200);
+/// How long a deleted entry's counters wait for their last harvest.
+pub const GRACE: Duration = Duration::from_millis(50);
+/// An entry whose counters have not moved for this long is removed.
+pub const IDLE: Duration = Duration::from_secs(10);
+/// How often output ports are asked whether they take redirected frames.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// Entries waiting for the owner; beyond, offers are refused (and counted).
+pub const QUEUE: usize = 4096;
+/// Ports the program's devmap (`tier_tx`) holds: port numbers below this.
+const MAX_TX_PORTS: u16 = 64;
+
+// Actions and flags of `struct tier_entry` (steer.bpf.c).
+const TIER_OUTPUT: u8 = 1;
+const TIER_ENCAP: u8 = 2;
+const TIER_DROP: u8 = 3;
+const TF_SET_SRC: u8 = 0x01;
+const TF_SET_DST: u8 = 0x02;
+const TF_DF_SET: u8 = 0x04;
+const TF_DF_INHERIT: u8 = 0x08;
+const TF_TTL_INHERIT: u8 = 0x10;
+const TF_DSCP_INHERIT: u8 = 0x20;
+const TF_ECN_COPY: u8 = 0x40;
+
+/// `struct tier_entry` of the C program, field for field.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TierValue {
+    pub generation: u64,
+    pub slot: u32,
+    pub tx_port: u32,
+    pub max_len: u16,
+    pub action: u8,
+    pub flags: u8,
+    pub ttl: u8,
+    pub dscp: u8,
+    pub ip_sum: u16,
+    pub eth_dst: [u8; 6],
+    pub eth_src: [u8; 6],
+    pub hdr: [u8; VXLAN4_HEADER_LEN],
+    pub pad: [u8; 2],
+}
+
+// SAFETY: integers and byte arrays with the C layout; the explicit `pad`
+// leaves no implicit padding, so every byte the kernel copies is defined.
+unsafe impl aya::Pod for TierValue {}
+
+/// `struct tier_count` of the C program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TierCount {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+// SAFETY: two integers with the C layout, no padding.
+unsafe impl aya::Pod for TierCount {}
+
+impl TierValue {
+    /// The program's form of `e`: counters in `slot`, output through
+    /// `tx_port` of the devmap, frames longer than `max_len` left to AF_XDP.
+    pub fn new(e: &TierEntry, slot: u32, tx_port: u16, max_len: u16) -> TierValue {
+        let mut v = TierValue {
+            generation: e.generation,
+            slot,
+            tx_port: tx_port as u32,
+            max_len,
+            action: TIER_DROP,
+            flags: 0,
+            ttl: 0,
+            dscp: 0,
+            ip_sum: 0,
+            eth_dst: e.set_eth_dst.unwrap_or_default(),
+            eth_src: e.set_eth_src.unwrap_or_default(),
+            hdr: [0; VXLAN4_HEADER_LEN],
+            pad: [0; 2],
+        };
+        if e.set_eth_src.is_some() {
+            v.flags |= TF_SET_SRC;
+        }
+        if e.set_eth_dst.is_some() {
+            v.flags |= TF_SET_DST;
+        }
+        match &e.action {
+            TierAction::Drop => {}
+            TierAction::Output { .. } => v.action = TIER_OUTPUT,
+            TierAction::Encap(x) => {
+                v.action = TIER_ENCAP;
+                v.hdr = x.header;
+                v.ip_sum = x.ip_sum;
+                v.flags |= match x.df {
+                    DfMode::Set => TF_DF_SET,
+                    DfMode::Unset => 0,
+                    DfMode::Inherit => TF_DF_INHERIT,
+                };
+                match x.ttl {
+                    TtlMode::Fixed(t) => v.ttl = t,
+                    TtlMode::Inherit => v.flags |= TF_TTL_INHERIT,
+                }
+                match x.dscp {
+                    DscpMode::Fixed(d) => v.dscp = d,
+                    DscpMode::Inherit => v.flags |= TF_DSCP_INHERIT,
+                }
+                if x.ecn == EcnMode::Normal {
+                    v.flags |= TF_ECN_COPY;
+                }
+            }
+        }
+        v
+    }
+}
+
+/// The Rust twin of the program's key: the engine's flow key of `frame`
+/// arriving on `in_port`, for exactly the frames the program builds a key
+/// of (untagged Ethernet; IPv4 without options and not a fragment, or IPv6
+/// whose next header is TCP or UDP; TCP or UDP with both ports present);
+/// `None` for every other frame, which the program leaves to AF_XDP.
+pub fn tier_key(frame: &[u8], in_port: u16) -> Option<FlowKey> {
+    let eth = frame.get(..14)?;
+    let et = u16::from_be_bytes([eth[12], eth[13]]);
+    let mac = |b: &[u8]| u64::from_be_bytes([0, 0, b[0], b[1], b[2], b[3], b[4], b[5]]);
+    let mut k = FlowKey::default();
+    k.0[0] = (in_port as u64) << 48;
+    k.0[1] = mac(&eth[0..6]) << 16;
+    k.0[2] = (mac(&eth[6..12]) << 16) | et as u64;
+    let (proto, l4) = match et {
+        0x0800 => {
+            let ip = frame.get(14..34)?;
+            let frag = u16::from_be_bytes([ip[6], ip[7]]) & 0x3fff != 0;
+            if ip[0] != 0x45 || frag {
+                return None;
+            }
+            k.set_ip_src(v4_mapped(ip[12..16].try_into().unwrap()));
+            k.set_ip_dst(v4_mapped(ip[16..20].try_into().unwrap()));
+            (ip[9], 34)
+        }
+        0x86dd => {
+            let ip = frame.get(14..54)?;
+            if ip[0] >> 4 != 6 {
+                return None;
+            }
+            k.set_ip_src(ip[8..24].try_into().unwrap());
+            k.set_ip_dst(ip[24..40].try_into().unwrap());
+            (ip[6], 54)
+        }
+        _ => return None,
+    };
+    if proto != 6 && proto != 17 {
+        return None;
+    }
+    let p = frame.get(l4..l4 + 4)?;
+    k.0[7] = ((proto as u64) << 56)
+        | ((u16::from_be_bytes([p[0], p[1]]) as u64) << 40)
+        | ((u16::from_be_bytes([p[2], p[3]]) as u64) << 24);
+    Some(k)
+}
+
+/// The program's tier counts on one port, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierProgramStats {
+    /// Frames an entry handled.
+    pub hit: u64,
+    /// Frames with a tier key and no entry (to AF_XDP).
+    pub miss: u64,
+    /// Frames whose entry is of an older generation (to AF_XDP).
+    pub stale: u64,
+    /// Frames longer than their entry handles (to AF_XDP).
+    pub too_long: u64,
+    /// Frames whose output port is not in the devmap (to AF_XDP).
+    pub no_tx: u64,
+    /// Frames without headroom for the outer header (to AF_XDP).
+    pub no_headroom: u64,
+}
+
+/// One program's flow, counter and output maps: the owner's.
+pub struct TierMaps {
+    flows: HashMap<MapData, [u64; WORDS], TierValue>,
+    counts: PerCpuArray<MapData, TierCount>,
+    tx: DevMap<MapData>,
+    capacity: u32,
+}
+
+/// One program's generation map: the daemon's commit path writes it.
+pub struct TierGen(Array<MapData, u64>);
+
+impl TierMaps {
+    /// Takes the tier's maps out of a loaded object whose flow and counter
+    /// maps hold `capacity` entries.
+    pub fn take(ebpf: &mut Ebpf, capacity: u32) -> Result<(TierMaps, TierGen), String> {
+        let mut take = |name: &str| {
+            ebpf.take_map(name).ok_or_else(|| format!("the object has no map {name:?}"))
+        };
+        let e = |what: &'static str| move |e: aya::maps::MapError| format!("{what}: {e}");
+        let flows = HashMap::try_from(take("tier_flows")?).map_err(e("tier_flows"))?;
+        let counts = PerCpuArray::try_from(take("tier_counts")?).map_err(e("tier_counts"))?;
+        let tx = DevMap::try_from(take("tier_tx")?).map_err(e("tier_tx"))?;
+        let gen = Array::try_from(take("tier_gen")?).map_err(e("tier_gen"))?;
+        Ok((TierMaps { flows, counts, tx, capacity }, TierGen(gen)))
+    }
+
+    /// Cumulative packets and bytes of `slot`, summed over CPUs.
+    fn read(&self, slot: u32) -> Option<(u64, u64)> {
+        let v = self.counts.get(&slot, 0).ok()?;
+        Some(v.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes)))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("setting the XDP tier's generation on {ifname}: {reason}")]
+pub struct TierGenError {
+    ifname: String,
+    reason: String,
+}
+
+/// The generation maps of the running datapath's programs, written by the
+/// daemon's commit path (see the module docs: why it is atomic).
+#[derive(Default)]
+pub struct TierGenerations {
+    maps: Mutex<Vec<(String, TierGen)>>,
+}
+
+impl TierGenerations {
+    /// Writes `generation` into every program's generation map.
+    pub fn publish(&self, generation: u64) -> Result<(), TierGenError> {
+        let mut maps = lock(&self.maps);
+        let mut first_err = None;
+        for (ifname, g) in maps.iter_mut() {
+            if let Err(e) = g.0.set(0, generation, 0) {
+                first_err
+                    .get_or_insert(TierGenError { ifname: ifname.clone(), reason: e.to_string() });
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Makes `maps` the ones to write, each set to the current generation
+    /// (read under the same lock as `publish` writes, so a commit running
+    /// meanwhile cannot be overtaken by an older value).
+    pub fn replace(
+        &self,
+        maps: Vec<(String, TierGen)>,
+        current: impl Fn() -> u64,
+    ) -> Result<(), TierGenError> {
+        let mut g = lock(&self.maps);
+        *g = maps;
+        let generation = current();
+        for (ifname, m) in g.iter_mut() {
+            m.0.set(0, generation, 0)
+                .map_err(|e| TierGenError { ifname: ifname.clone(), reason: e.to_string() })?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the maps (their datapath stopped).
+    pub fn clear(&self) {
+        lock(&self.maps).clear();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why an entry the engine offered was not installed (the flow stays on AF_XDP).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum InstallFailure {
+    /// The owner's queue was full.
+    QueueFull,
+    /// The rule set changed before the entry was installed.
+    StaleGeneration,
+    /// The ingress port has no tier (not an AF_XDP workload port).
+    NoTierOnPort,
+    /// The output port's driver does not take redirected frames.
+    CannotRedirect,
+    /// Every slot of the ingress port's table is in use.
+    TableFull,
+    /// The kernel refused the map update.
+    MapUpdate,
+}
+
+impl InstallFailure {
+    const ALL: [InstallFailure; 6] = [
+        InstallFailure::QueueFull,
+        InstallFailure::StaleGeneration,
+        InstallFailure::NoTierOnPort,
+        InstallFailure::CannotRedirect,
+        InstallFailure::TableFull,
+        InstallFailure::MapUpdate,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            InstallFailure::QueueFull => "queue_full",
+            InstallFailure::StaleGeneration => "stale_generation",
+            InstallFailure::NoTierOnPort => "no_tier_on_port",
+            InstallFailure::CannotRedirect => "cannot_redirect",
+            InstallFailure::TableFull => "table_full",
+            InstallFailure::MapUpdate => "map_update",
+        }
+    }
+}
+
+/// The tier's counts of what it did, written by the owner and the workers.
+#[derive(Default)]
+struct Stats {
+    installs: AtomicU64,
+    evictions: AtomicU64,
+    invalidations: AtomicU64,
+    hits: AtomicU64,
+    failures: [AtomicU64; InstallFailure::ALL.len()],
+    not_in_tier: [AtomicU64; NotInTier::ALL.len()],
+}
+
+impl Stats {
+    fn fail(&self, f: InstallFailure) {
+        self.failures[f as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What `status` shows of the tier.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TierStatus {
+    /// Flow entries installed now, over all ingress ports.
+    pub entries: u64,
+    /// Entries each ingress port holds at most.
+    pub capacity: u32,
+    /// Packets the tier handled (harvested from its counters).
+    pub hits: u64,
+    pub installs: u64,
+    /// Entries removed after being idle.
+    pub evictions: u64,
+    /// Entries removed because the rule set, a next hop or an output port changed.
+    pub invalidations: u64,
+    /// Entries offered and not installed, by reason (the flows stay on AF_XDP).
+    pub install_failures: BTreeMap<String, u64>,
+    /// Flows the engine kept for itself, by reason.
+    pub not_in_tier: BTreeMap<String, u64>,
+    pub ports: Vec<TierPortStatus>,
+}
+
+/// One port's place in the tier.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TierPortStatus {
+    pub port: String,
+    /// Entries installed for flows arriving here; `None`: no tier on this port.
+    pub entries: Option<u64>,
+    /// Why frames may not be redirected out of it (absent: they may).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_output: Option<String>,
+}
+
+/// A worker's end: offers entries to the owner and counts the flows the
+/// engine kept for itself.
+#[derive(Clone)]
+pub struct TierLink {
+    tx: SyncSender<TierEntry>,
+    stats: Arc<Stats>,
+}
+
+impl TierLink {
+    /// Hands `e` to the owner; never blocks.
+    #[inline]
+    pub fn offer(&self, e: TierEntry) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(e) {
+            self.stats.fail(InstallFailure::QueueFull);
+        }
+    }
+
+    #[inline]
+    pub fn not_in_tier(&self, r: NotInTier) {
+        self.stats.not_in_tier[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A port as the tier sees it.
+pub struct TierPort {
+    /// Its number in the rule set.
+    pub port: u16,
+    pub name: String,
+    pub ifindex: u32,
+    /// Its program's tier maps, if flows arriving on it may be in the tier.
+    pub ingress: Option<TierMaps>,
+    /// Why frames cannot be redirected out of it (`None`: they may be,
+    /// if its driver takes them).
+    pub not_output: Option<String>,
+}
+
+/// What the owner needs from the control plane.
+pub struct TierLinks {
+    pub published: Arc<Published>,
+    pub hops: Arc<NextHops>,
+    pub board: Arc<CounterBoard>,
+    /// Its place on the counter board (one past the workers).
+    pub board_id: usize,
+}
+
+/// The owner: a thread and the state it shares with status readers.
+pub struct Tier {
+    shared: Arc<Shared>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    stats: Arc<Stats>,
+}
+
+#[derive(Clone, Debug)]
+enum Slot {
+    Free,
+    Live { entry: TierEntry, active: Instant },
+    Retiring { entry: TierEntry, since: Instant },
+}
+
+struct Ingress {
+    maps: TierMaps,
+    slots: Vec<Slot>,
+    /// Cumulative counts of each slot at its last harvest.
+    seen: Vec<(u64, u64)>,
+    free: Vec<u32>,
+    by_key: StdHashMap<FlowKey, u32>,
+}
+
+struct Output {
+    name: String,
+    ifindex: u32,
+    /// Why it can never be an output, if so.
+    fixed: Option<String>,
+    /// Ok: frames may be redirected out of it.
+    state: Result<(), String>,
+    /// Largest frame it sends (MTU + Ethernet header).
+    max_frame: usize,
+}
+
+struct State {
+    ingress: Vec<Option<Ingress>>,
+    outputs: Vec<Output>,
+    rules: Arc<RuleSet>,
+    counters: Arc<WorkerCounters>,
+    links: TierLinks,
+    stats: Arc<Stats>,
+    hops_seen: u64,
+    last_tick: Instant,
+    last_probe: Instant,
+}
+
+impl Tier {
+    /// Starts the owner over `ports` (indexed by port number).
+    pub fn start(ports: Vec<TierPort>, links: TierLinks) -> std::io::Result<(Tier, TierLink)> {
+        let stats = Arc::new(Stats::default());
+        let rules = links.published.current();
+        let counters = Arc::new(WorkerCounters::new(
+            rules.ports.len(),
+            rules.tunnels.len(),
+            rules.rules.len(),
+        ));
+        links.board.set_live(links.board_id, Arc::clone(&rules), Arc::clone(&counters));
+        let mut ingress = Vec::new();
+        let mut outputs = Vec::new();
+        for p in ports {
+            let max_frame = max_frame(p.ifindex);
+            let fixed = match p.not_output {
+                Some(r) => Some(r),
+                None if p.port >= MAX_TX_PORTS => {
+                    Some(format!("only ports 0..{MAX_TX_PORTS} can be tier outputs"))
+                }
+                None => None,
+            };
+            outputs.push(Output {
+                name: p.name.clone(),
+                ifindex: p.ifindex,
+                state: Err("not probed yet".into()),
+                fixed,
+                max_frame,
+            });
+            ingress.push(p.ingress.map(|maps| {
+                let n = maps.capacity;
+                Ingress {
+                    maps,
+                    slots: vec![Slot::Free; n as usize],
+                    seen: vec![(0, 0); n as usize],
+                    free: (0..n).rev().collect(),
+                    by_key: StdHashMap::new(),
+                }
+            }));
+        }
+        let mut st = State {
+            ingress,
+            outputs,
+            rules,
+            counters,
+            hops_seen: links.hops.version(),
+            links,
+            stats: Arc::clone(&stats),
+            last_tick: Instant::now(),
+            last_probe: Instant::now(),
+        };
+        st.probe_outputs(true);
+        let shared = Arc::new(Shared { state: Mutex::new(st), stats: Arc::clone(&stats) });
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s2, stop2) = (Arc::clone(&shared), Arc::clone(&stop));
+        let thread = std::thread::Builder::new()
+            .name("overlayd-tier".into())
+            .spawn(move || owner(s2, rx, stop2))?;
+        Ok((Tier { shared, stop, thread: Some(thread) }, TierLink { tx, stats }))
+    }
+
+    /// What the counter board runs before each snapshot: every entry's
+    /// counters harvested, so `counters` is exact.
+    pub fn refresher(&self) -> crate::report::Refresh {
+        let s = Arc::clone(&self.shared);
+        Arc::new(move || lock(&s.state).harvest())
+    }
+
+    pub fn status(&self) -> TierStatus {
+        let st = lock(&self.shared.state);
+        let s = &self.shared.stats;
+        let live = |i: &Ingress| i.slots.iter().filter(|s| matches!(s, Slot::Live { .. })).count();
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let named = |names: &mut dyn Iterator<Item = (&'static str, u64)>| {
+            names.filter(|(_, n)| *n > 0).map(|(k, n)| (k.to_string(), n)).collect()
+        };
+        TierStatus {
+            entries: st.ingress.iter().flatten().map(|i| live(i) as u64).sum(),
+            capacity: st.ingress.iter().flatten().map(|i| i.maps.capacity).max().unwrap_or(0),
+            hits: get(&s.hits),
+            installs: get(&s.installs),
+            evictions: get(&s.evictions),
+            invalidations: get(&s.invalidations),
+            install_failures: named(
+                &mut InstallFailure::ALL.iter().map(|f| (f.name(), get(&s.failures[*f as usize]))),
+            ),
+            not_in_tier: named(
+                &mut NotInTier::ALL.iter().map(|r| (r.name(), get(&s.not_in_tier[*r as usize]))),
+            ),
+            ports: st
+                .outputs
+                .iter()
+                .zip(&st.ingress)
+                .map(|(o, i)| TierPortStatus {
+                    port: o.name.clone(),
+                    entries: i.as_ref().map(|i| live(i) as u64),
+                    not_output: o.state.clone().err(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Stops the owner, harvests for the last time and folds the tier's
+    /// counters into the totals. The programs' tier lookups must be off.
+    pub fn stop(mut self) {
+        self.stop_thread();
+        let mut st = lock(&self.shared.state);
+        std::thread::sleep(GRACE);
+        st.harvest();
+        st.links.board.retire(st.links.board_id);
+    }
+
+    fn stop_thread(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Tier {
+    fn drop(&mut self) {
+        self.stop_thread();
+    }
+}
+
+/// The owner's loop: installs what workers offer, ticks.
+fn owner(shared: Arc<Shared>, rx: Receiver<TierEntry>, stop: Arc<AtomicBool>) {
+    while !stop.load(Ordering::Acquire) {
+        let first = match rx.recv_timeout(TICK) {
+            Ok(e) => Some(e),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(TICK);
+                None
+            }
+        };
+        let mut st = lock(&shared.state);
+        if let Some(e) = first {
+            st.install(e);
+            // Bounded, so status readers and the tick are not held off.
+            for e in rx.try_iter().take(1024) {
+                st.install(e);
+            }
+        }
+        if st.last_tick.elapsed() >= TICK {
+            st.tick();
+        }
+    }
+}
+
+impl State {
+    /// Installs an entry a worker offered, or counts why not.
+    fn install(&mut self, e: TierEntry) {
+        self.follow_generation();
+        let s = Arc::clone(&self.stats);
+        if e.generation != self.rules.generation {
+            return s.fail(InstallFailure::StaleGeneration);
+        }
+        let (out, added) = match &e.action {
+            TierAction::Drop => (None, 0),
+            TierAction::Output { port } => (Some(*port), 0),
+            TierAction::Encap(x) => (Some(x.uplink), VXLAN4_HEADER_LEN),
+        };
+        let mut max_len = u16::MAX as usize;
+        if let Some(p) = out {
+            match self.outputs.get(p as usize) {
+                Some(o) if o.state.is_ok() => {
+                    max_len = o.max_frame.saturating_sub(added);
+                }
+                _ => return s.fail(InstallFailure::CannotRedirect),
+            }
+        }
+        if let TierAction::Encap(x) = &e.action {
+            max_len = max_len.min(x.max_frame as usize);
+        }
+        let Some(Some(ing)) = self.ingress.get_mut(e.in_port as usize) else {
+            return s.fail(InstallFailure::NoTierOnPort);
+        };
+        if ing.by_key.contains_key(&e.key) {
+            return; // already there (offered again by another worker)
+        }
+        let Some(slot) = ing.free.pop() else {
+            return s.fail(InstallFailure::TableFull);
+        };
+        // Counting starts from what the slot holds before the entry can hit.
+        ing.seen[slot as usize] = ing.maps.read(slot).unwrap_or(ing.seen[slot as usize]);
+        let v = TierValue::new(&e, slot, out.unwrap_or(0), max_len.min(u16::MAX as usize) as u16);
+        if let Err(err) = ing.maps.flows.insert(e.key.0, v, 0) {
+            tracing::debug!(error = %err, "tier entry refused by the kernel");
+            ing.free.push(slot);
+            return s.fail(InstallFailure::MapUpdate);
+        }
+        ing.by_key.insert(e.key, slot);
+        ing.slots[slot as usize] = Slot::Live { entry: e, active: Instant::now() };
+        s.installs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Moves to the published rule set if it changed: every entry of the
+    /// old one is deleted, harvested into the old counters after the grace
+    /// period, and freed; the new counters replace the old on the board.
+    fn follow_generation(&mut self) {
+        let cur = self.links.published.current();
+        if Arc::ptr_eq(&cur, &self.rules) {
+            return;
+        }
+        let n = self.retire_where(|_| true);
+        self.stats.invalidations.fetch_add(n, Ordering::Relaxed);
+        std::thread::sleep(GRACE);
+        self.harvest();
+        self.free_retired(Instant::now());
+        self.counters =
+            Arc::new(WorkerCounters::new(cur.ports.len(), cur.tunnels.len(), cur.rules.len()));
+        self.rules = cur;
+        let l = &self.links;
+        l.board.set_live(l.board_id, Arc::clone(&self.rules), Arc::clone(&self.counters));
+    }
+
+    /// Housekeeping: generation, next hops, output ports, counters, idle
+    /// entries, retired slots.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        self.last_tick = now;
+        self.follow_generation();
+        let v = self.links.hops.version();
+        if v != self.hops_seen {
+            self.hops_seen = v;
+            let hops = self.links.hops.snapshot();
+            let n = self.retire_where(|e| match &e.action {
+                TierAction::Encap(x) if !x.static_next_hop => {
+                    hops.get(&x.remote).is_none_or(|m| m[..] != x.header[..6])
+                }
+                _ => false,
+            });
+            self.stats.invalidations.fetch_add(n, Ordering::Relaxed);
+        }
+        if now.duration_since(self.last_probe) >= PROBE_EVERY {
+            self.last_probe = now;
+            self.probe_outputs(false);
+        }
+        self.harvest();
+        let mut idle = 0;
+        for ing in self.ingress.iter_mut().flatten() {
+            for i in 0..ing.slots.len() {
+                if let Slot::Live { active, .. } = &ing.slots[i] {
+                    if now.duration_since(*active) >= IDLE {
+                        ing.retire(i as u32, now);
+                        idle += 1;
+                    }
+                }
+            }
+        }
+        self.stats.evictions.fetch_add(idle, Ordering::Relaxed);
+        // Harvested above, at least a grace period after their delete.
+        if let Some(before) = now.checked_sub(GRACE) {
+            self.free_retired(before);
+        }
+    }
+
+    /// Asks each output port whether its driver takes redirected frames,
+    /// and keeps the programs' devmaps and entries in line with the answer.
+    fn probe_outputs(&mut self, first: bool) {
+        for i in 0..self.outputs.len() {
+            let o = &self.outputs[i];
+            let now = match &o.fixed {
+                Some(r) => Err(r.clone()),
+                None => match netdev::xdp_features(o.ifindex) {
+                    Ok(f) if f.takes_redirects() => Ok(()),
+                    Ok(_) => Err("its driver does not take redirected frames (ndo_xdp_xmit; a \
+                                  veth takes them only while its peer runs XDP or has GRO on)"
+                        .to_string()),
+                    Err(e) => Err(format!("cannot read its XDP features: {e}")),
+                },
+            };
+            // A new MTU changes what the entries out of the port may send.
+            let mtu_changed = now.is_ok() && max_frame(o.ifindex) != o.max_frame;
+            if !first && now == o.state && !mtu_changed {
+                continue;
+            }
+            if mtu_changed && !first {
+                let p = i as u16;
+                let n = self.retire_where(|e| sends_to(e, p));
+                self.stats.invalidations.fetch_add(n, Ordering::Relaxed);
+            }
+            self.outputs[i].max_frame = max_frame(self.outputs[i].ifindex);
+            let o = &self.outputs[i];
+            let (name, ifindex, fixed) = (o.name.clone(), o.ifindex, o.fixed.is_some());
+            let mut now = now;
+            if now.is_ok() {
+                for ing in self.ingress.iter_mut().flatten() {
+                    if let Err(e) = ing.maps.tx.set(i as u32, ifindex, None, 0) {
+                        now = Err(format!("the devmap refused it: {e}"));
+                    }
+                }
+            }
+            match &now {
+                Ok(()) => {
+                    tracing::info!(port = %name, "XDP tier: frames may be redirected out of this port")
+                }
+                Err(reason) => {
+                    let p = i as u16;
+                    let n = self.retire_where(|e| sends_to(e, p));
+                    self.stats.invalidations.fetch_add(n, Ordering::Relaxed);
+                    if !fixed {
+                        tracing::info!(port = %name, reason = %reason, "XDP tier: no redirection out of this port; flows to it stay on AF_XDP");
+                    }
+                }
+            }
+            self.outputs[i].state = now;
+        }
+    }
+
+    /// Deletes every live entry `pred` picks; returns how many.
+    fn retire_where(&mut self, pred: impl Fn(&TierEntry) -> bool) -> u64 {
+        let now = Instant::now();
+        let mut n = 0;
+        for ing in self.ingress.iter_mut().flatten() {
+            for i in 0..ing.slots.len() {
+                if matches!(&ing.slots[i], Slot::Live { entry, .. } if pred(entry)) {
+                    ing.retire(i as u32, now);
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
+    /// Adds what every live or retiring entry did since the last harvest
+    /// to the counters; marks live entries that moved as active.
+    fn harvest(&mut self) {
+        let now = Instant::now();
+        let mut hits = 0;
+        for ing in self.ingress.iter_mut().flatten() {
+            for i in 0..ing.slots.len() {
+                let entry = match &ing.slots[i] {
+                    Slot::Free => continue,
+                    Slot::Live { entry, .. } | Slot::Retiring { entry, .. } => entry,
+                };
+                let Some((p, b)) = ing.maps.read(i as u32) else { continue };
+                let (sp, sb) = ing.seen[i];
+                let (dp, db) = (p.wrapping_sub(sp), b.wrapping_sub(sb));
+                if dp == 0 {
+                    continue;
+                }
+                entry.count(&self.counters, dp, db);
+                ing.seen[i] = (p, b);
+                hits += dp;
+                if let Slot::Live { active, .. } = &mut ing.slots[i] {
+                    *active = now;
+                }
+            }
+        }
+        self.stats.hits.fetch_add(hits, Ordering::Relaxed);
+    }
+
+    /// Frees the slots retired before `before` (harvested for the last time).
+    fn free_retired(&mut self, before: Instant) {
+        for ing in self.ingress.iter_mut().flatten() {
+            for i in 0..ing.slots.len() {
+                if matches!(ing.slots[i], Slot::Retiring { since, .. } if since <= before) {
+                    ing.slots[i] = Slot::Free;
+                    ing.free.push(i as u32);
+                }
+            }
+        }
+    }
+}
+
+/// True if `e` sends its frames out of port `p`.
+fn sends_to(e: &TierEntry, p: u16) -> bool {
+    match &e.action {
+        TierAction::Output { port } => *port == p,
+        TierAction::Encap(x) => x.uplink == p,
+        TierAction::Drop => false,
+    }
+}
+
+/// The largest frame interface `ifindex` sends: its MTU and an Ethernet
+/// header (0 if it cannot be read: nothing is sent out of it then).
+fn max_frame(ifindex: u32) -> usize {
+    let Some(name) = netdev::ifname(ifindex) else { return 0 };
+    std::fs::read_to_string(format!("/sys/class/net/{name}/mtu"))
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .map_or(0, |m| m + 14)
+}
+
+impl Ingress {
+    /// Deletes slot `i`'s entry from the map; its counters wait for their
+    /// last harvest.
+    fn retire(&mut self, i: u32, now: Instant) {
+        let Slot::Live { entry, .. } = std::mem::replace(&mut self.slots[i as usize], Slot::Free)
+        else {
+            return;
+        };
+        // Gone already if the LRU evicted it: nothing to delete then.
+        let _ = self.maps.flows.remove(&entry.key.0);
+        self.by_key.remove(&entry.key);
+        self.slots[i as usize] = Slot::Retiring { entry, since: now };
+    }
+}
+
+#[cfg(test)]
+mod tests;
