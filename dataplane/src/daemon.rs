@@ -11,6 +11,7 @@ use engine::counters::Snapshot;
 use engine::model::{Config, ConfigError};
 use engine::pipeline::Published;
 
+use crate::capture::CaptureTap;
 use crate::offload::Offloader;
 use crate::report::{CounterBoard, IoStatus, LiveInputs};
 use crate::store::{Store, StoreError};
@@ -36,6 +37,8 @@ pub struct Daemon {
     config: Mutex<Config>,
     /// Counters of every worker, current and retired generations alike.
     counters: Arc<CounterBoard>,
+    /// Where the API arms a live capture and the workers find it.
+    capture: Arc<CaptureTap>,
     started: Instant,
     /// The generation published last, for those that follow changes (the
     /// datapath re-steers and re-resolves when tunnels or ports change).
@@ -78,6 +81,7 @@ impl Daemon {
             published: Arc::new(Published::new(rs)),
             config: Mutex::new(config),
             counters: Arc::new(CounterBoard::default()),
+            capture: Arc::new(CaptureTap::default()),
             started: Instant::now(),
             changed: tokio::sync::watch::Sender::new(generation),
             host_check: std::sync::OnceLock::new(),
@@ -153,6 +157,11 @@ impl Daemon {
     /// Where workers report their counters.
     pub fn counter_board(&self) -> Arc<CounterBoard> {
         Arc::clone(&self.counters)
+    }
+
+    /// Where a live capture is armed, for the workers and the API.
+    pub fn capture_tap(&self) -> Arc<CaptureTap> {
+        Arc::clone(&self.capture)
     }
 
     /// Everything counted since start, numbered by the current rule set.

@@ -26,6 +26,7 @@ use engine::model::{Backend, Offloads, PortKind, TunnelType, XdpModeSpec};
 use engine::next_hop::NextHops;
 use engine::pipeline::Published;
 
+use crate::capture::CaptureTap;
 use crate::io::af_packet::{self, KernelSink};
 use crate::io::afxdp::{AfXdpError, Xsk, XskConfig};
 use crate::io::memory::Umem;
@@ -222,6 +223,8 @@ pub struct DatapathLinks {
     pub published: Arc<Published>,
     pub hops: Arc<NextHops>,
     pub counters: Arc<CounterBoard>,
+    /// Where a live capture is armed.
+    pub capture: Arc<CaptureTap>,
 }
 
 pub struct Datapath {
@@ -368,6 +371,7 @@ impl Datapath {
             published: links.published,
             hops: links.hops,
             counters: links.counters,
+            capture: links.capture,
             queues: Arc::clone(&queues),
             stop: Arc::clone(&stop),
         };

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod api_types;
+pub mod capture;
 pub mod client;
 pub mod daemon;
 pub mod datapath;

@@ -242,6 +242,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                     published: daemon.published(),
                     hops,
                     counters: daemon.counter_board(),
+                    capture: daemon.capture_tap(),
                 };
                 let dp = Datapath::start(links.clone(), opts)?;
                 let slot: Slot = Arc::new(Mutex::new(Some(dp)));
@@ -291,11 +292,14 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
         let mut int = signal(SignalKind::interrupt())
             .map_err(|source| RunError::Signal { signal: "SIGINT", source })?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let capture = daemon.capture_tap();
         tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
+            // A running capture ends, so its connection lets the server stop.
+            capture.close();
             let _ = stop_tx.send(true);
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
