@@ -95,6 +95,8 @@ struct State {
     interfaces: Vec<Interface>,
     /// A simple packet block has no timestamp: it gets the one before it.
     last_ts: u64,
+    /// pcapng: the current section is big-endian.
+    big_endian: bool,
 }
 
 /// Reads the records of a pcap or pcapng file, one at a time.
@@ -156,12 +158,15 @@ impl<R: Read> PcapReader<R> {
     /// Parses one block.
     fn next_block(&mut self) -> Result<Parsed, PcapError> {
         let index = self.index;
-        let it: &mut dyn PcapReaderIterator = match &mut self.blocks {
-            Blocks::Pcap(r) => r,
-            Blocks::PcapNg(r) => r,
+        let (it, ng): (&mut dyn PcapReaderIterator, bool) = match &mut self.blocks {
+            Blocks::Pcap(r) => (r, false),
+            Blocks::PcapNg(r) => (r, true),
         };
         loop {
             let before = it.data().len();
+            if ng {
+                check_block_length(it.data(), self.state.big_endian, index)?;
+            }
             match it.next() {
                 Ok((offset, block)) => {
                     let parsed = self.state.take(block, index);
@@ -215,7 +220,8 @@ impl State {
                 let frac = if self.nanos { b.ts_usec as u64 } else { b.ts_usec as u64 * 1000 };
                 (b.ts_sec as u64 * 1_000_000_000 + frac, b.data.to_vec())
             }
-            PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+            PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
+                self.big_endian = shb.big_endian();
                 self.interfaces.clear();
                 return Ok(Parsed::Other);
             }
@@ -268,6 +274,41 @@ impl Interface {
         let ns = ns as i128 + self.offset as i128 * 1_000_000_000;
         ns.clamp(0, u64::MAX as i128) as u64
     }
+}
+
+/// Refuses a pcapng block whose length cannot be a block's (shorter than a
+/// block's header and trailer, or not a multiple of 4) before the parser
+/// sees it: `pcap-parser` 0.17 computes `length - 12` for some block types
+/// without checking, which panics in a build with overflow checks.
+fn check_block_length(data: &[u8], big_endian: bool, index: u64) -> Result<(), PcapError> {
+    let word = |b: &[u8], be: bool| {
+        let w: [u8; 4] = b.try_into().expect("four bytes");
+        if be {
+            u32::from_be_bytes(w)
+        } else {
+            u32::from_le_bytes(w)
+        }
+    };
+    if data.len() < 8 {
+        return Ok(());
+    }
+    let be = if word(&data[0..4], false) == PCAPNG_MAGIC {
+        // A section header says its own byte order after its length.
+        match data.get(8..12) {
+            Some(bom) => bom == [0x1a, 0x2b, 0x3c, 0x4d],
+            None => return Ok(()),
+        }
+    } else {
+        big_endian
+    };
+    let len = word(&data[4..8], be);
+    if len < 12 || len % 4 != 0 {
+        return Err(PcapError::Malformed {
+            index,
+            what: format!("a block claims {len} bytes, which no block can be"),
+        });
+    }
+    Ok(())
 }
 
 /// Reads until `buf` is full or the input ends; returns the bytes read.
@@ -427,6 +468,27 @@ mod tests {
                 let _ = read_to_end(&bad);
             }
         }
+    }
+
+    /// Found by the capture_file fuzz target: a process information block
+    /// of 8 bytes made pcap-parser subtract past zero.
+    #[test]
+    fn a_block_shorter_than_its_header_is_refused() {
+        let mut ng = crate::io::pcapng::PcapNgWriter::new(Vec::new(), "test").unwrap();
+        ng.add_interface("a", "").unwrap();
+        let mut f = ng.into_inner();
+        f.extend_from_slice(&[1, 0, 0, 0x80, 8, 0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0]);
+        let mut r = PcapReader::new(&f[..]).unwrap();
+        assert!(matches!(r.next_record(), Err(PcapError::Malformed { index: 0, .. })));
+        // Also when the file ends right after the length.
+        let cut = &f[..f.len() - 7];
+        let mut r = PcapReader::new(cut).unwrap();
+        assert!(matches!(r.next_record(), Err(PcapError::Malformed { index: 0, .. })));
+        // So is one whose length is not a multiple of 4.
+        let n = f.len();
+        f[n - 12] = 13;
+        let mut r = PcapReader::new(&f[..]).unwrap();
+        assert!(matches!(r.next_record(), Err(PcapError::Malformed { .. })));
     }
 
     /// A record of the largest size is read; one byte more is refused
