@@ -3,8 +3,8 @@
 //! rule. tshark reads what it wrote: one interface per port, each packet with
 //! its direction and a comment naming its verdict, drop reason, rule, tunnel
 //! and tier. Each filter selects exactly the packets the counters say moved
-//! that way, the count and duration bounds end a capture, and the counters
-//! still add up with a capture armed.
+//! that way, the count and duration bounds (and Ctrl-C) end a capture, and
+//! the counters still add up with a capture armed.
 //!
 //! ```text
 //!  wa (198.51.100.1)            ha: overlayd                 hb: kernel            wb (198.51.100.2)
@@ -343,7 +343,29 @@ fn capture_records_live_packets_with_their_fate() {
         "{lines:?}"
     );
 
-    // The capture is gone: a new one can start, and the daemon stops cleanly.
+    // 6. Unbounded, ended by Ctrl-C: the file keeps what was captured, and
+    // the daemon notices the client left, so the next capture can start.
+    let f = dir.join("sigint.pcapng");
+    let cap = Running::start(&t.d, &["--port", "wl"], &f);
+    assert!(pings(&t.wa, "198.51.100.2", 2));
+    std::thread::sleep(Duration::from_millis(300));
+    let pid = cap.proc.id().unwrap().to_string();
+    run(&["kill", "-INT", &pid]);
+    let (_, said) = cap.finish();
+    let r = rows(&f);
+    assert_eq!((said, r.len()), (4, 4), "two requests in, two replies out: {r:?}");
+    let next = dir.join("next.pcapng");
+    let again = wait_until(Duration::from_secs(10), || {
+        let o = t.d.ctl_output(
+            &["capture", "-c", "1", "--duration", "0.2", "-w"]
+                .into_iter()
+                .chain([next.to_str().unwrap()])
+                .collect::<Vec<_>>(),
+        );
+        o.status.success()
+    });
+    assert!(again, "{}", why("the capture Ctrl-C ended was still armed"));
+
     assert!(!t.d.log().contains("panicked"), "{}", t.d.log());
     let Topology { d, ha, .. } = t;
     d.stop();
