@@ -32,7 +32,30 @@ pub fn request(
 ) -> io::Result<Response> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let body = body.unwrap_or(&[]);
+    send(&mut s, method, path, headers, body.unwrap_or(&[]))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let split =
+        raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
+    let (status, headers) = parse_head(&raw[..split])?;
+    let mut body = raw[split + 4..].to_vec();
+    if chunked(&headers) {
+        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
+    }
+    Ok(Response { status, headers, body })
+}
+
+fn bad(m: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, m.to_string())
+}
+
+fn send(
+    s: &mut UnixStream,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<()> {
     let mut req = format!(
         "{method} {path} HTTP/1.1\r\nHost: overlayd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
@@ -42,32 +65,30 @@ pub fn request(
     }
     req += "\r\n";
     s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
-    let split =
-        raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    s.write_all(body)
+}
+
+/// The status and headers of an answer, from the bytes before its blank line.
+fn parse_head(head: &[u8]) -> io::Result<(u16, Vec<(String, String)>)> {
+    let head = String::from_utf8_lossy(head);
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| bad("bad status line"))?;
-    let headers: Vec<(String, String)> = lines
+    let headers = lines
         .filter_map(|l| {
             l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         })
         .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers
+    Ok((status, headers))
+}
+
+fn chunked(headers: &[(String, String)]) -> bool {
+    headers
         .iter()
         .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"))
-    {
-        body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
-    }
-    Ok(Response { status, headers, body })
 }
 
 fn dechunk(mut b: &[u8]) -> Option<Vec<u8>> {
@@ -98,13 +119,7 @@ pub fn request_streaming(
     sink: &mut dyn FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<Response> {
     let mut s = UnixStream::connect(socket)?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: overlayd\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(req.as_bytes())?;
-    s.write_all(body)?;
-    let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidData, m.to_string());
+    send(&mut s, method, path, &[], body)?;
     let mut raw = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let split = loop {
@@ -117,21 +132,8 @@ pub fn request_streaming(
         }
         raw.extend_from_slice(&buf[..n]);
     };
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| bad("bad status line"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| {
-            l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        })
-        .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let (status, headers) = parse_head(&raw[..split])?;
+    let chunked = chunked(&headers);
     let rest = raw.split_off(split + 4);
     if status >= 300 {
         let mut body = rest;
@@ -180,7 +182,6 @@ impl Dechunker {
         if !self.on {
             return if b.is_empty() { Ok(()) } else { sink(b) };
         }
-        let bad = || io::Error::new(io::ErrorKind::InvalidData, "bad chunked body");
         while !b.is_empty() && !self.done {
             if self.left > 0 {
                 let n = self.left.min(b.len());
@@ -197,15 +198,15 @@ impl Dechunker {
             let Some(nl) = b.iter().position(|&c| c == b'\n') else {
                 self.pending.extend_from_slice(b);
                 if self.pending.len() > 1024 {
-                    return Err(bad());
+                    return Err(bad("bad chunked body"));
                 }
                 return Ok(());
             };
             self.pending.extend_from_slice(&b[..nl]);
             b = &b[nl + 1..];
-            let line = std::str::from_utf8(&self.pending).map_err(|_| bad())?;
+            let line = std::str::from_utf8(&self.pending).map_err(|_| bad("bad chunked body"))?;
             let size = line.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size, 16).map_err(|_| bad())?;
+            let size = usize::from_str_radix(size, 16).map_err(|_| bad("bad chunked body"))?;
             self.pending.clear();
             if size == 0 {
                 self.done = true;
