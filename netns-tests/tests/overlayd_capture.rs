@@ -4,7 +4,9 @@
 //! its direction and a comment naming its verdict, drop reason, rule, tunnel
 //! and tier. Each filter selects exactly the packets the counters say moved
 //! that way, the count and duration bounds (and Ctrl-C) end a capture, and
-//! the counters still add up with a capture armed.
+//! the counters still add up with a capture armed. `overlayd replay` reads
+//! what dumpcap recorded on the workload's side meanwhile (pcapng, its
+//! default).
 //!
 //! ```text
 //!  wa (198.51.100.1)            ha: overlayd                 hb: kernel            wb (198.51.100.2)
@@ -26,6 +28,9 @@ use serde_json::Value;
 
 struct Topology {
     wa: Netns,
+    /// wa's end of the workload link.
+    we: String,
+    config: String,
     _wb: Netns,
     _hb: Netns,
     d: Overlayd,
@@ -124,7 +129,7 @@ actions = ["count", "drop"]
     let d = Overlayd::start(&ha, &config);
     d.wait_neighbours();
     assert!(pings(&wa, "198.51.100.2", 1), "the overlay does not work: {}", d.log());
-    Topology { wa, _wb: wb, _hb: hb, d, ha }
+    Topology { wa, we, config, _wb: wb, _hb: hb, d, ha }
 }
 
 /// A capture running in the background: `overlayctl capture ARGS -w FILE`.
@@ -216,12 +221,19 @@ fn capture_records_live_packets_with_their_fate() {
         return;
     }
     require_program("tshark");
+    require_program("dumpcap");
     let t = build();
     let dir = TempDir::new("capture");
     let why = |what: &str| format!("{what}; log:\n{}", t.d.log());
 
-    // 1. Everything, for six seconds, while pings cross and a flow is dropped.
+    // 1. Everything, for six seconds, while pings cross and a flow is dropped;
+    // dumpcap records the same pings on the workload's side.
     let before = t.d.settled_counters();
+    let dumped = dir.join("dumpcap.pcapng");
+    let mut cmd = t.wa.command(&["dumpcap", "-q", "-i", &t.we, "-a", "duration:8", "-w"]);
+    cmd.arg(&dumped).stdout(Stdio::null()).stderr(Stdio::null());
+    let mut dumpcap = Background::spawn(cmd, "dumpcap");
+    assert!(wait_until(Duration::from_secs(10), || dumped.exists()), "dumpcap did not start");
     let all = dir.join("all.pcapng");
     let cap = Running::start(&t.d, &["--duration", "6"], &all);
     assert!(pings(&t.wa, "198.51.100.2", 5), "{}", why("A -> B ping failed"));
@@ -267,6 +279,24 @@ fn capture_records_live_packets_with_their_fate() {
     assert_eq!(count("up", &fwd("out", 10), "198.51.100.2", "8"), 5, "{r:?}");
     assert_eq!(count("up", &fwd("in", 20), "198.51.100.1", "0"), 5, "{r:?}");
     assert_eq!(count("wl", &fwd("out", 20), "198.51.100.1", "0"), 5, "{r:?}");
+
+    // replay reads dumpcap's pcapng (its default format): every frame wa
+    // sent or received, all taken as arriving on wl, and rule 30 drops the
+    // three to 198.51.100.66.
+    assert!(dumpcap.wait_timeout(Duration::from_secs(20)).is_some(), "dumpcap did not stop");
+    let frames = run(&["tshark", "-r", dumped.to_str().unwrap(), "-T", "fields", "-e", "ip.dst"]);
+    let config = dir.join("config.toml");
+    std::fs::write(&config, &t.config).unwrap();
+    let replayed = std::process::Command::new(project_bin("overlayd"))
+        .args(["replay", "--json", "--config", config.to_str().unwrap(), "--input"])
+        .arg(format!("wl={}", dumped.display()))
+        .output()
+        .unwrap();
+    assert!(replayed.status.success(), "{}", String::from_utf8_lossy(&replayed.stderr));
+    let replayed: Value = serde_json::from_slice(&replayed.stdout).unwrap();
+    assert_eq!(n(&replayed, &["rx"]), frames.lines().count() as u64, "{replayed:#}");
+    assert!(frames.lines().filter(|l| *l == "198.51.100.2").count() >= 5, "{frames}");
+    assert_eq!(drops(&replayed, "rule_drop"), 3, "{replayed:#}");
 
     // 2. By reason, ended by its count before its duration.
     let f = dir.join("reason.pcapng");
