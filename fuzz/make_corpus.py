@@ -85,3 +85,27 @@ put("vxlan", "vni42", b"\x08\0\0\0\0\0\x2a\0" + raw(inner4))
 put("vxlan", "reserved", b"\x0c\0\0\x01\0\0\x2a\x01" + raw(inner4))
 for flags in (0x0000, 0x8000, 0x2000, 0x1000, 0xb000, 0x4000, 0x0001):
     put("gre", "f%04x" % flags, gre(inner4, flags)[34:])
+
+# capture_file: the capture files replay reads, as scapy and Wireshark's tools
+# write them (pcap in both timestamp resolutions, pcapng with one and several
+# interfaces). The tools come with tshark (scripts/setup.sh).
+import shutil, subprocess, tempfile
+from scapy.utils import wrpcap, wrpcapng
+
+packets = [Ether(f) for f in frames.values()] + [inner4, inner6, tagged, arp]
+with tempfile.TemporaryDirectory() as tmp:
+    def path(n):
+        return os.path.join(tmp, n)
+    wrpcap(path("scapy.pcap"), packets)
+    wrpcap(path("scapy_ns.pcap"), packets, nano=True)
+    wrpcapng(path("scapy.pcapng"), packets)
+    tools = all(shutil.which(t) for t in ("editcap", "mergecap"))
+    if tools:
+        subprocess.run(["editcap", path("scapy.pcap"), path("editcap.pcapng")], check=True)
+        subprocess.run(["editcap", "-F", "nsecpcap", path("scapy.pcap"), path("editcap_ns.pcap")], check=True)
+        subprocess.run(["mergecap", "-I", "none", "-w", path("mergecap.pcapng"), path("scapy.pcapng"), path("editcap.pcapng")], check=True)
+    else:
+        print("make_corpus: editcap/mergecap missing, capture_file seeds from scapy only")
+    for n in sorted(os.listdir(tmp)):
+        with open(path(n), "rb") as fh:
+            put("capture_file", n.replace(".", "_"), fh.read())

@@ -347,6 +347,67 @@ fn trace_context(d: &Daemon) -> TraceContext {
     }
 }
 
+/// `POST /v1/capture`: arms a live capture and streams it as pcapng until
+/// its count or duration is reached or the client goes away. The answer's
+/// status comes first, so a refused filter is a JSON error as usual.
+async fn capture(State(s): Api, body: Bytes) -> Result<Response, ApiError> {
+    use crate::api_types::CaptureRequest;
+    use crate::capture::{Bounds, CaptureError, Session};
+
+    let req: CaptureRequest = parse(&body)?;
+    let unavailable = |m: &str| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, m);
+    let io = s.daemon.io_status().ok_or_else(|| {
+        unavailable("no packet moves: overlayd runs control only, there is nothing to capture")
+    })?;
+    if !io.running {
+        return Err(unavailable("the datapath is down (see the daemon's log): nothing to capture"));
+    }
+    let refused = |e: CaptureError| {
+        let status = match e {
+            CaptureError::Busy => StatusCode::CONFLICT,
+            CaptureError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError { status, path: e.path(), error: e.to_string() }
+    };
+    let session = Arc::new(Session::new(&s.daemon.rules(), &req).map_err(refused)?);
+    let tap = s.daemon.capture_tap();
+    tap.arm(Arc::clone(&session)).map_err(refused)?;
+    let describe: HashMap<String, String> = io
+        .ports
+        .iter()
+        .map(|p| {
+            let kind = serde_json::to_value(p.kind).ok().and_then(|v| v.as_str().map(String::from));
+            let desc = format!(
+                "overlayd port {} ({}) on {}",
+                p.port,
+                kind.unwrap_or_default(),
+                p.interface
+            );
+            (p.port.clone(), desc)
+        })
+        .collect();
+    let bounds = Bounds {
+        count: req.count,
+        duration: req.duration_ms.map(std::time::Duration::from_millis),
+    };
+    tracing::info!(filter = ?req, "capture started");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    tokio::task::spawn_blocking(move || {
+        let describe = |p: &str| describe.get(p).cloned().unwrap_or_default();
+        let n = crate::capture::stream(&tap, session, bounds, describe, |chunk| {
+            tx.blocking_send(chunk).is_ok()
+        });
+        tracing::info!(packets = n, "capture ended");
+    });
+    let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+        let chunk = rx.recv().await?;
+        Some((Ok::<_, std::convert::Infallible>(Bytes::from(chunk)), rx))
+    });
+    let body = axum::body::Body::from_stream(chunks);
+    Ok(([("content-type", "application/x-pcapng")], body).into_response())
+}
+
 async fn metrics(State(s): Api) -> Result<Response, ApiError> {
     // One reading of everything, so the series agree with each other.
     let io = s.daemon.io_status();
@@ -414,6 +475,7 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
         ("GET", "/v1/offload/vfs", get(vfs)),
         ("POST", "/v1/trace", post(trace)),
         ("POST", "/v1/why", post(why)),
+        ("POST", "/v1/capture", post(capture)),
         ("GET", "/v1/openapi.json", get(openapi)),
         ("GET", "/metrics", get(metrics)),
     ]
@@ -553,6 +615,20 @@ mod tests {
             },
         );
         documented("Applied", Applied { generation: 1 });
+        documented(
+            "CaptureRequest",
+            crate::api_types::CaptureRequest {
+                ports: vec!["wl0".into()],
+                tunnel: Some("t1".into()),
+                rule: Some(1),
+                verdict: Some(crate::api_types::Verdict::Dropped),
+                reason: Some("rule_drop".into()),
+                count: Some(1),
+                duration_ms: Some(1),
+                snaplen: Some(64),
+                ..Default::default()
+            },
+        );
         documented("Error", ErrorBody { error: "e".into(), path: None });
         documented(
             "VfView",

@@ -496,13 +496,13 @@ pub struct WhyReport {
 /// One check and how it came out.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
-    pub verdict: Verdict,
+    pub verdict: Outcome,
     pub check: Check,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Verdict {
+pub enum Outcome {
     Ok,
     Blocked,
     /// Not a blocker, but worth knowing (an assumption, a flood).
@@ -775,5 +775,67 @@ mod tests {
         }));
         assert!(matches!(v.sriov, Sriov::Unavailable { .. }));
         assert!(matches!(v.representors, Representors::Unavailable { .. }));
+    }
+}
+
+/// `POST /v1/capture`: which packets to record, and until when. Every
+/// filter given must hold; none given records everything. The answer is a
+/// pcapng stream (docs/api.md).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureRequest {
+    /// Record only packets received or sent on these ports (all when empty).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<String>,
+    /// Packets as received (`in`), as sent (`out`), or both (the default).
+    #[serde(default)]
+    pub direction: CaptureDirection,
+    /// Packets decapsulated from, or headed into, this tunnel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<String>,
+    /// Packets that matched the rule with this id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Packets dropped (wholly, or one of their copies) with this reason
+    /// (a name from `GET /v1/counters`' drops, such as `rule_drop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Stop after this many packets are written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Stop after this many milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Bytes kept of each packet (64 to 65535; all of it by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+}
+
+/// Which side of a port a capture records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureDirection {
+    In,
+    Out,
+    #[default]
+    Both,
+}
+
+/// A packet's fate: sent somewhere (at least one copy), or dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Forwarded,
+    Dropped,
+}
+
+impl Verdict {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Verdict::Forwarded => "forwarded",
+            Verdict::Dropped => "dropped",
+        }
     }
 }

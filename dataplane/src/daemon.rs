@@ -12,6 +12,7 @@ use engine::model::{Config, ConfigError};
 use engine::pipeline::Published;
 
 use crate::api_types::{TunnelStatus, WhyBasis, WhyReport, WhyRequest};
+use crate::capture::CaptureTap;
 use crate::history::{History, Recent};
 use crate::offload::Offloader;
 use crate::report::{CounterBoard, IoStatus, LiveInputs};
@@ -50,6 +51,8 @@ pub struct Daemon {
     config: Mutex<Config>,
     /// Counters of every worker, current and retired generations alike.
     counters: Arc<CounterBoard>,
+    /// Where the API arms a live capture and the workers find it.
+    capture: Arc<CaptureTap>,
     started: Instant,
     /// The generation published last, for those that follow changes (the
     /// datapath re-steers and re-resolves when tunnels or ports change).
@@ -102,6 +105,7 @@ impl Daemon {
             published: Arc::new(Published::new(rs)),
             config: Mutex::new(config),
             counters: Arc::new(CounterBoard::default()),
+            capture: Arc::new(CaptureTap::default()),
             started: Instant::now(),
             changed: tokio::sync::watch::Sender::new(generation),
             host_check: std::sync::OnceLock::new(),
@@ -184,6 +188,11 @@ impl Daemon {
     /// Where workers report their counters.
     pub fn counter_board(&self) -> Arc<CounterBoard> {
         Arc::clone(&self.counters)
+    }
+
+    /// Where a live capture is armed, for the workers and the API.
+    pub fn capture_tap(&self) -> Arc<CaptureTap> {
+        Arc::clone(&self.capture)
     }
 
     /// Everything counted since start, numbered by the current rule set.

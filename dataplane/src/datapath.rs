@@ -31,6 +31,7 @@ use engine::model::{Backend, Offloads, PortKind, TierSpec, TunnelType, XdpModeSp
 use engine::next_hop::NextHops;
 use engine::pipeline::Published;
 
+use crate::capture::CaptureTap;
 use crate::io::af_packet::{self, KernelSink};
 use crate::io::afxdp::{AfXdpError, Xsk, XskConfig};
 use crate::io::checksums::RxChecksums;
@@ -239,6 +240,8 @@ pub struct DatapathLinks {
     pub counters: Arc<CounterBoard>,
     /// Where the daemon's commit path writes the XDP tier's generation.
     pub tier_gens: Arc<TierGenerations>,
+    /// Where a live capture is armed.
+    pub capture: Arc<CaptureTap>,
 }
 
 pub struct Datapath {
@@ -402,6 +405,7 @@ impl Datapath {
             published: links.published,
             hops: links.hops,
             counters: Arc::clone(&links.counters),
+            capture: links.capture,
             queues: Arc::clone(&queues),
             stop: Arc::clone(&stop),
             tier: tier_link,

@@ -4,6 +4,7 @@ pub mod api;
 mod api_refusal;
 pub mod api_server;
 pub mod api_types;
+pub mod capture;
 pub mod client;
 pub mod daemon;
 pub mod datapath;

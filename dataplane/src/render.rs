@@ -11,7 +11,7 @@ use engine::model::PortKind;
 use engine::trace::TraceReport;
 
 use crate::api_types::{
-    Blocker, Check, Hop, NextHopStatus, Placement, Verdict, WhyBasis, WhyReport,
+    Blocker, Check, Hop, NextHopStatus, Outcome, Placement, WhyBasis, WhyReport,
 };
 
 /// One compiled tunnel in one line.
@@ -181,10 +181,10 @@ pub fn why(r: &WhyReport) -> String {
     }
     for f in &r.checks {
         let v = match f.verdict {
-            Verdict::Ok => "ok",
-            Verdict::Blocked => "BLOCKED",
-            Verdict::Note => "note",
-            Verdict::Skipped => "-",
+            Outcome::Ok => "ok",
+            Outcome::Blocked => "BLOCKED",
+            Outcome::Note => "note",
+            Outcome::Skipped => "-",
         };
         let _ = writeln!(s, "  {v:<8} {}", check_text(&f.check));
     }

@@ -1,12 +1,13 @@
-//! `overlayd replay`: pcap files through the real pipeline, with no privileges.
-//! Each input file is read as the traffic of one port; packets are processed
-//! in batches of up to 256 in timestamp order across all inputs, and what each
-//! port sends is written to its output file.
+//! `overlayd replay`: capture files through the real pipeline, with no
+//! privileges. Each input file (pcap or pcapng) is read as the traffic of one
+//! port; packets are processed in batches of up to 256 in timestamp order
+//! across all inputs, and what each port sends is written to its output file:
+//! pcapng when its name ends in `.pcapng`, classic pcap otherwise.
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::BufWriter;
-use std::path::PathBuf;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use encap::PacketBuf;
@@ -16,6 +17,7 @@ use engine::pipeline::{Outputs, Worker};
 use engine::trace::NoTrace;
 
 use crate::io::pcap::{PcapError, PcapReader, PcapWriter};
+use crate::io::pcapng::{Direction, Packet, PcapNgWriter};
 
 /// Largest batch, as on the live path.
 pub const BATCH: usize = 256;
@@ -33,6 +35,46 @@ pub enum ReplayError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: record {index} is {len} bytes, larger than the {max}-byte frame")]
     TooLong { path: PathBuf, index: usize, len: usize, max: usize },
+}
+
+/// One port's output file.
+enum Output {
+    Pcap(PcapWriter<BufWriter<File>>),
+    PcapNg(PcapNgWriter<BufWriter<File>>),
+}
+
+impl Output {
+    fn create(port: &str, path: &Path) -> io::Result<Output> {
+        let f = BufWriter::new(File::create(path)?);
+        if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("pcapng")) {
+            let mut w = PcapNgWriter::new(f, "overlayd replay")?;
+            w.add_interface(port, "overlayd port (replay output)")?;
+            Ok(Output::PcapNg(w))
+        } else {
+            Ok(Output::Pcap(PcapWriter::new(f)?))
+        }
+    }
+
+    fn write(&mut self, ts_ns: u64, data: &[u8]) -> io::Result<()> {
+        match self {
+            Output::Pcap(w) => w.write(ts_ns, data),
+            Output::PcapNg(w) => w.write_packet(&Packet {
+                interface: 0,
+                ts_ns,
+                orig_len: data.len() as u32,
+                data,
+                direction: Some(Direction::Outbound),
+                comment: None,
+            }),
+        }
+    }
+
+    fn finish(self) -> io::Result<()> {
+        match self {
+            Output::Pcap(w) => w.into_inner().flush(),
+            Output::PcapNg(w) => w.into_inner().flush(),
+        }
+    }
 }
 
 /// The result of a replay: counters, and how many frames each output got.
@@ -76,12 +118,10 @@ pub fn replay(
     }
     packets.sort_by_key(|(ts, order, _, _)| (*ts, *order));
 
-    let mut writers: HashMap<u16, (String, PcapWriter<BufWriter<File>>, usize)> = HashMap::new();
+    let mut writers: HashMap<u16, (String, Output, usize)> = HashMap::new();
     for (name, path) in outputs {
         let p = port(name)?;
-        let f =
-            File::create(path).map_err(|e| ReplayError::Io { path: path.clone(), source: e })?;
-        let w = PcapWriter::new(BufWriter::new(f))
+        let w = Output::create(name, path)
             .map_err(|e| ReplayError::Io { path: path.clone(), source: e })?;
         writers.insert(p, (name.clone(), w, 0));
     }
@@ -131,9 +171,7 @@ pub fn replay(
     }
     let mut written: Vec<(String, usize)> = Vec::new();
     for (_, (name, w, count)) in writers {
-        w.into_inner()
-            .into_inner()
-            .map_err(|e| ReplayError::Io { path: name.clone().into(), source: e.into_error() })?;
+        w.finish().map_err(|e| ReplayError::Io { path: name.clone().into(), source: e })?;
         written.push((name, count));
     }
     written.sort();

@@ -262,11 +262,21 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                 watcher.set_targets(targets(&daemon.rules()));
                 let tier_gens = Arc::new(TierGenerations::default());
                 daemon.set_publish_hook(Box::new(TierHook(Arc::clone(&tier_gens))));
+                // A live capture must see every packet: the tier pauses while one runs.
+                let paused = Arc::clone(&tier_gens);
+                daemon.capture_tap().on_arming(Box::new(move |armed| match paused.pause(armed) {
+                    Ok(()) if armed => tracing::info!(
+                        "XDP tier paused while a capture runs: its flows take the software path"
+                    ),
+                    Ok(()) => tracing::info!("XDP tier resumed"),
+                    Err(e) => tracing::error!(error = %e, "XDP tier not paused for the capture"),
+                }));
                 let links = DatapathLinks {
                     published: daemon.published(),
                     hops,
                     counters: daemon.counter_board(),
                     tier_gens,
+                    capture: daemon.capture_tap(),
                 };
                 let dp = Datapath::start(links.clone(), opts)?;
                 let slot: Slot = Arc::new(Mutex::new(Some(dp)));
@@ -328,11 +338,14 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
         let mut int = signal(SignalKind::interrupt())
             .map_err(|source| RunError::Signal { signal: "SIGINT", source })?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let capture = daemon.capture_tap();
         tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
+            // A running capture ends, so its connection lets the server stop.
+            capture.close();
             let _ = stop_tx.send(true);
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

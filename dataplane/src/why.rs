@@ -25,7 +25,7 @@ use engine::placement::RulePlacement;
 use engine::trace::{describe, describe_act, trace_steps, Stage, Step, TraceContext};
 
 use crate::api_types::{
-    Blocker, Check, Finding, FloodTargets, Hop, NextHopStatus, Placement, TraceReport, Verdict,
+    Blocker, Check, Finding, FloodTargets, Hop, NextHopStatus, Outcome, Placement, TraceReport,
     WhyBasis, WhyPath, WhyProto, WhyReport, WhyRequest,
 };
 use crate::history::Recent;
@@ -269,8 +269,8 @@ struct Walk<'a> {
 
 impl Walk<'_> {
     /// Records a check; the first blocker found is the answer.
-    fn push(&mut self, verdict: Verdict, check: Check, blocker: Option<Blocker>) {
-        let verdict = if blocker.is_some() { Verdict::Blocked } else { verdict };
+    fn push(&mut self, verdict: Outcome, check: Check, blocker: Option<Blocker>) {
+        let verdict = if blocker.is_some() { Outcome::Blocked } else { verdict };
         if self.blocker.is_none() {
             self.blocker = blocker;
         }
@@ -300,7 +300,7 @@ impl Walk<'_> {
                     attached: None,
                     mtu: None,
                 };
-                self.push(Verdict::Blocked, check, Some(b));
+                self.push(Outcome::Blocked, check, Some(b));
                 return self.report(None, String::new(), None, None);
             }
         };
@@ -317,7 +317,7 @@ impl Walk<'_> {
                     let with = self.q.vni.map(|v| format!(" with VNI/key {v}")).unwrap_or_default();
                     let why = format!("no tunnel{with} arrives on {pname}");
                     let check = Check::NotChecked { step: "tunnel".into(), why };
-                    self.push(Verdict::Blocked, check, Some(b));
+                    self.push(Outcome::Blocked, check, Some(b));
                     return self.report(Some(pname), String::new(), None, None);
                 }
             }
@@ -342,7 +342,7 @@ impl Walk<'_> {
                 Some(_) => "the path goes into no tunnel".into(),
                 None => "no rule matched, so no tunnel is chosen".into(),
             };
-            self.push(Verdict::Skipped, Check::NotChecked { step: "tunnel".into(), why }, None);
+            self.push(Outcome::Skipped, Check::NotChecked { step: "tunnel".into(), why }, None);
         }
         for &tn in &t.tunnels {
             self.check_neighbour(tn, &t);
@@ -449,7 +449,7 @@ impl Walk<'_> {
             attached,
             mtu,
         };
-        self.push(Verdict::Ok, check, blocker);
+        self.push(Outcome::Ok, check, blocker);
     }
 
     /// The tunnel a sender behind uplink `port` sends through: the first
@@ -563,7 +563,7 @@ impl Walk<'_> {
                     why: format!("the path forwards in VNI {used}, not {asked}"),
                 };
                 return self.push(
-                    Verdict::Blocked,
+                    Outcome::Blocked,
                     check,
                     Some(Blocker::VniMismatch { asked, used, by }),
                 );
@@ -575,7 +575,7 @@ impl Walk<'_> {
                     None => "no rule matched, and no VNI was given",
                 };
                 let check = Check::NotChecked { step: "fdb".into(), why: why.into() };
-                return self.push(Verdict::Skipped, check, None);
+                return self.push(Outcome::Skipped, check, None);
             }
         };
         let mac = self.to.mac;
@@ -599,10 +599,10 @@ impl Walk<'_> {
             None
         };
         let verdict = match (&entry, &flood) {
-            (Some(_), _) => Verdict::Ok,
+            (Some(_), _) => Outcome::Ok,
             // Unknown unicast or broadcast: flooded, if there is a list.
-            (None, Some(_)) => Verdict::Note,
-            (None, None) => Verdict::Skipped,
+            (None, Some(_)) => Outcome::Note,
+            (None, None) => Outcome::Skipped,
         };
         let check = Check::Fdb { vni, mac: mac.map(|m| m.to_string()), entry, flood };
         self.push(verdict, check, blocker);
@@ -630,7 +630,7 @@ impl Walk<'_> {
                 packet: t.summary.clone().unwrap_or_default(),
                 suggestion: self.suggest_rule(port, tname.as_deref()),
             };
-            return self.push(Verdict::Blocked, check, Some(blocker));
+            return self.push(Outcome::Blocked, check, Some(blocker));
         };
         let rule = &rs.rules[ri];
         let blocker = match t.drop {
@@ -651,7 +651,7 @@ impl Walk<'_> {
             actions: rule.actions.iter().map(|a| describe_act(&rs, a)).collect(),
             rules_on_port,
         };
-        self.push(Verdict::Ok, check, blocker);
+        self.push(Outcome::Ok, check, blocker);
     }
 
     /// A rule that would carry the packet, as `overlayctl rule add` arguments.
@@ -722,7 +722,7 @@ impl Walk<'_> {
             uplink,
             uplink_attached,
         };
-        self.push(Verdict::Ok, check, blocker);
+        self.push(Outcome::Ok, check, blocker);
     }
 
     fn check_neighbour(&mut self, tn: u16, t: &Traced) {
@@ -756,7 +756,7 @@ impl Walk<'_> {
                 state,
             }
         });
-        let verdict = if assumed { Verdict::Note } else { Verdict::Ok };
+        let verdict = if assumed { Outcome::Note } else { Outcome::Ok };
         let check =
             Check::Neighbour { tunnel: tun.name.clone(), remote: tun.remote, next_hop, assumed };
         self.push(verdict, check, blocker);
@@ -771,7 +771,7 @@ impl Walk<'_> {
                 "the path goes into no tunnel"
             };
             let check = Check::NotChecked { step: "mtu".into(), why: why.into() };
-            return self.push(Verdict::Skipped, check, None);
+            return self.push(Outcome::Skipped, check, None);
         }
         let pname = rs.ports[port as usize].name.clone();
         let (workload_mtu, assumed) =
@@ -813,9 +813,9 @@ impl Walk<'_> {
                 })
             };
             let verdict = if assumed && workload_mtu > inner_mtu as u32 {
-                Verdict::Note
+                Outcome::Note
             } else {
-                Verdict::Ok
+                Outcome::Ok
             };
             let check = Check::Mtu {
                 tunnel: tun.name.clone(),
@@ -836,8 +836,8 @@ impl Walk<'_> {
             self.o.placement.iter().find(|p| p.rule == id).map(Placement::from)
         });
         let verdict = match placement {
-            Some(Placement::Hardware { .. }) => Verdict::Note,
-            _ => Verdict::Ok,
+            Some(Placement::Hardware { .. }) => Outcome::Note,
+            _ => Outcome::Ok,
         };
         self.push(verdict, Check::Tier { tier: tier(rs, port), placement }, None);
     }
@@ -850,7 +850,7 @@ impl Walk<'_> {
                 _ => "no sample of this generation's counters yet (a few seconds after a start or a change)".to_string(),
             };
             return self.push(
-                Verdict::Skipped,
+                Outcome::Skipped,
                 Check::NotChecked { step: "counters".into(), why },
                 None,
             );
@@ -892,7 +892,7 @@ impl Walk<'_> {
             secs: r.secs,
         });
         let check = Check::Counters { window_secs: Some(r.secs), moved };
-        self.push(Verdict::Ok, check, blocker);
+        self.push(Outcome::Ok, check, blocker);
     }
 
     /// Fills in each tunnel hop's next-hop MAC, where known.
@@ -1146,7 +1146,7 @@ tunnels = ["t1"]
         );
         assert_eq!(r.tier, "software (AF_XDP)");
         assert!(r.trace.unwrap().live);
-        assert!(r.checks.iter().all(|f| f.verdict != Verdict::Blocked), "{text}");
+        assert!(r.checks.iter().all(|f| f.verdict != Outcome::Blocked), "{text}");
         assert!(text.contains("rule 1 (priority 10) matches: encap into tunnel t1"), "{text}");
         assert!(text.contains("path: port wl0 -> rule 1"), "{text}");
         // The order of the walk.
@@ -1177,7 +1177,7 @@ tunnels = ["t1"]
         let r = why(rules(), &live(), &q).unwrap();
         assert_eq!(r.blocker, None, "{}", crate::render::why(&r));
         assert_eq!(r.port.as_deref(), Some("wl1"), "rule 3 names the sender on wl1");
-        assert!(r.checks.iter().any(|f| f.verdict == Verdict::Ok
+        assert!(r.checks.iter().any(|f| f.verdict == Outcome::Ok
             && matches!(&f.check, Check::Fdb { vni: 42, entry: Some(t), .. } if t == "t1")));
     }
 
@@ -1187,9 +1187,9 @@ tunnels = ["t1"]
         let text = crate::render::why(&r);
         assert_eq!((r.basis, &r.blocker), (WhyBasis::Offline, &None), "{text}");
         assert!(r.path.is_some());
-        assert!(r.checks.iter().any(|f| f.verdict == Verdict::Note
+        assert!(r.checks.iter().any(|f| f.verdict == Outcome::Note
             && matches!(f.check, Check::Neighbour { assumed: true, .. })));
-        assert!(r.checks.iter().any(|f| f.verdict == Verdict::Note
+        assert!(r.checks.iter().any(|f| f.verdict == Outcome::Note
             && matches!(f.check, Check::Mtu { workload_mtu_assumed: true, .. })));
         assert!(text.contains("offline: the configuration alone"), "{text}");
         assert!(text.contains("assumed resolved"), "{text}");

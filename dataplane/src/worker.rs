@@ -7,6 +7,7 @@
 //!     for each queue {
 //!         receive       up to a batch of frames, bounded by TX room
 //!         process       the engine: classify, act, encapsulate in place
+//!                       (through the capture when one is armed)
 //!         offer         flows decided for the first time, to the XDP tier
 //!         transmit      each output port's frames onto its queue, one kick
 //!     }
@@ -34,6 +35,7 @@ use engine::next_hop::NextHops;
 use engine::pipeline::{Outputs, Published, Worker};
 use engine::trace::NoTrace;
 
+use crate::capture::{CaptureTap, WorkerCapture};
 use crate::io::memory::{FrameAddr, Umem, FRAME_SIZE, HEADROOM};
 use crate::io::tier::TierLink;
 use crate::io::{sys, InputDrop, PortQueue, RxCtx, RxDesc, TxFailure};
@@ -83,6 +85,7 @@ pub struct WorkerLinks {
     pub hops: Arc<NextHops>,
     pub counters: Arc<CounterBoard>,
     pub queues: Arc<QueueBoard>,
+    pub capture: Arc<CaptureTap>,
     pub stop: Arc<AtomicBool>,
     /// The XDP tier's owner, when the tier is on.
     pub tier: Option<TierLink>,
@@ -174,6 +177,7 @@ struct WorkerLoop<'m> {
     map: PortMap,
     out: Outputs<'m>,
     hops_seen: u64,
+    capture: WorkerCapture,
     /// Frames this worker owns and nobody uses.
     free: Vec<FrameAddr>,
     descs: Vec<RxDesc>,
@@ -218,6 +222,7 @@ impl<'m> WorkerLoop<'m> {
             map,
             out,
             hops_seen: links.hops.version(),
+            capture: WorkerCapture::default(),
             descs: Vec::with_capacity(BATCH),
             batch: Vec::with_capacity(BATCH),
             in_drops: Vec::new(),
@@ -243,7 +248,7 @@ impl<'m> WorkerLoop<'m> {
         self.out = Outputs::new(self.engine.rules().ports.len(), BATCH);
     }
 
-    /// Phase: a new generation, new next hops.
+    /// Phase: a new generation, new next hops, a capture armed or disarmed.
     fn sync(&mut self) {
         if self.engine.sync(&self.links.published).is_some() {
             self.adopt_generation();
@@ -253,6 +258,7 @@ impl<'m> WorkerLoop<'m> {
             self.hops_seen = v;
             self.engine.apply_next_hops(&self.links.hops.snapshot());
         }
+        self.capture.sync(&self.links.capture, self.engine.rules());
     }
 
     /// Phase: frames the kernel is done with come back to the free list
@@ -309,14 +315,25 @@ impl<'m> WorkerLoop<'m> {
             PacketBuf::new(frame, HEADROOM, 0)
         };
         let now_ns = self.start.elapsed().as_nanos() as u64;
-        self.engine.process(
-            in_port,
-            &mut self.batch,
-            &mut pool,
-            &mut self.out,
-            now_ns,
-            &mut NoTrace,
-        );
+        // Disarmed, a capture costs this one branch per batch.
+        match self.capture.armed() {
+            None => self.engine.process(
+                in_port,
+                &mut self.batch,
+                &mut pool,
+                &mut self.out,
+                now_ns,
+                &mut NoTrace,
+            ),
+            Some(c) => c.process(
+                &mut self.engine,
+                in_port,
+                &mut self.batch,
+                &mut pool,
+                &mut self.out,
+                now_ns,
+            ),
+        }
     }
 
     /// Phase: the flows whose first packet the batch decided go to the XDP

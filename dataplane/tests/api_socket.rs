@@ -669,3 +669,16 @@ fn every_answer_reads_back_into_the_shared_types() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("control only") && out.contains("path: port wl0 -> rule 20"), "{out}");
 }
+
+#[test]
+fn capture_needs_a_datapath() {
+    let dir = tempdir("capture");
+    let d = Daemon::start(&dir, Some(&example()));
+    let file = dir.join("c.pcapng");
+    let (code, _, err) = ctl(&d.socket, &["capture", "-c", "1", "-w", file.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("control only") && err.contains("HTTP 503"), "{err}");
+    assert!(!file.exists(), "a refused capture leaves no file");
+    let (code, _, err) = ctl(&d.socket, &["capture", "--duration", "0", "-w", "-"]);
+    assert_eq!(code, 2, "{err}");
+}

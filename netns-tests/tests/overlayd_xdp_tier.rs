@@ -449,3 +449,50 @@ fn the_tier_off_leaves_everything_to_af_xdp() {
     let _ = (&r.wb, &r.wbe);
     r.finish();
 }
+
+/// A live capture sees every packet: while one is armed the tier pauses (its
+/// entries go inert and the flow takes the AF_XDP path the capture records),
+/// and when the capture ends the same entry serves the flow again.
+#[test]
+fn a_capture_pulls_tier_flows_back_to_the_software_path() {
+    if !require_root("a_capture_pulls_tier_flows_back_to_the_software_path") {
+        return;
+    }
+    let r = build("xdp_tier = \"auto\"");
+    // Establish the flow in the tier.
+    let mut s = Background::spawn(sender(&r.wa, 1, 500, 0.0005, None), "udp sender");
+    assert!(s.wait_timeout(Duration::from_secs(60)).is_some_and(|s| s.success()), "sender failed");
+    r.d.settled_counters();
+    assert_eq!(u(&r.tier()["entries"]), 1, "the flow is not in the tier: {}", r.why());
+
+    // A capture of what wl receives for 4 s, while the flow sends N packets.
+    const N: u32 = 300;
+    let dir = TempDir::new("tiercap");
+    let file = dir.join("wl.pcapng");
+    let mut cmd = std::process::Command::new(project_bin("overlayctl"));
+    cmd.arg("--socket").arg(r.d.socket()).args(["capture", "--port", "wl", "--direction", "in"]);
+    cmd.args(["--duration", "4", "-w"]).arg(&file);
+    cmd.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    let mut cap = Background::spawn(cmd, "overlayctl capture");
+    let armed =
+        wait_until(Duration::from_secs(10), || std::fs::metadata(&file).is_ok_and(|m| m.len() > 0));
+    assert!(armed, "the capture did not start: {}", r.why());
+    std::thread::sleep(Duration::from_millis(200));
+    let hits0 = u(&r.tier()["hits"]);
+    let mut s = Background::spawn(sender(&r.wa, 1, N, 0.002, None), "udp sender");
+    assert!(s.wait_timeout(Duration::from_secs(60)).is_some_and(|s| s.success()), "sender failed");
+    let st = cap.wait_timeout(Duration::from_secs(40));
+    assert!(st.is_some_and(|s| s.success()), "overlayctl capture: {st:?}: {}", r.why());
+    r.d.settled_counters();
+    assert_eq!(u(&r.tier()["hits"]), hits0, "the tier forwarded during the capture: {}", r.why());
+    let seq = sequence(&read_pcap(&file), 0);
+    assert_eq!(seq.len(), N as usize, "the capture missed packets of the tier's flow");
+    assert!(r.d.log().contains("XDP tier paused"), "the daemon did not say so: {}", r.why());
+
+    // Disarmed: the entry serves the flow again.
+    let mut s = Background::spawn(sender(&r.wa, 1, 300, 0.0005, None), "udp sender");
+    assert!(s.wait_timeout(Duration::from_secs(60)).is_some_and(|s| s.success()), "sender failed");
+    r.d.settled_counters();
+    assert!(u(&r.tier()["hits"]) >= hits0 + 250, "the tier did not resume: {}", r.why());
+    r.finish();
+}

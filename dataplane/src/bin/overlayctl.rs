@@ -11,7 +11,7 @@ use dataplane::api_types::{
     Applied, Counters, ErrorBody, OffloadView, Placement, PortProbe, Representors, RuleView, Sriov,
     Status, TunnelStatus, VfView,
 };
-use dataplane::client::{request, Response};
+use dataplane::client::{request, request_streaming, Response};
 use engine::model::{FdbEntry, Port};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -73,6 +73,9 @@ enum Cmd {
     /// Why can (or can't) one address reach another: the path, or the first
     /// blocker and what to change.
     Why(dataplane::why::WhyArgs),
+    /// Record live packets, with their fate, to pcapng (a file, or - for
+    /// standard output: `overlayctl capture -w - | tshark -r -`).
+    Capture(CaptureArgs),
     /// Explain one packet's path through the live rules.
     Trace {
         #[arg(long)]
@@ -618,6 +621,7 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
                 print!("{}", dataplane::render::why(&parse(&r)?));
             }
         }
+        Cmd::Capture(args) => capture(&cli.socket, args)?,
         Cmd::Trace { in_port, packet, hex } => {
             let req = serde_json::json!({ "in_port": in_port, "packet": packet, "hex": hex });
             let body = serde_json::to_vec(&req).unwrap();
@@ -631,5 +635,146 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
             }
         }
     }
+    Ok(())
+}
+
+// ---- overlayctl capture ----
+
+#[derive(clap::Args)]
+struct CaptureArgs {
+    /// Where to write the pcapng: a file, or - for standard output.
+    #[arg(short = 'w', long = "write")]
+    write: PathBuf,
+    /// Only packets received or sent on this port (repeatable).
+    #[arg(long = "port")]
+    ports: Vec<String>,
+    /// Packets as received, as sent, or both.
+    #[arg(long, value_parser = ["in", "out", "both"], default_value = "both")]
+    direction: String,
+    /// Only packets decapsulated from, or headed into, this tunnel.
+    #[arg(long)]
+    tunnel: Option<String>,
+    /// Only packets that matched the rule with this id.
+    #[arg(long)]
+    rule: Option<u32>,
+    #[arg(long, value_parser = ["forwarded", "dropped"])]
+    verdict: Option<String>,
+    /// Only packets dropped (or one of whose copies was) with this reason, as
+    /// `overlayctl counters` names it.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Stop after this many packets.
+    #[arg(short = 'c', long)]
+    count: Option<u64>,
+    /// Stop after this many seconds (decimals allowed).
+    #[arg(short = 'd', long)]
+    duration: Option<f64>,
+    /// Bytes kept of each packet.
+    #[arg(long)]
+    snaplen: Option<u32>,
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Ctrl-C ends a capture cleanly: the handler is installed without
+/// SA_RESTART, so the wait for the next packet returns.
+fn catch_interrupt() {
+    // SAFETY: the handler only stores to an atomic (async-signal-safe); the
+    // sigaction structure is fully initialised before use.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_interrupt as *const () as usize;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
+    }
+}
+
+fn capture(socket: &std::path::Path, a: &CaptureArgs) -> Result<(), (u8, String)> {
+    use dataplane::api_types::{CaptureDirection, CaptureRequest, Verdict};
+    use dataplane::io::pcapng::StreamSummary;
+    use std::io::Write;
+
+    let duration_ms = match a.duration {
+        Some(d) if !(d > 0.0 && d.is_finite()) => {
+            return Err((2, "--duration must be a positive number of seconds".into()))
+        }
+        Some(d) => Some(((d * 1000.0).round() as u64).max(1)),
+        None => None,
+    };
+    let req = CaptureRequest {
+        ports: a.ports.clone(),
+        direction: match a.direction.as_str() {
+            "in" => CaptureDirection::In,
+            "out" => CaptureDirection::Out,
+            _ => CaptureDirection::Both,
+        },
+        tunnel: a.tunnel.clone(),
+        rule: a.rule,
+        verdict: a.verdict.as_deref().map(|v| match v {
+            "forwarded" => Verdict::Forwarded,
+            _ => Verdict::Dropped,
+        }),
+        reason: a.reason.clone(),
+        count: a.count,
+        duration_ms,
+        snaplen: a.snaplen,
+    };
+    let to_stdout = a.write.as_os_str() == "-";
+    let mut out: Box<dyn Write> = if to_stdout {
+        Box::new(std::io::stdout().lock())
+    } else {
+        let f = std::fs::File::create(&a.write)
+            .map_err(|e| (2, format!("{}: {e}", a.write.display())))?;
+        Box::new(std::io::BufWriter::new(f))
+    };
+    let mut summary = StreamSummary::default();
+    let mut written = 0u64;
+    let mut sink = |b: &[u8]| -> std::io::Result<()> {
+        summary.feed(b);
+        out.write_all(b)?;
+        written += b.len() as u64;
+        // Whoever reads the pipe sees each packet as it comes.
+        out.flush()
+    };
+    catch_interrupt();
+    let body = serde_json::to_vec(&req).expect("a request serialises");
+    let r = request_streaming(socket, "POST", "/v1/capture", &body, &mut sink);
+    drop(out);
+    let refused = |e: (u8, String)| {
+        if !to_stdout {
+            let _ = std::fs::remove_file(&a.write);
+        }
+        e
+    };
+    match r {
+        Ok(r) => drop(check(r).map_err(refused)?),
+        // Whoever read the pipe stopped reading: the capture ends there.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => {
+            return Err(refused((4, format!("capture from overlayd at {}: {e}", socket.display()))))
+        }
+    }
+    let dest = if to_stdout { "standard output".into() } else { a.write.display().to_string() };
+    if !summary.pending().is_empty() && !to_stdout {
+        // Interrupted inside a block: keep the whole ones.
+        let keep = written - summary.pending().len() as u64;
+        if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&a.write) {
+            let _ = f.set_len(keep);
+        }
+    }
+    let lost = summary.lost();
+    eprintln!(
+        "overlayctl: {} packets captured to {dest}{}",
+        summary.packets,
+        if lost > 0 {
+            format!("; {lost} selected but not recorded (the capture buffer was full)")
+        } else {
+            String::new()
+        }
+    );
     Ok(())
 }

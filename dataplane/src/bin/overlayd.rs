@@ -1,7 +1,7 @@
 //! `overlayd`: the overlay dataplane.
 //!
 //! - `check`: validate a configuration and show what it compiles to;
-//! - `replay`: run pcap files through the real pipeline, no privileges needed;
+//! - `replay`: run pcap or pcapng files through the real pipeline, no privileges needed;
 //! - `trace`: explain one packet's path through the rules;
 //! - `why`: whether one address reaches another, and if not what stops it;
 //! - `run`: the daemon (today its control plane: the API, persistence and
@@ -70,14 +70,15 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Run pcap files through the pipeline and print the counters.
+    /// Run pcap or pcapng files through the pipeline and print the counters.
     Replay {
         #[arg(long)]
         config: PathBuf,
-        /// PORT=FILE.pcap: traffic arriving on PORT (repeatable).
+        /// PORT=FILE: traffic arriving on PORT, pcap or pcapng (repeatable).
         #[arg(long = "input", value_parser = port_file, required = true)]
         inputs: Vec<(String, PathBuf)>,
-        /// PORT=FILE.pcap: where to write what PORT sends (repeatable).
+        /// PORT=FILE: where to write what PORT sends, pcapng if FILE ends in
+        /// .pcapng, else pcap (repeatable).
         #[arg(long = "output", value_parser = port_file)]
         outputs: Vec<(String, PathBuf)>,
         #[arg(long)]

@@ -15,7 +15,8 @@
 //! | `uring.rs` | io_uring queues for AF_PACKET and TAP ports |
 //! | `virtio.rs`, `gso.rs` | the virtio-net header: checksum completion, segmentation |
 //! | `checksums.rs` | checksums of frames received without their state (AF_XDP) |
-//! | `pcap.rs` | pcap files for `replay` |
+//! | `pcap.rs` | pcap and pcapng files read, classic pcap written (`replay`) |
+//! | `pcapng.rs` | pcapng written: `replay` outputs and live captures |
 //!
 //! A worker drives every queue it serves through [`PortQueue`], whatever the
 //! backend: frames live in the worker's packet memory, so a packet received
@@ -29,6 +30,7 @@ pub mod gso;
 pub mod memory;
 pub mod netdev;
 pub mod pcap;
+pub mod pcapng;
 pub mod steer;
 pub mod sys;
 pub mod tap;

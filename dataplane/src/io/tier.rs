@@ -288,15 +288,38 @@ pub struct TierGenError {
 #[derive(Default)]
 pub struct TierGenerations {
     maps: Mutex<Vec<(String, TierGen)>>,
+    /// The rule set's generation last published, and whether the tier is
+    /// paused (a live capture runs): then the programs hold [`PAUSED`],
+    /// which no entry carries, so every packet misses and takes the AF_XDP
+    /// path where the capture sees it.
+    state: Mutex<(u64, bool)>,
 }
 
+/// The generation programs hold while the tier is paused.
+pub const PAUSED: u64 = u64::MAX;
+
 impl TierGenerations {
-    /// Writes `generation` into every program's generation map.
+    /// Writes `generation` into every program's generation map (or keeps
+    /// them paused, remembering it).
     pub fn publish(&self, generation: u64) -> Result<(), TierGenError> {
+        let mut st = lock(&self.state);
+        st.0 = generation;
+        self.write(if st.1 { PAUSED } else { generation })
+    }
+
+    /// Pauses the tier (every entry inert) or resumes it (the entries of the
+    /// current rule set live again), before returning.
+    pub fn pause(&self, paused: bool) -> Result<(), TierGenError> {
+        let mut st = lock(&self.state);
+        st.1 = paused;
+        self.write(if paused { PAUSED } else { st.0 })
+    }
+
+    fn write(&self, value: u64) -> Result<(), TierGenError> {
         let mut maps = lock(&self.maps);
         let mut first_err = None;
         for (ifname, g) in maps.iter_mut() {
-            if let Err(e) = g.0.set(0, generation, 0) {
+            if let Err(e) = g.0.set(0, value, 0) {
                 first_err
                     .get_or_insert(TierGenError { ifname: ifname.clone(), reason: e.to_string() });
             }
@@ -312,9 +335,11 @@ impl TierGenerations {
         maps: Vec<(String, TierGen)>,
         current: impl Fn() -> u64,
     ) -> Result<(), TierGenError> {
+        let mut st = lock(&self.state);
         let mut g = lock(&self.maps);
         *g = maps;
-        let generation = current();
+        st.0 = current();
+        let generation = if st.1 { PAUSED } else { st.0 };
         for (ifname, m) in g.iter_mut() {
             m.0.set(0, generation, 0)
                 .map_err(|e| TierGenError { ifname: ifname.clone(), reason: e.to_string() })?;
