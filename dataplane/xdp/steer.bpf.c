@@ -55,6 +55,7 @@ enum stat {
 	ST_TIER_TOO_LONG,  /* longer than the entry handles (MTU) */
 	ST_TIER_NO_TX,     /* the output port is not in tier_tx */
 	ST_TIER_NO_ROOM,   /* no headroom for the outer header */
+	ST_TIER_PARTIAL,   /* a partial TCP/UDP checksum, left for an offload */
 	ST_MAX,
 };
 
@@ -263,6 +264,7 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c)
 	struct ethhdr *eth = data;
 	struct tier_key k = {};
 	__u8 proto, tos, ttl, df;
+	__u32 psum; /* the L4 pseudo-header's sum, without the protocol */
 	void *l4;
 
 	if ((void *)(eth + 1) > end)
@@ -285,6 +287,9 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c)
 		tos = ip->tos;
 		ttl = ip->ttl;
 		df = (ip->frag_off & bpf_htons(0x4000)) != 0;
+		__u32 sa = bpf_ntohl(ip->saddr), da = bpf_ntohl(ip->daddr);
+		psum = (sa >> 16) + (sa & 0xffff) + (da >> 16) + (da & 0xffff) +
+		       (__u16)(bpf_ntohs(ip->tot_len) - sizeof(*ip));
 		l4 = ip + 1;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
@@ -301,6 +306,11 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c)
 		tos = (ip6->priority << 4) | (ip6->flow_lbl[0] >> 4);
 		ttl = ip6->hop_limit;
 		df = 1; /* the engine's inherit rule: routers never fragment IPv6 */
+		psum = bpf_ntohs(ip6->payload_len);
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			psum += bpf_ntohs(ip6->saddr.in6_u.u6_addr16[i]) +
+				bpf_ntohs(ip6->daddr.in6_u.u6_addr16[i]);
 		l4 = ip6 + 1;
 	} else {
 		return TIER_MISS; /* VLAN tags, ARP, ...: the engine's */
@@ -309,6 +319,10 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c)
 		return TIER_MISS;
 	__be16 *ports = l4;
 	if ((void *)(ports + 2) > end)
+		return TIER_MISS;
+	/* The checksum field is part of what a tier frame must have (see below). */
+	__u16 *csum = l4 + (proto == IPPROTO_TCP ? 16 : 6);
+	if ((void *)(csum + 1) > end)
 		return TIER_MISS;
 	k.w[7] = ((__u64)proto << 56) | ((__u64)bpf_ntohs(ports[0]) << 40) |
 		 ((__u64)bpf_ntohs(ports[1]) << 24);
@@ -323,6 +337,17 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c)
 	__u32 len = end - data;
 	if (len > e->max_len)
 		return count(ST_TIER_TOO_LONG, TIER_MISS);
+	/* A sender with checksum offload (a container's veth, by default) leaves
+	 * the checksum partial: the field holds the pseudo-header's folded sum,
+	 * for hardware to finish. XDP does not see that state, and forwarding
+	 * the frame as it is would deliver a bad checksum; the software path
+	 * finishes it (io/checksums.rs). A full checksum equal to that sum is a
+	 * 1 in 65536 coincidence that only costs the slow path. */
+	psum += proto;
+	psum = (psum & 0xffff) + (psum >> 16);
+	psum = (psum & 0xffff) + (psum >> 16);
+	if (bpf_ntohs(*csum) == psum)
+		return count(ST_TIER_PARTIAL, TIER_MISS);
 	__u32 slot = e->slot;
 	struct tier_count *n = bpf_map_lookup_elem(&tier_counts, &slot);
 	if (!n)

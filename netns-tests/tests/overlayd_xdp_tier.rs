@@ -29,7 +29,15 @@ struct Rig {
 }
 
 /// `top`: top-level settings placed before the tables of the configuration.
+/// The workloads send with checksum offload off, so their frames carry full
+/// checksums the tier may forward as they are.
 fn build(top: &str) -> Rig {
+    build_rig(top, true)
+}
+
+/// As [`build`]; `workload_tx_off`: false leaves the workloads at their
+/// default veth offloads (partial checksums).
+fn build_rig(top: &str, workload_tx_off: bool) -> Rig {
     let ha = Netns::new("ha");
     let hb = Netns::new("hb");
     let wa = Netns::new("wa");
@@ -48,7 +56,9 @@ fn build(top: &str) -> Rig {
         ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
         ns.ip(&["link", "set", dev, "mtu", "1450"]);
         ns.ip(&["addr", "add", ip, "dev", dev]);
-        ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
+        if workload_tx_off {
+            ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
+        }
     }
     hb.exec(&["ethtool", "-K", &ub, "tx", "off"]);
     // NAPI on B's end: overlayd's XDP program may redirect out of `up`.
@@ -494,5 +504,44 @@ fn a_capture_pulls_tier_flows_back_to_the_software_path() {
     assert!(s.wait_timeout(Duration::from_secs(60)).is_some_and(|s| s.success()), "sender failed");
     r.d.settled_counters();
     assert!(u(&r.tier()["hits"]) >= hits0 + 250, "the tier did not resume: {}", r.why());
+    r.finish();
+}
+
+/// A workload at its default veth offloads leaves every UDP checksum partial
+/// (for an offload that never happens once the frame goes through XDP). The
+/// tier must not forward those: its entry exists, but every frame goes to
+/// AF_XDP, which finishes the checksum; host B gets every packet with a valid
+/// inner checksum.
+#[test]
+fn the_tier_leaves_partial_checksums_to_the_software_path() {
+    if !require_root("the_tier_leaves_partial_checksums_to_the_software_path") {
+        return;
+    }
+    let r = build_rig("xdp_tier = \"auto\"", false);
+    let dir = TempDir::new("tierpartial");
+    let pcap = dir.join("underlay.pcap");
+    let cap = Capture::start(&r.hb, &r.ub, "udp port 4789", &pcap, 100_000, 60);
+    const N: u32 = 1000;
+    let mut s = Background::spawn(sender(&r.wa, 1, N, 0.0005, None), "udp sender");
+    assert!(s.wait_timeout(Duration::from_secs(60)).is_some_and(|s| s.success()), "sender failed");
+    r.d.settled_counters();
+    std::thread::sleep(Duration::from_millis(600));
+    let file = cap.finish();
+    let frames = read_pcap(&file);
+    let mut inner: Vec<Vec<u8>> = frames
+        .iter()
+        .filter(|f| f.len() > 50 && sequence(&[f.to_vec()], 50).len() == 1)
+        .map(|f| f[50..].to_vec())
+        .collect();
+    assert_eq!(inner.len(), N as usize, "B did not get every packet: {}", r.why());
+    for f in inner.iter_mut() {
+        assert_eq!(encap::settle(f), Ok(encap::Settled::Valid), "an inner checksum is not valid");
+    }
+    let t = r.tier();
+    assert_eq!(u(&t["hits"]), 0, "the tier forwarded partial checksums: {}", r.why());
+    let st = r.d.status();
+    let wl = st["io"]["ports"].as_array().unwrap().iter().find(|p| p["port"] == "wl").unwrap();
+    let partial = u(&wl["tier"]["partial_checksum"]);
+    assert!(partial >= N as u64 * 9 / 10, "partial checksums not seen by the tier: {}", r.why());
     r.finish();
 }

@@ -219,6 +219,10 @@ pub fn tier_key(frame: &[u8], in_port: u16) -> Option<FlowKey> {
     if proto != 6 && proto != 17 {
         return None;
     }
+    // Through the checksum field, which the program must read (a partial
+    // checksum stays with the software path).
+    let csum_end = l4 + if proto == 6 { 18 } else { 8 };
+    frame.get(..csum_end)?;
     let p = frame.get(l4..l4 + 4)?;
     k.0[7] = ((proto as u64) << 56)
         | ((u16::from_be_bytes([p[0], p[1]]) as u64) << 40)
@@ -241,6 +245,10 @@ pub struct TierProgramStats {
     pub no_tx: u64,
     /// Frames without headroom for the outer header (to AF_XDP).
     pub no_headroom: u64,
+    /// Frames with a partial TCP/UDP checksum, left for an offload by a
+    /// sender the tier cannot see (to AF_XDP, which finishes it).
+    #[serde(default)]
+    pub partial_checksum: u64,
 }
 
 /// One program's flow, counter and output maps: the owner's.

@@ -251,6 +251,7 @@ impl SteerProgram {
             too_long: sum(9)?,
             no_tx: sum(10)?,
             no_headroom: sum(11)?,
+            partial_checksum: sum(12)?,
         })
     }
 

@@ -48,8 +48,11 @@ fn shapes() -> Vec<(Vec<u8>, bool)> {
     let mut v5 = udp.clone();
     v5[14] = 0x55;
     v.push((v5, false));
-    v.push((udp[..14 + 20 + 3].to_vec(), false)); // ports cut short
-    v.push((udp[..14 + 20 + 4].to_vec(), true)); // both ports, no UDP length
+    // Ports cut short; then both ports but no checksum field, which the
+    // program must read (a partial checksum stays with the software path).
+    v.push((udp[..14 + 20 + 3].to_vec(), false));
+    v.push((udp[..14 + 20 + 4].to_vec(), false));
+    v.push((udp[..14 + 20 + 8].to_vec(), true)); // the whole UDP header
     v.push((udp[..13].to_vec(), false));
     v
 }
