@@ -265,11 +265,14 @@ pub struct TierGen(Array<MapData, u64>);
 impl TierMaps {
     /// Takes the tier's maps out of a loaded object whose flow and counter
     /// maps hold `capacity` entries.
-    pub fn take(ebpf: &mut Ebpf, capacity: u32) -> Result<(TierMaps, TierGen), String> {
-        let mut take = |name: &str| {
-            ebpf.take_map(name).ok_or_else(|| format!("the object has no map {name:?}"))
+    pub fn take(ebpf: &mut Ebpf, capacity: u32) -> Result<(TierMaps, TierGen), TierMapError> {
+        let mut take = |name: &'static str| {
+            ebpf.take_map(name)
+                .ok_or(TierMapError { map: name, reason: "the object has no such map".into() })
         };
-        let e = |what: &'static str| move |e: aya::maps::MapError| format!("{what}: {e}");
+        let e = |map: &'static str| {
+            move |e: aya::maps::MapError| TierMapError { map, reason: e.to_string() }
+        };
         let flows = HashMap::try_from(take("tier_flows")?).map_err(e("tier_flows"))?;
         let counts = PerCpuArray::try_from(take("tier_counts")?).map_err(e("tier_counts"))?;
         let tx = DevMap::try_from(take("tier_tx")?).map_err(e("tier_tx"))?;
@@ -282,6 +285,14 @@ impl TierMaps {
         let v = self.counts.get(&slot, 0).ok()?;
         Some(v.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes)))
     }
+}
+
+/// A map of the tier that the loaded object lacks or that has the wrong type.
+#[derive(Debug, thiserror::Error)]
+#[error("the tier's map {map}: {reason}")]
+pub struct TierMapError {
+    pub map: &'static str,
+    pub reason: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -532,8 +543,8 @@ struct Output {
     ifindex: u32,
     /// Why it can never be an output, if so.
     fixed: Option<String>,
-    /// Ok: frames may be redirected out of it.
-    state: Result<(), String>,
+    /// Why frames may not be redirected out of it now (`None`: they may).
+    refused: Option<String>,
     /// Largest frame it sends (MTU + Ethernet header).
     max_frame: usize,
 }
@@ -575,7 +586,7 @@ impl Tier {
             outputs.push(Output {
                 name: p.name.clone(),
                 ifindex: p.ifindex,
-                state: Err("not probed yet".into()),
+                refused: Some("not probed yet".into()),
                 fixed,
                 max_frame,
             });
@@ -647,7 +658,7 @@ impl Tier {
                 .map(|(o, i)| TierPortStatus {
                     port: o.name.clone(),
                     entries: i.as_ref().map(|i| live(i) as u64),
-                    not_output: o.state.clone().err(),
+                    not_output: o.refused.clone(),
                 })
                 .collect(),
         }
@@ -718,7 +729,7 @@ impl State {
         let mut max_len = u16::MAX as usize;
         if let Some(p) = out {
             match self.outputs.get(p as usize) {
-                Some(o) if o.state.is_ok() => {
+                Some(o) if o.refused.is_none() => {
                     max_len = o.max_frame.saturating_sub(added);
                 }
                 _ => return s.fail(InstallFailure::CannotRedirect),
@@ -816,18 +827,20 @@ impl State {
         for i in 0..self.outputs.len() {
             let o = &self.outputs[i];
             let now = match &o.fixed {
-                Some(r) => Err(r.clone()),
+                Some(r) => Some(r.clone()),
                 None => match netdev::xdp_features(o.ifindex) {
-                    Ok(f) if f.takes_redirects() => Ok(()),
-                    Ok(_) => Err("its driver does not take redirected frames (ndo_xdp_xmit; a \
-                                  veth takes them only while its peer runs XDP or has GRO on)"
-                        .to_string()),
-                    Err(e) => Err(format!("cannot read its XDP features: {e}")),
+                    Ok(f) if f.takes_redirects() => None,
+                    Ok(_) => Some(
+                        "its driver does not take redirected frames (ndo_xdp_xmit; a veth \
+                         takes them only while its peer runs XDP or has GRO on)"
+                            .to_string(),
+                    ),
+                    Err(e) => Some(format!("cannot read its XDP features: {e}")),
                 },
             };
             // A new MTU changes what the entries out of the port may send.
-            let mtu_changed = now.is_ok() && max_frame(o.ifindex) != o.max_frame;
-            if !first && now == o.state && !mtu_changed {
+            let mtu_changed = now.is_none() && max_frame(o.ifindex) != o.max_frame;
+            if !first && now == o.refused && !mtu_changed {
                 continue;
             }
             if mtu_changed && !first {
@@ -839,18 +852,18 @@ impl State {
             let o = &self.outputs[i];
             let (name, ifindex, fixed) = (o.name.clone(), o.ifindex, o.fixed.is_some());
             let mut now = now;
-            if now.is_ok() {
+            if now.is_none() {
                 for ing in self.ingress.iter_mut().flatten() {
                     if let Err(e) = ing.maps.tx.set(i as u32, ifindex, None, 0) {
-                        now = Err(format!("the devmap refused it: {e}"));
+                        now = Some(format!("the devmap refused it: {e}"));
                     }
                 }
             }
             match &now {
-                Ok(()) => {
+                None => {
                     tracing::info!(port = %name, "XDP tier: frames may be redirected out of this port")
                 }
-                Err(reason) => {
+                Some(reason) => {
                     let p = i as u16;
                     let n = self.retire_where(|e| sends_to(e, p));
                     self.stats.invalidations.fetch_add(n, Ordering::Relaxed);
@@ -859,7 +872,7 @@ impl State {
                     }
                 }
             }
-            self.outputs[i].state = now;
+            self.outputs[i].refused = now;
         }
     }
 

@@ -173,7 +173,7 @@ impl SteerProgram {
             Some(n) => Some(TierMaps::take(&mut ebpf, n).map_err(|e| XdpError::Map {
                 ifname: ifname.into(),
                 what: "the tier's maps",
-                reason: e,
+                reason: e.to_string(),
             })?),
             None => None,
         };
