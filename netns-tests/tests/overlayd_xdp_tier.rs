@@ -60,6 +60,8 @@ fn build_rig(top: &str, workload_tx_off: bool) -> Rig {
             ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
         }
     }
+    // Host B's uplink is a veth with tx off: a real NIC would finish the
+    // checksums the kernel VTEP leaves partial (the workloads keep theirs on).
     hb.exec(&["ethtool", "-K", &ub, "tx", "off"]);
     // NAPI on B's end: overlayd's XDP program may redirect out of `up`.
     hb.exec(&["ethtool", "-K", &ub, "gro", "on"]);
