@@ -137,14 +137,37 @@ impl WhyArgs {
     }
 }
 
-/// Where packets arriving on `port` are handled. One place, so the kernel
-/// tiers slot in here when they come.
-pub fn tier(rs: &RuleSet, port: u16) -> String {
-    let backend = rs.config.ports.get(port as usize).map(|p| p.backend);
-    match backend {
-        Some(Backend::AfXdp) | None => "software (AF_XDP)".into(),
-        Some(Backend::AfPacket) => "software (AF_PACKET, io_uring)".into(),
-        Some(Backend::Tap) => "software (TAP, io_uring)".into(),
+/// Where packets arriving on `port` are handled: the XDP fast tier for the
+/// established flows it takes (AF_XDP ports with `xdp_tier = "auto"`), the
+/// software path for the rest. One place, read from the configuration and,
+/// live, from the tier's status.
+pub fn tier(rs: &RuleSet, port: u16, io: Option<&IoStatus>) -> String {
+    let Some(p) = rs.config.ports.get(port as usize) else {
+        return "software (AF_XDP)".into();
+    };
+    match p.backend {
+        Backend::AfPacket => return "software (AF_PACKET, io_uring)".into(),
+        Backend::Tap => return "software (TAP, io_uring)".into(),
+        Backend::AfXdp => {}
+    }
+    if rs.config.xdp_tier == engine::model::TierSpec::Off {
+        return "software (AF_XDP): the XDP tier is off (xdp_tier = \"off\")".into();
+    }
+    let live = io.and_then(|io| io.tier.as_ref());
+    match live.and_then(|t| t.ports.iter().find(|tp| tp.port == p.name)) {
+        Some(tp) => match tp.entries {
+            Some(n) => format!(
+                "XDP tier for the established flows it takes ({n} entries on {} now; \
+                 `overlayctl status` says why others stay), first packets and the rest in \
+                 software (AF_XDP)",
+                p.name
+            ),
+            None => "software (AF_XDP): no XDP tier on this port".into(),
+        },
+        None if io.is_some() => "software (AF_XDP): the XDP tier is not running".into(),
+        None => "XDP tier for the established flows it can take (xdp_tier = \"auto\"), \
+                 the rest in software (AF_XDP)"
+            .into(),
     }
 }
 
@@ -378,7 +401,7 @@ impl Walk<'_> {
         let tier = port
             .as_deref()
             .and_then(|p| self.rs.port_index(p))
-            .map_or_else(|| "unknown (no port)".into(), |i| tier(&self.rs, i));
+            .map_or_else(|| "unknown (no port)".into(), |i| tier(&self.rs, i, self.o.io.as_ref()));
         WhyReport {
             generation: self.rs.generation,
             basis: self.o.basis,
@@ -839,7 +862,8 @@ impl Walk<'_> {
             Some(Placement::Hardware { .. }) => Outcome::Note,
             _ => Outcome::Ok,
         };
-        self.push(verdict, Check::Tier { tier: tier(rs, port), placement }, None);
+        let tier = tier(rs, port, self.o.io.as_ref());
+        self.push(verdict, Check::Tier { tier, placement }, None);
     }
 
     fn check_counters(&mut self, port: u16, from_tunnel: Option<u16>, t: &Traced) {
@@ -1144,7 +1168,8 @@ tunnels = ["t1"]
                 next_hop: Some("02:00:00:00:00:20".into()),
             }]
         );
-        assert_eq!(r.tier, "software (AF_XDP)");
+        // Live, with no tier in the I/O status: it is not running.
+        assert_eq!(r.tier, "software (AF_XDP): the XDP tier is not running");
         assert!(r.trace.unwrap().live);
         assert!(r.checks.iter().all(|f| f.verdict != Outcome::Blocked), "{text}");
         assert!(text.contains("rule 1 (priority 10) matches: encap into tunnel t1"), "{text}");
