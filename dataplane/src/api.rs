@@ -27,8 +27,7 @@ use crate::daemon::{ApplyError, Daemon};
 use engine::model::{Config, ConfigError};
 use engine::trace::{trace_packet, TraceContext, TraceReport};
 
-/// Largest request body accepted (a configuration with tens of thousands of rules fits).
-pub const MAX_BODY: usize = 8 << 20;
+pub use crate::api_refusal::MAX_BODY;
 
 pub struct ApiState {
     pub daemon: Arc<Daemon>,
@@ -498,8 +497,6 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .layer(axum::middleware::from_fn(crate::api_refusal::json_refusals))
         .with_state(state)
 }
-
-pub use crate::api_server::{serve, serve_tcp};
 
 #[cfg(test)]
 mod tests {

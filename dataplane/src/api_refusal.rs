@@ -4,6 +4,13 @@
 //! when it cannot parse a request head (400, 414, 431). Writes must say
 //! their body is JSON, or get 415.
 
+/// Largest request body accepted (a configuration with tens of thousands of rules fits).
+pub const MAX_BODY: usize = 8 << 20;
+/// The largest request head (request line and headers) read, in bytes.
+pub const MAX_HEAD: usize = 256 << 10;
+/// The most header fields one request may carry.
+pub const MAX_HEADERS: usize = 100;
+
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -40,11 +47,8 @@ pub async fn require_json(req: Request, next: Next) -> Response {
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
-    if declared.is_some_and(|n| n > crate::api::MAX_BODY as u64) {
-        let error = format!(
-            "length limit exceeded: the body may be at most {} bytes",
-            crate::api::MAX_BODY
-        );
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        let error = format!("length limit exceeded: the body may be at most {} bytes", MAX_BODY);
         return (StatusCode::PAYLOAD_TOO_LARGE, Json(ErrorBody { error, path: None }))
             .into_response();
     }
@@ -86,8 +90,7 @@ fn hyper_refusal_text(code: u16) -> String {
         414 => "the request target is too long (at most 65534 bytes)".into(),
         431 => format!(
             "the request head is too large (at most {} bytes and {} header fields)",
-            crate::api_server::MAX_HEAD,
-            crate::api_server::MAX_HEADERS
+            MAX_HEAD, MAX_HEADERS
         ),
         400 => "the request is not valid HTTP/1.1".into(),
         _ => StatusCode::from_u16(code)

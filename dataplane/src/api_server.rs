@@ -38,10 +38,7 @@ use crate::api::{ApiState, Peer};
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 /// A request body must have arrived in full within this long of its head.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest request head (request line and headers) read, in bytes.
-pub const MAX_HEAD: usize = 256 << 10;
-/// The most header fields one request may carry.
-pub const MAX_HEADERS: usize = 100;
+pub use crate::api_refusal::{MAX_HEAD, MAX_HEADERS};
 /// How long a shutdown waits for requests in flight to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 

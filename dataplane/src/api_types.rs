@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use engine::compile::RuleSet;
+use engine::compile::{RuleSet, TunnelRt};
 use engine::counters::{FlowSnapshot, Snapshot};
 use engine::flow_key::mask_fields;
 use engine::model::{PortKind, Rule, TunnelType};
@@ -404,7 +404,7 @@ impl Summary {
                 .iter()
                 .map(|t| TunnelSummary {
                     name: t.name.clone(),
-                    summary: crate::render::tunnel_line(t, rs),
+                    summary: tunnel_line(t, rs),
                     static_next_hop: t.static_next_hop,
                     inner_ip_mtu: t.inner_ip_mtu,
                 })
@@ -708,6 +708,24 @@ pub enum Hop {
 }
 
 // --- end of why ---
+
+/// One compiled tunnel in one line.
+pub fn tunnel_line(t: &TunnelRt, rs: &RuleSet) -> String {
+    let hop = if t.static_next_hop {
+        format!("{} (static)", engine::model::Mac(t.params.dst_mac))
+    } else {
+        "from the neighbour table".into()
+    };
+    format!(
+        "{:?} {} -> {} via {}, next hop {hop}, underlay mtu {} (inner IP {})",
+        t.id,
+        t.local,
+        t.remote,
+        rs.ports[t.uplink as usize].name,
+        t.params.options.underlay_mtu,
+        t.inner_ip_mtu
+    )
+}
 
 #[cfg(test)]
 mod tests {

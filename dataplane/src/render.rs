@@ -4,7 +4,7 @@
 use std::fmt::Write;
 
 use encap::DropReason;
-use engine::compile::{RuleSet, TunnelRt};
+use engine::compile::RuleSet;
 use engine::counters::Snapshot;
 use engine::flow_key::mask_fields;
 use engine::model::PortKind;
@@ -13,24 +13,6 @@ use engine::trace::TraceReport;
 use crate::api_types::{
     Blocker, Check, Hop, NextHopStatus, Outcome, Placement, WhyBasis, WhyReport,
 };
-
-/// One compiled tunnel in one line.
-pub(crate) fn tunnel_line(t: &TunnelRt, rs: &RuleSet) -> String {
-    let hop = if t.static_next_hop {
-        format!("{} (static)", engine::model::Mac(t.params.dst_mac))
-    } else {
-        "from the neighbour table".into()
-    };
-    format!(
-        "{:?} {} -> {} via {}, next hop {hop}, underlay mtu {} (inner IP {})",
-        t.id,
-        t.local,
-        t.remote,
-        rs.ports[t.uplink as usize].name,
-        t.params.options.underlay_mtu,
-        t.inner_ip_mtu
-    )
-}
 
 /// `overlayd check`: what a configuration compiles to.
 pub fn summary(rs: &RuleSet) -> String {
@@ -48,7 +30,7 @@ pub fn summary(rs: &RuleSet) -> String {
     }
     let _ = writeln!(s, "tunnels ({}):", rs.tunnels.len());
     for (i, t) in rs.tunnels.iter().enumerate() {
-        let _ = writeln!(s, "  {i:>3} {:<16} {}", t.name, tunnel_line(t, rs));
+        let _ = writeln!(s, "  {i:>3} {:<16} {}", t.name, crate::api_types::tunnel_line(t, rs));
     }
     let tables = rs.classifier.tuple_summary();
     let _ = writeln!(

@@ -11,7 +11,8 @@ use engine::model::{Backend, Config, ConfigError};
 use engine::next_hop::NextHops;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::api::{serve, ApiState};
+use crate::api::ApiState;
+use crate::api_server::serve;
 use crate::daemon::{ApplyError, Daemon, IoReport, PublishHook, StartError};
 use crate::datapath::{neighbour_targets, Datapath, DatapathError, DatapathLinks, DatapathOptions};
 use crate::io::tier::TierGenerations;
@@ -363,7 +364,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                     .await
                     .map_err(|source| RunError::Tcp { addr, source })?;
                 tracing::info!(tcp = %addr, "listening (bearer token required)");
-                Some(tokio::spawn(crate::api::serve_tcp(
+                Some(tokio::spawn(crate::api_server::serve_tcp(
                     l,
                     Arc::clone(&state),
                     caps,
