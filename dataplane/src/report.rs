@@ -1,6 +1,8 @@
-//! What the I/O layer reports to the control plane: the workers' counters,
-//! their queues' statistics, and the state of every attached port. Workers write here and never read the control plane's
-//! state; the control plane reads here and never reaches into a worker.
+//! What the I/O layer reports to the control plane: the workers' counters
+//! (the engine's `CounterBoard`, which the XDP tier's owner also writes),
+//! their queues' statistics, and the state of every attached port. Workers
+//! write here and never read the control plane's state; the control plane
+//! reads here and never reaches into a worker.
 //! Both sides take a lock only off the packet path: a worker when it picks
 //! up a new generation or every half second, a reader when asked.
 
@@ -8,8 +10,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use engine::compile::RuleSet;
-use engine::counters::{Ledger, Snapshot, WorkerCounters};
+pub use engine::counters::{CounterBoard, Refresh};
 use engine::model::{Backend, PortKind};
 use engine::placement::RulePlacement;
 use engine::trace::TraceContext;
@@ -97,44 +98,6 @@ pub struct PortStatus {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Brings counters kept elsewhere up to date before they are read (the
-/// XDP tier harvests its per-entry counters).
-pub type Refresh = Arc<dyn Fn() + Send + Sync>;
-
-/// Every worker's counters, current and retired generations alike.
-#[derive(Default)]
-pub struct CounterBoard {
-    ledger: Mutex<Ledger>,
-    refresh: Mutex<Option<Refresh>>,
-}
-
-impl CounterBoard {
-    /// Makes `c`, numbered by `rs`, worker `worker`'s current counters; the
-    /// ones they replace are folded into the totals.
-    pub fn set_live(&self, worker: usize, rs: Arc<RuleSet>, c: Arc<WorkerCounters>) {
-        lock(&self.ledger).set_live(worker, rs, c);
-    }
-
-    /// Folds a stopped worker's counters into the totals.
-    pub fn retire(&self, worker: usize) {
-        lock(&self.ledger).retire(worker);
-    }
-
-    /// Sets (or clears) what runs before every snapshot.
-    pub fn set_refresh(&self, r: Option<Refresh>) {
-        *lock(&self.refresh) = r;
-    }
-
-    /// Everything counted since start, numbered by `current`.
-    pub fn snapshot(&self, current: &RuleSet) -> Snapshot {
-        let refresh = lock(&self.refresh).clone();
-        if let Some(r) = refresh {
-            r();
-        }
-        lock(&self.ledger).snapshot(current)
-    }
 }
 
 /// The latest statistics of every queue. A queue is registered once, when

@@ -524,6 +524,48 @@ fn grow<T: Default>(v: &mut Vec<T>, n: usize) {
     }
 }
 
+fn lock_ledger<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Brings counters kept elsewhere up to date before they are read (the
+/// XDP tier harvests its per-entry counters).
+pub type Refresh = Arc<dyn Fn() + Send + Sync>;
+
+/// Every worker's counters, current and retired generations alike.
+#[derive(Default)]
+pub struct CounterBoard {
+    ledger: std::sync::Mutex<Ledger>,
+    refresh: std::sync::Mutex<Option<Refresh>>,
+}
+
+impl CounterBoard {
+    /// Makes `c`, numbered by `rs`, worker `worker`'s current counters; the
+    /// ones they replace are folded into the totals.
+    pub fn set_live(&self, worker: usize, rs: Arc<RuleSet>, c: Arc<WorkerCounters>) {
+        lock_ledger(&self.ledger).set_live(worker, rs, c);
+    }
+
+    /// Folds a stopped worker's counters into the totals.
+    pub fn retire(&self, worker: usize) {
+        lock_ledger(&self.ledger).retire(worker);
+    }
+
+    /// Sets (or clears) what runs before every snapshot.
+    pub fn set_refresh(&self, r: Option<Refresh>) {
+        *lock_ledger(&self.refresh) = r;
+    }
+
+    /// Everything counted since start, numbered by `current`.
+    pub fn snapshot(&self, current: &RuleSet) -> Snapshot {
+        let refresh = lock_ledger(&self.refresh).clone();
+        if let Some(r) = refresh {
+            r();
+        }
+        lock_ledger(&self.ledger).snapshot(current)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,7 +66,7 @@ use engine::tier::{NotInTier, TierAction, TierEntry, VXLAN4_HEADER_LEN};
 use serde::{Deserialize, Serialize};
 
 use super::netdev;
-use crate::report::CounterBoard;
+use engine::counters::CounterBoard;
 
 /// How often the owner harvests counters and looks for stale entries.
 pub const TICK: Duration = Duration::from_millis(200);
@@ -625,7 +625,7 @@ impl Tier {
 
     /// What the counter board runs before each snapshot: every entry's
     /// counters harvested, so `counters` is exact.
-    pub fn refresher(&self) -> crate::report::Refresh {
+    pub fn refresher(&self) -> engine::counters::Refresh {
         let s = Arc::clone(&self.shared);
         Arc::new(move || lock(&s.state).harvest())
     }

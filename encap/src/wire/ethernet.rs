@@ -55,14 +55,6 @@ impl From<EtherType> for u16 {
     }
 }
 
-impl EtherType {
-    /// True for the EtherTypes that introduce a VLAN tag, under the
-    /// dataplane's rule ([`l2::TagRule::UpToTwo`](super::l2::TagRule)).
-    pub fn is_vlan(self) -> bool {
-        super::l2::TagRule::UpToTwo.is_tag(u16::from(self))
-    }
-}
-
 /// Byte ranges of the Ethernet header, for writers that patch a frame in place.
 pub mod field {
     use core::ops::Range;
