@@ -192,3 +192,65 @@ actions = [{{ output = "wl" }}]
     d.wait_neighbours();
     Overlay { wa, wb, hb, d, ha, up, ub, workload_features }
 }
+
+/// The bare two hosts of this module, without overlayd, for tests that
+/// write their own configuration: namespaces, links (A's uplink `up` to B's
+/// `ub`, workload link `wl`/`we`, B's workload link `bw`/`wbe`), the underlay
+/// addresses 192.0.2.1 and .2, and host B's kernel VTEP (VNI 42, UDP 4789)
+/// bridged to workload B. Workload addresses and MTUs are the test's;
+/// `prepare` runs in each namespace before any link exists.
+pub struct Hosts {
+    pub ha: Netns,
+    pub hb: Netns,
+    pub wa: Netns,
+    pub wb: Netns,
+    pub up: String,
+    pub ub: String,
+    pub wl: String,
+    pub we: String,
+    pub bw: String,
+    pub wbe: String,
+}
+
+pub fn hosts(prepare: impl Fn(&Netns)) -> Hosts {
+    let (ha, hb, wa, wb) = (Netns::new("ha"), Netns::new("hb"), Netns::new("wa"), Netns::new("wb"));
+    for ns in [&ha, &hb, &wa, &wb] {
+        prepare(ns);
+    }
+    let (up, ub) = (unique("up"), unique("ub"));
+    let (wl, we) = (unique("wl"), unique("we"));
+    let (bw, wbe) = (unique("bw"), unique("wbe"));
+    veth(&ha, &up, &hb, &ub);
+    veth(&ha, &wl, &wa, &we);
+    veth(&hb, &bw, &wb, &wbe);
+    ha.ip(&["addr", "add", "192.0.2.1/24", "dev", &up]);
+    hb.ip(&["addr", "add", "192.0.2.2/24", "dev", &ub]);
+    hb.ip(&[
+        "link",
+        "add",
+        "vx0",
+        "type",
+        "vxlan",
+        "id",
+        "42",
+        "local",
+        "192.0.2.2",
+        "remote",
+        "192.0.2.1",
+        "dstport",
+        "4789",
+        "dev",
+        &ub,
+    ]);
+    hb.ip(&["link", "add", "br0", "type", "bridge"]);
+    hb.ip(&["link", "set", "vx0", "master", "br0", "up"]);
+    hb.ip(&["link", "set", &bw, "master", "br0", "up"]);
+    hb.ip(&["link", "set", "br0", "up"]);
+    Hosts { ha, hb, wa, wb, up, ub, wl, we, bw, wbe }
+}
+
+/// No IPv6 in `ns` (no router solicitations or MLD reports in the counts).
+pub fn no_ipv6(ns: &Netns) {
+    ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+    ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+}

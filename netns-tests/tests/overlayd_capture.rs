@@ -38,22 +38,8 @@ struct Topology {
 }
 
 fn build() -> Topology {
-    let ha = Netns::new("ha");
-    let hb = Netns::new("hb");
-    let wa = Netns::new("wa");
-    let wb = Netns::new("wb");
-    for ns in [&ha, &hb, &wa, &wb] {
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
-    }
-    let (up, ub) = (unique("up"), unique("ub"));
-    let (wl, we) = (unique("wl"), unique("we"));
-    let (bw, wbe) = (unique("bw"), unique("wbe"));
-    veth(&ha, &up, &hb, &ub);
-    veth(&ha, &wl, &wa, &we);
-    veth(&hb, &bw, &wb, &wbe);
-    ha.ip(&["addr", "add", "192.0.2.1/24", "dev", &up]);
-    hb.ip(&["addr", "add", "192.0.2.2/24", "dev", &ub]);
+    let kernel_peer::Hosts { ha, hb, wa, wb, up, ub, wl, we, wbe, .. } =
+        kernel_peer::hosts(kernel_peer::no_ipv6);
     for (ns, dev, ip) in [(&wa, &we, "198.51.100.1/24"), (&wb, &wbe, "198.51.100.2/24")] {
         ns.ip(&["link", "set", dev, "mtu", "1450"]);
         ns.ip(&["addr", "add", ip, "dev", dev]);
@@ -67,27 +53,6 @@ fn build() -> Topology {
     // Host B's uplink is a veth with tx off: a real NIC would finish the
     // checksums the kernel VTEP leaves partial (the workloads keep theirs on).
     hb.exec(&["ethtool", "-K", &ub, "tx", "off"]);
-    hb.ip(&[
-        "link",
-        "add",
-        "vx0",
-        "type",
-        "vxlan",
-        "id",
-        "42",
-        "local",
-        "192.0.2.2",
-        "remote",
-        "192.0.2.1",
-        "dstport",
-        "4789",
-        "dev",
-        &ub,
-    ]);
-    hb.ip(&["link", "add", "br0", "type", "bridge"]);
-    hb.ip(&["link", "set", "vx0", "master", "br0", "up"]);
-    hb.ip(&["link", "set", &bw, "master", "br0", "up"]);
-    hb.ip(&["link", "set", "br0", "up"]);
     let config = format!(
         r#"
 [[ports]]

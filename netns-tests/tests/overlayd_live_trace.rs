@@ -37,53 +37,10 @@ struct Topology {
     ub: String,
 }
 
-fn quiet(ns: &Netns) {
-    ns.exec(&[
-        "sysctl",
-        "-qw",
-        "net.ipv6.conf.all.disable_ipv6=1",
-        "net.ipv6.conf.default.disable_ipv6=1",
-    ]);
-}
-
 fn build() -> Topology {
-    let ha = Netns::new("ha");
-    let hb = Netns::new("hb");
-    let wa = Netns::new("wa");
-    let wb = Netns::new("wb");
-    for ns in [&ha, &hb, &wa, &wb] {
-        quiet(ns);
-    }
-    let (up, ub) = (unique("up"), unique("ub"));
-    let (wl, we) = (unique("wl"), unique("we"));
-    let (bw, wbe) = (unique("bw"), unique("wbe"));
-    veth(&ha, &up, &hb, &ub);
-    veth(&ha, &wl, &wa, &we);
-    veth(&hb, &bw, &wb, &wbe);
-    ha.ip(&["addr", "add", "192.0.2.1/24", "dev", &up]);
-    hb.ip(&["addr", "add", "192.0.2.2/24", "dev", &ub]);
+    let kernel_peer::Hosts { ha, hb, wa, wb, up, ub, wl, we, wbe, .. } =
+        kernel_peer::hosts(kernel_peer::no_ipv6);
     wb.ip(&["addr", "add", "198.51.100.2/24", "dev", &wbe]);
-    hb.ip(&[
-        "link",
-        "add",
-        "vx0",
-        "type",
-        "vxlan",
-        "id",
-        "42",
-        "local",
-        "192.0.2.2",
-        "remote",
-        "192.0.2.1",
-        "dstport",
-        "4789",
-        "dev",
-        &ub,
-    ]);
-    hb.ip(&["link", "add", "br0", "type", "bridge"]);
-    hb.ip(&["link", "set", "vx0", "master", "br0", "up"]);
-    hb.ip(&["link", "set", &bw, "master", "br0", "up"]);
-    hb.ip(&["link", "set", "br0", "up"]);
 
     // to-c's remote is on the underlay subnet, but no host has it: its next
     // hop never resolves.
