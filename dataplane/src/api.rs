@@ -372,17 +372,28 @@ async fn capture(State(s): Api, body: Bytes) -> Result<Response, ApiError> {
     let session = Arc::new(Session::new(&s.daemon.rules(), &req).map_err(refused)?);
     let tap = s.daemon.capture_tap();
     tap.arm(Arc::clone(&session)).map_err(refused)?;
+    // Ports the XDP tier serves: it pauses while the capture runs (run.rs),
+    // and the file says so, port by port.
+    let tiered = |port: &str| {
+        io.tier
+            .as_ref()
+            .is_some_and(|t| t.ports.iter().any(|p| p.port == port && p.entries.is_some()))
+    };
     let describe: HashMap<String, String> = io
         .ports
         .iter()
         .map(|p| {
             let kind = serde_json::to_value(p.kind).ok().and_then(|v| v.as_str().map(String::from));
-            let desc = format!(
+            let mut desc = format!(
                 "overlayd port {} ({}) on {}",
                 p.port,
                 kind.unwrap_or_default(),
                 p.interface
             );
+            if tiered(&p.port) {
+                desc +=
+                    "; the XDP tier paused for this capture: every packet took the software path";
+            }
             (p.port.clone(), desc)
         })
         .collect();

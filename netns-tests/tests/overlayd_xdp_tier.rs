@@ -500,6 +500,11 @@ fn a_capture_pulls_tier_flows_back_to_the_software_path() {
     let seq = sequence(&read_pcap(&file), 0);
     assert_eq!(seq.len(), N as usize, "the capture missed packets of the tier's flow");
     assert!(r.d.log().contains("XDP tier paused"), "the daemon did not say so: {}", r.why());
+    let said = tshark_fields(&file, "frame", &["frame.interface_description"]);
+    assert!(
+        said.iter().all(|row| row[0].contains("the XDP tier paused for this capture")),
+        "the capture does not say the tier paused: {said:?}"
+    );
 
     // Disarmed: the entry serves the flow again.
     let mut s = Background::spawn(sender(&r.wa, 1, 300, 0.0005, None), "udp sender");
