@@ -345,6 +345,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             // A running capture ends, so its connection lets the server stop.
             capture.close();
             let _ = stop_tx.send(true);
@@ -373,6 +374,11 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
             }
             None => None,
         };
+        // The datapath is attached and both listeners are bound: a unit of
+        // Type=notify is ready now (a no-op outside systemd).
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "could not tell systemd we are ready");
+        }
         let served = serve(listener, state, caps, stopped(stop_rx)).await;
         if let Some(t) = tcp_task {
             let _ = t.await;

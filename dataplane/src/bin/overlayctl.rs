@@ -17,7 +17,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 #[derive(Parser)]
-#[command(name = "overlayctl", version, about = "Control an overlayd daemon")]
+#[command(name = "overlayctl", version = dataplane::VERSION, about = "Control an overlayd daemon")]
 struct Cli {
     /// The daemon's API socket.
     #[arg(long, global = true, default_value = "/run/overlayd/api.sock")]
