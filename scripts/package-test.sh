@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The packaging test: builds the Debian package (dev profile: quick), installs
+# it with dpkg -i on this machine, runs what it installed (--version, check on
+# the installed example, a daemon that tells systemd it is ready), checks the
+# unit offline (systemd-analyze verify, security score 3.0 or lower), purges
+# the package and checks nothing it installed or made is left. Then builds
+# the OCI image from Debian packages and runs the same commands from it
+# (scripts/image-test.sh). Needs root and cargo-deb (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+fail() { echo "package-test: FAIL: $*" >&2; exit 1; }
+[ "$(id -u)" -eq 0 ] || fail "needs root (dpkg -i)"
+for t in cargo-deb dpkg systemd-analyze help2man python3 man; do
+  command -v "$t" >/dev/null || fail "$t is missing: run scripts/setup.sh"
+done
+if dpkg-query -W -f='${Status}' overlayd 2>/dev/null | grep -q installed; then
+  fail "a package named overlayd is installed already; this test would replace it (dpkg --purge overlayd first)"
+fi
+
+deb=$(PROFILE=${PROFILE:-dev} scripts/package.sh)
+echo "== built $deb ($(du -h "$deb" | cut -f1))"
+files=$(mktemp)
+work=$(mktemp -d)
+cleanup() {
+  [ -n "${daemon:-}" ] && kill "$daemon" 2>/dev/null || true
+  dpkg --purge overlayd >/dev/null 2>&1 || true
+  rm -rf "$files" "$work"
+}
+trap cleanup EXIT
+
+dpkg -i "$deb" >/dev/null
+dpkg-query -W -f='${Status}\n' overlayd | grep -q "install ok installed" || fail "dpkg -i did not install overlayd"
+dpkg -L overlayd >"$files"
+
+echo "== --version"
+commit=$(git rev-parse --short=12 HEAD)
+for b in overlayd overlayctl; do
+  v=$(/usr/bin/$b --version)
+  echo "$v"
+  [[ $v == "$b "*"(commit $commit)" ]] || fail "$b --version says '$v', not the commit $commit"
+done
+
+echo "== overlayd check on the installed example"
+/usr/bin/overlayd check --config /usr/share/doc/overlayd/examples/vxlan.toml >"$work/check" \
+  || fail "overlayd check refused the installed example: $(cat "$work/check")"
+head -3 "$work/check"
+
+echo "== man pages and the unit's Documentation="
+for p in overlayd overlayctl; do man -w "$p" >/dev/null || fail "no man page for $p"; done
+unit=/usr/lib/systemd/system/overlayd.service
+for doc in $(sed -n 's|^Documentation=.*file://\([^ ]*\).*|\1|p' "$unit"); do
+  [ -f "$doc" ] || fail "the unit's Documentation= names $doc, which the package does not install"
+done
+
+echo "== systemd-analyze verify and security (offline)"
+systemd-analyze verify "$unit" || fail "systemd-analyze verify refused $unit"
+score=$(systemd-analyze security --offline=yes "$unit" 2>&1 | sed -n 's/.*Overall exposure level for overlayd.service: \([0-9.]*\).*/\1/p')
+echo "exposure $score"
+python3 -c "import sys; sys.exit(0 if float('$score') <= 3.0 else 1)" \
+  || fail "systemd-analyze security rates the unit $score (more than 3.0)"
+
+echo "== the installed daemon notifies readiness once its API answers"
+# As the unit would start it, control-only (no interface needed), with the
+# example as its configuration and a notify socket standing in for systemd.
+install -d -m 0755 /etc/overlayd
+cp /usr/share/doc/overlayd/examples/vxlan.toml /etc/overlayd/overlayd.toml
+install -d -m 0700 /var/lib/private/overlayd
+ln -sfn private/overlayd /var/lib/overlayd
+export NOTIFY_SOCKET=$work/notify
+python3 - "$NOTIFY_SOCKET" >"$work/notified" <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(20)
+try:
+    while True:
+        msg = s.recv(4096).decode()
+        print(msg.strip(), flush=True)
+        if "STOPPING=1" in msg:
+            break
+except socket.timeout:
+    pass
+PY
+listener=$!
+for _ in $(seq 50); do [ -S "$NOTIFY_SOCKET" ] && break; sleep 0.1; done
+/usr/bin/overlayd run --control-only --state-dir /var/lib/overlayd --socket /run/overlayd/api.sock \
+  --config /etc/overlayd/overlayd.toml 2>"$work/log" &
+daemon=$!
+for _ in $(seq 100); do grep -q READY=1 "$work/notified" && break; sleep 0.1; done
+unset NOTIFY_SOCKET
+grep -q READY=1 "$work/notified" || fail "overlayd never sent READY=1; its log: $(cat "$work/log")"
+/usr/bin/overlayctl --socket /run/overlayd/api.sock status >/dev/null \
+  || fail "READY=1 was sent but the API does not answer"
+kill -TERM "$daemon"
+wait "$daemon" || fail "overlayd did not stop cleanly on SIGTERM: $(cat "$work/log")"
+daemon=
+wait "$listener" || true
+grep -q STOPPING=1 "$work/notified" || fail "overlayd did not send STOPPING=1 on SIGTERM"
+[ -f /var/lib/private/overlayd/state.json ] || fail "the daemon kept no state in /var/lib/overlayd"
+echo "notified: $(tr '\n' ' ' <"$work/notified")"
+
+echo "== purge leaves nothing"
+dpkg --purge overlayd >/dev/null
+dpkg-query -W -f='${Status}\n' overlayd 2>/dev/null | grep -q "installed" && fail "overlayd still installed after purge"
+left=()
+while read -r f; do
+  # Directories the package shares with others (/usr, /usr/share/man/man1) stay.
+  if [ -f "$f" ] || [ -L "$f" ] || { [ -d "$f" ] && [[ $f == *overlayd* ]]; }; then left+=("$f"); fi
+done <"$files"
+for f in /etc/overlayd /var/lib/overlayd /var/lib/private/overlayd /run/overlayd \
+  /var/lib/systemd/deb-systemd-helper-enabled/overlayd.service.dsh-also \
+  /var/lib/systemd/deb-systemd-helper-masked/overlayd.service; do
+  [ -e "$f" ] || [ -L "$f" ] && left+=("$f")
+done
+[ ${#left[@]} -eq 0 ] || fail "left after purge: ${left[*]}"
+echo "package-test: ok"
