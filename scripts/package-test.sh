@@ -114,3 +114,5 @@ for f in /etc/overlayd /var/lib/overlayd /var/lib/private/overlayd /run/overlayd
 done
 [ ${#left[@]} -eq 0 ] || fail "left after purge: ${left[*]}"
 echo "package-test: ok"
+
+scripts/image-test.sh "$deb"
