@@ -45,6 +45,23 @@ echo "== overlayd check on the installed example"
   || fail "overlayd check refused the installed example: $(cat "$work/check")"
 head -3 "$work/check"
 
+echo "== the DaemonSet example: its configuration passes check, its capabilities are the unit's"
+python3 - /usr/share/doc/overlayd/deploy/daemonset.yaml "$work/ds.toml" <<'PY' >"$work/ds-caps"
+import sys, yaml
+docs = list(yaml.safe_load_all(open(sys.argv[1])))
+cm = next(d for d in docs if d["kind"] == "ConfigMap")
+open(sys.argv[2], "w").write(cm["data"]["overlayd.toml"])
+ds = next(d for d in docs if d["kind"] == "DaemonSet")
+c = ds["spec"]["template"]["spec"]["containers"][0]["securityContext"]["capabilities"]
+assert c["drop"] == ["ALL"], c
+print(" ".join(sorted(c["add"])))
+PY
+/usr/bin/overlayd check --config "$work/ds.toml" >/dev/null || fail "the DaemonSet's ConfigMap fails overlayd check"
+unit_caps=$(sed -n 's/^AmbientCapabilities=//p' /usr/lib/systemd/system/overlayd.service | tr ' ' '\n' | sed 's/^CAP_//')
+want=$( (echo "$unit_caps"; echo IPC_LOCK) | sort | tr '\n' ' ' | sed 's/ $//')
+[ "$(cat "$work/ds-caps")" = "$want" ] || fail "DaemonSet capabilities '$(cat "$work/ds-caps")', expected the unit's plus IPC_LOCK: '$want'"
+echo "capabilities: $want"
+
 echo "== man pages and the unit's Documentation="
 for p in overlayd overlayctl; do man -w "$p" >/dev/null || fail "no man page for $p"; done
 unit=/usr/lib/systemd/system/overlayd.service
