@@ -4,8 +4,8 @@
 # from the binaries in BIN_DIR so they match the options those binaries take.
 #   usage: generate-docs.sh BIN_DIR OUT
 # Each binary generates its own when it can (`completions <shell>`,
-# `man-pages <dir>`: clap_complete and clap_mangen over its clap definition);
-# a binary without `man-pages` gets one page from help2man over its --help.
+# `man <dir>`: clap_complete and clap_mangen over its clap definition);
+# a binary without `man` gets one page from help2man over its --help.
 set -euo pipefail
 bin=$1
 out=$2
@@ -21,7 +21,7 @@ for b in overlayd overlayctl; do
   else
     echo "generate-docs: $b has no 'completions' command: no completions for it" >&2
   fi
-  if ! "$exe" man-pages "$out/man/man1" >/dev/null 2>&1; then
+  if ! "$exe" man "$out/man/man1" >/dev/null 2>&1; then
     help2man --no-info --section 1 --name "$("$exe" --help | head -1)" \
       --output "$out/man/man1/$b.1" "$exe"
   fi

@@ -63,7 +63,19 @@ want=$( (echo "$unit_caps"; echo IPC_LOCK) | sort | tr '\n' ' ' | sed 's/ $//')
 echo "capabilities: $want"
 
 echo "== man pages and the unit's Documentation="
-for p in overlayd overlayctl; do man -w "$p" >/dev/null || fail "no man page for $p"; done
+for p in overlayd overlayctl; do
+  man -w "$p" >/dev/null || fail "no man page for $p"
+  # Completions ship for a binary that can generate them.
+  if /usr/bin/$p completions bash >/dev/null 2>&1; then
+    for f in /usr/share/bash-completion/completions/$p /usr/share/zsh/vendor-completions/_$p \
+      /usr/share/fish/vendor_completions.d/$p.fish; do
+      [ -s "$f" ] || fail "$p generates completions but the package lacks $f"
+    done
+    echo "$p: man page and completions"
+  else
+    echo "$p: man page (the binary has no completions command)"
+  fi
+done
 unit=/usr/lib/systemd/system/overlayd.service
 for doc in $(sed -n 's|^Documentation=.*file://\([^ ]*\).*|\1|p' "$unit"); do
   [ -f "$doc" ] || fail "the unit's Documentation= names $doc, which the package does not install"
