@@ -1,12 +1,12 @@
 //! overlayd with no more privilege than its systemd unit grants: a uid of
-//! its own (not root), and only the capabilities the unit lists in
-//! `AmbientCapabilities=` (read from packaging/overlayd.service, so the test
-//! and the unit cannot drift). With those it must attach AF_XDP sockets and
+//! its own (not root) when the unit has `DynamicUser=yes`, and only the
+//! capabilities the unit lists in `AmbientCapabilities=` (both read from
+//! packaging/overlayd.service, so the test and the unit cannot drift). With those it must attach AF_XDP sockets and
 //! the XDP tier, resolve its next hop, and carry traffic both ways, the
 //! established flow through the tier.
 //!
 //! ```text
-//!  wa (198.51.100.1)            ha: overlayd (uid 65534)     hb: kernel            wb (198.51.100.2)
+//!  wa (198.51.100.1)            ha: overlayd (as the unit)  hb: kernel            wb (198.51.100.2)
 //!  we ---veth--- wl [workload]  up [uplink] ---veth--- ub  vx0 + br0 --- bw ---veth--- wbe
 //! ```
 
@@ -15,19 +15,22 @@ use std::time::Duration;
 use netns_tests::kernel_peer::{hosts, no_ipv6, WA_IP, WB_IP};
 use netns_tests::*;
 
-/// The unprivileged uid the daemon runs as (`nobody`): like a DynamicUser,
-/// it owns nothing but the daemon's directory.
+/// The unprivileged uid standing in for the unit's dynamic user (`nobody`):
+/// like it, it owns nothing but the daemon's directory.
 const UID: u32 = 65534;
+
+/// The packaged unit's value of `key` (its first line `key=...`).
+fn unit_setting(key: &str) -> Option<String> {
+    let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/overlayd.service");
+    let text = std::fs::read_to_string(unit).expect("packaging/overlayd.service");
+    let prefix = format!("{key}=");
+    text.lines().find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+}
 
 /// `AmbientCapabilities=` of the packaged unit, as setpriv names them
 /// (`net_admin`).
 fn unit_capabilities() -> Vec<String> {
-    let unit = concat!(env!("CARGO_MANIFEST_DIR"), "/../packaging/overlayd.service");
-    let text = std::fs::read_to_string(unit).expect("packaging/overlayd.service");
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix("AmbientCapabilities="))
-        .expect("the unit has AmbientCapabilities=");
+    let line = unit_setting("AmbientCapabilities").expect("the unit has AmbientCapabilities=");
     line.split_whitespace()
         .map(|c| c.strip_prefix("CAP_").expect("CAP_ name").to_lowercase())
         .collect()
@@ -44,22 +47,24 @@ fn memlock_unlimited() -> bool {
     hard_unlimited || output(&["prlimit", "--memlock=unlimited", "true"]).status.success()
 }
 
-/// setpriv: uid and gid `UID`, no supplementary groups, no new privileges,
-/// and exactly `caps` (inheritable, ambient and bounding), as systemd does
-/// for a unit with `AmbientCapabilities=` and `CapabilityBoundingSet=`.
-fn setpriv(caps: &[String]) -> Vec<String> {
+/// setpriv: with `uid`, that uid and gid and no supplementary groups (else
+/// root), no new privileges, and exactly `caps` (inheritable, ambient and
+/// bounding), as systemd does for a unit with `AmbientCapabilities=` and
+/// `CapabilityBoundingSet=`.
+fn setpriv(uid: Option<u32>, caps: &[String]) -> Vec<String> {
     let set: String = caps.iter().map(|c| format!(",+{c}")).collect();
-    vec![
-        "setpriv".into(),
-        format!("--reuid={UID}"),
-        format!("--regid={UID}"),
-        "--clear-groups".into(),
+    let mut v = vec!["setpriv".to_string()];
+    if let Some(uid) = uid {
+        v.extend([format!("--reuid={uid}"), format!("--regid={uid}"), "--clear-groups".into()]);
+    }
+    v.extend([
         "--no-new-privs".into(),
         format!("--inh-caps=-all{set}"),
         format!("--ambient-caps=-all{set}"),
         format!("--bounding-set=-all{set}"),
         "--".into(),
-    ]
+    ]);
+    v
 }
 
 #[test]
@@ -122,20 +127,31 @@ actions = [{{ output = "wl" }}]
         wl = h.wl,
         up = h.up
     );
-    let mut wrapper = setpriv(&caps);
+    // A dynamic user is a uid of its own; without one the unit runs as root
+    // bounded to its capabilities.
+    let uid = (unit_setting("DynamicUser").as_deref() == Some("yes")).then_some(UID);
+    let mut wrapper = setpriv(uid, &caps);
     if memlock_unlimited() {
         let prlimit = ["prlimit", "--memlock=unlimited:unlimited"];
         wrapper.splice(0..0, prlimit.iter().map(|s| s.to_string()));
     }
     let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
     // The test (root) uses overlayctl, as the unit's --allow-uid 0 allows.
-    let d = Overlayd::start_as(&h.ha, &config, &["--allow-uid", "0"], &wrapper, Some(UID));
+    let d = Overlayd::start_as(&h.ha, &config, &["--allow-uid", "0"], &wrapper, uid);
     let why = || format!("capabilities {caps:?}\nstatus: {:#}\nlog:\n{}", d.status(), d.log());
 
     let pid = d.pid();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
-    assert!(uid.split_whitespace().skip(1).all(|u| u == UID.to_string()), "not uid {UID}: {uid}");
+    let ids = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let want = uid.unwrap_or(0).to_string();
+    assert!(ids.split_whitespace().skip(1).all(|u| u == want), "not uid {want}: {ids}");
+    let eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+    let eff = u64::from_str_radix(eff, 16).unwrap();
+    assert_eq!(
+        eff.count_ones() as usize,
+        caps.len(),
+        "effective capabilities {eff:#x}, want {caps:?}"
+    );
 
     let s = d.status();
     for p in s["io"]["ports"].as_array().expect("io ports") {
