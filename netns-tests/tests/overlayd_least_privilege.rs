@@ -6,7 +6,7 @@
 //! established flow through the tier.
 //!
 //! ```text
-//!  wa (198.51.100.1)            ha: overlayd (as the unit)  hb: kernel            wb (198.51.100.2)
+//!  wa (198.51.100.1)            ha: overlayd (as the unit)   hb: kernel            wb (198.51.100.2)
 //!  we ---veth--- wl [workload]  up [uplink] ---veth--- ub  vx0 + br0 --- bw ---veth--- wbe
 //! ```
 
