@@ -23,6 +23,7 @@ files=$(mktemp)
 work=$(mktemp -d)
 cleanup() {
   [ -n "${daemon:-}" ] && kill "$daemon" 2>/dev/null || true
+  [ -n "${ns:-}" ] && ip netns del "$ns" 2>/dev/null || true
   dpkg --purge overlayd >/dev/null 2>&1 || true
   rm -rf "$files" "$work"
 }
@@ -127,6 +128,59 @@ wait "$listener" || true
 grep -q STOPPING=1 "$work/notified" || fail "overlayd did not send STOPPING=1 on SIGTERM"
 [ -f /var/lib/private/overlayd/state.json ] || fail "the daemon kept no state in /var/lib/overlayd"
 echo "notified: $(tr '\n' ' ' <"$work/notified")"
+
+echo "== the installed daemon attaches its built-in XDP program"
+# The program is compiled into the binary (dataplane/build.rs): nothing is
+# read from disk or compiled here. Two veths in a namespace of our own.
+ns=pkgtest$$
+ip netns add "$ns"
+ip -n "$ns" link add pkwl type veth peer name pkwe
+ip -n "$ns" link add pkup type veth peer name pkub
+for d in lo pkwl pkwe pkup pkub; do ip -n "$ns" link set "$d" up; done
+ip -n "$ns" addr add 192.0.2.1/24 dev pkup
+cat >"$work/dp.toml" <<'TOML'
+[[ports]]
+name = "wl"
+kind = "workload"
+interface = "pkwl"
+
+[[ports]]
+name = "up"
+kind = "uplink"
+interface = "pkup"
+
+[[tunnels]]
+name = "to-b"
+type = "vxlan"
+uplink = "up"
+local = "192.0.2.1"
+remote = "192.0.2.2"
+vni = 42
+next_hop_mac = "02:00:00:00:02:00"
+
+[[rules]]
+id = 10
+match = { in_port = "wl" }
+actions = [{ encap = "to-b" }]
+TOML
+ip netns exec "$ns" /usr/bin/overlayd run --config "$work/dp.toml" --state-dir "$work/dp-state" \
+  --socket "$work/dp.sock" 2>"$work/dp.log" &
+daemon=$!
+up=
+for _ in $(seq 100); do
+  /usr/bin/overlayctl --socket "$work/dp.sock" status >/dev/null 2>&1 && { up=1; break; }
+  sleep 0.1
+done
+attached=$(ip -n "$ns" -d link show | grep -c "prog/xdp" || true)
+kill -TERM "$daemon" 2>/dev/null || true
+wait "$daemon" || true
+daemon=
+left=$(ip -n "$ns" -d link show | grep -c "prog/xdp" || true)
+ip netns del "$ns"
+[ -n "$up" ] || fail "the installed overlayd did not start its datapath: $(cat "$work/dp.log")"
+[ "$attached" -ge 2 ] || fail "XDP attached to $attached of 2 ports: $(cat "$work/dp.log")"
+[ "$left" -eq 0 ] || fail "an XDP program stayed attached after SIGTERM"
+echo "XDP program attached to both ports, detached on SIGTERM"
 
 echo "== purge leaves nothing"
 dpkg --purge overlayd >/dev/null
