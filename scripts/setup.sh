@@ -17,7 +17,8 @@ PKGS=(
   procps            # sysctl (the pps harness turns IPv6 off in its namespaces)
   linux-perf        # perf record: where the time goes (docs/benchmarks.md)
   help2man umoci    # packaging: man pages, the OCI image (scripts/package.sh, image.sh)
-  python3-yaml      # packaging test: reads the DaemonSet example
+  systemd           # packaging test: systemd-analyze verify and security, offline
+  python3-yaml man-db  # packaging test: reads the DaemonSet example, finds the man pages
 )
 
 missing=()
