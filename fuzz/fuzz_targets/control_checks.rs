@@ -20,8 +20,9 @@ fn accepted(c: &Config, how: &str) {
         panic!("a configuration the validator accepted ({how}) does not compile: {e}");
     }
     let toml = c.to_toml();
-    let back = Config::from_toml(&toml)
-        .unwrap_or_else(|e| panic!("an accepted configuration ({how}) written as TOML is refused: {e}\n{toml}"));
+    let back = Config::from_toml(&toml).unwrap_or_else(|e| {
+        panic!("an accepted configuration ({how}) written as TOML is refused: {e}\n{toml}")
+    });
     assert_eq!(&back, c, "TOML round trip ({how}) changed the configuration");
     let json = serde_json::to_vec(c).expect("a configuration serialises");
     let back: Config = serde_json::from_slice(&json).expect("a configuration's JSON parses");

@@ -49,5 +49,8 @@ fn ops_seeds_pass() {
             control_checks::ops(&s[..cut]);
         }
     }
-    assert!(applied > 0 && refused > 0, "seeds must cover both outcomes: {applied} applied, {refused} refused");
+    assert!(
+        applied > 0 && refused > 0,
+        "seeds must cover both outcomes: {applied} applied, {refused} refused"
+    );
 }
