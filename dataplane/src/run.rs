@@ -148,6 +148,7 @@ impl IoReport for RunningIo {
         let g = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         LiveInputs {
             next_hops: self.hops.snapshot(),
+            path_mtus: self.hops.mtus(),
             interface_macs: g.as_ref().map(|d| d.interface_macs().clone()).unwrap_or_default(),
             neighbours: self.watcher.states(),
         }

@@ -130,6 +130,9 @@ pub struct Worker {
     epoch: u64,
     cache: FlowCache,
     templates: Vec<EncapTemplate>,
+    /// Each tunnel's largest inner IP packet under the current path MTU
+    /// (the compiled `inner_ip_mtu`, less what a lowered interface MTU takes).
+    inner_mtu: Vec<u16>,
     next_hop_known: Vec<bool>,
     counters: Arc<WorkerCounters>,
     /// VPP's one-entry cache in front of the decap table.
@@ -151,6 +154,7 @@ impl Worker {
             epoch: 0,
             cache: FlowCache::new(),
             templates: Vec::new(),
+            inner_mtu: Vec::new(),
             next_hop_known: Vec::new(),
             counters: Arc::new(WorkerCounters::new(0, 0, 0)),
             last_tunnel: None,
@@ -173,6 +177,7 @@ impl Worker {
             .iter()
             .map(|t| EncapTemplate::new(&t.params).expect("the compiler validated the tunnel"))
             .collect();
+        self.inner_mtu = rules.tunnels.iter().map(|t| t.inner_ip_mtu).collect();
         self.next_hop_known = rules.tunnels.iter().map(|t| t.static_next_hop).collect();
         self.last_tunnel = None;
         // Rule numbers of the old generation mean nothing in the new one.
@@ -248,6 +253,24 @@ impl Worker {
                 None => self.next_hop_known[i] = false,
             }
         }
+    }
+
+    /// Caps each tunnel's underlay MTU at the MTU of the interface its remote
+    /// is reached by (`mtus`: remote -> interface MTU, from the neighbour
+    /// watcher), so a lowered interface MTU turns oversized packets into
+    /// ICMP "too big" replies instead of frames the interface cannot carry.
+    pub fn apply_path_mtus(&mut self, mtus: &HashMap<IpAddr, u16>) {
+        for (i, t) in self.rules.tunnels.iter().enumerate() {
+            let configured = t.params.options.underlay_mtu;
+            let path = mtus.get(&t.remote).map_or(configured, |&m| m.min(configured));
+            self.templates[i].set_underlay_mtu(path);
+            self.inner_mtu[i] = t.inner_ip_mtu.saturating_sub(configured - path);
+        }
+    }
+
+    /// The smallest inner MTU of the tunnels under the current path MTUs.
+    pub fn smallest_inner_mtu(&self) -> Option<u16> {
+        self.inner_mtu.iter().copied().min()
     }
 
     /// Gives tunnels whose uplink has no configured MAC address the address of
@@ -559,7 +582,7 @@ impl Worker {
         tunnel_tag: u16,
     ) {
         if reason == DropReason::MtuExceeded && tunnel_tag == 0 && self.icmp_allowed(b.now_ns) {
-            self.reply_too_big(b, &pkt, b.rs.tunnels[tn as usize].inner_ip_mtu);
+            self.reply_too_big(b, &pkt, self.inner_mtu[tn as usize]);
         }
         b.drop(pkt, reason, Stage::Encap, tn + 1)
     }

@@ -26,6 +26,8 @@ pub struct TraceContext {
     pub live: bool,
     /// Next hops learned from the kernel: remote VTEP -> MAC.
     pub next_hops: Arc<HashMap<IpAddr, [u8; 6]>>,
+    /// The MTU of the interface each remote VTEP is reached by.
+    pub path_mtus: Arc<HashMap<IpAddr, u16>>,
     /// Port name -> its interface's MAC (the outer source when the port's
     /// configuration gives none).
     pub interface_macs: HashMap<String, [u8; 6]>,
@@ -199,6 +201,7 @@ pub fn trace_steps(
     const HEAD: usize = 256;
     let mut w = Worker::new(Arc::clone(&rules));
     w.apply_next_hops(&cx.next_hops);
+    w.apply_path_mtus(&cx.path_mtus);
     w.apply_interface_macs(&cx.interface_macs);
     let mut rx = vec![0u8; HEAD + frame.len().max(2048)];
     rx[HEAD..HEAD + frame.len()].copy_from_slice(frame);
