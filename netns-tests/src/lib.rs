@@ -634,11 +634,6 @@ impl Overlayd {
         self.dir.join("state")
     }
 
-    /// The daemon's process id (`ip netns exec` execs it in place).
-    pub fn pid(&self) -> u32 {
-        self.proc.id().expect("overlayd is running")
-    }
-
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
