@@ -305,6 +305,10 @@ async fn counters(State(s): Api) -> Result<Json<Counters>, ApiError> {
     Ok(Json(Counters::new(&rs, &s.daemon.counters())))
 }
 
+async fn learned_fdb(State(s): Api) -> Json<engine::learn::L2View> {
+    Json(s.daemon.learning().view())
+}
+
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TraceRequest {
@@ -479,6 +483,7 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
         ("GET", "/v1/tunnels/status", get(tunnel_status)),
         ("GET", "/v1/ports", get(|State(s): Api| collection(s, |c| c.ports))),
         ("GET", "/v1/fdb", get(|State(s): Api| collection(s, |c| c.fdb))),
+        ("GET", "/v1/fdb/learned", get(learned_fdb)),
         ("GET", "/v1/flood", get(|State(s): Api| collection(s, |c| c.flood))),
         ("GET", "/v1/counters", get(counters)),
         ("GET", "/v1/offload", get(offload)),
@@ -580,6 +585,7 @@ mod tests {
             },
         );
         documented("Counters", Counters::default());
+        documented("LearnedFdb", engine::learn::L2View::default());
         let why = crate::why::why(
             Arc::new(engine::compile::compile(&Config::default()).unwrap()),
             &crate::why::Observed::offline(),
