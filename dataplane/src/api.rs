@@ -344,10 +344,12 @@ async fn trace(State(s): Api, body: Bytes) -> Result<Json<TraceReport>, ApiError
 /// runs with the same next hops and interface MACs, and says where rules run.
 fn trace_context(d: &Daemon) -> TraceContext {
     let placement = d.offload().map(|o| o.placement()).unwrap_or_default();
-    match d.live_inputs() {
+    let mut cx = match d.live_inputs() {
         Some(w) => w.trace_context(placement),
         None => TraceContext { placement, ..TraceContext::default() },
-    }
+    };
+    cx.learned = Some(d.learning().snapshot());
+    cx
 }
 
 /// `POST /v1/capture`: arms a live capture and streams it as pcapng until

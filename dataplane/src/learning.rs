@@ -37,6 +37,11 @@ impl Learning {
         self.state.learner()
     }
 
+    /// What the workers read now.
+    pub fn snapshot(&self) -> Arc<engine::learn::L2Snapshot> {
+        self.state.snapshot()
+    }
+
     /// Learned MACs and bindings with their ages, and the counters.
     pub fn view(&self) -> L2View {
         self.state.view(self.now_ns())

@@ -67,6 +67,7 @@ impl LiveInputs {
                 })
                 .collect(),
             placement,
+            learned: None,
         }
     }
 }

@@ -556,6 +556,19 @@ impl Learner {
         }
     }
 
+    /// A learner that reads `snap` and reports to nobody (for traces: a
+    /// traced packet teaches nothing and counts nowhere).
+    pub fn reading(snap: Arc<L2Snapshot>) -> Learner {
+        let state = L2State::new();
+        state.snapshot.store(Arc::clone(&snap));
+        Learner {
+            state,
+            queue: Arc::new(ArrayQueue::new(1)),
+            snap,
+            recent: vec![Recent::default(); FILTER_SLOTS].into_boxed_slice(),
+        }
+    }
+
     pub fn stats(&self) -> &L2Stats {
         &self.state.stats
     }
