@@ -186,13 +186,14 @@ pub struct L2Counts {
 #[derive(Debug, Default)]
 pub struct L2Snapshot {
     pub generation: u64,
-    macs: FastMap<(u32, [u8; 6]), Loc>,
+    /// Keyed by (VNI, MAC as a number): two words to hash, not eight bytes.
+    macs: FastMap<(u32, u64), Loc>,
     bindings: FastMap<(u32, IpAddr), [u8; 6]>,
 }
 
 impl L2Snapshot {
     pub fn mac(&self, vni: u32, mac: [u8; 6]) -> Option<Loc> {
-        self.macs.get(&(vni, mac)).copied()
+        self.macs.get(&(vni, mac_bits(mac) as u64)).copied()
     }
 
     pub fn binding(&self, vni: u32, ip: IpAddr) -> Option<[u8; 6]> {
@@ -504,7 +505,7 @@ impl Table {
     fn snapshot(&self) -> L2Snapshot {
         L2Snapshot {
             generation: self.generation,
-            macs: self.macs.iter().map(|(k, e)| (*k, e.at)).collect(),
+            macs: self.macs.iter().map(|(&(v, m), e)| ((v, mac_bits(m) as u64), e.at)).collect(),
             bindings: self.bindings.iter().map(|(k, e)| (*k, e.mac)).collect(),
         }
     }
@@ -542,6 +543,7 @@ fn key(vni: u32, addr: u128) -> u64 {
     h | 1
 }
 
+#[inline]
 fn mac_bits(mac: [u8; 6]) -> u128 {
     u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]) as u128
 }
