@@ -329,3 +329,24 @@ fn learned_entries_follow_a_new_generation_by_name() {
     assert_eq!((o.counts(), o.vtep(0)), (vec![0, 0, 1], [192, 0, 2, 3]), "{}", o.text);
     assert_eq!(view(&l2, 3).macs[0].tunnel.as_deref(), Some("t2"));
 }
+
+#[test]
+fn bad_networks_are_refused_with_the_field() {
+    let cases = [
+        ("ageing_secs = 1", "networks[0].ageing_secs", "minimum"),
+        ("mac_limit = 0", "networks[0].mac_limit", "out of range"),
+        (
+            "bindings = [{ ip = \"198.51.100.9\", mac = \"01:00:5e:00:00:01\" }]",
+            "networks[0].bindings[0].mac",
+            "not a unicast",
+        ),
+    ];
+    for (line, path, reason) in cases {
+        let doc = format!("[[networks]]\nvni = 42\n{line}\n");
+        let e = Config::from_toml(&doc).unwrap_err();
+        assert_eq!(e.path(), Some(path), "{e}");
+        assert!(e.to_string().contains(reason), "{e}");
+    }
+    let twice = "[[networks]]\nvni = 42\n[[networks]]\nvni = 42\n";
+    assert_eq!(Config::from_toml(twice).unwrap_err().path(), Some("networks[1].vni"));
+}
