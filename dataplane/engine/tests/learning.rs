@@ -350,3 +350,78 @@ fn bad_networks_are_refused_with_the_field() {
     let twice = "[[networks]]\nvni = 42\n[[networks]]\nvni = 42\n";
     assert_eq!(Config::from_toml(twice).unwrap_err().path(), Some("networks[1].vni"));
 }
+
+/// A neighbour solicitation from 2001:db8:1::a (MAC A) for `target`, to its
+/// solicited-node group, with a source link-layer address option.
+fn ns(target: std::net::Ipv6Addr) -> Vec<u8> {
+    use encap::wire::checksum;
+    let t = target.octets();
+    let src: std::net::Ipv6Addr = "2001:db8:1::a".parse().unwrap();
+    let group: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, t[13], t[14], t[15]];
+    let mut icmp = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    icmp.extend_from_slice(&t);
+    icmp.extend_from_slice(&[1, 1, 2, 0, 0, 0, 0, 0x0a]);
+    let sum = checksum::pseudo_v6(&src.octets(), &group, 58, icmp.len() as u32);
+    let c = checksum::finish(checksum::add(sum, &icmp));
+    icmp[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x33, 0x33, 0xff, t[13], t[14], t[15], 2, 0, 0, 0, 0, 0x0a, 0x86, 0xdd];
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 255]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&group);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+#[test]
+fn a_solicitation_for_a_learned_binding_is_answered_with_an_advertisement() {
+    let (rs, l2, mut w) = setup();
+    let target: std::net::Ipv6Addr = "2001:db8:1::b".parse().unwrap();
+    // Unknown yet: flooded.
+    let o = run(&mut w, WL0, &ns(target), 0);
+    assert_eq!(o.counts(), vec![0, 1, 2], "{}", o.text);
+    // B's solicitation for A carries B's binding, and is answered from A's
+    // binding, learned from A's solicitation.
+    let mut from_b = ns("2001:db8:1::a".parse().unwrap());
+    from_b[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 0x0b]);
+    from_b[22 + 15] = 0x0b; // source address 2001:db8:1::b
+    from_b[14 + 40 + 24 + 2 + 5] = 0x0b; // source link-layer option
+    let icmp_at = 14 + 40;
+    from_b[icmp_at + 2..icmp_at + 4].copy_from_slice(&[0, 0]);
+    let sum = encap::wire::checksum::pseudo_v6(
+        &from_b[22..38].try_into().unwrap(),
+        &from_b[38..54].try_into().unwrap(),
+        58,
+        32,
+    );
+    let c = encap::wire::checksum::finish(encap::wire::checksum::add(sum, &from_b[icmp_at..]));
+    from_b[icmp_at + 2..icmp_at + 4].copy_from_slice(&c.to_be_bytes());
+    l2.apply(&rs, 1);
+    let o = run(&mut w, WL1, &from_b, 2);
+    assert_eq!(o.counts(), vec![0, 1, 0], "answered on B's port: {}", o.text);
+    l2.apply(&rs, 3);
+    let o = run(&mut w, WL0, &ns(target), 4);
+    assert_eq!(o.counts(), vec![1, 0, 0], "{}", o.text);
+    let na = &o.ports[WL0 as usize][0];
+    assert_eq!(na[14 + 40], 136, "an NA");
+    assert_eq!(&na[14 + 40 + 8..14 + 40 + 24], &target.octets());
+    assert_eq!(&na[na.len() - 6..], &[2, 0, 0, 0, 0, 0x0b], "target link-layer address");
+    assert!(o.text.contains("2001:db8:1::b is at 02:00:00:00:00:0b, answered"), "{}", o.text);
+}
+
+#[test]
+fn a_full_queue_loses_sightings_under_a_named_reason() {
+    let (rs, l2, mut w) = setup();
+    // More new sources than a worker's queue holds, with no apply between.
+    let n = 4200u32;
+    for i in 0..n {
+        let b = i.to_be_bytes();
+        let src = format!("02:00:01:{:02x}:{:02x}:{:02x}", b[1], b[2], b[3]);
+        run(&mut w, WL0, &frame(&src, B), i as u64);
+    }
+    l2.apply(&rs, SEC);
+    let c = view(&l2, SEC).counters;
+    assert!(c.no_learn["queue_full"] >= (n - 4096) as u64, "{c:?}");
+    assert_eq!(c.learned, 3, "the rest stop at mac_limit: {c:?}");
+}
