@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod history;
 pub mod io;
+pub mod learning;
 pub mod metrics;
 pub mod neigh;
 pub mod offload;

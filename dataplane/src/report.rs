@@ -70,6 +70,7 @@ impl LiveInputs {
                 })
                 .collect(),
             placement,
+            learned: None,
         }
     }
 }

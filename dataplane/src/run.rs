@@ -279,6 +279,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                     counters: daemon.counter_board(),
                     tier_gens,
                     capture: daemon.capture_tap(),
+                    learning: daemon.learning(),
                 };
                 let dp = Datapath::start(links.clone(), opts)?;
                 let slot: Slot = Arc::new(Mutex::new(Some(dp)));

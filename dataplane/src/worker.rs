@@ -88,6 +88,8 @@ pub struct WorkerLinks {
     pub stop: Arc<AtomicBool>,
     /// The XDP tier's owner, when the tier is on.
     pub tier: Option<TierLink>,
+    /// MAC learning: this worker gets its own queue.
+    pub learning: Arc<crate::learning::Learning>,
 }
 
 /// The thread's body: pins itself, runs the loop until asked to stop, drains.
@@ -188,6 +190,7 @@ struct WorkerLoop<'m> {
 impl<'m> WorkerLoop<'m> {
     fn new(io: &'m mut WorkerIo, links: &'m WorkerLinks) -> WorkerLoop<'m> {
         let mut engine = Worker::new(links.published.current());
+        engine.set_learner(links.learning.learner());
         if links.tier.is_some() {
             // A batch decides at most BATCH flows: none is missed.
             engine.record_decided(BATCH);

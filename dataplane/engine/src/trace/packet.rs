@@ -35,6 +35,8 @@ pub struct TraceContext {
     pub neighbours: HashMap<IpAddr, String>,
     /// Where each rule runs (empty when offload is off).
     pub placement: Vec<RulePlacement>,
+    /// Learned MACs and bindings (a running daemon's), read, never written.
+    pub learned: Option<Arc<crate::learn::L2Snapshot>>,
 }
 
 /// Packets and bytes a port counted each way.
@@ -203,6 +205,9 @@ pub fn trace_steps(
     w.apply_next_hops(&cx.next_hops);
     w.apply_path_mtus(&cx.path_mtus);
     w.apply_interface_macs(&cx.interface_macs);
+    if let Some(l) = &cx.learned {
+        w.set_learner(crate::learn::Learner::reading(Arc::clone(l)));
+    }
     let mut rx = vec![0u8; HEAD + frame.len().max(2048)];
     rx[HEAD..HEAD + frame.len()].copy_from_slice(frame);
     let mut spare: Vec<Vec<u8>> = (0..MAX_DESTS + 2).map(|_| vec![0u8; HEAD + 2048]).collect();
