@@ -16,6 +16,7 @@ PKGS=(
   strace            # scripts/capture-netlink.sh: what iproute2 sends, for the netlink fixtures
   procps            # sysctl (the pps harness turns IPv6 off in its namespaces)
   linux-perf        # perf record: where the time goes (docs/benchmarks.md)
+  qemu-system-x86 linux-image-amd64 busybox-static  # the VM lane: Debian's kernel as a guest (netns-tests/vm/run.sh)
 )
 
 missing=()

@@ -20,6 +20,9 @@ mkdir -p /run/vm /run/netns /tmp/home
 mount -t 9p -o trans=virtio,version=9p2000.L vmout /run/vm || {
   echo "vm: cannot mount the results share"; echo o > /proc/sysrq-trigger; }
 ip link set lo up
+# No fallback tunnel devices (gre0, ip6tnl0, ...) in every new namespace:
+# each test makes several, and the emulated CPU pays for each device.
+sysctl -qw net.core.fb_tunnels_only_for_init_net=2
 hostname overlayd-vm
 
 limit=$(sed -n 's/.*vm\.timeout=\([0-9]*\).*/\1/p' /proc/cmdline)

@@ -7,7 +7,7 @@
 # status back, and the console streams the output here.
 #
 #   netns-tests/vm/run.sh                 build and run the guest lane (vm_kernel_peers)
-#   netns-tests/vm/run.sh --tests FILTER  the same, only tests whose name contains FILTER
+#   netns-tests/vm/run.sh --tests 'F ...' the same, only tests whose name contains one of the words
 #   netns-tests/vm/run.sh -- CMD ARGS...  run CMD in the guest (in the current directory)
 #
 # Options: --timeout SECS (whole run, default 900), --mem MB (default 2048),
@@ -114,16 +114,22 @@ INIT
   rm -rf "$build"
 fi
 
-# The lane: one prebuilt test binary (and overlayd, overlayctl), run in
-# the guest without cargo (the guest's view of the target dir is read-only).
+# The lane: the guest test binaries (and overlayd, overlayctl), prebuilt
+# here and run in the guest without cargo (its view of the target dir is
+# read-only).
+lane_tests=(vm_kernel_peers vm_tc_flower)
 if [ "$mode" = lane ]; then
   export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
   (cd "$repo" && cargo build -q -p dataplane --bins)
-  bin=$(cd "$repo" && cargo test -q -p netns-tests --test vm_kernel_peers --no-run --message-format=json 2>/dev/null \
-    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
-  [ -x "$bin" ] || die "building the vm_kernel_peers test binary failed"
-  cmd=(env "OVERLAYD_BIN_DIR=$CARGO_TARGET_DIR/debug" OVERLAYD_IN_VM=1 "$bin" --test-threads=1)
-  [ -z "$filter" ] || cmd+=("$filter")
+  targets=()
+  for t in "${lane_tests[@]}"; do targets+=(--test "$t"); done
+  mapfile -t bins < <(cd "$repo" && cargo test -q -p netns-tests "${targets[@]}" --no-run --message-format=json \
+    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
+  [ ${#bins[@]} -eq ${#lane_tests[@]} ] || die "building the guest test binaries (${lane_tests[*]}) failed"
+  # Every binary runs, and the lane fails if any failed.
+  cmd=(env "OVERLAYD_BIN_DIR=$CARGO_TARGET_DIR/debug" OVERLAYD_IN_VM=1 sh -c \
+    'st=0; f=$1; shift; for b; do "$b" --test-threads=2 --nocapture $f || st=1; done; exit $st' \
+    sh "$filter" "${bins[@]}")
 fi
 
 out=$(mktemp -d /tmp/overlayd-vm.XXXXXX)
@@ -154,7 +160,7 @@ trap 'exit 143' TERM
 : > "$out/console.log"
 
 start=$(date +%s)
-"$qemu" -machine q35,accel=tcg -cpu max -smp "$cpus" -m "$mem" \
+"$qemu" -machine q35,accel=tcg -cpu "${OVERLAYD_VM_CPU:-max}" -smp "$cpus" -m "$mem" \
   -kernel "$kernel" -initrd "$initrd" \
   -append "console=ttyS0 quiet loglevel=4 panic=-1 vm.init=$repo/netns-tests/vm/guest-init.sh vm.timeout=$timeout_s" \
   -fsdev local,id=root,path=/,readonly=on,security_model=none,multidevs=remap \
