@@ -90,8 +90,9 @@ impl Dumpcap {
         require_program("dumpcap");
         let f = file.to_string_lossy().into_owned();
         let (c, a) = (max_packets.to_string(), format!("duration:{max_secs}"));
-        let mut cmd =
-            ns.command(&["dumpcap", "-q", "-P", "-i", dev, "-f", filter, "-w", &f, "-c", &c, "-a", &a]);
+        let mut cmd = ns.command(&[
+            "dumpcap", "-q", "-P", "-i", dev, "-f", filter, "-w", &f, "-c", &c, "-a", &a,
+        ]);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         let mut proc = Background::spawn(cmd, "dumpcap");
         if !wait_until(Duration::from_secs(30), || file.exists()) {

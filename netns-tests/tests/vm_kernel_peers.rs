@@ -187,7 +187,15 @@ fn peer(c: &Case, hb: &Netns, wb: &Netns, bw: &str, wbe: &str) -> Option<Ovs> {
         }
         Peer::Ovs { kind, options } => {
             let ovs = Ovs::start(hb);
-            ovs.vsctl(&["add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=system"]);
+            ovs.vsctl(&[
+                "add-br",
+                "br-int",
+                "--",
+                "set",
+                "bridge",
+                "br-int",
+                "datapath_type=system",
+            ]);
             let mut port: Vec<String> = [
                 "add-port",
                 "br-int",
@@ -307,11 +315,24 @@ fn check_wire(c: &Case, pkts: &[Outer]) {
             assert_eq!(p.id, c.id, "{}: key or VNI of a packet from {src}: {p:?}", c.name);
             if c.wire.gre {
                 assert_eq!(p.gre_proto, Some(proto), "{}: GRE protocol from {src}: {p:?}", c.name);
-                assert_eq!(p.csum_flag, c.wire.gre_checksum, "{}: GRE C bit from {src}: {p:?}", c.name);
+                assert_eq!(
+                    p.csum_flag, c.wire.gre_checksum,
+                    "{}: GRE C bit from {src}: {p:?}",
+                    c.name
+                );
                 if c.wire.gre_checksum {
-                    assert_eq!(p.csum_status, "1", "{}: bad GRE checksum from {src}: {p:?}", c.name);
+                    assert_eq!(
+                        p.csum_status, "1",
+                        "{}: bad GRE checksum from {src}: {p:?}",
+                        c.name
+                    );
                 }
-                assert_eq!(p.seq.is_some(), c.wire.gre_sequence, "{}: GRE S bit from {src}: {p:?}", c.name);
+                assert_eq!(
+                    p.seq.is_some(),
+                    c.wire.gre_sequence,
+                    "{}: GRE S bit from {src}: {p:?}",
+                    c.name
+                );
                 if let (Some(s), Some(l)) = (p.seq, last_seq) {
                     assert!(s > l, "{}: GRE sequence from {src} went from {l} to {s}", c.name);
                 }
@@ -374,8 +395,7 @@ fn run_case(c: &Case) {
     };
     let cap = Dumpcap::start(&hb, &ub, &filter, &pcap, 20_000, 240);
     let why = || {
-        let ovs_flows =
-            ovs.as_ref().map(|o| o.appctl(&["dpctl/dump-flows"])).unwrap_or_default();
+        let ovs_flows = ovs.as_ref().map(|o| o.appctl(&["dpctl/dump-flows"])).unwrap_or_default();
         format!(
             "counters: {:#}\nstatus: {:#}\nlog:\n{}\nhost B links:\n{}\n{ovs_flows}",
             d.counters(),
@@ -386,7 +406,12 @@ fn run_case(c: &Case) {
     };
     // The first packets may meet unresolved neighbours (and OVS's first
     // flow set-up): one retry before calling it a failure.
-    assert!(pings(&wa, WB_IP, 3) || pings(&wa, WB_IP, 3), "{}: A -> B ping failed; {}", c.name, why());
+    assert!(
+        pings(&wa, WB_IP, 3) || pings(&wa, WB_IP, 3),
+        "{}: A -> B ping failed; {}",
+        c.name,
+        why()
+    );
     assert!(pings(&wb, WA_IP, 3), "{}: B -> A ping failed; {}", c.name, why());
     if v6_inner {
         assert!(
@@ -410,7 +435,13 @@ fn run_case(c: &Case) {
     let t = &counters["tunnels"][0];
     assert!(t["encap"]["packets"].as_u64().unwrap() > 100, "{}: {counters:#}", c.name);
     assert!(t["decap"]["packets"].as_u64().unwrap() > 100, "{}: {counters:#}", c.name);
-    assert_eq!(counters["dropped"], 0, "{}: unexpected drops: {counters:#}\nlog:\n{}", c.name, d.log());
+    assert_eq!(
+        counters["dropped"],
+        0,
+        "{}: unexpected drops: {counters:#}\nlog:\n{}",
+        c.name,
+        d.log()
+    );
     phases.mark("counters");
     d.stop();
     assert!(!xdp_attached(&ha), "{}: an XDP program was left attached", c.name);
@@ -474,7 +505,15 @@ fn gre_cases() -> Vec<Case> {
         wire,
     };
     vec![
-        case("gretap without key", V4, eth, kernel_dev("gretap", V4, ""), "type = \"gretap\"", None, GRE),
+        case(
+            "gretap without key",
+            V4,
+            eth,
+            kernel_dev("gretap", V4, ""),
+            "type = \"gretap\"",
+            None,
+            GRE,
+        ),
         // csum and seq: the kernel sends both and drops what lacks them.
         case(
             "gretap key 9, checksum and sequence numbers",
@@ -647,9 +686,8 @@ fn kernel_geneve() {
     let wire = Wire { udp_port: Some(6081), ..Wire::default() };
     let mut cases = Vec::new();
     for under in [Under::V4, Under::V6] {
-        let peer = || {
-            kernel(&format!("geneve id 42 remote {} dstport 6081 udp6zerocsumrx", under.a()))
-        };
+        let peer =
+            || kernel(&format!("geneve id 42 remote {} dstport 6081 udp6zerocsumrx", under.a()));
         cases.push(Case {
             name: if under == Under::V4 { "geneve VNI 42" } else { "geneve VNI 42 over IPv6" },
             under,

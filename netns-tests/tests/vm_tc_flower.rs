@@ -60,11 +60,7 @@ impl Backend for SoftwareSwitch {
     fn num_vfs(&mut self, pf: &str) -> Result<(u32, u32), dataplane::offload::vf::SriovError> {
         self.kernel.num_vfs(pf)
     }
-    fn set_num_vfs(
-        &mut self,
-        pf: &str,
-        n: u32,
-    ) -> Result<(), dataplane::offload::vf::SriovError> {
+    fn set_num_vfs(&mut self, pf: &str, n: u32) -> Result<(), dataplane::offload::vf::SriovError> {
         self.kernel.set_num_vfs(pf, n)
     }
 }
@@ -123,7 +119,10 @@ fn filters(ns: &Netns, dev: &str) -> Vec<Shown> {
                 handle: o["handle"].as_u64()?,
                 packets: acts.first()?["stats"]["packets"].as_u64().unwrap_or(0),
                 skip_hw: o["skip_hw"].as_bool().unwrap_or(false),
-                actions: acts.iter().map(|a| a["kind"].as_str().unwrap_or("").to_string()).collect(),
+                actions: acts
+                    .iter()
+                    .map(|a| a["kind"].as_str().unwrap_or("").to_string())
+                    .collect(),
             })
         })
         .collect()
@@ -394,7 +393,8 @@ fn run_case(c: &Case) {
     let file = cap.finish();
 
     // The tunnel packets from A carry the tunnel's key or VNI and TTL 64.
-    let (src_field, ttl_field) = if c.v6 { ("ipv6.src", "ipv6.hlim") } else { ("ip.src", "ip.ttl") };
+    let (src_field, ttl_field) =
+        if c.v6 { ("ipv6.src", "ipv6.hlim") } else { ("ip.src", "ip.ttl") };
     let local = if c.v6 { "2001:db8::1" } else { "192.0.2.1" };
     let rows = tshark_fields(
         &file,
@@ -451,14 +451,7 @@ fn run_case(c: &Case) {
 /// IPv4 from untagged A to C on VLAN 100 (push, then pop on the way back)
 /// and IPv6 from A on VLAN 200 to C on VLAN 100 (modify both ways). No
 /// ARP or ND crosses these rules: the neighbours are static.
-fn vlan_traffic(
-    wa: &Netns,
-    wc: &Netns,
-    pa: &str,
-    ea: &str,
-    ec: &str,
-    why: &dyn Fn() -> String,
-) {
+fn vlan_traffic(wa: &Netns, wc: &Netns, pa: &str, ea: &str, ec: &str, why: &dyn Fn() -> String) {
     let (ea_mac, ec_mac) = (wa.mac(ea), wc.mac(ec));
     wc.ip(&["link", "add", "link", ec, "name", "ec.100", "type", "vlan", "id", "100"]);
     wc.ip(&["link", "set", "ec.100", "up"]);
@@ -487,17 +480,16 @@ fn flower(test: &str, name: &str) {
     let probe = Netns::new("vmfp");
     probe.ip(&["link", "add", "p0", "type", "dummy"]);
     probe.exec(&["tc", "qdisc", "add", "dev", "p0", "clsact"]);
-    probe.exec(&["tc", "filter", "add", "dev", "p0", "ingress", "flower", "skip_hw", "action", "drop"]);
+    probe.exec(&[
+        "tc", "filter", "add", "dev", "p0", "ingress", "flower", "skip_hw", "action", "drop",
+    ]);
     drop(probe);
     run_case(CASES.iter().find(|c| c.name == name).unwrap_or_else(|| panic!("no case {name:?}")));
 }
 
 #[test]
 fn flower_vxlan_vlan_drop() {
-    flower(
-        "flower_vxlan_vlan_drop",
-        "VXLAN VNI 42 over IPv4, with VLAN push/pop/modify and drop",
-    );
+    flower("flower_vxlan_vlan_drop", "VXLAN VNI 42 over IPv4, with VLAN push/pop/modify and drop");
 }
 
 #[test]
