@@ -32,7 +32,16 @@ pub fn require_kernel(test: &str, kinds: &[&str]) -> bool {
     let missing: Vec<&str> = kinds
         .iter()
         .copied()
-        .filter(|k| !ns.exec_output(&["ip", "link", "add", "probe0", "type", k]).status.success())
+        .filter(|k| {
+            let mut args = vec!["ip", "link", "add", "probe0", "type", k];
+            // The kinds that cannot be made without parameters.
+            args.extend_from_slice(match *k {
+                "vxlan" => &["id", "1", "dstport", "4789"][..],
+                "geneve" => &["id", "1", "remote", "192.0.2.9"][..],
+                _ => &[][..],
+            });
+            !ns.exec_output(&args).status.success()
+        })
         .inspect(|_| {
             let _ = ns.exec_output(&["ip", "link", "del", "probe0"]);
         })
