@@ -57,6 +57,9 @@ if [ -z "$kernel" ]; then
     if [ -f "/lib/modules/$v/modules.dep" ]; then kernel=$k; break; fi
   done
 fi
+if [ -n "${OVERLAYD_VM_KERNEL:-}" ]; then
+  [ -r "$kernel" ] || die "OVERLAYD_VM_KERNEL=$kernel: no such readable kernel image"
+fi
 [ -n "$kernel" ] && [ -r "$kernel" ] \
   || die "no kernel image with modules in /boot and /lib/modules: run scripts/setup.sh as root (package linux-image-amd64)"
 kver=${kernel#/boot/vmlinuz-}
