@@ -41,6 +41,13 @@ fi
 
 die() { echo "vm: $*" >&2; exit 2; }
 
+# What the guest needs comes from the project's set-up script (as root).
+if ! command -v qemu-system-x86_64 >/dev/null || [ ! -x /bin/busybox ] \
+  || ! ls /boot/vmlinuz-* >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ]; then
+    "$repo/scripts/setup.sh"
+  fi
+fi
 qemu=$(command -v qemu-system-x86_64 || true)
 [ -n "$qemu" ] || die "qemu-system-x86_64 is not installed: run scripts/setup.sh as root (package qemu-system-x86)"
 # The initramfs has no libraries: busybox must be the static one.
