@@ -19,6 +19,7 @@ PKGS=(
   help2man umoci    # packaging: man pages, the OCI image (scripts/package.sh, image.sh)
   systemd           # packaging test: systemd-analyze verify and security, offline
   python3-yaml man-db  # packaging test: reads the DaemonSet example, finds the man pages
+  qemu-system-x86 linux-image-amd64 busybox-static  # the VM lane: Debian's kernel as a guest (netns-tests/vm/run.sh)
 )
 
 missing=()

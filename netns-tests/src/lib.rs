@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod kernel_peer;
+pub mod vm_lane;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -541,6 +542,13 @@ pub fn check_echo_reply(inner: &[u8], src: [u8; 4], dst: [u8; 4]) -> u16 {
 /// not build another package's binaries for them.
 pub fn project_bin(name: &str) -> PathBuf {
     static BUILT: std::sync::Once = std::sync::Once::new();
+    // Prebuilt binaries (the VM lane: the guest sees the target directory
+    // read-only and has no use for cargo).
+    if let Some(dir) = std::env::var_os("OVERLAYD_BIN_DIR") {
+        let p = Path::new(&dir).join(name);
+        assert!(p.is_file(), "{} is missing (OVERLAYD_BIN_DIR)", p.display());
+        return p;
+    }
     // target/<profile>/deps/<test> -> target/<profile>/
     let exe = std::env::current_exe().expect("current_exe");
     let dir = exe.parent().and_then(Path::parent).expect("target directory").to_path_buf();
@@ -610,7 +618,10 @@ impl Overlayd {
         cmd.stderr(log).stdout(Stdio::null());
         let proc = Background::spawn(cmd, "overlayd");
         let mut d = Overlayd { proc, dir };
-        let up = wait_until(Duration::from_secs(15), || {
+        // An emulated CPU (the VM lane) loads XDP programs and fills the
+        // AF_XDP rings many times slower.
+        let limit = Duration::from_secs(if vm_lane::in_vm() { 90 } else { 15 });
+        let up = wait_until(limit, || {
             d.dir.join("api.sock").exists() && d.ctl_output(&["status"]).status.success()
         });
         if !up {
@@ -746,8 +757,13 @@ pub fn tcp_transfer(from: &Netns, to: &Netns, to_ip: &str, bytes: usize) {
         ]),
         "nc -l",
     );
-    // Give the listener a moment to bind.
-    std::thread::sleep(Duration::from_millis(300));
+    // Wait until the listener is bound (a slow or emulated CPU takes more
+    // than a moment to start it), then give it one more.
+    let listening = wait_until(Duration::from_secs(30), || {
+        !to.exec_output(&["ss", "-Hltn", "sport = :5001"]).stdout.is_empty()
+    });
+    assert!(listening, "the TCP receiver (nc -l) did not start listening");
+    std::thread::sleep(Duration::from_millis(100));
     let out = from.exec_output(&[
         "sh",
         "-c",
