@@ -13,6 +13,7 @@ pub mod io;
 pub mod metrics;
 pub mod neigh;
 pub mod offload;
+pub mod pinned;
 pub mod render;
 pub mod replay;
 pub mod report;
