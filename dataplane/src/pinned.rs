@@ -11,7 +11,7 @@ pub fn list() -> Vec<PinnedPort> {
 /// One line per port: namespace, interface, what serves it, its maps.
 pub fn render(list: &[PinnedPort]) -> String {
     if list.is_empty() {
-        return format!("nothing pinned under {}\n", pin::ROOT);
+        return format!("nothing pinned under {}\n", pin::root().display());
     }
     let here = pin::this_netns();
     let mut s = String::new();

@@ -74,12 +74,20 @@ enum Cmd {
         /// Do not pin the XDP programs: they detach when overlayd exits.
         #[arg(long, conflicts_with_all = ["fresh", "remove_on_exit"])]
         no_pin: bool,
+        /// Where to pin (a directory on a BPF filesystem; default
+        /// /sys/fs/bpf/overlayd, mounting /sys/fs/bpf if need be).
+        #[arg(long)]
+        bpf_dir: Option<PathBuf>,
     },
     /// List the XDP programs and maps overlayd left pinned on this host
     /// (every network namespace), and whether each still serves an interface.
     Pinned {
         #[arg(long)]
         json: bool,
+        /// Where to pin (a directory on a BPF filesystem; default
+        /// /sys/fs/bpf/overlayd, mounting /sys/fs/bpf if need be).
+        #[arg(long)]
+        bpf_dir: Option<PathBuf>,
     },
     /// Remove what overlayd left pinned in this network namespace (its XDP
     /// programs detach), and whatever is pinned for interfaces that are
@@ -88,6 +96,10 @@ enum Cmd {
         /// Only this interface's.
         #[arg(long)]
         interface: Option<String>,
+        /// Where to pin (a directory on a BPF filesystem; default
+        /// /sys/fs/bpf/overlayd, mounting /sys/fs/bpf if need be).
+        #[arg(long)]
+        bpf_dir: Option<PathBuf>,
     },
     /// Validate a configuration and print the compiled summary.
     Check {
@@ -195,7 +207,11 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
             fresh,
             remove_on_exit,
             no_pin,
+            bpf_dir,
         } => {
+            if let Some(d) = bpf_dir {
+                dataplane::io::pin::set_root(d);
+            }
             let initial = config.as_ref().map(read_config).transpose()?;
             let token = match &token_file {
                 Some(f) => {
@@ -238,7 +254,10 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
             };
             dataplane::run::run(opts).map_err(|e| (EXIT_IO, e.to_string()))?;
         }
-        Cmd::Pinned { json } => {
+        Cmd::Pinned { json, bpf_dir } => {
+            if let Some(d) = bpf_dir {
+                dataplane::io::pin::set_root(d);
+            }
             let list = dataplane::pinned::list();
             if json {
                 println!("{}", serde_json::to_string_pretty(&list).unwrap());
@@ -246,7 +265,10 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
                 print!("{}", dataplane::pinned::render(&list));
             }
         }
-        Cmd::Cleanup { interface } => {
+        Cmd::Cleanup { interface, bpf_dir } => {
+            if let Some(d) = bpf_dir {
+                dataplane::io::pin::set_root(d);
+            }
             for line in dataplane::pinned::cleanup(interface.as_deref())
                 .map_err(|e| (EXIT_IO, e.to_string()))?
             {

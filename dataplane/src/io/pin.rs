@@ -30,8 +30,23 @@ use serde::{Deserialize, Serialize};
 
 /// Where the BPF filesystem is mounted by convention.
 pub const BPFFS: &str = "/sys/fs/bpf";
-/// overlayd's directory in it.
-pub const ROOT: &str = "/sys/fs/bpf/overlayd";
+/// overlayd's directory in it, unless [`set_root`] says otherwise.
+pub const DEFAULT_ROOT: &str = "/sys/fs/bpf/overlayd";
+
+static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `dir` (on a BPF filesystem) the place to pin, for the whole
+/// process; only the first call counts. Needed where /sys is private to the
+/// process: `ip netns exec` mounts a fresh sysfs for the command it runs,
+/// so a BPF filesystem mounted at /sys/fs/bpf there dies with it.
+pub fn set_root(dir: PathBuf) {
+    let _ = ROOT.set(dir);
+}
+
+/// Where overlayd pins.
+pub fn root() -> &'static Path {
+    ROOT.get_or_init(|| PathBuf::from(DEFAULT_ROOT))
+}
 /// The layout of the pinned maps (keys, values, meaning). Bump it with any
 /// change to a map of dataplane/xdp/steer.bpf.c (its `LAYOUT_VERSION`).
 pub const LAYOUT: u32 = 2;
@@ -64,6 +79,12 @@ pub enum PinError {
          they survive a restart)"
     )]
     Mount(io::Error),
+    #[error(
+        "{}: not on a BPF filesystem (mount one there with `mount -t bpf bpf DIR`, or \
+         choose a directory on one with --bpf-dir)",
+        path.display()
+    )]
+    NotBpffs { path: PathBuf },
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: io::Error },
 }
@@ -72,10 +93,16 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PinError + '_ {
     move |source| PinError::Io { path: path.into(), source }
 }
 
-/// Makes sure a BPF filesystem is mounted at [`BPFFS`], mounting one if not.
+/// Makes sure [`root`] is on a BPF filesystem: the default one is, once a
+/// BPF filesystem is mounted at [`BPFFS`] (done here if need be).
 pub fn ensure_bpffs() -> Result<(), PinError> {
-    if is_bpffs(Path::new(BPFFS)) {
+    let root = root();
+    let parent = root.parent().unwrap_or(root);
+    if is_bpffs(parent) || is_bpffs(root) {
         return Ok(());
+    }
+    if parent != Path::new(BPFFS) {
+        return Err(PinError::NotBpffs { path: parent.into() });
     }
     let c = |s: &str| std::ffi::CString::new(s).expect("no NUL");
     let (src, target, fstype) = (c("bpf"), c(BPFFS), c("bpf"));
@@ -98,13 +125,13 @@ fn is_bpffs(p: &Path) -> bool {
     r == 0 && st.f_type as i64 == BPF_FS_MAGIC
 }
 
-/// The inode of this process's network namespace: its name in [`ROOT`].
+/// The inode of this process's network namespace: its name in [`root`].
 pub fn this_netns() -> u64 {
     std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap_or(0)
 }
 
 fn netns_dir(ns: u64) -> PathBuf {
-    Path::new(ROOT).join(format!("net{ns}"))
+    root().join(format!("net{ns}"))
 }
 
 /// One port's pinned state.
@@ -265,10 +292,10 @@ impl PinnedPort {
     }
 }
 
-/// Everything pinned under [`ROOT`], every namespace.
+/// Everything pinned under [`root`], every namespace.
 pub fn list() -> Vec<PinnedPort> {
     let mut out = Vec::new();
-    let Ok(namespaces) = std::fs::read_dir(ROOT) else { return out };
+    let Ok(namespaces) = std::fs::read_dir(root()) else { return out };
     for ns in namespaces.filter_map(Result::ok) {
         let name = ns.file_name().to_string_lossy().into_owned();
         let Some(id) = name.strip_prefix("net").and_then(|n| n.parse().ok()) else { continue };
