@@ -445,7 +445,9 @@ impl Datapath {
             queues: Arc::clone(&queues),
             stop: Arc::clone(&stop),
             tier: tier_link,
+            ready: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         };
+        let ready = Arc::clone(&wl.ready);
         let mut threads = Vec::new();
         for io in ios {
             let wl = wl.clone();
@@ -454,6 +456,26 @@ impl Datapath {
                 .spawn(move || worker::run(io, wl))
                 .map_err(DatapathError::Thread)?;
             threads.push(t);
+        }
+        // Inherited programs last: their sockets are registered, the tier's
+        // inherited entries judged and the workers' fill rings stocked, so
+        // the first frame the swapped-in program hands to a socket has a
+        // buffer to land in. (A worker that cannot start in a second does
+        // not hold the swap back.)
+        let t0 = std::time::Instant::now();
+        while ready.load(Ordering::Acquire) < workers && t0.elapsed().as_secs() < 1 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for (_, st) in steering.iter_mut() {
+            if let Steering::Xdp(prog) = st {
+                if let Err(e) = prog.swap_in() {
+                    stop.store(true, Ordering::Release);
+                    for t in threads.drain(..) {
+                        let _ = t.join();
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         for ((p, st), zero_copy) in steering.iter().zip(&modes) {
             log_attached(p, st, *zero_copy);

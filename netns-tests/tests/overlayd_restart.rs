@@ -238,6 +238,22 @@ print(r, flush=True)
     wa.command(&["python3", "-c", PY, &gap.to_string(), &stop.to_string_lossy()])
 }
 
+/// Rewrites the stored state (`state.json`, with its digest) through `edit`.
+fn edit_state(r: &Rig, edit: impl FnOnce(&mut serde_json::Value)) {
+    let state = r.dir.join("state").join("state.json");
+    let text = std::fs::read_to_string(&state).unwrap();
+    let mut doc: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    edit(&mut doc);
+    let line = serde_json::to_string(&doc).unwrap();
+    let digest = r.ha.exec(&[
+        "python3",
+        "-c",
+        "import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())",
+        &line,
+    ]);
+    std::fs::write(&state, format!("{line}\nsha256:{}\n", digest.trim())).unwrap();
+}
+
 /// One received packet.
 #[derive(Clone, Copy, Debug)]
 struct Got {
@@ -418,6 +434,16 @@ struct Outcome {
 /// Runs traffic, waits for flow 0 to be in the tier, stops overlayd with
 /// `signal`, leaves it down `down`, starts it again and sends on for 2 s.
 fn restart_under_traffic(r: &mut Rig, signal: &str, down: Duration) -> Outcome {
+    restart_changing(r, signal, down, |_| {})
+}
+
+/// As [`restart_under_traffic`], running `change` while overlayd is down.
+fn restart_changing(
+    r: &mut Rig,
+    signal: &str,
+    down: Duration,
+    change: impl FnOnce(&Rig),
+) -> Outcome {
     let stop = r.dir.join("stop-sender");
     let out = r.dir.join("sender.out");
     let mut cmd = sender(&r.wa, 0.002, &stop);
@@ -433,6 +459,7 @@ fn restart_under_traffic(r: &mut Rig, signal: &str, down: Duration) -> Outcome {
 
     let hits_before_stop = r.program_hits();
     r.signal(signal);
+    change(r);
     std::thread::sleep(down);
     let launched = now();
     r.start(&[]);
@@ -564,20 +591,11 @@ fn a_rule_changed_while_down_is_never_applied_by_an_adopted_entry() {
     r.signal("TERM");
 
     // Rule 11 now drops; the generation stays: only the content says it changed.
-    let state = r.dir.join("state").join("state.json");
-    let text = std::fs::read_to_string(&state).unwrap();
-    let mut doc: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
-    let rules = doc["rules"].as_array_mut().unwrap();
-    let r11 = rules.iter_mut().find(|x| x["id"] == 11).unwrap();
-    r11["actions"] = serde_json::json!(["drop"]);
-    let line = serde_json::to_string(&doc).unwrap();
-    let digest = r.ha.exec(&[
-        "python3",
-        "-c",
-        "import hashlib,sys; print(hashlib.sha256(sys.argv[1].encode()).hexdigest())",
-        &line,
-    ]);
-    std::fs::write(&state, format!("{line}\nsha256:{}\n", digest.trim())).unwrap();
+    edit_state(&r, |doc| {
+        let rules = doc["rules"].as_array_mut().unwrap();
+        let r11 = rules.iter_mut().find(|x| x["id"] == 11).unwrap();
+        r11["actions"] = serde_json::json!(["drop"]);
+    });
     let down_hits_from = now();
     std::thread::sleep(Duration::from_millis(300));
     r.start(&[]);
@@ -614,6 +632,34 @@ fn a_rule_changed_while_down_is_never_applied_by_an_adopted_entry() {
     assert_eq!(u(&c["drops"]["rule_drop"]), u(&rule11["packets"]), "{c:#}");
     // Flow 1 did not change: it arrives after the restart.
     assert!(got.iter().any(|g| g.flow == 1 && g.sent >= served), "{}", r.why());
+    r.finish();
+}
+
+/// The tier's capacity changed while down: the pinned maps cannot be reused
+/// (their size is fixed), so the new overlayd creates new ones and swaps its
+/// program into the link once its sockets are in them. The old program
+/// serves the tier's flow until then, the new one from the first frame after:
+/// the flow loses nothing, and its entry is installed again.
+#[test]
+fn incompatible_maps_are_replaced_in_one_step() {
+    if !require_root("incompatible_maps_are_replaced_in_one_step") {
+        return;
+    }
+    let mut r = build();
+    let installs = u(&r.tier()["installs"]);
+    let o = restart_changing(&mut r, "TERM", Duration::from_millis(300), |r| {
+        edit_state(r, |doc| doc["xdp_tier_entries"] = serde_json::json!(4096));
+    });
+    report("SIGTERM + start with another tier capacity", &o);
+    assert!(o.rounds > 1000, "the sender sent only {} rounds", o.rounds);
+    assert!(o.tier_missing.is_empty(), "tier flow lost {:?}: {}", o.tier_missing, r.why());
+    assert!(r.log().contains("inherited=Replaced"), "{}", r.log());
+    let t = r.tier();
+    assert_eq!(u(&t["adopted"]), 0, "{}", r.why());
+    assert_eq!(u(&t["capacity"]), 4096, "{}", r.why());
+    assert!(u(&t["installs"]) >= 1 && u(&t["entries"]) >= 1, "{} (before: {installs})", r.why());
+    let listed = overlayd_cmd(&r.ha, &["pinned"]);
+    assert!(listed.contains("-c4096") && !listed.contains("-c16384"), "{listed}");
     r.finish();
 }
 

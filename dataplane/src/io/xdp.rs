@@ -120,6 +120,8 @@ pub struct SteerProgram {
     /// Where its state is pinned, when it is.
     pins: Option<PortPins>,
     inherited: Inherited,
+    /// The inherited link, until [`swap_in`](Self::swap_in) puts this program in it.
+    pending: Option<FdLink>,
     /// The link, pinned: it stays attached when this closes.
     _link: Option<PinnedLink>,
     /// Owns the program and, unpinned, its link: dropping it detaches.
@@ -207,19 +209,10 @@ impl SteerProgram {
         p.mode = mode;
         match old_link {
             Some((link, old_mode)) => {
-                // One system call swaps the program: every frame meets the
-                // old one or the new one.
-                let link = XdpLink::try_from(link).map_err(|e| XdpError::Attach {
-                    ifname: ifname.into(),
-                    mode: "inherited",
-                    reason: error_chain(&e),
-                })?;
-                p.program()?.attach_to_link(link).map_err(|e| XdpError::Attach {
-                    ifname: ifname.into(),
-                    mode: "inherited",
-                    reason: error_chain(&e),
-                })?;
+                // Swapped in by `swap_in`, once the sockets are in this
+                // program's maps: until then the old program serves.
                 p.mode = old_mode;
+                p.pending = Some(link);
                 p.inherited = if adopt { Inherited::Adopted } else { Inherited::Replaced };
             }
             None => {
@@ -267,6 +260,20 @@ impl SteerProgram {
         }
         p.pins = pins;
         Ok(p)
+    }
+
+    /// Puts the program into the link it inherited, if it did, in one
+    /// system call (`BPF_LINK_UPDATE`): every frame meets the old program or
+    /// this one. Called once its AF_XDP sockets are registered, so with new
+    /// maps (`Inherited::Replaced`) no frame meets a program without them.
+    pub fn swap_in(&mut self) -> Result<(), XdpError> {
+        let Some(link) = self.pending.take() else { return Ok(()) };
+        let ifname = self.ifname.clone();
+        let err =
+            |reason: String| XdpError::Attach { ifname: ifname.clone(), mode: "inherited", reason };
+        let link = XdpLink::try_from(link).map_err(|e| err(error_chain(&e)))?;
+        self.program()?.attach_to_link(link).map_err(|e| err(error_chain(&e)))?;
+        Ok(())
     }
 
     /// What the program found of its predecessor's pinned state.
@@ -385,6 +392,7 @@ impl SteerProgram {
             meta,
             pins: None,
             inherited: Inherited::Nothing,
+            pending: None,
             _link: None,
             _ebpf: ebpf,
         };
