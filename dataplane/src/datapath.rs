@@ -411,11 +411,23 @@ impl Datapath {
                 tracing::info!(interface = %gone.interface, netns = gone.netns, "removed the pinned XDP program of a port no longer served");
             }
         }
-        // Steering first: an AF_XDP socket is registered in its program's map.
-        let mut steering = Vec::new();
-        for p in &specs {
-            steering.push((p.clone(), Steering::for_port(&rs, p, tier_capacity, opts.pin)?));
-        }
+        // Steering first: an AF_XDP socket is registered in its program's
+        // map. One thread per port: loading and verifying a program is most
+        // of a start's time (and of a restart's outage).
+        let mut steering = std::thread::scope(|s| {
+            let loads: Vec<_> = specs
+                .iter()
+                .map(|p| s.spawn(|| Steering::for_port(&rs, p, tier_capacity, opts.pin)))
+                .collect();
+            loads
+                .into_iter()
+                .zip(&specs)
+                .map(|(l, p)| {
+                    let st = l.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+                    Ok((p.clone(), st))
+                })
+                .collect::<Result<Vec<_>, DatapathError>>()
+        })?;
         let macs = interface_macs(&specs)?;
         let ios = (0..workers)
             .map(|w| open_worker(w, &mut steering, &macs, &opts, w % cpus))

@@ -180,6 +180,8 @@ fn build() -> Rig {
     let dir = TempDir::new("restart");
     std::fs::write(dir.join("config.toml"), CONFIG.replace("WL", &wl).replace("UP", &up)).unwrap();
     let sink = Background::spawn(sink(&wb, &dir.join("received"), &dir.join("stop")), "udp sink");
+    let ready = wait_until(Duration::from_secs(30), || dir.join("received.ready").exists());
+    assert!(ready, "the UDP sink did not start");
     let cleanup = Cleanup(ha.name().to_string());
     let mut r = Rig { daemon: None, _cleanup: cleanup, _sink: sink, dir, runs: 0, wa, wb, hb, ha };
     r.start(&[]);
@@ -200,9 +202,12 @@ out, stop = open(sys.argv[1], "w", buffering=1), sys.argv[2]
 socks = []
 for p in (9000, 9001):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    # SO_RCVBUFFORCE (33): past rmem_max, so a sink held off by a busy
+    # machine loses nothing.
+    s.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)
     s.bind(("198.51.100.2", p))
     socks.append(s)
+open(out.name + ".ready", "w").close()
 deadline = time.time() + 300
 while time.time() < deadline and not os.path.exists(stop):
     ready, _, _ = select.select(socks, [], [], 0.1)
