@@ -55,6 +55,7 @@ pub fn cleanup(interface: Option<&str>) -> Result<Vec<String>, PinError> {
             said.push(format!("removed {} (net{} {})", p.dir.display(), p.netns, p.interface));
         }
     }
+    pin::remove_empty_namespaces();
     if said.is_empty() {
         said.push("nothing to remove".into());
     }

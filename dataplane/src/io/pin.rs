@@ -348,5 +348,24 @@ pub fn sweep(keep: &[String]) -> Vec<PinnedPort> {
             }
         }
     }
+    remove_empty_namespaces();
     removed
+}
+
+/// Removes namespace directories left empty for a minute (a start that
+/// failed before pinning anything); a younger one may be about to be used.
+pub fn remove_empty_namespaces() {
+    let Ok(rd) = std::fs::read_dir(root()) else { return };
+    for e in rd.filter_map(Result::ok) {
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age.as_secs() >= 60);
+        if old {
+            // Fails, harmlessly, unless the directory is empty.
+            let _ = std::fs::remove_dir(e.path());
+        }
+    }
 }
