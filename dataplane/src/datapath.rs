@@ -97,11 +97,13 @@ pub struct DatapathOptions {
     pub ring_size: u32,
     /// Pin the XDP programs and their maps, so they outlive the process.
     pub pin: bool,
+    /// Fail if they cannot be pinned (else run unpinned, with a warning).
+    pub pin_required: bool,
 }
 
 impl Default for DatapathOptions {
     fn default() -> Self {
-        DatapathOptions { workers: None, ring_size: 2048, pin: false }
+        DatapathOptions { workers: None, ring_size: 2048, pin: false, pin_required: false }
     }
 }
 
@@ -265,6 +267,8 @@ pub struct DatapathLinks {
     pub tier_gens: Arc<TierGenerations>,
     /// Where a live capture is armed.
     pub capture: Arc<CaptureTap>,
+    /// MAC learning: the workers' queues and the learned FDB.
+    pub learning: Arc<crate::learning::Learning>,
 }
 
 pub struct Datapath {
@@ -398,10 +402,21 @@ impl Datapath {
         }
         let tier_spec = (rs.config.xdp_tier, rs.config.xdp_tier_entries);
         let tier_capacity = (tier_spec.0 == TierSpec::Auto).then_some(tier_spec.1);
+        let mut opts = opts;
+        if opts.pin {
+            if let Err(e) = crate::io::pin::prepare() {
+                if opts.pin_required {
+                    return Err(e.into());
+                }
+                // A sandbox without the BPF filesystem (or the right to
+                // write in it): serve anyway, as before restarts kept state.
+                tracing::warn!(error = %e, "XDP programs not pinned: a restart or stop detaches them and the XDP tier's flows are lost meanwhile");
+                opts.pin = false;
+            }
+        }
         if opts.pin {
             // What earlier datapaths pinned for ports this one does not
             // have, and for interfaces that are gone, goes.
-            crate::io::pin::ensure_bpffs()?;
             let keep: Vec<String> = specs
                 .iter()
                 .filter(|p| p.backend == Backend::AfXdp)
@@ -458,9 +473,13 @@ impl Datapath {
             stop: Arc::clone(&stop),
             tier: tier_link,
             ready: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            learning: Arc::clone(&links.learning),
         };
         let ready = Arc::clone(&wl.ready);
         let mut threads = Vec::new();
+        let published = Arc::clone(&wl.published);
+        let learn = links.learning.spawn(published, Arc::clone(&stop));
+        threads.push(learn.map_err(DatapathError::Thread)?);
         for io in ios {
             let wl = wl.clone();
             let t = std::thread::Builder::new()

@@ -12,12 +12,13 @@ use dataplane::api_types::{
     Status, TunnelStatus, VfView,
 };
 use dataplane::client::{request, request_streaming, Response};
+use engine::learn::L2View;
 use engine::model::{FdbEntry, Port};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 #[derive(Parser)]
-#[command(name = "overlayctl", version, about = "Control an overlayd daemon")]
+#[command(name = "overlayctl", version = dataplane::VERSION, about = "Control an overlayd daemon")]
 struct Cli {
     /// The daemon's API socket.
     #[arg(long, global = true, default_value = "/run/overlayd/api.sock")]
@@ -55,7 +56,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: NamedCmd,
     },
-    /// Static FDB entries: list, add, delete.
+    /// FDB entries: list (static and learned, with age and source), add,
+    /// delete (static ones).
     Fdb {
         #[command(subcommand)]
         cmd: FdbCmd,
@@ -227,6 +229,43 @@ enum FdbCmd {
         #[arg(long)]
         mac: String,
     },
+}
+
+/// Static and learned FDB entries in one table (the place is the tunnel,
+/// or the port a learned MAC is behind), then learned bindings and the
+/// learning and suppression counters.
+fn print_fdb(fixed: &[FdbEntry], learned: &L2View) {
+    let statics = fixed.iter().map(|f| {
+        vec![cell(f.vni), cell(f.mac), cell(&f.tunnel), "static".into(), "-".into(), "-".into()]
+    });
+    let macs = learned.macs.iter().map(|m| {
+        let via = m.tunnel.clone().or_else(|| m.port.clone()).unwrap_or_else(|| "-".into());
+        let age = format!("{:.1}", m.age_secs);
+        vec![cell(m.vni), cell(m.mac), via, "learned".into(), age, cell(m.moves)]
+    });
+    table("vni\tmac\tvia\tsource\tage_s\tmoves", statics.chain(macs));
+    if !learned.bindings.is_empty() {
+        println!();
+        table(
+            "vni\tip\tmac\tage_s",
+            learned
+                .bindings
+                .iter()
+                .map(|b| vec![cell(b.vni), cell(b.ip), cell(b.mac), format!("{:.1}", b.age_secs)]),
+        );
+    }
+    let c = &learned.counters;
+    let no_learn: Vec<String> = c.no_learn.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    println!(
+        "\nlearned {}, moved {}, aged {}, not learned: {}; ARP/ND answered {}, flooded {}, conflicting {}",
+        c.learned,
+        c.moved,
+        c.aged,
+        no_learn.join(", "),
+        c.answered,
+        c.flooded,
+        c.conflicting
+    );
 }
 
 /// A value as typed: numbers stay numbers, everything else is a string.
@@ -520,9 +559,14 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
             ops(serde_json::json!([{ "remove_port": name }]))?
         }
         Cmd::Fdb { cmd: FdbCmd::List } => {
-            list(get("/v1/fdb")?, "vni\tmac\ttunnel", |f: &FdbEntry| {
-                vec![cell(f.vni), cell(f.mac), cell(&f.tunnel)]
-            })?
+            let fixed: Vec<FdbEntry> = parse(&call("GET", "/v1/fdb", &[], None)?)?;
+            let learned: L2View = parse(&call("GET", "/v1/fdb/learned", &[], None)?)?;
+            if cli.json {
+                let doc = serde_json::json!({ "static": fixed, "learned": learned });
+                println!("{doc:#}");
+            } else {
+                print_fdb(&fixed, &learned);
+            }
         }
         Cmd::Fdb { cmd: FdbCmd::Add { vni, mac, tunnel } } => {
             ops(serde_json::json!([{ "add_fdb": { "vni": vni, "mac": mac, "tunnel": tunnel } }]))?

@@ -19,7 +19,7 @@ use engine::compile::{compile, RuleSet};
 use engine::model::Config;
 
 #[derive(Parser)]
-#[command(name = "overlayd", version, about = "Userspace VXLAN/GRE overlay dataplane")]
+#[command(name = "overlayd", version = dataplane::VERSION, about = "Userspace VXLAN/GRE overlay dataplane")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -209,6 +209,7 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
             no_pin,
             bpf_dir,
         } => {
+            let pin_required = bpf_dir.is_some();
             if let Some(d) = bpf_dir {
                 dataplane::io::pin::set_root(d);
             }
@@ -247,6 +248,7 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
                 datapath: (!control_only).then_some(dataplane::datapath::DatapathOptions {
                     workers,
                     pin: !no_pin,
+                    pin_required,
                     ..Default::default()
                 }),
                 fresh,

@@ -116,6 +116,14 @@ pub fn ensure_bpffs() -> Result<(), PinError> {
     Ok(())
 }
 
+/// Makes sure this namespace's directory can be pinned in (the BPF
+/// filesystem mounted, the directory created).
+pub fn prepare() -> Result<(), PinError> {
+    ensure_bpffs()?;
+    let dir = netns_dir(this_netns());
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))
+}
+
 fn is_bpffs(p: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else { return false };
     // SAFETY: an all-zero statfs is a valid value for the kernel to fill.
