@@ -163,8 +163,10 @@ id = 10
 match = { in_port = "wl" }
 actions = [{ encap = "to-b" }]
 TOML
+# --remove-on-exit: a clean stop (a plain SIGTERM leaves the programs pinned
+# and serving the XDP tier for the next start, docs/operations.md).
 ip netns exec "$ns" /usr/bin/overlayd run --config "$work/dp.toml" --state-dir "$work/dp-state" \
-  --socket "$work/dp.sock" 2>"$work/dp.log" &
+  --socket "$work/dp.sock" --remove-on-exit 2>"$work/dp.log" &
 daemon=$!
 up=
 for _ in $(seq 100); do

@@ -14,6 +14,13 @@
 //! changes to tunnels re-steer the uplinks' programs in place; rules only
 //! need the workers to pick up the new generation.
 //!
+//! With `pin` (what `overlayd run` does), each AF_XDP port's program and
+//! maps are pinned and outlive the datapath (io/pin.rs): a stop leaves them
+//! serving the tier's flows, and the next start, in this process or the
+//! next, takes them over (io/xdp.rs, io/tier.rs). Only
+//! [`Datapath::stop_and_remove`] (a clean stop) and the start of a datapath
+//! that no longer has a port remove a port's pinned state.
+//!
 //! With `xdp_tier = "auto"`, each AF_XDP workload port's program also looks
 //! established flows up in its tier maps, which one owner thread fills with
 //! the entries the workers offer (io/tier.rs); any AF_XDP port whose driver
@@ -40,7 +47,7 @@ use crate::io::steer::{SteerRole, SteerStats};
 use crate::io::tap::{self, TapQueue};
 use crate::io::tier::{Tier, TierGenerations, TierLinks, TierPort, TierStatus};
 use crate::io::uring::{self, Kind, UringError, UringQueue};
-use crate::io::xdp::{SteerProgram, XdpError, XdpMode};
+use crate::io::xdp::{Inherited, SteerProgram, XdpError, XdpMode};
 use crate::io::{netdev, PortQueue, QueueStats};
 use crate::report::{CounterBoard, PortStatus, QueueBoard};
 use crate::worker::{self, WorkerIo, WorkerLinks, BATCH};
@@ -63,6 +70,8 @@ pub enum DatapathError {
     Thread(std::io::Error),
     #[error(transparent)]
     TierGeneration(#[from] crate::io::tier::TierGenError),
+    #[error(transparent)]
+    Pin(#[from] crate::io::pin::PinError),
 }
 
 impl DatapathError {
@@ -86,11 +95,15 @@ pub struct DatapathOptions {
     /// at most one per CPU.
     pub workers: Option<usize>,
     pub ring_size: u32,
+    /// Pin the XDP programs and their maps, so they outlive the process.
+    pub pin: bool,
+    /// Fail if they cannot be pinned (else run unpinned, with a warning).
+    pub pin_required: bool,
 }
 
 impl Default for DatapathOptions {
     fn default() -> Self {
-        DatapathOptions { workers: None, ring_size: 2048 }
+        DatapathOptions { workers: None, ring_size: 2048, pin: false, pin_required: false }
     }
 }
 
@@ -188,7 +201,12 @@ enum Steering {
 
 impl Steering {
     /// `tier`: the XDP tier's capacity, when it is on.
-    fn for_port(rs: &RuleSet, p: &PortSpec, tier: Option<u32>) -> Result<Steering, DatapathError> {
+    fn for_port(
+        rs: &RuleSet,
+        p: &PortSpec,
+        tier: Option<u32>,
+        pin: bool,
+    ) -> Result<Steering, DatapathError> {
         let role = steer_role(rs, p);
         // Only workload ports look flows up: on an uplink every frame of ours
         // is a tunnel packet, and decapsulation is not in the tier yet.
@@ -196,12 +214,19 @@ impl Steering {
         Ok(match p.backend {
             Backend::AfXdp => {
                 let prog = match p.xdp_mode {
-                    XdpModeSpec::Native => SteerProgram::attach(&p.interface, &role, false, tier)?,
-                    XdpModeSpec::Auto => SteerProgram::attach(&p.interface, &role, true, tier)?,
+                    XdpModeSpec::Native => {
+                        SteerProgram::attach(&p.interface, &role, false, tier, pin)?
+                    }
+                    XdpModeSpec::Auto => {
+                        SteerProgram::attach(&p.interface, &role, true, tier, pin)?
+                    }
                     XdpModeSpec::Generic => {
-                        SteerProgram::attach_generic(&p.interface, &role, tier)?
+                        SteerProgram::attach_generic(&p.interface, &role, tier, pin)?
                     }
                 };
+                if prog.inherited() != Inherited::Nothing {
+                    tracing::info!(port = %p.name, interface = %p.interface, inherited = ?prog.inherited(), "took over the XDP program a previous overlayd left attached");
+                }
                 if prog.mode() == XdpMode::Generic && p.xdp_mode == XdpModeSpec::Auto {
                     tracing::warn!(port = %p.name, interface = %p.interface, "native XDP refused: using the generic (SKB) hook, which is slower");
                 }
@@ -377,11 +402,47 @@ impl Datapath {
         }
         let tier_spec = (rs.config.xdp_tier, rs.config.xdp_tier_entries);
         let tier_capacity = (tier_spec.0 == TierSpec::Auto).then_some(tier_spec.1);
-        // Steering first: an AF_XDP socket is registered in its program's map.
-        let mut steering = Vec::new();
-        for p in &specs {
-            steering.push((p.clone(), Steering::for_port(&rs, p, tier_capacity)?));
+        let mut opts = opts;
+        if opts.pin {
+            if let Err(e) = crate::io::pin::prepare() {
+                if opts.pin_required {
+                    return Err(e.into());
+                }
+                // A sandbox without the BPF filesystem (or the right to
+                // write in it): serve anyway, as before restarts kept state.
+                tracing::warn!(error = %e, "XDP programs not pinned: a restart or stop detaches them and the XDP tier's flows are lost meanwhile");
+                opts.pin = false;
+            }
         }
+        if opts.pin {
+            // What earlier datapaths pinned for ports this one does not
+            // have, and for interfaces that are gone, goes.
+            let keep: Vec<String> = specs
+                .iter()
+                .filter(|p| p.backend == Backend::AfXdp)
+                .map(|p| p.interface.clone())
+                .collect();
+            for gone in crate::io::pin::sweep(&keep) {
+                tracing::info!(interface = %gone.interface, netns = gone.netns, "removed the pinned XDP program of a port no longer served");
+            }
+        }
+        // Steering first: an AF_XDP socket is registered in its program's
+        // map. One thread per port: loading and verifying a program is most
+        // of a start's time (and of a restart's outage).
+        let mut steering = std::thread::scope(|s| {
+            let loads: Vec<_> = specs
+                .iter()
+                .map(|p| s.spawn(|| Steering::for_port(&rs, p, tier_capacity, opts.pin)))
+                .collect();
+            loads
+                .into_iter()
+                .zip(&specs)
+                .map(|(l, p)| {
+                    let st = l.join().unwrap_or_else(|e| std::panic::resume_unwind(e))?;
+                    Ok((p.clone(), st))
+                })
+                .collect::<Result<Vec<_>, DatapathError>>()
+        })?;
         let macs = interface_macs(&specs)?;
         let ios = (0..workers)
             .map(|w| open_worker(w, &mut steering, &macs, &opts, w % cpus))
@@ -411,8 +472,10 @@ impl Datapath {
             queues: Arc::clone(&queues),
             stop: Arc::clone(&stop),
             tier: tier_link,
+            ready: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             learning: Arc::clone(&links.learning),
         };
+        let ready = Arc::clone(&wl.ready);
         let mut threads = Vec::new();
         let published = Arc::clone(&wl.published);
         let learn = links.learning.spawn(published, Arc::clone(&stop));
@@ -424,6 +487,26 @@ impl Datapath {
                 .spawn(move || worker::run(io, wl))
                 .map_err(DatapathError::Thread)?;
             threads.push(t);
+        }
+        // Inherited programs last: their sockets are registered, the tier's
+        // inherited entries judged and the workers' fill rings stocked, so
+        // the first frame the swapped-in program hands to a socket has a
+        // buffer to land in. (A worker that cannot start in a second does
+        // not hold the swap back.)
+        let t0 = std::time::Instant::now();
+        while ready.load(Ordering::Acquire) < workers && t0.elapsed().as_secs() < 1 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        for (_, st) in steering.iter_mut() {
+            if let Steering::Xdp(prog) = st {
+                if let Err(e) = prog.swap_in() {
+                    stop.store(true, Ordering::Release);
+                    for t in threads.drain(..) {
+                        let _ = t.join();
+                    }
+                    return Err(e.into());
+                }
+            }
         }
         for ((p, st), zero_copy) in steering.iter().zip(&modes) {
             log_attached(p, st, *zero_copy);
@@ -512,25 +595,38 @@ impl Datapath {
     }
 
     /// Stops the workers after they finish their batch and flush what they
-    /// queued, then detaches the programs (when `self` drops).
+    /// queued. Pinned programs stay attached, the tier's flows still
+    /// forwarded, for the next start to take over; the others detach (when
+    /// `self` drops).
     pub fn stop(mut self) {
-        self.shut_down();
+        self.shut_down(false);
         tracing::info!("datapath stopped");
     }
 
-    /// The tier first: its lookups off (frames go to the still running
-    /// workers), its counters harvested for the last time; then the workers.
-    fn shut_down(&mut self) {
+    /// Stops as [`stop`](Self::stop) and removes every pinned program and
+    /// map: nothing of the datapath is left in the kernel.
+    pub fn stop_and_remove(mut self) {
+        self.shut_down(true);
+        tracing::info!("datapath stopped, its XDP programs removed");
+    }
+
+    /// The tier first: its counters harvested for the last time, and, when
+    /// the programs go, its lookups off (frames go to the still running
+    /// workers); then the workers. Pinned programs that stay keep their
+    /// lookups on: the tier forwards its flows while no overlayd runs.
+    fn shut_down(&mut self, remove: bool) {
+        let mut st = self.steering.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(tier) = self.tier.take() {
-            let mut st = self.steering.lock().unwrap_or_else(|p| p.into_inner());
             for (spec, s) in st.iter_mut() {
                 if let Steering::Xdp(prog) = s {
+                    if prog.pinned() && !remove {
+                        continue;
+                    }
                     if let Err(e) = prog.set_tier(None) {
                         tracing::error!(port = %spec.name, error = %e, "cannot turn the XDP tier off");
                     }
                 }
             }
-            drop(st);
             self.counters.set_refresh(None);
             self.tier_gens.clear();
             tier.stop();
@@ -538,6 +634,15 @@ impl Datapath {
         self.stop.store(true, Ordering::Release);
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if remove {
+            for (spec, s) in st.iter_mut() {
+                if let Steering::Xdp(prog) = s {
+                    if let Err(e) = prog.unpin() {
+                        tracing::error!(port = %spec.name, error = %e, "cannot remove the pinned XDP program");
+                    }
+                }
+            }
         }
     }
 }
@@ -572,15 +677,17 @@ fn start_tier(
             not_output,
         });
     }
-    let published = Arc::clone(&links.published);
-    links.tier_gens.replace(gens, || published.current().generation)?;
     let tl = TierLinks {
         published: Arc::clone(&links.published),
         hops: Arc::clone(&links.hops),
         board: Arc::clone(&links.counters),
         board_id: workers,
     };
+    // The owner first: it deletes the inherited entries the current rule
+    // set does not decide the same way, before the generation is written.
     let (tier, link) = Tier::start(ports, tl).map_err(DatapathError::Thread)?;
+    let published = Arc::clone(&links.published);
+    links.tier_gens.replace(gens, || published.current().generation)?;
     links.counters.set_refresh(Some(tier.refresher()));
     // Lookups last: the generation is in place and the owner is running.
     for (i, (_, st)) in steering.iter_mut().enumerate() {
@@ -600,6 +707,6 @@ fn sum_steering(queues: &[QueueStats]) -> SteerStats {
 
 impl Drop for Datapath {
     fn drop(&mut self) {
-        self.shut_down();
+        self.shut_down(false);
     }
 }

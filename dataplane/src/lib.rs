@@ -18,6 +18,7 @@ pub mod learning;
 pub mod metrics;
 pub mod neigh;
 pub mod offload;
+pub mod pinned;
 pub mod render;
 pub mod replay;
 pub mod report;

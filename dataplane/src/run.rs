@@ -88,6 +88,10 @@ pub struct RunOptions {
     pub token: Option<String>,
     /// Attach the configured interfaces and move packets (None: control only).
     pub datapath: Option<DatapathOptions>,
+    /// Remove what a previous overlayd left pinned instead of adopting it.
+    pub fresh: bool,
+    /// On exit, remove the pinned programs and maps (a clean stop).
+    pub remove_on_exit: bool,
 }
 
 /// A document is only accepted if this host can serve it: every port names
@@ -281,6 +285,12 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                     capture: daemon.capture_tap(),
                     learning: daemon.learning(),
                 };
+                if o.fresh && opts.pin {
+                    let keep: [String; 0] = [];
+                    for p in crate::io::pin::sweep(&keep) {
+                        tracing::info!(interface = %p.interface, "--fresh: removed the pinned XDP program a previous overlayd left");
+                    }
+                }
                 let dp = Datapath::start(links.clone(), opts)?;
                 let slot: Slot = Arc::new(Mutex::new(Some(dp)));
                 daemon.set_io_report(Box::new(RunningIo {
@@ -389,7 +399,13 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
         if let Some(slot) = io {
             let dp = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(dp) = dp {
-                tokio::task::block_in_place(|| dp.stop());
+                // By default the pinned programs stay, the tier's flows
+                // forwarded, for the next start to take over (a restart).
+                if o.remove_on_exit {
+                    tokio::task::block_in_place(|| dp.stop_and_remove());
+                } else {
+                    tokio::task::block_in_place(|| dp.stop());
+                }
             }
         }
         served.map_err(|source| RunError::Serve { path: o.socket.clone(), source })?;

@@ -88,6 +88,9 @@ pub struct WorkerLinks {
     pub stop: Arc<AtomicBool>,
     /// The XDP tier's owner, when the tier is on.
     pub tier: Option<TierLink>,
+    /// Counts the workers whose fill rings are stocked: a program taking
+    /// over a link from a previous overlayd is swapped in after that.
+    pub ready: Arc<std::sync::atomic::AtomicUsize>,
     /// MAC learning: this worker gets its own queue.
     pub learning: Arc<crate::learning::Learning>,
 }
@@ -96,6 +99,8 @@ pub struct WorkerLinks {
 pub fn run(mut io: WorkerIo, links: WorkerLinks) {
     sys::pin_to_cpu(io.cpu);
     let mut l = WorkerLoop::new(&mut io, &links);
+    l.reclaim_refill();
+    links.ready.fetch_add(1, Ordering::Release);
     while !links.stop.load(Ordering::Acquire) {
         l.sync();
         l.reclaim_refill();

@@ -97,13 +97,40 @@ struct tier_entry {
 	/* The outer header with the flow's UDP source port; TOS, lengths,
 	 * identification, flags, TTL and checksum zero, patched per packet. */
 	__u8 hdr[VXLAN4_HDR_LEN];
-	__u8 pad[2];
+	/* Not read here: what the owner needs to adopt the entry after a
+	 * restart (its tunnel and rule in the rule set it was decided under). */
+	__u16 tunnel;
+	__u32 rule;
+	__u32 pad;
+};
+
+/* The layout of everything pinned beside the program (bumped whenever a
+ * map's key, value or meaning changes): a starting overlayd adopts pinned
+ * maps only when it is its own (dataplane/src/io/pin.rs). */
+#define LAYOUT_VERSION 2
+
+/* Written by the owner, never read here: what a starting overlayd needs to
+ * judge the pinned maps it finds (mirrored by PinMeta in io/pin.rs). */
+struct pin_meta {
+	__u32 layout;        /* LAYOUT_VERSION of whoever created the maps */
+	__u32 tier_capacity; /* max_entries of tier_flows and tier_counts */
+	__u64 generation;    /* the rule set every live entry was decided under... */
+	__u64 fingerprint;   /* ...and its content (0: none yet) */
+	__u32 mode;          /* how the program is attached: 1 native, 2 generic */
+	__u32 pad;
 };
 
 struct tier_count {
 	__u64 packets;
 	__u64 bytes; /* as received, before encapsulation */
 };
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct pin_meta);
+} meta SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_XSKMAP);

@@ -611,6 +611,8 @@ impl Overlayd {
             dir.join("state").to_string_lossy().into(),
             "--socket".into(),
             dir.join("api.sock").to_string_lossy().into(),
+            // A clean stop: nothing of the test's daemon stays pinned.
+            "--remove-on-exit".into(),
         ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();

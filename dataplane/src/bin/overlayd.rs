@@ -62,6 +62,44 @@ enum Cmd {
         /// setting the stored state aside. Use once, by hand.
         #[arg(long)]
         start_empty: bool,
+        /// Remove the XDP programs and maps a previous overlayd left pinned
+        /// (its tier's flows included) instead of taking them over.
+        #[arg(long)]
+        fresh: bool,
+        /// On SIGTERM, remove the XDP programs and maps too (a clean stop
+        /// that is not a restart); by default they stay and keep
+        /// forwarding the tier's flows until the next start takes them over.
+        #[arg(long)]
+        remove_on_exit: bool,
+        /// Do not pin the XDP programs: they detach when overlayd exits.
+        #[arg(long, conflicts_with_all = ["fresh", "remove_on_exit"])]
+        no_pin: bool,
+        /// Where to pin (a directory on a BPF filesystem; default
+        /// /sys/fs/bpf/overlayd, mounting /sys/fs/bpf if need be).
+        #[arg(long)]
+        bpf_dir: Option<PathBuf>,
+    },
+    /// List the XDP programs and maps overlayd left pinned on this host
+    /// (every network namespace), and whether each still serves an interface.
+    Pinned {
+        #[arg(long)]
+        json: bool,
+        /// Where to pin (a directory on a BPF filesystem; default
+        /// /sys/fs/bpf/overlayd, mounting /sys/fs/bpf if need be).
+        #[arg(long)]
+        bpf_dir: Option<PathBuf>,
+    },
+    /// Remove what overlayd left pinned in this network namespace (its XDP
+    /// programs detach), and whatever is pinned for interfaces that are
+    /// gone. Run it only when no overlayd runs in this namespace.
+    Cleanup {
+        /// Only this interface's.
+        #[arg(long)]
+        interface: Option<String>,
+        /// Where to pin (a directory on a BPF filesystem; default
+        /// /sys/fs/bpf/overlayd, mounting /sys/fs/bpf if need be).
+        #[arg(long)]
+        bpf_dir: Option<PathBuf>,
     },
     /// Validate a configuration and print the compiled summary.
     Check {
@@ -166,7 +204,15 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
             workers,
             restore_previous,
             start_empty,
+            fresh,
+            remove_on_exit,
+            no_pin,
+            bpf_dir,
         } => {
+            let pin_required = bpf_dir.is_some();
+            if let Some(d) = bpf_dir {
+                dataplane::io::pin::set_root(d);
+            }
             let initial = config.as_ref().map(read_config).transpose()?;
             let token = match &token_file {
                 Some(f) => {
@@ -201,10 +247,35 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
                 token,
                 datapath: (!control_only).then_some(dataplane::datapath::DatapathOptions {
                     workers,
+                    pin: !no_pin,
+                    pin_required,
                     ..Default::default()
                 }),
+                fresh,
+                remove_on_exit,
             };
             dataplane::run::run(opts).map_err(|e| (EXIT_IO, e.to_string()))?;
+        }
+        Cmd::Pinned { json, bpf_dir } => {
+            if let Some(d) = bpf_dir {
+                dataplane::io::pin::set_root(d);
+            }
+            let list = dataplane::pinned::list();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list).unwrap());
+            } else {
+                print!("{}", dataplane::pinned::render(&list));
+            }
+        }
+        Cmd::Cleanup { interface, bpf_dir } => {
+            if let Some(d) = bpf_dir {
+                dataplane::io::pin::set_root(d);
+            }
+            for line in dataplane::pinned::cleanup(interface.as_deref())
+                .map_err(|e| (EXIT_IO, e.to_string()))?
+            {
+                println!("{line}");
+            }
         }
         Cmd::Check { config, json } => {
             let rs = load(&config)?;

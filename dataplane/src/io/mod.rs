@@ -31,6 +31,7 @@ pub mod memory;
 pub mod netdev;
 pub mod pcap;
 pub mod pcapng;
+pub mod pin;
 pub mod steer;
 pub mod sys;
 pub mod tap;

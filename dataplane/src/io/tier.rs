@@ -59,13 +59,15 @@ use aya::Ebpf;
 use encap::{DfMode, DscpMode, EcnMode, TtlMode};
 use engine::compile::RuleSet;
 use engine::counters::WorkerCounters;
+use engine::flow_key::field;
 use engine::flow_key::{v4_mapped, FlowKey, WORDS};
 use engine::next_hop::NextHops;
 use engine::pipeline::Published;
-use engine::tier::{NotInTier, TierAction, TierEntry, VXLAN4_HEADER_LEN};
+use engine::tier::{NotInTier, TierAction, TierEncap, TierEntry, VXLAN4_HEADER_LEN};
 use serde::{Deserialize, Serialize};
 
 use super::netdev;
+use super::pin::PinMeta;
 use engine::counters::CounterBoard;
 
 /// How often the owner harvests counters and looks for stale entries.
@@ -109,7 +111,10 @@ pub struct TierValue {
     pub eth_dst: [u8; 6],
     pub eth_src: [u8; 6],
     pub hdr: [u8; VXLAN4_HEADER_LEN],
-    pub pad: [u8; 2],
+    /// The entry's tunnel and rule (read only by an owner adopting it).
+    pub tunnel: u16,
+    pub rule: u32,
+    pub pad: u32,
 }
 
 // SAFETY: integers and byte arrays with the C layout; the explicit `pad`
@@ -144,7 +149,9 @@ impl TierValue {
             eth_dst: e.set_eth_dst.unwrap_or_default(),
             eth_src: e.set_eth_src.unwrap_or_default(),
             hdr: [0; VXLAN4_HEADER_LEN],
-            pad: [0; 2],
+            tunnel: 0,
+            rule: e.rule,
+            pad: 0,
         };
         if e.set_eth_src.is_some() {
             v.flags |= TF_SET_SRC;
@@ -157,6 +164,7 @@ impl TierValue {
             TierAction::Output { .. } => v.action = TIER_OUTPUT,
             TierAction::Encap(x) => {
                 v.action = TIER_ENCAP;
+                v.tunnel = x.tunnel;
                 v.hdr = x.header;
                 v.ip_sum = x.ip_sum;
                 v.flags |= match x.df {
@@ -179,6 +187,75 @@ impl TierValue {
         }
         v
     }
+
+    /// The engine's entry this value was made from, under `rs` (the rule
+    /// set it was decided under, or one with the same content) for `key`;
+    /// `None` if `rs` cannot have produced it.
+    pub fn entry(&self, key: FlowKey, rs: &RuleSet) -> Option<TierEntry> {
+        rs.rules.get(self.rule as usize)?;
+        let has = |f: u8| self.flags & f != 0;
+        let action = match self.action {
+            TIER_DROP => TierAction::Drop,
+            TIER_OUTPUT => TierAction::Output { port: self.tx_port as u16 },
+            TIER_ENCAP => {
+                let t = rs.tunnels.get(self.tunnel as usize)?;
+                if t.uplink as u32 != self.tx_port {
+                    return None;
+                }
+                TierAction::Encap(TierEncap {
+                    tunnel: self.tunnel,
+                    uplink: t.uplink,
+                    header: self.hdr,
+                    ip_sum: self.ip_sum,
+                    df: if has(TF_DF_INHERIT) {
+                        DfMode::Inherit
+                    } else if has(TF_DF_SET) {
+                        DfMode::Set
+                    } else {
+                        DfMode::Unset
+                    },
+                    ttl: if has(TF_TTL_INHERIT) {
+                        TtlMode::Inherit
+                    } else {
+                        TtlMode::Fixed(self.ttl)
+                    },
+                    dscp: if has(TF_DSCP_INHERIT) {
+                        DscpMode::Inherit
+                    } else {
+                        DscpMode::Fixed(self.dscp)
+                    },
+                    ecn: if has(TF_ECN_COPY) { EcnMode::Normal } else { EcnMode::Compat },
+                    max_frame: self.max_len,
+                    remote: t.remote,
+                    static_next_hop: t.static_next_hop,
+                })
+            }
+            _ => return None,
+        };
+        Some(TierEntry {
+            generation: self.generation,
+            key,
+            in_port: key.get(field::IN_PORT) as u16,
+            rule: self.rule,
+            set_eth_src: has(TF_SET_SRC).then_some(self.eth_src),
+            set_eth_dst: has(TF_SET_DST).then_some(self.eth_dst),
+            action,
+        })
+    }
+}
+
+/// What the rule set `rs` decides, as one number: two rule sets with the
+/// same configuration (whatever their generation) have the same one. A
+/// restarted owner adopts pinned entries only under the rule set they were
+/// decided under (see [`Tier::start`]).
+pub fn fingerprint(rs: &RuleSet) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut c = rs.config.clone();
+    c.generation = 0;
+    // SipHash with fixed keys: the same in every process of this binary.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&c).unwrap_or_default().hash(&mut h);
+    h.finish().max(1)
 }
 
 /// The Rust twin of the program's key: the engine's flow key of `frame`
@@ -256,6 +333,9 @@ pub struct TierMaps {
     flows: HashMap<MapData, [u64; WORDS], TierValue>,
     counts: PerCpuArray<MapData, TierCount>,
     tx: DevMap<MapData>,
+    /// Where the generation and content of the entries' rule set is
+    /// recorded, for a successor to judge them by.
+    meta: Array<MapData, PinMeta>,
     capacity: u32,
 }
 
@@ -265,7 +345,12 @@ pub struct TierGen(Array<MapData, u64>);
 impl TierMaps {
     /// Takes the tier's maps out of a loaded object whose flow and counter
     /// maps hold `capacity` entries.
-    pub fn take(ebpf: &mut Ebpf, capacity: u32) -> Result<(TierMaps, TierGen), TierMapError> {
+    /// `meta`: a descriptor of the program's `meta` map.
+    pub fn take(
+        ebpf: &mut Ebpf,
+        capacity: u32,
+        meta: std::os::fd::OwnedFd,
+    ) -> Result<(TierMaps, TierGen), TierMapError> {
         let mut take = |name: &'static str| {
             ebpf.take_map(name)
                 .ok_or(TierMapError { map: name, reason: "the object has no such map".into() })
@@ -277,7 +362,9 @@ impl TierMaps {
         let counts = PerCpuArray::try_from(take("tier_counts")?).map_err(e("tier_counts"))?;
         let tx = DevMap::try_from(take("tier_tx")?).map_err(e("tier_tx"))?;
         let gen = Array::try_from(take("tier_gen")?).map_err(e("tier_gen"))?;
-        Ok((TierMaps { flows, counts, tx, capacity }, TierGen(gen)))
+        let meta = MapData::from_fd(meta).map_err(e("meta"))?;
+        let meta = Array::try_from(aya::maps::Map::Array(meta)).map_err(e("meta"))?;
+        Ok((TierMaps { flows, counts, tx, meta, capacity }, TierGen(gen)))
     }
 
     /// Cumulative packets and bytes of `slot`, summed over CPUs.
@@ -420,6 +507,7 @@ impl InstallFailure {
 #[derive(Default)]
 struct Stats {
     installs: AtomicU64,
+    adopted: AtomicU64,
     evictions: AtomicU64,
     invalidations: AtomicU64,
     hits: AtomicU64,
@@ -443,6 +531,9 @@ pub struct TierStatus {
     /// Packets the tier handled (harvested from its counters).
     pub hits: u64,
     pub installs: u64,
+    /// Entries taken over at start from a previous overlayd's pinned maps.
+    #[serde(default)]
+    pub adopted: u64,
     /// Entries removed after being idle.
     pub evictions: u64,
     /// Entries removed because the rule set, a next hop or an output port changed.
@@ -564,7 +655,10 @@ struct State {
 }
 
 impl Tier {
-    /// Starts the owner over `ports` (indexed by port number).
+    /// Starts the owner over `ports` (indexed by port number), adopting the
+    /// entries their maps hold (pinned by a previous overlayd) that the
+    /// current rule set would decide the same way, and deleting the others
+    /// before any worker runs ([`State::adopt`]).
     pub fn start(ports: Vec<TierPort>, links: TierLinks) -> std::io::Result<(Tier, TierLink)> {
         let stats = Arc::new(Stats::default());
         let rules = links.published.current();
@@ -615,6 +709,7 @@ impl Tier {
             last_tick: Instant::now(),
             last_probe: Instant::now(),
         };
+        st.adopt();
         st.probe_outputs(true);
         let shared = Arc::new(Shared { state: Mutex::new(st), stats: Arc::clone(&stats) });
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
@@ -646,6 +741,7 @@ impl Tier {
             capacity: st.ingress.iter().flatten().map(|i| i.maps.capacity).max().unwrap_or(0),
             hits: get(&s.hits),
             installs: get(&s.installs),
+            adopted: get(&s.adopted),
             evictions: get(&s.evictions),
             invalidations: get(&s.invalidations),
             install_failures: named(
@@ -763,6 +859,81 @@ impl State {
         s.installs.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Takes over the entries left in the maps by a previous owner (the maps
+    /// are pinned and outlive the process). An entry is kept only if it was
+    /// decided under the rule set recorded in the port's `meta` map (its
+    /// generation) and that rule set had the same content as the current
+    /// one (its fingerprint): then the current rule set decides its flow
+    /// the same way. Every other entry is deleted now, before the workers
+    /// start and before the current generation is written, so no rule the
+    /// current rule set does not hold is applied by an adopted entry. Kept
+    /// entries are restamped with the current generation and counted from
+    /// what their counters hold now.
+    fn adopt(&mut self) {
+        let fp = fingerprint(&self.rules);
+        let generation = self.rules.generation;
+        let now = Instant::now();
+        let (mut kept, mut deleted) = (0u64, 0u64);
+        for (port, ing) in self.ingress.iter_mut().enumerate() {
+            let Some(ing) = ing else { continue };
+            let meta = ing.maps.meta.get(&0, 0).unwrap_or_default();
+            let trusted = meta.fingerprint == fp;
+            let found: Vec<([u64; WORDS], TierValue)> =
+                ing.maps.flows.iter().filter_map(Result::ok).collect();
+            for (k, v) in found {
+                let key = FlowKey(k);
+                let slot = v.slot as usize;
+                let free = ing.slots.get(slot).is_some_and(|s| matches!(s, Slot::Free));
+                let entry = (trusted && v.generation == meta.generation && free)
+                    .then(|| v.entry(key, &self.rules))
+                    .flatten()
+                    .filter(|e| e.in_port as usize == port);
+                let restamped = TierValue { generation, ..v };
+                let ok = entry.is_some()
+                    && (v.generation == generation
+                        || ing.maps.flows.insert(k, restamped, 0).is_ok());
+                let (Some(mut e), true) = (entry, ok) else {
+                    let _ = ing.maps.flows.remove(&k);
+                    deleted += 1;
+                    continue;
+                };
+                e.generation = generation;
+                ing.seen[slot] = ing.maps.read(slot as u32).unwrap_or_default();
+                ing.free.retain(|s| *s as usize != slot);
+                ing.by_key.insert(key, slot as u32);
+                ing.slots[slot] = Slot::Live { entry: e, active: now };
+                kept += 1;
+            }
+            let m = PinMeta { generation, fingerprint: fp, ..meta };
+            if let Err(e) = ing.maps.meta.set(0, m, 0) {
+                tracing::error!(error = %e, "XDP tier: cannot record the rule set of its entries");
+            }
+        }
+        self.stats.adopted.fetch_add(kept, Ordering::Relaxed);
+        self.stats.invalidations.fetch_add(deleted, Ordering::Relaxed);
+        if kept + deleted > 0 {
+            tracing::info!(
+                adopted = kept,
+                invalidated = deleted,
+                generation,
+                "XDP tier: took over the entries a previous overlayd left"
+            );
+        }
+    }
+
+    /// Records the current rule set in every port's `meta` map: the entries
+    /// installed from now on were decided under it.
+    fn record_rules(&mut self) {
+        let fp = fingerprint(&self.rules);
+        for ing in self.ingress.iter_mut().flatten() {
+            let meta = ing.maps.meta.get(&0, 0).unwrap_or_default();
+            let m = PinMeta { generation: self.rules.generation, fingerprint: fp, ..meta };
+            if let Err(e) = ing.maps.meta.set(0, m, 0) {
+                tracing::error!(error = %e, "XDP tier: cannot record the rule set of its entries");
+            }
+        }
+    }
+
     /// Moves to the published rule set if it changed: every entry of the
     /// old one is deleted, harvested into the old counters after the grace
     /// period, and freed; the new counters replace the old on the board.
@@ -779,6 +950,7 @@ impl State {
         self.counters =
             Arc::new(WorkerCounters::new(cur.ports.len(), cur.tunnels.len(), cur.rules.len()));
         self.rules = cur;
+        self.record_rules();
         let l = &self.links;
         l.board.set_live(l.board_id, Arc::clone(&self.rules), Arc::clone(&self.counters));
     }

@@ -2,21 +2,28 @@
 //! tier in front of it; loaded with aya and attached to each port's
 //! interface. The tier's maps are handed to their owner (`io/tier.rs`).
 //!
-//! It is attached through a BPF link, so the kernel detaches it when the last
-//! descriptor closes: on a clean exit, and equally when the daemon is killed,
-//! so a restart finds the interface free. A program attached by other means
-//! (for example `ip link set ... xdp`) is never removed silently: attaching
-//! fails and says so.
+//! It is attached through a BPF link. Pinned (the default for `run`, see
+//! io/pin.rs), the link and the maps outlive the process: a restarted
+//! overlayd finds them, loads its own program over the same maps when
+//! their layout is its own, and swaps it into the link in one step
+//! (`BPF_LINK_UPDATE`), so the interface is never without a program; when
+//! the layout differs it creates new maps and swaps likewise. Unpinned, the
+//! kernel detaches the program when the last descriptor closes. A program
+//! attached by other means (for example `ip link set ... xdp`) is never
+//! removed silently: attaching fails and says so.
 
 use std::net::IpAddr;
 use std::os::fd::RawFd;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, XskMap};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::XdpLink;
 use aya::programs::{Xdp, XdpMode as AyaMode};
 use aya::{Ebpf, EbpfLoader};
 use serde::{Deserialize, Serialize};
 
 use super::netdev;
+use super::pin::{self, PinError, PinMeta, PortPins, LAYOUT};
 use super::steer::{SteerRole, SteerStats};
 use super::tier::{TierGen, TierMaps, TierProgramStats};
 
@@ -41,6 +48,37 @@ pub enum XdpError {
     Map { ifname: String, what: &'static str, reason: String },
     #[error("{ifname}: at most {MAX_VXLAN_PORTS} VXLAN ports per uplink (got {count})")]
     TooManyPorts { ifname: String, count: usize },
+    #[error("{ifname}: pinning the XDP program: {source}")]
+    Pin { ifname: String, source: PinError },
+    #[error("{ifname}: pinning the XDP program's link at {path}: {reason}")]
+    PinLink { ifname: String, path: String, reason: String },
+}
+
+/// Every map of the program: all are pinned together.
+const MAPS: [&str; 11] = [
+    "meta",
+    "xsks",
+    "cfg",
+    "vteps_v4",
+    "vteps_v6",
+    "stats",
+    "tier_flows",
+    "tier_counts",
+    "tier_gen",
+    "tier_tx",
+    "tier_ident",
+];
+
+/// What a port's program found of its predecessor's pinned state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Inherited {
+    /// Nothing (or pinning is off): a new attachment and new maps.
+    Nothing,
+    /// The link and maps of this layout: the program was swapped in over them.
+    Adopted,
+    /// A link, with maps of another layout or size: the program was
+    /// swapped in with new maps, the old ones removed.
+    Replaced,
 }
 
 /// `struct steer_cfg` of the C program.
@@ -77,7 +115,16 @@ pub struct SteerProgram {
     tier: Option<(TierMaps, TierGen)>,
     /// Loaded with the tier's maps sized for use.
     tier_loaded: bool,
-    /// Owns the program and its link: dropping it detaches.
+    /// The `meta` map (layout, generation of the tier's entries).
+    meta: Array<MapData, PinMeta>,
+    /// Where its state is pinned, when it is.
+    pins: Option<PortPins>,
+    inherited: Inherited,
+    /// The inherited link, until [`swap_in`](Self::swap_in) puts this program in it.
+    pending: Option<FdLink>,
+    /// The link, pinned: it stays attached when this closes.
+    _link: Option<PinnedLink>,
+    /// Owns the program and, unpinned, its link: dropping it detaches.
     _ebpf: Ebpf,
 }
 
@@ -86,15 +133,20 @@ impl SteerProgram {
     /// back to the generic hook when `allow_generic` is set and the driver
     /// refuses. With `tier`, the tier's maps hold that many flows (else the
     /// tier stays off and its maps minimal).
+    /// With `pin`, the program and its maps are pinned (io/pin.rs), and
+    /// what a previous overlayd pinned for the interface is taken over.
     pub fn attach(
         ifname: &str,
         role: &SteerRole,
         allow_generic: bool,
         tier: Option<u32>,
+        pin: bool,
     ) -> Result<Self, XdpError> {
-        match Self::attach_mode(ifname, role, XdpMode::Native, tier) {
+        let modes: &[XdpMode] =
+            if allow_generic { &[XdpMode::Native, XdpMode::Generic] } else { &[XdpMode::Native] };
+        match Self::attach_mode(ifname, role, XdpMode::Native, tier, pin, modes) {
             Err(XdpError::Attach { .. }) if allow_generic => {
-                Self::attach_mode(ifname, role, XdpMode::Generic, tier)
+                Self::attach_mode(ifname, role, XdpMode::Generic, tier, pin, modes)
             }
             r => r,
         }
@@ -105,49 +157,188 @@ impl SteerProgram {
         ifname: &str,
         role: &SteerRole,
         tier: Option<u32>,
+        pin: bool,
     ) -> Result<Self, XdpError> {
-        Self::attach_mode(ifname, role, XdpMode::Generic, tier)
+        Self::attach_mode(ifname, role, XdpMode::Generic, tier, pin, &[XdpMode::Generic])
     }
 
+    /// `accept`: the modes an inherited attachment may be in to be kept.
     fn attach_mode(
         ifname: &str,
         role: &SteerRole,
         mode: XdpMode,
         tier: Option<u32>,
+        pin: bool,
+        accept: &[XdpMode],
     ) -> Result<Self, XdpError> {
         let load = |reason: String| XdpError::Load { ifname: ifname.into(), reason };
         let ifindex =
             netdev::ifindex(ifname).map_err(|e| load(format!("no such interface ({e})")))?;
-        let mut p = Self::load(ifname, role, tier)?;
-        p.ifindex = ifindex;
-        let (aya_mode, name) = match mode {
-            XdpMode::Native => (AyaMode::Driver, "native"),
-            XdpMode::Generic => (AyaMode::Skb, "generic"),
-        };
-        p.mode = mode;
-        p.program()?.attach_to_if_index(ifindex, aya_mode).map_err(|e| {
-            let mut reason = error_chain(&e);
-            if reason.contains("Device or resource busy") || reason.contains("File exists") {
-                reason.push_str(
-                    " (another XDP program is attached; detach it with `ip link set dev IF xdp off`)",
-                );
+        let pin_err = |source| XdpError::Pin { ifname: ifname.into(), source };
+        let pins = if pin { Some(PortPins::for_interface(ifname).map_err(pin_err)?) } else { None };
+        let capacity = tier.unwrap_or(0);
+        // The predecessor's attachment, if it serves this interface in a
+        // mode we accept, and whether its maps are ours to adopt.
+        let mut old_link = None;
+        let mut adopt = false;
+        if let Some(pins) = &pins {
+            let (link, meta) = inherited(pins, ifindex, capacity);
+            if let Some((link, old_mode)) = link.filter(|(_, m)| accept.contains(m)) {
+                adopt = meta.is_some_and(|m| m.layout == LAYOUT && m.tier_capacity == capacity);
+                old_link = Some((link, old_mode));
+            } else if pins.link().exists() {
+                // Another interface's (gone or renamed), or a mode we may not
+                // keep: removing the pin lets the kernel detach it.
+                let _ = std::fs::remove_file(pins.link());
             }
-            XdpError::Attach { ifname: ifname.into(), mode: name, reason }
-        })?;
+            if !adopt {
+                let _ = std::fs::remove_dir_all(pins.maps_dir(capacity));
+            }
+        }
+        let maps_dir = match &pins {
+            Some(p) => {
+                let d = p.maps_dir(capacity);
+                std::fs::create_dir_all(&d)
+                    .map_err(|source| pin_err(PinError::Io { path: d.clone(), source }))?;
+                Some(d)
+            }
+            None => None,
+        };
+        let mut p = Self::load_in(ifname, role, tier, maps_dir.as_deref(), adopt)?;
+        p.ifindex = ifindex;
+        p.mode = mode;
+        match old_link {
+            Some((link, old_mode)) => {
+                // Swapped in by `swap_in`, once the sockets are in this
+                // program's maps: until then the old program serves.
+                p.mode = old_mode;
+                p.pending = Some(link);
+                p.inherited = if adopt { Inherited::Adopted } else { Inherited::Replaced };
+            }
+            None => {
+                let (aya_mode, name) = match mode {
+                    XdpMode::Native => (AyaMode::Driver, "native"),
+                    XdpMode::Generic => (AyaMode::Skb, "generic"),
+                };
+                let id = p.program()?.attach_to_if_index(ifindex, aya_mode).map_err(|e| {
+                    let mut reason = error_chain(&e);
+                    if reason.contains("Device or resource busy") || reason.contains("File exists")
+                    {
+                        reason.push_str(
+                            " (another XDP program is attached; detach it with `ip link set dev IF xdp off`, or `overlayd cleanup` if it is a stale overlayd's)",
+                        );
+                    }
+                    XdpError::Attach { ifname: ifname.into(), mode: name, reason }
+                })?;
+                if let Some(pins) = &pins {
+                    let path = pins.link();
+                    let link_err = |reason: String| XdpError::PinLink {
+                        ifname: ifname.into(),
+                        path: path.display().to_string(),
+                        reason,
+                    };
+                    let link = p.program()?.take_link(id).map_err(|e| link_err(error_chain(&e)))?;
+                    let fd = FdLink::try_from(link).map_err(|e| link_err(error_chain(&e)))?;
+                    p._link = Some(fd.pin(&path).map_err(|e| link_err(error_chain(&e)))?);
+                }
+            }
+        }
+        if let Some(pins) = &pins {
+            let keep = pins.maps_dir(capacity);
+            for d in pins.other_maps_dirs(&keep) {
+                tracing::info!(interface = ifname, dir = %d.display(), "removing pinned maps of another layout");
+                let _ = std::fs::remove_dir_all(d);
+            }
+            let mut m = if adopt { p.meta().unwrap_or_default() } else { PinMeta::default() };
+            m.layout = LAYOUT;
+            m.tier_capacity = capacity;
+            m.mode = match p.mode {
+                XdpMode::Native => 1,
+                XdpMode::Generic => 2,
+            };
+            p.set_meta(m)?;
+        }
+        p.pins = pins;
         Ok(p)
+    }
+
+    /// Puts the program into the link it inherited, if it did, in one
+    /// system call (`BPF_LINK_UPDATE`): every frame meets the old program or
+    /// this one. Called once its AF_XDP sockets are registered, so with new
+    /// maps (`Inherited::Replaced`) no frame meets a program without them.
+    pub fn swap_in(&mut self) -> Result<(), XdpError> {
+        let Some(link) = self.pending.take() else { return Ok(()) };
+        let ifname = self.ifname.clone();
+        let err =
+            |reason: String| XdpError::Attach { ifname: ifname.clone(), mode: "inherited", reason };
+        let link = XdpLink::try_from(link).map_err(|e| err(error_chain(&e)))?;
+        self.program()?.attach_to_link(link).map_err(|e| err(error_chain(&e)))?;
+        Ok(())
+    }
+
+    /// What the program found of its predecessor's pinned state.
+    pub fn inherited(&self) -> Inherited {
+        self.inherited
+    }
+
+    /// True if its state is pinned (outlives the process).
+    pub fn pinned(&self) -> bool {
+        self.pins.is_some()
+    }
+
+    /// Unpins everything of this port: the program detaches when `self`
+    /// drops (a clean stop, or a port no longer configured).
+    pub fn unpin(&mut self) -> Result<(), XdpError> {
+        if let Some(p) = self.pins.take() {
+            p.remove().map_err(|source| XdpError::Pin { ifname: self.ifname.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    fn meta(&self) -> Option<PinMeta> {
+        self.meta.get(&0, 0).ok()
+    }
+
+    fn set_meta(&mut self, m: PinMeta) -> Result<(), XdpError> {
+        self.meta.set(0, m, 0).map_err(|e| XdpError::Map {
+            ifname: self.ifname.clone(),
+            what: "writing the layout",
+            reason: e.to_string(),
+        })
     }
 
     /// Loads the program (verified, not attached) with its maps set for
     /// `role`; `ifname` names it in errors.
+    #[cfg(test)]
     pub(crate) fn load(
         ifname: &str,
         role: &SteerRole,
         tier: Option<u32>,
     ) -> Result<Self, XdpError> {
+        Self::load_in(ifname, role, tier, None, false)
+    }
+
+    /// As [`load`](Self::load), with the maps pinned in `maps_dir` (those
+    /// already there are used as they are; `adopt` says they are this
+    /// layout's, and the tier's settings in them are kept).
+    fn load_in(
+        ifname: &str,
+        role: &SteerRole,
+        tier: Option<u32>,
+        maps_dir: Option<&std::path::Path>,
+        adopt: bool,
+    ) -> Result<Self, XdpError> {
         let load = |reason: String| XdpError::Load { ifname: ifname.into(), reason };
         let mut loader = EbpfLoader::new();
         if let Some(n) = tier {
             loader.map_max_entries("tier_flows", n).map_max_entries("tier_counts", n);
+        }
+        let paths: Vec<(&str, std::path::PathBuf)> = match maps_dir {
+            Some(d) => MAPS.iter().map(|m| (*m, d.join(m))).collect(),
+            None => Vec::new(),
+        };
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(PROGRAM).map_err(|e| load(e.to_string()))?;
         let take = |ebpf: &mut Ebpf, name: &str| {
@@ -169,8 +360,17 @@ impl SteerProgram {
             .map_err(map_err("the IPv6 VTEP map"))?;
         let stats = PerCpuArray::try_from(take(&mut ebpf, "stats")?)
             .map_err(map_err("the statistics map"))?;
+        // The tier's owner gets its own descriptor of the map.
+        let meta_dup = match ebpf.map("meta") {
+            Some(Map::Array(d)) => {
+                use std::os::fd::AsFd;
+                d.fd().as_fd().try_clone_to_owned().map_err(|e| load(e.to_string()))?
+            }
+            _ => return Err(load("the object has no array map \"meta\"".into())),
+        };
+        let meta = Array::try_from(take(&mut ebpf, "meta")?).map_err(map_err("the meta map"))?;
         let tier = match tier {
-            Some(n) => Some(TierMaps::take(&mut ebpf, n).map_err(|e| XdpError::Map {
+            Some(n) => Some(TierMaps::take(&mut ebpf, n, meta_dup).map_err(|e| XdpError::Map {
                 ifname: ifname.into(),
                 what: "the tier's maps",
                 reason: e.to_string(),
@@ -189,8 +389,20 @@ impl SteerProgram {
             tier_port: None,
             tier_loaded: tier.is_some(),
             tier,
+            meta,
+            pins: None,
+            inherited: Inherited::Nothing,
+            pending: None,
+            _link: None,
             _ebpf: ebpf,
         };
+        if adopt {
+            // The tier goes on serving as it did: the role rewrite below
+            // keeps its setting.
+            if let Ok(c) = p.cfg.get(&0, 0) {
+                p.tier_port = (c.tier != 0).then_some(c.in_port as u16);
+            }
+        }
         // The role is in place before the program sees a packet.
         p.set_role(role)?;
         p.program()?.load().map_err(|e| load(verifier_summary(&e)))?;
@@ -359,6 +571,35 @@ impl SteerProgram {
             pass_fragment: sum(5)?,
         })
     }
+}
+
+/// The link pinned for `pins`, if it is attached to `ifindex`, with the
+/// mode it was attached in; and the meta of the maps a program with a tier
+/// of `capacity` would use, if they exist.
+fn inherited(
+    pins: &PortPins,
+    ifindex: u32,
+    capacity: u32,
+) -> (Option<(FdLink, XdpMode)>, Option<PinMeta>) {
+    let meta = pin::read_meta(&pins.maps_dir(capacity));
+    let path = pins.link();
+    let serves = pin::link_state(&path).is_ok_and(|l| l.ifindex == ifindex);
+    if !serves {
+        return (None, meta);
+    }
+    let Ok(link) = PinnedLink::from_pin(&path) else { return (None, meta) };
+    // The mode is only recorded in the meta map of the maps it used; any
+    // meta of this port's says it (the mode of a link never changes).
+    let mode = meta
+        .or_else(|| {
+            pins.other_maps_dirs(std::path::Path::new("")).iter().find_map(|d| pin::read_meta(d))
+        })
+        .map(|m| m.mode);
+    let mode = match mode {
+        Some(2) => XdpMode::Generic,
+        _ => XdpMode::Native,
+    };
+    (Some((FdLink::from(link), mode)), meta)
 }
 
 /// The error and its causes on one line.

@@ -71,7 +71,9 @@ fn the_key_twin_builds_the_engines_key_or_none() {
 #[test]
 fn entry_layout_is_the_c_structs() {
     use std::mem::{offset_of, size_of};
-    assert_eq!(size_of::<TierValue>(), 88);
+    assert_eq!(size_of::<TierValue>(), 96);
+    assert_eq!(offset_of!(TierValue, tunnel), 86);
+    assert_eq!(offset_of!(TierValue, rule), 88);
     assert_eq!(offset_of!(TierValue, slot), 8);
     assert_eq!(offset_of!(TierValue, tx_port), 12);
     assert_eq!(offset_of!(TierValue, max_len), 16);
@@ -237,7 +239,9 @@ fn the_program_builds_the_twins_key() {
             eth_dst: [0; 6],
             eth_src: [0; 6],
             hdr: [0; VXLAN4_HEADER_LEN],
-            pad: [0; 2],
+            tunnel: 0,
+            rule: 0,
+            pad: 0,
         };
         r.maps.flows.insert(key, drop, 0).unwrap();
         let want = if tier_key(&f, 0).is_some() { XDP_DROP } else { XDP_PASS };
@@ -300,6 +304,60 @@ actions = ["count", "drop"]
     maps.flows.insert(key.0, TierValue::new(&e2, 0, 1, 1514), 0).unwrap();
     assert_eq!(prog.test_run(&f2), (XDP_PASS, f2));
     assert_eq!(prog.tier_stats().unwrap().no_tx, 1);
+}
+
+/// A restarted owner rebuilds each pinned entry from its value alone
+/// (`TierValue::entry`): what it rebuilds is the engine's entry, under the
+/// same rule set; under a rule set with fewer rules or another uplink it
+/// rebuilds nothing (and the entry is deleted).
+#[test]
+fn a_pinned_value_gives_back_its_entry() {
+    let rules = r#"
+[[rules]]
+id = 1
+priority = 3
+match = { in_port = "wl0", ip_proto = 17 }
+actions = [{ set_eth_dst = "02:00:00:00:0c:0d" }, { encap = "t4" }]
+
+[[rules]]
+id = 2
+priority = 2
+match = { in_port = "wl0", ip_proto = 6, l4_dst = 2 }
+actions = [{ set_eth_src = "02:00:00:00:0c:0e" }, { output = "up0" }]
+
+[[rules]]
+id = 3
+priority = 1
+match = { in_port = "wl0" }
+actions = ["drop"]
+"#;
+    let c = Config::from_toml(&format!("{CONF}{rules}")).unwrap();
+    let rs = Arc::new(compile(&c).unwrap());
+    let worker = Worker::new(Arc::clone(&rs));
+    let specs = [
+        "eth/ipv4(src=198.51.100.1,dst=198.51.100.2,ttl=9,tos=185)/udp(sport=1000,dport=53)",
+        "eth/ipv6/tcp(dport=2)",
+        "eth/ipv4/tcp(dport=3)",
+    ];
+    for (slot, spec) in specs.iter().enumerate() {
+        let f = frame(spec);
+        let (key, _) = extract(&f, 0, 0, 0);
+        let rule = rs.classifier.lookup(&key).rule.unwrap();
+        let mut e = decide(&worker, &key, rule).unwrap();
+        let v = TierValue::new(&e, slot as u32, 1, 1400);
+        if let TierAction::Encap(x) = &mut e.action {
+            // The value keeps the smaller of the tunnel's and the port's limits.
+            x.max_frame = 1400;
+        }
+        assert_eq!(v.entry(key, &rs), Some(e.clone()), "{spec}");
+        // Fewer rules: the value's rule is not there.
+        let fewer = Config::from_toml(CONF).unwrap();
+        assert_eq!(v.entry(key, &compile(&fewer).unwrap()), None, "{spec}");
+    }
+    assert_ne!(fingerprint(&rs), fingerprint(&compile(&Config::from_toml(CONF).unwrap()).unwrap()));
+    let mut same = c.clone();
+    same.generation += 7;
+    assert_eq!(fingerprint(&rs), fingerprint(&compile(&same).unwrap()));
 }
 
 fn hex(b: &[u8]) -> String {

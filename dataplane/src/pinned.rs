@@ -1,0 +1,63 @@
+//! `overlayd pinned` and `overlayd cleanup`: what overlayd left in the BPF
+//! filesystem (io/pin.rs), seen and removed without a running daemon.
+
+use crate::io::pin::{self, PinError, PinnedPort};
+
+/// Everything pinned on the host.
+pub fn list() -> Vec<PinnedPort> {
+    pin::list()
+}
+
+/// One line per port: namespace, interface, what serves it, its maps.
+pub fn render(list: &[PinnedPort]) -> String {
+    if list.is_empty() {
+        return format!("nothing pinned under {}\n", pin::root().display());
+    }
+    let here = pin::this_netns();
+    let mut s = String::new();
+    for p in list {
+        let ns = if p.netns == here {
+            format!("net{} (this one)", p.netns)
+        } else {
+            format!("net{}", p.netns)
+        };
+        let link = match p.link {
+            Some(l) if l.ifindex != 0 => {
+                format!("attached (program {}, ifindex {})", l.program_id, l.ifindex)
+            }
+            Some(l) => format!("defunct: its interface is gone (program {})", l.program_id),
+            None => "no link".to_string(),
+        };
+        s.push_str(&format!("{ns} {}: {link}\n", p.interface));
+        for (name, meta) in &p.maps {
+            match meta {
+                Some(m) => s.push_str(&format!(
+                    "  {name}: layout {}, tier capacity {}, entries of generation {}\n",
+                    m.layout, m.tier_capacity, m.generation
+                )),
+                None => s.push_str(&format!("  {name}: unreadable (another layout)\n")),
+            }
+        }
+    }
+    s.push_str("remove with `overlayd cleanup` (in the namespace) once no overlayd runs there\n");
+    s
+}
+
+/// Removes this namespace's pinned state (only `interface`'s, if given) and
+/// everything pinned for interfaces that are gone; says what it removed.
+pub fn cleanup(interface: Option<&str>) -> Result<Vec<String>, PinError> {
+    let here = pin::this_netns();
+    let mut said = Vec::new();
+    for p in pin::list() {
+        let ours = p.netns == here && interface.is_none_or(|i| i == p.interface);
+        if ours || p.defunct() {
+            pin::remove(&p)?;
+            said.push(format!("removed {} (net{} {})", p.dir.display(), p.netns, p.interface));
+        }
+    }
+    pin::remove_empty_namespaces();
+    if said.is_empty() {
+        said.push("nothing to remove".into());
+    }
+    Ok(said)
+}
