@@ -3,8 +3,9 @@
 //! with checksum validation on. Every tunnel type is covered: VXLAN over IPv4
 //! (UDP checksum off and on) and IPv6, gretap over IPv4 and IPv6 with every
 //! combination of the GRE checksum, key and sequence options, NVGRE keys and L3
-//! GRE; Geneve over IPv4 and IPv6 with and without options; and the outer IP options (DF, TTL, DSCP, ECN), the VXLAN port, the UDP
-//! source port range and an outer VLAN tag.
+//! GRE; Geneve over IPv4 and IPv6 with and without options; and the outer IP
+//! options (DF, TTL, DSCP, ECN), the VXLAN port, the UDP source port range and
+//! an outer VLAN tag.
 //!
 //! tshark must be installed (`scripts/setup.sh`); without it these tests fail.
 
