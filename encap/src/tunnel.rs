@@ -49,7 +49,7 @@ impl Default for GeneveOptions {
 impl GeneveOptions {
     /// Appends one option: `data` must be a multiple of 4 bytes, at most 124.
     pub fn push(&mut self, class: u16, kind: u8, data: &[u8]) -> Result<(), ParamsError> {
-        if data.len() % 4 != 0 || data.len() > geneve::MAX_OPTION_DATA_LEN {
+        if !data.len().is_multiple_of(4) || data.len() > geneve::MAX_OPTION_DATA_LEN {
             return Err(ParamsError::GeneveOptionData(data.len()));
         }
         let need = self.len as usize + geneve::OPTION_HEADER_LEN + data.len();

@@ -283,7 +283,7 @@ fn emit(layers: &[Layer], i: usize, ctx: &mut Ctx) -> Result<Vec<u8>, SpecError>
         "geneve" => {
             let opts =
                 parse_hex(l.args.get("opts").map(String::as_str).unwrap_or("")).map_err(err)?;
-            if opts.len() % 4 != 0 || opts.len() > 252 {
+            if !opts.len().is_multiple_of(4) || opts.len() > 252 {
                 return Err(err("opts must be a multiple of 4 bytes, at most 252".into()));
             }
             let critical =
