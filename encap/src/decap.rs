@@ -11,7 +11,7 @@ use crate::ecn;
 use crate::packet::PacketBuf;
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, EtherType};
-use crate::wire::geneve::{self, GeneveRepr};
+use crate::wire::geneve;
 use crate::wire::gre::{self, GreRepr};
 use crate::wire::ipv4;
 use crate::wire::ipv6;
@@ -324,10 +324,9 @@ pub fn decap(cfg: &DecapConfig, pkt: &mut PacketBuf<'_>) -> Result<Decapped, Dro
             let src_port = u.src_port();
             if geneve {
                 let g = geneve::Packet::new_checked(&l4[udp::HEADER_LEN..])?;
-                let repr = GeneveRepr::parse(&g)?;
-                geneve_options = check_geneve(cfg, &repr)?;
-                let hl = udp::HEADER_LEN + repr.buffer_len();
-                (TunnelId::Geneve { vni: repr.vni }, EtherType::TransEther, src_port, None, hl)
+                geneve_options = check_geneve(cfg, &g)?;
+                let hl = udp::HEADER_LEN + g.header_len();
+                (TunnelId::Geneve { vni: g.vni() }, EtherType::TransEther, src_port, None, hl)
             } else {
                 let v = vxlan::Packet::new_checked(&l4[udp::HEADER_LEN..])?;
                 let repr = VxlanRepr::parse(&v, cfg.vxlan_strict)?;
@@ -379,24 +378,37 @@ pub fn decap(cfg: &DecapConfig, pkt: &mut PacketBuf<'_>) -> Result<Decapped, Dro
     })
 }
 
-/// What RFC 8926 asks of a Geneve endpoint beyond the header's syntax: a
-/// control packet (O bit) is not data; a critical option this endpoint does
-/// not understand drops the packet (3.5). Options are always walked, so the
-/// C bit is honoured whether or not the sender set it. Returns which of the
-/// configured option matches the packet carried.
-fn check_geneve(cfg: &DecapConfig, g: &GeneveRepr<'_>) -> Result<u32, DropReason> {
-    if g.control {
+/// What RFC 8926 asks of a Geneve endpoint receiving a length-checked header:
+/// version 0 only; a control packet (O bit) is not data; Ethernet is the one
+/// payload carried; options are walked (each length checked) and a critical
+/// one this endpoint does not understand drops the packet (3.5). Options are
+/// always walked, so the C bit is honoured whether or not the sender set it.
+/// Returns which of the configured option matches the packet carried. Works
+/// on the view, not `GeneveRepr`: a header without options costs a few
+/// compares.
+#[inline]
+fn check_geneve(cfg: &DecapConfig, g: &geneve::Packet<&[u8]>) -> Result<u32, DropReason> {
+    if g.version() != 0 {
+        return Err(DropReason::GeneveBadVersion);
+    }
+    if g.is_control() {
         return Err(DropReason::GeneveControl);
     }
-    if g.protocol != EtherType::TransEther {
+    if g.protocol_type() != u16::from(EtherType::TransEther) {
         return Err(DropReason::GeneveUnknownProtocol);
     }
-    let mut bits = 0u32;
-    if g.options.is_empty() {
-        return Ok(bits);
+    if g.options_len() == 0 {
+        return Ok(0);
     }
-    // `parse` already walked the options: every one is well-formed.
-    for o in geneve::Options::new(g.options).flatten() {
+    geneve_options(cfg, g.options())
+}
+
+/// Walks a Geneve option area: see [`check_geneve`].
+#[inline(never)]
+fn geneve_options(cfg: &DecapConfig, area: &[u8]) -> Result<u32, DropReason> {
+    let mut bits = 0u32;
+    for o in geneve::Options::new(area) {
+        let o = o?;
         let mut known = false;
         for (i, m) in cfg.geneve_matches.iter().enumerate().take(MAX_GENEVE_MATCHES) {
             if m.class == o.class && m.kind == o.kind {

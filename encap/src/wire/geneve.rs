@@ -115,8 +115,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 
     pub fn protocol(&self) -> EtherType {
+        EtherType::from(self.protocol_type())
+    }
+
+    /// The protocol type as sent (what the fast path compares).
+    pub fn protocol_type(&self) -> u16 {
         let b = &self.buffer.as_ref()[field::PROTOCOL];
-        EtherType::from(u16::from_be_bytes([b[0], b[1]]))
+        u16::from_be_bytes([b[0], b[1]])
     }
 
     pub fn vni(&self) -> u32 {
