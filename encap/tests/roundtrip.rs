@@ -470,3 +470,33 @@ fn batch_api_gives_a_verdict_per_packet() {
     // the 10-byte frame was never encapsulated, so it is not a tunnel packet
     assert_eq!(d[1], Err(DropReason::EthTruncated));
 }
+
+/// Geneve's options count against the MTU: with one 8-byte option (4-byte
+/// header, 4 bytes of data), 1500 - 20 (IPv4) - 8 (UDP) - 8 (Geneve) - 8 =
+/// 1456 bytes of inner frame fit exactly. Same DF and source-port rules as
+/// VXLAN: DF set by default, ports from the configured range.
+#[test]
+fn geneve_mtu_boundary_counts_the_options() {
+    let mut options = GeneveOptions::default();
+    options.push(0x0102, 0x80, &[0, 0, 0, 1]).unwrap();
+    let mut t = vxlan_v4(42);
+    t.encap = Encapsulation::Geneve { vni: 42, dst_port: 6081, options };
+    t.options.src_port_min = 40000;
+    t.options.src_port_max = 40003;
+    assert_eq!(t.ip_overhead(), 44);
+    let mut tpl = EncapTemplate::new(&t).unwrap();
+    for (len, want) in [(1456usize, Ok(())), (1457, Err(DropReason::MtuExceeded))] {
+        let mut buf = vec![0u8; HEADROOM + len];
+        buf[HEADROOM + 12..HEADROOM + 14].copy_from_slice(&[0x88, 0xb5]);
+        let mut pkt = PacketBuf::new(&mut buf, HEADROOM, len).unwrap();
+        assert_eq!(tpl.encap(&mut pkt), want, "inner length {len}");
+        if want.is_ok() {
+            let f = pkt.data();
+            assert_eq!(u16::from_be_bytes([f[16], f[17]]), 1500, "outer IPv4 total length");
+            assert_eq!(f[20] & 0x40, 0x40, "DF set by default");
+            let sport = u16::from_be_bytes([f[34], f[35]]);
+            assert!((40000..=40003).contains(&sport), "source port {sport}");
+            assert_eq!(&f[42..46], &[0x02, 0x40, 0x65, 0x58], "opt len 2 words, C bit, Ethernet");
+        }
+    }
+}
