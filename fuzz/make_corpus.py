@@ -40,7 +40,37 @@ def gre(inner, flags, proto=0x6558, v6=False):
     return raw(Ether(src="02:00:00:00:00:20", dst="02:00:00:00:00:10") / ip / Raw(h + raw(inner)))
 
 
+def gopt(cls, typ, data):
+    return cls.to_bytes(2, "big") + bytes([typ, len(data) // 4]) + data
+
+
+def gv_hdr(vni=42, opts=b"", flags=None, ver=0, proto=0x6558):
+    if flags is None:
+        flags = 0x40 if opts and opts[2] & 0x80 else 0
+    return bytes([ver << 6 | len(opts) // 4, flags]) + proto.to_bytes(2, "big") + (vni << 8).to_bytes(4, "big") + opts
+
+
+def gv(inner, v6=False, **kw):
+    ip = IPv6(src="2001:db8::2", dst="2001:db8::1") if v6 else IP(src="192.0.2.2", dst="192.0.2.1", flags="DF")
+    return raw(Ether(src="02:00:00:00:00:20", dst="02:00:00:00:00:10") / ip / UDP(sport=50000, dport=6081) / Raw(gv_hdr(**kw) + raw(inner)))
+
+
+OVN1 = gopt(0x0102, 0x80, b"\0\0\0\1")
+EXP = gopt(0xfff0, 0x01, b"abcdefgh")
+geneve_headers = {
+    "plain": gv_hdr(), "ovn_critical": gv_hdr(opts=OVN1), "two_options": gv_hdr(opts=EXP + OVN1),
+    "unknown_critical": gv_hdr(opts=gopt(0x0103, 0x85, b"zzzz")), "control": gv_hdr(flags=0x80),
+    "version1": gv_hdr(ver=1), "ipv4_payload": gv_hdr(proto=0x0800),
+    "option_past_area": gv_hdr(opts=EXP[:3] + b"\x03" + EXP[4:]), "empty_option": gv_hdr(opts=gopt(0xfff1, 2, b"")),
+    "reserved_bits": gv_hdr(flags=0x3f)[:7] + b"\xee",
+}
+for name, h in geneve_headers.items():
+    put("geneve", name, h + raw(inner4))
+
 frames = {
+    "geneve4": gv(inner4), "geneve6_options": gv(inner6, v6=True, opts=EXP + OVN1),
+    "geneve_unknown_critical": gv(inner4, opts=gopt(0x0103, 0x85, b"zzzz")),
+    "geneve_control": gv(inner4, flags=0x80), "geneve_bad_option": gv(inner4, opts=EXP[:3] + b"\x03" + EXP[4:]),
     "vxlan4": vx(inner4), "vxlan6": vx(inner6, v6=True), "vxlan_tagged_inner": vx(tagged),
     "gre_k": gre(inner4, 0x2000), "gre_cks": gre(inner4, 0xb000), "gre_l3": gre(inner4[IP], 0, 0x0800),
     "gre6": gre(inner6, 0x2000, v6=True),
@@ -75,12 +105,14 @@ for name, f in frames.items():
 for name, f in {"inner4": raw(inner4), "inner6": raw(inner6), "tagged": raw(tagged), "arp": raw(arp)}.items():
     put("inner_meta", name, f)
     put("ethernet", "inner_" + name, f)
-    for sel in (b"\x00\x01\x02\x03", b"\x01\x01\x05\x12", b"\x02\x00\x0f\x70", b"\x00\x00\x01\x00"):
+    for sel in (b"\x00\x01\x02\x03", b"\x01\x01\x05\x12", b"\x02\x00\x0f\x70", b"\x00\x00\x01\x00",
+                b"\x03\x00\x01\x00", b"\x03\x02\x03\x06"):
         put("encap_roundtrip", name + "_" + sel.hex(), sel + f)
 put("ipv4", "udp", raw(inner4[IP]))
 put("ipv4", "options", raw(IP(src="192.0.2.1", dst="192.0.2.2", options=b"\x01\x01\x01\x00") / UDP()))
 put("ipv6", "tcp", raw(inner6[IPv6]))
 put("udp", "vxlan", raw(UDP(sport=1, dport=4789) / Raw(b"\x08\0\0\0\0\0\x2a\0")))
+put("udp", "geneve", raw(UDP(sport=1, dport=6081) / Raw(gv_hdr(opts=OVN1))))
 put("vxlan", "vni42", b"\x08\0\0\0\0\0\x2a\0" + raw(inner4))
 put("vxlan", "reserved", b"\x0c\0\0\x01\0\0\x2a\x01" + raw(inner4))
 for flags in (0x0000, 0x8000, 0x2000, 0x1000, 0xb000, 0x4000, 0x0001):

@@ -20,16 +20,24 @@ pub enum Kind {
     VxlanV4,
     VxlanV6,
     GretapV4,
+    /// Geneve over IPv4, no options.
+    GeneveV4,
+    /// Geneve over IPv4 with one critical 4-byte option (OVN's class), which
+    /// the receiver understands.
+    GeneveOptV4,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::VxlanV4, Kind::VxlanV6, Kind::GretapV4];
+    pub const ALL: [Kind; 5] =
+        [Kind::VxlanV4, Kind::VxlanV6, Kind::GretapV4, Kind::GeneveV4, Kind::GeneveOptV4];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::VxlanV4 => "vxlan4",
             Kind::VxlanV6 => "vxlan6",
             Kind::GretapV4 => "gretap4",
+            Kind::GeneveV4 => "geneve4",
+            Kind::GeneveOptV4 => "geneve4opt",
         }
     }
 
@@ -60,6 +68,16 @@ pub fn tunnel(kind: Kind) -> TunnelParams {
             Encapsulation::GreTap { key: Some(7) },
             Underlay::V4 { src: [192, 0, 2, 1], dst: [192, 0, 2, 2] },
         ),
+        Kind::GeneveV4 | Kind::GeneveOptV4 => {
+            let mut options = GeneveOptions::default();
+            if kind == Kind::GeneveOptV4 {
+                options.push(GENEVE_OPT_CLASS, GENEVE_OPT_TYPE, &GENEVE_OPT_DATA).unwrap();
+            }
+            (
+                Encapsulation::Geneve { vni: 42, dst_port: wire::geneve::IANA_PORT, options },
+                Underlay::V4 { src: [192, 0, 2, 1], dst: [192, 0, 2, 2] },
+            )
+        }
     };
     TunnelParams {
         encap,
@@ -71,10 +89,24 @@ pub fn tunnel(kind: Kind) -> TunnelParams {
     }
 }
 
+/// The option `Kind::GeneveOptV4` sends: class, type (critical), data.
+const GENEVE_OPT_CLASS: u16 = 0x0102;
+const GENEVE_OPT_TYPE: u8 = 0x80;
+const GENEVE_OPT_DATA: [u8; 4] = [0, 0, 0, 0x2a];
+
 /// The receiving side of `tunnel(kind)`.
 pub fn receiver(kind: Kind) -> DecapConfig {
     match kind {
         Kind::VxlanV6 => DecapConfig { local_v6: vec![v6(2)], ..DecapConfig::default() },
+        Kind::GeneveOptV4 => DecapConfig {
+            local_v4: vec![[192, 0, 2, 2]],
+            geneve_matches: vec![GeneveOptionMatch {
+                class: GENEVE_OPT_CLASS,
+                kind: GENEVE_OPT_TYPE,
+                data: GENEVE_OPT_DATA.to_vec(),
+            }],
+            ..DecapConfig::default()
+        },
         _ => DecapConfig { local_v4: vec![[192, 0, 2, 2]], ..DecapConfig::default() },
     }
 }

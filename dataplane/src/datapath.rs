@@ -163,8 +163,13 @@ fn steer_role(rs: &RuleSet, port: &PortSpec) -> SteerRole {
             vteps.push(t.local);
         }
         match t.kind {
-            TunnelType::Vxlan if !vxlan_ports.contains(&t.udp_port) => vxlan_ports.push(t.udp_port),
-            TunnelType::Vxlan => {}
+            // The steering program only needs the UDP ports that carry
+            // tunnels: Geneve's are steered like VXLAN's.
+            TunnelType::Vxlan | TunnelType::Geneve => {
+                if !vxlan_ports.contains(&t.udp_port()) {
+                    vxlan_ports.push(t.udp_port())
+                }
+            }
             _ => gre = true,
         }
     }

@@ -31,6 +31,9 @@ pub fn summary(rs: &RuleSet) -> String {
     let _ = writeln!(s, "tunnels ({}):", rs.tunnels.len());
     for (i, t) in rs.tunnels.iter().enumerate() {
         let _ = writeln!(s, "  {i:>3} {:<16} {}", t.name, crate::api_types::tunnel_line(t, rs));
+        for o in &rs.config.tunnels[i].options {
+            let _ = writeln!(s, "      geneve option {o}");
+        }
     }
     let tables = rs.classifier.tuple_summary();
     let _ = writeln!(
@@ -59,6 +62,17 @@ pub fn summary(rs: &RuleSet) -> String {
         d.accept_zero_checksum_v6,
         d.verify_gre_checksum
     );
+    if !d.geneve_ports.is_empty() {
+        let _ = writeln!(s, "decap: geneve ports {:?}", d.geneve_ports);
+    }
+    for (i, m) in d.geneve_matches.iter().enumerate() {
+        let data: String = m.data.iter().map(|b| format!("{b:02x}")).collect();
+        let _ = writeln!(
+            s,
+            "decap: geneve option match {i}: class {:#06x} type {:#04x} data {data}",
+            m.class, m.kind
+        );
+    }
     let _ = writeln!(s, "fdb: {} entries", rs.fdb.len());
     let mut flood: Vec<_> = rs.flood.iter().collect();
     flood.sort_by_key(|(v, _)| **v);

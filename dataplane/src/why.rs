@@ -543,7 +543,12 @@ impl Walk<'_> {
         match cfg.kind {
             TunnelType::Vxlan => format!(
                 "{outer}/udp(sport=49152,dport={})/vxlan(vni={})/{inner}",
-                cfg.udp_port,
+                cfg.udp_port(),
+                cfg.vni.unwrap_or(0)
+            ),
+            TunnelType::Geneve => format!(
+                "{outer}/udp(sport=49152,dport={})/geneve(vni={})/{inner}",
+                cfg.udp_port(),
                 cfg.vni.unwrap_or(0)
             ),
             TunnelType::Gretap | TunnelType::Nvgre => format!("{outer}/gre{key}/{inner}"),
@@ -966,6 +971,7 @@ fn tunnel_words(rs: &RuleSet, tn: u16) -> String {
     let t = &rs.config.tunnels[tn as usize];
     match (t.kind, Config::tunnel_id(t)) {
         (TunnelType::Vxlan, id) => format!("VXLAN VNI {}", id.unwrap_or(0)),
+        (TunnelType::Geneve, id) => format!("Geneve VNI {}", id.unwrap_or(0)),
         (TunnelType::Nvgre, Some(k)) => format!("NVGRE key {k:#x}"),
         (kind, Some(k)) => format!("{} key {k}", format!("{kind:?}").to_uppercase()),
         (kind, None) => format!("{} without key", format!("{kind:?}").to_uppercase()),

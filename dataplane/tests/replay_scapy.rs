@@ -1,4 +1,4 @@
-//! `overlayd replay` end to end on pcaps built by scapy: VXLAN and GRE encap
+//! `overlayd replay` end to end on pcaps built by scapy: VXLAN, Geneve and GRE encap
 //! and decap, FDB and flooding, VLAN actions, priorities, and every drop reason
 //! a packet can reach, with the outputs checked field by field by scapy.
 

@@ -11,6 +11,7 @@ use crate::ecn;
 use crate::packet::PacketBuf;
 use crate::wire::checksum;
 use crate::wire::ethernet::{self, EtherType};
+use crate::wire::geneve;
 use crate::wire::gre::{self, GreRepr};
 use crate::wire::ipv4;
 use crate::wire::ipv6;
@@ -35,6 +36,25 @@ pub struct DecapConfig {
     pub accept_zero_checksum_v6: bool,
     /// Verify GRE checksums when present.
     pub verify_gre_checksum: bool,
+    /// UDP destination ports that carry Geneve.
+    pub geneve_ports: Vec<u16>,
+    /// Geneve options rules match on (at most [`MAX_GENEVE_MATCHES`]): bit
+    /// `i` of [`Decapped::geneve_options`] says the packet carried an option
+    /// equal to entry `i`. Their (class, type) pairs are the options this
+    /// endpoint understands; any other critical option drops the packet.
+    pub geneve_matches: Vec<GeneveOptionMatch>,
+}
+
+/// Most Geneve option matches: one bit each in the flow key.
+pub const MAX_GENEVE_MATCHES: usize = 24;
+
+/// A Geneve option a rule matches: class, type (critical bit included) and
+/// the exact option data.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct GeneveOptionMatch {
+    pub class: u16,
+    pub kind: u8,
+    pub data: Vec<u8>,
 }
 
 impl Default for DecapConfig {
@@ -47,6 +67,8 @@ impl Default for DecapConfig {
             verify_udp_checksum_v4: true,
             accept_zero_checksum_v6: false,
             verify_gre_checksum: true,
+            geneve_ports: vec![geneve::IANA_PORT],
+            geneve_matches: Vec::new(),
         }
     }
 }
@@ -56,6 +78,7 @@ impl Default for DecapConfig {
 pub enum TunnelId {
     Vxlan { vni: u32 },
     Gre { key: Option<u32> },
+    Geneve { vni: u32 },
 }
 
 /// What decapsulation found.
@@ -75,6 +98,9 @@ pub struct Decapped {
     pub seq: Option<u32>,
     /// Outer ECN field, before RFC 6040 was applied to the inner header.
     pub outer_ecn: u8,
+    /// Geneve: which of `DecapConfig::geneve_matches` the options matched
+    /// (bit `i` for entry `i`); 0 for other tunnels.
+    pub geneve_options: u32,
 }
 
 struct Outer {
@@ -276,10 +302,12 @@ pub fn decap(cfg: &DecapConfig, pkt: &mut PacketBuf<'_>) -> Result<Decapped, Dro
     let f = pkt.data_mut();
     let outer = parse_outer(cfg, f)?;
     let l4 = &mut f[outer.l4..outer.l4 + outer.l4_len];
+    let mut geneve_options = 0;
     let (tunnel, payload, src_port, seq, hdr_len) = match outer.proto {
         17 => {
             let u = udp::Packet::new_checked(&*l4)?;
-            if !cfg.vxlan_ports.contains(&u.dst_port()) {
+            let geneve = !cfg.vxlan_ports.contains(&u.dst_port());
+            if geneve && !cfg.geneve_ports.contains(&u.dst_port()) {
                 return Err(DropReason::UdpWrongPort);
             }
             let c = u.checksum();
@@ -294,10 +322,17 @@ pub fn decap(cfg: &DecapConfig, pkt: &mut PacketBuf<'_>) -> Result<Decapped, Dro
                 }
             }
             let src_port = u.src_port();
-            let v = vxlan::Packet::new_checked(&l4[udp::HEADER_LEN..])?;
-            let repr = VxlanRepr::parse(&v, cfg.vxlan_strict)?;
-            let hl = udp::HEADER_LEN + vxlan::HEADER_LEN;
-            (TunnelId::Vxlan { vni: repr.vni }, EtherType::TransEther, src_port, None, hl)
+            if geneve {
+                let g = geneve::Packet::new_checked(&l4[udp::HEADER_LEN..])?;
+                geneve_options = check_geneve(cfg, &g)?;
+                let hl = udp::HEADER_LEN + g.header_len();
+                (TunnelId::Geneve { vni: g.vni() }, EtherType::TransEther, src_port, None, hl)
+            } else {
+                let v = vxlan::Packet::new_checked(&l4[udp::HEADER_LEN..])?;
+                let repr = VxlanRepr::parse(&v, cfg.vxlan_strict)?;
+                let hl = udp::HEADER_LEN + vxlan::HEADER_LEN;
+                (TunnelId::Vxlan { vni: repr.vni }, EtherType::TransEther, src_port, None, hl)
+            }
         }
         47 => {
             let g = gre::Packet::new_checked(&*l4)?;
@@ -339,5 +374,53 @@ pub fn decap(cfg: &DecapConfig, pkt: &mut PacketBuf<'_>) -> Result<Decapped, Dro
         src_port,
         seq,
         outer_ecn: outer.ecn,
+        geneve_options,
     })
+}
+
+/// What RFC 8926 asks of a Geneve endpoint receiving a length-checked header:
+/// version 0 only; a control packet (O bit) is not data; Ethernet is the one
+/// payload carried; options are walked (each length checked) and a critical
+/// one this endpoint does not understand drops the packet (3.5). Options are
+/// always walked, so the C bit is honoured whether or not the sender set it.
+/// Returns which of the configured option matches the packet carried. Works
+/// on the view, not `GeneveRepr`: a header without options costs a few
+/// compares.
+#[inline]
+fn check_geneve(cfg: &DecapConfig, g: &geneve::Packet<&[u8]>) -> Result<u32, DropReason> {
+    if g.version() != 0 {
+        return Err(DropReason::GeneveBadVersion);
+    }
+    if g.is_control() {
+        return Err(DropReason::GeneveControl);
+    }
+    if g.protocol_type() != u16::from(EtherType::TransEther) {
+        return Err(DropReason::GeneveUnknownProtocol);
+    }
+    if g.options_len() == 0 {
+        return Ok(0);
+    }
+    geneve_options(cfg, g.options())
+}
+
+/// Walks a Geneve option area: see [`check_geneve`].
+#[inline(never)]
+fn geneve_options(cfg: &DecapConfig, area: &[u8]) -> Result<u32, DropReason> {
+    let mut bits = 0u32;
+    for o in geneve::Options::new(area) {
+        let o = o?;
+        let mut known = false;
+        for (i, m) in cfg.geneve_matches.iter().enumerate().take(MAX_GENEVE_MATCHES) {
+            if m.class == o.class && m.kind == o.kind {
+                known = true;
+                if m.data == o.data {
+                    bits |= 1 << i;
+                }
+            }
+        }
+        if o.is_critical() && !known {
+            return Err(DropReason::GeneveCriticalOption);
+        }
+    }
+    Ok(bits)
 }

@@ -106,11 +106,19 @@ drop_reasons! {
     // --- L4 checksums of frames from or to workloads, settled where no offload metadata says their state ---
     L4ChecksumBad = 84, "l4_checksum_bad", "a TCP or UDP checksum is wrong, and not a partial one left for an offload to finish";
     L4Truncated = 85, "l4_truncated", "a TCP or UDP packet ends inside its header, or its UDP length exceeds the IP payload, so its checksum cannot be checked";
+
+    // --- Geneve (RFC 8926) ---
+    GeneveTruncated = 90, "geneve_truncated", "packet ends inside the Geneve header or the option area its length field announces";
+    GeneveBadVersion = 91, "geneve_bad_version", "Geneve version is not 0";
+    GeneveControl = 92, "geneve_control", "Geneve O bit set: a control message for the tunnel endpoint, which has no control channel here";
+    GeneveCriticalOption = 93, "geneve_unknown_critical_option", "Geneve option with the critical bit set that this endpoint does not understand (RFC 8926 3.5)";
+    GeneveBadOption = 94, "geneve_bad_option", "a Geneve option's length runs past the end of the option area";
+    GeneveUnknownProtocol = 95, "geneve_unknown_protocol", "Geneve protocol type is not Ethernet (0x6558)";
 }
 
 impl DropReason {
     /// Number of counter slots needed to index by `reason as usize`.
-    pub const SLOTS: usize = 86;
+    pub const SLOTS: usize = 96;
 
     /// Looks a reason up by its stable name.
     pub fn from_name(name: &str) -> Option<DropReason> {

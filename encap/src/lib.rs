@@ -1,7 +1,7 @@
 //! `encap`: wire formats and in-place tunnel encapsulation for the overlay dataplane.
 //!
-//! - [`wire`]: typed, zero-copy views of Ethernet, 802.1Q, IPv4, IPv6, UDP, VXLAN
-//!   and GRE headers, in the style of smoltcp's `wire` module.
+//! - [`wire`]: typed, zero-copy views of Ethernet, 802.1Q, IPv4, IPv6, UDP, VXLAN,
+//!   Geneve and GRE headers, in the style of smoltcp's `wire` module.
 //! - [`EncapTemplate`]: a tunnel's outer header, built once and applied per
 //!   packet into the headroom in front of the inner frame.
 //! - [`decap()`]: validation and stripping of received tunnel packets.
@@ -23,7 +23,7 @@ pub mod template;
 pub mod tunnel;
 pub mod wire;
 
-pub use decap::{decap, DecapConfig, Decapped, TunnelId};
+pub use decap::{decap, DecapConfig, Decapped, GeneveOptionMatch, TunnelId};
 pub use drop::DropReason;
 pub use ecn::EcnMode;
 pub use inner::{InnerL3, InnerMeta};
@@ -31,7 +31,8 @@ pub use packet::PacketBuf;
 pub use settle::{settle, Settled};
 pub use template::EncapTemplate;
 pub use tunnel::{
-    DfMode, DscpMode, EncapOptions, Encapsulation, ParamsError, TtlMode, TunnelParams, Underlay,
+    DfMode, DscpMode, EncapOptions, Encapsulation, GeneveOptions, ParamsError, TtlMode,
+    TunnelParams, Underlay,
 };
 
 /// Encapsulates every packet of a batch in place. `verdicts[i]` receives the

@@ -1,6 +1,6 @@
 //! Encapsulation with a per-tunnel header template.
 //!
-//! The outer Ethernet, IP and UDP/VXLAN or GRE headers are built once per tunnel
+//! The outer Ethernet, IP and UDP/VXLAN, UDP/Geneve (options included) or GRE headers are built once per tunnel
 //! (as Open vSwitch's `tnl_push` does), together with partial checksums over
 //! their constant words. Per packet, the template is copied into the headroom in
 //! front of the inner frame and only what changes is patched: lengths, IPv4
@@ -13,9 +13,11 @@ use crate::inner::{port_in_range, InnerL3, InnerMeta};
 use crate::packet::PacketBuf;
 use crate::tunnel::{
     DfMode, DscpMode, Encapsulation, ParamsError, TtlMode, TunnelParams, Underlay, DEFAULT_TTL,
+    MAX_GENEVE_OPTIONS,
 };
 use crate::wire::checksum;
 use crate::wire::ethernet::{EtherType, EthernetRepr, Frame, VlanTag, HEADER_LEN, TAG_LEN};
+use crate::wire::geneve::{self, GeneveRepr};
 use crate::wire::gre::{self, GreRepr};
 use crate::wire::ipv4::{self, Ipv4Repr};
 use crate::wire::ipv6::{self, Ipv6Repr};
@@ -24,8 +26,15 @@ use crate::wire::vxlan::{self, VxlanRepr};
 use crate::wire::IpProtocol;
 use crate::DropReason;
 
-/// Longest outer header: Ethernet + VLAN tag + IPv6 + GRE with every option.
-pub const MAX_OUTER_LEN: usize = HEADER_LEN + TAG_LEN + ipv6::HEADER_LEN + gre::MAX_LEN;
+/// Longest outer header: Ethernet + VLAN tag + IPv6 + UDP + Geneve with the
+/// most options a tunnel may send (longer than any GRE header).
+pub const MAX_OUTER_LEN: usize = HEADER_LEN
+    + TAG_LEN
+    + ipv6::HEADER_LEN
+    + udp::HEADER_LEN
+    + geneve::BASE_LEN
+    + MAX_GENEVE_OPTIONS;
+const _: () = assert!(MAX_OUTER_LEN <= u8::MAX as usize && gre::MAX_LEN < MAX_OUTER_LEN);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -81,7 +90,7 @@ impl EncapTemplate {
         }
         let l3 = off;
         let (is_udp, proto) = match params.encap {
-            Encapsulation::Vxlan { .. } => (true, IpProtocol::Udp),
+            Encapsulation::Vxlan { .. } | Encapsulation::Geneve { .. } => (true, IpProtocol::Udp),
             _ => (false, IpProtocol::Gre),
         };
         // Emit the IP header with zero in every per-packet field, so its sum is
@@ -133,6 +142,21 @@ impl EncapTemplate {
                 up.set_len(0);
                 VxlanRepr { vni }.emit(&mut vxlan::Packet::new_unchecked(up.payload_mut()));
                 let len = l4 + udp::HEADER_LEN + vxlan::HEADER_LEN;
+                (len, checksum::add(0, &bytes[l4..len]))
+            }
+            Encapsulation::Geneve { vni, dst_port, options } => {
+                let repr = GeneveRepr {
+                    vni,
+                    protocol: EtherType::TransEther,
+                    control: false,
+                    critical: options.has_critical(),
+                    options: options.as_bytes(),
+                };
+                let len = l4 + udp::HEADER_LEN + repr.buffer_len();
+                let mut up = udp::Packet::new_unchecked(&mut bytes[l4..len]);
+                UdpRepr { src_port: 0, dst_port }.emit(&mut up, 0);
+                up.set_len(0);
+                repr.emit(&mut geneve::Packet::new_unchecked(up.payload_mut()));
                 (len, checksum::add(0, &bytes[l4..len]))
             }
             Encapsulation::GreTap { key } | Encapsulation::GreL3 { key } => {
@@ -296,20 +320,24 @@ impl EncapTemplate {
         match self.kind {
             Kind::UdpV4 | Kind::UdpV6 => {
                 let sport = port_in_range(meta.hash, o.src_port_min, o.src_port_max);
-                let mut u = udp::Packet::new_unchecked(&mut data[l4..]);
-                u.set_src_port(sport);
-                u.set_len(l4_len);
-                if self.kind == Kind::UdpV6 || o.udp_checksum {
-                    // Pseudo-header length and UDP length are the same value: add it twice.
+                let csum = (self.kind == Kind::UdpV6 || o.udp_checksum).then(|| {
+                    // Pseudo-header length and UDP length are the same value: add it
+                    // twice. The template's sum covers the UDP and tunnel headers
+                    // (VXLAN, or Geneve with its options); the inner frame follows.
                     let mut acc = checksum::add_u16(self.l4_sum, sport);
                     acc = checksum::add_u16(acc, l4_len);
                     acc = checksum::add_u16(acc, l4_len);
-                    acc = checksum::add(acc, &u.payload()[vxlan::HEADER_LEN..]);
+                    acc = checksum::add(acc, &data[len..]);
                     // A computed zero is sent as all ones (RFC 768, RFC 8200 8.1).
-                    let c = match checksum::finish(acc) {
+                    match checksum::finish(acc) {
                         0 => 0xffff,
                         c => c,
-                    };
+                    }
+                });
+                let mut u = udp::Packet::new_unchecked(&mut data[l4..]);
+                u.set_src_port(sport);
+                u.set_len(l4_len);
+                if let Some(c) = csum {
                     u.set_checksum(c);
                 }
             }

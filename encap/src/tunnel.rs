@@ -4,7 +4,7 @@
 
 use crate::ecn::EcnMode;
 use crate::wire::ethernet::MacAddr;
-use crate::wire::vxlan;
+use crate::wire::{geneve, vxlan};
 
 /// Outer endpoints: local (source) and remote (destination) VTEP addresses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -22,6 +22,54 @@ pub enum Encapsulation {
     GreTap { key: Option<u32> },
     /// IP over GRE: only the inner IP packet is carried, its Ethernet header is not.
     GreL3 { key: Option<u32> },
+    /// Geneve (RFC 8926): Ethernet in UDP, 24-bit VNI, options sent with
+    /// every packet.
+    Geneve { vni: u32, dst_port: u16, options: GeneveOptions },
+}
+
+/// Most bytes of Geneve options a tunnel sends (encoded TLVs, headers
+/// included); RFC 8926 allows 252, Open vSwitch sends at most 252 too, but a
+/// template this size keeps the per-worker header copy small.
+pub const MAX_GENEVE_OPTIONS: usize = 124;
+
+/// The Geneve options a tunnel adds to every packet, already encoded as
+/// TLVs, in a fixed array so tunnel parameters stay `Copy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GeneveOptions {
+    len: u8,
+    bytes: [u8; MAX_GENEVE_OPTIONS],
+}
+
+impl Default for GeneveOptions {
+    fn default() -> Self {
+        GeneveOptions { len: 0, bytes: [0; MAX_GENEVE_OPTIONS] }
+    }
+}
+
+impl GeneveOptions {
+    /// Appends one option: `data` must be a multiple of 4 bytes, at most 124.
+    pub fn push(&mut self, class: u16, kind: u8, data: &[u8]) -> Result<(), ParamsError> {
+        if !data.len().is_multiple_of(4) || data.len() > geneve::MAX_OPTION_DATA_LEN {
+            return Err(ParamsError::GeneveOptionData(data.len()));
+        }
+        let need = self.len as usize + geneve::OPTION_HEADER_LEN + data.len();
+        if need > MAX_GENEVE_OPTIONS {
+            return Err(ParamsError::GeneveOptionsTooLong(need));
+        }
+        let n = geneve::emit_option(&mut self.bytes[self.len as usize..], class, kind, data);
+        self.len += n as u8;
+        Ok(())
+    }
+
+    /// The encoded TLVs.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+
+    /// True if an option is marked critical (the header's C bit).
+    pub fn has_critical(&self) -> bool {
+        geneve::Options::new(self.as_bytes()).any(|o| o.is_ok_and(|o| o.is_critical()))
+    }
 }
 
 /// Outer IPv4 DF bit.
@@ -124,6 +172,8 @@ pub enum ParamsError {
     VlanOutOfRange(u16),
     MtuTooSmall { mtu: u16, min: u16 },
     ZeroDstPort,
+    GeneveOptionData(usize),
+    GeneveOptionsTooLong(usize),
 }
 
 impl core::fmt::Display for ParamsError {
@@ -142,6 +192,15 @@ impl core::fmt::Display for ParamsError {
                 write!(f, "underlay mtu {mtu} is below the minimum {min} for this tunnel")
             }
             ParamsError::ZeroDstPort => write!(f, "udp destination port 0 is not valid"),
+            ParamsError::GeneveOptionData(n) => write!(
+                f,
+                "geneve option data of {n} bytes: it must be a multiple of 4 bytes, at most {}",
+                geneve::MAX_OPTION_DATA_LEN
+            ),
+            ParamsError::GeneveOptionsTooLong(n) => write!(
+                f,
+                "geneve options take {n} bytes, more than the {MAX_GENEVE_OPTIONS} a tunnel may send"
+            ),
         }
     }
 }
@@ -151,7 +210,9 @@ impl std::error::Error for ParamsError {}
 impl TunnelParams {
     /// Checks every field; the template constructor calls this.
     pub fn validate(&self) -> Result<(), ParamsError> {
-        if let Encapsulation::Vxlan { vni, dst_port } = self.encap {
+        if let Encapsulation::Vxlan { vni, dst_port }
+        | Encapsulation::Geneve { vni, dst_port, .. } = self.encap
+        {
             if vni > vxlan::MAX_VNI {
                 return Err(ParamsError::VniOutOfRange(vni));
             }
@@ -198,6 +259,7 @@ impl TunnelParams {
         };
         let tun = match self.encap {
             Encapsulation::Vxlan { .. } => 16,
+            Encapsulation::Geneve { options, .. } => 16 + options.len as usize,
             Encapsulation::GreTap { key } | Encapsulation::GreL3 { key } => {
                 4 + 4
                     * (key.is_some() as usize

@@ -11,13 +11,14 @@ use std::path::Path;
 fn seed_corpus_passes_every_target() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
     type Check = fn(&[u8]);
-    let targets: [(&str, Check); 9] = [
+    let targets: [(&str, Check); 10] = [
         ("ethernet", checks::ethernet),
         ("ipv4", checks::ipv4),
         ("ipv6", checks::ipv6),
         ("udp", checks::udp),
         ("vxlan", checks::vxlan),
         ("gre", checks::gre),
+        ("geneve", checks::geneve),
         ("inner_meta", checks::inner_meta),
         ("decap", checks::decap),
         ("encap_roundtrip", checks::encap_roundtrip),

@@ -3,6 +3,7 @@
 //! outer headers checked by etherparse, a parser nobody here wrote.
 
 use encap::wire::ethernet::{self, EtherType, EthernetRepr};
+use encap::wire::geneve::{self, GeneveRepr};
 use encap::wire::gre::{self, GreRepr};
 use encap::wire::ipv4::{self, Ipv4Repr};
 use encap::wire::ipv6::{self, Ipv6Repr};
@@ -12,7 +13,8 @@ use encap::wire::IpProtocol;
 use encap::*;
 use proptest::prelude::*;
 
-const HEADROOM: usize = 128;
+/// Room for the longest outer header (Geneve over IPv6 with options).
+const HEADROOM: usize = 256;
 
 fn ip_proto() -> impl Strategy<Value = IpProtocol> {
     any::<u8>().prop_map(IpProtocol::from)
@@ -72,6 +74,24 @@ proptest! {
     }
 
     #[test]
+    fn geneve_repr_roundtrip(vni in 0u32..=geneve::MAX_VNI, control: bool, critical: bool,
+                             proto in prop_oneof![Just(EtherType::TransEther), Just(EtherType::Ipv4), Just(EtherType::Ipv6)],
+                             opts in geneve_options(), payload in proptest::collection::vec(any::<u8>(), 0..40)) {
+        let bytes = encode_options(&opts);
+        let r = GeneveRepr { vni, protocol: proto, control, critical, options: &bytes };
+        let mut b = vec![0xa5u8; r.buffer_len() + payload.len()];
+        r.emit(&mut geneve::Packet::new_unchecked(&mut b[..]));
+        b[r.buffer_len()..].copy_from_slice(&payload);
+        let p = geneve::Packet::new_checked(&b[..]).unwrap();
+        prop_assert_eq!(GeneveRepr::parse(&p).unwrap(), r);
+        prop_assert!(!p.has_reserved_bits());
+        prop_assert_eq!(p.payload(), &payload[..]);
+        let back: Vec<(u16, u8, Vec<u8>)> =
+            p.option_iter().map(|o| o.unwrap()).map(|o| (o.class, o.kind, o.data.to_vec())).collect();
+        prop_assert_eq!(back, opts);
+    }
+
+    #[test]
     fn gre_repr_roundtrip(proto in prop_oneof![Just(EtherType::TransEther), Just(EtherType::Ipv4), Just(EtherType::Ipv6)],
                           checksum: bool, key: Option<u32>, seq: Option<u32>, payload in proptest::collection::vec(any::<u8>(), 0..40)) {
         let r = GreRepr { protocol: proto, checksum, key, seq };
@@ -84,6 +104,26 @@ proptest! {
         prop_assert_eq!(GreRepr::parse(&p, true).unwrap(), r);
         prop_assert_eq!(p.payload(), &payload[..]);
     }
+}
+
+/// Up to three options, critical or not, of 0-16 bytes of data each.
+fn geneve_options() -> impl Strategy<Value = Vec<(u16, u8, Vec<u8>)>> {
+    proptest::collection::vec(
+        (
+            any::<u16>(),
+            any::<u8>(),
+            (0usize..=4).prop_flat_map(|w| proptest::collection::vec(any::<u8>(), w * 4)),
+        ),
+        0..=3,
+    )
+}
+
+fn encode_options(opts: &[(u16, u8, Vec<u8>)]) -> Vec<u8> {
+    let mut o = GeneveOptions::default();
+    for (c, t, d) in opts {
+        o.push(*c, *t, d).unwrap();
+    }
+    o.as_bytes().to_vec()
 }
 
 /// A random inner Ethernet frame: IPv4, IPv6 (with UDP or TCP ports) or non-IP.
@@ -174,6 +214,14 @@ fn tunnel() -> impl Strategy<Value = TunnelParams> {
             .prop_map(|(vni, dst_port)| Encapsulation::Vxlan { vni, dst_port }),
         any::<Option<u32>>().prop_map(|key| Encapsulation::GreTap { key }),
         any::<Option<u32>>().prop_map(|key| Encapsulation::GreL3 { key }),
+        (0u32..=geneve::MAX_VNI, prop_oneof![Just(6081u16), Just(7000)], geneve_options())
+            .prop_map(|(vni, dst_port, opts)| {
+                let mut options = GeneveOptions::default();
+                for (c, t, d) in &opts {
+                    options.push(*c, *t, d).unwrap();
+                }
+                Encapsulation::Geneve { vni, dst_port, options }
+            }),
     ];
     let mut v6a = [0u8; 16];
     v6a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
@@ -198,7 +246,22 @@ fn tunnel() -> impl Strategy<Value = TunnelParams> {
 
 /// The receiver's view of the same tunnel, with the addresses reversed.
 fn receiver(t: &TunnelParams) -> DecapConfig {
-    let mut cfg = DecapConfig { vxlan_ports: vec![4789, 8472], ..DecapConfig::default() };
+    let mut cfg = DecapConfig {
+        vxlan_ports: vec![4789, 8472],
+        geneve_ports: vec![6081, 7000],
+        ..DecapConfig::default()
+    };
+    // The receiver understands (matches on) every option the sender adds.
+    if let Encapsulation::Geneve { options, .. } = &t.encap {
+        for o in geneve::Options::new(options.as_bytes()) {
+            let o = o.unwrap();
+            cfg.geneve_matches.push(GeneveOptionMatch {
+                class: o.class,
+                kind: o.kind,
+                data: o.data.to_vec(),
+            });
+        }
+    }
     match t.underlay {
         Underlay::V4 { dst, .. } => cfg.local_v4.push(dst),
         Underlay::V6 { dst, .. } => cfg.local_v6.push(dst),
@@ -283,6 +346,11 @@ proptest! {
         let d = decap(&receiver(&t), &mut pkt).map_err(|e| TestCaseError::fail(format!("decap: {e}")))?;
         match t.encap {
             Encapsulation::Vxlan { vni, .. } => prop_assert_eq!(d.tunnel, TunnelId::Vxlan { vni }),
+            Encapsulation::Geneve { vni, options, .. } => {
+                prop_assert_eq!(d.tunnel, TunnelId::Geneve { vni });
+                let n = geneve::Options::new(options.as_bytes()).count();
+                prop_assert_eq!(d.geneve_options, (1u32 << n) - 1, "every option matched");
+            }
             Encapsulation::GreTap { key } | Encapsulation::GreL3 { key } => {
                 prop_assert_eq!(d.tunnel, TunnelId::Gre { key })
             }
@@ -401,4 +469,34 @@ fn batch_api_gives_a_verdict_per_packet() {
     assert!(d[0].is_ok() && d[2].is_ok() && d[3].is_ok());
     // the 10-byte frame was never encapsulated, so it is not a tunnel packet
     assert_eq!(d[1], Err(DropReason::EthTruncated));
+}
+
+/// Geneve's options count against the MTU: with one 8-byte option (4-byte
+/// header, 4 bytes of data), 1500 - 20 (IPv4) - 8 (UDP) - 8 (Geneve) - 8 =
+/// 1456 bytes of inner frame fit exactly. Same DF and source-port rules as
+/// VXLAN: DF set by default, ports from the configured range.
+#[test]
+fn geneve_mtu_boundary_counts_the_options() {
+    let mut options = GeneveOptions::default();
+    options.push(0x0102, 0x80, &[0, 0, 0, 1]).unwrap();
+    let mut t = vxlan_v4(42);
+    t.encap = Encapsulation::Geneve { vni: 42, dst_port: 6081, options };
+    t.options.src_port_min = 40000;
+    t.options.src_port_max = 40003;
+    assert_eq!(t.ip_overhead(), 44);
+    let mut tpl = EncapTemplate::new(&t).unwrap();
+    for (len, want) in [(1456usize, Ok(())), (1457, Err(DropReason::MtuExceeded))] {
+        let mut buf = vec![0u8; HEADROOM + len];
+        buf[HEADROOM + 12..HEADROOM + 14].copy_from_slice(&[0x88, 0xb5]);
+        let mut pkt = PacketBuf::new(&mut buf, HEADROOM, len).unwrap();
+        assert_eq!(tpl.encap(&mut pkt), want, "inner length {len}");
+        if want.is_ok() {
+            let f = pkt.data();
+            assert_eq!(u16::from_be_bytes([f[16], f[17]]), 1500, "outer IPv4 total length");
+            assert_eq!(f[20] & 0x40, 0x40, "DF set by default");
+            let sport = u16::from_be_bytes([f[34], f[35]]);
+            assert!((40000..=40003).contains(&sport), "source port {sport}");
+            assert_eq!(&f[42..46], &[0x02, 0x40, 0x65, 0x58], "opt len 2 words, C bit, Ethernet");
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! - `tests/scapy/build.py` builds received frames with scapy: valid VXLAN over
 //!   IPv4 and IPv6, gretap and L3 GRE with every C/K/S combination, NVGRE, the
-//!   RFC 6040 ECN table, and malformed frames (truncated at every header
+//!   RFC 6040 ECN table, Geneve with and without options (known and unknown,
+//!   critical or not, control packets, bad option lengths), and malformed frames (truncated at every header
 //!   boundary, bad flags, versions, lengths and checksums, wrong ports and
 //!   addresses, fragments, extension headers). Each is decapsulated here with
 //!   `encap::decap` and must give scapy's inner frame byte for byte (and the
@@ -75,6 +76,22 @@ fn configure(cfg: &mut DecapConfig, overrides: &serde_json::Map<String, Value>) 
                 cfg.vxlan_ports =
                     v.as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u16).collect()
             }
+            "geneve_ports" => {
+                cfg.geneve_ports =
+                    v.as_array().unwrap().iter().map(|p| p.as_u64().unwrap() as u16).collect()
+            }
+            "geneve_matches" => {
+                cfg.geneve_matches = v
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| GeneveOptionMatch {
+                        class: m[0].as_u64().unwrap() as u16,
+                        kind: m[1].as_u64().unwrap() as u8,
+                        data: unhex(m[2].as_str().unwrap()),
+                    })
+                    .collect()
+            }
             other => panic!("build.py uses an unknown config key {other}"),
         }
     }
@@ -118,8 +135,16 @@ fn check_case(c: &Value) -> Result<Option<DropReason>, String> {
     let want_tunnel = match c["tunnel"].as_str().unwrap() {
         "vxlan" => TunnelId::Vxlan { vni: opt_u32(&c["vni"]).unwrap() },
         "gre" => TunnelId::Gre { key: opt_u32(&c["key"]) },
+        "geneve" => TunnelId::Geneve { vni: opt_u32(&c["vni"]).unwrap() },
         t => panic!("unknown tunnel {t}"),
     };
+    if u64::from(d.geneve_options) != c["geneve_options"].as_u64().unwrap() {
+        errs.push(format!(
+            "geneve option matches {:#b}, want {:#b}",
+            d.geneve_options,
+            c["geneve_options"].as_u64().unwrap()
+        ));
+    }
     if d.tunnel != want_tunnel {
         errs.push(format!("tunnel {:?}, want {want_tunnel:?}", d.tunnel));
     }
@@ -187,12 +212,16 @@ fn scapy_built_frames_decapsulate_to_scapy_inner_frames_or_named_drops() {
         cases.len(),
         failures.join("\n")
     );
-    // Every reason decap() can give (codes 20-61; 62 and gre_payload_mismatch,
-    // which needs the tunnel's kind, are the engine's) is reached.
+    // Every reason decap() can give (codes 20-61 and the Geneve ones, 90-95;
+    // 62 and gre_payload_mismatch, which needs the tunnel's kind, are the
+    // engine's) is reached.
     let engine_only = [DropReason::GrePayloadMismatch];
     let missing: Vec<&str> = DropReason::ALL
         .iter()
-        .filter(|r| (20..=61).contains(&(**r as u16)) && !engine_only.contains(r))
+        .filter(|r| {
+            let code = **r as u16;
+            ((20..=61).contains(&code) || (90..=95).contains(&code)) && !engine_only.contains(r)
+        })
         .filter(|r| !per_reason.contains_key(r.name()))
         .map(|r| r.name())
         .collect();
@@ -248,6 +277,18 @@ fn emit_tunnel(out: &mut Vec<Emitted>, label: &str, p: &TunnelParams) {
                 expect["udp_zero"] = json!(!o.udp_checksum && !expect["v6"].as_bool().unwrap());
                 expect["sport_range"] = json!([o.src_port_min, o.src_port_max]);
             }
+            Encapsulation::Geneve { vni, dst_port, options } => {
+                expect["vni"] = json!(vni);
+                expect["dport"] = json!(dst_port);
+                expect["udp_zero"] = json!(!o.udp_checksum && !expect["v6"].as_bool().unwrap());
+                expect["sport_range"] = json!([o.src_port_min, o.src_port_max]);
+                let opts: Vec<Value> = encap::wire::geneve::Options::new(options.as_bytes())
+                    .map(|o| o.unwrap())
+                    .map(|o| json!([o.class, o.kind, hex(o.data)]))
+                    .collect();
+                expect["geneve_options"] = json!(opts);
+                expect["geneve_critical"] = json!(options.has_critical() as u8);
+            }
             Encapsulation::GreTap { key } | Encapsulation::GreL3 { key } => {
                 expect["key"] = json!(key);
                 expect["seq"] = json!(o.gre_sequence.then_some(i as u32 + 1));
@@ -281,6 +322,23 @@ fn emitted_frames() -> Vec<Emitted> {
     );
     p.outer_vlan = Some(100);
     emit_tunnel(&mut out, "vxlan4/linux_port_vlan_range", &p);
+    let gv = |vni, opts: &[(u16, u8, &[u8])]| {
+        let mut options = GeneveOptions::default();
+        for (c, t, d) in opts {
+            options.push(*c, *t, d).unwrap();
+        }
+        Encapsulation::Geneve { vni, dst_port: 6081, options }
+    };
+    emit_tunnel(&mut out, "geneve4/no_options", &params(gv(42, &[]), false, d()));
+    let ovn: &[(u16, u8, &[u8])] = &[(0x0102, 0x80, &[0, 1, 0, 2])];
+    emit_tunnel(
+        &mut out,
+        "geneve4/critical_option_csum_on",
+        &params(gv(0xffffff, ovn), false, EncapOptions { udp_checksum: true, ..d() }),
+    );
+    let two: &[(u16, u8, &[u8])] =
+        &[(0xfff0, 0x01, &[1, 2, 3, 4, 5, 6, 7, 8]), (0xfff1, 0x02, &[9; 4])];
+    emit_tunnel(&mut out, "geneve6/two_options", &params(gv(0xabcdef, two), true, d()));
     for v6_outer in [false, true] {
         let fam = if v6_outer { "gre6" } else { "gre4" };
         for combo in 0..8u32 {
@@ -332,7 +390,18 @@ fn scapy_parses_and_rebuilds_what_the_crate_emits_unchanged() {
         want_eq("carried payload", &r["payload"], &json!(hex(&e.carried)));
         want_eq("outer IPv6", &json!(r["ipv6"].is_object()), &x["v6"]);
         want_eq("outer VLAN", &r["vlan"], &x["vlan"]);
-        if let Some(vni) = x.get("vni") {
+        if let Some(opts) = x.get("geneve_options") {
+            want_eq("layer", &r["tunnel"], &json!("geneve"));
+            want_eq("VNI", &r["vni"], &x["vni"]);
+            want_eq("Geneve version", &r["geneve_version"], &json!(0));
+            want_eq("Geneve O bit", &r["geneve_oam"], &json!(0));
+            want_eq("Geneve C bit", &r["geneve_critical"], &x["geneve_critical"]);
+            want_eq("Geneve reserved", &r["geneve_reserved"], &json!([0, 0]));
+            want_eq("Geneve protocol", &r["geneve_proto"], &json!(0x6558));
+            want_eq("Geneve options", &r["geneve_options"], opts);
+            want_eq("UDP dport", &r["dport"], &x["dport"]);
+            want_eq("UDP checksum zero", &json!(r["udp_chksum"] == json!(0)), &x["udp_zero"]);
+        } else if let Some(vni) = x.get("vni") {
             want_eq("layer", &r["tunnel"], &json!("vxlan"));
             want_eq("VNI", &r["vni"], vni);
             want_eq("VXLAN flags", &r["vxlan_flags"], &json!(0x08));

@@ -3,8 +3,9 @@
 //! with checksum validation on. Every tunnel type is covered: VXLAN over IPv4
 //! (UDP checksum off and on) and IPv6, gretap over IPv4 and IPv6 with every
 //! combination of the GRE checksum, key and sequence options, NVGRE keys and L3
-//! GRE; and the outer IP options (DF, TTL, DSCP, ECN), the VXLAN port, the UDP
-//! source port range and an outer VLAN tag.
+//! GRE; Geneve over IPv4 and IPv6 with and without options; and the outer IP
+//! options (DF, TTL, DSCP, ECN), the VXLAN port, the UDP source port range and
+//! an outer VLAN tag.
 //!
 //! tshark must be installed (`scripts/setup.sh`); without it these tests fail.
 
@@ -850,4 +851,90 @@ fn custom_vxlan_port_source_range_outer_vlan_and_largest_vni() {
         }
     }
     assert!(ports.len() >= 4, "16 flows use only {} of 8 source ports", ports.len());
+}
+
+fn geneve(vni: u32, opts: &[(u16, u8, &[u8])]) -> Encapsulation {
+    let mut options = GeneveOptions::default();
+    for (c, t, d) in opts {
+        options.push(*c, *t, d).unwrap();
+    }
+    Encapsulation::Geneve { vni, dst_port: 6081, options }
+}
+
+/// Geneve over IPv4 (UDP checksum off and on) and IPv6, without options and
+/// with a critical OVN option plus a non-critical experimental one: Wireshark's
+/// Geneve dissector must find version 0, the VNI, the Ethernet protocol type,
+/// the C bit exactly when an option is critical, and every option's class,
+/// type and length; outer checksums and lengths must be valid.
+#[test]
+fn geneve_over_ipv4_and_ipv6_with_and_without_options() {
+    const VNI: u32 = 0x00de_cade;
+    let inners = mixed_inners(12);
+    let fields = fields_with(&[
+        "ip.proto",
+        "ipv6.nxt",
+        "udp.length",
+        "udp.checksum",
+        "geneve.version",
+        "geneve.flags.oam",
+        "geneve.flags.critical",
+        "geneve.proto_type",
+        "geneve.vni",
+        "geneve.option.class",
+        "geneve.option.type",
+        "geneve.option.length",
+    ]);
+    let opts: &[(u16, u8, &[u8])] =
+        &[(0x0102, 0x80, &[0, 0, 0, 7]), (0xfff0, 0x01, &[1, 2, 3, 4, 5, 6, 7, 8])];
+    for (v6, udp_checksum, with_opts) in [
+        (false, false, false),
+        (false, true, true),
+        (false, false, true),
+        (true, false, false),
+        (true, false, true),
+    ] {
+        let o = if with_opts { opts } else { &[] };
+        let p =
+            params(geneve(VNI, o), v6, EncapOptions { udp_checksum, ..EncapOptions::default() });
+        let frames = encap_all(&p, &inners);
+        let rows = dissect(&frames, &fields, &[]);
+        let ip = if v6 { "ipv6" } else { "ip" };
+        let outer_len = if v6 { 54 } else { 34 };
+        for ((r, f), inner) in rows.iter().zip(&frames).zip(&inners) {
+            let ctx = format!(
+                "v6={v6} udp_checksum={udp_checksum} options={with_opts} frame {} ({:?})",
+                r.index, inner.kind
+            );
+            let want = format!("eth:ethertype:{ip}:udp:geneve:eth:ethertype:{}", inner.protos);
+            assert_eq!(r.protocols(), want, "{ctx}");
+            assert_eq!(r.outer("udp.dstport"), "6081", "{ctx}");
+            let sport: u16 = r.outer("udp.srcport").parse().unwrap();
+            assert!((49152..=65535).contains(&sport), "{ctx}: source port {sport}");
+            assert_eq!(r.outer("udp.length"), (f.len() - outer_len).to_string(), "{ctx}");
+            if v6 || udp_checksum {
+                assert_eq!(r.outer("udp.checksum.status"), CSUM_GOOD, "{ctx}: outer UDP checksum");
+            } else {
+                assert_eq!(r.outer("udp.checksum"), "0x0000", "{ctx}: no checksum over IPv4");
+            }
+            if !v6 {
+                assert_eq!(r.outer("ip.checksum.status"), CSUM_GOOD, "{ctx}: outer IPv4 checksum");
+            }
+            assert_eq!(r.one("geneve.version"), "0", "{ctx}");
+            assert_eq!(r.one("geneve.flags.oam"), "0", "{ctx}");
+            assert_eq!(r.one("geneve.flags.critical"), if with_opts { "1" } else { "0" }, "{ctx}");
+            assert_eq!(r.one("geneve.proto_type"), "0x6558", "{ctx}");
+            assert_eq!(r.one("geneve.vni"), format!("{VNI:#x}"), "{ctx}");
+            // `geneve.option.length` is the option area's length in bytes,
+            // then each option's (its 4-byte header included).
+            let (classes, types, lens) = if with_opts {
+                (vec!["0x0102", "0xfff0"], vec!["0x80", "0x01"], vec!["20", "8", "12"])
+            } else {
+                (vec![], vec![], vec!["0"])
+            };
+            assert_eq!(r.all("geneve.option.class"), classes, "{ctx}");
+            assert_eq!(r.all("geneve.option.type"), types, "{ctx}");
+            assert_eq!(r.all("geneve.option.length"), lens, "{ctx}");
+            check_inner(r, inner, !v6, true);
+        }
+    }
 }

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 use encap::wire::ethernet::{self, EthernetRepr};
+use encap::wire::geneve::{self, GeneveRepr};
 use encap::wire::gre::{self, GreRepr};
 use encap::wire::ipv4::{self, Ipv4Repr};
 use encap::wire::ipv6::{self, Ipv6Repr};
@@ -80,6 +81,31 @@ pub fn vxlan(data: &[u8]) {
     }
 }
 
+pub fn geneve(data: &[u8]) {
+    let Ok(p) = geneve::Packet::new_checked(data) else { return };
+    let _ = (p.version(), p.is_control(), p.has_critical(), p.has_reserved_bits(), p.protocol());
+    // The option walk stays inside the option area and stops after an error.
+    let mut walked = 0;
+    let mut errors = 0;
+    for o in p.option_iter() {
+        match o {
+            Ok(o) => walked += o.wire_len(),
+            Err(_) => errors += 1,
+        }
+    }
+    assert!(errors <= 1 && walked <= p.options_len());
+    if let Ok(r) = GeneveRepr::parse(&p) {
+        assert_eq!(walked, p.options_len(), "a parsed header's options fill the area");
+        let payload = p.payload();
+        let mut b = vec![0u8; r.buffer_len() + payload.len()];
+        r.emit(&mut geneve::Packet::new_unchecked(&mut b[..]));
+        b[r.buffer_len()..].copy_from_slice(payload);
+        let q = geneve::Packet::new_checked(&b[..]).unwrap();
+        assert_eq!(GeneveRepr::parse(&q).unwrap(), r);
+        assert_eq!(q.payload(), payload);
+    }
+}
+
 pub fn gre(data: &[u8]) {
     let Ok(p) = gre::Packet::new_checked(data) else { return };
     let _ = (p.checksum(), p.key(), p.seq(), p.version(), p.protocol(), p.payload().len());
@@ -111,6 +137,12 @@ fn receiver(strict: bool) -> DecapConfig {
         }],
         vxlan_ports: vec![4789, 8472],
         vxlan_strict: strict,
+        // OVN's critical option is understood (and matched on one value).
+        geneve_matches: vec![GeneveOptionMatch {
+            class: 0x0102,
+            kind: 0x80,
+            data: vec![0, 0, 0, 1],
+        }],
         ..DecapConfig::default()
     }
 }
@@ -132,13 +164,25 @@ pub fn encap_roundtrip(data: &[u8]) {
     }
     let (sel, frame) = data.split_at(4);
     let key = (sel[1] & 1 == 1).then_some(u32::from_be_bytes([sel[0], sel[1], sel[2], sel[3]]));
-    let encap = match sel[0] % 3 {
+    let encap = match sel[0] % 4 {
         0 => Encapsulation::Vxlan {
             vni: u32::from_be_bytes([0, sel[1], sel[2], sel[3]]),
             dst_port: 4789,
         },
         1 => Encapsulation::GreTap { key },
-        _ => Encapsulation::GreL3 { key },
+        2 => Encapsulation::GreL3 { key },
+        _ => {
+            // Options the receiver understands: none, or OVN's critical one.
+            let mut options = GeneveOptions::default();
+            if sel[1] & 2 == 2 {
+                options.push(0x0102, 0x80, sel).unwrap();
+            }
+            Encapsulation::Geneve {
+                vni: u32::from_be_bytes([0, sel[1], sel[2], sel[3]]),
+                dst_port: 6081,
+                options,
+            }
+        }
     };
     let v6 = sel[2] & 1 == 1;
     let mut dst6 = [0u8; 16];
@@ -168,9 +212,9 @@ pub fn encap_roundtrip(data: &[u8]) {
         },
     };
     let mut tpl = EncapTemplate::new(&t).expect("valid parameters");
-    let mut b = vec![0u8; 128 + frame.len()];
-    b[128..].copy_from_slice(frame);
-    let mut p = PacketBuf::new(&mut b, 128, frame.len()).unwrap();
+    let mut b = vec![0u8; 256 + frame.len()];
+    b[256..].copy_from_slice(frame);
+    let mut p = PacketBuf::new(&mut b, 256, frame.len()).unwrap();
     let Ok(()) = tpl.encap(&mut p) else {
         assert_eq!(p.data(), frame, "a refused frame is left untouched");
         return;

@@ -1,5 +1,6 @@
 //! The encap crate against Open vSwitch's userspace tunnels (datapath_type=netdev),
-//! at the wire level. This kernel has no GRE module, so OVS is the GRE peer.
+//! at the wire level. This kernel has no GRE or Geneve module, so OVS is the
+//! GRE and Geneve peer.
 //!
 //! Frames encapsulated by `EncapTemplate` are injected at OVS's VTEP; OVS must
 //! decapsulate them and deliver the inner ping to its bridge's own address,
@@ -93,7 +94,7 @@ fn run_case(c: &Case) {
 
     let dir = TempDir::new("ovsw");
     let pcap = dir.join("replies.pcap");
-    let filter = "(ip proto 47 or udp dst port 4789) and src host 192.0.2.2";
+    let filter = "(ip proto 47 or udp dst port 4789 or udp dst port 6081) and src host 192.0.2.2";
     let cap = Capture::start(&inj, &i0, filter, &pcap, 50, 10);
     // OVS sets up its datapath flows on the first packets: give it a moment
     // between pings rather than a burst.
@@ -113,6 +114,7 @@ fn run_case(c: &Case) {
             decap(&rx, &mut p).unwrap_or_else(|e| panic!("{}: decap of OVS's packet: {e}", c.name));
         let want = match c.encap {
             Encapsulation::Vxlan { vni, .. } => TunnelId::Vxlan { vni },
+            Encapsulation::Geneve { vni, .. } => TunnelId::Geneve { vni },
             Encapsulation::GreTap { key } | Encapsulation::GreL3 { key } => TunnelId::Gre { key },
         };
         assert_eq!(d.tunnel, want, "{}", c.name);
@@ -124,6 +126,13 @@ fn run_case(c: &Case) {
     }
     seqs.sort();
     assert_eq!(seqs, (1..=PINGS).collect::<Vec<_>>(), "{}: echo replies through OVS", c.name);
+}
+
+/// One experimental-class option (RFC 8926 section 7: 0xfff0-0xffff), not critical.
+fn geneve_option() -> GeneveOptions {
+    let mut o = GeneveOptions::default();
+    o.push(0xfff0, 0x01, &[0xca, 0xfe, 0xf0, 0x0d]).unwrap();
+    o
 }
 
 #[test]
@@ -166,6 +175,24 @@ fn encap_crate_interoperates_with_open_vswitch_tunnels() {
             ovs_type: "vxlan",
             ovs_options: &["options:key=42"],
             encap: Encapsulation::Vxlan { vni: 42, dst_port: 4789 },
+            gre_checksum: false,
+        },
+        Case {
+            name: "Geneve VNI 42",
+            ovs_type: "geneve",
+            ovs_options: &["options:key=42"],
+            encap: Encapsulation::Geneve {
+                vni: 42,
+                dst_port: 6081,
+                options: GeneveOptions::default(),
+            },
+            gre_checksum: false,
+        },
+        Case {
+            name: "Geneve VNI 43 with a non-critical option OVS does not map",
+            ovs_type: "geneve",
+            ovs_options: &["options:key=43"],
+            encap: Encapsulation::Geneve { vni: 43, dst_port: 6081, options: geneve_option() },
             gre_checksum: false,
         },
     ];

@@ -19,15 +19,16 @@
 #define MODE_VXLAN 1
 #define MODE_GRETAP 2
 #define MODE_PLAIN 3
+#define MODE_GENEVE 4
 
 struct sink_cfg {
 	__u32 mode;
-	__u32 vni;         /* VNI (VXLAN) or key (GRE) */
+	__u32 vni;         /* VNI (VXLAN, Geneve) or key (GRE) */
 	__u32 outer_src;   /* network byte order */
 	__u32 outer_dst;
 	__u32 inner_dst;
 	__u32 inner_len;   /* bytes of the inner Ethernet frame */
-	__u32 udp_port;    /* VXLAN destination port */
+	__u32 udp_port;    /* VXLAN or Geneve destination port */
 	__u32 sample_mask; /* check frames whose sequence number & mask == 0 */
 };
 
@@ -84,7 +85,7 @@ int pb_sink(struct xdp_md *ctx)
 	__u8 *d = (void *)(long)ctx->data;
 	__u8 *end = (void *)(long)ctx->data_end;
 	__u8 *in = d;
-	if (c->mode == MODE_VXLAN || c->mode == MODE_GRETAP) {
+	if (c->mode == MODE_VXLAN || c->mode == MODE_GRETAP || c->mode == MODE_GENEVE) {
 		if (d + 50 > end)
 			goto outer;
 		if (d[12] != 0x08 || d[13] != 0x00 || d[14] != 0x45 ||
@@ -94,6 +95,14 @@ int pb_sink(struct xdp_md *ctx)
 			if (d[23] != 17 || (((__u32)d[36] << 8) | d[37]) != c->udp_port)
 				goto outer;
 			if (d[42] != 0x08 || (be32(d + 46) >> 8) != c->vni)
+				goto tunnel;
+			in = d + 50;
+		} else if (c->mode == MODE_GENEVE) {
+			if (d[23] != 17 || (((__u32)d[36] << 8) | d[37]) != c->udp_port)
+				goto outer;
+			/* version 0, no options, O and C clear, protocol 0x6558, the VNI */
+			if (d[42] != 0x00 || d[43] != 0x00 || d[44] != 0x65 || d[45] != 0x58 ||
+			    (be32(d + 46) >> 8) != c->vni)
 				goto tunnel;
 			in = d + 50;
 		} else {

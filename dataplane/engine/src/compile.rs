@@ -149,9 +149,29 @@ fn prefix_mask(p: &model::Prefix) -> (u64, u64) {
     ((m >> 64) as u64, m as u64)
 }
 
+/// The distinct Geneve options rules match on, in rule order: entry `i` is
+/// bit `i` of the flow key's `geneve_options` field.
+pub fn geneve_matches(config: &Config) -> Vec<encap::GeneveOptionMatch> {
+    let mut out: Vec<encap::GeneveOptionMatch> = Vec::new();
+    for o in config.rules.iter().filter_map(|r| r.matches.geneve_option.as_ref()) {
+        let m = o.to_match();
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out
+}
+
 fn tunnel_params(t: &model::Tunnel, uplink_mac: Option<[u8; 6]>) -> TunnelParams {
     let encap = match t.kind {
-        TunnelType::Vxlan => Encapsulation::Vxlan { vni: t.vni.unwrap_or(0), dst_port: t.udp_port },
+        TunnelType::Vxlan => {
+            Encapsulation::Vxlan { vni: t.vni.unwrap_or(0), dst_port: t.udp_port() }
+        }
+        TunnelType::Geneve => Encapsulation::Geneve {
+            vni: t.vni.unwrap_or(0),
+            dst_port: t.udp_port(),
+            options: crate::geneve::encode(&t.options),
+        },
         TunnelType::Gretap | TunnelType::Nvgre => {
             Encapsulation::GreTap { key: Config::tunnel_id(t) }
         }
@@ -217,6 +237,8 @@ pub fn compile(config: &Config) -> Result<RuleSet, ConfigError> {
         verify_udp_checksum_v4: config.decap.verify_udp_checksum,
         accept_zero_checksum_v6: config.decap.accept_zero_checksum_v6,
         verify_gre_checksum: config.decap.verify_gre_checksum,
+        geneve_ports: Vec::new(),
+        geneve_matches: geneve_matches(config),
     };
     let mut decap_index = FastMap::default();
     let mut tunnels = Vec::new();
@@ -229,6 +251,7 @@ pub fn compile(config: &Config) -> Result<RuleSet, ConfigError> {
         })?;
         let id = match t.kind {
             TunnelType::Vxlan => TunnelId::Vxlan { vni: t.vni.unwrap_or(0) },
+            TunnelType::Geneve => TunnelId::Geneve { vni: t.vni.unwrap_or(0) },
             _ => TunnelId::Gre { key: Config::tunnel_id(t) },
         };
         match t.local {
@@ -240,8 +263,12 @@ pub fn compile(config: &Config) -> Result<RuleSet, ConfigError> {
             }
             _ => {}
         }
-        if t.kind == TunnelType::Vxlan && !decap.vxlan_ports.contains(&t.udp_port) {
-            decap.vxlan_ports.push(t.udp_port);
+        let port = t.udp_port();
+        if t.kind == TunnelType::Vxlan && !decap.vxlan_ports.contains(&port) {
+            decap.vxlan_ports.push(port);
+        }
+        if t.kind == TunnelType::Geneve && !decap.geneve_ports.contains(&port) {
+            decap.geneve_ports.push(port);
         }
         decap_index.insert((t.local, t.remote, id), i as u16);
         // Ethernet inside the tunnel counts against the MTU for L2 tunnels.
@@ -263,7 +290,13 @@ pub fn compile(config: &Config) -> Result<RuleSet, ConfigError> {
     let mut rules = Vec::with_capacity(config.rules.len());
     let mut class = Vec::with_capacity(config.rules.len());
     for r in &config.rules {
-        let (mask, value) = match_to_mask(&r.matches, &port_ix, &tun_ix);
+        let (mut mask, mut value) = match_to_mask(&r.matches, &port_ix, &tun_ix);
+        if let Some(o) = &r.matches.geneve_option {
+            let m = o.to_match();
+            let bit = decap.geneve_matches.iter().position(|g| *g == m).expect("collected above");
+            mask.0[field::GENEVE_OPTIONS.0] |= 1 << bit;
+            value.0[field::GENEVE_OPTIONS.0] |= 1 << bit;
+        }
         class.push(ClassRule { mask, value, priority: r.priority, id: r.id });
         let actions = r
             .actions

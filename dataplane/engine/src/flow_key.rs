@@ -9,7 +9,7 @@
 //! w4  ip_src low   /
 //! w5  ip_dst high
 //! w6  ip_dst low
-//! w7  ip_proto (8) | l4_src (16) | l4_dst (16) | 0 (24)
+//! w7  ip_proto (8) | l4_src (16) | l4_dst (16) | Geneve option matches (24)
 //! ```
 
 use encap::wire::ethernet;
@@ -38,6 +38,9 @@ pub mod field {
     pub const IP_PROTO: Field = (7, 56, 8);
     pub const L4_SRC: Field = (7, 40, 16);
     pub const L4_DST: Field = (7, 24, 16);
+    /// Bit `i`: the packet carried the rule set's Geneve option match `i`
+    /// (`DecapConfig::geneve_matches`).
+    pub const GENEVE_OPTIONS: Field = (7, 0, 24);
 }
 
 impl FlowKey {
@@ -150,6 +153,7 @@ pub fn mask_fields(m: &FlowKey) -> Vec<String> {
         ("ip_proto", field::IP_PROTO),
         ("l4_src", field::L4_SRC),
         ("l4_dst", field::L4_DST),
+        ("geneve_option", field::GENEVE_OPTIONS),
     ];
     for (name, f) in named {
         if m.get(f) != 0 {

@@ -7,6 +7,7 @@ pub mod compile;
 pub mod counters;
 pub mod flow_cache;
 pub mod flow_key;
+pub mod geneve;
 pub mod learn;
 pub mod model;
 pub mod next_hop;

@@ -9,7 +9,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use encap::wire::vxlan;
+use encap::wire::{geneve, vxlan};
+
+use crate::geneve::GeneveOption;
 
 /// The schema version this build writes; it reads this one and older ones.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -287,6 +289,8 @@ pub enum TunnelType {
     Nvgre,
     /// IP over GRE.
     Gre,
+    /// Geneve (RFC 8926): Ethernet in UDP with options.
+    Geneve,
 }
 
 /// A number, or the word `inherit` (copy from the inner packet).
@@ -330,7 +334,7 @@ pub struct Tunnel {
     pub uplink: String,
     pub local: IpAddr,
     pub remote: IpAddr,
-    /// VXLAN network identifier (vxlan).
+    /// VXLAN or Geneve network identifier (vxlan, geneve).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vni: Option<u32>,
     /// GRE key (gre, gretap; optional).
@@ -341,8 +345,10 @@ pub struct Tunnel {
     pub vsid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow_id: Option<u8>,
-    #[serde(default = "vxlan_port")]
-    pub udp_port: u16,
+    /// UDP destination port (vxlan, geneve); `dst_port` is accepted too.
+    /// Absent: the type's IANA port. Read it with [`Tunnel::udp_port`].
+    #[serde(default, alias = "dst_port", skip_serializing_if = "Option::is_none")]
+    pub udp_port: Option<u16>,
     /// Static next-hop MAC address of the remote VTEP; `run` resolves it from
     /// the kernel's neighbour table when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -365,11 +371,22 @@ pub struct Tunnel {
     pub src_port_range: [u16; 2],
     #[serde(default = "default_mtu")]
     pub mtu: u16,
+    /// Geneve options sent with every packet (geneve).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub options: Vec<GeneveOption>,
 }
 
-fn vxlan_port() -> u16 {
-    vxlan::IANA_PORT
+impl Tunnel {
+    /// The UDP destination port: the configured one, else 4789 (VXLAN) or
+    /// 6081 (Geneve).
+    pub fn udp_port(&self) -> u16 {
+        self.udp_port.unwrap_or(match self.kind {
+            TunnelType::Geneve => geneve::IANA_PORT,
+            _ => vxlan::IANA_PORT,
+        })
+    }
 }
+
 fn default_ttl() -> OrInherit {
     OrInherit::Value(64)
 }
@@ -438,6 +455,10 @@ pub struct Match {
     pub l4_src: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l4_dst: Option<u16>,
+    /// A Geneve option a decapsulated packet carried: class, type and data
+    /// all equal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geneve_option: Option<GeneveOption>,
 }
 
 /// What a rule does. Written in TOML as `"drop"`, `"pop_vlan"`, `"count"`, or a
@@ -785,7 +806,7 @@ impl Config {
     /// The VNI (VXLAN) or key (GRE) a tunnel's packets carry.
     pub fn tunnel_id(t: &Tunnel) -> Option<u32> {
         match t.kind {
-            TunnelType::Vxlan => t.vni,
+            TunnelType::Vxlan | TunnelType::Geneve => t.vni,
             TunnelType::Gretap | TunnelType::Gre => t.key,
             TunnelType::Nvgre => {
                 Some(encap::wire::gre::nvgre_key(t.vsid.unwrap_or(0), t.flow_id.unwrap_or(0)))
@@ -837,6 +858,7 @@ impl Config {
         }
         let mut tunnels: HashMap<&str, &Tunnel> = HashMap::new();
         let mut endpoints = HashSet::new();
+        let mut udp_ports: HashMap<u16, TunnelType> = HashMap::new();
         for (i, t) in self.tunnels.iter().enumerate() {
             let at = |f: &str| format!("tunnels[{i}].{f}");
             check_name(&at("name"), &t.name)?;
@@ -863,15 +885,17 @@ impl Config {
                 return Err(bad(at("remote"), format!("{} cannot be a tunnel endpoint", t.remote)));
             }
             match t.kind {
-                TunnelType::Vxlan => {
-                    let vni = t.vni.ok_or_else(|| bad(at("vni"), "a vxlan tunnel needs a vni"))?;
+                TunnelType::Vxlan | TunnelType::Geneve => {
+                    let vni = t.vni.ok_or_else(|| {
+                        bad(at("vni"), format!("a {} tunnel needs a vni", kind_name(t.kind)))
+                    })?;
                     if vni > vxlan::MAX_VNI {
                         return Err(bad(
                             at("vni"),
                             format!("{vni} is out of range (0..={})", vxlan::MAX_VNI),
                         ));
                     }
-                    if t.udp_port == 0 {
+                    if t.udp_port() == 0 {
                         return Err(bad(at("udp_port"), "0 is not a valid port"));
                     }
                     for f in [("key", t.key.is_some()), ("vsid", t.vsid.is_some())] {
@@ -899,6 +923,24 @@ impl Config {
                     }
                 }
             }
+            if t.kind == TunnelType::Geneve {
+                crate::geneve::check_tunnel_options(&at("options"), &t.options)?;
+            } else if !t.options.is_empty() {
+                return Err(bad(at("options"), "only geneve tunnels send options"));
+            }
+            if matches!(t.kind, TunnelType::Vxlan | TunnelType::Geneve) {
+                let other = udp_ports.insert(t.udp_port(), t.kind);
+                if other.is_some_and(|k| k != t.kind) {
+                    return Err(bad(
+                        at("udp_port"),
+                        format!(
+                            "port {} already carries {}: one UDP port carries one encapsulation",
+                            t.udp_port(),
+                            kind_name(other.unwrap())
+                        ),
+                    ));
+                }
+            }
             if let OrInherit::Value(0) = t.ttl {
                 return Err(bad(at("ttl"), "0 would be dropped by the first router"));
             }
@@ -914,7 +956,12 @@ impl Config {
             if t.mtu < min_mtu {
                 return Err(bad(at("mtu"), format!("{} is below the minimum {min_mtu}", t.mtu)));
             }
-            let id = (t.local, t.remote, matches!(t.kind, TunnelType::Vxlan), Self::tunnel_id(t));
+            let family = match t.kind {
+                TunnelType::Vxlan => 0,
+                TunnelType::Geneve => 1,
+                _ => 2,
+            };
+            let id = (t.local, t.remote, family, Self::tunnel_id(t));
             if !endpoints.insert(id) {
                 return Err(bad(
                     at("remote"),
@@ -923,6 +970,7 @@ impl Config {
             }
         }
         let mut ids = HashSet::new();
+        let mut geneve_matches = HashSet::new();
         for (i, r) in self.rules.iter().enumerate() {
             let at = |f: &str| format!("rules[{i}].{f}");
             if !ids.insert(r.id) {
@@ -952,6 +1000,19 @@ impl Config {
                     return Err(bad(
                         at("match.ip_dst"),
                         "ip_src and ip_dst must be the same address family",
+                    ));
+                }
+            }
+            if let Some(o) = &m.geneve_option {
+                o.check(&at("match.geneve_option"))?;
+                geneve_matches.insert(o);
+                if geneve_matches.len() > encap::decap::MAX_GENEVE_MATCHES {
+                    return Err(bad(
+                        at("match.geneve_option"),
+                        format!(
+                            "more than {} distinct geneve options are matched",
+                            encap::decap::MAX_GENEVE_MATCHES
+                        ),
                     ));
                 }
             }
@@ -1092,6 +1153,17 @@ impl Config {
             }
         }
         Ok(())
+    }
+}
+
+/// The type's name as the configuration writes it.
+fn kind_name(k: TunnelType) -> &'static str {
+    match k {
+        TunnelType::Vxlan => "vxlan",
+        TunnelType::Gretap => "gretap",
+        TunnelType::Nvgre => "nvgre",
+        TunnelType::Gre => "gre",
+        TunnelType::Geneve => "geneve",
     }
 }
 

@@ -8,7 +8,9 @@
 //! Layers: `eth(src,dst,type)`, `vlan(vid,pcp)`, `arp(spa,tpa,op)`,
 //! `ipv4(src,dst,proto,ttl,tos,df,id)`, `ipv6(src,dst,nh,hlim,tc)`,
 //! `udp(sport,dport,csum=0|auto)`, `tcp(sport,dport)`, `icmp(type,code)`,
-//! `vxlan(vni,flags)`, `gre(key,seq,csum,proto)`, `payload(len)` and `hex(data)`.
+//! `vxlan(vni,flags)`, `geneve(vni,flags,opts,ver,proto)` (`opts`: the encoded
+//! option TLVs in hex; the C flag is set when one is critical, unless `flags`
+//! is given), `gre(key,seq,csum,proto)`, `payload(len)` and `hex(data)`.
 //! Every field has a default; lengths, checksums, EtherTypes and protocol
 //! numbers are filled in from the layers that follow.
 
@@ -97,6 +99,7 @@ fn emit(layers: &[Layer], i: usize, ctx: &mut Ctx) -> Result<Vec<u8>, SpecError>
         "tcp" => &["sport", "dport"],
         "icmp" => &["type", "code"],
         "vxlan" => &["vni", "flags"],
+        "geneve" => &["vni", "flags", "opts", "ver", "proto"],
         "gre" => &["key", "seq", "csum", "proto"],
         "payload" => &["len"],
         "hex" => &["data"],
@@ -219,7 +222,11 @@ fn emit(layers: &[Layer], i: usize, ctx: &mut Ctx) -> Result<Vec<u8>, SpecError>
         }
         "udp" | "tcp" => {
             let udp = l.name == "udp";
-            let default_dport = if next == Some("vxlan") { 4789 } else { 80 };
+            let default_dport = match next {
+                Some("vxlan") => 4789,
+                Some("geneve") => 6081,
+                _ => 80,
+            };
             let payload = emit(layers, i + 1, ctx)?;
             let hl = if udp { 8 } else { 20 };
             let len = hl + payload.len();
@@ -271,6 +278,22 @@ fn emit(layers: &[Layer], i: usize, ctx: &mut Ctx) -> Result<Vec<u8>, SpecError>
         "vxlan" => {
             out.extend_from_slice(&[num("flags", 0x08, 255)? as u8, 0, 0, 0]);
             out.extend_from_slice(&((num("vni", 0, 0xff_ffff)? as u32) << 8).to_be_bytes());
+            out.extend(emit(layers, i + 1, ctx)?);
+        }
+        "geneve" => {
+            let opts =
+                parse_hex(l.args.get("opts").map(String::as_str).unwrap_or("")).map_err(err)?;
+            if !opts.len().is_multiple_of(4) || opts.len() > 252 {
+                return Err(err("opts must be a multiple of 4 bytes, at most 252".into()));
+            }
+            let critical =
+                encap::wire::geneve::Options::new(&opts).any(|o| o.is_ok_and(|o| o.is_critical()));
+            let flags = num("flags", if critical { 0x40 } else { 0 }, 255)? as u8;
+            out.push(((num("ver", 0, 3)? as u8) << 6) | (opts.len() / 4) as u8);
+            out.push(flags);
+            out.extend_from_slice(&(num("proto", 0x6558, 0xffff)? as u16).to_be_bytes());
+            out.extend_from_slice(&((num("vni", 0, 0xff_ffff)? as u32) << 8).to_be_bytes());
+            out.extend(opts);
             out.extend(emit(layers, i + 1, ctx)?);
         }
         "gre" => {
@@ -343,6 +366,25 @@ pub fn parse_hex(s: &str) -> Result<Vec<u8>, String> {
 mod tests {
     use super::*;
     use encap::{decap, DecapConfig, PacketBuf, TunnelId};
+
+    #[test]
+    fn geneve_with_an_option_decapsulates() {
+        let f = build("eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/udp/geneve(vni=42,opts=01028001deadbeef)/eth/ipv4/icmp")
+            .unwrap();
+        let cfg = DecapConfig {
+            local_v4: vec![[192, 0, 2, 1]],
+            geneve_matches: vec![encap::GeneveOptionMatch {
+                class: 0x0102,
+                kind: 0x80,
+                data: vec![0xde, 0xad, 0xbe, 0xef],
+            }],
+            ..Default::default()
+        };
+        let mut buf = f.clone();
+        let mut p = PacketBuf::new(&mut buf, 0, f.len()).unwrap();
+        let d = decap(&cfg, &mut p).unwrap();
+        assert_eq!((d.tunnel, d.geneve_options), (TunnelId::Geneve { vni: 42 }, 1));
+    }
 
     #[test]
     fn udp_over_ipv4_is_well_formed() {

@@ -27,7 +27,7 @@ use encap::{decap, icmp, DropReason, EncapTemplate, InnerMeta, PacketBuf, Tunnel
 use crate::compile::{Act, RuleSet};
 use crate::counters::WorkerCounters;
 use crate::flow_cache::{FlowCache, NO_RULE};
-use crate::flow_key::{extract, FlowKey, L2Info};
+use crate::flow_key::{extract, field, FlowKey, L2Info};
 use crate::learn::{L2Step, Learner, Loc};
 use crate::model::PortKind;
 use crate::trace::{OuterHeader, Stage, Step, Tracer};
@@ -336,7 +336,7 @@ impl Worker {
         b.t.step(|| Step::Received { port: in_port, len: pkt.len() as u32 });
 
         // 1. receive: decapsulate what arrives on an uplink.
-        let (tunnel_tag, vni) = if port.kind == PortKind::Uplink {
+        let (tunnel_tag, vni, geneve_options) = if port.kind == PortKind::Uplink {
             let d = match decap(&rs.decap, &mut pkt) {
                 Ok(d) => d,
                 Err(r) => return b.drop(pkt, r, Stage::Decap, 0),
@@ -364,19 +364,20 @@ impl Worker {
             }
             c.tunnels[idx as usize].decap.add(pkt.len());
             let vni = match d.tunnel {
-                TunnelId::Vxlan { vni } => vni,
+                TunnelId::Vxlan { vni } | TunnelId::Geneve { vni } => vni,
                 TunnelId::Gre { key } => key.unwrap_or(0),
             };
-            (idx + 1, vni)
+            (idx + 1, vni, d.geneve_options)
         } else {
-            (0, 0)
+            (0, 0, 0)
         };
         if pkt.len() < encap::wire::ethernet::HEADER_LEN {
             return b.drop(pkt, DropReason::EthTruncated, Stage::Parse, tunnel_tag);
         }
 
         // 2. parse, once.
-        let (key, mut l2) = extract(pkt.data(), in_port, tunnel_tag, vni);
+        let (mut key, mut l2) = extract(pkt.data(), in_port, tunnel_tag, vni);
+        key.set(field::GENEVE_OPTIONS, geneve_options as u64);
         b.t.step(|| Step::Parsed { key });
 
         // 3. classify: flow cache, then the classifier.

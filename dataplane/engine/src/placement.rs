@@ -323,6 +323,9 @@ fn translate(rs: &RuleSet, caps: &Caps, i: usize) -> Result<HwFilter, Why> {
     let rule = &rs.config.rules[i];
     let rt = &rs.rules[i];
     let m = &rule.matches;
+    if m.geneve_option.is_some() {
+        return Err(why("geneve_option", "Geneve option matches are not offloaded"));
+    }
     let port_hw = |name: &str, role: &str| -> Result<&PortHw, Why> {
         let ix = rs.port_index(name).expect("validated") as usize;
         caps.ports[ix].as_ref().map_err(|e| why("device", format!("{role} port {name}: {e}")))
@@ -357,6 +360,9 @@ fn translate(rs: &RuleSet, caps: &Caps, i: usize) -> Result<HwFilter, Why> {
                 TunnelType::Gre => {
                     return Err(why("tunnel", format!("tunnel {t} is L3 GRE: not offloaded")))
                 }
+                TunnelType::Geneve => {
+                    return Err(why("tunnel", format!("tunnel {t} is Geneve: not offloaded")))
+                }
             };
             let devhw = devhw
                 .as_ref()
@@ -379,7 +385,7 @@ fn translate(rs: &RuleSet, caps: &Caps, i: usize) -> Result<HwFilter, Why> {
                 src: tun.remote,
                 dst: tun.local,
                 key_id: id,
-                dst_port: (tun.kind == TunnelType::Vxlan).then_some(tun.udp_port),
+                dst_port: (tun.kind == TunnelType::Vxlan).then_some(tun.udp_port()),
             };
             (devhw.ifname.clone(), up.switch_id.clone(), Some(enc), Some(t.clone()))
         }
@@ -643,12 +649,13 @@ fn tunnel_set(t: &crate::model::Tunnel) -> Result<TunnelSet, String> {
             false
         }
         TunnelType::Gre => return Err(format!("tunnel {} is L3 GRE: not offloaded", t.name)),
+        TunnelType::Geneve => return Err(format!("tunnel {} is Geneve: not offloaded", t.name)),
     };
     Ok(TunnelSet {
         src: t.local,
         dst: t.remote,
         key_id: crate::model::Config::tunnel_id(t),
-        dst_port: (t.kind == TunnelType::Vxlan).then_some(t.udp_port),
+        dst_port: (t.kind == TunnelType::Vxlan).then_some(t.udp_port()),
         tos: dscp << 2,
         ttl,
         csum,

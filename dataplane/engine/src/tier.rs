@@ -59,7 +59,7 @@ pub enum NotInTier {
     ForwardL2,
     /// Output to the port the packet came in on (the engine drops it).
     SelfLoop,
-    /// GRE encapsulation is not in the tier yet.
+    /// GRE and Geneve encapsulation are not in the tier yet.
     NotVxlan,
     /// An IPv6 underlay needs a UDP checksum over the whole packet.
     Ipv6Underlay,

@@ -69,6 +69,31 @@ def v6_vxlan(inner, zero_csum=False, ext=None):
     return Ether(src=PEER_MAC, dst=UP_MAC) / ip6 / udp / vxlan_hdr(60) / Raw(raw(inner))
 
 
+def gopt(cls, typ, data):
+    """One Geneve option TLV."""
+    return cls.to_bytes(2, "big") + bytes([typ, len(data) // 4]) + data
+
+
+OVN_42 = gopt(0x0102, 0x80, b"\x00\x00\x00\x2a")
+
+
+def geneve_hdr(vni, opts=b"", flags=None, ver=0, proto=0x6558):
+    if flags is None:
+        flags = 0x40 if opts and opts[2] & 0x80 else 0
+    return bytes([ver << 6 | len(opts) // 4, flags]) + proto.to_bytes(2, "big") + \
+        (vni << 8).to_bytes(4, "big") + opts
+
+
+def geneve_pkt(inner, vni=5000, opts=b"", src="192.0.2.6", dport=6081, tos=0, **kw):
+    return Ether(src=PEER_MAC, dst=UP_MAC) / IP(src=src, dst="192.0.2.1", flags="DF", tos=tos) / \
+        UDP(sport=50001, dport=dport) / Raw(geneve_hdr(vni, opts, **kw) + raw(inner))
+
+
+def v6_geneve(inner, vni=5001, opts=b""):
+    return Ether(src=PEER_MAC, dst=UP_MAC) / IPv6(src="2001:db8::6", dst="2001:db8::1") / \
+        UDP(sport=50001, dport=6081) / Raw(geneve_hdr(vni, opts) + raw(inner))
+
+
 def corrupt(pkt, offset, value):
     b = bytearray(raw(pkt))
     b[offset] = value
@@ -169,6 +194,29 @@ def cases():
         ("inner_truncated", "up0", [Ether(src=PEER_MAC, dst=UP_MAC) / IP(src="192.0.2.2", dst="192.0.2.1") / UDP(sport=1, dport=4789) / vxlan_hdr(42) / Raw(b"short")], {"inner_truncated": 1}, {}),
         ("ecn_ce_not_ect", "up0", [ce_not_ect], {"ecn_ce_not_ect": 1}, {}),
         ("unknown_tunnel", "up0", [vxlan_pkt(inner, vni=43)], {"unknown_tunnel": 1}, {}),
+        # --- Geneve ---
+        ("encap_geneve", "wl0", [inner_udp(dst="192.0.2.%d" % i) for i in range(33, 41)], {}, {"up0": 8}),
+        ("encap_geneve_v6", "wl0", [Ether(src=WL, dst="02:00:00:00:00:02") / IPv6(src="2001:db8:43::1", dst="2001:db8:43::2") /
+                                    UDP(sport=1, dport=2) / Raw(b"six")], {}, {"up0": 1}),
+        ("decap_geneve", "up0", [geneve_pkt(inner)], {}, {"wl0": 1}),
+        ("decap_geneve_option_match", "up0", [geneve_pkt(inner, opts=gopt(0xfff0, 1, b"abcd") + OVN_42)], {}, {"wl1": 1}),
+        ("decap_geneve_option_other_value", "up0", [geneve_pkt(inner, opts=gopt(0x0102, 0x80, b"\x00\x00\x00\x2b"))],
+         {}, {"wl0": 1}),
+        ("decap_geneve_v6_unknown_option_skipped", "up0", [v6_geneve(inner, opts=gopt(0x0103, 0x05, b"x" * 8))], {}, {"wl0": 1}),
+        ("decap_geneve_ecn_ce_over_ect0", "up0", [geneve_pkt(inner_udp(tos=2), tos=3)],
+         {}, {"wl0": 1}),
+        ("geneve_truncated", "up0", [Ether(src=PEER_MAC, dst=UP_MAC) / IP(src="192.0.2.6", dst="192.0.2.1") /
+                                     UDP(sport=1, dport=6081) / Raw(geneve_hdr(5000, OVN_42)[:12])], {"geneve_truncated": 1}, {}),
+        ("geneve_bad_version", "up0", [geneve_pkt(inner, ver=1)], {"geneve_bad_version": 1}, {}),
+        ("geneve_control", "up0", [geneve_pkt(inner, flags=0x80), geneve_pkt(inner, opts=OVN_42, flags=0xc0)],
+         {"geneve_control": 2}, {}),
+        ("geneve_unknown_critical_option", "up0", [geneve_pkt(inner, opts=gopt(0x0103, 0x85, b"zzzz")),
+                                                   geneve_pkt(inner, opts=gopt(0x0103, 0x85, b"zzzz"), flags=0)],
+         {"geneve_unknown_critical_option": 2}, {}),
+        ("geneve_bad_option", "up0", [geneve_pkt(inner, opts=gopt(0xfff0, 1, b"abcd")[:3] + b"\x02" + b"abcd")],
+         {"geneve_bad_option": 1}, {}),
+        ("geneve_unknown_protocol", "up0", [geneve_pkt(inner_udp()[IP], proto=0x0800)], {"geneve_unknown_protocol": 1}, {}),
+        ("geneve_unknown_vni", "up0", [geneve_pkt(inner, vni=5999)], {"unknown_tunnel": 1}, {}),
     ]
     # GRE with every combination of checksum and sequence around the key.
     for csum in (False, True):
@@ -223,6 +271,14 @@ def outer_vxlan(p):
     return int.from_bytes(payload[4:7], "big"), payload[8:]
 
 
+def outer_geneve(p):
+    """(vni, flags byte, options, inner bytes) of a Geneve packet, from the raw UDP payload."""
+    g = raw(p[UDP].payload)
+    expect(g[0] >> 6 == 0 and g[2:4] == b"\x65\x58" and g[7] == 0, "Geneve version/protocol/reserved")
+    hl = 8 + (g[0] & 0x3f) * 4
+    return int.from_bytes(g[4:7], "big"), g[1], g[8:hl], g[hl:]
+
+
 def check(outdir, name):
     res = json.load(open(os.path.join(outdir, name + ".result.json")))
     case = [c for c in json.load(open(os.path.join(outdir, "cases.json"))) if c["name"] == name][0]
@@ -266,6 +322,33 @@ def check(outdir, name):
             seqs.append(int.from_bytes(g[12:16], "big"))
             expect(g[16:] == inputs[0], "inner frame")
         expect(seqs == sorted(seqs) and len(set(seqs)) == 3, "sequence numbers increase: %s" % seqs)
+    elif name == "encap_geneve":
+        sports = set()
+        for i, p in enumerate(out("up0")):
+            expect(p.src == UP_MAC and p.dst == "02:00:00:00:00:70", "outer MACs")
+            expect(p[IP].src == "192.0.2.1" and p[IP].dst == "192.0.2.6", "outer IPs")
+            expect(p[IP].flags.DF and p[IP].ttl == 64 and ip_checksum_ok(p), "outer IPv4 DF/TTL/checksum")
+            expect(p[UDP].dport == 6081 and 49152 <= p[UDP].sport <= 65535, "UDP ports")
+            expect(p[UDP].chksum == 0, "no UDP checksum over IPv4 by default")
+            vni, flags, opts, inner = outer_geneve(p)
+            expect(vni == 5000 and flags == 0x40, "VNI 5000, C bit (critical option), O clear: %#x" % flags)
+            expect(opts == gopt(0x0102, 0x80, b"\x00\x00\x00\x0b"), "configured option sent: %s" % opts.hex())
+            expect(inner == inputs[i], "inner frame")
+            sports.add(p[UDP].sport)
+        expect(len(sports) > 1, "source port varies across flows")
+    elif name == "encap_geneve_v6":
+        p = out("up0")[0]
+        expect(p[IPv6].src == "2001:db8::1" and p[IPv6].dst == "2001:db8::6", "outer IPv6")
+        expect(p[UDP].chksum != 0 and udp_checksum_ok(p), "UDP checksum mandatory over IPv6")
+        vni, flags, opts, inner = outer_geneve(p)
+        expect(vni == 5001 and flags == 0 and opts == b"" and inner == inputs[0], "VNI 5001, no options, inner frame")
+    elif name in ("decap_geneve", "decap_geneve_option_match", "decap_geneve_option_other_value",
+                  "decap_geneve_v6_unknown_option_skipped"):
+        port = "wl1" if name == "decap_geneve_option_match" else "wl0"
+        expect(raw(out(port)[0]) == raw(inner_udp()), "inner frame delivered unchanged past the options")
+    elif name == "decap_geneve_ecn_ce_over_ect0":
+        p = out("wl0")[0]
+        expect(p[IP].tos & 3 == 3 and ip_checksum_ok(p), "inner ECT(0) becomes CE (RFC 6040)")
     elif name == "encap_vxlan_v6":
         p = out("up0")[0]
         expect(p[IPv6].src == "2001:db8::1" and p[IPv6].dst == "2001:db8::2", "outer IPv6")

@@ -13,6 +13,7 @@
 
 pub mod checksum;
 pub mod ethernet;
+pub mod geneve;
 pub mod gre;
 pub mod ipv4;
 pub mod ipv6;

@@ -26,6 +26,7 @@ from scapy.all import (HBHOptUnknown, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment, IPv
                        IPv6ExtHdrRouting, Jumbo, Pad1, PadN, RouterAlert, ARP, GRE, ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, IPOption_EOL,
                        IPOption_NOP, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
                        IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, Raw, raw)
+from scapy.contrib.geneve import GENEVE, GeneveOptions
 from scapy.layers.vxlan import VXLAN
 
 UP_MAC = "02:00:00:00:00:10"     # our uplink
@@ -63,6 +64,7 @@ def add(name, frame, config=None, **expect):
             "src_port": expect.get("src_port", 0),
             "outer_ecn": expect.get("outer_ecn", 0),
             "nvgre": expect.get("nvgre"),
+            "geneve_options": expect.get("geneve_options", 0),
             "local": expect["local"],
             "remote": expect["remote"],
         })
@@ -519,9 +521,123 @@ def malformed():
         drop(f"{fam}/checksum_of_another_payload", gre_outer(v6) / g / inner, "gre_bad_checksum")
 
 
+# --- Geneve (RFC 8926) -------------------------------------------------------
+
+GENEVE_PORT = 6081
+# OVN's class and a critical type, and an experimental class (0xfff0-0xffff).
+OVN, EXP = 0x0102, 0xFFF0
+
+
+def gopt(cls, typ, data):
+    return GeneveOptions(classid=cls, type=typ, data=data)
+
+
+def geneve(vni=42, options=(), **kw):
+    # scapy leaves the C bit to the caller, as the RFC leaves it to the sender.
+    kw.setdefault("critical", int(any(o.type & 0x80 for o in options)))
+    kw.setdefault("proto", 0x6558)
+    # scapy 2.5 miscounts the option length of long option lists: give it.
+    kw.setdefault("optionlen", sum(4 + len(o.data) for o in options) // 4)
+    return GENEVE(vni=vni, options=list(options), **kw)
+
+
+def gv4(inner, g=None, dst=LOCAL4, tos=0, udp=None):
+    return outer_eth() / ip4(dst, tos) / UDP(sport=SPORT, dport=GENEVE_PORT, **(udp or {})) / \
+        (g if g is not None else geneve()) / inner
+
+
+def gv6(inner, g=None, tc=0, udp=None):
+    return outer_eth() / ip6(LOCAL6, tc) / UDP(sport=SPORT, dport=GENEVE_PORT, **(udp or {})) / \
+        (g if g is not None else geneve()) / inner
+
+
+def ok_gv(name, frame, inner, vni=42, v6=False, config=None, outer_ecn=0, geneve_options=0):
+    add(name, frame, config, inner=inner, tunnel="geneve", vni=vni, src_port=SPORT,
+        outer_ecn=outer_ecn, local=LOCAL6 if v6 else LOCAL4, remote=PEER6 if v6 else PEER4,
+        geneve_options=geneve_options)
+
+
+# Rules of the receive side that match on two options: entry 0 (bit 0) is a
+# critical OVN option, entry 1 (bit 1) a non-critical experimental one.
+MATCHES = {"geneve_matches": [[OVN, 0x80, "0000002a"], [EXP, 0x01, "0102030405060708"]]}
+
+
+def geneve_cases():
+    crit = gopt(OVN, 0x80, b"\x00\x00\x00\x2a")
+    crit_other_value = gopt(OVN, 0x80, b"\x00\x00\x00\x2b")
+    plain = gopt(EXP, 0x01, bytes(range(1, 9)))
+    unknown = gopt(0x0103, 0x05, b"\xaa" * 12)
+    unknown_crit = gopt(0x0103, 0x85, b"\xbb" * 4)
+    for kind, mk in INNERS.items():
+        for vni in (0, 1, 0xFFFFFF):
+            ok_gv(f"geneve4/{kind}/vni{vni:#x}", gv4(mk(), geneve(vni)), mk(), vni)
+        ok_gv(f"geneve6/{kind}", gv6(mk(), geneve(0xABCDEF)), mk(), 0xABCDEF, v6=True)
+        ok_gv(f"geneve4/{kind}/options_skipped", gv4(mk(), geneve(7, [unknown, plain])), mk(), 7)
+    ok_gv("geneve6/options_skipped", gv6(in_v4(), geneve(7, [unknown, gopt(EXP, 2, b"")])),
+          in_v4(), 7, v6=True)
+    ok_gv("geneve4/empty_option", gv4(in_v4(), geneve(7, [gopt(EXP, 3, b"")])), in_v4(), 7)
+    ok_gv("geneve4/largest_option_area", gv4(in_v4(), geneve(7, [gopt(EXP, 1, b"\x11" * 124),
+                                                                 gopt(EXP, 2, b"\x22" * 120)])),
+          in_v4(), 7)
+    ok_gv("geneve4/known_critical_option", gv4(in_v4(), geneve(9, [crit])), in_v4(), 9,
+          config=MATCHES, geneve_options=1)
+    ok_gv("geneve4/known_critical_option_other_value", gv4(in_v4(), geneve(9, [crit_other_value])),
+          in_v4(), 9, config=MATCHES)
+    ok_gv("geneve4/both_matched", gv4(in_v4(), geneve(9, [unknown, plain, crit])), in_v4(), 9,
+          config=MATCHES, geneve_options=3)
+    ok_gv("geneve6/plain_matched", gv6(in_v6(), geneve(9, [plain])), in_v6(), 9, v6=True,
+          config=MATCHES, geneve_options=2)
+    ok_gv("geneve4/udp_checksum_zero", gv4(in_v4(), udp={"chksum": 0}), in_v4())
+    ok_gv("geneve4/port_configured", outer_eth() / ip4() / UDP(sport=SPORT, dport=6082) /
+          geneve() / in_v4(), in_v4(), config={"geneve_ports": [6082]})
+    for tag, kw in (("rsvd_flags", {"reserved": 0x3F}), ("reserved2", {"reserved2": 0xEE})):
+        ok_gv(f"geneve4/reserved_bits_ignored/{tag}", gv4(in_v4(), geneve(**kw)), in_v4())
+    ok_gv("geneve4/ecn_ce_onto_ect0", gv4(in_v4(tos=ECT0), tos=CE), in_v4(tos=CE), outer_ecn=CE)
+    ok_gv("geneve6/ecn_ce_onto_ect1", gv6(in_v4(tos=ECT1), tc=CE), in_v4(tos=CE), v6=True,
+          outer_ecn=CE)
+    # Drops.
+    drop("geneve4/ecn_ce_not_ect", gv4(in_v4(tos=NOT_ECT), tos=CE), "ecn_ce_not_ect")
+    for ver in (1, 2, 3):
+        drop(f"geneve4/version_{ver}", gv4(in_v4(), geneve(version=ver)), "geneve_bad_version")
+    drop("geneve4/control_packet", gv4(in_v4(), geneve(oam=1)), "geneve_control")
+    drop("geneve6/control_packet_with_options", gv6(in_v4(), geneve(oam=1, options=[plain])),
+         "geneve_control")
+    drop("geneve4/unknown_critical_option", gv4(in_v4(), geneve(options=[plain, unknown_crit])),
+         "geneve_unknown_critical_option")
+    drop("geneve4/unknown_critical_option_c_bit_clear",
+         gv4(in_v4(), geneve(critical=0, options=[unknown_crit])), "geneve_unknown_critical_option")
+    drop("geneve4/critical_option_nothing_understood", gv4(in_v4(), geneve(options=[crit])),
+         "geneve_unknown_critical_option")
+    drop("geneve6/unknown_critical_option", gv6(in_v4(), geneve(options=[unknown_crit])),
+         "geneve_unknown_critical_option", config=MATCHES)
+    for proto in (0x0800, 0x86DD, 0x8847):
+        drop(f"geneve4/protocol_{proto:#06x}", gv4(Raw(b"z" * 40), geneve(proto=proto)),
+             "geneve_unknown_protocol")
+    drop("geneve4/not_a_configured_port", outer_eth() / ip4() / UDP(sport=SPORT, dport=6082) /
+         geneve() / in_v4(), "udp_wrong_port")
+    # An option whose length runs past the option area: the header's length
+    # says 3 words, the option claims 4 words of data.
+    g = raw(geneve(7, [gopt(EXP, 1, b"\x33" * 8)]))
+    bad = bytes([g[0]]) + g[1:11] + bytes([(g[11] & 0xE0) | 4]) + g[12:]
+    drop("geneve4/option_runs_past_area", gv4(in_v4(), Raw(bad)), "geneve_bad_option")
+    # Option area shorter than an option header (one word, the option needs
+    # its 4-byte header plus 4 bytes of data).
+    bad = bytes([0x01]) + g[1:8] + g[8:12]
+    drop("geneve4/option_area_too_short", gv4(Raw(b"\x00" * 14), Raw(bad)), "geneve_bad_option")
+    # Truncated inside the fixed header and inside the option area.
+    full = raw(gv4(Raw(b""), geneve(7, [plain])))
+    hdr = len(full) - 8 - 12
+    for cut in (1, 4, 7, 8, 12, 19):
+        frame = outer_eth() / ip4() / UDP(sport=SPORT, dport=GENEVE_PORT) / \
+            Raw(full[hdr:hdr + cut])
+        drop(f"geneve4/truncated_at_{cut}", frame, "geneve_truncated")
+    drop("geneve4/inner_truncated", gv4(Raw(b"\x00" * 13)), "inner_truncated")
+
+
 def main():
     out = sys.argv[1]
     valid_vxlan()
+    geneve_cases()
     valid_gre()
     ecn_cases()
     truncations()

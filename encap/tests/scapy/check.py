@@ -15,7 +15,21 @@ import json
 import sys
 
 from scapy.all import GRE, IP, UDP, Dot1AD, Dot1Q, Ether, IPv6, raw
+from scapy.contrib.geneve import GENEVE, GeneveOptions
 from scapy.layers.vxlan import VXLAN
+
+
+def geneve_options(opts):
+    """[class, type, data hex] of each option. scapy 2.5's GeneveOptions has
+    no extract_padding, so every option after the first is parsed as the
+    previous one's payload: walk that chain."""
+    out = []
+    for o in opts:
+        while o is not None:
+            out.append([o.classid, o.type, bytes(o.data).hex()])
+            rest = bytes(o.payload)
+            o = GeneveOptions(rest) if rest else None
+    return out
 
 
 def inspect(frame):
@@ -42,13 +56,25 @@ def inspect(frame):
         if l4.chksum != 0:
             del l4.chksum
         vx = l4.payload
-        if not isinstance(vx, VXLAN):
-            raise SystemExit(f"UDP payload is not VXLAN: {p.summary()}")
-        r["tunnel"] = "vxlan"
-        r["vni"] = vx.vni
-        r["vxlan_flags"] = int(vx.flags)
-        r["vxlan_reserved"] = [vx.reserved1, vx.reserved2]
-        inner = vx.payload
+        if isinstance(vx, GENEVE):
+            r["tunnel"] = "geneve"
+            r["vni"] = vx.vni
+            r["geneve_version"] = vx.version
+            r["geneve_oam"] = vx.oam
+            r["geneve_critical"] = vx.critical
+            r["geneve_reserved"] = [vx.reserved, vx.reserved2]
+            r["geneve_proto"] = vx.proto
+            r["geneve_options"] = geneve_options(vx.options)
+            del vx.optionlen
+            inner = vx.payload
+        elif isinstance(vx, VXLAN):
+            r["tunnel"] = "vxlan"
+            r["vni"] = vx.vni
+            r["vxlan_flags"] = int(vx.flags)
+            r["vxlan_reserved"] = [vx.reserved1, vx.reserved2]
+            inner = vx.payload
+        else:
+            raise SystemExit(f"UDP payload is neither VXLAN nor Geneve: {p.summary()}")
     elif isinstance(l4, GRE):
         r["tunnel"] = "gre"
         r["gre_chksum_present"] = bool(l4.chksum_present)

@@ -56,6 +56,7 @@ unsafe impl aya::Pod for SinkCfg {}
 pub const MODE_VXLAN: u32 = 1;
 pub const MODE_GRETAP: u32 = 2;
 pub const MODE_PLAIN: u32 = 3;
+pub const MODE_GENEVE: u32 = 4;
 
 /// The sink's counters, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize, serde::Deserialize)]

@@ -19,6 +19,7 @@ pub const INNER_SPORT: u16 = 20000;
 pub const INNER_DPORT: u16 = 80;
 pub const VNI: u32 = 42;
 pub const VXLAN_PORT: u16 = 4789;
+pub const GENEVE_PORT: u16 = 6081;
 /// Bytes VXLAN/IPv4 puts in front of the inner frame.
 pub const VXLAN_OVERHEAD: usize = 50;
 

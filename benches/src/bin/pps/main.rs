@@ -48,7 +48,8 @@ struct Args {
     /// Devices, comma-separated (overlayd-afxdp, overlayd-uring, ovs-afxdp, kernel).
     #[arg(long, value_delimiter = ',')]
     duts: Vec<String>,
-    /// Scenario kinds, comma-separated (vxlan-encap, vxlan-decap, gretap-encap).
+    /// Scenario kinds, comma-separated (vxlan-encap, vxlan-decap, gretap-encap,
+    /// geneve-encap).
     #[arg(long, value_delimiter = ',')]
     kinds: Vec<String>,
     /// Frame sizes in bytes, FCS included (64, 1400).
@@ -137,6 +138,7 @@ pub(crate) fn sink_cfg(s: &Scenario, dut: DutKind) -> SinkCfg {
             _ if dut == DutKind::XdpNull => bpf::MODE_PLAIN,
             Kind::VxlanEncap => bpf::MODE_VXLAN,
             Kind::GretapEncap => bpf::MODE_GRETAP,
+            Kind::GeneveEncap => bpf::MODE_GENEVE,
             Kind::VxlanDecap => bpf::MODE_PLAIN,
         },
         vni: frames::VNI,
@@ -144,7 +146,11 @@ pub(crate) fn sink_cfg(s: &Scenario, dut: DutKind) -> SinkCfg {
         outer_dst: be(frames::SINK_IP),
         inner_dst: be(frames::INNER_DST),
         inner_len: (s.size - 4) as u32,
-        udp_port: frames::VXLAN_PORT as u32,
+        udp_port: if s.kind == Kind::GeneveEncap {
+            frames::GENEVE_PORT as u32
+        } else {
+            frames::VXLAN_PORT as u32
+        },
         sample_mask: 63,
     }
 }

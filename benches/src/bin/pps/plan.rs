@@ -12,16 +12,21 @@ pub enum Kind {
     VxlanDecap,
     /// Inner frames into the workload side, gretap (key 42) out of the uplink.
     GretapEncap,
+    /// Inner frames into the workload side, Geneve (VNI 42, no options) out
+    /// of the uplink.
+    GeneveEncap,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::VxlanEncap, Kind::VxlanDecap, Kind::GretapEncap];
+    pub const ALL: [Kind; 4] =
+        [Kind::VxlanEncap, Kind::VxlanDecap, Kind::GretapEncap, Kind::GeneveEncap];
 
     pub fn name(self) -> &'static str {
         match self {
             Kind::VxlanEncap => "vxlan-encap",
             Kind::VxlanDecap => "vxlan-decap",
             Kind::GretapEncap => "gretap-encap",
+            Kind::GeneveEncap => "geneve-encap",
         }
     }
 

@@ -184,7 +184,9 @@ mod tests {
     #[test]
     fn steps_are_small_values() {
         // A step is copied into the recorder; nothing in it points anywhere.
-        assert!(std::mem::size_of::<Step>() <= 128, "{}", std::mem::size_of::<Step>());
+        // The largest is an outer header copy: Geneve options make that up
+        // to `MAX_OUTER_LEN` (198) bytes.
+        assert!(std::mem::size_of::<Step>() <= 256, "{}", std::mem::size_of::<Step>());
     }
 
     #[test]

@@ -238,6 +238,7 @@ fn next_hop(rs: &RuleSet, cx: &TraceContext, t: u16, mac: Option<[u8; 6]>) -> St
 fn tunnel_id(id: TunnelId) -> String {
     match id {
         TunnelId::Vxlan { vni } => format!("VXLAN VNI {vni}"),
+        TunnelId::Geneve { vni } => format!("Geneve VNI {vni}"),
         TunnelId::Gre { key: Some(k) } => format!("GRE key {k}"),
         TunnelId::Gre { key: None } => "GRE without key".into(),
     }
