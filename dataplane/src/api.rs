@@ -32,8 +32,9 @@ pub use crate::api_refusal::MAX_BODY;
 pub struct ApiState {
     pub daemon: Arc<Daemon>,
     pub allowed_uids: Vec<u32>,
-    /// The bearer token TCP clients must present (TCP is only served with one).
-    pub token: Option<String>,
+    /// The bearer tokens TCP clients present (TCP is only served with one):
+    /// read-write, and read-only (`api_tokens`).
+    pub tokens: crate::api_tokens::Tokens,
 }
 
 /// Who is connected: a local process (its uid, from SO_PEERCRED) or a TCP
@@ -82,23 +83,10 @@ impl From<ApplyError> for ApiError {
 
 type Api = State<Arc<ApiState>>;
 
-/// Compares without an early exit, so response time does not reveal how much
-/// of a guessed token was right.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The bearer token a request presents, if any.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get("authorization").and_then(|v| v.to_str().ok())?.strip_prefix("Bearer ")
-}
-
-/// Whether a request presents the right bearer token.
+/// Whether a request presents a token the daemon accepts (either kind).
 pub fn token_ok(headers: &HeaderMap, s: &ApiState) -> bool {
-    match (bearer(headers), &s.token) {
-        (Some(g), Some(t)) => same_secret(g.trim().as_bytes(), t.as_bytes()),
-        _ => false,
-    }
+    use crate::api_tokens::Access;
+    matches!(s.tokens.access(headers), Access::ReadWrite | Access::ReadOnly)
 }
 
 /// Every request passes here first: Unix peers by uid, TCP peers by token.
@@ -119,16 +107,28 @@ async fn authorize(
         Peer::Unix { uid: None } => {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "the peer's credentials are unknown"))
         }
-        Peer::Tcp => match (bearer(req.headers()), &s.token) {
-            (Some(g), Some(t)) if same_secret(g.trim().as_bytes(), t.as_bytes()) => {}
-            (None, _) => {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "a bearer token is required (Authorization: Bearer ...)",
-                ))
+        Peer::Tcp => {
+            use crate::api_tokens::{is_read, Access};
+            match s.tokens.access(req.headers()) {
+                Access::ReadWrite => {}
+                Access::ReadOnly if is_read(req.method(), req.uri().path()) => {}
+                Access::ReadOnly => {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "this token is read-only: it may read and scrape /metrics, not change the configuration or capture packets",
+                    ))
+                }
+                Access::Missing => {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "a bearer token is required (Authorization: Bearer ...)",
+                    ))
+                }
+                Access::Wrong => {
+                    return Err(ApiError::new(StatusCode::UNAUTHORIZED, "the bearer token is wrong"))
+                }
             }
-            _ => return Err(ApiError::new(StatusCode::UNAUTHORIZED, "the bearer token is wrong")),
-        },
+        }
     }
     Ok(next.run(req).await)
 }
@@ -301,8 +301,7 @@ async fn collection<T: Serialize>(s: Arc<ApiState>, pick: fn(Config) -> T) -> Re
 }
 
 async fn counters(State(s): Api) -> Result<Json<Counters>, ApiError> {
-    let rs = s.daemon.rules();
-    Ok(Json(Counters::new(&rs, &s.daemon.counters())))
+    Ok(Json(s.daemon.counters_view()))
 }
 
 #[derive(serde::Deserialize)]

@@ -229,6 +229,11 @@ pub struct RuleCounters {
     pub priority: u16,
     pub packets: u64,
     pub bytes: u64,
+    /// Seconds since the rule last matched a packet, as sampled every
+    /// second; `null` when it has not since the daemon started (and always
+    /// in `overlayd replay`).
+    #[serde(default)]
+    pub last_hit_secs: Option<u64>,
 }
 
 /// Lookups: flow cache hits and misses, and the classifier tables the
@@ -282,6 +287,7 @@ impl Counters {
                     priority: r.priority,
                     packets: f.packets,
                     bytes: f.bytes,
+                    last_hit_secs: None,
                 })
                 .collect(),
             cache: CacheCounters {
@@ -365,6 +371,9 @@ pub struct Summary {
     pub tables: Vec<TableSummary>,
     pub fdb_entries: usize,
     pub flood_lists: usize,
+    /// Rules that can never match, are shadowed, or repeat another's match.
+    #[serde(default)]
+    pub warnings: Vec<engine::lint::Warning>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -380,6 +389,21 @@ pub struct TunnelSummary {
     pub summary: String,
     pub static_next_hop: bool,
     pub inner_ip_mtu: u16,
+    #[serde(rename = "type")]
+    pub kind: TunnelType,
+    /// VXLAN VNI; GRE key (gretap, gre); NVGRE: the key made of VSID and flow id.
+    pub vni_or_key: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_id: Option<u8>,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub uplink: String,
+    /// VXLAN: the UDP destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_port: Option<u16>,
+    pub underlay_mtu: u16,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -402,11 +426,23 @@ impl Summary {
             tunnels: rs
                 .tunnels
                 .iter()
-                .map(|t| TunnelSummary {
-                    name: t.name.clone(),
-                    summary: tunnel_line(t, rs),
-                    static_next_hop: t.static_next_hop,
-                    inner_ip_mtu: t.inner_ip_mtu,
+                .map(|t| {
+                    let c = rs.config.tunnels.iter().find(|c| c.name == t.name);
+                    TunnelSummary {
+                        name: t.name.clone(),
+                        summary: tunnel_line(t, rs),
+                        static_next_hop: t.static_next_hop,
+                        inner_ip_mtu: t.inner_ip_mtu,
+                        kind: c.map_or(TunnelType::Vxlan, |c| c.kind),
+                        vni_or_key: tunnel_number(t),
+                        vsid: c.and_then(|c| c.vsid),
+                        flow_id: c.and_then(|c| c.flow_id),
+                        local: t.local,
+                        remote: t.remote,
+                        uplink: rs.ports[t.uplink as usize].name.clone(),
+                        udp_port: c.filter(|c| c.kind == TunnelType::Vxlan).map(|c| c.udp_port),
+                        underlay_mtu: t.params.options.underlay_mtu,
+                    }
                 })
                 .collect(),
             rules: rs.rules.len(),
@@ -418,6 +454,7 @@ impl Summary {
                 .collect(),
             fdb_entries: rs.fdb.len(),
             flood_lists: rs.flood.len(),
+            warnings: engine::lint::lint(&rs.config),
         }
     }
 }
@@ -709,16 +746,26 @@ pub enum Hop {
 
 // --- end of why ---
 
-/// One compiled tunnel in one line.
+/// The VNI or GRE key a compiled tunnel carries.
+pub fn tunnel_number(t: &TunnelRt) -> Option<u32> {
+    match t.id {
+        encap::TunnelId::Vxlan { vni } => Some(vni),
+        encap::TunnelId::Gre { key } => key,
+    }
+}
+
+/// One compiled tunnel in one line: its kind by name, its VNI or key, its
+/// endpoints and next hop.
 pub fn tunnel_line(t: &TunnelRt, rs: &RuleSet) -> String {
     let hop = if t.static_next_hop {
         format!("{} (static)", engine::model::Mac(t.params.dst_mac))
     } else {
         "from the neighbour table".into()
     };
+    let kind = rs.config.tunnels.iter().find(|c| c.name == t.name);
     format!(
-        "{:?} {} -> {} via {}, next hop {hop}, underlay mtu {} (inner IP {})",
-        t.id,
+        "{} {} -> {} via {}, next hop {hop}, underlay mtu {} (inner IP {})",
+        kind.map_or_else(|| "?".into(), crate::render::tunnel_kind),
         t.local,
         t.remote,
         rs.ports[t.uplink as usize].name,

@@ -3,8 +3,10 @@
 pub mod api;
 mod api_refusal;
 pub mod api_server;
+pub mod api_tokens;
 pub mod api_types;
 pub mod capture;
+pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod datapath;

@@ -61,5 +61,7 @@ pub fn in_use(what: &str, users: &[String]) -> String {
         [one] => one.clone(),
         [init @ .., last] => format!("{} and {last}", init.join(", ")),
     };
-    format!("{what} is in use by {list}: remove or change them first (in the same batch if you like)")
+    format!(
+        "{what} is in use by {list}: remove or change them first (in the same batch if you like)"
+    )
 }
