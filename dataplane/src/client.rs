@@ -6,6 +6,8 @@
 use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -191,7 +193,8 @@ impl Client {
             .method(method)
             .uri(path)
             .header("host", "overlayd")
-            .header("content-type", "application/json");
+            .header("content-type", "application/json")
+            .header("content-length", body.len());
         if let Endpoint::Tcp { token, .. } = &self.endpoint {
             b = b.header("authorization", format!("Bearer {token}"));
         }
@@ -229,15 +232,74 @@ impl Client {
         io: S,
         req: hyper::Request<Full<Bytes>>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| self.http(e))?;
+        let io = TokioIo::new(AnswerFirst { io, closed: false });
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(io).await.map_err(|e| self.http(e))?;
         // The connection runs beside the request; it ends when the answer
         // has been read and the sender dropped.
         tokio::spawn(async move {
             let _ = conn.await;
         });
         sender.send_request(req).await.map_err(|e| self.http(e))
+    }
+}
+
+/// A connection on which the daemon may answer before it has read the
+/// whole request body, and close (413: the body is too large; 415): the
+/// rest of the body is dropped as if sent, so that hyper goes on to read
+/// the answer, which is waiting in the socket.
+struct AnswerFirst<S> {
+    io: S,
+    closed: bool,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for AnswerFirst<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+fn peer_gone(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset)
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for AnswerFirst<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.closed {
+            return Poll::Ready(Ok(buf.len()));
+        }
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Ready(Err(e)) if peer_gone(&e) => {
+                self.closed = true;
+                Poll::Ready(Ok(buf.len()))
+            }
+            r => r,
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.closed {
+            return Poll::Ready(Ok(()));
+        }
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Ready(Err(e)) if peer_gone(&e) => Poll::Ready(Ok(())),
+            r => r,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.closed {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -67,14 +67,13 @@ impl History {
             (e.encap, e.decap) = (encap.packets, decap.packets);
         }
         self.tunnels.retain(|name, _| rs.tunnel_index(name).is_some());
+        // Rebuilt each time: rules removed are forgotten, in one pass.
+        let mut rules = HashMap::with_capacity(rs.rules.len());
         for (r, f) in rs.rules.iter().zip(&c.rules) {
-            let e = self.rules.entry(r.id).or_default();
-            if f.packets > e.0 {
-                e.1 = Some(now);
-            }
-            e.0 = f.packets;
+            let (packets, hit) = self.rules.get(&r.id).copied().unwrap_or_default();
+            rules.insert(r.id, (f.packets, if f.packets > packets { Some(now) } else { hit }));
         }
-        self.rules.retain(|id, _| rs.rules.iter().any(|r| r.id == *id));
+        self.rules = rules;
 
         // A new generation gets its first sample at once: the baseline of
         // what moves under it.

@@ -15,6 +15,7 @@ pub mod io;
 pub mod metrics;
 pub mod neigh;
 pub mod offload;
+pub mod openapi;
 pub mod render;
 pub mod replay;
 pub mod report;

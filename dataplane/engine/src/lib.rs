@@ -14,6 +14,7 @@ pub mod ops;
 pub mod packet_spec;
 pub mod pipeline;
 pub mod placement;
+pub mod schema;
 pub mod tier;
 pub mod trace;
 pub mod usage;
