@@ -192,8 +192,19 @@ pub fn actions_text(actions: &[Action]) -> String {
         .join(",")
 }
 
-/// Counters as tables: totals, ports, tunnels, rules, drops and lookups.
+/// Counters as tables: totals, ports, tunnels, rules (with when each last
+/// matched), drops and lookups.
 pub fn counters(c: &Counters) -> String {
+    counter_tables(c, true)
+}
+
+/// Counters of a replay: as `counters`, without hit ages (a replay has no
+/// clock of its own).
+pub fn replay_counters(c: &Counters) -> String {
+    counter_tables(c, false)
+}
+
+fn counter_tables(c: &Counters, ages: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -239,15 +250,23 @@ pub fn counters(c: &Counters) -> String {
     if !t.is_empty() {
         let _ = write!(s, "\n{t}");
     }
-    let mut t = Table::new(&["rule#", "priority#", "packets#", "bytes#", "last hit"]);
+    let titles: &[&str] = if ages {
+        &["rule#", "priority#", "packets#", "bytes#", "last hit"]
+    } else {
+        &["rule#", "priority#", "packets#", "bytes#"]
+    };
+    let mut t = Table::new(titles);
     for r in &c.rules {
-        t.row([
+        let mut row = vec![
             r.id.to_string(),
             r.priority.to_string(),
             r.packets.to_string(),
             r.bytes.to_string(),
-            ago(r.last_hit_secs),
-        ]);
+        ];
+        if ages {
+            row.push(ago(r.last_hit_secs));
+        }
+        t.row(row);
     }
     if !t.is_empty() {
         let _ = write!(s, "\n{t}");

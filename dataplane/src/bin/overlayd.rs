@@ -238,7 +238,7 @@ fn run(cli: Cli) -> Result<(), CommandError> {
             if json {
                 out::json(&counters);
             } else {
-                out::print(&render::counters(&counters));
+                out::print(&render::replay_counters(&counters));
                 for (port, n) in &report.written {
                     out::line(&format!("wrote {n} frames for port {port}"));
                 }
