@@ -628,6 +628,13 @@ fn capture(ctl: &Ctl, a: &CaptureArgs) -> Result<(), CommandError> {
         }
     }
     let lost = summary.lost();
+    if ctl.json && !to_stdout {
+        // Standard output is free: the summary as a document.
+        out::json(&serde_json::json!({
+            "packets": summary.packets, "not_recorded": lost, "file": a.write,
+        }));
+        return Ok(());
+    }
     eprintln!(
         "overlayctl: {} packets captured to {dest}{}",
         summary.packets,
