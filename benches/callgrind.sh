@@ -15,7 +15,7 @@ CASES=("$@")
   encap-vxlan4-64 decap-vxlan4-64 encap-vxlan4-1400 decap-vxlan4-1400
   encap-vxlan6-64 decap-vxlan6-64 encap-vxlan6-1400 decap-vxlan6-1400
   encap-gretap4-64 decap-gretap4-64 encap-gretap4-1400 decap-gretap4-1400
-  pipeline-1flow pipeline-100kflows classify-miss-10000)
+  pipeline-1flow pipeline-100kflows pipeline-l2static pipeline-l2learn classify-miss-10000)
 count() { # case batches -> total instructions
   local out; out=$(mktemp)
   valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" "$1" "$2" >/dev/null 2>&1

@@ -1,10 +1,13 @@
 //! Compiles the XDP steering program (C) into BPF bytecode that `overlayd`
-//! embeds and loads itself, so running it needs no file beside the binary.
+//! embeds and loads itself, so running it needs no file beside the binary
+//! (and an installed package needs no compiler); stamps the git commit the
+//! binaries were built from into their `--version`.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 fn main() {
+    stamp_commit();
     let src = "xdp/steer.bpf.c";
     println!("cargo:rerun-if-changed={src}");
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("steer.bpf.o");
@@ -26,5 +29,43 @@ fn main() {
         Err(e) => panic!(
             "cannot run clang to compile the XDP program {src}: {e}; run scripts/setup.sh (installs clang, llvm, libbpf-dev)"
         ),
+    }
+}
+
+/// `OVERLAYD_COMMIT`: the commit checked out, from `git`, or from the
+/// environment variable of that name when building outside a checkout (a
+/// source tarball); "unknown" when neither says.
+fn stamp_commit() {
+    println!("cargo:rerun-if-env-changed=OVERLAYD_COMMIT");
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let commit = std::env::var("OVERLAYD_COMMIT")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=OVERLAYD_COMMIT={commit}");
+    // Stamp again when HEAD moves: a commit or a checkout changes HEAD (a
+    // branch switch) or the branch's ref (loose, or packed by gc). Only
+    // files that exist: cargo reruns a script whose watched file is missing
+    // on every build.
+    let mut watched = Vec::new();
+    if let Some(dir) = git(&["rev-parse", "--path-format=absolute", "--git-dir"]) {
+        watched.push(format!("{dir}/HEAD"));
+    }
+    if let Some(common) = git(&["rev-parse", "--path-format=absolute", "--git-common-dir"]) {
+        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            watched.push(format!("{common}/{r}"));
+        }
+        watched.push(format!("{common}/packed-refs"));
+    }
+    for f in watched.iter().filter(|f| std::path::Path::new(f).exists()) {
+        println!("cargo:rerun-if-changed={f}");
     }
 }

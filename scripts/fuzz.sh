@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 SECS=${1:-60}; shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(ethernet ipv4 ipv6 udp vxlan gre inner_meta decap encap_roundtrip capture_file)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(ethernet ipv4 ipv6 udp vxlan gre inner_meta decap encap_roundtrip capture_file config ops)
 command -v cargo-fuzz >/dev/null || { echo "fuzz: cargo-fuzz is missing: cargo install cargo-fuzz" >&2; exit 1; }
 for t in "${TARGETS[@]}"; do
   echo "== $t (${SECS}s)"

@@ -16,6 +16,9 @@ PKGS=(
   strace            # scripts/capture-netlink.sh: what iproute2 sends, for the netlink fixtures
   procps            # sysctl (the pps harness turns IPv6 off in its namespaces)
   linux-perf        # perf record: where the time goes (docs/benchmarks.md)
+  help2man umoci    # packaging: man pages, the OCI image (scripts/package.sh, image.sh)
+  systemd           # packaging test: systemd-analyze verify and security, offline
+  python3-yaml man-db  # packaging test: reads the DaemonSet example, finds the man pages
 )
 
 missing=()
@@ -35,4 +38,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # OVS's package starts its services; the tests run their own private instances.
   systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true
+fi
+
+# cargo-deb builds the Debian package (scripts/package.sh).
+if ! command -v cargo-deb >/dev/null 2>&1; then
+  echo "setup: installing cargo-deb"
+  cargo install cargo-deb --locked --quiet
 fi

@@ -21,3 +21,13 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 echo "== cargo test"
 cargo test --workspace --all-targets --quiet
+
+if [ "$(id -u)" -eq 0 ]; then
+  echo "== packaging: the .deb installed, run, purged; the OCI image run"
+  scripts/package-test.sh
+elif [ -n "${CI:-}" ]; then
+  echo "test: the packaging test needs root (dpkg -i, chroot)" >&2
+  exit 1
+else
+  echo "test: not root; skipping scripts/package-test.sh" >&2
+fi

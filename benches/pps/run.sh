@@ -7,6 +7,10 @@
 #   benches/pps/run.sh --full     every scenario (about 30 minutes); writes
 #                                 docs/pps/ and the table in docs/benchmarks.md
 #   benches/pps/run.sh --quick --duts overlayd-afxdp,ovs-afxdp --secs 3
+#   benches/pps/run.sh --soak 600 [--publish docs]
+#                                 overlayd alone at maximum rate with 100k flows,
+#                                 10k rules and a rule change every second,
+#                                 sampled every 10 s (soak.json, soak.md)
 #
 # Other options are passed to the `pps` binary (benches/src/bin/pps; `--help`).
 # Results go to $CARGO_TARGET_DIR/pps-<mode>/ (results.json, results.md, pps.svg).
@@ -24,5 +28,6 @@ cleanup() { for n in pb-gen pb-dut pb-sink; do ip netns del "$n" 2>/dev/null || 
 trap cleanup EXIT
 EXTRA=()
 [ "$MODE" = full ] && EXTRA+=(--publish docs)
-case " $* " in *" --quick "*|*" --full "*) ;; *) EXTRA+=(--quick) ;; esac
+case " $* " in *" --quick "*|*" --full "*|*" --soak "*) ;; *) EXTRA+=(--quick) ;; esac
+case " $* " in *" --soak "*) MODE=soak ;; esac
 "$TARGET/release/pps" --out "$TARGET/pps-$MODE" "${EXTRA[@]}" "$@"

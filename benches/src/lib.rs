@@ -182,6 +182,38 @@ actions = [{ encap = "t1" }]
     Config::from_toml(&text).expect("benchmark configuration is valid")
 }
 
+/// `pipeline_config(10)` with the workload's traffic forwarded by MAC in
+/// VNI 42 (`forward_l2`) instead of encapsulated: its destination
+/// (02:00:00:00:00:02) is a static FDB entry, or, with `learning`, an entry
+/// the network learned (the worker also reports its source each packet).
+pub fn l2_pipeline_config(learning: bool) -> Config {
+    let mut c = pipeline_config(10);
+    c.rules[0].actions = vec![engine::model::Action::ForwardL2(42)];
+    if learning {
+        c.networks = Config::from_toml("[[networks]]\nvni = 42").expect("valid").networks;
+    } else {
+        let mac = engine::model::Mac([2, 0, 0, 0, 0, 2]);
+        c.fdb = vec![engine::model::FdbEntry { vni: 42, mac, tunnel: "t1".into() }];
+    }
+    c
+}
+
+/// A worker over `l2_pipeline_config(learning)`; with learning, attached to
+/// a learned state that has the destination behind tunnel t1.
+pub fn l2_pipeline_worker(learning: bool) -> Worker {
+    use engine::learn::{L2State, Loc};
+    let rs = Arc::new(compile(&l2_pipeline_config(learning)).expect("compiles"));
+    let mut w = Worker::new(Arc::clone(&rs));
+    if learning {
+        let l2 = L2State::new();
+        let mut seen = l2.learner();
+        seen.saw_mac(rs.generation, 42, [2, 0, 0, 0, 0, 2], Loc::Tunnel(0), 0);
+        l2.apply(&rs, 0);
+        w.set_learner(l2.learner());
+    }
+    w
+}
+
 /// The shape (0..16) of rule number `i` of `noise_rules`.
 pub fn noise_shape(i: usize) -> usize {
     i % 16

@@ -304,6 +304,10 @@ async fn counters(State(s): Api) -> Result<Json<Counters>, ApiError> {
     Ok(Json(s.daemon.counters_view()))
 }
 
+async fn learned_fdb(State(s): Api) -> Json<engine::learn::L2View> {
+    Json(s.daemon.learning().view())
+}
+
 /// `POST /v1/trace`: the port a packet arrives on, and the packet as a
 /// description or as hex (exactly one of them).
 #[derive(serde::Deserialize, schemars::JsonSchema)]
@@ -341,10 +345,12 @@ async fn trace(State(s): Api, body: Bytes) -> Result<Json<TraceReport>, ApiError
 /// runs with the same next hops and interface MACs, and says where rules run.
 fn trace_context(d: &Daemon) -> TraceContext {
     let placement = d.offload().map(|o| o.placement()).unwrap_or_default();
-    match d.live_inputs() {
+    let mut cx = match d.live_inputs() {
         Some(w) => w.trace_context(placement),
         None => TraceContext { placement, ..TraceContext::default() },
-    }
+    };
+    cx.learned = Some(d.learning().snapshot());
+    cx
 }
 
 /// `POST /v1/capture`: arms a live capture and streams it as pcapng until
@@ -484,6 +490,7 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
         ("GET", "/v1/tunnels/status", get(tunnel_status)),
         ("GET", "/v1/ports", get(|State(s): Api| collection(s, |c| c.ports))),
         ("GET", "/v1/fdb", get(|State(s): Api| collection(s, |c| c.fdb))),
+        ("GET", "/v1/fdb/learned", get(learned_fdb)),
         ("GET", "/v1/flood", get(|State(s): Api| collection(s, |c| c.flood))),
         ("GET", "/v1/counters", get(counters)),
         ("GET", "/v1/offload", get(offload)),
@@ -593,6 +600,7 @@ mod tests {
             },
         );
         admitted("GET", "/v1/counters", Counters::default());
+        admitted("GET", "/v1/fdb/learned", engine::learn::L2View::default());
         let why = crate::why::why(
             Arc::new(engine::compile::compile(&Config::default()).unwrap()),
             &crate::why::Observed::offline(),

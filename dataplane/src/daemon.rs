@@ -68,6 +68,8 @@ pub struct Daemon {
     history: Mutex<History>,
     /// Called after each publish, before the API answers; set by `run`.
     publish_hook: std::sync::OnceLock<Box<dyn PublishHook>>,
+    /// Learned MACs and IP -> MAC bindings (`[[networks]]`).
+    learning: Arc<crate::learning::Learning>,
 }
 
 pub type HostCheck = Box<dyn Fn(&Config) -> Result<(), ConfigError> + Send + Sync>;
@@ -113,6 +115,7 @@ impl Daemon {
             offload: std::sync::OnceLock::new(),
             history: Mutex::new(History::default()),
             publish_hook: std::sync::OnceLock::new(),
+            learning: Arc::default(),
         })
     }
 
@@ -188,6 +191,11 @@ impl Daemon {
     /// Where workers report their counters.
     pub fn counter_board(&self) -> Arc<CounterBoard> {
         Arc::clone(&self.counters)
+    }
+
+    /// Learned state, for the workers, its thread and the API.
+    pub fn learning(&self) -> Arc<crate::learning::Learning> {
+        Arc::clone(&self.learning)
     }
 
     /// Where a live capture is armed, for the workers and the API.

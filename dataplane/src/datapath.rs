@@ -242,6 +242,8 @@ pub struct DatapathLinks {
     pub tier_gens: Arc<TierGenerations>,
     /// Where a live capture is armed.
     pub capture: Arc<CaptureTap>,
+    /// MAC learning: the workers' queues and the learned FDB.
+    pub learning: Arc<crate::learning::Learning>,
 }
 
 pub struct Datapath {
@@ -409,8 +411,12 @@ impl Datapath {
             queues: Arc::clone(&queues),
             stop: Arc::clone(&stop),
             tier: tier_link,
+            learning: Arc::clone(&links.learning),
         };
         let mut threads = Vec::new();
+        let published = Arc::clone(&wl.published);
+        let learn = links.learning.spawn(published, Arc::clone(&stop));
+        threads.push(learn.map_err(DatapathError::Thread)?);
         for io in ios {
             let wl = wl.clone();
             let t = std::thread::Builder::new()

@@ -1,5 +1,9 @@
 //! I/O, control plane and binaries.
 
+/// What `--version` says: the package version and the commit built.
+pub const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("OVERLAYD_COMMIT"), ")");
+
 pub mod api;
 mod api_refusal;
 pub mod api_server;
@@ -12,6 +16,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod history;
 pub mod io;
+pub mod learning;
 pub mod metrics;
 pub mod neigh;
 pub mod offload;

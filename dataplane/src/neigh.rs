@@ -476,6 +476,8 @@ impl Watch {
             // Two targets with one remote (two uplinks): the first one listed is published.
             if published.insert(t.remote) {
                 self.table.set(t.remote, mac);
+                let mtu = crate::io::netdev::mtu(&t.ifname).ok();
+                self.table.set_mtu(t.remote, mtu.map(|m| m.min(u16::MAX as u32) as u16));
             }
             if self.logged.get(t) != Some(&logged) {
                 let via = via.map(|v| v.to_string());
@@ -504,6 +506,7 @@ impl Watch {
         for remote in self.table.snapshot().keys() {
             if !published.contains(remote) {
                 self.table.set(*remote, None);
+                self.table.set_mtu(*remote, None);
                 tracing::info!(remote = %remote, "next hop forgotten: no tunnel to it any more");
             }
         }

@@ -80,6 +80,13 @@ pub fn operations() -> Vec<Operation> {
         op("GET", "/v1/ports", "The configured ports", None, Json(of::<Vec<engine::model::Port>>)),
         op("GET", "/v1/fdb", "The static FDB entries", None, Json(of::<Vec<engine::model::FdbEntry>>)),
         op("GET", "/v1/flood", "The flood lists", None, Json(of::<Vec<engine::model::FloodList>>)),
+        op(
+            "GET",
+            "/v1/fdb/learned",
+            "Learned MACs and IP bindings of the networks that learn, with their ages, and the learning and ARP/ND suppression counters",
+            None,
+            Json(of::<engine::learn::L2View>),
+        ),
         op("GET", "/v1/counters", "Packet, drop, port, tunnel and rule counters", None, Json(of::<Counters>)),
         op("GET", "/v1/offload", "The offloader's state and where each rule runs", None, Json(of::<OffloadView>)),
         Operation {

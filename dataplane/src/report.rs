@@ -44,6 +44,8 @@ pub struct IoStatus {
 pub struct LiveInputs {
     /// Next hops learned from the kernel: remote VTEP -> MAC.
     pub next_hops: Arc<HashMap<IpAddr, [u8; 6]>>,
+    /// The MTU of the interface each remote VTEP is reached by.
+    pub path_mtus: Arc<HashMap<IpAddr, u16>>,
     /// Port name -> its interface's MAC, as the running datapath read them.
     pub interface_macs: HashMap<String, [u8; 6]>,
     /// The neighbour state behind each next hop.
@@ -57,6 +59,7 @@ impl LiveInputs {
         TraceContext {
             live: true,
             next_hops: self.next_hops,
+            path_mtus: self.path_mtus,
             interface_macs: self.interface_macs,
             neighbours: self
                 .neighbours
@@ -67,6 +70,7 @@ impl LiveInputs {
                 })
                 .collect(),
             placement,
+            learned: None,
         }
     }
 }

@@ -150,6 +150,7 @@ impl IoReport for RunningIo {
         let g = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         LiveInputs {
             next_hops: self.hops.snapshot(),
+            path_mtus: self.hops.mtus(),
             interface_macs: g.as_ref().map(|d| d.interface_macs().clone()).unwrap_or_default(),
             neighbours: self.watcher.states(),
         }
@@ -280,6 +281,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                     counters: daemon.counter_board(),
                     tier_gens,
                     capture: daemon.capture_tap(),
+                    learning: daemon.learning(),
                 };
                 let dp = Datapath::start(links.clone(), opts)?;
                 let slot: Slot = Arc::new(Mutex::new(Some(dp)));
@@ -350,6 +352,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                 _ = term.recv() => {}
                 _ = int.recv() => {}
             }
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             // A running capture ends, so its connection lets the server stop.
             capture.close();
             let _ = stop_tx.send(true);
@@ -378,6 +381,11 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
             }
             None => None,
         };
+        // The datapath is attached and both listeners are bound: a unit of
+        // Type=notify is ready now (a no-op outside systemd).
+        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+            tracing::warn!(error = %e, "could not tell systemd we are ready");
+        }
         let served = serve(listener, state, caps, stopped(stop_rx)).await;
         if let Some(t) = tcp_task {
             let _ = t.await;

@@ -1130,6 +1130,7 @@ tunnels = ["t1"]
         };
         let live = LiveInputs {
             next_hops: Arc::new([("192.0.2.2".parse().unwrap(), HOP)].into()),
+            path_mtus: Default::default(),
             interface_macs: Default::default(),
             neighbours: io.neighbours.clone(),
         };

@@ -28,7 +28,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use encap::{DropReason, PacketBuf};
-use engine::compile::RuleSet;
 use engine::counters::WorkerCounters;
 use engine::model::PortKind;
 use engine::next_hop::NextHops;
@@ -89,6 +88,8 @@ pub struct WorkerLinks {
     pub stop: Arc<AtomicBool>,
     /// The XDP tier's owner, when the tier is on.
     pub tier: Option<TierLink>,
+    /// MAC learning: this worker gets its own queue.
+    pub learning: Arc<crate::learning::Learning>,
 }
 
 /// The thread's body: pins itself, runs the loop until asked to stop, drains.
@@ -132,19 +133,15 @@ struct PortMap {
 }
 
 impl PortMap {
-    fn new(rs: &RuleSet, names: &[String]) -> PortMap {
+    fn new(engine: &Worker, names: &[String]) -> PortMap {
+        let rs = engine.rules();
         let port_of_queue = names.iter().map(|n| rs.port_index(n).unwrap_or(u16::MAX)).collect();
         let queue_of_port =
             rs.ports.iter().map(|p| names.iter().position(|n| *n == p.name)).collect();
         // Two VLAN tags and an Ethernet header in front of the IP packet.
         let frame_limit = FRAME_SIZE - HEADROOM - 22;
-        let max_ip = rs
-            .tunnels
-            .iter()
-            .map(|t| t.inner_ip_mtu as usize)
-            .min()
-            .unwrap_or(frame_limit)
-            .min(frame_limit);
+        let max_ip =
+            engine.smallest_inner_mtu().map_or(frame_limit, |m| m as usize).min(frame_limit);
         let kinds = rs.ports.iter().map(|p| p.kind).collect();
         PortMap { port_of_queue, queue_of_port, max_ip, kinds }
     }
@@ -193,11 +190,12 @@ struct WorkerLoop<'m> {
 impl<'m> WorkerLoop<'m> {
     fn new(io: &'m mut WorkerIo, links: &'m WorkerLinks) -> WorkerLoop<'m> {
         let mut engine = Worker::new(links.published.current());
+        engine.set_learner(links.learning.learner());
         if links.tier.is_some() {
             // A batch decides at most BATCH flows: none is missed.
             engine.record_decided(BATCH);
         }
-        let map = PortMap::new(engine.rules(), &io.names);
+        let map = PortMap::new(&engine, &io.names);
         let out = Outputs::new(engine.rules().ports.len(), BATCH);
         let pollfds = io
             .queues
@@ -243,8 +241,9 @@ impl<'m> WorkerLoop<'m> {
         let rules = Arc::clone(self.engine.rules());
         self.links.counters.set_live(self.id, rules, Arc::clone(&self.counters));
         self.engine.apply_next_hops(&self.links.hops.snapshot());
+        self.engine.apply_path_mtus(&self.links.hops.mtus());
         self.engine.apply_interface_macs(self.macs);
-        self.map = PortMap::new(self.engine.rules(), self.names);
+        self.map = PortMap::new(&self.engine, self.names);
         self.out = Outputs::new(self.engine.rules().ports.len(), BATCH);
     }
 
@@ -257,6 +256,8 @@ impl<'m> WorkerLoop<'m> {
         if v != self.hops_seen {
             self.hops_seen = v;
             self.engine.apply_next_hops(&self.links.hops.snapshot());
+            self.engine.apply_path_mtus(&self.links.hops.mtus());
+            self.map = PortMap::new(&self.engine, self.names);
         }
         self.capture.sync(&self.links.capture, self.engine.rules());
     }

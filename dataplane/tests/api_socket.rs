@@ -503,7 +503,11 @@ fn batches_of_operations_apply_entirely_or_not_at_all() {
     );
     assert_eq!(code, 0, "{err}");
     let (_, out, _) = ctl(&d.socket, &["fdb", "list"]);
-    assert!(out.lines().any(|l| cells(l) == ["42", "02:00:00:00:bb:01", "to-hostb"]), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| cells(l) == ["42", "02:00:00:00:bb:01", "to-hostb", "static", "-", "-"]),
+        "{out}"
+    );
     let (code, _, err) =
         ctl(&d.socket, &["fdb", "del", "--vni", "42", "--mac", "02:00:00:00:bb:01"]);
     assert_eq!(code, 0, "{err}");

@@ -225,8 +225,8 @@ impl Drop for Daemon {
 
 /// A control-only daemon on a Unix socket and on TCP (a free port) with a
 /// read-write and a read-only token.
-fn daemon_on_tcp() -> Daemon {
-    let dir = tempdir("tcp");
+fn daemon_on_tcp(name: &str) -> Daemon {
+    let dir = tempdir(&format!("tcp-{name}"));
     std::fs::write(dir.join("rw"), "rw-0123456789abcdef\n").unwrap();
     std::fs::write(dir.join("ro"), "ro-0123456789abcdef\n").unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -267,7 +267,7 @@ impl Daemon {
 
 #[test]
 fn read_only_tokens_read_and_scrape_but_never_write() {
-    let d = daemon_on_tcp();
+    let d = daemon_on_tcp("tokens");
     // Reads, and the questions that change nothing, with the read-only token.
     let o = d.ctl("ro", &["--json", "status"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
@@ -311,7 +311,7 @@ fn read_only_tokens_read_and_scrape_but_never_write() {
 
 #[test]
 fn rule_list_shows_counters_and_placement_in_json_too() {
-    let d = daemon_on_tcp();
+    let d = daemon_on_tcp("rules");
     let o = d.ctl("ro", &["--json", "rule", "list"]);
     let rows: Value = serde_json::from_slice(&o.stdout).unwrap();
     let first = &rows[0];

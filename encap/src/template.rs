@@ -202,6 +202,13 @@ impl EncapTemplate {
         self.params.dst_mac = mac;
     }
 
+    /// Sets the largest outer IP packet the template lets out: the
+    /// configured underlay MTU, or the uplink interface's when that is
+    /// smaller (the interface's MTU was lowered under a running daemon).
+    pub fn set_underlay_mtu(&mut self, mtu: u16) {
+        self.params.options.underlay_mtu = mtu;
+    }
+
     /// Sets the outer source MAC address (the uplink interface's, when the
     /// configuration does not give one).
     pub fn set_src_mac(&mut self, mac: [u8; 6]) {

@@ -573,11 +573,28 @@ impl Overlayd {
     }
 
     pub fn start_with(ns: &Netns, config: &str, extra: &[&str]) -> Overlayd {
+        Self::start_as(ns, config, extra, &[], None)
+    }
+
+    /// As [`Overlayd::start_with`], the daemon started through `wrapper`
+    /// (such as `setpriv` with a reduced capability set) and, with `owner`,
+    /// its directory (state, socket, configuration) owned by that uid.
+    pub fn start_as(
+        ns: &Netns,
+        config: &str,
+        extra: &[&str],
+        wrapper: &[&str],
+        owner: Option<u32>,
+    ) -> Overlayd {
         let dir = TempDir::new("overlayd");
         std::fs::write(dir.join("config.toml"), config).unwrap();
         let log = std::fs::File::create(dir.join("log")).unwrap();
+        if let Some(uid) = owner {
+            std::os::unix::fs::chown(dir.path(), Some(uid), None).unwrap();
+        }
         let bin = project_bin("overlayd");
-        let mut args = vec![
+        let mut args: Vec<String> = wrapper.iter().map(|s| s.to_string()).collect();
+        args.extend([
             bin.to_str().unwrap().to_string(),
             "run".into(),
             "--config".into(),
@@ -586,7 +603,7 @@ impl Overlayd {
             dir.join("state").to_string_lossy().into(),
             "--socket".into(),
             dir.join("api.sock").to_string_lossy().into(),
-        ];
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = ns.command(&argv);
@@ -603,8 +620,18 @@ impl Overlayd {
         d
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.id().expect("running")
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.join("api.sock")
+    }
+
+    /// The daemon's state directory (`--state-dir`).
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
     }
 
     pub fn log(&self) -> String {

@@ -5,6 +5,8 @@
 //! instr_count CASE BATCHES, with CASE one of
 //!   encap-{vxlan4,vxlan6,gretap4}-{64,1400}, decap-{...}-{64,1400},
 //!   pipeline-1flow, pipeline-100kflows, classify-miss-10000,
+//!   pipeline-l2static, pipeline-l2learn (forward_l2 to a static or a
+//!   learned FDB entry; learn also reports the source MAC),
 //!   settle-{tcp4,tcp6,udp4}-LEN-{valid,partial} (a workload's frame of LEN
 //!   bytes through `encap::settle`; udp4zero: without a UDP checksum, as the
 //!   pps harness sends), complete-vxlan6-LEN-{valid,partial} (a
@@ -45,6 +47,14 @@ fn main() {
                     done += black_box(frames.decap(&rx, tpl.outer_len()));
                 }
             }
+        }
+        ["pipeline", l2 @ ("l2static" | "l2learn")] => {
+            let mut w = l2_pipeline_worker(*l2 == "l2learn");
+            let mut frames = Frames::new(256, 64, 1);
+            for _ in 0..batches {
+                done += black_box(run_pipeline_batch(&mut w, &mut frames));
+            }
+            assert_eq!(done, batches as usize * 256, "every frame goes to its tunnel");
         }
         ["pipeline", flows] => {
             let mut w = Worker::new(pipeline_rules(10));

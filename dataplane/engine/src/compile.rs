@@ -121,6 +121,8 @@ pub struct RuleSet {
     pub decap_index: FastMap<(IpAddr, IpAddr, TunnelId), u16>,
     pub fdb: FastMap<(u32, [u8; 6]), u16>,
     pub flood: FastMap<u32, Flood>,
+    /// Networks that learn or suppress (`forward_l2` VNI -> settings).
+    pub networks: FastMap<u32, crate::learn::NetworkRt>,
 }
 
 impl RuleSet {
@@ -306,6 +308,7 @@ pub fn compile(config: &Config) -> Result<RuleSet, ConfigError> {
         decap_index,
         fdb,
         flood,
+        networks: crate::learn::compile_networks(config),
     })
 }
 

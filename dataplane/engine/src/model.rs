@@ -136,6 +136,11 @@ pub struct Config {
     /// Flow entries the XDP tier holds per ingress port.
     #[serde(default = "default_tier_entries", skip_serializing_if = "is_default_tier_entries")]
     pub xdp_tier_entries: u32,
+    /// Per-network L2 behaviour: MAC learning, ageing, limits and ARP/ND
+    /// suppression (docs/configuration.md, "Networks"). A VNI without an
+    /// entry forwards by the static FDB and flood lists only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub networks: Vec<Network>,
 }
 
 /// Whether the XDP fast tier may take a flow (top level), or a rule's flows.
@@ -183,6 +188,7 @@ impl Default for Config {
             offload: Offload::default(),
             xdp_tier: TierSpec::default(),
             xdp_tier_entries: DEFAULT_TIER_ENTRIES,
+            networks: Vec::new(),
         }
     }
 }
@@ -511,6 +517,57 @@ pub struct FdbEntry {
     pub vni: u32,
     pub mac: Mac,
     pub tunnel: String,
+}
+
+/// One L2 network (the VNI of `forward_l2`): whether it learns MAC
+/// addresses, how long they live, how many it holds, and whether ARP and
+/// neighbour solicitations for known addresses are answered locally.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    pub vni: u32,
+    /// Learn source MACs on workload ports and from decapsulated frames.
+    #[serde(default = "yes")]
+    pub learning: bool,
+    /// Seconds a learned entry lives without being seen again.
+    #[serde(default = "default_ageing")]
+    pub ageing_secs: u32,
+    /// Most learned MACs; beyond it new ones are not learned (counted as
+    /// `mac_limit`) and their frames keep flooding.
+    #[serde(default = "default_mac_limit")]
+    pub mac_limit: u32,
+    /// Answer ARP requests and IPv6 neighbour solicitations for known
+    /// bindings on the asking workload's port instead of flooding them.
+    #[serde(default)]
+    pub suppress_arp_nd: bool,
+    /// Static IP -> MAC bindings; they win over learned ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bindings: Vec<Binding>,
+}
+
+/// An IP address of a workload and its MAC address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    pub ip: IpAddr,
+    pub mac: Mac,
+}
+
+/// Default lifetime of a learned MAC or binding, seconds.
+pub const DEFAULT_AGEING_SECS: u32 = 300;
+/// Default most learned MACs per network.
+pub const DEFAULT_MAC_LIMIT: u32 = 4096;
+/// Bounds of `mac_limit`.
+pub const MAC_LIMIT_RANGE: std::ops::RangeInclusive<u32> = 1..=1 << 20;
+
+fn yes() -> bool {
+    true
+}
+fn default_ageing() -> u32 {
+    DEFAULT_AGEING_SECS
+}
+fn default_mac_limit() -> u32 {
+    DEFAULT_MAC_LIMIT
 }
 
 /// Head-end replication list for broadcast, multicast and unknown unicast.
@@ -990,6 +1047,7 @@ impl Config {
             }
         }
         self.offload.validate()?;
+        self.validate_networks()?;
         if !TIER_ENTRIES_RANGE.contains(&self.xdp_tier_entries) {
             return Err(bad(
                 "xdp_tier_entries",
@@ -1000,6 +1058,52 @@ impl Config {
                     TIER_ENTRIES_RANGE.end()
                 ),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_networks(&self) -> Result<(), ConfigError> {
+        let mut vnis = HashSet::new();
+        for (i, n) in self.networks.iter().enumerate() {
+            let at = |f: &str| format!("networks[{i}].{f}");
+            if n.vni > vxlan::MAX_VNI {
+                return Err(bad(at("vni"), format!("{} is out of range", n.vni)));
+            }
+            if !vnis.insert(n.vni) {
+                return Err(bad(at("vni"), format!("duplicate network for vni {}", n.vni)));
+            }
+            if n.ageing_secs < 2 {
+                return Err(bad(
+                    at("ageing_secs"),
+                    "below the minimum 2 (entries are refreshed every half second)",
+                ));
+            }
+            if !MAC_LIMIT_RANGE.contains(&n.mac_limit) {
+                return Err(bad(
+                    at("mac_limit"),
+                    format!(
+                        "{} is out of range ({}..={})",
+                        n.mac_limit,
+                        MAC_LIMIT_RANGE.start(),
+                        MAC_LIMIT_RANGE.end()
+                    ),
+                ));
+            }
+            let mut ips = HashSet::new();
+            for (j, b) in n.bindings.iter().enumerate() {
+                let at = |f: &str| format!("networks[{i}].bindings[{j}].{f}");
+                if b.mac.0[0] & 1 != 0 || b.mac.0 == [0; 6] {
+                    return Err(bad(at("mac"), format!("{} is not a unicast address", b.mac)));
+                }
+                if b.ip.is_unspecified() || b.ip.is_multicast() {
+                    return Err(bad(at("ip"), format!("{} cannot be bound to a workload", b.ip)));
+                }
+                if !ips.insert(b.ip) {
+                    return Err(bad(at("ip"), format!("{} is bound twice", b.ip)));
+                }
+            }
         }
         Ok(())
     }

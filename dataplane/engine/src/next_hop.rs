@@ -15,10 +15,12 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 /// Resolved next hops: remote VTEP address -> MAC of the next hop towards it.
-/// A remote with no entry is unresolved.
+/// A remote with no entry is unresolved. Beside it, the MTU of the interface
+/// each remote is reached by, which can change under a running daemon.
 #[derive(Default)]
 pub struct NextHops {
     map: ArcSwap<HashMap<IpAddr, [u8; 6]>>,
+    mtus: ArcSwap<HashMap<IpAddr, u16>>,
     version: AtomicU64,
 }
 
@@ -39,6 +41,29 @@ impl NextHops {
 
     pub fn snapshot(&self) -> Arc<HashMap<IpAddr, [u8; 6]>> {
         self.map.load_full()
+    }
+
+    /// The interface MTU on the way to each remote, where known.
+    pub fn mtus(&self) -> Arc<HashMap<IpAddr, u16>> {
+        self.mtus.load_full()
+    }
+
+    /// Records (`Some`) or forgets (`None`) the MTU of the interface that
+    /// reaches `remote`. Returns true if that changed anything. Only one
+    /// thread writes.
+    pub fn set_mtu(&self, remote: IpAddr, mtu: Option<u16>) -> bool {
+        let cur = self.mtus.load();
+        if cur.get(&remote).copied() == mtu {
+            return false;
+        }
+        let mut next = HashMap::clone(&cur);
+        match mtu {
+            Some(m) => next.insert(remote, m),
+            None => next.remove(&remote),
+        };
+        self.mtus.store(Arc::new(next));
+        self.version.fetch_add(1, Ordering::AcqRel);
+        true
     }
 
     /// Records (`Some`) or forgets (`None`) the next hop of `remote`. Returns
@@ -75,5 +100,8 @@ mod tests {
         assert_eq!(t.get(&a), Some([2, 0, 0, 0, 0, 1]));
         assert!(t.set(a, None));
         assert_eq!((t.version(), t.get(&a)), (2, None));
+        assert!(t.set_mtu(a, Some(1400)));
+        assert!(!t.set_mtu(a, Some(1400)));
+        assert_eq!((t.version(), t.mtus().get(&a).copied()), (3, Some(1400)));
     }
 }

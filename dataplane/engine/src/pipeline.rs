@@ -28,6 +28,7 @@ use crate::compile::{Act, RuleSet};
 use crate::counters::WorkerCounters;
 use crate::flow_cache::{FlowCache, NO_RULE};
 use crate::flow_key::{extract, FlowKey, L2Info};
+use crate::learn::{L2Step, Learner, Loc};
 use crate::model::PortKind;
 use crate::trace::{OuterHeader, Stage, Step, Tracer};
 
@@ -130,6 +131,9 @@ pub struct Worker {
     epoch: u64,
     cache: FlowCache,
     templates: Vec<EncapTemplate>,
+    /// Each tunnel's largest inner IP packet under the current path MTU
+    /// (the compiled `inner_ip_mtu`, less what a lowered interface MTU takes).
+    inner_mtu: Vec<u16>,
     next_hop_known: Vec<bool>,
     counters: Arc<WorkerCounters>,
     /// VPP's one-entry cache in front of the decap table.
@@ -142,6 +146,8 @@ pub struct Worker {
     /// classify step's code stays small.
     decided: Box<[(FlowKey, u32)]>,
     decided_len: usize,
+    /// MAC learning and ARP/ND suppression, when attached.
+    l2: Option<Learner>,
 }
 
 impl Worker {
@@ -151,6 +157,7 @@ impl Worker {
             epoch: 0,
             cache: FlowCache::new(),
             templates: Vec::new(),
+            inner_mtu: Vec::new(),
             next_hop_known: Vec::new(),
             counters: Arc::new(WorkerCounters::new(0, 0, 0)),
             last_tunnel: None,
@@ -158,6 +165,7 @@ impl Worker {
             icmp_refill_ns: 0,
             decided: Box::default(),
             decided_len: 0,
+            l2: None,
         };
         w.set_rules(rules);
         w
@@ -173,10 +181,14 @@ impl Worker {
             .iter()
             .map(|t| EncapTemplate::new(&t.params).expect("the compiler validated the tunnel"))
             .collect();
+        self.inner_mtu = rules.tunnels.iter().map(|t| t.inner_ip_mtu).collect();
         self.next_hop_known = rules.tunnels.iter().map(|t| t.static_next_hop).collect();
         self.last_tunnel = None;
         // Rule numbers of the old generation mean nothing in the new one.
         self.decided_len = 0;
+        if let Some(l) = &mut self.l2 {
+            l.new_generation();
+        }
         let fresh = Arc::new(WorkerCounters::new(
             rules.ports.len(),
             rules.tunnels.len(),
@@ -201,6 +213,12 @@ impl Worker {
 
     pub fn counters(&self) -> Arc<WorkerCounters> {
         Arc::clone(&self.counters)
+    }
+
+    /// Attaches MAC learning and ARP/ND suppression (`learn`): without a
+    /// learner, networks forward by the static FDB and flood lists only.
+    pub fn set_learner(&mut self, l: Learner) {
+        self.l2 = Some(l);
     }
 
     /// Records up to `max` flows per batch whose first packet was decided
@@ -250,6 +268,24 @@ impl Worker {
         }
     }
 
+    /// Caps each tunnel's underlay MTU at the MTU of the interface its remote
+    /// is reached by (`mtus`: remote -> interface MTU, from the neighbour
+    /// watcher), so a lowered interface MTU turns oversized packets into
+    /// ICMP "too big" replies instead of frames the interface cannot carry.
+    pub fn apply_path_mtus(&mut self, mtus: &HashMap<IpAddr, u16>) {
+        for (i, t) in self.rules.tunnels.iter().enumerate() {
+            let configured = t.params.options.underlay_mtu;
+            let path = mtus.get(&t.remote).map_or(configured, |&m| m.min(configured));
+            self.templates[i].set_underlay_mtu(path);
+            self.inner_mtu[i] = t.inner_ip_mtu.saturating_sub(configured - path);
+        }
+    }
+
+    /// The smallest inner MTU of the tunnels under the current path MTUs.
+    pub fn smallest_inner_mtu(&self) -> Option<u16> {
+        self.inner_mtu.iter().copied().min()
+    }
+
     /// Gives tunnels whose uplink has no configured MAC address the address of
     /// the uplink's interface (`macs`: port name -> MAC, from the I/O layer).
     pub fn apply_interface_macs(&mut self, macs: &HashMap<String, [u8; 6]>) {
@@ -276,6 +312,9 @@ impl Worker {
         let rs = Arc::clone(&self.rules);
         let c = Arc::clone(&self.counters);
         c.batch(batch.len());
+        if let Some(l) = &mut self.l2 {
+            l.sync();
+        }
         let mut b = Batch { rs: &rs, c: &c, in_port, pool, out, now_ns, t };
         for pkt in batch.drain(..) {
             self.one(&mut b, pkt);
@@ -389,8 +428,15 @@ impl Worker {
                 Act::Drop => Err(DropReason::RuleDrop),
                 Act::Encap(_) | Act::Output(_) | Act::ForwardL2(_) => {
                     sends_left -= 1;
+                    if let Act::ForwardL2(vni) = *a {
+                        if !rs.networks.is_empty()
+                            && self.l2_ingress(b, vni, &mut pkt, tunnel_tag, sends_left == 0)
+                        {
+                            return self.deliver(b, Dest::Port(in_port), tunnel_tag, pkt);
+                        }
+                    }
                     let mut dests = [Dest::Port(0); MAX_DESTS];
-                    let n = match self.destinations(rs, *a, &pkt, in_port, tunnel_tag, &mut dests) {
+                    let n = match self.destinations(b, *a, &pkt, tunnel_tag, &mut dests) {
                         Ok(n) => n,
                         Err(reason) => {
                             if sends_left == 0 {
@@ -433,15 +479,15 @@ impl Worker {
     }
 
     /// Resolves a send action to its destinations; returns how many.
-    fn destinations(
+    fn destinations<'a, P: FramePool<'a>, T: Tracer>(
         &self,
-        rs: &RuleSet,
+        b: &mut Batch<'_, 'a, P, T>,
         a: Act,
         pkt: &PacketBuf<'_>,
-        in_port: u16,
         tunnel_tag: u16,
         dests: &mut [Dest; MAX_DESTS],
     ) -> Result<usize, DropReason> {
+        let (rs, in_port) = (b.rs, b.in_port);
         match a {
             Act::Output(p) if p == in_port => Err(DropReason::SelfLoop),
             Act::Output(p) => {
@@ -462,6 +508,18 @@ impl Worker {
                             return Err(DropReason::SelfLoop);
                         }
                         dests[0] = Dest::Tunnel(tn);
+                        return Ok(1);
+                    }
+                    let learned =
+                        self.l2.as_ref().and_then(|l| l.lookup(rs.generation, vni, dst, b.now_ns));
+                    if let Some(at) = learned {
+                        b.t.step(|| Step::L2(L2Step::Known { vni, mac: dst, at }));
+                        dests[0] = match at {
+                            Loc::Port(p) if p == in_port => return Err(DropReason::SelfLoop),
+                            Loc::Tunnel(_) if tunnel_tag != 0 => return Err(DropReason::SelfLoop),
+                            Loc::Port(p) => Dest::Port(p),
+                            Loc::Tunnel(tn) => Dest::Tunnel(tn),
+                        };
                         return Ok(1);
                     }
                 }
@@ -490,6 +548,51 @@ impl Worker {
                 }
             }
             _ => Ok(0),
+        }
+    }
+
+    /// MAC learning and ARP/ND suppression for a frame entering network
+    /// `vni` (modules `learn` and `suppress`). True if the frame was a
+    /// question answered in place, to be sent back out of its input port
+    /// (only when this is the rule's last send: the answer replaces it).
+    fn l2_ingress<'a, P: FramePool<'a>, T: Tracer>(
+        &mut self,
+        b: &mut Batch<'_, 'a, P, T>,
+        vni: u32,
+        pkt: &mut PacketBuf<'a>,
+        tunnel_tag: u16,
+        last_send: bool,
+    ) -> bool {
+        let (rs, in_port, now) = (b.rs, b.in_port, b.now_ns);
+        let (Some(net), Some(l)) = (rs.networks.get(&vni), &mut self.l2) else {
+            return false;
+        };
+        let src: [u8; 6] = pkt.data()[6..12].try_into().unwrap();
+        if net.learning && src[0] & 1 == 0 {
+            let at = if tunnel_tag == 0 { Loc::Port(in_port) } else { Loc::Tunnel(tunnel_tag - 1) };
+            if l.saw_mac(rs.generation, vni, src, at, now) {
+                b.t.step(|| Step::L2(L2Step::Learn { vni, mac: src, at }));
+            }
+        }
+        if !net.suppress || tunnel_tag != 0 {
+            return false;
+        }
+        let Some(n) = crate::suppress::inspect(pkt.data()) else { return false };
+        if let Some((ip, mac)) = n.binding {
+            l.saw_binding(vni, ip, mac, now);
+        }
+        let Some(q) = n.question else { return false };
+        match l.binding(net, rs.generation, vni, q.target) {
+            Some(mac) if last_send && mac != src && crate::suppress::answer(pkt, &q, mac) => {
+                l.stats().answered();
+                b.t.step(|| Step::L2(L2Step::Answered { vni, ip: q.target, mac }));
+                true
+            }
+            _ => {
+                l.stats().flooded();
+                b.t.step(|| Step::L2(L2Step::Unanswered { vni, ip: q.target }));
+                false
+            }
         }
     }
 
@@ -559,7 +662,7 @@ impl Worker {
         tunnel_tag: u16,
     ) {
         if reason == DropReason::MtuExceeded && tunnel_tag == 0 && self.icmp_allowed(b.now_ns) {
-            self.reply_too_big(b, &pkt, b.rs.tunnels[tn as usize].inner_ip_mtu);
+            self.reply_too_big(b, &pkt, self.inner_mtu[tn as usize]);
         }
         b.drop(pkt, reason, Stage::Encap, tn + 1)
     }

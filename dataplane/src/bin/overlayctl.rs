@@ -18,7 +18,7 @@ use engine::model::{FdbEntry, Port};
 use serde::de::DeserializeOwned;
 
 #[derive(Parser)]
-#[command(name = "overlayctl", version, about = "Control an overlayd daemon")]
+#[command(name = "overlayctl", version = dataplane::VERSION, about = "Control an overlayd daemon")]
 struct Cli {
     /// The daemon's API socket.
     #[arg(long, global = true, default_value = "/run/overlayd/api.sock")]
@@ -62,7 +62,8 @@ enum Cmd {
         #[command(subcommand)]
         cmd: NamedCmd,
     },
-    /// Static FDB entries: list, add, delete.
+    /// FDB entries: list (static and learned, with age and source), add,
+    /// delete (static ones).
     Fdb {
         #[command(subcommand)]
         cmd: FdbCmd,
@@ -408,7 +409,15 @@ fn run(cli: &Cli) -> Result<(), CommandError> {
         Cmd::Port { cmd: NamedCmd::Del { name } } => {
             ctl.ops(serde_json::json!([{ "remove_port": name }]))?
         }
-        Cmd::Fdb { cmd: FdbCmd::List } => ctl.show("/v1/fdb", |f: &Vec<FdbEntry>| views::fdb(f))?,
+        Cmd::Fdb { cmd: FdbCmd::List } => {
+            let (_, fixed) = ctl.get::<Vec<FdbEntry>>("/v1/fdb")?;
+            let (_, learned) = ctl.get::<engine::learn::L2View>("/v1/fdb/learned")?;
+            if ctl.json {
+                out::json(&serde_json::json!({ "static": fixed, "learned": learned }));
+            } else {
+                out::print(&views::fdb(&fixed, &learned));
+            }
+        }
         Cmd::Fdb { cmd: FdbCmd::Add { vni, mac, tunnel } } => ctl.ops(
             serde_json::json!([{ "add_fdb": { "vni": vni, "mac": mac, "tunnel": tunnel } }]),
         )?,

@@ -22,7 +22,7 @@ use engine::compile::{compile, RuleSet};
 use engine::model::Config;
 
 #[derive(Parser)]
-#[command(name = "overlayd", version, about = "Userspace VXLAN/GRE overlay dataplane")]
+#[command(name = "overlayd", version = dataplane::VERSION, about = "Userspace VXLAN/GRE overlay dataplane")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

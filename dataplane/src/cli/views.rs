@@ -134,12 +134,53 @@ pub fn ports(list: &[Port]) -> String {
     t.render()
 }
 
-pub fn fdb(list: &[FdbEntry]) -> String {
-    let mut t = Table::new(&["vni#", "mac", "tunnel"]);
-    for f in list {
-        t.row([f.vni.to_string(), f.mac.to_string(), f.tunnel.clone()]);
+/// Static and learned FDB entries in one table, then the IP bindings
+/// learned from ARP and ND, then the learning counters.
+pub fn fdb(fixed: &[FdbEntry], learned: &engine::learn::L2View) -> String {
+    let mut t = Table::new(&["vni#", "mac", "via", "source", "age s#", "moves#"]);
+    for f in fixed {
+        t.row([
+            f.vni.to_string(),
+            f.mac.to_string(),
+            f.tunnel.clone(),
+            "static".into(),
+            "-".into(),
+            "-".into(),
+        ]);
     }
-    t.render()
+    for m in &learned.macs {
+        let via = m.tunnel.clone().or_else(|| m.port.clone()).unwrap_or_else(|| "-".into());
+        t.row([
+            m.vni.to_string(),
+            word(m.mac),
+            via,
+            "learned".into(),
+            format!("{:.1}", m.age_secs),
+            m.moves.to_string(),
+        ]);
+    }
+    let mut s = t.render();
+    if !learned.bindings.is_empty() {
+        let mut b = Table::new(&["vni#", "ip", "mac", "age s#"]);
+        for x in &learned.bindings {
+            b.row([x.vni.to_string(), word(x.ip), word(x.mac), format!("{:.1}", x.age_secs)]);
+        }
+        let _ = write!(s, "\n{b}");
+    }
+    let c = &learned.counters;
+    let no_learn: Vec<String> = c.no_learn.iter().map(|(r, n)| format!("{r} {n}")).collect();
+    let _ = writeln!(
+        s,
+        "\nlearned {}, moved {}, aged {}, not learned: {}; ARP/ND answered {}, flooded {}, conflicting {}",
+        c.learned,
+        c.moved,
+        c.aged,
+        if no_learn.is_empty() { "none".into() } else { no_learn.join(", ") },
+        c.answered,
+        c.flooded,
+        c.conflicting
+    );
+    s
 }
 
 /// `status` for people: the daemon, its I/O (ports, queues, neighbours),

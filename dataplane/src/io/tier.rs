@@ -559,6 +559,8 @@ struct State {
     links: TierLinks,
     stats: Arc<Stats>,
     hops_seen: u64,
+    /// The path MTUs the live entries were built under.
+    mtus_seen: Arc<std::collections::HashMap<std::net::IpAddr, u16>>,
     last_tick: Instant,
     last_probe: Instant,
 }
@@ -609,6 +611,7 @@ impl Tier {
             rules,
             counters,
             hops_seen: links.hops.version(),
+            mtus_seen: links.hops.mtus(),
             links,
             stats: Arc::clone(&stats),
             last_tick: Instant::now(),
@@ -792,7 +795,11 @@ impl State {
         if v != self.hops_seen {
             self.hops_seen = v;
             let hops = self.links.hops.snapshot();
+            let mtus = self.links.hops.mtus();
+            let old = std::mem::replace(&mut self.mtus_seen, Arc::clone(&mtus));
+            // an entry's largest frame follows the path MTU it was built under
             let n = self.retire_where(|e| match &e.action {
+                TierAction::Encap(x) if mtus.get(&x.remote) != old.get(&x.remote) => true,
                 TierAction::Encap(x) if !x.static_next_hop => {
                     hops.get(&x.remote).is_none_or(|m| m[..] != x.header[..6])
                 }

@@ -132,6 +132,8 @@ pub enum Step {
         stage: Stage,
         reason: DropReason,
     },
+    /// MAC learning or ARP/ND suppression.
+    L2(crate::learn::L2Step),
 }
 
 /// Receives the steps of a packet's path.

@@ -26,6 +26,8 @@ pub struct TraceContext {
     pub live: bool,
     /// Next hops learned from the kernel: remote VTEP -> MAC.
     pub next_hops: Arc<HashMap<IpAddr, [u8; 6]>>,
+    /// The MTU of the interface each remote VTEP is reached by.
+    pub path_mtus: Arc<HashMap<IpAddr, u16>>,
     /// Port name -> its interface's MAC (the outer source when the port's
     /// configuration gives none).
     pub interface_macs: HashMap<String, [u8; 6]>,
@@ -33,6 +35,8 @@ pub struct TraceContext {
     pub neighbours: HashMap<IpAddr, String>,
     /// Where each rule runs (empty when offload is off).
     pub placement: Vec<RulePlacement>,
+    /// Learned MACs and bindings (a running daemon's), read, never written.
+    pub learned: Option<Arc<crate::learn::L2Snapshot>>,
 }
 
 /// Packets and bytes a port counted each way.
@@ -201,7 +205,11 @@ pub fn trace_steps(
     const HEAD: usize = 256;
     let mut w = Worker::new(Arc::clone(&rules));
     w.apply_next_hops(&cx.next_hops);
+    w.apply_path_mtus(&cx.path_mtus);
     w.apply_interface_macs(&cx.interface_macs);
+    if let Some(l) = &cx.learned {
+        w.set_learner(crate::learn::Learner::reading(Arc::clone(l)));
+    }
     let mut rx = vec![0u8; HEAD + frame.len().max(2048)];
     rx[HEAD..HEAD + frame.len()].copy_from_slice(frame);
     let mut spare: Vec<Vec<u8>> = (0..MAX_DESTS + 2).map(|_| vec![0u8; HEAD + 2048]).collect();

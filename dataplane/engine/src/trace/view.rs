@@ -73,6 +73,10 @@ pub enum StepView {
         reason: String,
         description: String,
     },
+    /// MAC learning or ARP/ND suppression.
+    L2 {
+        detail: String,
+    },
 }
 
 impl fmt::Display for StepView {
@@ -112,6 +116,7 @@ impl fmt::Display for StepView {
             StepView::Dropped { stage, reason, description } => {
                 write!(f, "DROPPED at {stage}: {reason} ({description})")
             }
+            StepView::L2 { detail } => write!(f, "l2: {detail}"),
         }
     }
 }
@@ -197,6 +202,7 @@ pub fn render(steps: &[Step], rs: &RuleSet, cx: &TraceContext) -> Vec<StepView> 
                 reason: reason.name().into(),
                 description: reason.description().into(),
             },
+            Step::L2(s) => StepView::L2 { detail: crate::learn::describe(rs, &s) },
         };
         out.push(v);
     }
