@@ -32,8 +32,9 @@ pub use crate::api_refusal::MAX_BODY;
 pub struct ApiState {
     pub daemon: Arc<Daemon>,
     pub allowed_uids: Vec<u32>,
-    /// The bearer token TCP clients must present (TCP is only served with one).
-    pub token: Option<String>,
+    /// The bearer tokens TCP clients present (TCP is only served with one):
+    /// read-write, and read-only (`api_tokens`).
+    pub tokens: crate::api_tokens::Tokens,
 }
 
 /// Who is connected: a local process (its uid, from SO_PEERCRED) or a TCP
@@ -82,23 +83,10 @@ impl From<ApplyError> for ApiError {
 
 type Api = State<Arc<ApiState>>;
 
-/// Compares without an early exit, so response time does not reveal how much
-/// of a guessed token was right.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The bearer token a request presents, if any.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get("authorization").and_then(|v| v.to_str().ok())?.strip_prefix("Bearer ")
-}
-
-/// Whether a request presents the right bearer token.
+/// Whether a request presents a token the daemon accepts (either kind).
 pub fn token_ok(headers: &HeaderMap, s: &ApiState) -> bool {
-    match (bearer(headers), &s.token) {
-        (Some(g), Some(t)) => same_secret(g.trim().as_bytes(), t.as_bytes()),
-        _ => false,
-    }
+    use crate::api_tokens::Access;
+    matches!(s.tokens.access(headers), Access::ReadWrite | Access::ReadOnly)
 }
 
 /// Every request passes here first: Unix peers by uid, TCP peers by token.
@@ -119,16 +107,28 @@ async fn authorize(
         Peer::Unix { uid: None } => {
             return Err(ApiError::new(StatusCode::FORBIDDEN, "the peer's credentials are unknown"))
         }
-        Peer::Tcp => match (bearer(req.headers()), &s.token) {
-            (Some(g), Some(t)) if same_secret(g.trim().as_bytes(), t.as_bytes()) => {}
-            (None, _) => {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "a bearer token is required (Authorization: Bearer ...)",
-                ))
+        Peer::Tcp => {
+            use crate::api_tokens::{is_read, Access};
+            match s.tokens.access(req.headers()) {
+                Access::ReadWrite => {}
+                Access::ReadOnly if is_read(req.method(), req.uri().path()) => {}
+                Access::ReadOnly => {
+                    return Err(ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "this token is read-only: it may read and scrape /metrics, not change the configuration or capture packets",
+                    ))
+                }
+                Access::Missing => {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "a bearer token is required (Authorization: Bearer ...)",
+                    ))
+                }
+                Access::Wrong => {
+                    return Err(ApiError::new(StatusCode::UNAUTHORIZED, "the bearer token is wrong"))
+                }
             }
-            _ => return Err(ApiError::new(StatusCode::UNAUTHORIZED, "the bearer token is wrong")),
-        },
+        }
     }
     Ok(next.run(req).await)
 }
@@ -301,22 +301,23 @@ async fn collection<T: Serialize>(s: Arc<ApiState>, pick: fn(Config) -> T) -> Re
 }
 
 async fn counters(State(s): Api) -> Result<Json<Counters>, ApiError> {
-    let rs = s.daemon.rules();
-    Ok(Json(Counters::new(&rs, &s.daemon.counters())))
+    Ok(Json(s.daemon.counters_view()))
 }
 
 async fn learned_fdb(State(s): Api) -> Json<engine::learn::L2View> {
     Json(s.daemon.learning().view())
 }
 
-#[derive(serde::Deserialize)]
+/// `POST /v1/trace`: the port a packet arrives on, and the packet as a
+/// description or as hex (exactly one of them).
+#[derive(serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TraceRequest {
-    in_port: String,
+pub struct TraceRequest {
+    pub in_port: String,
     #[serde(default)]
-    packet: Option<String>,
+    pub packet: Option<String>,
     #[serde(default)]
-    hex: Option<String>,
+    pub hex: Option<String>,
 }
 
 async fn trace(State(s): Api, body: Bytes) -> Result<Json<TraceReport>, ApiError> {
@@ -465,11 +466,15 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no such resource; the API lives under /v1/")
 }
 
-/// The OpenAPI document, kept in step with `routes()` by a test.
-pub const OPENAPI: &str = include_str!("openapi.json");
+/// The OpenAPI document, generated from `routes()` and the types
+/// (`crate::openapi`), once.
+pub fn openapi_document() -> &'static serde_json::Value {
+    static DOC: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    DOC.get_or_init(crate::openapi::document)
+}
 
 async fn openapi() -> Response {
-    ([("content-type", "application/json")], OPENAPI).into_response()
+    Json(openapi_document()).into_response()
 }
 
 /// Every route: (method, path, handler). The router is built from this list
@@ -522,7 +527,7 @@ mod tests {
 
     #[test]
     fn openapi_document_matches_the_routes() {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        let doc = openapi_document();
         let mut documented: Vec<(String, String)> = doc["paths"]
             .as_object()
             .unwrap()
@@ -535,7 +540,7 @@ mod tests {
             route_list().into_iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
         documented.sort();
         served.sort();
-        assert_eq!(documented, served, "docs and code disagree: update dataplane/src/openapi.json");
+        assert_eq!(documented, served, "routes and crate::openapi::operations disagree");
         for (path, ops) in doc["paths"].as_object().unwrap() {
             for (m, op) in ops.as_object().unwrap() {
                 assert!(op["responses"]["200"].is_object(), "{m} {path} documents no 200");
@@ -544,6 +549,10 @@ mod tests {
                 let mut refusals = vec!["400", "401", "403", "405", "414", "431"];
                 if matches!(m.as_str(), "put" | "post" | "patch") {
                     refusals.extend(["413", "415"]);
+                    assert!(
+                        op["requestBody"].is_object() || path == "/v1/capture",
+                        "{m} {path} documents no body"
+                    );
                 }
                 for code in refusals {
                     assert_eq!(
@@ -553,41 +562,45 @@ mod tests {
                 }
             }
         }
+        // Every reference resolves.
+        let text = doc.to_string();
+        for r in text.split("\"$ref\":\"#/components/").skip(1) {
+            let target = r.split('"').next().unwrap();
+            let (kind, name) = target.split_once('/').unwrap();
+            assert!(doc["components"][kind][name].is_object(), "dangling $ref {target}");
+        }
     }
 
-    /// The field names of `value`'s document and of `schema` in the OpenAPI
-    /// document agree.
-    fn documented<T: Serialize>(schema: &str, value: T) {
-        let doc: serde_json::Value = serde_json::from_str(OPENAPI).unwrap();
-        let props = doc["components"]["schemas"][schema]["properties"].as_object();
-        let mut documented: Vec<&String> =
-            props.unwrap_or_else(|| panic!("{schema}")).keys().collect();
+    /// `value` as the daemon sends it satisfies the schema documented for
+    /// the answer of `method path`.
+    fn admitted<T: Serialize>(method: &str, path: &str, value: T) {
+        let doc = openapi_document();
+        let schema = crate::openapi::schema_of(doc, method, path, false).unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
         let value = serde_json::to_value(value).unwrap();
-        let mut sent: Vec<&String> = value.as_object().unwrap().keys().collect();
-        documented.sort();
-        sent.sort();
-        assert_eq!(documented, sent, "{schema}: update dataplane/src/openapi.json");
+        let errors: Vec<String> = v.iter_errors(&value).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{method} {path}: {errors:?}\n{value:#}");
     }
 
     #[test]
-    fn openapi_schemas_name_the_fields_sent() {
+    fn openapi_schemas_admit_the_documents_sent() {
         let offload =
             OffloadStatus { why: Some("control only".into()), ..OffloadStatus::default() };
-        documented("OffloadStatus", &offload);
-        documented(
-            "Status",
+        admitted(
+            "GET",
+            "/v1/status",
             Status {
                 version: "0".into(),
                 api: "v1".into(),
                 uptime_secs: 0,
                 generation: 0,
                 io: None,
-                offload,
+                offload: offload.clone(),
                 tunnels: vec![],
             },
         );
-        documented("Counters", Counters::default());
-        documented("LearnedFdb", engine::learn::L2View::default());
+        admitted("GET", "/v1/counters", Counters::default());
+        admitted("GET", "/v1/fdb/learned", engine::learn::L2View::default());
         let why = crate::why::why(
             Arc::new(engine::compile::compile(&Config::default()).unwrap()),
             &crate::why::Observed::offline(),
@@ -598,56 +611,22 @@ mod tests {
             },
         )
         .unwrap();
-        documented("WhyReport", why);
-        documented(
-            "WhyRequest",
-            WhyRequest {
-                from: "a".into(),
-                to: "b".into(),
-                vni: Some(1),
-                port: Some("p".into()),
-                vlan: Some(2),
-                proto: Some(crate::api_types::WhyProto::Udp),
-                dport: Some(3),
+        admitted("POST", "/v1/why", why);
+        admitted(
+            "GET",
+            "/v1/offload",
+            OffloadView {
+                status: offload,
+                rules: vec![PlacedRule {
+                    id: 1,
+                    priority: 2,
+                    placement: Placement::Hardware { device: "rep0".into(), pref: 1, handle: 2 },
+                }],
             },
         );
-        documented(
-            "TunnelStatus",
-            crate::api_types::TunnelStatus {
-                name: "t1".into(),
-                kind: engine::model::TunnelType::Vxlan,
-                vni_or_key: Some(42),
-                uplink: "up0".into(),
-                local: "192.0.2.1".parse().unwrap(),
-                remote: "192.0.2.2".parse().unwrap(),
-                encap: Default::default(),
-                decap: Default::default(),
-                drops: Default::default(),
-                last_rx_secs: None,
-                last_tx_secs: Some(1),
-                next_hop: crate::api_types::NextHopStatus::Static {
-                    mac: "02:00:00:00:00:01".into(),
-                },
-            },
-        );
-        documented("Applied", Applied { generation: 1 });
-        documented(
-            "CaptureRequest",
-            crate::api_types::CaptureRequest {
-                ports: vec!["wl0".into()],
-                tunnel: Some("t1".into()),
-                rule: Some(1),
-                verdict: Some(crate::api_types::Verdict::Dropped),
-                reason: Some("rule_drop".into()),
-                count: Some(1),
-                duration_ms: Some(1),
-                snaplen: Some(64),
-                ..Default::default()
-            },
-        );
-        documented("Error", ErrorBody { error: "e".into(), path: None });
-        documented(
-            "VfView",
+        admitted(
+            "GET",
+            "/v1/offload/vfs",
             VfView {
                 pf: "eth0".into(),
                 sriov: crate::api_types::Sriov::Counts { num_vfs: 0, total_vfs: 0 },
@@ -657,5 +636,25 @@ mod tests {
                 representors: crate::api_types::Representors::Found(vec![]),
             },
         );
+    }
+
+    /// A document the schema forbids is refused by the validator: the test
+    /// above would catch a field the schema lacks.
+    #[test]
+    fn openapi_schemas_refuse_unknown_fields_where_the_api_does() {
+        let doc = openapi_document();
+        let schema = crate::openapi::schema_of(doc, "PUT", "/v1/config", true).unwrap();
+        let v = jsonschema::validator_for(&schema).unwrap();
+        let mut c = Config::default();
+        c.offload.enabled = true;
+        let mut config = serde_json::to_value(c).unwrap();
+        assert!(config.get("offload").is_some(), "{config}");
+        assert!(
+            v.is_valid(&config),
+            "{:?}",
+            v.iter_errors(&config).map(|e| e.to_string()).collect::<Vec<_>>()
+        );
+        config["offlaod"] = serde_json::json!({});
+        assert!(!v.is_valid(&config), "a misspelt field is refused by the daemon and the schema");
     }
 }

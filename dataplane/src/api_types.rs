@@ -1,7 +1,7 @@
 //! The documents the control API answers with, shared by the daemon (which
 //! builds them) and `overlayctl` (which reads them): a field renamed here is
-//! renamed for both, or the build fails. docs/api.md and openapi.json
-//! describe the same shapes.
+//! renamed for both, or the build fails. docs/api.md describes the same
+//! shapes, and the OpenAPI document is generated from them (crate::openapi).
 //!
 //! `overlayd check --json` and `overlayd replay --json` print documents from
 //! here too (`Summary`, `Counters`).
@@ -25,20 +25,20 @@ pub use engine::trace::TraceReport;
 
 /// Every refusal: what was wrong and, where it applies, the field at fault
 /// (`rules[1].actions[0].encap`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ErrorBody {
     pub error: String,
     pub path: Option<String>,
 }
 
 /// The answer to an accepted write: the generation it created.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Applied {
     pub generation: u64,
 }
 
 /// `GET /v1/status`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Status {
     pub version: String,
     pub api: String,
@@ -53,7 +53,7 @@ pub struct Status {
 }
 
 /// The offloader's state, in `status` and `GET /v1/offload`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OffloadStatus {
     /// Whether an offloader runs (not with `--control-only`).
     pub active: bool,
@@ -75,7 +75,7 @@ pub struct OffloadStatus {
 }
 
 /// What probing an interface found.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum PortProbe {
     Switchdev { switch_id: String },
@@ -83,7 +83,7 @@ pub enum PortProbe {
 }
 
 /// A device's filters, and the error of its last update if it failed.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DeviceStatus {
     pub filters: usize,
     pub error: Option<String>,
@@ -91,7 +91,7 @@ pub struct DeviceStatus {
 
 /// Where a rule runs: a tc flower filter in a device, or the software path
 /// and why (`code` is stable for scripts, docs/offload.md; `reason` is for people).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "runs_in", rename_all = "snake_case")]
 pub enum Placement {
     Hardware { device: String, pref: u16, handle: u32 },
@@ -120,7 +120,7 @@ impl From<&RulePlacement> for Placement {
 /// One rule of `GET /v1/rules`: the rule as configured, and where it runs
 /// (`null` for a rule the offloader has not placed yet, between a change
 /// and its placement).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RuleView {
     #[serde(flatten)]
     pub rule: Rule,
@@ -128,14 +128,14 @@ pub struct RuleView {
 }
 
 /// `GET /v1/offload`: the status and where each rule runs.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct OffloadView {
     #[serde(flatten)]
     pub status: OffloadStatus,
     pub rules: Vec<PlacedRule>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PlacedRule {
     pub id: u32,
     pub priority: u16,
@@ -144,7 +144,7 @@ pub struct PlacedRule {
 }
 
 /// `GET /v1/offload/vfs?pf=IF`: a physical function as the device reports it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VfView {
     pub pf: String,
     pub sriov: Sriov,
@@ -157,7 +157,7 @@ pub struct VfView {
 }
 
 /// The PF's SR-IOV capability (sysfs), or why it cannot be read.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Sriov {
     Counts { num_vfs: u32, total_vfs: u32 },
@@ -165,7 +165,7 @@ pub enum Sriov {
 }
 
 /// The other ports of the PF's switch, or why there are none to show.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Representors {
     Found(Vec<Representor>),
@@ -173,7 +173,9 @@ pub enum Representors {
 }
 
 /// Packets and bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct Traffic {
     pub packets: u64,
     pub bytes: u64,
@@ -187,7 +189,7 @@ impl From<FlowSnapshot> for Traffic {
 
 /// `GET /v1/counters` (and `overlayd replay --json`): every worker's
 /// counters summed, numbered by the rule set of `generation`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Counters {
     pub generation: u64,
     pub rx: u64,
@@ -205,14 +207,14 @@ pub struct Counters {
     pub cache: CacheCounters,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PortCounters {
     pub name: String,
     pub rx: Traffic,
     pub tx: Traffic,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TunnelCounters {
     pub name: String,
     pub encap: Traffic,
@@ -223,17 +225,22 @@ pub struct TunnelCounters {
     pub drops: BTreeMap<String, u64>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RuleCounters {
     pub id: u32,
     pub priority: u16,
     pub packets: u64,
     pub bytes: u64,
+    /// Seconds since the rule last matched a packet, as sampled every
+    /// second; `null` when it has not since the daemon started (and always
+    /// in `overlayd replay`).
+    #[serde(default)]
+    pub last_hit_secs: Option<u64>,
 }
 
 /// Lookups: flow cache hits and misses, and the classifier tables the
 /// misses probed.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CacheCounters {
     pub hit: u64,
     pub miss: u64,
@@ -282,6 +289,7 @@ impl Counters {
                     priority: r.priority,
                     packets: f.packets,
                     bytes: f.bytes,
+                    last_hit_secs: None,
                 })
                 .collect(),
             cache: CacheCounters {
@@ -300,7 +308,7 @@ pub fn tunnel_drops(c: &Snapshot, i: usize) -> BTreeMap<String, u64> {
 
 /// One tunnel's traffic, drops and liveness: in `status` (`tunnels`),
 /// `GET /v1/tunnels/status` and `overlayctl tunnel list`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TunnelStatus {
     pub name: String,
     #[serde(rename = "type")]
@@ -327,7 +335,7 @@ pub struct TunnelStatus {
 
 /// A tunnel's next hop: configured, learned from the kernel (with the
 /// neighbour state), or unknown and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "source", rename_all = "snake_case")]
 pub enum NextHopStatus {
     /// `next_hop_mac` in the configuration.
@@ -353,7 +361,7 @@ impl NextHopStatus {
 }
 
 /// `overlayd check --json`: what a configuration compiles to.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Summary {
     pub generation: u64,
     pub schema_version: u32,
@@ -365,24 +373,42 @@ pub struct Summary {
     pub tables: Vec<TableSummary>,
     pub fdb_entries: usize,
     pub flood_lists: usize,
+    /// Rules that can never match, are shadowed, or repeat another's match.
+    #[serde(default)]
+    pub warnings: Vec<engine::lint::Warning>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PortSummary {
     pub name: String,
     pub kind: PortKind,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TunnelSummary {
     pub name: String,
     /// The compiled tunnel in one line (as `overlayd check` prints it).
     pub summary: String,
     pub static_next_hop: bool,
     pub inner_ip_mtu: u16,
+    #[serde(rename = "type")]
+    pub kind: TunnelType,
+    /// VXLAN VNI; GRE key (gretap, gre); NVGRE: the key made of VSID and flow id.
+    pub vni_or_key: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vsid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow_id: Option<u8>,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub uplink: String,
+    /// VXLAN: the UDP destination port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub udp_port: Option<u16>,
+    pub underlay_mtu: u16,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TableSummary {
     /// The fields the table's entries match on.
     pub fields: Vec<String>,
@@ -402,11 +428,25 @@ impl Summary {
             tunnels: rs
                 .tunnels
                 .iter()
-                .map(|t| TunnelSummary {
-                    name: t.name.clone(),
-                    summary: tunnel_line(t, rs),
-                    static_next_hop: t.static_next_hop,
-                    inner_ip_mtu: t.inner_ip_mtu,
+                .map(|t| {
+                    let c = rs.config.tunnels.iter().find(|c| c.name == t.name);
+                    TunnelSummary {
+                        name: t.name.clone(),
+                        summary: tunnel_line(t, rs),
+                        static_next_hop: t.static_next_hop,
+                        inner_ip_mtu: t.inner_ip_mtu,
+                        kind: c.map_or(TunnelType::Vxlan, |c| c.kind),
+                        vni_or_key: tunnel_number(t),
+                        vsid: c.and_then(|c| c.vsid),
+                        flow_id: c.and_then(|c| c.flow_id),
+                        local: t.local,
+                        remote: t.remote,
+                        uplink: rs.ports[t.uplink as usize].name.clone(),
+                        udp_port: c
+                            .filter(|c| matches!(c.kind, TunnelType::Vxlan | TunnelType::Geneve))
+                            .map(|c| c.udp_port()),
+                        underlay_mtu: t.params.options.underlay_mtu,
+                    }
                 })
                 .collect(),
             rules: rs.rules.len(),
@@ -418,6 +458,7 @@ impl Summary {
                 .collect(),
             fdb_entries: rs.fdb.len(),
             flood_lists: rs.flood.len(),
+            warnings: engine::lint::lint(&rs.config),
         }
     }
 }
@@ -425,7 +466,7 @@ impl Summary {
 // --- why: the path from one address to another, or what blocks it ---
 
 /// `POST /v1/why` (and `overlayd why --config`): from where to where.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WhyRequest {
     /// The sender: a MAC address, an IP address, or both (`MAC,IP`).
@@ -450,7 +491,7 @@ pub struct WhyRequest {
     pub dport: Option<u16>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WhyProto {
     Icmp,
@@ -459,7 +500,7 @@ pub enum WhyProto {
 }
 
 /// What an answer of `why` knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WhyBasis {
     /// A running daemon with its datapath: live next hops, MTUs, counters.
@@ -472,7 +513,7 @@ pub enum WhyBasis {
 
 /// The answer of `why`: the checks made in order, then the path, or the
 /// first check that blocks it and what to change.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WhyReport {
     pub generation: u64,
     pub basis: WhyBasis,
@@ -494,13 +535,13 @@ pub struct WhyReport {
 }
 
 /// One check and how it came out.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Finding {
     pub verdict: Outcome,
     pub check: Check,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Ok,
@@ -512,7 +553,7 @@ pub enum Outcome {
 }
 
 /// What one check looked at.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "what", rename_all = "snake_case")]
 pub enum Check {
     /// The sender's port and VLAN.
@@ -593,14 +634,14 @@ pub enum Check {
 }
 
 /// A flood list's targets.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FloodTargets {
     pub tunnels: Vec<String>,
     pub ports: Vec<String>,
 }
 
 /// The first thing that keeps the packet from its destination.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "blocker", rename_all = "snake_case")]
 pub enum Blocker {
     /// The datapath failed to start after a change of ports.
@@ -689,7 +730,7 @@ pub enum Blocker {
 }
 
 /// The path of a packet nothing blocks.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct WhyPath {
     pub port: String,
     pub vlan: Option<u16>,
@@ -700,7 +741,7 @@ pub struct WhyPath {
 }
 
 /// Where a packet leaves.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "to", rename_all = "snake_case")]
 pub enum Hop {
     Tunnel { tunnel: String, remote: IpAddr, uplink: String, next_hop: Option<String> },
@@ -709,16 +750,27 @@ pub enum Hop {
 
 // --- end of why ---
 
-/// One compiled tunnel in one line.
+/// The VNI or GRE key a compiled tunnel carries.
+pub fn tunnel_number(t: &TunnelRt) -> Option<u32> {
+    match t.id {
+        encap::TunnelId::Vxlan { vni } => Some(vni),
+        encap::TunnelId::Gre { key } => key,
+        encap::TunnelId::Geneve { vni } => Some(vni),
+    }
+}
+
+/// One compiled tunnel in one line: its kind by name, its VNI or key, its
+/// endpoints and next hop.
 pub fn tunnel_line(t: &TunnelRt, rs: &RuleSet) -> String {
     let hop = if t.static_next_hop {
         format!("{} (static)", engine::model::Mac(t.params.dst_mac))
     } else {
         "from the neighbour table".into()
     };
+    let kind = rs.config.tunnels.iter().find(|c| c.name == t.name);
     format!(
-        "{:?} {} -> {} via {}, next hop {hop}, underlay mtu {} (inner IP {})",
-        t.id,
+        "{} {} -> {} via {}, next hop {hop}, underlay mtu {} (inner IP {})",
+        kind.map_or_else(|| "?".into(), crate::render::tunnel_kind),
         t.local,
         t.remote,
         rs.ports[t.uplink as usize].name,
@@ -799,7 +851,7 @@ mod tests {
 /// `POST /v1/capture`: which packets to record, and until when. Every
 /// filter given must hold; none given records everything. The answer is a
 /// pcapng stream (docs/api.md).
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureRequest {
     /// Record only packets received or sent on these ports (all when empty).
@@ -832,7 +884,9 @@ pub struct CaptureRequest {
 }
 
 /// Which side of a port a capture records.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CaptureDirection {
     In,
@@ -842,7 +896,7 @@ pub enum CaptureDirection {
 }
 
 /// A packet's fate: sent somewhere (at least one copy), or dropped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     Forwarded,

@@ -228,6 +228,17 @@ impl Daemon {
         (rs, s, now)
     }
 
+    /// `GET /v1/counters`: the counters, with when each rule last matched.
+    pub fn counters_view(&self) -> crate::api_types::Counters {
+        let (rs, s, now) = self.observe();
+        let mut c = crate::api_types::Counters::new(&rs, &s);
+        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        for r in &mut c.rules {
+            r.last_hit_secs = h.rule_last_hit(r.id).map(|t| now.duration_since(t).as_secs());
+        }
+        c
+    }
+
     /// Each tunnel's traffic, drops, liveness and next hop.
     pub fn tunnel_status(&self) -> Vec<TunnelStatus> {
         let (rs, s, now) = self.observe();

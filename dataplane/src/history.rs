@@ -49,6 +49,8 @@ pub struct Recent {
 pub struct History {
     samples: VecDeque<Sample>,
     tunnels: HashMap<String, Tunnel>,
+    /// Each rule's packets at the last sample, and when they last went up.
+    rules: HashMap<u32, (u64, Option<Instant>)>,
 }
 
 impl History {
@@ -65,6 +67,13 @@ impl History {
             (e.encap, e.decap) = (encap.packets, decap.packets);
         }
         self.tunnels.retain(|name, _| rs.tunnel_index(name).is_some());
+        // Rebuilt each time: rules removed are forgotten, in one pass.
+        let mut rules = HashMap::with_capacity(rs.rules.len());
+        for (r, f) in rs.rules.iter().zip(&c.rules) {
+            let (packets, hit) = self.rules.get(&r.id).copied().unwrap_or_default();
+            rules.insert(r.id, (f.packets, if f.packets > packets { Some(now) } else { hit }));
+        }
+        self.rules = rules;
 
         // A new generation gets its first sample at once: the baseline of
         // what moves under it.
@@ -87,6 +96,11 @@ impl History {
     /// When tunnel `name` last carried a packet each way (as observed).
     pub fn last_seen(&self, name: &str) -> LastSeen {
         self.tunnels.get(name).map(|t| t.seen).unwrap_or_default()
+    }
+
+    /// When the rule with this id last matched a packet (as observed).
+    pub fn rule_last_hit(&self, id: u32) -> Option<Instant> {
+        self.rules.get(&id).and_then(|r| r.1)
     }
 
     /// What moved between the oldest kept sample of `rs`'s generation and
@@ -138,6 +152,25 @@ mod tests {
         h.observe(at(3), &rs, &totals(3, 5, 0));
         assert_eq!(h.last_seen("t1"), LastSeen { rx: Some(at(2)), tx: Some(at(1)) });
         assert_eq!(h.last_seen("t9"), LastSeen::default());
+    }
+
+    #[test]
+    fn a_rule_is_hit_when_its_packets_go_up() {
+        let doc = "[[ports]]\nname = \"wl0\"\nkind = \"workload\"\n[[rules]]\nid = 7\nactions = [\"drop\"]\n";
+        let rs = engine::compile::compile(&engine::model::Config::from_toml(doc).unwrap()).unwrap();
+        let t0 = Instant::now();
+        let at = |s| t0 + Duration::from_secs(s);
+        let hits = |packets| Snapshot {
+            rules: vec![FlowSnapshot { packets, bytes: packets * 60 }],
+            ..Snapshot::default()
+        };
+        let mut h = History::default();
+        h.observe(at(0), &rs, &hits(0));
+        assert_eq!(h.rule_last_hit(7), None, "not hit yet");
+        h.observe(at(1), &rs, &hits(2));
+        h.observe(at(2), &rs, &hits(2));
+        assert_eq!(h.rule_last_hit(7), Some(at(1)));
+        assert_eq!(h.rule_last_hit(8), None);
     }
 
     #[test]

@@ -7,8 +7,10 @@ pub const VERSION: &str =
 pub mod api;
 mod api_refusal;
 pub mod api_server;
+pub mod api_tokens;
 pub mod api_types;
 pub mod capture;
+pub mod cli;
 pub mod client;
 pub mod daemon;
 pub mod datapath;
@@ -18,6 +20,7 @@ pub mod learning;
 pub mod metrics;
 pub mod neigh;
 pub mod offload;
+pub mod openapi;
 pub mod pinned;
 pub mod render;
 pub mod replay;

@@ -79,7 +79,7 @@ pub struct Target {
 }
 
 /// State of each target, for `status`: resolved MAC, the gateway used, or why not.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct NeighState {
     pub remote: IpAddr,
     pub interface: String,

@@ -5,51 +5,120 @@ use std::fmt::Write;
 
 use encap::DropReason;
 use engine::compile::RuleSet;
-use engine::counters::Snapshot;
-use engine::flow_key::mask_fields;
-use engine::model::PortKind;
+use engine::model::{Action, Match, PortKind, Tunnel, TunnelType};
 use engine::trace::TraceReport;
 
 use crate::api_types::{
-    Blocker, Check, Hop, NextHopStatus, Outcome, Placement, WhyBasis, WhyReport,
+    Blocker, Check, Counters, Hop, NextHopStatus, Outcome, Placement, Summary, WhyBasis, WhyReport,
 };
+use crate::cli::table::{ago, Table};
 
-/// `overlayd check`: what a configuration compiles to.
-pub fn summary(rs: &RuleSet) -> String {
-    let mut s = String::new();
-    let _ = writeln!(s, "generation {} (schema {})", rs.generation, rs.config.schema_version);
-    let _ = writeln!(s, "ports ({}):", rs.ports.len());
-    for (i, p) in rs.ports.iter().enumerate() {
-        let mac = p.mac.map(|m| engine::model::Mac(m).to_string()).unwrap_or_else(|| "-".into());
-        let _ = writeln!(
-            s,
-            "  {i:>3} {:<16} {:<9} mac {mac}",
-            p.name,
-            format!("{:?}", p.kind).to_lowercase()
-        );
-    }
-    let _ = writeln!(s, "tunnels ({}):", rs.tunnels.len());
-    for (i, t) in rs.tunnels.iter().enumerate() {
-        let _ = writeln!(s, "  {i:>3} {:<16} {}", t.name, crate::api_types::tunnel_line(t, rs));
-        for o in &rs.config.tunnels[i].options {
-            let _ = writeln!(s, "      geneve option {o}");
+/// A tunnel's kind by name, with its VNI or key: `vxlan vni 42`,
+/// `gretap key 7`, `gre (IP) no key`, `nvgre vsid 100 flow 0`.
+pub fn tunnel_kind(t: &Tunnel) -> String {
+    let key = |k: Option<u32>| k.map_or_else(|| "no key".into(), |k| format!("key {k}"));
+    match t.kind {
+        TunnelType::Vxlan => {
+            format!("vxlan vni {}", t.vni.map_or_else(|| "?".into(), |v| v.to_string()))
+        }
+        TunnelType::Gretap => format!("gretap {}", key(t.key)),
+        TunnelType::Gre => format!("gre (IP) {}", key(t.key)),
+        TunnelType::Nvgre => format!(
+            "nvgre vsid {} flow {}",
+            t.vsid.map_or_else(|| "?".into(), |v| v.to_string()),
+            t.flow_id.unwrap_or(0)
+        ),
+        TunnelType::Geneve => {
+            let opts = t.options.iter().map(|o| format!(" option {o}")).collect::<String>();
+            format!(
+                "geneve vni {} port {}{opts}",
+                t.vni.map_or_else(|| "?".into(), |v| v.to_string()),
+                t.udp_port()
+            )
         }
     }
-    let tables = rs.classifier.tuple_summary();
+}
+
+/// `overlayd check`: what a configuration compiles to, and what in its
+/// rules is probably a mistake.
+pub fn summary(rs: &RuleSet) -> String {
+    let sum = Summary::new(rs);
+    let mut s = String::new();
     let _ = writeln!(
         s,
-        "rules ({}) in {} tables (tuple space search, best table first):",
-        rs.rules.len(),
-        tables.len()
+        "valid: generation {} (schema {}): {} ports, {} tunnels, {} rules, {} fdb entries, {} flood lists",
+        sum.generation,
+        sum.schema_version,
+        sum.ports.len(),
+        sum.tunnels.len(),
+        sum.rules,
+        sum.fdb_entries,
+        sum.flood_lists
     );
-    for (i, (mask, n)) in tables.iter().enumerate() {
-        let _ =
-            writeln!(s, "  table {i:>3}: {n:>6} entries  match {}", mask_fields(mask).join(", "));
+    let mut ports = Table::new(&["port", "kind", "interface", "backend", "mac"]);
+    for p in &rs.config.ports {
+        ports.row([
+            p.name.clone(),
+            word(p.kind),
+            p.interface.clone().unwrap_or_else(|| p.name.clone()),
+            word(p.backend),
+            p.mac.map_or_else(|| "-".into(), |m| m.to_string()),
+        ]);
+    }
+    let _ = write!(s, "\n{ports}");
+    if !rs.tunnels.is_empty() {
+        let mut t = Table::new(&[
+            "tunnel",
+            "kind",
+            "local",
+            "remote",
+            "uplink",
+            "next hop",
+            "underlay mtu#",
+            "inner ip mtu#",
+        ]);
+        for (rt, c) in rs.tunnels.iter().zip(&sum.tunnels) {
+            let kind = rs.config.tunnels.iter().find(|x| x.name == rt.name);
+            t.row([
+                rt.name.clone(),
+                kind.map_or_else(|| "?".into(), tunnel_kind),
+                rt.local.to_string(),
+                rt.remote.to_string(),
+                c.uplink.clone(),
+                if rt.static_next_hop {
+                    format!("{} (static)", engine::model::Mac(rt.params.dst_mac))
+                } else {
+                    "neighbour table".into()
+                },
+                c.underlay_mtu.to_string(),
+                rt.inner_ip_mtu.to_string(),
+            ]);
+        }
+        let _ = write!(s, "\n{t}");
+    }
+    if !rs.config.rules.is_empty() {
+        let mut t = Table::new(&["rule#", "priority#", "match", "actions"]);
+        for r in &rs.config.rules {
+            t.row([
+                r.id.to_string(),
+                r.priority.to_string(),
+                match_text(&r.matches),
+                actions_text(&r.actions),
+            ]);
+        }
+        let _ = write!(s, "\n{t}");
+    }
+    let mut t = Table::new(&["classifier table#", "entries#", "matches on"]);
+    for (i, x) in sum.tables.iter().enumerate() {
+        t.row([i.to_string(), x.entries.to_string(), x.fields.join(", ")]);
+    }
+    if !t.is_empty() {
+        let _ = write!(s, "\n{t}");
     }
     let d = &rs.decap;
     let _ = writeln!(
         s,
-        "decap: local VTEPs {}; vxlan ports {:?}; strict {}; verify udp checksum {}; accept zero checksum over IPv6 {}; verify gre checksum {}",
+        "\ndecap: local VTEPs {}; vxlan ports {:?}; strict {}; verify udp checksum {}; accept zero checksum over IPv6 {}; verify gre checksum {}",
         d.local_v4
             .iter()
             .map(|a| std::net::Ipv4Addr::from(*a).to_string())
@@ -62,18 +131,6 @@ pub fn summary(rs: &RuleSet) -> String {
         d.accept_zero_checksum_v6,
         d.verify_gre_checksum
     );
-    if !d.geneve_ports.is_empty() {
-        let _ = writeln!(s, "decap: geneve ports {:?}", d.geneve_ports);
-    }
-    for (i, m) in d.geneve_matches.iter().enumerate() {
-        let data: String = m.data.iter().map(|b| format!("{b:02x}")).collect();
-        let _ = writeln!(
-            s,
-            "decap: geneve option match {i}: class {:#06x} type {:#04x} data {data}",
-            m.class, m.kind
-        );
-    }
-    let _ = writeln!(s, "fdb: {} entries", rs.fdb.len());
     let mut flood: Vec<_> = rs.flood.iter().collect();
     flood.sort_by_key(|(v, _)| **v);
     for (vni, f) in flood {
@@ -85,11 +142,77 @@ pub fn summary(rs: &RuleSet) -> String {
             .collect();
         let _ = writeln!(s, "flood vni {vni}: {}", names.join(", "));
     }
+    if sum.warnings.is_empty() {
+        let _ = writeln!(s, "warnings: none");
+    } else {
+        let _ = writeln!(s, "warnings ({}):", sum.warnings.len());
+        for w in &sum.warnings {
+            let _ = writeln!(s, "  {w}");
+        }
+    }
     s
 }
 
-/// Counters as tables.
-pub fn counters(rs: &RuleSet, c: &Snapshot) -> String {
+/// A serialisable word (an enum in snake_case) as a string.
+pub fn word(v: impl serde::Serialize) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(serde_json::Value::Null) => "-".into(),
+        Ok(v) => v.to_string(),
+        Err(e) => format!("({e})"),
+    }
+}
+
+/// A match as `overlayctl rule add --match` takes it: `in_port=wl0,ip_dst=198.51.100.0/24`;
+/// `*` for a match of everything.
+pub fn match_text(m: &Match) -> String {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(m) else {
+        return "?".into();
+    };
+    if fields.is_empty() {
+        return "*".into();
+    }
+    fields
+        .iter()
+        .map(|(k, v)| match (k.as_str(), v) {
+            ("ethertype", serde_json::Value::Number(n)) => {
+                format!("{k}={:#06x}", n.as_u64().unwrap_or(0))
+            }
+            _ => format!("{k}={}", word(v)),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Actions as `overlayctl rule add --action` takes them, comma separated:
+/// `count,encap=t1`.
+pub fn actions_text(actions: &[Action]) -> String {
+    actions
+        .iter()
+        .map(|a| match serde_json::to_value(a) {
+            Ok(serde_json::Value::Object(o)) => {
+                o.iter().map(|(k, v)| format!("{k}={}", word(v))).collect::<Vec<_>>().join(",")
+            }
+            Ok(v) => word(v),
+            Err(e) => format!("({e})"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Counters as tables: totals, ports, tunnels, rules (with when each last
+/// matched), drops and lookups.
+pub fn counters(c: &Counters) -> String {
+    counter_tables(c, true)
+}
+
+/// Counters of a replay: as `counters`, without hit ages (a replay has no
+/// clock of its own).
+pub fn replay_counters(c: &Counters) -> String {
+    counter_tables(c, false)
+}
+
+fn counter_tables(c: &Counters, ages: bool) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -98,58 +221,92 @@ pub fn counters(rs: &RuleSet, c: &Snapshot) -> String {
         c.tx,
         c.replicas,
         c.generated,
-        c.dropped(),
-        if c.conserved() { "rx + replicas + generated = tx + dropped" } else { "DO NOT ADD UP" }
+        c.dropped,
+        if c.conserved { "rx + replicas + generated = tx + dropped" } else { "DO NOT ADD UP" }
     );
-    let _ = writeln!(
-        s,
-        "{:<16} {:>10} {:>12} {:>10} {:>12}",
-        "port", "rx pkts", "rx bytes", "tx pkts", "tx bytes"
-    );
-    for (p, (rx, tx)) in rs.ports.iter().zip(&c.ports) {
-        let _ = writeln!(
-            s,
-            "{:<16} {:>10} {:>12} {:>10} {:>12}",
-            p.name, rx.packets, rx.bytes, tx.packets, tx.bytes
-        );
+    let mut t = Table::new(&["port", "rx packets#", "rx bytes#", "tx packets#", "tx bytes#"]);
+    for p in &c.ports {
+        t.row([
+            p.name.clone(),
+            p.rx.packets.to_string(),
+            p.rx.bytes.to_string(),
+            p.tx.packets.to_string(),
+            p.tx.bytes.to_string(),
+        ]);
     }
-    if !rs.tunnels.is_empty() {
-        let _ = writeln!(
-            s,
-            "{:<16} {:>10} {:>12} {:>10} {:>12}",
-            "tunnel", "encap pkts", "encap bytes", "decap pkts", "decap bytes"
-        );
-        for (t, (e, d)) in rs.tunnels.iter().zip(&c.tunnels) {
-            let _ = writeln!(
-                s,
-                "{:<16} {:>10} {:>12} {:>10} {:>12}",
-                t.name, e.packets, e.bytes, d.packets, d.bytes
-            );
+    if !t.is_empty() {
+        let _ = write!(s, "\n{t}");
+    }
+    let mut t = Table::new(&[
+        "tunnel",
+        "encap packets#",
+        "encap bytes#",
+        "decap packets#",
+        "decap bytes#",
+        "drops",
+    ]);
+    for x in &c.tunnels {
+        t.row([
+            x.name.clone(),
+            x.encap.packets.to_string(),
+            x.encap.bytes.to_string(),
+            x.decap.packets.to_string(),
+            x.decap.bytes.to_string(),
+            named_counts(&x.drops),
+        ]);
+    }
+    if !t.is_empty() {
+        let _ = write!(s, "\n{t}");
+    }
+    let titles: &[&str] = if ages {
+        &["rule#", "priority#", "packets#", "bytes#", "last hit"]
+    } else {
+        &["rule#", "priority#", "packets#", "bytes#"]
+    };
+    let mut t = Table::new(titles);
+    for r in &c.rules {
+        let mut row = vec![
+            r.id.to_string(),
+            r.priority.to_string(),
+            r.packets.to_string(),
+            r.bytes.to_string(),
+        ];
+        if ages {
+            row.push(ago(r.last_hit_secs));
         }
+        t.row(row);
     }
-    let _ = writeln!(s, "{:<10} {:>8} {:>10} {:>12}", "rule", "priority", "packets", "bytes");
-    for (r, f) in rs.rules.iter().zip(&c.rules) {
-        let _ = writeln!(s, "{:<10} {:>8} {:>10} {:>12}", r.id, r.priority, f.packets, f.bytes);
+    if !t.is_empty() {
+        let _ = write!(s, "\n{t}");
     }
     if !c.drops.is_empty() {
-        let _ = writeln!(s, "{:<24} {:>10}  why", "drop reason", "packets");
+        let mut t = Table::new(&["drop reason", "packets#", "why"]);
         for (name, n) in &c.drops {
             let desc = DropReason::from_name(name).map(|r| r.description()).unwrap_or("");
-            let _ = writeln!(s, "{name:<24} {n:>10}  {desc}");
+            t.row([name.clone(), n.to_string(), desc.to_string()]);
         }
+        let _ = write!(s, "\n{t}");
     }
-    let lookups = c.cache_hit + c.cache_miss;
+    let lookups = c.cache.hit + c.cache.miss;
     if lookups > 0 {
         let _ = writeln!(
             s,
-            "lookups: flow cache hits {} ({:.1}%), classifier {} (mean {:.2} tables probed)",
-            c.cache_hit,
-            100.0 * c.cache_hit as f64 / lookups as f64,
-            c.cache_miss,
-            if c.cache_miss > 0 { c.tuples_probed as f64 / c.cache_miss as f64 } else { 0.0 }
+            "\nlookups: flow cache hits {} ({:.1}%), classifier {} (mean {:.2} tables probed)",
+            c.cache.hit,
+            100.0 * c.cache.hit as f64 / lookups as f64,
+            c.cache.miss,
+            if c.cache.miss > 0 { c.cache.tuples_probed as f64 / c.cache.miss as f64 } else { 0.0 }
         );
     }
     s
+}
+
+/// `name=n,...`, or `-` for none.
+pub fn named_counts(m: &std::collections::BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return "-".into();
+    }
+    m.iter().map(|(k, n)| format!("{k}={n}")).collect::<Vec<_>>().join(",")
 }
 
 /// A trace as numbered steps, the frames produced and the counters moved.

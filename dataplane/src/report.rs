@@ -24,7 +24,7 @@ use crate::io::QueueStats;
 use crate::neigh::NeighState;
 
 /// The packet I/O as `status` shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IoStatus {
     /// False while the datapath is down (it failed to restart after a
     /// change of ports).
@@ -76,7 +76,7 @@ impl LiveInputs {
 }
 
 /// What `status` shows about one attached port.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PortStatus {
     pub port: String,
     pub interface: String,

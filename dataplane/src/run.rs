@@ -83,9 +83,11 @@ pub struct RunOptions {
     /// Whether to start from `state.json` (the default), the previous
     /// state, or empty.
     pub recovery: Recovery,
-    /// Also serve the API on TCP; every request must carry `token`.
+    /// Also serve the API on TCP; every request must carry `token`, or
+    /// `read_token` to read only.
     pub tcp: Option<std::net::SocketAddr>,
     pub token: Option<String>,
+    pub read_token: Option<String>,
     /// Attach the configured interfaces and move packets (None: control only).
     pub datapath: Option<DatapathOptions>,
     /// Remove what a previous overlayd left pinned instead of adopting it.
@@ -324,7 +326,10 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
         let state = Arc::new(ApiState {
             daemon: Arc::clone(&daemon),
             allowed_uids: allowed,
-            token: o.token.clone(),
+            tokens: crate::api_tokens::Tokens {
+                read_write: o.token.clone(),
+                read_only: o.read_token.clone(),
+            },
         });
         tracing::info!(socket = %o.socket.display(), "listening");
 
@@ -370,7 +375,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
         tracing::debug!(nofile, ?caps, "API connection caps");
         let tcp_task = match o.tcp {
             Some(addr) => {
-                if o.token.is_none() {
+                if o.token.is_none() && o.read_token.is_none() {
                     return Err(RunError::TcpWithoutToken);
                 }
                 let l = tokio::net::TcpListener::bind(addr)

@@ -197,7 +197,17 @@ impl WorkerCounters {
 }
 
 /// Packets and bytes, read.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    schemars::JsonSchema,
+)]
 pub struct FlowSnapshot {
     pub packets: u64,
     pub bytes: u64,

@@ -12,7 +12,7 @@ use encap::{GeneveOptionMatch, GeneveOptions};
 use crate::model::ConfigError;
 
 /// One Geneve option TLV.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GeneveOption {
     pub class: u16,

@@ -163,7 +163,7 @@ impl L2Stats {
 }
 
 /// Counter values, as the API shows them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct L2Counts {
     /// MACs learned (new entries).
     pub learned: u64,
@@ -232,7 +232,7 @@ struct Table {
 }
 
 /// A learned MAC, as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LearnedMac {
     pub vni: u32,
     pub mac: Mac,
@@ -251,7 +251,7 @@ pub struct LearnedMac {
 }
 
 /// A learned IP -> MAC binding, as the API shows it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LearnedBinding {
     pub vni: u32,
     pub ip: IpAddr,
@@ -260,7 +260,7 @@ pub struct LearnedBinding {
 }
 
 /// Learned state, as `GET /v1/fdb/learned` returns it.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct L2View {
     pub macs: Vec<LearnedMac>,
     pub bindings: Vec<LearnedBinding>,

@@ -107,7 +107,7 @@ impl<'de> Deserialize<'de> for Prefix {
 }
 
 /// The whole configuration.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "schema_version")]
@@ -146,7 +146,9 @@ pub struct Config {
 }
 
 /// Whether the XDP fast tier may take a flow (top level), or a rule's flows.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum TierSpec {
     /// Flows the tier can handle exactly are handed to it.
@@ -193,7 +195,7 @@ impl Default for Config {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PortKind {
     /// Faces workloads: everything it receives goes through the rules.
@@ -202,7 +204,7 @@ pub enum PortKind {
     Uplink,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Port {
     pub name: String,
@@ -232,7 +234,9 @@ pub struct Port {
     pub offloads: Offloads,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     /// XDP steering and AF_XDP sockets: the fast path.
@@ -245,7 +249,9 @@ pub enum Backend {
     Tap,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Offloads {
     #[default]
@@ -257,7 +263,9 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum XdpModeSpec {
     /// In the driver, falling back to the generic (SKB) hook with a warning.
@@ -269,7 +277,9 @@ pub enum XdpModeSpec {
     Generic,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ZeroCopy {
     /// Zero-copy if the driver offers it, else copy mode.
@@ -279,7 +289,7 @@ pub enum ZeroCopy {
     Off,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TunnelType {
     Vxlan,
@@ -294,20 +304,22 @@ pub enum TunnelType {
 }
 
 /// A number, or the word `inherit` (copy from the inner packet).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum OrInherit {
     Value(u8),
     Word(InheritWord),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum InheritWord {
     Inherit,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DfSpec {
     #[default]
@@ -316,7 +328,9 @@ pub enum DfSpec {
     Inherit,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum EcnSpec {
     #[default]
@@ -324,7 +338,7 @@ pub enum EcnSpec {
     Compat,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tunnel {
     pub name: String,
@@ -401,7 +415,7 @@ fn default_mtu() -> u16 {
 }
 
 /// Receive-side policy for all tunnels.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecapPolicy {
     /// Drop VXLAN packets with reserved bits set (RFC 7348 says ignore them).
@@ -425,7 +439,7 @@ impl Default for DecapPolicy {
 }
 
 /// Match fields; an absent field is a wildcard.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Match {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -464,7 +478,7 @@ pub struct Match {
 /// What a rule does. Written in TOML as `"drop"`, `"pop_vlan"`, `"count"`, or a
 /// table such as `{ encap = "t1" }`, `{ output = "wl0" }`, `{ push_vlan = 100 }`,
 /// `{ set_eth_dst = "02:00:00:00:00:02" }`, `{ forward_l2 = 42 }`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Encapsulate into the named tunnel and send it out of its uplink.
@@ -493,7 +507,7 @@ impl Action {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rule {
     pub id: u32,
@@ -518,7 +532,7 @@ fn is_tier_auto(t: &TierSpec) -> bool {
 }
 
 /// A static FDB entry: in `vni`, frames to `mac` go through `tunnel`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FdbEntry {
     pub vni: u32,
@@ -529,7 +543,7 @@ pub struct FdbEntry {
 /// One L2 network (the VNI of `forward_l2`): whether it learns MAC
 /// addresses, how long they live, how many it holds, and whether ARP and
 /// neighbour solicitations for known addresses are answered locally.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     pub vni: u32,
@@ -553,7 +567,7 @@ pub struct Network {
 }
 
 /// An IP address of a workload and its MAC address.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Binding {
     pub ip: IpAddr,
@@ -578,7 +592,7 @@ fn default_mac_limit() -> u32 {
 }
 
 /// Head-end replication list for broadcast, multicast and unknown unicast.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FloodList {
     pub vni: u32,
@@ -590,7 +604,7 @@ pub struct FloodList {
 
 /// Flow offload to the NIC's embedded switch, and the SR-IOV physical
 /// functions whose virtual functions the daemon configures.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Offload {
     /// Push the rules the hardware can run down to it as tc flower filters
@@ -612,7 +626,7 @@ pub struct Offload {
 }
 
 /// An SR-IOV physical function.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PhysFn {
     /// The PF's Linux interface.
@@ -625,7 +639,7 @@ pub struct PhysFn {
 }
 
 /// Settings of one VF; an absent field is left as the device has it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VfSettings {
     pub vf: u32,
@@ -660,7 +674,7 @@ impl VfSettings {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum VfLinkState {
     /// Follows the PF's link.

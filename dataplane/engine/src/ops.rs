@@ -10,7 +10,7 @@ use crate::model::{
 };
 
 /// One change.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Op {
     AddRule(Rule),
@@ -49,7 +49,7 @@ pub enum Op {
 }
 
 /// A batch, based on a generation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
     pub generation: u64,
@@ -163,10 +163,32 @@ pub fn apply(config: &Config, ops: &[Op]) -> Result<Config, ConfigError> {
             Op::SetOffload { enabled } => c.offload.enabled = *enabled,
         }
     }
+    still_used(&c, ops)?;
     // References between objects (a rule naming a removed tunnel, say) are
     // checked on the result as a whole.
     c.validate()?;
     Ok(c)
+}
+
+/// Refuses a batch that removes a tunnel or port its result still uses,
+/// naming the users.
+fn still_used(c: &Config, ops: &[Op]) -> Result<(), ConfigError> {
+    use crate::usage::{in_use, port_users, tunnel_users};
+    for (i, op) in ops.iter().enumerate() {
+        let (op, what, users) = match op {
+            Op::RemoveTunnel(n) if !c.tunnels.iter().any(|t| &t.name == n) => {
+                ("remove_tunnel", format!("tunnel {n:?}"), tunnel_users(c, n))
+            }
+            Op::RemovePort(n) if !c.ports.iter().any(|p| &p.name == n) => {
+                ("remove_port", format!("port {n:?}"), port_users(c, n))
+            }
+            _ => continue,
+        };
+        if !users.is_empty() {
+            return Err(op_err(i, op, in_use(&what, &users)));
+        }
+    }
+    Ok(())
 }
 
 fn pf_entry<'a>(c: &'a mut Config, pf: &str) -> &'a mut PhysFn {
@@ -203,9 +225,26 @@ mod tests {
         assert_eq!(e.path(), Some("ops[1].remove_rule"));
         let e = apply(&base(), &[Op::AddRule(rule(1))]).unwrap_err();
         assert!(e.to_string().contains("rule id 1 exists"), "{e}");
-        // Removing a tunnel that rules still use is refused by the whole-document check.
+        // Removing a tunnel still in use is refused, naming its users...
         let e = apply(&base(), &[Op::RemoveTunnel("t1".into())]).unwrap_err();
-        assert!(e.to_string().contains("unknown tunnel \"t1\""), "{e}");
+        assert_eq!(e.path(), Some("ops[0].remove_tunnel"));
+        assert!(
+            e.to_string().contains(
+                "tunnel \"t1\" is in use by rule 1, rule 2, fdb entry vni 42 mac 02:00:00:00:00:02 and flood list of vni 42"
+            ),
+            "{e}"
+        );
+        // ... and allowed when the same batch removes its users too.
+        let all = [
+            Op::RemoveTunnel("t1".into()),
+            Op::RemoveRule(1),
+            Op::RemoveRule(2),
+            Op::RemoveFdb { vni: 42, mac: "02:00:00:00:00:02".parse().unwrap() },
+            Op::RemoveFlood(42),
+        ];
+        assert!(apply(&base(), &all).is_ok());
+        let e = apply(&base(), &[Op::RemovePort("up0".into())]).unwrap_err();
+        assert!(e.to_string().contains("port \"up0\" is in use by tunnel \"t1\""), "{e}");
         let ok = apply(
             &base(),
             &[

@@ -1,21 +1,21 @@
-//! `overlayctl`: the command line of the control API.
+//! `overlayctl`: the command line of the control API, over the daemon's
+//! Unix socket or over TCP with a token file.
 //!
-//! Exit codes: 0 done, 1 server error, 2 usage, 3 refused (invalid request),
-//! 4 cannot reach the daemon, 5 conflict (stale generation: read and retry).
+//! Exit codes (dataplane::cli::exit, the same as `overlayd`'s): 0 done,
+//! 1 failed (server error), 2 usage, 3 invalid (refused request), 4 cannot
+//! reach the daemon, 5 conflict (stale generation: read and retry), 6 a file
+//! cannot be read or written, 7 not allowed (token, uid). With `--json`
+//! every answer, and every failure, is a JSON document on standard output.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use dataplane::api_types::{
-    Applied, Counters, ErrorBody, OffloadView, Placement, PortProbe, Representors, RuleView, Sriov,
-    Status, TunnelStatus, VfView,
-};
-use dataplane::client::{request, request_streaming, Response};
-use engine::learn::L2View;
+use clap::{CommandFactory, Parser, Subcommand};
+use dataplane::api_types::{Applied, Counters, ErrorBody, RuleView, Status, TunnelStatus, VfView};
+use dataplane::cli::{out, views, CommandError, Exit};
+use dataplane::client::{Client, ClientError, Endpoint, Response};
 use engine::model::{FdbEntry, Port};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 #[derive(Parser)]
 #[command(name = "overlayctl", version = dataplane::VERSION, about = "Control an overlayd daemon")]
@@ -23,7 +23,13 @@ struct Cli {
     /// The daemon's API socket.
     #[arg(long, global = true, default_value = "/run/overlayd/api.sock")]
     socket: PathBuf,
-    /// Print the server's JSON instead of a table.
+    /// Reach the daemon over TCP at HOST:PORT instead (needs --token-file).
+    #[arg(long, global = true, requires = "token_file")]
+    tcp: Option<String>,
+    /// File holding the bearer token for --tcp (read-write, or read-only).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// Print JSON documents (answers and failures) instead of tables.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -87,6 +93,10 @@ enum Cmd {
         #[arg(long)]
         hex: Option<String>,
     },
+    /// Print the shell completion script (bash, zsh, fish) to standard output.
+    Completions { shell: dataplane::cli::generate::CompletionShell },
+    /// Write the man pages (overlayctl.1 and one per subcommand) into DIR.
+    Man { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -151,26 +161,6 @@ enum OffloadCmd {
     Disable,
 }
 
-/// One row of `tunnel list`: configuration, traffic, liveness, next hop, drops.
-fn tunnel_row(t: &TunnelStatus) -> Vec<String> {
-    let ago = |s: Option<u64>| s.map_or_else(|| "never".into(), |s| format!("{s}s ago"));
-    let drops: Vec<String> = t.drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
-    vec![
-        cell(&t.name),
-        cell(t.kind),
-        cell(t.local),
-        cell(t.remote),
-        cell(t.vni_or_key),
-        cell(&t.uplink),
-        format!("{}/{}", t.encap.packets, t.encap.bytes),
-        format!("{}/{}", t.decap.packets, t.decap.bytes),
-        ago(t.last_rx_secs),
-        ago(t.last_tx_secs),
-        dataplane::render::next_hop_text(&t.next_hop),
-        if drops.is_empty() { "-".into() } else { drops.join(",") },
-    ]
-}
-
 /// Percent-encodes a query value.
 fn query_value(v: &str) -> String {
     v.bytes()
@@ -182,28 +172,6 @@ fn query_value(v: &str) -> String {
             }
         })
         .collect()
-}
-
-/// "hardware on DEV" or "software: reason".
-fn placement_text(p: Option<&Placement>) -> String {
-    match p {
-        Some(Placement::Hardware { device, pref, handle }) => {
-            format!("hardware on {device} (pref {pref}, handle {handle})")
-        }
-        Some(Placement::Software { reason, .. }) => format!("software: {reason}"),
-        None => "-".into(),
-    }
-}
-
-/// A field as a table cell: strings and words as they are, numbers as
-/// digits, nothing as "-", anything else as compact JSON.
-fn cell(v: impl Serialize) -> String {
-    match serde_json::to_value(v) {
-        Ok(serde_json::Value::String(s)) => s,
-        Ok(serde_json::Value::Null) => "-".into(),
-        Ok(v) => v.to_string(),
-        Err(e) => format!("({e})"),
-    }
 }
 
 #[derive(Subcommand)]
@@ -231,43 +199,6 @@ enum FdbCmd {
     },
 }
 
-/// Static and learned FDB entries in one table (the place is the tunnel,
-/// or the port a learned MAC is behind), then learned bindings and the
-/// learning and suppression counters.
-fn print_fdb(fixed: &[FdbEntry], learned: &L2View) {
-    let statics = fixed.iter().map(|f| {
-        vec![cell(f.vni), cell(f.mac), cell(&f.tunnel), "static".into(), "-".into(), "-".into()]
-    });
-    let macs = learned.macs.iter().map(|m| {
-        let via = m.tunnel.clone().or_else(|| m.port.clone()).unwrap_or_else(|| "-".into());
-        let age = format!("{:.1}", m.age_secs);
-        vec![cell(m.vni), cell(m.mac), via, "learned".into(), age, cell(m.moves)]
-    });
-    table("vni\tmac\tvia\tsource\tage_s\tmoves", statics.chain(macs));
-    if !learned.bindings.is_empty() {
-        println!();
-        table(
-            "vni\tip\tmac\tage_s",
-            learned
-                .bindings
-                .iter()
-                .map(|b| vec![cell(b.vni), cell(b.ip), cell(b.mac), format!("{:.1}", b.age_secs)]),
-        );
-    }
-    let c = &learned.counters;
-    let no_learn: Vec<String> = c.no_learn.iter().map(|(r, n)| format!("{r} {n}")).collect();
-    println!(
-        "\nlearned {}, moved {}, aged {}, not learned: {}; ARP/ND answered {}, flooded {}, conflicting {}",
-        c.learned,
-        c.moved,
-        c.aged,
-        no_learn.join(", "),
-        c.answered,
-        c.flooded,
-        c.conflicting
-    );
-}
-
 /// A value as typed: numbers stay numbers, everything else is a string.
 fn typed(v: &str) -> serde_json::Value {
     match v.parse::<u64>() {
@@ -279,11 +210,12 @@ fn typed(v: &str) -> serde_json::Value {
     }
 }
 
-fn match_json(s: &str) -> Result<serde_json::Value, (u8, String)> {
+fn match_json(s: &str) -> Result<serde_json::Value, CommandError> {
     let mut m = serde_json::Map::new();
     for kv in s.split(',').map(str::trim).filter(|x| !x.is_empty()) {
-        let (k, v) =
-            kv.split_once('=').ok_or_else(|| (2, format!("--match: {kv:?} is not field=value")))?;
+        let (k, v) = kv.split_once('=').ok_or_else(|| {
+            CommandError::new(Exit::Usage, format!("--match: {kv:?} is not field=value"))
+        })?;
         m.insert(k.trim().to_string(), typed(v.trim()));
     }
     Ok(m.into())
@@ -309,162 +241,266 @@ enum ConfigCmd {
     },
 }
 
-fn fail(code: u8, msg: String) -> ExitCode {
-    eprintln!("overlayctl: {msg}");
-    ExitCode::from(code)
+/// The daemon, and how answers are printed.
+struct Ctl {
+    client: Client,
+    json: bool,
 }
 
-/// Turns an error response into the message and exit code scripts rely on.
-fn check(r: Response) -> Result<Response, (u8, String)> {
+impl Ctl {
+    fn connect(cli: &Cli) -> Result<Ctl, CommandError> {
+        let endpoint = match (&cli.tcp, &cli.token_file) {
+            (Some(addr), Some(f)) => Endpoint::Tcp {
+                addr: addr.clone(),
+                token: dataplane::api_tokens::read_token_file(f)
+                    .map_err(|e| CommandError::new(Exit::File, e.to_string()))?,
+            },
+            _ => Endpoint::Unix(cli.socket.clone()),
+        };
+        let client =
+            Client::new(endpoint).map_err(|e| CommandError::new(Exit::Failed, e.to_string()))?;
+        Ok(Ctl { client, json: cli.json })
+    }
+
+    /// One request; a refusal becomes the failure with its exit code.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Response, CommandError> {
+        let r = self.client.request(method, path, headers, body).map_err(unreachable)?;
+        refused(r)
+    }
+
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<(Response, T), CommandError> {
+        let r = self.call("GET", path, &[], None)?;
+        let t = parse(&r)?;
+        Ok((r, t))
+    }
+
+    /// Prints the document at `path`: as the daemon sent it with `--json`,
+    /// else as `text` makes it.
+    fn show<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        text: impl Fn(&T) -> String,
+    ) -> Result<(), CommandError> {
+        let (r, t) = self.get::<T>(path)?;
+        if self.json {
+            out::json(&r.json());
+        } else {
+            out::print(&text(&t));
+        }
+        Ok(())
+    }
+
+    fn generation(&self) -> Result<u64, CommandError> {
+        Ok(self.get::<Status>("/v1/status")?.1.generation)
+    }
+
+    /// Applies a batch of operations on the current generation.
+    fn ops(&self, ops: serde_json::Value) -> Result<(), CommandError> {
+        let g = self.generation()?;
+        let body = serde_json::json!({ "generation": g, "ops": ops }).to_string();
+        let r = self.call("POST", "/v1/config/ops", &[], Some(body.as_bytes()))?;
+        self.applied(&r)
+    }
+
+    fn applied(&self, r: &Response) -> Result<(), CommandError> {
+        let a: Applied = parse(r)?;
+        if self.json {
+            out::json(&a);
+        } else {
+            out::line(&format!("applied: generation {}", a.generation));
+        }
+        Ok(())
+    }
+}
+
+/// No answer: the daemon is not there, or did not answer in time.
+fn unreachable(e: ClientError) -> CommandError {
+    CommandError::new(Exit::Unreachable, format!("cannot reach overlayd: {e}"))
+}
+
+/// Turns an error answer into the failure scripts rely on.
+fn refused(r: Response) -> Result<Response, CommandError> {
     if r.status < 300 {
         return Ok(r);
     }
-    let msg = match serde_json::from_slice::<ErrorBody>(&r.body) {
-        Ok(ErrorBody { error, path: Some(p) }) => format!("{p}: {error}"),
-        Ok(ErrorBody { error, path: None }) => error,
-        Err(_) => String::from_utf8_lossy(&r.body).into_owned(),
+    let (error, path) = match serde_json::from_slice::<ErrorBody>(&r.body) {
+        Ok(ErrorBody { error, path }) => (error, path),
+        Err(_) => (String::from_utf8_lossy(&r.body).into_owned(), None),
     };
-    let code = match r.status {
-        409 => 5,
-        400..=499 => 3,
-        _ => 1,
-    };
-    Err((code, format!("{msg} (HTTP {})", r.status)))
+    Err(CommandError::new(Exit::of_status(r.status), error).with_path(path).with_status(r.status))
 }
 
-fn table(head: &str, rows: impl Iterator<Item = Vec<String>>) {
-    println!("{head}");
-    for row in rows {
-        println!("{}", row.join("\t"));
+/// A response read as the document it is.
+fn parse<T: DeserializeOwned>(r: &Response) -> Result<T, CommandError> {
+    r.parse().map_err(|e| CommandError::new(Exit::Failed, format!("unexpected answer: {e}")))
+}
+
+fn main() -> ExitCode {
+    let json = std::env::args().skip(1).any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if json && e.use_stderr() => {
+            return CommandError::new(Exit::Usage, e.to_string().trim()).report("overlayctl", true)
+        }
+        Err(e) => e.exit(),
+    };
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => e.report("overlayctl", cli.json),
     }
 }
 
-/// A list of `T` (when not printed as JSON already) as a table.
-fn list<T: DeserializeOwned>(
-    r: Option<Response>,
-    head: &str,
-    row: impl Fn(&T) -> Vec<String>,
-) -> Result<(), (u8, String)> {
-    if let Some(r) = r {
-        table(head, parse::<Vec<T>>(&r)?.iter().map(row));
+fn run(cli: &Cli) -> Result<(), CommandError> {
+    // Commands that need no daemon.
+    match &cli.cmd {
+        Cmd::Completions { shell } => {
+            let script = dataplane::cli::generate::completions(Cli::command(), *shell);
+            out::print(&String::from_utf8_lossy(&script));
+            return Ok(());
+        }
+        Cmd::Man { dir } => {
+            let pages = dataplane::cli::generate::man_pages(Cli::command(), dir)
+                .map_err(|e| CommandError::file(dir, e))?;
+            out::line(&format!("wrote {} man pages to {}", pages.len(), dir.display()));
+            return Ok(());
+        }
+        _ => {}
+    }
+    let ctl = Ctl::connect(cli)?;
+    match &cli.cmd {
+        Cmd::Completions { .. } | Cmd::Man { .. } => unreachable!("handled above"),
+        Cmd::Status => ctl.show("/v1/status", views::status)?,
+        Cmd::Counters => ctl.show("/v1/counters", dataplane::render::counters)?,
+        Cmd::Rule { cmd: RuleCmd::List } => {
+            let (_, rules) = ctl.get::<Vec<RuleView>>("/v1/rules")?;
+            let (_, counters) = ctl.get::<Counters>("/v1/counters")?;
+            let rows = views::rule_rows(rules, &counters);
+            if ctl.json {
+                out::json(&rows);
+            } else {
+                out::print(&views::rules(&rows));
+            }
+        }
+        Cmd::Rule { cmd: RuleCmd::Add { id, priority, matches, actions } } => {
+            let rule = serde_json::json!({
+                "id": id, "priority": priority, "match": match_json(matches)?,
+                "actions": actions.iter().map(|a| action_json(a)).collect::<Vec<_>>(),
+            });
+            ctl.ops(serde_json::json!([{ "add_rule": rule }]))?
+        }
+        Cmd::Rule { cmd: RuleCmd::Del { id } } => {
+            ctl.ops(serde_json::json!([{ "remove_rule": id }]))?
+        }
+        Cmd::Tunnel { cmd: NamedCmd::List } => {
+            ctl.show("/v1/tunnels/status", |t: &Vec<TunnelStatus>| views::tunnels(t))?
+        }
+        Cmd::Tunnel { cmd: NamedCmd::Del { name } } => {
+            ctl.ops(serde_json::json!([{ "remove_tunnel": name }]))?
+        }
+        Cmd::Port { cmd: NamedCmd::List } => {
+            ctl.show("/v1/ports", |p: &Vec<Port>| views::ports(p))?
+        }
+        Cmd::Port { cmd: NamedCmd::Del { name } } => {
+            ctl.ops(serde_json::json!([{ "remove_port": name }]))?
+        }
+        Cmd::Fdb { cmd: FdbCmd::List } => {
+            let (_, fixed) = ctl.get::<Vec<FdbEntry>>("/v1/fdb")?;
+            let (_, learned) = ctl.get::<engine::learn::L2View>("/v1/fdb/learned")?;
+            if ctl.json {
+                out::json(&serde_json::json!({ "static": fixed, "learned": learned }));
+            } else {
+                out::print(&views::fdb(&fixed, &learned));
+            }
+        }
+        Cmd::Fdb { cmd: FdbCmd::Add { vni, mac, tunnel } } => ctl.ops(
+            serde_json::json!([{ "add_fdb": { "vni": vni, "mac": mac, "tunnel": tunnel } }]),
+        )?,
+        Cmd::Fdb { cmd: FdbCmd::Del { vni, mac } } => {
+            ctl.ops(serde_json::json!([{ "remove_fdb": { "vni": vni, "mac": mac } }]))?
+        }
+        Cmd::Vf { cmd: VfCmd::Show { pf } } => ctl
+            .show(&format!("/v1/offload/vfs?pf={}", query_value(pf)), |v: &VfView| {
+                views::vfs(pf, v)
+            })?,
+        Cmd::Vf { cmd } => ctl.ops(vf_ops(cmd))?,
+        Cmd::Offload { cmd: OffloadCmd::Status } => ctl.show("/v1/offload", views::offload)?,
+        Cmd::Offload { cmd: OffloadCmd::Enable } => {
+            ctl.ops(serde_json::json!([{ "set_offload": { "enabled": true } }]))?
+        }
+        Cmd::Offload { cmd: OffloadCmd::Disable } => {
+            ctl.ops(serde_json::json!([{ "set_offload": { "enabled": false } }]))?
+        }
+        Cmd::Config { cmd: ConfigCmd::Get } => {
+            let (r, c) = ctl.get::<engine::model::Config>("/v1/config")?;
+            if ctl.json {
+                out::json(&r.json());
+            } else {
+                out::print(&c.to_toml());
+            }
+        }
+        Cmd::Config { cmd: ConfigCmd::Apply { file, if_generation } } => {
+            let text = std::fs::read_to_string(file).map_err(|e| CommandError::file(file, e))?;
+            // Parse only: the daemon validates, and answers with the field path.
+            let doc: toml::Value = toml::from_str(&text).map_err(|e| {
+                CommandError::new(Exit::Invalid, format!("{}: {e}", file.display()))
+            })?;
+            let base = match if_generation {
+                Some(g) => *g,
+                None => ctl.generation()?,
+            };
+            let body = serde_json::to_vec(&doc).expect("TOML values serialise as JSON");
+            let g = base.to_string();
+            let r = ctl.call("PUT", "/v1/config", &[("If-Match", g.as_str())], Some(&body))?;
+            ctl.applied(&r)?;
+        }
+        Cmd::Why(args) => {
+            let body = serde_json::to_vec(&args.request()).expect("a request serialises");
+            let r = ctl.call("POST", "/v1/why", &[], Some(&body))?;
+            if ctl.json {
+                out::json(&r.json());
+            } else {
+                out::print(&dataplane::render::why(&parse(&r)?));
+            }
+        }
+        Cmd::Capture(args) => capture(&ctl, args)?,
+        Cmd::Trace { in_port, packet, hex } => {
+            let req = serde_json::json!({ "in_port": in_port, "packet": packet, "hex": hex });
+            let r = ctl.call("POST", "/v1/trace", &[], Some(req.to_string().as_bytes()))?;
+            if ctl.json {
+                out::json(&r.json());
+            } else {
+                let t: engine::trace::TraceReport = parse(&r)?;
+                out::print(&dataplane::render::trace(&t));
+            }
+        }
     }
     Ok(())
 }
 
-/// A response read as the document it is.
-fn parse<T: DeserializeOwned>(r: &Response) -> Result<T, (u8, String)> {
-    serde_json::from_slice(&r.body).map_err(|e| (1, format!("unexpected answer: {e}")))
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(&cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err((code, msg)) => fail(code, msg),
-    }
-}
-
-fn run(cli: &Cli) -> Result<(), (u8, String)> {
-    let call = |method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>| {
-        request(&cli.socket, method, path, headers, body)
-            .map_err(|e| (4, format!("cannot reach overlayd at {}: {e}", cli.socket.display())))
-            .and_then(check)
-    };
-    // With --json, the server's document as it came; without, the typed
-    // document (None), for the caller to print.
-    let get = |path: &str| -> Result<Option<Response>, (u8, String)> {
-        let r = call("GET", path, &[], None)?;
-        if cli.json {
-            println!("{:#}", r.json());
-            return Ok(None);
+/// The operations of `vf set` and `vf count`.
+fn vf_ops(cmd: &VfCmd) -> serde_json::Value {
+    match cmd {
+        VfCmd::Show { .. } => serde_json::json!([]),
+        VfCmd::Count { pf, num_vfs } => {
+            serde_json::json!([{ "set_num_vfs": { "pf": pf, "num_vfs": num_vfs } }])
         }
-        Ok(Some(r))
-    };
-    let generation = || -> Result<u64, (u8, String)> {
-        Ok(parse::<Status>(&call("GET", "/v1/status", &[], None)?)?.generation)
-    };
-    let ops = |ops: serde_json::Value| -> Result<(), (u8, String)> {
-        let g = generation()?;
-        let body = serde_json::to_vec(&serde_json::json!({ "generation": g, "ops": ops })).unwrap();
-        let r = call("POST", "/v1/config/ops", &[], Some(&body))?;
-        println!("applied: generation {}", parse::<Applied>(&r)?.generation);
-        Ok(())
-    };
-    match &cli.cmd {
-        Cmd::Rule { cmd: RuleCmd::List } => {
-            if let Some(r) = get("/v1/rules")? {
-                let rules: Vec<RuleView> = parse(&r)?;
-                println!("id\tpriority\tmatch\tactions\truns in");
-                for r in &rules {
-                    println!(
-                        "{}\t{}\t{}\t{}\t{}",
-                        r.rule.id,
-                        r.rule.priority,
-                        cell(&r.rule.matches),
-                        cell(&r.rule.actions),
-                        placement_text(r.placement.as_ref())
-                    );
-                }
-            }
-        }
-        Cmd::Vf { cmd: VfCmd::Show { pf } } => {
-            if let Some(r) = get(&format!("/v1/offload/vfs?pf={}", query_value(pf)))? {
-                let v: VfView = parse(&r)?;
-                match &v.sriov {
-                    Sriov::Unavailable { error } => println!("{pf}: {error}"),
-                    Sriov::Counts { num_vfs, total_vfs } => {
-                        println!("{pf}: {num_vfs} of {total_vfs} VFs")
-                    }
-                }
-                table(
-                    "vf\tmac\tvlan\tqos\tspoof_check\ttrust\tlink_state\tmin_tx_rate\tmax_tx_rate",
-                    v.vfs.iter().map(|s| {
-                        vec![
-                            cell(s.vf),
-                            cell(s.mac),
-                            cell(s.vlan),
-                            cell(s.qos),
-                            cell(s.spoof_check),
-                            cell(s.trust),
-                            cell(s.link_state),
-                            cell(s.min_tx_rate),
-                            cell(s.max_tx_rate),
-                        ]
-                    }),
-                );
-                match &v.representors {
-                    Representors::Found(r) => {
-                        println!(
-                            "switch {}: {} other ports",
-                            v.switch_id.as_deref().unwrap_or("?"),
-                            r.len()
-                        );
-                        for x in r {
-                            println!(
-                                "  {}\t{}",
-                                x.interface,
-                                x.port_name.as_deref().unwrap_or("-")
-                            );
-                        }
-                    }
-                    Representors::Unavailable { error } => println!("representors: {error}"),
-                }
-            }
-        }
-        Cmd::Vf {
-            cmd:
-                VfCmd::Set {
-                    pf,
-                    vf,
-                    mac,
-                    vlan,
-                    qos,
-                    spoof_check,
-                    trust,
-                    link_state,
-                    min_tx_rate,
-                    max_tx_rate,
-                },
+        VfCmd::Set {
+            pf,
+            vf,
+            mac,
+            vlan,
+            qos,
+            spoof_check,
+            trust,
+            link_state,
+            min_tx_rate,
+            max_tx_rate,
         } => {
             let mut v = serde_json::json!({ "pf": pf, "vf": vf });
             let on = |x: &Option<String>| x.as_ref().map(|s| s == "on");
@@ -482,204 +518,9 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
                     v[k] = val;
                 }
             }
-            ops(serde_json::json!([{ "set_vf": v }]))?
-        }
-        Cmd::Vf { cmd: VfCmd::Count { pf, num_vfs } } => {
-            ops(serde_json::json!([{ "set_num_vfs": { "pf": pf, "num_vfs": num_vfs } }]))?
-        }
-        Cmd::Offload { cmd: OffloadCmd::Enable } => {
-            ops(serde_json::json!([{ "set_offload": { "enabled": true } }]))?
-        }
-        Cmd::Offload { cmd: OffloadCmd::Disable } => {
-            ops(serde_json::json!([{ "set_offload": { "enabled": false } }]))?
-        }
-        Cmd::Offload { cmd: OffloadCmd::Status } => {
-            if let Some(r) = get("/v1/offload")? {
-                let v: OffloadView = parse(&r)?;
-                let o = &v.status;
-                println!(
-                    "offload {}: {} rules in hardware, {} in software",
-                    match (o.active, o.enabled) {
-                        (false, _) => "inactive",
-                        (true, true) => "enabled",
-                        (true, false) => "disabled",
-                    },
-                    o.hardware_rules,
-                    o.software_rules
-                );
-                for (k, p) in &o.ports {
-                    match p {
-                        PortProbe::Switchdev { switch_id } => {
-                            println!("  port {k}: switch {switch_id}")
-                        }
-                        PortProbe::NotSwitchdev { error } => println!("  port {k}: {error}"),
-                    }
-                }
-                for (k, d) in &o.devices {
-                    println!(
-                        "  device {k}: {} filters{}",
-                        d.filters,
-                        d.error.as_ref().map(|e| format!(", error: {e}")).unwrap_or_default()
-                    );
-                }
-                table(
-                    "rule\tpriority\truns in",
-                    v.rules.iter().map(|r| {
-                        vec![
-                            r.id.to_string(),
-                            r.priority.to_string(),
-                            placement_text(Some(&r.placement)),
-                        ]
-                    }),
-                );
-            }
-        }
-        Cmd::Rule { cmd: RuleCmd::Add { id, priority, matches, actions } } => {
-            let rule = serde_json::json!({
-                "id": id, "priority": priority, "match": match_json(matches)?,
-                "actions": actions.iter().map(|a| action_json(a)).collect::<Vec<_>>(),
-            });
-            ops(serde_json::json!([{ "add_rule": rule }]))?
-        }
-        Cmd::Rule { cmd: RuleCmd::Del { id } } => ops(serde_json::json!([{ "remove_rule": id }]))?,
-        Cmd::Tunnel { cmd: NamedCmd::List } => list(
-            get("/v1/tunnels/status")?,
-            "name\ttype\tlocal\tremote\tvni/key\tuplink\tsent (pkts/bytes)\treceived (pkts/bytes)\tlast rx\tlast tx\tnext hop\tdrops",
-            tunnel_row,
-        )?,
-        Cmd::Tunnel { cmd: NamedCmd::Del { name } } => {
-            ops(serde_json::json!([{ "remove_tunnel": name }]))?
-        }
-        Cmd::Port { cmd: NamedCmd::List } => {
-            list(get("/v1/ports")?, "name\tkind\tinterface\tmac", |p: &Port| {
-                vec![cell(&p.name), cell(p.kind), cell(&p.interface), cell(p.mac)]
-            })?
-        }
-        Cmd::Port { cmd: NamedCmd::Del { name } } => {
-            ops(serde_json::json!([{ "remove_port": name }]))?
-        }
-        Cmd::Fdb { cmd: FdbCmd::List } => {
-            let fixed: Vec<FdbEntry> = parse(&call("GET", "/v1/fdb", &[], None)?)?;
-            let learned: L2View = parse(&call("GET", "/v1/fdb/learned", &[], None)?)?;
-            if cli.json {
-                let doc = serde_json::json!({ "static": fixed, "learned": learned });
-                println!("{doc:#}");
-            } else {
-                print_fdb(&fixed, &learned);
-            }
-        }
-        Cmd::Fdb { cmd: FdbCmd::Add { vni, mac, tunnel } } => {
-            ops(serde_json::json!([{ "add_fdb": { "vni": vni, "mac": mac, "tunnel": tunnel } }]))?
-        }
-        Cmd::Fdb { cmd: FdbCmd::Del { vni, mac } } => {
-            ops(serde_json::json!([{ "remove_fdb": { "vni": vni, "mac": mac } }]))?
-        }
-        Cmd::Status => {
-            if let Some(r) = get("/v1/status")? {
-                let s: Status = parse(&r)?;
-                println!(
-                    "overlayd {} (api {}), up {} s, generation {}",
-                    s.version, s.api, s.uptime_secs, s.generation
-                );
-                for t in &s.tunnels {
-                    let r = tunnel_row(t);
-                    println!(
-                        "tunnel {}: sent {}, received {}, last rx {}, last tx {}, next hop {}, drops {}",
-                        r[0], r[6], r[7], r[8], r[9], r[10], r[11]
-                    );
-                }
-                let o = &s.offload;
-                if o.active {
-                    println!(
-                        "offload {}: {} rules in hardware, {} in software{}",
-                        if o.enabled { "enabled" } else { "disabled" },
-                        o.hardware_rules,
-                        o.software_rules,
-                        o.vf_error
-                            .as_ref()
-                            .map(|e| format!("; VF settings refused: {e}"))
-                            .unwrap_or_default()
-                    );
-                }
-                if let Some(t) = s.io.as_ref().and_then(|io| io.tier.as_ref()) {
-                    let named = |m: &std::collections::BTreeMap<String, u64>| -> String {
-                        let parts: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
-                        if parts.is_empty() {
-                            "none".into()
-                        } else {
-                            parts.join(", ")
-                        }
-                    };
-                    println!(
-                        "xdp tier: {} entries (of {} per port), {} hits, {} installs, {} evictions, {} invalidations",
-                        t.entries, t.capacity, t.hits, t.installs, t.evictions, t.invalidations
-                    );
-                    println!("  install failures: {}", named(&t.install_failures));
-                    println!("  kept on AF_XDP: {}", named(&t.not_in_tier));
-                    for p in &t.ports {
-                        if let Some(e) = &p.not_output {
-                            println!("  port {}: not an output: {e}", p.port);
-                        }
-                    }
-                }
-            }
-        }
-        Cmd::Config { cmd: ConfigCmd::Get } => {
-            if let Some(r) = get("/v1/config")? {
-                print!("{}", parse::<engine::model::Config>(&r)?.to_toml());
-            }
-        }
-        Cmd::Config { cmd: ConfigCmd::Apply { file, if_generation } } => {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| (2, format!("{}: {e}", file.display())))?;
-            // Parse only: the daemon validates, and answers with the field path.
-            let doc: toml::Value =
-                toml::from_str(&text).map_err(|e| (3, format!("{}: {e}", file.display())))?;
-            let base = match if_generation {
-                Some(g) => *g,
-                None => generation()?,
-            };
-            let body = serde_json::to_vec(&doc).expect("TOML values serialise as JSON");
-            let g = base.to_string();
-            let r = call("PUT", "/v1/config", &[("If-Match", g.as_str())], Some(&body))?;
-            println!("applied: generation {}", parse::<Applied>(&r)?.generation);
-        }
-        Cmd::Counters => {
-            if let Some(r) = get("/v1/counters")? {
-                let c: Counters = parse(&r)?;
-                println!(
-                    "rx {}  tx {}  dropped {}  conserved {}",
-                    c.rx, c.tx, c.dropped, c.conserved
-                );
-                for (k, v) in &c.drops {
-                    println!("  {k:<24} {v}");
-                }
-            }
-        }
-        Cmd::Why(args) => {
-            let body = serde_json::to_vec(&args.request()).expect("a request serialises");
-            let r = call("POST", "/v1/why", &[], Some(&body))?;
-            if cli.json {
-                println!("{:#}", r.json());
-            } else {
-                print!("{}", dataplane::render::why(&parse(&r)?));
-            }
-        }
-        Cmd::Capture(args) => capture(&cli.socket, args)?,
-        Cmd::Trace { in_port, packet, hex } => {
-            let req = serde_json::json!({ "in_port": in_port, "packet": packet, "hex": hex });
-            let body = serde_json::to_vec(&req).unwrap();
-            let r = call("POST", "/v1/trace", &[], Some(&body))?;
-            if cli.json {
-                println!("{:#}", r.json());
-            } else {
-                let t: engine::trace::TraceReport = serde_json::from_slice(&r.body)
-                    .map_err(|e| (1, format!("unexpected answer: {e}")))?;
-                print!("{}", dataplane::render::trace(&t));
-            }
+            serde_json::json!([{ "set_vf": v }])
         }
     }
-    Ok(())
 }
 
 // ---- overlayctl capture ----
@@ -718,33 +559,17 @@ struct CaptureArgs {
     snaplen: Option<u32>,
 }
 
-static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-extern "C" fn on_interrupt(_: libc::c_int) {
-    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
-/// Ctrl-C ends a capture cleanly: the handler is installed without
-/// SA_RESTART, so the wait for the next packet returns.
-fn catch_interrupt() {
-    // SAFETY: the handler only stores to an atomic (async-signal-safe); the
-    // sigaction structure is fully initialised before use.
-    unsafe {
-        let mut sa: libc::sigaction = std::mem::zeroed();
-        sa.sa_sigaction = on_interrupt as *const () as usize;
-        libc::sigemptyset(&mut sa.sa_mask);
-        libc::sigaction(libc::SIGINT, &sa, std::ptr::null_mut());
-    }
-}
-
-fn capture(socket: &std::path::Path, a: &CaptureArgs) -> Result<(), (u8, String)> {
+fn capture(ctl: &Ctl, a: &CaptureArgs) -> Result<(), CommandError> {
     use dataplane::api_types::{CaptureDirection, CaptureRequest, Verdict};
     use dataplane::io::pcapng::StreamSummary;
     use std::io::Write;
 
     let duration_ms = match a.duration {
         Some(d) if !(d > 0.0 && d.is_finite()) => {
-            return Err((2, "--duration must be a positive number of seconds".into()))
+            return Err(CommandError::new(
+                Exit::Usage,
+                "--duration must be a positive number of seconds",
+            ))
         }
         Some(d) => Some(((d * 1000.0).round() as u64).max(1)),
         None => None,
@@ -771,8 +596,7 @@ fn capture(socket: &std::path::Path, a: &CaptureArgs) -> Result<(), (u8, String)
     let mut out: Box<dyn Write> = if to_stdout {
         Box::new(std::io::stdout().lock())
     } else {
-        let f = std::fs::File::create(&a.write)
-            .map_err(|e| (2, format!("{}: {e}", a.write.display())))?;
+        let f = std::fs::File::create(&a.write).map_err(|e| CommandError::file(&a.write, e))?;
         Box::new(std::io::BufWriter::new(f))
     };
     let mut summary = StreamSummary::default();
@@ -784,23 +608,25 @@ fn capture(socket: &std::path::Path, a: &CaptureArgs) -> Result<(), (u8, String)
         // Whoever reads the pipe sees each packet as it comes.
         out.flush()
     };
-    catch_interrupt();
     let body = serde_json::to_vec(&req).expect("a request serialises");
-    let r = request_streaming(socket, "POST", "/v1/capture", &body, &mut sink);
+    // Ctrl-C ends the capture as a success: what was captured is kept.
+    let interrupted = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let r = ctl.client.stream("POST", "/v1/capture", &body, &mut sink, interrupted);
     drop(out);
-    let refused = |e: (u8, String)| {
+    let refused_here = |e: CommandError| {
         if !to_stdout {
             let _ = std::fs::remove_file(&a.write);
         }
         e
     };
     match r {
-        Ok(r) => drop(check(r).map_err(refused)?),
+        Ok(r) => drop(refused(r).map_err(refused_here)?),
         // Whoever read the pipe stopped reading: the capture ends there.
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        Err(e) => {
-            return Err(refused((4, format!("capture from overlayd at {}: {e}", socket.display()))))
-        }
+        Err(ClientError::Sink(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(ClientError::Sink(e)) => return Err(CommandError::file(&a.write, e)),
+        Err(e) => return Err(refused_here(unreachable(e))),
     }
     let dest = if to_stdout { "standard output".into() } else { a.write.display().to_string() };
     if !summary.pending().is_empty() && !to_stdout {
@@ -811,6 +637,13 @@ fn capture(socket: &std::path::Path, a: &CaptureArgs) -> Result<(), (u8, String)
         }
     }
     let lost = summary.lost();
+    if ctl.json && !to_stdout {
+        // Standard output is free: the summary as a document.
+        out::json(&serde_json::json!({
+            "packets": summary.packets, "not_recorded": lost, "file": a.write,
+        }));
+        return Ok(());
+    }
     eprintln!(
         "overlayctl: {} packets captured to {dest}{}",
         summary.packets,

@@ -4,16 +4,19 @@
 //! - `replay`: run pcap or pcapng files through the real pipeline, no privileges needed;
 //! - `trace`: explain one packet's path through the rules;
 //! - `why`: whether one address reaches another, and if not what stops it;
-//! - `run`: the daemon (today its control plane: the API, persistence and
-//!   rule publication; the AF_XDP I/O layer is issue 5).
+//! - `run`: the daemon: the datapath, the control API, persistence;
+//! - `completions`, `man`: shell completions and man pages from these definitions.
+//!
+//! Exit codes are `overlayctl`'s (dataplane::cli::exit, docs/user-guide.md).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use dataplane::api_types::{Counters, Summary};
+use dataplane::cli::{out, CommandError, Exit};
 use dataplane::render;
 use engine::compile::{compile, RuleSet};
 use engine::model::Config;
@@ -44,9 +47,13 @@ enum Cmd {
         /// Also serve the API on this TCP address (needs --token-file).
         #[arg(long)]
         listen_tcp: Option<std::net::SocketAddr>,
-        /// File holding the bearer token TCP clients must present.
+        /// File holding the read-write bearer token of TCP clients.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// File holding a read-only bearer token: GET requests, trace, why
+        /// and /metrics (for a Prometheus scraper), no change.
+        #[arg(long)]
+        read_token_file: Option<PathBuf>,
         /// Serve the control API only: attach no interface, move no packet.
         #[arg(long)]
         control_only: bool,
@@ -132,6 +139,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the shell completion script (bash, zsh, fish) to standard output.
+    Completions { shell: dataplane::cli::generate::CompletionShell },
+    /// Write the man pages (overlayd.1 and one per subcommand) into DIR.
+    Man { dir: PathBuf },
     /// Explain the path of one packet.
     Trace {
         #[arg(long)]
@@ -161,37 +172,43 @@ fn port_file(s: &str) -> Result<(String, PathBuf), NotPortFile> {
     }
 }
 
-/// Exit codes scripts can rely on.
-const EXIT_USAGE: u8 = 2;
-const EXIT_CONFIG: u8 = 3;
-const EXIT_IO: u8 = 4;
-
-fn load(path: &PathBuf) -> Result<Arc<RuleSet>, (u8, String)> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| (EXIT_IO, format!("{}: {e}", path.display())))?;
-    let cfg =
-        Config::from_toml(&text).map_err(|e| (EXIT_CONFIG, format!("{}: {e}", path.display())))?;
-    compile(&cfg).map(Arc::new).map_err(|e| (EXIT_CONFIG, format!("{}: {e}", path.display())))
+fn load(path: &PathBuf) -> Result<Arc<RuleSet>, CommandError> {
+    let cfg = read_config(path)?;
+    compile(&cfg)
+        .map(Arc::new)
+        .map_err(|e| CommandError::new(Exit::Invalid, format!("{}: {e}", path.display())))
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let json = std::env::args().skip(1).any(|a| a == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if json && e.use_stderr() => {
+            return CommandError::new(Exit::Usage, e.to_string().trim()).report("overlayd", true)
+        }
+        Err(e) => e.exit(),
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err((code, msg)) => {
-            eprintln!("overlayd: {msg}");
-            ExitCode::from(code)
-        }
+        Err(e) => e.report("overlayd", json),
     }
 }
 
-fn read_config(path: &PathBuf) -> Result<Config, (u8, String)> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| (EXIT_IO, format!("{}: {e}", path.display())))?;
-    Config::from_toml(&text).map_err(|e| (EXIT_CONFIG, format!("{}: {e}", path.display())))
+fn read_config(path: &PathBuf) -> Result<Config, CommandError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CommandError::file(path, e))?;
+    Config::from_toml(&text)
+        .map_err(|e| CommandError::new(Exit::Invalid, format!("{}: {e}", path.display())))
 }
 
-fn run(cli: Cli) -> Result<(), (u8, String)> {
+fn token_from(file: &Option<PathBuf>) -> Result<Option<String>, CommandError> {
+    use dataplane::api_tokens::{read_token_file, TokenFileError};
+    file.as_deref().map(read_token_file).transpose().map_err(|e| match &e {
+        TokenFileError::Read { path, .. } => CommandError::file(path, e.to_string()),
+        TokenFileError::Short { .. } => CommandError::new(Exit::Usage, e.to_string()),
+    })
+}
+
+fn run(cli: Cli) -> Result<(), CommandError> {
     match cli.cmd {
         Cmd::Run {
             state_dir,
@@ -200,6 +217,7 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
             allow_uids,
             listen_tcp,
             token_file,
+            read_token_file,
             control_only,
             workers,
             restore_previous,
@@ -214,23 +232,13 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
                 dataplane::io::pin::set_root(d);
             }
             let initial = config.as_ref().map(read_config).transpose()?;
-            let token = match &token_file {
-                Some(f) => {
-                    let t = std::fs::read_to_string(f)
-                        .map_err(|e| (EXIT_IO, format!("{}: {e}", f.display())))?;
-                    let t = t.trim().to_string();
-                    if t.len() < 16 {
-                        return Err((
-                            EXIT_USAGE,
-                            format!("{}: the token must be at least 16 characters", f.display()),
-                        ));
-                    }
-                    Some(t)
-                }
-                None => None,
-            };
-            if listen_tcp.is_some() && token.is_none() {
-                return Err((EXIT_USAGE, "--listen-tcp needs --token-file".into()));
+            let token = token_from(&token_file)?;
+            let read_token = token_from(&read_token_file)?;
+            if listen_tcp.is_some() && token.is_none() && read_token.is_none() {
+                return Err(CommandError::new(
+                    Exit::Usage,
+                    "--listen-tcp needs --token-file (or --read-token-file)",
+                ));
             }
             let opts = dataplane::run::RunOptions {
                 state_dir,
@@ -245,6 +253,7 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
                 },
                 tcp: listen_tcp,
                 token,
+                read_token,
                 datapath: (!control_only).then_some(dataplane::datapath::DatapathOptions {
                     workers,
                     pin: !no_pin,
@@ -254,7 +263,8 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
                 fresh,
                 remove_on_exit,
             };
-            dataplane::run::run(opts).map_err(|e| (EXIT_IO, e.to_string()))?;
+            dataplane::run::run(opts)
+                .map_err(|e| CommandError::new(Exit::Failed, e.to_string()))?;
         }
         Cmd::Pinned { json, bpf_dir } => {
             if let Some(d) = bpf_dir {
@@ -262,9 +272,9 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
             }
             let list = dataplane::pinned::list();
             if json {
-                println!("{}", serde_json::to_string_pretty(&list).unwrap());
+                out::json(&list);
             } else {
-                print!("{}", dataplane::pinned::render(&list));
+                out::print(&dataplane::pinned::render(&list));
             }
         }
         Cmd::Cleanup { interface, bpf_dir } => {
@@ -272,75 +282,88 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
                 dataplane::io::pin::set_root(d);
             }
             for line in dataplane::pinned::cleanup(interface.as_deref())
-                .map_err(|e| (EXIT_IO, e.to_string()))?
+                .map_err(|e| CommandError::new(Exit::Failed, e.to_string()))?
             {
-                println!("{line}");
+                out::print(&format!("{line}\n"));
             }
         }
         Cmd::Check { config, json } => {
             let rs = load(&config)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&Summary::new(&rs)).unwrap());
+                out::json(&Summary::new(&rs));
             } else {
-                print!("{}", render::summary(&rs));
+                out::print(&render::summary(&rs));
             }
         }
         Cmd::Replay { config, inputs, outputs, json } => {
             let rs = load(&config)?;
             let report = dataplane::replay::replay(rs.clone(), &inputs, &outputs).map_err(|e| {
-                let code = if matches!(e, dataplane::replay::ReplayError::UnknownPort { .. }) {
-                    EXIT_USAGE
+                let exit = if matches!(e, dataplane::replay::ReplayError::UnknownPort { .. }) {
+                    Exit::Usage
                 } else {
-                    EXIT_IO
+                    Exit::File
                 };
-                (code, e.to_string())
+                CommandError::new(exit, e.to_string())
             })?;
+            let counters = Counters::new(&rs, &report.counters);
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&Counters::new(&rs, &report.counters)).unwrap()
-                );
+                out::json(&counters);
             } else {
-                print!("{}", render::counters(&rs, &report.counters));
+                out::print(&render::replay_counters(&counters));
                 for (port, n) in &report.written {
-                    println!("wrote {n} frames for port {port}");
+                    out::line(&format!("wrote {n} frames for port {port}"));
                 }
             }
             if !report.conserved {
-                return Err((1, "counters do not add up: this is a bug, please report it".into()));
+                return Err(CommandError::new(
+                    Exit::Failed,
+                    "counters do not add up: this is a bug, please report it",
+                ));
             }
         }
         Cmd::Why { config, question, json } => {
             let rs = load(&config)?;
             let o = dataplane::why::Observed::offline();
             let report = dataplane::why::why(rs, &o, &question.request())
-                .map_err(|e| (EXIT_USAGE, format!("--{}: {e}", e.field())))?;
+                .map_err(|e| CommandError::new(Exit::Usage, format!("--{}: {e}", e.field())))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap());
+                out::json(&report);
             } else {
-                print!("{}", render::why(&report));
+                out::print(&render::why(&report));
             }
         }
         Cmd::Trace { config, in_port, hex, packet, json } => {
             let rs = load(&config)?;
             let port = rs.port_index(&in_port).ok_or_else(|| {
-                (EXIT_USAGE, format!("--in-port: no port named {in_port:?} in the configuration"))
+                CommandError::new(
+                    Exit::Usage,
+                    format!("--in-port: no port named {in_port:?} in the configuration"),
+                )
             })?;
             let frame = match (hex, packet) {
                 (Some(h), _) => engine::packet_spec::parse_hex(&h)
-                    .map_err(|e| (EXIT_USAGE, format!("--hex: {e}")))?,
+                    .map_err(|e| CommandError::new(Exit::Usage, format!("--hex: {e}")))?,
                 (None, Some(p)) => engine::packet_spec::build(&p)
-                    .map_err(|e| (EXIT_USAGE, format!("--packet: {e}")))?,
+                    .map_err(|e| CommandError::new(Exit::Usage, format!("--packet: {e}")))?,
                 (None, None) => unreachable!("clap requires one of them"),
             };
             // Offline: the rules alone, no learned next hops or interface MACs.
             let cx = engine::trace::TraceContext::default();
             let report = engine::trace::trace_packet(rs, &cx, port, &frame, 0);
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap());
+                out::json(&report);
             } else {
-                print!("{}", render::trace(&report));
+                out::print(&render::trace(&report));
             }
+        }
+        Cmd::Completions { shell } => {
+            let script = dataplane::cli::generate::completions(Cli::command(), shell);
+            out::print(&String::from_utf8_lossy(&script));
+        }
+        Cmd::Man { dir } => {
+            let pages = dataplane::cli::generate::man_pages(Cli::command(), &dir)
+                .map_err(|e| CommandError::file(&dir, e))?;
+            out::line(&format!("wrote {} man pages to {}", pages.len(), dir.display()));
         }
     }
     Ok(())

@@ -113,7 +113,9 @@ pub trait PortQueue: Send {
 
 /// A queue's statistics, as `status` shows them: the counts every backend
 /// keeps, then what only some have.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct QueueStats {
     pub queue: u32,
     /// Frames this queue received and queued for transmission: which queue,
@@ -135,7 +137,9 @@ pub struct QueueStats {
 }
 
 /// An AF_XDP socket's statistics kept by the kernel (`XDP_STATISTICS`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct RingStats {
     /// Received but dropped by the kernel (no fill-ring frame, or too large).
     pub rx_dropped: u64,
@@ -148,7 +152,9 @@ pub struct RingStats {
 }
 
 /// What an io_uring queue did for the virtio-net header and its rings.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct OffloadStats {
     /// Super-frames cut into segments, and the segments they gave.
     pub rx_super_frames: u64,

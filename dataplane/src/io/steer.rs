@@ -21,7 +21,9 @@ pub enum SteerRole {
 
 /// The program's own counters, summed over CPUs: what it redirected to the
 /// dataplane and why it passed the rest to the kernel.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct SteerStats {
     pub redirected: u64,
     pub pass_not_ip: u64,

@@ -41,7 +41,8 @@ const NAMES: [(u32, &str); 6] = [
 
 /// The offloads a TAP port asked for and got: what is not enabled the
 /// workload's own kernel does in software (it sees the feature off).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[schemars(rename = "TapOffloads")]
 pub struct Offloads {
     pub enabled: Vec<String>,
     /// Asked for, refused by this kernel.

@@ -308,7 +308,9 @@ pub fn tier_key(frame: &[u8], in_port: u16) -> Option<FlowKey> {
 }
 
 /// The program's tier counts on one port, summed over CPUs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct TierProgramStats {
     /// Frames an entry handled.
     pub hit: u64,
@@ -522,7 +524,7 @@ impl Stats {
 }
 
 /// What `status` shows of the tier.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TierStatus {
     /// Flow entries installed now, over all ingress ports.
     pub entries: u64,
@@ -546,7 +548,7 @@ pub struct TierStatus {
 }
 
 /// One port's place in the tier.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TierPortStatus {
     pub port: String,
     /// Entries installed for flows arriving here; `None`: no tier on this port.

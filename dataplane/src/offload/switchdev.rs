@@ -52,7 +52,7 @@ pub fn probe_port(ifname: &str) -> Result<PortHw, SwitchdevError> {
 }
 
 /// What a `phys_port_name` says a port is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum PortRole {
     Uplink { port: u32 },
@@ -89,7 +89,7 @@ pub fn parse_port_name(name: &str) -> PortRole {
 }
 
 /// A port of the same embedded switch as a PF.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Representor {
     pub interface: String,
     pub port_name: Option<String>,

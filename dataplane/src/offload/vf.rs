@@ -159,7 +159,7 @@ pub fn get_msg(ifindex: u32, seq: u32) -> Vec<u8> {
 }
 
 /// What the device reports about one VF.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VfState {
     pub vf: u32,
     pub mac: Option<Mac>,

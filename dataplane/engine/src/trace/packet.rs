@@ -40,7 +40,9 @@ pub struct TraceContext {
 }
 
 /// Packets and bytes a port counted each way.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct PortMoves {
     pub rx: FlowSnapshot,
     pub tx: FlowSnapshot,
@@ -48,7 +50,7 @@ pub struct PortMoves {
 
 /// Packets and bytes a tunnel counted each way, and the drops counted
 /// under it (by reason).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TunnelMoves {
     pub encap: FlowSnapshot,
     pub decap: FlowSnapshot,
@@ -59,7 +61,7 @@ pub struct TunnelMoves {
 /// The counters a packet moves, by name; ports, tunnels, rules and drop
 /// reasons that did not move are left out. Flow-cache and batch counters are
 /// not included: they depend on what the worker saw before.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CounterMoves {
     pub rx: u64,
     pub tx: u64,
@@ -143,7 +145,7 @@ impl fmt::Display for CounterMoves {
 
 /// What `trace_packet` saw: each step, the frames that would be sent and
 /// the counters the packet moves.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TraceReport {
     pub generation: u64,
     /// True when traced with a running daemon's state.

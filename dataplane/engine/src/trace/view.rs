@@ -14,7 +14,7 @@ use super::{hex, Step, TraceContext};
 
 /// One step with names instead of indices: what `/v1/trace` returns and what
 /// `overlayctl` and `overlayd trace` print.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "step", rename_all = "snake_case")]
 pub enum StepView {
     Received {
