@@ -677,7 +677,6 @@ fn in_kernel_ovs() -> bool {
 /// The kernel device (not collect_metadata) skips options whose critical
 /// bit is clear and sends none.
 #[test]
-#[ignore = "needs overlayd Geneve (issue 19)"]
 fn kernel_geneve() {
     if !require_kernel("kernel_geneve", &["geneve"]) {
         return;
@@ -707,7 +706,7 @@ fn kernel_geneve() {
             payload: Payload::Ethernet,
             peer: peer(),
             tunnel: "type = \"geneve\"\nvni = 42\nudp_checksum = true\n\
-                     geneve_options = [{ class = 0x0102, type = 0x01, data = \"0a0b0c0d\" }]"
+                     options = [{ class = 0x0102, type = 0x01, data = \"0a0b0c0d\" }]"
                 .into(),
             id: Some(42),
             wire,
