@@ -16,6 +16,9 @@ PKGS=(
   strace            # scripts/capture-netlink.sh: what iproute2 sends, for the netlink fixtures
   procps            # sysctl (the pps harness turns IPv6 off in its namespaces)
   linux-perf        # perf record: where the time goes (docs/benchmarks.md)
+  etcd-server etcd-client  # cluster mode: the shared store (docs/cluster.md) and etcdctl
+  protobuf-compiler libprotobuf-dev  # protoc and its well-known types: the etcd-client crate generates its gRPC code at build time
+  openssl           # cluster tests: a throwaway CA and member/client certificates
 )
 
 missing=()
@@ -35,4 +38,6 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # OVS's package starts its services; the tests run their own private instances.
   systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true
+  # Nor does etcd's: the cluster tests start their own members.
+  systemctl disable --now etcd >/dev/null 2>&1 || true
 fi

@@ -6,6 +6,7 @@ pub mod api_server;
 pub mod api_types;
 pub mod capture;
 pub mod client;
+pub mod cluster;
 pub mod daemon;
 pub mod datapath;
 pub mod history;

@@ -76,6 +76,11 @@ enum Cmd {
     /// Record live packets, with their fate, to pcapng (a file, or - for
     /// standard output: `overlayctl capture -w - | tshark -r -`).
     Capture(CaptureArgs),
+    /// Cluster mode: the shared store through this daemon (docs/cluster.md).
+    Cluster {
+        #[command(subcommand)]
+        cmd: dataplane::cluster::cli::ClusterCmd,
+    },
     /// Explain one packet's path through the live rules.
     Trace {
         #[arg(long)]
@@ -352,6 +357,7 @@ fn run(cli: &Cli) -> Result<(), (u8, String)> {
         Ok(())
     };
     match &cli.cmd {
+        Cmd::Cluster { cmd } => dataplane::cluster::cli::run(&cli.socket, cli.json, cmd)?,
         Cmd::Rule { cmd: RuleCmd::List } => {
             if let Some(r) = get("/v1/rules")? {
                 let rules: Vec<RuleView> = parse(&r)?;

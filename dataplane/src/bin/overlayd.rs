@@ -147,10 +147,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn read_config(path: &PathBuf) -> Result<Config, (u8, String)> {
+/// The configuration file of `run`: the document and its `[cluster]` section.
+fn read_config(
+    path: &PathBuf,
+) -> Result<(Config, Option<dataplane::cluster::ClusterSettings>), (u8, String)> {
     let text =
         std::fs::read_to_string(path).map_err(|e| (EXIT_IO, format!("{}: {e}", path.display())))?;
-    Config::from_toml(&text).map_err(|e| (EXIT_CONFIG, format!("{}: {e}", path.display())))
+    dataplane::cluster::settings::read_file_text(&text)
+        .map_err(|e| (EXIT_CONFIG, format!("{}: {e}", path.display())))
 }
 
 fn run(cli: Cli) -> Result<(), (u8, String)> {
@@ -167,7 +171,10 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
             restore_previous,
             start_empty,
         } => {
-            let initial = config.as_ref().map(read_config).transpose()?;
+            let (initial, cluster) = match config.as_ref().map(read_config).transpose()? {
+                Some((c, s)) => (Some(c), s),
+                None => (None, None),
+            };
             let token = match &token_file {
                 Some(f) => {
                     let t = std::fs::read_to_string(f)
@@ -203,6 +210,7 @@ fn run(cli: Cli) -> Result<(), (u8, String)> {
                     workers,
                     ..Default::default()
                 }),
+                cluster,
             };
             dataplane::run::run(opts).map_err(|e| (EXIT_IO, e.to_string()))?;
         }
