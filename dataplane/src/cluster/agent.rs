@@ -136,6 +136,8 @@ pub struct Agent {
     /// forwarding on the last-known cluster state).
     pub(super) synced: AtomicBool,
     health: Mutex<Health>,
+    /// Which of the endpoints the next session tries.
+    pub(super) endpoint_turn: std::sync::atomic::AtomicUsize,
     /// The session's client, for writes; `None` while disconnected.
     pub(super) client: Mutex<Option<etcd_client::Client>>,
 }
@@ -179,6 +181,7 @@ impl Agent {
                 apply_error: None,
                 conflicts: Vec::new(),
             }),
+            endpoint_turn: std::sync::atomic::AtomicUsize::new(0),
             client: Mutex::new(None),
         })
     }

@@ -91,7 +91,10 @@ async fn connect(a: &Agent) -> Result<Client, SessionError> {
         let pw = String::from_utf8_lossy(&read(p)?).trim().to_string();
         o = o.with_user(u.clone(), pw);
     }
-    rpc("connect", Client::connect(&s.endpoints, Some(o))).await
+    // One member per session, the next one after a failure: the client's
+    // balanced channel keeps sending to a member that is down.
+    let at = a.endpoint_turn.load(Ordering::Relaxed) % s.endpoints.len();
+    rpc("connect", Client::connect([&s.endpoints[at]], Some(o))).await
 }
 
 /// Lists the layout root page by page at one revision; returns the view and
@@ -268,6 +271,7 @@ pub async fn run(a: Arc<Agent>) {
             _ => {}
         }
         let was_connected = a.is_connected();
+        a.endpoint_turn.fetch_add(1, Ordering::Relaxed);
         a.disconnected(e.to_string());
         failures = if was_connected { 0 } else { failures + 1 };
         // Once at once (a member went away; the others answer), then backing
