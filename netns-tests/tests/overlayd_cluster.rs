@@ -78,7 +78,8 @@ impl Member {
         let cluster: Vec<String> =
             (0..MEMBERS).map(|j| format!("e{}=https://{}:2380", j + 1, member_ip(j))).collect();
         let p = |f: &str| self.pki.join(f).display().to_string();
-        let (cert, key, ca) = (p(&format!("{}.pem", self.name)), p(&format!("{}.key", self.name)), p("ca.pem"));
+        let (cert, key, ca) =
+            (p(&format!("{}.pem", self.name)), p(&format!("{}.key", self.name)), p("ca.pem"));
         let args: Vec<String> = vec![
             "etcd".into(),
             "--name".into(),
@@ -194,7 +195,12 @@ key_file = "{key}"
     )
 }
 
-fn api(d: &Overlayd, method: &str, path: &str, body: Option<serde_json::Value>) -> (u16, serde_json::Value) {
+fn api(
+    d: &Overlayd,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
     let body = body.map(|b| serde_json::to_vec(&b).unwrap());
     let r = dataplane::client::request(&d.socket(), method, path, &[], body.as_deref())
         .unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -246,7 +252,13 @@ impl Hosts {
     fn why(&self) -> String {
         self.alive()
             .map(|(i, d)| {
-                format!("--- h{}: cluster {:#}\nstatus {:#}\nlog:\n{}", i + 1, cluster_status(d), d.status(), d.log())
+                format!(
+                    "--- h{}: cluster {:#}\nstatus {:#}\nlog:\n{}",
+                    i + 1,
+                    cluster_status(d),
+                    d.status(),
+                    d.log()
+                )
             })
             .collect::<Vec<_>>()
             .join("\n")
@@ -254,8 +266,7 @@ impl Hosts {
 
     /// Every workload of a live host pings every other one.
     fn all_pairs_ping(&self) -> usize {
-        let live: Vec<(usize, usize)> =
-            self.alive().flat_map(|(i, _)| [(i, 0), (i, 1)]).collect();
+        let live: Vec<(usize, usize)> = self.alive().flat_map(|(i, _)| [(i, 0), (i, 1)]).collect();
         let mut n = 0;
         for &(i, k) in &live {
             for &(j, l) in &live {
@@ -263,7 +274,8 @@ impl Hosts {
                     continue;
                 }
                 let to = workload_ip(j, l);
-                let ok = pings(&self.workloads[i][k], &to, 1) || pings(&self.workloads[i][k], &to, 2);
+                let ok =
+                    pings(&self.workloads[i][k], &to, 1) || pings(&self.workloads[i][k], &to, 2);
                 assert!(ok, "w{}{} -> {to} failed\n{}", i + 1, k, self.why());
                 n += 1;
             }
@@ -314,7 +326,11 @@ fn cluster_converges_and_survives_store_and_host_failures() {
     let healthy = wait_until(Duration::from_secs(30), || {
         etcdctl(&members[0].ns, &pki, &["endpoint", "health"]).status.success()
     });
-    assert!(healthy, "etcd did not come up: {}", String::from_utf8_lossy(&etcdctl(&members[0].ns, &pki, &["endpoint", "health"]).stderr));
+    assert!(
+        healthy,
+        "etcd did not come up: {}",
+        String::from_utf8_lossy(&etcdctl(&members[0].ns, &pki, &["endpoint", "health"]).stderr)
+    );
     let put = |k: &str, v: &str| {
         let o = etcdctl(&members[0].ns, &pki, &["put", &format!("{PREFIX}/v1/{k}"), v]);
         assert!(o.status.success(), "etcdctl put {k}: {}", String::from_utf8_lossy(&o.stderr));
@@ -322,10 +338,16 @@ fn cluster_converges_and_survives_store_and_host_failures() {
     // The desired state every host converges from: one network, and the
     // forwarding rules for every node labelled role=host.
     put("networks/blue", r#"{"vni":42}"#);
-    for (id, m) in [(2147483648u32, r#"{"in_port":"wl0"}"#), (2147483649, r#"{"in_port":"wl1"}"#), (2147483650, r#"{"vni":42}"#)] {
+    for (id, m) in [
+        (2147483648u32, r#"{"in_port":"wl0"}"#),
+        (2147483649, r#"{"in_port":"wl1"}"#),
+        (2147483650, r#"{"vni":42}"#),
+    ] {
         put(
             &format!("rules/{id}"),
-            &format!(r#"{{"selector":{{"role":"host"}},"rule":{{"id":{id},"match":{m},"actions":[{{"forward_l2":42}}]}}}}"#),
+            &format!(
+                r#"{{"selector":{{"role":"host"}},"rule":{{"id":{id},"match":{m},"actions":[{{"forward_l2":42}}]}}}}"#
+            ),
         );
     }
 
@@ -370,7 +392,17 @@ fn cluster_converges_and_survives_store_and_host_failures() {
     // Each host registers its workloads through overlayctl.
     for (i, d) in hosts.alive() {
         for k in 0..2 {
-            d.ctl(&["cluster", "endpoints", "add", "--network", "blue", "--mac", &workload_mac(i, k), "--ip", &workload_ip(i, k)]);
+            d.ctl(&[
+                "cluster",
+                "endpoints",
+                "add",
+                "--network",
+                "blue",
+                "--mac",
+                &workload_mac(i, k),
+                "--ip",
+                &workload_ip(i, k),
+            ]);
         }
     }
     let full = wait_until(Duration::from_secs(10), || {
@@ -390,7 +422,10 @@ fn cluster_converges_and_survives_store_and_host_failures() {
     assert_eq!(listed.lines().count(), 1 + 2 * HOSTS, "{listed}");
     eprintln!("cluster: converged ({:.1} s in)", started.elapsed().as_secs_f64());
     let n = hosts.all_pairs_ping();
-    eprintln!("cluster: {n} all-pairs pings answered ({:.1} s in)", started.elapsed().as_secs_f64());
+    eprintln!(
+        "cluster: {n} all-pairs pings answered ({:.1} s in)",
+        started.elapsed().as_secs_f64()
+    );
 
     // Endpoint write -> in every other host's running rule set.
     let mut lat = Vec::new();
@@ -422,23 +457,41 @@ fn cluster_converges_and_survives_store_and_host_failures() {
     members[0].kill();
     std::thread::sleep(Duration::from_millis(500));
     let d1 = hosts.daemons[1].as_ref().unwrap();
-    let ok = wait_until(Duration::from_secs(10), || add_endpoint(d1, "02:00:00:02:00:01", None).0 == 200);
+    let ok = wait_until(Duration::from_secs(10), || {
+        add_endpoint(d1, "02:00:00:02:00:01", None).0 == 200
+    });
     assert!(ok, "a write failed with one member of three down\n{}", hosts.why());
     let seen = wait_until(Duration::from_secs(5), || {
         hosts.alive().filter(|(i, _)| *i != 1).all(|(_, o)| has_fdb(o, "02:00:00:02:00:01"))
     });
     assert!(seen, "a write with one member down did not propagate\n{}", hosts.why());
-    assert!(hosts.alive().all(|(_, d)| cluster_status(d)["connection"] == "connected"), "{}", hosts.why());
+    assert!(
+        hosts.alive().all(|(_, d)| cluster_status(d)["connection"] == "connected"),
+        "{}",
+        hosts.why()
+    );
     hosts.all_pairs_ping();
 
     // All members killed: forwarding goes on, writes say why they fail.
     members[1].kill();
     members[2].kill();
     let degraded = wait_until(Duration::from_secs(10), || {
-        hosts.alive().all(|(_, d)| cluster_status(d)["degraded"].as_str().is_some_and(|s| s.starts_with("degraded: store unreachable since ")))
+        hosts.alive().all(|(_, d)| {
+            cluster_status(d)["degraded"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("degraded: store unreachable since "))
+        })
     });
     assert!(degraded, "the hosts did not report degraded\n{}", hosts.why());
-    let o = hosts.daemons[2].as_ref().unwrap().ctl_output(&["cluster", "endpoints", "add", "--network", "blue", "--mac", "02:00:00:02:00:02"]);
+    let o = hosts.daemons[2].as_ref().unwrap().ctl_output(&[
+        "cluster",
+        "endpoints",
+        "add",
+        "--network",
+        "blue",
+        "--mac",
+        "02:00:00:02:00:02",
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && err.contains("degraded: store unreachable since"), "{err}");
     hosts.all_pairs_ping();
@@ -450,7 +503,9 @@ fn cluster_converges_and_survives_store_and_host_failures() {
     });
     assert!(back, "the hosts did not reconnect\n{}", hosts.why());
     let d2 = hosts.daemons[2].as_ref().unwrap();
-    let ok = wait_until(Duration::from_secs(10), || add_endpoint(d2, "02:00:00:02:00:02", None).0 == 200);
+    let ok = wait_until(Duration::from_secs(10), || {
+        add_endpoint(d2, "02:00:00:02:00:02", None).0 == 200
+    });
     assert!(ok, "no write after the store came back\n{}", hosts.why());
     let seen = wait_until(Duration::from_secs(5), || {
         hosts.alive().filter(|(i, _)| *i != 2).all(|(_, o)| has_fdb(o, "02:00:00:02:00:02"))
@@ -460,7 +515,8 @@ fn cluster_converges_and_survives_store_and_host_failures() {
     // h4 cut from the store while it changes and compacts: its watch cannot
     // resume from where it was, so it lists again and converges.
     let h4 = 3;
-    let relists_before = cluster_status(hosts.daemons[h4].as_ref().unwrap())["relists"].as_u64().unwrap();
+    let relists_before =
+        cluster_status(hosts.daemons[h4].as_ref().unwrap())["relists"].as_u64().unwrap();
     hosts.ns[h4].ip(&["link", "set", &hosts.mgmt_dev[h4], "down"]);
     let cut = wait_until(Duration::from_secs(10), || {
         cluster_status(hosts.daemons[h4].as_ref().unwrap())["connection"] == "degraded"
@@ -472,21 +528,26 @@ fn cluster_converges_and_survives_store_and_host_failures() {
     assert_eq!(add_endpoint(d0, "02:00:00:02:00:03", None).0, 200);
     assert_eq!(add_endpoint(d0, "02:00:00:02:00:04", None).0, 200);
     let o = etcdctl(&members[0].ns, &pki, &["get", "/", "-w", "json", "--limit=1"]);
-    let rev = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["header"]["revision"].as_u64().unwrap();
+    let rev = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["header"]["revision"]
+        .as_u64()
+        .unwrap();
     let o = etcdctl(&members[0].ns, &pki, &["compact", &rev.to_string()]);
     assert!(o.status.success(), "compact: {}", String::from_utf8_lossy(&o.stderr));
     hosts.ns[h4].ip(&["link", "set", &hosts.mgmt_dev[h4], "up"]);
     let relisted = wait_until(Duration::from_secs(20), || {
         let d = hosts.daemons[h4].as_ref().unwrap();
         let s = cluster_status(d);
-        s["connection"] == "connected" && s["relists"].as_u64().unwrap() > relists_before
+        s["connection"] == "connected"
+            && s["relists"].as_u64().unwrap() > relists_before
             && has_fdb(d, "02:00:00:02:00:03")
             && has_fdb(d, "02:00:00:02:00:04")
     });
     assert!(relisted, "h4 did not relist after the compaction\n{}", hosts.why());
     // Its lease may have lapsed meanwhile: it registered again, and every
     // host has all its peers back.
-    let whole = wait_until(Duration::from_secs(10), || hosts.alive().all(|(_, d)| tunnels(d).len() == HOSTS - 1));
+    let whole = wait_until(Duration::from_secs(10), || {
+        hosts.alive().all(|(_, d)| tunnels(d).len() == HOSTS - 1)
+    });
     assert!(whole, "tunnels not restored after h4 came back\n{}", hosts.why());
     hosts.all_pairs_ping();
 

@@ -20,11 +20,23 @@ use crate::api_types::ErrorBody;
 
 type Api = State<Arc<ApiState>>;
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
-    (status, Json(ErrorBody { error: msg.into(), path: None })).into_response()
+/// A refused request: its status and the API's error document.
+struct Refusal {
+    status: StatusCode,
+    body: ErrorBody,
 }
 
-fn agent(s: &ApiState) -> Result<Arc<Agent>, Response> {
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Refusal {
+    Refusal { status, body: ErrorBody { error: msg.into(), path: None } }
+}
+
+fn agent(s: &ApiState) -> Result<Arc<Agent>, Refusal> {
     s.daemon.cluster().cloned().ok_or_else(|| {
         error(
             StatusCode::NOT_FOUND,
@@ -33,7 +45,7 @@ fn agent(s: &ApiState) -> Result<Arc<Agent>, Response> {
     })
 }
 
-fn refused(e: WriteError) -> Response {
+fn refused(e: WriteError) -> Refusal {
     let status = match e {
         WriteError::Degraded(_) => StatusCode::SERVICE_UNAVAILABLE,
         WriteError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -45,42 +57,34 @@ fn refused(e: WriteError) -> Response {
     error(status, e.to_string())
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let body =
             ErrorBody { error: e.into_inner().to_string(), path: (path != ".").then_some(path) };
-        (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        Refusal { status: StatusCode::BAD_REQUEST, body }
     })
 }
 
-async fn status(State(s): Api) -> Response {
-    match agent(&s) {
-        Ok(a) => Json(a.status()).into_response(),
-        Err(r) => r,
-    }
+async fn status(State(s): Api) -> Result<Response, Refusal> {
+    let a = agent(&s)?;
+    Ok(Json(a.status()).into_response())
 }
 
-async fn nodes(State(s): Api) -> Response {
-    match agent(&s) {
-        Ok(a) => Json(a.nodes()).into_response(),
-        Err(r) => r,
-    }
+async fn nodes(State(s): Api) -> Result<Response, Refusal> {
+    let a = agent(&s)?;
+    Ok(Json(a.nodes()).into_response())
 }
 
-async fn networks(State(s): Api) -> Response {
-    match agent(&s) {
-        Ok(a) => Json(a.networks()).into_response(),
-        Err(r) => r,
-    }
+async fn networks(State(s): Api) -> Result<Response, Refusal> {
+    let a = agent(&s)?;
+    Ok(Json(a.networks()).into_response())
 }
 
-async fn endpoints(State(s): Api) -> Response {
-    match agent(&s) {
-        Ok(a) => Json(a.endpoints()).into_response(),
-        Err(r) => r,
-    }
+async fn endpoints(State(s): Api) -> Result<Response, Refusal> {
+    let a = agent(&s)?;
+    Ok(Json(a.endpoints()).into_response())
 }
 
 /// `PUT /v1/cluster/networks/{name}`.
@@ -107,9 +111,9 @@ async fn put_network(State(s): Api, Path(name): Path<String>, body: Bytes) -> Re
             mtu: r.mtu.unwrap_or(1500),
         };
         a.set_network(&name, n).await.map_err(refused)?;
-        Ok::<_, Response>(Json(serde_json::json!({ "network": name })).into_response())
+        Ok::<_, Refusal>(Json(serde_json::json!({ "network": name })).into_response())
     };
-    run.await.unwrap_or_else(|r| r)
+    run.await.unwrap_or_else(|r| r.into_response())
 }
 
 /// `POST /v1/cluster/endpoints`.
@@ -133,9 +137,9 @@ async fn add_endpoint(State(s): Api, body: Bytes) -> Response {
         let e =
             EndpointView { network: r.network, mac: r.mac, endpoint: Endpoint { node, ip: r.ip } };
         a.add_endpoint(e.clone()).await.map_err(refused)?;
-        Ok::<_, Response>(Json(e).into_response())
+        Ok::<_, Refusal>(Json(e).into_response())
     };
-    run.await.unwrap_or_else(|r| r)
+    run.await.unwrap_or_else(|r| r.into_response())
 }
 
 /// `POST /v1/cluster/endpoints/delete`.
@@ -153,12 +157,12 @@ async fn del_endpoint(State(s): Api, body: Bytes) -> Response {
         let a = agent(&s)?;
         let r: DeleteRequest = parse(&body)?;
         a.del_endpoint(&r.network, r.mac, r.any_owner).await.map_err(refused)?;
-        Ok::<_, Response>(
+        Ok::<_, Refusal>(
             Json(serde_json::json!({ "network": r.network, "mac": r.mac.to_string() }))
                 .into_response(),
         )
     };
-    run.await.unwrap_or_else(|r| r)
+    run.await.unwrap_or_else(|r| r.into_response())
 }
 
 /// The cluster's routes, for `api::routes`.

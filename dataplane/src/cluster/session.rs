@@ -27,8 +27,9 @@ use super::view::View;
 /// How long one connect or request may take before the store counts as
 /// unreachable.
 const RPC_TIMEOUT: Duration = Duration::from_secs(3);
-/// Keys fetched per page when listing.
-const PAGE: i64 = 5000;
+/// Keys fetched per page when listing: etcd counts the whole range for every
+/// page, so small pages make a big list quadratic.
+const PAGE: i64 = 50_000;
 /// Largest gRPC message accepted (a page of a big list, a burst of events).
 const MAX_MESSAGE: usize = 64 << 20;
 
@@ -69,7 +70,10 @@ async fn connect(a: &Agent) -> Result<Client, SessionError> {
     let s = &a.settings;
     let mut o = ConnectOptions::new()
         .with_connect_timeout(RPC_TIMEOUT)
-        .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
+        // etcd closes connections that ping more often than every 5 s
+        // (--grpc-keepalive-min-time); a silent member is caught sooner by
+        // the lease keep-alive going unanswered.
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(3))
         .with_keep_alive_while_idle(true)
         // A member cut off from the majority answers with an error instead
         // of serving stale reads.
