@@ -31,6 +31,7 @@ W=$(mktemp -d /tmp/overlayd-cluster-scale.XXXX)
 
 cleanup() {
   set +e
+  [ -f "$W/overlayd.log" ] && grep -E "WARN|ERROR" "$W/overlayd.log" | tail -5
   for p in $(ip netns pids "$NS" 2>/dev/null); do kill "$p" 2>/dev/null; done
   sleep 0.5
   ip netns del "$NS" 2>/dev/null

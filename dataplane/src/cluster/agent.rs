@@ -136,6 +136,8 @@ pub struct Agent {
     /// forwarding on the last-known cluster state).
     pub(super) synced: AtomicBool,
     health: Mutex<Health>,
+    /// Set when the view changed: the batch task applies it.
+    pub(super) dirty: tokio::sync::Notify,
     /// Which of the endpoints the next session tries.
     pub(super) endpoint_turn: std::sync::atomic::AtomicUsize,
     /// The session's client, for writes; `None` while disconnected.
@@ -181,6 +183,7 @@ impl Agent {
                 apply_error: None,
                 conflicts: Vec::new(),
             }),
+            dirty: tokio::sync::Notify::new(),
             endpoint_turn: std::sync::atomic::AtomicUsize::new(0),
             client: Mutex::new(None),
         })

@@ -18,7 +18,7 @@ use etcd_client::{
     Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, PutOptions, TlsOptions,
     WatchOptions,
 };
-use tokio::time::{sleep, sleep_until, timeout, Instant};
+use tokio::time::{sleep, timeout, Instant};
 
 use super::agent::Agent;
 use super::layout::{Key, Node};
@@ -149,25 +149,66 @@ async fn register(a: &Agent, c: &mut Client, lease: i64) -> Result<(), SessionEr
 async fn relist(a: &Arc<Agent>, c: &Client) -> Result<i64, SessionError> {
     let t = std::time::Instant::now();
     let (view, rev) = list(a, c).await?;
+    let listed = t.elapsed();
     let n = view.endpoints.len() + view.nodes.len();
     a.with_view(|v| *v = view);
     a.synced.store(true, Ordering::Release);
     a.at_revision(rev);
     a.counted(true);
-    apply(a).await;
+    let t = std::time::Instant::now();
+    let b = Arc::clone(a);
+    let _ = tokio::task::spawn_blocking(move || b.reconcile()).await;
     tracing::info!(
         revision = rev,
         records = n,
-        ms = t.elapsed().as_millis() as u64,
+        list_ms = listed.as_millis() as u64,
+        apply_ms = t.elapsed().as_millis() as u64,
         "cluster state listed and applied"
     );
     Ok(rev)
 }
 
-/// Applies the view as one generation (if it changes anything).
-async fn apply(a: &Arc<Agent>) {
-    let a = Arc::clone(a);
-    let _ = tokio::task::spawn_blocking(move || a.reconcile()).await;
+/// Applies the view whenever told to, one batch at a time: the first change
+/// after a batch waits `settle_ms` for more, and changes that arrive while a
+/// batch is being committed make the next one. Runs beside the sessions, so
+/// a long commit never holds up the watch or the lease keep-alive.
+async fn batches(a: Arc<Agent>) {
+    let settle = Duration::from_millis(a.settings.settle_ms);
+    loop {
+        a.dirty.notified().await;
+        sleep(settle).await;
+        let b = Arc::clone(&a);
+        let _ = tokio::task::spawn_blocking(move || b.reconcile()).await;
+    }
+}
+
+/// Renews the lease every third of its TTL until a renewal fails, goes
+/// unanswered for two periods, or finds the lease gone.
+async fn keep_alive(
+    mut keeper: etcd_client::LeaseKeeper,
+    mut alive: etcd_client::LeaseKeepAliveStream,
+    period: Duration,
+) -> SessionError {
+    let mut tick = tokio::time::interval(period);
+    let mut last_alive = Instant::now();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                if last_alive.elapsed() > period * 2 {
+                    return SessionError::KeepAliveSilent(last_alive.elapsed());
+                }
+                if let Err(e) = rpc("keep-alive", keeper.keep_alive()).await {
+                    return e;
+                }
+            }
+            r = alive.message() => match r {
+                Err(e) => return SessionError::Store("keep-alive", e),
+                Ok(None) => return SessionError::WatchEnded,
+                Ok(Some(r)) if r.ttl() <= 0 => return SessionError::LeaseExpired,
+                Ok(Some(_)) => last_alive = Instant::now(),
+            }
+        }
+    }
 }
 
 /// One session; returns why it ended. `next` is the revision to watch from
@@ -177,7 +218,20 @@ async fn session(a: &Arc<Agent>, next: &mut Option<i64>) -> Result<(), SessionEr
     let ttl = a.settings.lease_ttl_secs;
     let lease = rpc("lease grant", c.lease_grant(i64::from(ttl), None)).await?.id();
     register(a, &mut c, lease).await?;
-    let (mut keeper, mut alive) = rpc("keep-alive", c.lease_keep_alive(lease)).await?;
+    let (keeper, alive) = rpc("keep-alive", c.lease_keep_alive(lease)).await?;
+    let period = Duration::from_millis(u64::from(ttl) * 1000 / 3);
+    let (failed_tx, mut failed) = tokio::sync::oneshot::channel();
+    let renewals = tokio::spawn(async move {
+        let _ = failed_tx.send(keep_alive(keeper, alive, period).await);
+    });
+    // The renewals end with the session, however it ends.
+    struct Abort(tokio::task::JoinHandle<()>);
+    impl Drop for Abort {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _renewals = Abort(renewals);
     let start = match *next {
         Some(r) => {
             a.counted(false);
@@ -190,12 +244,6 @@ async fn session(a: &Arc<Agent>, next: &mut Option<i64>) -> Result<(), SessionEr
     let mut events = rpc("watch", w.watch(a.layout.root().as_bytes().to_vec(), Some(opts))).await?;
     a.connected(c.clone(), lease);
     let own_key = a.layout.key(&Key::Node(a.settings.node.clone()));
-
-    let period = Duration::from_millis(u64::from(ttl) * 1000 / 3);
-    let mut tick = tokio::time::interval(period);
-    let mut last_alive = Instant::now();
-    let settle = Duration::from_millis(a.settings.settle_ms);
-    let mut batch_due: Option<Instant> = None;
     loop {
         tokio::select! {
             m = events.message() => {
@@ -229,33 +277,18 @@ async fn session(a: &Arc<Agent>, next: &mut Option<i64>) -> Result<(), SessionEr
                     tracing::warn!("this node's registration vanished: registering again");
                     register(a, &mut c, lease).await?;
                 }
-                if !r.events().is_empty() && batch_due.is_none() {
-                    batch_due = Some(Instant::now() + settle);
+                if !r.events().is_empty() {
+                    a.dirty.notify_one();
                 }
             }
-            _ = async { sleep_until(batch_due.unwrap_or_else(Instant::now)).await }, if batch_due.is_some() => {
-                batch_due = None;
-                apply(a).await;
-            }
-            _ = tick.tick() => {
-                if last_alive.elapsed() > period * 2 {
-                    return Err(SessionError::KeepAliveSilent(last_alive.elapsed()));
-                }
-                rpc("keep-alive", keeper.keep_alive()).await?;
-            }
-            r = alive.message() => {
-                let r = r.map_err(|e| SessionError::Store("keep-alive", e))?.ok_or(SessionError::WatchEnded)?;
-                if r.ttl() <= 0 {
-                    return Err(SessionError::LeaseExpired);
-                }
-                last_alive = Instant::now();
-            }
+            e = &mut failed => return Err(e.unwrap_or(SessionError::WatchEnded)),
         }
     }
 }
 
 /// Sessions, one after the other, for as long as the daemon runs.
 pub async fn run(a: Arc<Agent>) {
+    tokio::spawn(batches(Arc::clone(&a)));
     let mut next: Option<i64> = None;
     let mut failures = 0u32;
     loop {
