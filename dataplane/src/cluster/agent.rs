@@ -528,6 +528,78 @@ impl Agent {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
+
+    fn settings() -> ClusterSettings {
+        let text = r#"
+[[ports]]
+name = "up0"
+kind = "uplink"
+mac = "02:00:00:00:00:10"
+[cluster]
+endpoints = ["http://192.0.2.100:2379"]
+node = "a"
+vteps = ["192.0.2.1"]
+uplink = "up0"
+"#;
+        super::super::settings::read_file_text(text).unwrap().1.unwrap()
+    }
+
+    /// The agent's batches and local API writes go through one commit path:
+    /// a batch is one generation, an unchanged view costs none, and a local
+    /// write keeps the cluster's objects.
+    #[test]
+    fn batches_and_local_writes_share_the_commit_path() {
+        let dir =
+            std::env::temp_dir().join(format!("overlayd-cluster-agent-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let local = local_doc();
+        let d = Arc::new(Daemon::start(Store::open(&dir).unwrap(), Some(local)).unwrap());
+        let a = Agent::new(settings(), Arc::clone(&d));
+        d.set_cluster(Arc::clone(&a));
+        let l = Layout::new("/overlayd");
+        a.with_view(|v| {
+            v.put(&l, b"/overlayd/v1/networks/blue", br#"{"vni":42}"#);
+            v.put(&l, b"/overlayd/v1/nodes/a", br#"{"vteps":["192.0.2.1"]}"#);
+            v.put(&l, b"/overlayd/v1/nodes/b", br#"{"vteps":["192.0.2.2"]}"#);
+            v.put(&l, b"/overlayd/v1/endpoints/blue/02:00:00:00:00:0b", br#"{"node":"b"}"#);
+        });
+        a.reconcile();
+        assert_eq!(d.generation(), 0, "nothing applied before the first list");
+        a.synced.store(true, Ordering::Release);
+        a.reconcile();
+        assert_eq!(d.generation(), 1, "one batch, one generation");
+        assert_eq!(d.config().tunnels[0].name, "cl.42.b");
+        assert_eq!(d.rules().fdb.len(), 1, "published to the workers");
+        a.reconcile();
+        assert_eq!(d.generation(), 1, "an unchanged view costs no generation");
+        // A local write of the whole document without the cluster's objects
+        // keeps them: the commit merges.
+        let mut mine = local_doc();
+        mine.rules.push(engine::model::Rule {
+            id: 7,
+            priority: 0,
+            matches: Default::default(),
+            actions: vec![engine::model::Action::Drop],
+            xdp_tier: Default::default(),
+        });
+        assert_eq!(d.apply(mine, 1).unwrap(), 2);
+        assert_eq!(d.config().tunnels.len(), 1);
+        assert_eq!(d.config().rules.len(), 1);
+        a.with_view(|v| v.delete(&l, b"/overlayd/v1/nodes/b"));
+        a.reconcile();
+        assert_eq!(d.generation(), 3);
+        assert!(d.config().tunnels.is_empty() && d.config().fdb.is_empty());
+        assert_eq!(a.status().batches, 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn local_doc() -> Config {
+        Config::from_toml(
+            "[[ports]]\nname = \"up0\"\nkind = \"uplink\"\nmac = \"02:00:00:00:00:10\"\n",
+        )
+        .unwrap()
+    }
 
     #[test]
     fn times_read_as_utc() {
