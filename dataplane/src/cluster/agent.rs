@@ -136,6 +136,11 @@ pub struct Agent {
     /// forwarding on the last-known cluster state).
     pub(super) synced: AtomicBool,
     health: Mutex<Health>,
+    /// Changes of the view so far, and the last merge's output with the view
+    /// count it was made at: the commit path merges the agent's own batch
+    /// again, and finds it already merged.
+    view_changes: std::sync::atomic::AtomicU64,
+    last_merge: Mutex<Option<(u64, Config)>>,
     /// Set when the view changed: the batch task applies it.
     pub(super) dirty: tokio::sync::Notify,
     /// Which of the endpoints the next session tries.
@@ -183,6 +188,8 @@ impl Agent {
                 apply_error: None,
                 conflicts: Vec::new(),
             }),
+            view_changes: std::sync::atomic::AtomicU64::new(0),
+            last_merge: Mutex::new(None),
             dirty: tokio::sync::Notify::new(),
             endpoint_turn: std::sync::atomic::AtomicUsize::new(0),
             client: Mutex::new(None),
@@ -198,17 +205,37 @@ impl Agent {
     }
 
     pub(super) fn with_view<T>(&self, f: impl FnOnce(&mut View) -> T) -> T {
-        f(&mut self.view.lock().unwrap_or_else(|p| p.into_inner()))
+        let mut v = self.view.lock().unwrap_or_else(|p| p.into_inner());
+        self.view_changes.fetch_add(1, Ordering::AcqRel);
+        f(&mut v)
+    }
+
+    /// Reads the view without counting a change.
+    fn read_view<T>(&self, f: impl FnOnce(&View) -> T) -> T {
+        f(&self.view.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The commit path's merge: every new document (API write, reload, or
     /// the agent's own batch) gets the cluster's objects as the view has
     /// them. Before the first list, documents pass unchanged.
-    pub fn merge(&self, c: Config) -> Config {
+    pub fn merge(&self, mut c: Config) -> Config {
         if !self.synced.load(Ordering::Acquire) {
             return c;
         }
-        let m = self.with_view(|v| derive::merge(&c, v, &self.settings));
+        let at = self.view_changes.load(Ordering::Acquire);
+        let mut memo = self.last_merge.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((n, last)) = memo.as_ref() {
+            if *n == at {
+                let g = std::mem::replace(&mut c.generation, last.generation);
+                let same = *last == c;
+                c.generation = g;
+                if same {
+                    return c;
+                }
+            }
+        }
+        let m = self.read_view(|v| derive::merge(&c, v, &self.settings));
+        *memo = Some((at, m.config.clone()));
         let mut h = self.health();
         h.conflicts = m.conflicts;
         h.apply_error = m.error;
@@ -314,7 +341,7 @@ impl Agent {
 
     pub fn status(&self) -> ClusterStatus {
         let degraded = self.degraded();
-        let (nodes, networks, endpoint_count, rules, invalid_records) = self.with_view(|v| {
+        let (nodes, networks, endpoint_count, rules, invalid_records) = self.read_view(|v| {
             (v.nodes.len(), v.networks.len(), v.endpoints.len(), v.rules.len(), v.invalid_records())
         });
         let h = self.health().clone();
@@ -343,7 +370,7 @@ impl Agent {
     }
 
     pub fn nodes(&self) -> Vec<NodeView> {
-        self.with_view(|v| {
+        self.read_view(|v| {
             v.nodes
                 .iter()
                 .map(|(n, node)| NodeView {
@@ -356,7 +383,7 @@ impl Agent {
     }
 
     pub fn networks(&self) -> Vec<NetworkView> {
-        self.with_view(|v| {
+        self.read_view(|v| {
             v.networks
                 .iter()
                 .map(|(n, net)| NetworkView { name: n.clone(), network: net.clone() })
@@ -365,7 +392,7 @@ impl Agent {
     }
 
     pub fn endpoints(&self) -> Vec<EndpointView> {
-        self.with_view(|v| {
+        self.read_view(|v| {
             v.endpoints
                 .iter()
                 .map(|((n, mac), ep)| EndpointView {
@@ -405,7 +432,7 @@ impl Agent {
     pub async fn add_endpoint(&self, e: EndpointView) -> Result<(), WriteError> {
         super::settings::check_name(&e.endpoint.node, super::settings::MAX_NODE_NAME)
             .map_err(WriteError::Invalid)?;
-        if !self.with_view(|v| v.networks.contains_key(&e.network)) {
+        if !self.read_view(|v| v.networks.contains_key(&e.network)) {
             return Err(WriteError::NotFound(format!("no network {:?} in the cluster", e.network)));
         }
         if e.mac.0[0] & 1 == 1 {
@@ -495,7 +522,7 @@ impl Agent {
         if n.vni > encap::wire::vxlan::MAX_VNI {
             return Err(WriteError::Invalid(format!("vni {} is out of range", n.vni)));
         }
-        let taken = self.with_view(|v| {
+        let taken = self.read_view(|v| {
             v.networks.iter().find(|(k, x)| *k != name && x.vni == n.vni).map(|(k, _)| k.clone())
         });
         if let Some(other) = taken {
