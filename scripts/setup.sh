@@ -20,6 +20,9 @@ PKGS=(
   systemd           # packaging test: systemd-analyze verify and security, offline
   python3-yaml man-db  # packaging test: reads the DaemonSet example, finds the man pages
   qemu-system-x86 linux-image-amd64 busybox-static  # the VM lane: Debian's kernel as a guest (netns-tests/vm/run.sh)
+  etcd-server etcd-client  # cluster mode: the shared store (docs/cluster.md) and etcdctl
+  protobuf-compiler libprotobuf-dev  # protoc and its well-known types: the etcd-client crate generates its gRPC code at build time
+  openssl           # cluster tests: a throwaway CA and member/client certificates
 )
 
 missing=()
@@ -39,6 +42,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # OVS's package starts its services; the tests run their own private instances.
   systemctl disable --now openvswitch-switch >/dev/null 2>&1 || true
+  # Nor does etcd's: the cluster tests start their own members.
+  systemctl disable --now etcd >/dev/null 2>&1 || true
 fi
 
 # cargo-deb builds the Debian package (scripts/package.sh).

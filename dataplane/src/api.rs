@@ -480,7 +480,7 @@ async fn openapi() -> Response {
 /// Every route: (method, path, handler). The router is built from this list
 /// and the test compares it with the OpenAPI document in both directions.
 fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
-    vec![
+    let mut v = vec![
         ("GET", "/v1/status", get(status)),
         ("GET", "/v1/config", get(get_config)),
         ("PUT", "/v1/config", put(put_config)),
@@ -500,7 +500,9 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
         ("POST", "/v1/capture", post(capture)),
         ("GET", "/v1/openapi.json", get(openapi)),
         ("GET", "/metrics", get(metrics)),
-    ]
+    ];
+    v.extend(crate::cluster::http::routes());
+    v
 }
 
 /// (method, path) of every route.

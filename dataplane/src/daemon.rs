@@ -70,6 +70,8 @@ pub struct Daemon {
     publish_hook: std::sync::OnceLock<Box<dyn PublishHook>>,
     /// Learned MACs and IP -> MAC bindings (`[[networks]]`).
     learning: Arc<crate::learning::Learning>,
+    /// Cluster mode's agent (docs/cluster.md); set by `run`.
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Agent>>,
 }
 
 pub type HostCheck = Box<dyn Fn(&Config) -> Result<(), ConfigError> + Send + Sync>;
@@ -116,6 +118,7 @@ impl Daemon {
             history: Mutex::new(History::default()),
             publish_hook: std::sync::OnceLock::new(),
             learning: Arc::default(),
+            cluster: std::sync::OnceLock::new(),
         })
     }
 
@@ -163,6 +166,16 @@ impl Daemon {
     /// Installs the hook told of every published rule set.
     pub fn set_publish_hook(&self, h: Box<dyn PublishHook>) {
         let _ = self.publish_hook.set(h);
+    }
+
+    /// Installs cluster mode's agent: from now on every new document gets
+    /// the cluster's objects merged in before it is validated (cluster/derive.rs).
+    pub fn set_cluster(&self, a: Arc<crate::cluster::Agent>) {
+        let _ = self.cluster.set(a);
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Agent>> {
+        self.cluster.get()
     }
 
     pub fn set_io_report(&self, r: Box<dyn IoReport>) {
@@ -311,6 +324,9 @@ impl Daemon {
     fn commit(&self, cur: &mut Config, mut new: Config) -> Result<u64, ApplyError> {
         new.generation = cur.generation + 1;
         new.schema_version = engine::model::SCHEMA_VERSION;
+        if let Some(a) = self.cluster.get() {
+            new = a.merge(new);
+        }
         let rs = compile(&new)?;
         if let Some(check) = self.host_check.get() {
             check(&new)?;

@@ -12,6 +12,7 @@ pub mod api_types;
 pub mod capture;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod daemon;
 pub mod datapath;
 pub mod history;

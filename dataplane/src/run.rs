@@ -67,8 +67,13 @@ pub enum ReloadError {
 fn reload(path: &std::path::Path, d: &Daemon) -> Result<u64, ReloadError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ReloadError::Read { path: path.into(), source })?;
-    let c = Config::from_toml(&text)
-        .map_err(|source| ReloadError::Parse { path: path.into(), source })?;
+    // The [cluster] section is read at start only.
+    let (c, _) = crate::cluster::settings::read_file_text(&text).map_err(|e| match e {
+        crate::cluster::settings::FileError::Config(source) => {
+            ReloadError::Parse { path: path.into(), source }
+        }
+        e => ReloadError::Parse { path: path.into(), source: ConfigError::Syntax(e.to_string()) },
+    })?;
     Ok(d.apply(c, d.generation())?)
 }
 
@@ -94,6 +99,8 @@ pub struct RunOptions {
     pub fresh: bool,
     /// On exit, remove the pinned programs and maps (a clean stop).
     pub remove_on_exit: bool,
+    /// Cluster mode (the file's `[cluster]` section); None: a single host.
+    pub cluster: Option<crate::cluster::ClusterSettings>,
 }
 
 /// A document is only accepted if this host can serve it: every port names
@@ -232,6 +239,12 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
     }
     let daemon = Arc::new(Daemon::start(store, o.initial)?);
     tracing::info!(generation = daemon.generation(), state_dir = %o.state_dir.display(), "started");
+    let cluster = o.cluster.map(|s| {
+        tracing::info!(node = %s.node, endpoints = ?s.endpoints, prefix = %s.prefix, "cluster mode");
+        let a = crate::cluster::Agent::new(s, Arc::clone(&daemon));
+        daemon.set_cluster(Arc::clone(&a));
+        a
+    });
     if o.datapath.is_some() {
         daemon.set_host_check(Box::new(host_check))?;
         // VF settings and flow offload follow the configuration from now on;
@@ -305,6 +318,9 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
             }
             None => None,
         };
+        if let Some(a) = cluster {
+            tokio::spawn(a.run());
+        }
         // A sample of the counters every second: tunnel liveness and what
         // moved recently (`why`) come from these.
         let d = Arc::clone(&daemon);

@@ -84,6 +84,11 @@ enum Cmd {
     /// Record live packets, with their fate, to pcapng (a file, or - for
     /// standard output: `overlayctl capture -w - | tshark -r -`).
     Capture(CaptureArgs),
+    /// Cluster mode: the shared store through this daemon (docs/cluster.md).
+    Cluster {
+        #[command(subcommand)]
+        cmd: dataplane::cluster::cli::ClusterCmd,
+    },
     /// Explain one packet's path through the live rules.
     Trace {
         #[arg(long)]
@@ -370,11 +375,27 @@ fn run(cli: &Cli) -> Result<(), CommandError> {
             out::line(&format!("wrote {} man pages to {}", pages.len(), dir.display()));
             return Ok(());
         }
+        // The cluster commands speak to the local daemon's socket themselves.
+        Cmd::Cluster { cmd } => {
+            return dataplane::cluster::cli::run(&cli.socket, cli.json, cmd).map_err(
+                |(code, msg)| {
+                    let exit = match code {
+                        3 => Exit::Invalid,
+                        4 => Exit::Unreachable,
+                        5 => Exit::Conflict,
+                        _ => Exit::Failed,
+                    };
+                    CommandError::new(exit, msg)
+                },
+            );
+        }
         _ => {}
     }
     let ctl = Ctl::connect(cli)?;
     match &cli.cmd {
-        Cmd::Completions { .. } | Cmd::Man { .. } => unreachable!("handled above"),
+        Cmd::Completions { .. } | Cmd::Man { .. } | Cmd::Cluster { .. } => {
+            unreachable!("handled above")
+        }
         Cmd::Status => ctl.show("/v1/status", views::status)?,
         Cmd::Counters => ctl.show("/v1/counters", dataplane::render::counters)?,
         Cmd::Rule { cmd: RuleCmd::List } => {

@@ -173,7 +173,7 @@ fn port_file(s: &str) -> Result<(String, PathBuf), NotPortFile> {
 }
 
 fn load(path: &PathBuf) -> Result<Arc<RuleSet>, CommandError> {
-    let cfg = read_config(path)?;
+    let (cfg, _cluster) = read_config(path)?;
     compile(&cfg)
         .map(Arc::new)
         .map_err(|e| CommandError::new(Exit::Invalid, format!("{}: {e}", path.display())))
@@ -194,9 +194,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn read_config(path: &PathBuf) -> Result<Config, CommandError> {
+/// The configuration file of `run`: the document and its `[cluster]` section.
+fn read_config(
+    path: &PathBuf,
+) -> Result<(Config, Option<dataplane::cluster::ClusterSettings>), CommandError> {
     let text = std::fs::read_to_string(path).map_err(|e| CommandError::file(path, e))?;
-    Config::from_toml(&text)
+    dataplane::cluster::settings::read_file_text(&text)
         .map_err(|e| CommandError::new(Exit::Invalid, format!("{}: {e}", path.display())))
 }
 
@@ -231,7 +234,10 @@ fn run(cli: Cli) -> Result<(), CommandError> {
             if let Some(d) = bpf_dir {
                 dataplane::io::pin::set_root(d);
             }
-            let initial = config.as_ref().map(read_config).transpose()?;
+            let (initial, cluster) = match config.as_ref().map(read_config).transpose()? {
+                Some((c, s)) => (Some(c), s),
+                None => (None, None),
+            };
             let token = token_from(&token_file)?;
             let read_token = token_from(&read_token_file)?;
             if listen_tcp.is_some() && token.is_none() && read_token.is_none() {
@@ -262,6 +268,7 @@ fn run(cli: Cli) -> Result<(), CommandError> {
                 }),
                 fresh,
                 remove_on_exit,
+                cluster,
             };
             dataplane::run::run(opts)
                 .map_err(|e| CommandError::new(Exit::Failed, e.to_string()))?;
