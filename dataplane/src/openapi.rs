@@ -46,6 +46,17 @@ pub struct Operation {
     pub refusals: &'static [(u16, &'static str)],
 }
 
+const CLUSTER: &[(u16, &str)] = &[(404, "not in cluster mode (no [cluster] section)")];
+
+const CLUSTER_WRITE: &[(u16, &str)] = &[
+    (404, "not in cluster mode, or an unknown network or endpoint"),
+    (409, "the store holds a conflicting record (another network's VNI, another node's endpoint)"),
+    (422, "a field is invalid; `path` names it"),
+    (502, "the store refused the write"),
+    (503, "degraded: the store is unreachable; the write was not sent"),
+    (504, "the store did not answer in time; the write may still commit"),
+];
+
 const WRITE: &[(u16, &str)] = &[
     (409, "the change was based on a stale generation; nothing changed"),
     (422, "the result would be invalid; `path` names the field"),
@@ -110,6 +121,34 @@ pub fn operations() -> Vec<Operation> {
             ],
             ..op("POST", "/v1/capture", "Record live packets, with their fate, as a pcapng stream", Some(of::<CaptureRequest>), Pcapng)
         },
+        Operation {
+            refusals: CLUSTER,
+            ..op("GET", "/v1/cluster/status", "Cluster mode: this node's standing with the store", None, Json(of::<crate::cluster::agent::ClusterStatus>))
+        },
+        Operation {
+            refusals: CLUSTER,
+            ..op("GET", "/v1/cluster/nodes", "Cluster mode: the nodes in this node's view of the store", None, Json(of::<Vec<crate::cluster::agent::NodeView>>))
+        },
+        Operation {
+            refusals: CLUSTER,
+            ..op("GET", "/v1/cluster/networks", "Cluster mode: the networks in the store", None, Json(of::<Vec<crate::cluster::agent::NetworkView>>))
+        },
+        Operation {
+            refusals: CLUSTER,
+            ..op("GET", "/v1/cluster/endpoints", "Cluster mode: the endpoints in the store", None, Json(of::<Vec<crate::cluster::agent::EndpointView>>))
+        },
+        Operation {
+            refusals: CLUSTER_WRITE,
+            ..op("PUT", "/v1/cluster/networks/{name}", "Cluster mode: create or replace a network in the store", Some(of::<crate::cluster::http::NetworkRequest>), Json(of::<serde_json::Value>))
+        },
+        Operation {
+            refusals: CLUSTER_WRITE,
+            ..op("POST", "/v1/cluster/endpoints", "Cluster mode: register an endpoint in the store", Some(of::<crate::cluster::http::EndpointRequest>), Json(of::<crate::cluster::agent::EndpointView>))
+        },
+        Operation {
+            refusals: CLUSTER_WRITE,
+            ..op("POST", "/v1/cluster/endpoints/delete", "Cluster mode: remove an endpoint from the store", Some(of::<crate::cluster::http::DeleteRequest>), Json(of::<serde_json::Value>))
+        },
         op("GET", "/v1/openapi.json", "This document", None, OpenApi),
         op("GET", "/metrics", "Counters for Prometheus (OpenMetrics text)", None, Metrics),
     ]
@@ -171,6 +210,18 @@ pub fn document() -> Value {
                 .iter()
                 .map(|(name, d)| json!({ "name": name, "in": "query", "required": true, "description": d, "schema": { "type": "string" } }))
                 .collect();
+        }
+        // Path parameters: `{name}` segments.
+        let in_path: Vec<Value> = o
+            .path
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+            .map(|name| json!({ "name": name, "in": "path", "required": true, "schema": { "type": "string" } }))
+            .collect();
+        if !in_path.is_empty() {
+            let mut all = operation["parameters"].as_array().cloned().unwrap_or_default();
+            all.extend(in_path);
+            operation["parameters"] = Value::Array(all);
         }
         let entry = paths.entry(o.path).or_insert_with(|| json!({}));
         entry[o.method.to_lowercase()] = operation;

@@ -21,7 +21,7 @@ use crate::daemon::{ApplyError, Daemon};
 const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where the agent stands with the store.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Connection {
     /// Never reached the store yet (since start).
@@ -48,7 +48,7 @@ struct Health {
 }
 
 /// `GET /v1/cluster/status`.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct ClusterStatus {
     pub node: String,
     pub prefix: String,
@@ -85,7 +85,7 @@ pub struct ClusterStatus {
 }
 
 /// One node as `cluster nodes` lists it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct NodeView {
     pub name: String,
     #[serde(flatten)]
@@ -94,14 +94,14 @@ pub struct NodeView {
     pub local: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 pub struct NetworkView {
     pub name: String,
     #[serde(flatten)]
     pub network: Network,
 }
 
-#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize, schemars::JsonSchema)]
 pub struct EndpointView {
     pub network: String,
     pub mac: engine::model::Mac,

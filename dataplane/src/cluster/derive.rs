@@ -40,7 +40,7 @@ pub fn tunnel_name(vni: u32, peer: &str) -> String {
 }
 
 /// Something from the cluster this node did not apply, and why.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Conflict {
     /// What was left out: `tunnel cl.42.host-b`, `fdb 42 02:..`, `rule 2147483649`.
     pub what: String,

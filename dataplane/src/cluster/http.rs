@@ -88,9 +88,9 @@ async fn endpoints(State(s): Api) -> Result<Response, Refusal> {
 }
 
 /// `PUT /v1/cluster/networks/{name}`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NetworkRequest {
+pub(crate) struct NetworkRequest {
     vni: u32,
     #[serde(default)]
     encap: Encap,
@@ -117,9 +117,9 @@ async fn put_network(State(s): Api, Path(name): Path<String>, body: Bytes) -> Re
 }
 
 /// `POST /v1/cluster/endpoints`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct EndpointRequest {
+pub(crate) struct EndpointRequest {
     network: String,
     mac: engine::model::Mac,
     #[serde(default)]
@@ -143,9 +143,9 @@ async fn add_endpoint(State(s): Api, body: Bytes) -> Response {
 }
 
 /// `POST /v1/cluster/endpoints/delete`.
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct DeleteRequest {
+pub(crate) struct DeleteRequest {
     network: String,
     mac: engine::model::Mac,
     #[serde(default)]

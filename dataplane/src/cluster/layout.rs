@@ -24,7 +24,9 @@ pub const LAYOUT: &str = "v1";
 /// id from the store, and the local configuration's rules stay below.
 pub const CLUSTER_RULE_BASE: u32 = 0x8000_0000;
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Encap {
     #[default]
@@ -34,7 +36,7 @@ pub enum Encap {
 }
 
 /// A network: one VNI of the overlay.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Network {
     pub vni: u32,
@@ -55,7 +57,7 @@ fn default_mtu() -> u16 {
 }
 
 /// A node's registration; it lives as long as the node's lease.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Node {
     pub vteps: Vec<IpAddr>,
@@ -73,7 +75,7 @@ impl Node {
 }
 
 /// A workload's address in a network, owned by the node it runs on.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     pub node: String,
@@ -82,7 +84,7 @@ pub struct Endpoint {
 }
 
 /// A rule for every node, or for the nodes whose labels include `selector`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterRule {
     #[serde(default)]

@@ -19,7 +19,7 @@ pub struct View {
 }
 
 /// A record the view could not use.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct InvalidRecord {
     pub key: String,
     pub reason: String,
