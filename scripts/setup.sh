@@ -16,6 +16,7 @@ PKGS=(
   strace            # scripts/capture-netlink.sh: what iproute2 sends, for the netlink fixtures
   procps            # sysctl (the pps harness turns IPv6 off in its namespaces)
   linux-perf        # perf record: where the time goes (docs/benchmarks.md)
+  gnuplot-nox       # benches/bulk: the throughput plot
 )
 
 missing=()
