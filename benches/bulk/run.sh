@@ -251,7 +251,9 @@ run_row() { # name a b offloads
   fi
   for s in a b; do
     [ -S "$W/api-$s.sock" ] && [ -x "$BIN/overlayctl" ] &&
-      "$BIN/overlayctl" --socket "$W/api-$s.sock" counters >"$OUT/counters-$name-$s.txt" 2>&1 || true
+      { "$BIN/overlayctl" --socket "$W/api-$s.sock" counters >"$OUT/counters-$name-$s.txt" 2>&1
+        "$BIN/overlayctl" --socket "$W/api-$s.sock" --json status >"$OUT/status-$name-$s.json" 2>&1
+        cp "$W/overlayd-$s.log" "$OUT/overlayd-$name-$s.log"; } || true
   done
   teardown
 }

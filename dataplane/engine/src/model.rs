@@ -136,6 +136,11 @@ pub struct Config {
     /// Flow entries the XDP tier holds per ingress port.
     #[serde(default = "default_tier_entries", skip_serializing_if = "is_default_tier_entries")]
     pub xdp_tier_entries: u32,
+    /// Whether the tc tier serves the XDP tier's flows on workload ports
+    /// whose frames XDP cannot forward exactly (partial checksums):
+    /// docs/configuration.md, "Top level".
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tc_tier: TierSpec,
 }
 
 /// Whether the XDP fast tier may take a flow (top level), or a rule's flows.
@@ -181,6 +186,7 @@ impl Default for Config {
             offload: Offload::default(),
             xdp_tier: TierSpec::default(),
             xdp_tier_entries: DEFAULT_TIER_ENTRIES,
+            tc_tier: TierSpec::default(),
         }
     }
 }
