@@ -42,7 +42,7 @@ done
 scripts/setup.sh >/dev/null
 TARGET=${CARGO_TARGET_DIR:-$PWD/target}
 BIN=${BULK_BIN_DIR:-$TARGET/release}
-[ -n "${BULK_BIN_DIR:-}" ] || cargo build --quiet --release -p dataplane --bin overlayd
+[ -n "${BULK_BIN_DIR:-}" ] || cargo build --quiet --release -p dataplane --bin overlayd --bin overlayctl
 OUT=$TARGET/bulk-$MODE
 mkdir -p "$OUT"; : >"$OUT/raw.jsonl"
 W=$(mktemp -d /tmp/bulk.XXXX)
