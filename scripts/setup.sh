@@ -23,6 +23,7 @@ PKGS=(
   etcd-server etcd-client  # cluster mode: the shared store (docs/cluster.md) and etcdctl
   protobuf-compiler libprotobuf-dev  # protoc and its well-known types: the etcd-client crate generates its gRPC code at build time
   openssl           # cluster tests: a throwaway CA and member/client certificates
+  gnuplot-nox       # benches/bulk: the throughput plot
 )
 
 missing=()

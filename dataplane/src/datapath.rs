@@ -291,6 +291,8 @@ pub struct Datapath {
     tier: Option<Tier>,
     /// The tier settings the datapath was built for: a change restarts it.
     tier_spec: (TierSpec, u32),
+    /// The tc tier setting it started with.
+    tc_tier: TierSpec,
     counters: Arc<CounterBoard>,
     tier_gens: Arc<TierGenerations>,
 }
@@ -529,6 +531,7 @@ impl Datapath {
             interface_macs: macs,
             tier,
             tier_spec,
+            tc_tier: rs.config.tc_tier,
             counters: links.counters,
             tier_gens: links.tier_gens,
         })
@@ -538,7 +541,9 @@ impl Datapath {
     /// (else it must restart).
     pub fn serves(&self, rs: &RuleSet) -> bool {
         let tier = (rs.config.xdp_tier, rs.config.xdp_tier_entries);
-        tier == self.tier_spec && port_specs(rs).map(|s| s == self.specs).unwrap_or(false)
+        tier == self.tier_spec
+            && rs.config.tc_tier == self.tc_tier
+            && port_specs(rs).map(|s| s == self.specs).unwrap_or(false)
     }
 
     /// Re-steers the uplinks for `rs`'s tunnels, in place.
@@ -661,6 +666,7 @@ fn start_tier(
 ) -> Result<(Tier, crate::io::tier::TierLink), DatapathError> {
     let mut ports = Vec::new();
     let mut gens = Vec::new();
+    let tc = attach_tc(steering, links.published.current().config.tc_tier);
     for (i, (spec, st)) in steering.iter_mut().enumerate() {
         let ifindex = netdev::ifindex(&spec.interface)
             .map_err(DatapathError::port(spec, "no such interface"))?;
@@ -680,6 +686,7 @@ fn start_tier(
             ifindex,
             ingress,
             not_output,
+            tc: tc.contains(&i),
         });
     }
     let tl = TierLinks {
@@ -703,6 +710,36 @@ fn start_tier(
         }
     }
     Ok((tier, link))
+}
+
+/// Attaches the tc tier to every AF_XDP workload port whose program has the
+/// tier's maps (before the tier's lookups are on, so nothing is passed to it
+/// early); returns the ports it serves. A port where it cannot attach keeps
+/// frames with partial checksums on AF_XDP, and says why in the log.
+fn attach_tc(steering: &mut [(PortSpec, Steering)], spec: TierSpec) -> Vec<usize> {
+    if spec != TierSpec::Auto {
+        return Vec::new();
+    }
+    let outputs: Vec<(u16, u32)> = steering
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (p, _))| Some((i as u16, netdev::ifindex(&p.interface).ok()?)))
+        .collect();
+    let mut served = Vec::new();
+    for (i, (spec, st)) in steering.iter_mut().enumerate() {
+        let Steering::Xdp(prog) = st else { continue };
+        if spec.kind != PortKind::Workload || !prog.tier_loaded() {
+            continue;
+        }
+        match crate::io::tc::attach(prog, &spec.interface, &outputs) {
+            Ok(()) => {
+                tracing::info!(port = %spec.name, "tc tier attached");
+                served.push(i);
+            }
+            Err(e) => tracing::warn!(port = %spec.name, error = %e, "no tc tier"),
+        }
+    }
+    served
 }
 
 /// An AF_PACKET port's steering counts, summed over its queues.

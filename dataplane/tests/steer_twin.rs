@@ -21,6 +21,7 @@ struct SteerCfg {
     gre: u32,
     tier: u32,
     in_port: u32,
+    tc_tier: u32,
 }
 
 // SAFETY: plain integers with the C layout; the kernel copies the bytes as they are.
@@ -76,6 +77,7 @@ impl Program {
                 gre: 1,
                 tier: 0,
                 in_port: 0,
+                tc_tier: 0,
             },
             0,
         )

@@ -40,6 +40,7 @@ struct steer_cfg {
 	__u32 gre;
 	__u32 tier;    /* 1: look established flows up in tier_flows */
 	__u32 in_port; /* this port's number in the rule set: key word 0 */
+	__u32 tc_tier; /* 1: dataplane/tc/tier.bpf.c is attached to this port */
 };
 
 enum stat {
@@ -56,6 +57,9 @@ enum stat {
 	ST_TIER_NO_TX,     /* the output port is not in tier_tx */
 	ST_TIER_NO_ROOM,   /* no headroom for the outer header */
 	ST_TIER_PARTIAL,   /* a partial TCP/UDP checksum, left for an offload */
+	ST_TIER_TO_TC,     /* passed up the stack for the tc tier */
+	ST_TC_HIT,         /* skbs the tc tier encapsulated */
+	ST_TC_LOST,        /* skbs the tc tier had to drop */
 	ST_MAX,
 };
 
@@ -373,8 +377,12 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c)
 	psum += proto;
 	psum = (psum & 0xffff) + (psum >> 16);
 	psum = (psum & 0xffff) + (psum >> 16);
-	if (bpf_ntohs(*csum) == psum)
+	if (bpf_ntohs(*csum) == psum) {
+		/* The skb still knows; the tc tier keeps that state (and GSO). */
+		if (c->tc_tier && e->action == TIER_ENCAP)
+			return count(ST_TIER_TO_TC, XDP_PASS);
 		return count(ST_TIER_PARTIAL, TIER_MISS);
+	}
 	__u32 slot = e->slot;
 	struct tier_count *n = bpf_map_lookup_elem(&tier_counts, &slot);
 	if (!n)

@@ -143,6 +143,11 @@ pub struct Config {
     /// entry forwards by the static FDB and flood lists only.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub networks: Vec<Network>,
+    /// Whether the tc tier serves the XDP tier's flows on workload ports
+    /// whose frames XDP cannot forward exactly (partial checksums):
+    /// docs/configuration.md, "Top level".
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tc_tier: TierSpec,
 }
 
 /// Whether the XDP fast tier may take a flow (top level), or a rule's flows.
@@ -191,6 +196,7 @@ impl Default for Config {
             xdp_tier: TierSpec::default(),
             xdp_tier_entries: DEFAULT_TIER_ENTRIES,
             networks: Vec::new(),
+            tc_tier: TierSpec::default(),
         }
     }
 }

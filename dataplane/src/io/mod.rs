@@ -9,6 +9,7 @@
 //! | `steer.rs` | what of an interface's traffic is ours (the XDP program's rule and its Rust twin) |
 //! | `xdp.rs` | the XDP program (steering, and the fast tier in front of it) and its maps |
 //! | `tier.rs` | the XDP fast tier's maps and their owner; the Rust twin of its key |
+//! | `tc.rs` | the tc tier on workload ports: skbs with partial checksums and GSO, same entries |
 //! | `afxdp.rs` | AF_XDP sockets and their rings |
 //! | `af_packet.rs` | AF_PACKET sockets, and the kernel sink on uplinks |
 //! | `tap.rs` | TAP devices |
@@ -35,6 +36,7 @@ pub mod pin;
 pub mod steer;
 pub mod sys;
 pub mod tap;
+pub mod tc;
 pub mod tier;
 pub mod uring;
 pub mod virtio;

@@ -328,6 +328,16 @@ pub struct TierProgramStats {
     /// sender the tier cannot see (to AF_XDP, which finishes it).
     #[serde(default)]
     pub partial_checksum: u64,
+    /// Frames with a partial checksum passed up to the tc tier (io/tc.rs).
+    #[serde(default)]
+    pub to_tc: u64,
+    /// Skbs the tc tier encapsulated (a GSO skb is one).
+    #[serde(default)]
+    pub tc_hit: u64,
+    /// Skbs the tc tier dropped: their entry was retired after the XDP
+    /// program passed them.
+    #[serde(default)]
+    pub tc_lost: u64,
 }
 
 /// One program's flow, counter and output maps: the owner's.
@@ -589,6 +599,9 @@ pub struct TierPort {
     pub ifindex: u32,
     /// Its program's tier maps, if flows arriving on it may be in the tier.
     pub ingress: Option<TierMaps>,
+    /// True if the tc tier (io/tc.rs) serves this port's entries too: they
+    /// may then send out of ports that take no redirected frames.
+    pub tc: bool,
     /// Why frames cannot be redirected out of it (`None`: they may be,
     /// if its driver takes them).
     pub not_output: Option<String>,
@@ -629,6 +642,7 @@ struct Ingress {
     seen: Vec<(u64, u64)>,
     free: Vec<u32>,
     by_key: StdHashMap<FlowKey, u32>,
+    tc: bool,
 }
 
 struct Output {
@@ -696,6 +710,7 @@ impl Tier {
                     seen: vec![(0, 0); n as usize],
                     free: (0..n).rev().collect(),
                     by_key: StdHashMap::new(),
+                    tc: p.tc,
                 }
             }));
         }
@@ -828,9 +843,12 @@ impl State {
             TierAction::Encap(x) => (Some(x.uplink), VXLAN4_HEADER_LEN),
         };
         let mut max_len = u16::MAX as usize;
+        // The tc tier redirects skbs, which any port takes; the XDP program
+        // leaves what it cannot redirect to AF_XDP (`no_tx`).
+        let tc = matches!(self.ingress.get(e.in_port as usize), Some(Some(i)) if i.tc);
         if let Some(p) = out {
             match self.outputs.get(p as usize) {
-                Some(o) if o.refused.is_none() => {
+                Some(o) if o.refused.is_none() || (tc && o.fixed.is_none()) => {
                     max_len = o.max_frame.saturating_sub(added);
                 }
                 _ => return s.fail(InstallFailure::CannotRedirect),

@@ -93,6 +93,8 @@ struct SteerCfg {
     tier: u32,
     /// The port's number in the rule set (the tier key's first word).
     in_port: u32,
+    /// 1: the tc tier (io/tc.rs) is attached to this port.
+    tc_tier: u32,
 }
 
 // SAFETY: plain integers with the C layout, no padding that matters to BPF
@@ -115,6 +117,8 @@ pub struct SteerProgram {
     tier: Option<(TierMaps, TierGen)>,
     /// Loaded with the tier's maps sized for use.
     tier_loaded: bool,
+    /// The tc tier's setting in the configuration map.
+    tc_tier: bool,
     /// The `meta` map (layout, generation of the tier's entries).
     meta: Array<MapData, PinMeta>,
     /// Where its state is pinned, when it is.
@@ -388,6 +392,7 @@ impl SteerProgram {
             stats,
             tier_port: None,
             tier_loaded: tier.is_some(),
+            tc_tier: false,
             tier,
             meta,
             pins: None,
@@ -453,6 +458,25 @@ impl SteerProgram {
         Ok(())
     }
 
+    /// The loaded object, whose tc tier program (io/tc.rs) shares the tier's
+    /// maps with this one.
+    pub(crate) fn object(&mut self) -> &mut Ebpf {
+        &mut self._ebpf
+    }
+
+    /// Tells the program whether the tc tier is attached to its port.
+    pub(crate) fn set_tc_tier(&mut self, on: bool) -> Result<(), XdpError> {
+        let map_err = |what: &'static str| {
+            let ifname = self.ifname.clone();
+            move |e: aya::maps::MapError| XdpError::Map { ifname, what, reason: e.to_string() }
+        };
+        let mut c = self.cfg.get(&0, 0).map_err(map_err("reading the configuration"))?;
+        c.tc_tier = on as u32;
+        self.cfg.set(0, c, 0).map_err(map_err("setting the tc tier"))?;
+        self.tc_tier = on;
+        Ok(())
+    }
+
     /// The tier's counts in the program, summed over CPUs.
     pub fn tier_stats(&self) -> Result<TierProgramStats, XdpError> {
         let sum = |i: u32| self.stat(i);
@@ -464,6 +488,9 @@ impl SteerProgram {
             no_tx: sum(10)?,
             no_headroom: sum(11)?,
             partial_checksum: sum(12)?,
+            to_tc: sum(13)?,
+            tc_hit: sum(14)?,
+            tc_lost: sum(15)?,
         })
     }
 
@@ -516,6 +543,7 @@ impl SteerProgram {
         let mut c = SteerCfg {
             tier: self.tier_port.is_some() as u32,
             in_port: self.tier_port.unwrap_or(0) as u32,
+            tc_tier: self.tc_tier as u32,
             ..SteerCfg::default()
         };
         let (mut want4, mut want6) = (Vec::new(), Vec::new());
