@@ -15,7 +15,7 @@ for t in "${TARGETS[@]}"; do
   echo "== $t (${SECS}s)"
   mkdir -p "work/$t"
   RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "work/$t" "corpus/$t" -- -max_total_time="$SECS" -print_final_stats=1 2>&1 \
-    | grep -E "^(stat::number_of_executed_units|stat::new_units_added|#[0-9]+ +DONE)|ERROR|panicked" || true
+    | grep -E "^(stat::number_of_executed_units|stat::new_units_added|#[0-9]+[[:space:]]+DONE)|ERROR|panicked" || true
   [ -z "$(ls -A artifacts/$t 2>/dev/null)" ] || { echo "fuzz: $t found a crash: fuzz/artifacts/$t" >&2; exit 1; }
 done
 echo "fuzz: no crash"
