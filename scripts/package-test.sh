@@ -94,8 +94,7 @@ echo "== the installed daemon notifies readiness once its API answers"
 # example as its configuration and a notify socket standing in for systemd.
 install -d -m 0755 /etc/overlayd
 cp /usr/share/doc/overlayd/examples/vxlan.toml /etc/overlayd/overlayd.toml
-install -d -m 0700 /var/lib/private/overlayd
-ln -sfn private/overlayd /var/lib/overlayd
+install -d -m 0700 /var/lib/overlayd
 export NOTIFY_SOCKET=$work/notify
 python3 - "$NOTIFY_SOCKET" >"$work/notified" <<'PY' &
 import socket, sys
@@ -126,7 +125,7 @@ wait "$daemon" || fail "overlayd did not stop cleanly on SIGTERM: $(cat "$work/l
 daemon=
 wait "$listener" || true
 grep -q STOPPING=1 "$work/notified" || fail "overlayd did not send STOPPING=1 on SIGTERM"
-[ -f /var/lib/private/overlayd/state.json ] || fail "the daemon kept no state in /var/lib/overlayd"
+[ -f /var/lib/overlayd/state.json ] || fail "the daemon kept no state in /var/lib/overlayd"
 echo "notified: $(tr '\n' ' ' <"$work/notified")"
 
 echo "== the installed daemon attaches its built-in XDP program"
