@@ -158,6 +158,7 @@ async fn status(State(s): Api) -> Result<Json<Status>, ApiError> {
         io,
         offload: offload_status(&s),
         tunnels,
+        cluster: s.daemon.cluster().and_then(|a| a.degraded()),
     }))
 }
 
@@ -599,6 +600,9 @@ mod tests {
                 io: None,
                 offload: offload.clone(),
                 tunnels: vec![],
+                cluster: Some(
+                    "degraded: store unreachable since 2026-11-27T00:00:00Z (3 s)".into(),
+                ),
             },
         );
         admitted("GET", "/v1/counters", Counters::default());

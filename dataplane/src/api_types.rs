@@ -50,6 +50,11 @@ pub struct Status {
     /// Each tunnel's traffic, drops and liveness.
     #[serde(default)]
     pub tunnels: Vec<TunnelStatus>,
+    /// Cluster mode only, while the store cannot be reached:
+    /// `degraded: store unreachable since <time> (<n> s)` (forwarding runs
+    /// on the last-known state; `GET /v1/cluster/status` has the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
 }
 
 /// The offloader's state, in `status` and `GET /v1/offload`.

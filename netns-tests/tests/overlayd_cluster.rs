@@ -483,6 +483,14 @@ fn cluster_converges_and_survives_store_and_host_failures() {
         })
     });
     assert!(degraded, "the hosts did not report degraded\n{}", hosts.why());
+    // and so does the daemon's own status, for humans and for JSON
+    let d2 = hosts.daemons[2].as_ref().unwrap();
+    let st = d2.status();
+    assert!(
+        st["cluster"].as_str().is_some_and(|s| s.starts_with("degraded: store unreachable since ")),
+        "status does not say degraded: {st:#}"
+    );
+    assert!(d2.ctl(&["status"]).contains("cluster: degraded: store unreachable since "));
     let o = hosts.daemons[2].as_ref().unwrap().ctl_output(&[
         "cluster",
         "endpoints",

@@ -195,6 +195,9 @@ pub fn status(s: &Status) -> String {
         uptime(s.uptime_secs),
         s.generation
     );
+    if let Some(d) = &s.cluster {
+        let _ = writeln!(o, "cluster: {d}");
+    }
     match &s.io {
         None => {
             let _ = writeln!(o, "datapath: none (control only: no interface attached)");
