@@ -764,6 +764,32 @@ pub fn tunnel_number(t: &TunnelRt) -> Option<u32> {
     }
 }
 
+/// A tunnel's kind by name, with its VNI or key: `vxlan vni 42`,
+/// `gretap key 7`, `gre (IP) no key`, `nvgre vsid 100 flow 0`.
+pub fn tunnel_kind(t: &engine::model::Tunnel) -> String {
+    let key = |k: Option<u32>| k.map_or_else(|| "no key".into(), |k| format!("key {k}"));
+    match t.kind {
+        TunnelType::Vxlan => {
+            format!("vxlan vni {}", t.vni.map_or_else(|| "?".into(), |v| v.to_string()))
+        }
+        TunnelType::Gretap => format!("gretap {}", key(t.key)),
+        TunnelType::Gre => format!("gre (IP) {}", key(t.key)),
+        TunnelType::Nvgre => format!(
+            "nvgre vsid {} flow {}",
+            t.vsid.map_or_else(|| "?".into(), |v| v.to_string()),
+            t.flow_id.unwrap_or(0)
+        ),
+        TunnelType::Geneve => {
+            let opts = t.options.iter().map(|o| format!(" option {o}")).collect::<String>();
+            format!(
+                "geneve vni {} port {}{opts}",
+                t.vni.map_or_else(|| "?".into(), |v| v.to_string()),
+                t.udp_port()
+            )
+        }
+    }
+}
+
 /// One compiled tunnel in one line: its kind by name, its VNI or key, its
 /// endpoints and next hop.
 pub fn tunnel_line(t: &TunnelRt, rs: &RuleSet) -> String {
@@ -775,7 +801,7 @@ pub fn tunnel_line(t: &TunnelRt, rs: &RuleSet) -> String {
     let kind = rs.config.tunnels.iter().find(|c| c.name == t.name);
     format!(
         "{} {} -> {} via {}, next hop {hop}, underlay mtu {} (inner IP {})",
-        kind.map_or_else(|| "?".into(), crate::render::tunnel_kind),
+        kind.map_or_else(|| "?".into(), tunnel_kind),
         t.local,
         t.remote,
         rs.ports[t.uplink as usize].name,

@@ -5,39 +5,13 @@ use std::fmt::Write;
 
 use encap::DropReason;
 use engine::compile::RuleSet;
-use engine::model::{Action, Match, PortKind, Tunnel, TunnelType};
+use engine::model::{Action, Match, PortKind};
 use engine::trace::TraceReport;
 
 use crate::api_types::{
     Blocker, Check, Counters, Hop, NextHopStatus, Outcome, Placement, Summary, WhyBasis, WhyReport,
 };
 use crate::cli::table::{ago, Table};
-
-/// A tunnel's kind by name, with its VNI or key: `vxlan vni 42`,
-/// `gretap key 7`, `gre (IP) no key`, `nvgre vsid 100 flow 0`.
-pub fn tunnel_kind(t: &Tunnel) -> String {
-    let key = |k: Option<u32>| k.map_or_else(|| "no key".into(), |k| format!("key {k}"));
-    match t.kind {
-        TunnelType::Vxlan => {
-            format!("vxlan vni {}", t.vni.map_or_else(|| "?".into(), |v| v.to_string()))
-        }
-        TunnelType::Gretap => format!("gretap {}", key(t.key)),
-        TunnelType::Gre => format!("gre (IP) {}", key(t.key)),
-        TunnelType::Nvgre => format!(
-            "nvgre vsid {} flow {}",
-            t.vsid.map_or_else(|| "?".into(), |v| v.to_string()),
-            t.flow_id.unwrap_or(0)
-        ),
-        TunnelType::Geneve => {
-            let opts = t.options.iter().map(|o| format!(" option {o}")).collect::<String>();
-            format!(
-                "geneve vni {} port {}{opts}",
-                t.vni.map_or_else(|| "?".into(), |v| v.to_string()),
-                t.udp_port()
-            )
-        }
-    }
-}
 
 /// `overlayd check`: what a configuration compiles to, and what in its
 /// rules is probably a mistake.
@@ -81,7 +55,7 @@ pub fn summary(rs: &RuleSet) -> String {
             let kind = rs.config.tunnels.iter().find(|x| x.name == rt.name);
             t.row([
                 rt.name.clone(),
-                kind.map_or_else(|| "?".into(), tunnel_kind),
+                kind.map_or_else(|| "?".into(), crate::api_types::tunnel_kind),
                 rt.local.to_string(),
                 rt.remote.to_string(),
                 c.uplink.clone(),
