@@ -32,6 +32,8 @@ pub enum AfXdpError {
     Unsupported { ifname: String, feature: &'static str, source: io::Error },
     #[error("{ifname}: {what}: {source}")]
     Io { ifname: String, what: &'static str, source: io::Error },
+    #[error("{ifname}: {what} needs {capability}: {source}")]
+    Denied { ifname: String, what: &'static str, capability: &'static str, source: io::Error },
     #[error("{ifname}: zero-copy was required but the driver refused it: {source}")]
     ZeroCopyRefused { ifname: String, source: io::Error },
 }
@@ -236,10 +238,19 @@ impl Xsk {
             source,
         })?;
         let fd = sys::socket(libc::AF_XDP, libc::SOCK_RAW, 0).map_err(|source| {
-            AfXdpError::Unsupported {
-                ifname: ifname.into(),
-                feature: "AF_XDP sockets (CONFIG_XDP_SOCKETS)",
-                source,
+            // EPERM is the missing capability, not a kernel without AF_XDP.
+            match source.raw_os_error() {
+                Some(libc::EPERM | libc::EACCES) => AfXdpError::Denied {
+                    ifname: ifname.into(),
+                    what: "an AF_XDP socket",
+                    capability: "CAP_NET_RAW",
+                    source,
+                },
+                _ => AfXdpError::Unsupported {
+                    ifname: ifname.into(),
+                    feature: "AF_XDP sockets (CONFIG_XDP_SOCKETS)",
+                    source,
+                },
             }
         })?;
         let f = fd.as_raw_fd();
