@@ -232,6 +232,7 @@ fn own_uid() -> u32 {
 }
 
 pub fn run(o: RunOptions) -> Result<(), RunError> {
+    crate::io::sys::steady_heap();
     init_logging();
     let store = Store::open(&o.state_dir)?;
     if let Some(aside) = store.recover(o.recovery)? {
@@ -318,9 +319,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
             }
             None => None,
         };
-        if let Some(a) = cluster {
-            tokio::spawn(a.run());
-        }
+        let session = cluster.as_ref().map(|a| tokio::spawn(Arc::clone(a).run()));
         // A sample of the counters every second: tunnel liveness and what
         // moved recently (`why`) come from these.
         let d = Arc::clone(&daemon);
@@ -417,6 +416,13 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
             let _ = t.await;
         }
         let _ = std::fs::remove_file(&o.socket);
+        if let (true, Some(a), Some(session)) = (o.remove_on_exit, &cluster, session) {
+            // The session first: it would register again the moment the
+            // revoke deletes this node's record.
+            session.abort();
+            let _ = session.await;
+            a.leave(std::time::Duration::from_secs(1)).await;
+        }
         if let Some(slot) = io {
             let dp = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(dp) = dp {

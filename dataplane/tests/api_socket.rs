@@ -368,7 +368,8 @@ fn concurrent_writers_serialise() {
 
 /// Rule-update latency with 10,000 rules: from sending the new document to
 /// its acknowledgement, after which the workers' next batch runs it. Prints
-/// the figures; fails only if an update takes over a second.
+/// the figures; fails only if the median update takes over a second (three
+/// in a debug build).
 #[test]
 fn rule_update_latency_with_10000_rules() {
     let dir = tempdir("latency");
@@ -402,7 +403,11 @@ fn rule_update_latency_with_10000_rules() {
         times[2],
         times[4]
     );
-    assert!(times[2] < Duration::from_secs(1));
+    // The promise (docs/api.md) is under a second for an optimised build; an
+    // unoptimised one on a loaded CI machine takes 0.5-0.9 s here, so it
+    // gets room for load but still catches anything worse than linear.
+    let limit = Duration::from_secs(if cfg!(debug_assertions) { 3 } else { 1 });
+    assert!(times[2] < limit, "median {:?} over {limit:?}", times[2]);
     // The same size of rule set, changed by one operation instead of a whole document.
     let mut op_times = Vec::new();
     for i in 0..5u32 {

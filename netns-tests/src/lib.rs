@@ -721,7 +721,8 @@ impl Overlayd {
     }
 
     /// Stops the daemon with SIGTERM; panics unless it exits cleanly.
-    pub fn stop(mut self) {
+    /// Returns its log.
+    pub fn stop(mut self) -> String {
         let pid = self.proc.id().expect("running");
         let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
         let st = self.proc.wait_timeout(Duration::from_secs(10));
@@ -730,6 +731,7 @@ impl Overlayd {
             "overlayd did not exit cleanly on SIGTERM ({st:?}); log:\n{}",
             self.log()
         );
+        self.log()
     }
 }
 

@@ -582,6 +582,26 @@ fn cluster_converges_and_survives_store_and_host_failures() {
         let c = d.settled_counters();
         assert!(c["rx"].as_u64().unwrap() > 0, "h{}: {c:#}", i + 1);
     }
+
+    // h4 stops cleanly (the helper starts overlayd with --remove-on-exit):
+    // it revokes its lease, so the others drop it at once, not after the TTL.
+    let h4 = 3;
+    let gone = format!("cl.42.h{}", h4 + 1);
+    let t = Instant::now();
+    let log = hosts.daemons[h4].take().expect("h4 runs").stop();
+    let dropped = wait_until(Duration::from_secs(TTL + 5), || {
+        hosts.alive().all(|(_, d)| !tunnels(d).contains(&gone))
+    });
+    let took = t.elapsed();
+    assert!(dropped, "h4's tunnel stayed after its clean stop\n{}", hosts.why());
+    eprintln!(
+        "cluster: a cleanly stopped host's tunnel gone from the others {:.2} s after SIGTERM",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_secs(TTL),
+        "took {took:?}: the lease was not revoked on a clean stop; h4's log:\n{log}"
+    );
     for d in hosts.daemons.iter_mut().filter_map(Option::take) {
         d.stop();
     }

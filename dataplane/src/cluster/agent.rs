@@ -539,6 +539,28 @@ impl Agent {
         super::session::run(self).await
     }
 
+    /// Leaves the cluster on a clean removal: revokes this node's lease, so
+    /// every peer drops its endpoints now rather than when the lease lapses.
+    /// A restart does not call this: peers keep forwarding to this host while
+    /// the next process takes over and registers again.
+    pub async fn leave(&self, limit: Duration) {
+        let client = self.client.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let lease = self.health().lease;
+        let (Some(mut c), Some(lease)) = (client, lease) else { return };
+        match tokio::time::timeout(limit, c.lease_revoke(lease)).await {
+            Ok(Ok(_)) => {
+                tracing::info!(node = %self.settings.node, "left the cluster (lease revoked)")
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not revoke the lease: peers drop this node when it lapses")
+            }
+            Err(_) => tracing::warn!(
+                ?limit,
+                "lease revoke unanswered: peers drop this node when it lapses"
+            ),
+        }
+    }
+
     /// Waits until the agent has its view and has applied it (tests, `run`).
     pub fn wait_synced(&self, limit: Duration) -> bool {
         let t = Instant::now();
