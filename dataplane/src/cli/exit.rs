@@ -81,17 +81,6 @@ impl CommandError {
         self.http_status = Some(status);
         self
     }
-
-    /// Reports the failure as `prog` (JSON on standard output with `json`,
-    /// else a line on standard error) and returns its exit code.
-    pub fn report(&self, prog: &str, json: bool) -> std::process::ExitCode {
-        if json {
-            crate::cli::out::json(self);
-        } else {
-            eprintln!("{prog}: {self}");
-        }
-        std::process::ExitCode::from(self.exit_code)
-    }
 }
 
 #[cfg(test)]

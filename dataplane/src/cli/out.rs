@@ -6,6 +6,8 @@ use std::io::Write;
 
 use serde::Serialize;
 
+use super::exit::{CommandError, Exit};
+
 /// Writes `text` to standard output.
 pub fn print(text: &str) {
     let mut out = std::io::stdout().lock();
@@ -31,6 +33,19 @@ pub fn json<T: Serialize + ?Sized>(doc: &T) {
     }
 }
 
+impl CommandError {
+    /// Reports the failure as `prog` (JSON on standard output with `json`,
+    /// else a line on standard error) and returns its exit code.
+    pub fn report(&self, prog: &str, json: bool) -> std::process::ExitCode {
+        if json {
+            self::json(self);
+        } else {
+            eprintln!("{prog}: {self}");
+        }
+        std::process::ExitCode::from(self.exit_code)
+    }
+}
+
 /// Standard output failed: a closed pipe ends the process quietly; any
 /// other failure (a full disk) is reported.
 fn closed(e: std::io::Error) -> ! {
@@ -38,5 +53,5 @@ fn closed(e: std::io::Error) -> ! {
         std::process::exit(0);
     }
     eprintln!("cannot write to standard output: {e}");
-    std::process::exit(crate::cli::exit::Exit::File.code().into());
+    std::process::exit(Exit::File.code().into());
 }
