@@ -319,7 +319,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
             }
             None => None,
         };
-        let session = cluster.as_ref().map(|a| tokio::spawn(Arc::clone(a).run()));
+        let session = cluster.as_ref().map(|a| tokio::spawn(crate::cluster::session::run(Arc::clone(a))));
         // A sample of the counters every second: tunnel liveness and what
         // moved recently (`why`) come from these.
         let d = Arc::clone(&daemon);

@@ -534,11 +534,6 @@ impl Agent {
         Ok(())
     }
 
-    /// Runs the store session for as long as the daemon runs.
-    pub async fn run(self: Arc<Self>) {
-        super::session::run(self).await
-    }
-
     /// Leaves the cluster on a clean removal: revokes this node's lease, so
     /// every peer drops its endpoints now rather than when the lease lapses.
     /// A restart does not call this: peers keep forwarding to this host while

@@ -9,7 +9,7 @@ pub mod cli;
 pub mod derive;
 pub mod http;
 pub mod layout;
-mod session;
+pub mod session;
 pub mod settings;
 pub mod view;
 
