@@ -107,6 +107,34 @@ impl Hasher for FxHasher {
 
 pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
+/// A network's learning and suppression settings, compiled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkRt {
+    pub learning: bool,
+    pub ageing_ns: u64,
+    pub mac_limit: u32,
+    pub suppress: bool,
+    /// Static IP -> MAC bindings.
+    pub bindings: FastMap<IpAddr, [u8; 6]>,
+}
+
+/// The networks of a validated configuration.
+pub fn compile_networks(c: &Config) -> FastMap<u32, NetworkRt> {
+    c.networks
+        .iter()
+        .map(|n| {
+            let rt = NetworkRt {
+                learning: n.learning,
+                ageing_ns: n.ageing_secs as u64 * 1_000_000_000,
+                mac_limit: n.mac_limit,
+                suppress: n.suppress_arp_nd,
+                bindings: n.bindings.iter().map(|b| (b.ip, b.mac.0)).collect(),
+            };
+            (n.vni, rt)
+        })
+        .collect()
+}
+
 /// Everything the pipeline needs for one generation. Immutable once built.
 #[derive(Clone, Debug)]
 pub struct RuleSet {
@@ -122,7 +150,7 @@ pub struct RuleSet {
     pub fdb: FastMap<(u32, [u8; 6]), u16>,
     pub flood: FastMap<u32, Flood>,
     /// Networks that learn or suppress (`forward_l2` VNI -> settings).
-    pub networks: FastMap<u32, crate::learn::NetworkRt>,
+    pub networks: FastMap<u32, NetworkRt>,
 }
 
 impl RuleSet {
@@ -341,7 +369,7 @@ pub fn compile(config: &Config) -> Result<RuleSet, ConfigError> {
         decap_index,
         fdb,
         flood,
-        networks: crate::learn::compile_networks(config),
+        networks: compile_networks(config),
     })
 }
 

@@ -9,7 +9,7 @@ use encap::tunnel::MAX_GENEVE_OPTIONS;
 use encap::wire::geneve;
 use encap::{GeneveOptionMatch, GeneveOptions};
 
-use crate::model::ConfigError;
+use crate::config_error::ConfigError;
 
 /// One Geneve option TLV.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]

@@ -28,8 +28,8 @@ use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
 
-use crate::compile::{FastMap, RuleSet};
-use crate::model::{Config, Mac};
+use crate::compile::{FastMap, NetworkRt, RuleSet};
+use crate::model::Mac;
 
 /// Events a worker may queue before the control thread drains them.
 const QUEUE_LEN: usize = 4096;
@@ -40,34 +40,6 @@ pub const REFRESH_NS: u64 = 500_000_000;
 const FILTER_SLOTS: usize = 512;
 /// How often the control thread walks the table for expired entries.
 const AGE_EVERY_NS: u64 = 100_000_000;
-
-/// A network's learning and suppression settings, compiled.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NetworkRt {
-    pub learning: bool,
-    pub ageing_ns: u64,
-    pub mac_limit: u32,
-    pub suppress: bool,
-    /// Static IP -> MAC bindings.
-    pub bindings: FastMap<IpAddr, [u8; 6]>,
-}
-
-/// The networks of a validated configuration.
-pub fn compile_networks(c: &Config) -> FastMap<u32, NetworkRt> {
-    c.networks
-        .iter()
-        .map(|n| {
-            let rt = NetworkRt {
-                learning: n.learning,
-                ageing_ns: n.ageing_secs as u64 * 1_000_000_000,
-                mac_limit: n.mac_limit,
-                suppress: n.suppress_arp_nd,
-                bindings: n.bindings.iter().map(|b| (b.ip, b.mac.0)).collect(),
-            };
-            (n.vni, rt)
-        })
-        .collect()
-}
 
 /// Where a MAC address was seen: behind a local port or a tunnel (that is,
 /// a remote VTEP).

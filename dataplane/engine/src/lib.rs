@@ -4,6 +4,7 @@
 
 pub mod classifier;
 pub mod compile;
+pub mod config_error;
 pub mod counters;
 pub mod flow_cache;
 pub mod flow_key;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use encap::wire::{geneve, vxlan};
 
+pub use crate::config_error::ConfigError;
 use crate::geneve::GeneveOption;
 
 /// The schema version this build writes; it reads this one and older ones.
@@ -786,24 +787,6 @@ impl Offload {
             }
         }
         Ok(())
-    }
-}
-
-/// Why a configuration was refused: the field's path and the reason.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{0}")]
-    Syntax(String),
-    #[error("{path}: {reason}")]
-    Invalid { path: String, reason: String },
-}
-
-impl ConfigError {
-    pub fn path(&self) -> Option<&str> {
-        match self {
-            ConfigError::Invalid { path, .. } => Some(path),
-            ConfigError::Syntax(_) => None,
-        }
     }
 }
 
