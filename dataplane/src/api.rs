@@ -28,22 +28,8 @@ use engine::model::{Config, ConfigError};
 use engine::trace::{trace_packet, TraceContext, TraceReport};
 
 pub use crate::api_refusal::MAX_BODY;
-
-pub struct ApiState {
-    pub daemon: Arc<Daemon>,
-    pub allowed_uids: Vec<u32>,
-    /// The bearer tokens TCP clients present (TCP is only served with one):
-    /// read-write, and read-only (`api_tokens`).
-    pub tokens: crate::api_tokens::Tokens,
-}
-
-/// Who is connected: a local process (its uid, from SO_PEERCRED) or a TCP
-/// client (which must present the bearer token).
-#[derive(Clone, Copy, Debug)]
-pub enum Peer {
-    Unix { uid: Option<u32> },
-    Tcp,
-}
+pub use crate::api_state::{ApiState, Peer};
+pub use crate::api_types::TraceRequest;
 
 /// An API error: status, message and, where it applies, the field path.
 #[derive(Debug)]
@@ -307,18 +293,6 @@ async fn counters(State(s): Api) -> Result<Json<Counters>, ApiError> {
 
 async fn learned_fdb(State(s): Api) -> Json<engine::learn::L2View> {
     Json(s.daemon.learning().view())
-}
-
-/// `POST /v1/trace`: the port a packet arrives on, and the packet as a
-/// description or as hex (exactly one of them).
-#[derive(serde::Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TraceRequest {
-    pub in_port: String,
-    #[serde(default)]
-    pub packet: Option<String>,
-    #[serde(default)]
-    pub hex: Option<String>,
 }
 
 async fn trace(State(s): Api, body: Bytes) -> Result<Json<TraceReport>, ApiError> {

@@ -942,3 +942,15 @@ impl Verdict {
         }
     }
 }
+
+/// `POST /v1/trace`: the port a packet arrives on, and the packet as a
+/// description or as hex (exactly one of them).
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TraceRequest {
+    pub in_port: String,
+    #[serde(default)]
+    pub packet: Option<String>,
+    #[serde(default)]
+    pub hex: Option<String>,
+}

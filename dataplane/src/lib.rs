@@ -7,6 +7,7 @@ pub const VERSION: &str =
 pub mod api;
 mod api_refusal;
 pub mod api_server;
+pub mod api_state;
 pub mod api_tokens;
 pub mod api_types;
 pub mod capture;

@@ -107,7 +107,7 @@ pub fn operations() -> Vec<Operation> {
         },
         Operation {
             refusals: &[(422, "no such port, or the packet cannot be built")],
-            ..op("POST", "/v1/trace", "Explain one packet's path through the live rules", Some(of::<crate::api::TraceRequest>), Json(of::<engine::trace::TraceReport>))
+            ..op("POST", "/v1/trace", "Explain one packet's path through the live rules", Some(of::<crate::api_types::TraceRequest>), Json(of::<engine::trace::TraceReport>))
         },
         Operation {
             refusals: &[(422, "an address or port cannot be understood; `path` names it")],

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::agent::{Agent, EndpointView, WriteError};
 use super::layout::{Encap, Endpoint, Network};
-use crate::api::ApiState;
+use crate::api_state::ApiState;
 use crate::api_types::ErrorBody;
 
 type Api = State<Arc<ApiState>>;
