@@ -479,9 +479,9 @@ const SOAK_BEGIN: &str =
 const SOAK_END: &str = "<!-- soak:end -->";
 
 fn soak_run(secs: u64, a: &Args) -> Result<(), String> {
-    if secs < 40 {
+    if secs < 200 {
         return Err(
-            "--soak needs at least 40 s (3 warm-up samples and 1 to compare, 10 s apart)".into()
+            "--soak needs at least 200 s (3 minutes of warm-up, then samples to compare, 10 s apart)".into()
         );
     }
     if own_uid() != 0 {
