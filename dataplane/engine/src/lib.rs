@@ -19,5 +19,6 @@ pub mod placement;
 pub mod schema;
 pub mod suppress;
 pub mod tier;
+pub mod tier_fit;
 pub mod trace;
 pub mod usage;
