@@ -191,10 +191,15 @@ async fn rules(State(s): Api) -> Result<Response, ApiError> {
     let c = s.daemon.config();
     let mut place: HashMap<u32, Placement> =
         placed_rules(&s).into_iter().map(|p| (p.id, p.placement)).collect();
+    let mut tier = crate::tier_place::rules(&s.daemon.rules(), &trace_context(&s.daemon));
     let list: Vec<RuleView> = c
         .rules
         .iter()
-        .map(|r| RuleView { rule: r.clone(), placement: place.remove(&r.id) })
+        .map(|r| RuleView {
+            rule: r.clone(),
+            placement: place.remove(&r.id),
+            tier: tier.remove(&r.id),
+        })
         .collect();
     Ok(([("etag", format!("\"{}\"", c.generation))], Json(list)).into_response())
 }

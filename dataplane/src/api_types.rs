@@ -130,6 +130,24 @@ pub struct RuleView {
     #[serde(flatten)]
     pub rule: Rule,
     pub placement: Option<Placement>,
+    /// Where the rule's flows run in software after their first packet:
+    /// the XDP tier, or AF_XDP and why (absent from older daemons).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<TierPlace>,
+}
+
+/// Whether a rule's (or a flow's) packets after the first are handled by
+/// the XDP tier, and if not, why (`engine::tier_fit`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct TierPlace {
+    /// True: in the XDP tier (while it has room and the output port takes
+    /// redirected frames: `status` counts what was refused).
+    pub in_tier: bool,
+    /// Why not: a `not_in_tier` reason, `tier_off` or `port_backend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The same in words.
+    pub text: String,
 }
 
 /// `GET /v1/offload`: the status and where each rule runs.
@@ -627,6 +645,10 @@ pub enum Check {
         tier: String,
         /// Where the matched rule runs, with offload active.
         placement: Option<Placement>,
+        /// Where this flow's packets after the first run in software: the
+        /// XDP tier, or AF_XDP and why.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flow: Option<TierPlace>,
     },
     /// Counters of this path that moved lately.
     Counters {

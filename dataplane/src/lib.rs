@@ -29,6 +29,7 @@ pub mod replay;
 pub mod report;
 pub mod run;
 pub mod store;
+pub mod tier_place;
 pub mod tunnels;
 pub mod why;
 pub mod worker;

@@ -429,13 +429,16 @@ fn check_text(c: &Check) -> String {
                 ""
             }
         ),
-        Check::Tier { tier, placement } => match placement {
-            Some(Placement::Hardware { device, .. }) => format!(
-                "tier: the rule runs in hardware on {device}: such packets never reach {tier}"
-            ),
-            Some(Placement::Software { reason, .. }) => format!("tier: {tier}; {reason}"),
-            None => format!("tier: {tier}"),
-        },
+        Check::Tier { tier, placement, flow } => {
+            let flow = flow.as_ref().map(|f| format!("; this flow: {}", f.text)).unwrap_or_default();
+            match placement {
+                Some(Placement::Hardware { device, .. }) => format!(
+                    "tier: the rule runs in hardware on {device}: such packets never reach {tier}"
+                ),
+                Some(Placement::Software { reason, .. }) => format!("tier: {tier}; {reason}{flow}"),
+                None => format!("tier: {tier}{flow}"),
+            }
+        }
         Check::Counters { window_secs, moved } => {
             let w = window_secs.map_or_else(|| "-".into(), |s| format!("{s} s"));
             if moved.is_empty() {

@@ -371,7 +371,7 @@ impl Walk<'_> {
             self.check_neighbour(tn, &t);
         }
         self.check_mtu(port, inbound, &t);
-        self.check_tier(port, &t);
+        self.check_tier(port, from_tunnel, &frame, &t);
         self.check_counters(port, from_tunnel, &t);
 
         let path = match (&self.blocker, t.rule) {
@@ -857,7 +857,24 @@ impl Walk<'_> {
         }
     }
 
-    fn check_tier(&mut self, port: u16, t: &Traced) {
+    fn check_tier(&mut self, port: u16, from_tunnel: Option<u16>, frame: &[u8], t: &Traced) {
+        // The flow's own judgement, as a worker makes it for its first
+        // packet; a tunnel's packets are judged by their rule (the flow the
+        // tier would see is the inner one).
+        let flow = t.rule.map(|r| {
+            let w = engine::tier_fit::worker(Arc::clone(&self.rs), &self.context());
+            match from_tunnel {
+                None => {
+                    let (key, _) = engine::flow_key::extract(frame, port, 0, 0);
+                    crate::tier_place::flow(&w, port, &key, r as u32)
+                }
+                Some(_) => {
+                    let id = self.rs.rules[r].id;
+                    let mut all = crate::tier_place::rules(&self.rs, &self.context());
+                    all.remove(&id).expect("every rule has a place")
+                }
+            }
+        });
         let rs = &self.rs;
         let placement = t.rule.and_then(|r| {
             let id = rs.rules[r].id;
@@ -868,7 +885,7 @@ impl Walk<'_> {
             _ => Outcome::Ok,
         };
         let tier = tier(rs, port, self.o.io.as_ref());
-        self.push(verdict, Check::Tier { tier, placement }, None);
+        self.push(verdict, Check::Tier { tier, placement, flow }, None);
     }
 
     fn check_counters(&mut self, port: u16, from_tunnel: Option<u16>, t: &Traced) {

@@ -472,6 +472,8 @@ fn batches_of_operations_apply_entirely_or_not_at_all() {
         ["77", "300", "in_port=wl0,ip_proto=17,l4_dst=53", "count,drop", "0", "0", "never"],
         "{out}"
     );
+    // Where it runs: in software (no offload), its flows in the XDP tier.
+    assert_eq!(row[7..].join(" "), "XDP tier after the first packet", "{out}");
     let (_, out, _) = ctl(
         &d.socket,
         &["trace", "--in-port", "wl0", "--packet", "eth/ipv4(dst=198.51.100.2)/udp(dport=53)"],

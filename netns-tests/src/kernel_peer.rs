@@ -9,6 +9,8 @@
 //!
 //! The workloads also have 2001:db8:1::1 and ::2, for IPv6 inner packets.
 
+use crate::one_tunnel::OneTunnel;
+pub use crate::one_tunnel::TierMode;
 use crate::*;
 
 /// Workload A's and B's inner addresses, IPv4 and IPv6.
@@ -71,6 +73,8 @@ pub struct Opts<'a> {
     /// finishes the checksums it would leave to a NIC. Off (the default),
     /// tunnel packets from B reach A with partial outer or inner checksums.
     pub peer_uplink_tx_off: bool,
+    /// overlayd's `xdp_tier`.
+    pub tier: TierMode,
 }
 
 impl Default for Opts<'_> {
@@ -84,6 +88,7 @@ impl Default for Opts<'_> {
             wl_backend: "af_xdp",
             tap_offloads: None,
             peer_uplink_tx_off: true,
+            tier: TierMode::Auto,
         }
     }
 }
@@ -145,41 +150,23 @@ pub fn build_opts(o: &Opts) -> Overlay {
     hb.ip(&["link", "set", &bw, "master", "br0", "up"]);
     hb.ip(&["link", "set", "br0", "up"]);
 
-    let config = format!(
-        r#"
-[[ports]]
-name = "wl"
-kind = "workload"
-interface = "{wl}"
-{wl_port}
-
-[[ports]]
-name = "up"
-kind = "uplink"
-interface = "{up}"
-backend = "{backend}"
-
-[[tunnels]]
-name = "to-b"
-type = "vxlan"
-uplink = "up"
-local = "{a_ip}"
-remote = "{b_ip}"
-vni = 42
-udp_checksum = {udp_checksum}
-
-[[rules]]
-id = 10
-match = {{ in_port = "wl" }}
-actions = [{{ encap = "to-b" }}]
-
-[[rules]]
-id = 20
-match = {{ tunnel = "to-b", vni = 42 }}
-actions = [{{ output = "wl" }}]
-{extra}
-"#
+    let up_port = format!("backend = \"{backend}\"");
+    let tunnel_body = format!(
+        "type = \"vxlan\"\nlocal = \"{a_ip}\"\nremote = \"{b_ip}\"\nvni = 42\nudp_checksum = {udp_checksum}"
     );
+    let config = OneTunnel {
+        wl: &wl,
+        wl_port: &wl_port,
+        up: &up,
+        up_port: &up_port,
+        tunnel: "to-b",
+        tunnel_body: &tunnel_body,
+        decap_match: ", vni = 42",
+        tier: o.tier,
+        extra,
+        ..OneTunnel::default()
+    }
+    .render();
     let d = Overlayd::start(&ha, &config);
     if o.tap_offloads.is_some() {
         // overlayd made the TAP device in host A; the workload side moves

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod kernel_peer;
+pub mod one_tunnel;
 pub mod vm_lane;
 
 static SEQ: AtomicU32 = AtomicU32::new(0);

@@ -24,6 +24,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
+use netns_tests::one_tunnel::{OneTunnel, TierMode};
 use netns_tests::*;
 
 /// The underlay: VTEP addresses and prefix length.
@@ -67,6 +68,7 @@ fn config(
     options: bool,
     u: Underlay,
     next_hop: Option<&str>,
+    tier: TierMode,
 ) -> String {
     let next_hop = next_hop.map(|m| format!("next_hop_mac = \"{m}\"")).unwrap_or_default();
     let (send, take) = if options {
@@ -79,42 +81,22 @@ fn config(
     } else {
         (String::new(), String::new())
     };
-    format!(
-        r#"
-[[ports]]
-name = "wl"
-kind = "workload"
-interface = "{wl}"
-
-[[ports]]
-name = "up"
-kind = "uplink"
-interface = "{up}"
-mac = "{up_mac}"
-
-[[tunnels]]
-name = "to-ovs"
-type = "geneve"
-uplink = "up"
-local = "{a}"
-remote = "{b}"
-vni = {VNI}
-{next_hop}
-{send}
-
-[[rules]]
-id = 10
-match = {{ in_port = "wl" }}
-actions = [{{ encap = "to-ovs" }}]
-
-[[rules]]
-id = 20
-match = {{ tunnel = "to-ovs", vni = {VNI}{take} }}
-actions = [{{ output = "wl" }}]
-"#,
+    let tunnel_body = format!(
+        "type = \"geneve\"\nlocal = \"{a}\"\nremote = \"{b}\"\nvni = {VNI}\n{next_hop}\n{send}",
         a = u.a,
         b = u.b,
-    )
+    );
+    OneTunnel {
+        wl,
+        up,
+        up_port: &format!("mac = \"{up_mac}\""),
+        tunnel: "to-ovs",
+        tunnel_body: &tunnel_body,
+        decap_match: &format!(", vni = {VNI}{take}"),
+        tier,
+        ..OneTunnel::default()
+    }
+    .render()
 }
 
 /// One Geneve packet on the underlay, as tshark dissects it.
@@ -254,7 +236,15 @@ fn check_sent(pkts: &[Outer], ip: &str, mac: &str, df: bool, option: Option<&str
     assert!(ports.len() >= 2, "{ip} used a single UDP source port: {ports:?}");
 }
 
+/// The interop case with the XDP tier on (the default) and off.
 fn against_ovs(options: bool, u: Underlay) {
+    for tier in TierMode::BOTH {
+        eprintln!("Geneve over {}, options {options}, xdp_tier = \"{}\"", u.a, tier.name());
+        against_ovs_in(options, u, tier);
+    }
+}
+
+fn against_ovs_in(options: bool, u: Underlay, tier: TierMode) {
     let start = Instant::now();
     let ha = Netns::new("gvha");
     let hb = Netns::new("gvhb");
@@ -328,8 +318,9 @@ fn against_ovs(options: bool, u: Underlay) {
     let ub_mac = hb.mac(&ub);
     let v4 = u.prefix == 24;
     let next_hop = (!v4).then_some(ub_mac.as_str());
-    let d = Overlayd::start(&ha, &config(&wl, &up, &up_mac, options, u, next_hop));
+    let d = Overlayd::start(&ha, &config(&wl, &up, &up_mac, options, u, next_hop, tier));
     d.wait_neighbours();
+    tier.assert_in_status(&d.status());
 
     let dir = TempDir::new("gvpeer");
     let pcap = dir.join("underlay.pcap");
@@ -338,7 +329,8 @@ fn against_ovs(options: bool, u: Underlay) {
     let cap = Capture::start(&hb, &ub, "udp port 6081", &pcap, 30_000, 90);
     let all_why = || {
         format!(
-            "{}\nOVS br-int flows:\n{}\nOVS datapath flows:\n{}",
+            "xdp_tier = \"{}\"\n{}\nOVS br-int flows:\n{}\nOVS datapath flows:\n{}",
+            tier.name(),
             why(&d),
             ovs.ofctl("dump-flows", "br-int", &[]),
             ovs.appctl(&["dpctl/dump-flows"])
@@ -370,8 +362,9 @@ fn against_ovs(options: bool, u: Underlay) {
     d.stop();
     assert!(!xdp_attached(&ha), "an XDP program was left attached in {}", ha.name());
     eprintln!(
-        "Geneve against OVS over {}, options {options}: {:.1} s",
+        "Geneve against OVS over {}, options {options}, xdp_tier = \"{}\": {:.1} s",
         u.a,
+        tier.name(),
         start.elapsed().as_secs_f64()
     );
 }

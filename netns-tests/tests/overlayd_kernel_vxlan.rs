@@ -12,38 +12,49 @@ fn case(v6: bool, udp_checksum: bool) {
     case_on(v6, udp_checksum, "af_xdp");
 }
 
+/// The interop case with the XDP tier on (the default) and off.
 fn case_on(v6: bool, udp_checksum: bool, backend: &str) {
-    let o = build_opts(&Opts { v6, udp_checksum, backend, ..Opts::default() });
+    for tier in TierMode::BOTH {
+        eprintln!("xdp_tier = \"{}\"", tier.name());
+        case_in(v6, udp_checksum, backend, tier);
+    }
+}
+
+fn case_in(v6: bool, udp_checksum: bool, backend: &str, tier: TierMode) {
+    let o = build_opts(&Opts { v6, udp_checksum, backend, tier, ..Opts::default() });
+    let mode = format!("xdp_tier = \"{}\"", tier.name());
     let why = |d: &Overlayd| {
-        format!("counters: {:#}\nstatus: {:#}\nlog:\n{}", d.counters(), d.status(), d.log())
+        format!("{mode}\ncounters: {:#}\nstatus: {:#}\nlog:\n{}", d.counters(), d.status(), d.log())
     };
+    tier.assert_in_status(&o.d.status());
     assert!(pings(&o.wa, "198.51.100.2", 5), "A -> B ping failed; {}", why(&o.d));
     assert!(pings(&o.wb, "198.51.100.1", 5), "B -> A ping failed; {}", why(&o.d));
     tcp_transfer(&o.wa, &o.wb, "198.51.100.2", 2_000_000);
     tcp_transfer(&o.wb, &o.wa, "198.51.100.1", 2_000_000);
     // The host's own traffic on the uplink still reaches its kernel.
     let a_ip = if v6 { "2001:db8::1" } else { "192.0.2.1" };
-    assert!(pings(&o.hb, a_ip, 2), "host A's kernel stopped answering on the uplink");
+    assert!(pings(&o.hb, a_ip, 2), "{mode}: host A's kernel stopped answering on the uplink");
 
     let c = o.d.settled_counters();
     let t = &c["tunnels"][0];
-    assert!(t["encap"]["packets"].as_u64().unwrap() > 1000, "{c:#}");
-    assert!(t["decap"]["packets"].as_u64().unwrap() > 1000, "{c:#}");
-    assert_eq!(c["dropped"], 0, "unexpected drops: {c:#}");
+    assert!(t["encap"]["packets"].as_u64().unwrap() > 1000, "{mode}: {c:#}");
+    assert!(t["decap"]["packets"].as_u64().unwrap() > 1000, "{mode}: {c:#}");
+    assert_eq!(c["dropped"], 0, "{mode}: unexpected drops: {c:#}");
     let st = o.d.status();
-    assert_eq!(st["io"]["ports"][1]["backend"], backend, "{st:#}");
-    assert_eq!(st["io"]["ports"][0]["xdp_mode"], "native", "{st:#}");
+    assert_eq!(st["io"]["ports"][1]["backend"], backend, "{mode}: {st:#}");
+    assert_eq!(st["io"]["ports"][0]["xdp_mode"], "native", "{mode}: {st:#}");
+    tier.assert_in_status(&st);
     if backend == "af_packet" {
         // The packet socket took tunnel traffic and left the host's own to the kernel.
         let steer = &st["io"]["ports"][1]["steering"];
-        assert!(steer["redirected"].as_u64().unwrap() > 1000, "{st:#}");
-        assert!(steer["pass_not_tunnel"].as_u64().unwrap() > 0, "{st:#}");
+        assert!(steer["redirected"].as_u64().unwrap() > 1000, "{mode}: {st:#}");
+        assert!(steer["pass_not_tunnel"].as_u64().unwrap() > 0, "{mode}: {st:#}");
     }
 
     o.assert_workload_offloads_unchanged();
     let Overlay { d, ha, .. } = o;
     d.stop();
-    assert!(!xdp_attached(&ha), "an XDP program was left attached");
+    assert!(!xdp_attached(&ha), "{mode}: an XDP program was left attached");
 }
 
 #[test]

@@ -23,6 +23,7 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Instant;
 
+use netns_tests::one_tunnel::{OneTunnel, TierMode};
 use netns_tests::*;
 
 const A_IP: &str = "192.0.2.1";
@@ -84,45 +85,26 @@ fn overlayd_config(
     id: Option<u32>,
     l3_dst: Option<&str>,
     backend: &str,
+    tier: TierMode,
 ) -> String {
     let id_match = id.map(|v| format!(", vni = {v}")).unwrap_or_default();
-    let mac = up_mac.map(|m| format!("mac = \"{m}\"")).unwrap_or_default();
+    let mac = up_mac.map(|m| format!("\nmac = \"{m}\"")).unwrap_or_default();
     let (encap_match, set_dst) = match l3_dst {
         Some(mac) => (", ethertype = 0x0800", format!("{{ set_eth_dst = \"{mac}\" }}, ")),
         None => ("", String::new()),
     };
-    format!(
-        r#"
-[[ports]]
-name = "wl"
-kind = "workload"
-interface = "{wl}"
-
-[[ports]]
-name = "up"
-kind = "uplink"
-interface = "{up}"
-backend = "{backend}"
-{mac}
-
-[[tunnels]]
-name = "to-peer"
-uplink = "up"
-local = "{local}"
-remote = "{remote}"
-{tunnel}
-
-[[rules]]
-id = 10
-match = {{ in_port = "wl"{encap_match} }}
-actions = [{{ encap = "to-peer" }}]
-
-[[rules]]
-id = 20
-match = {{ tunnel = "to-peer"{id_match} }}
-actions = [{set_dst}{{ output = "wl" }}]
-"#
-    )
+    OneTunnel {
+        wl,
+        up,
+        up_port: &format!("backend = \"{backend}\"{mac}"),
+        tunnel_body: &format!("local = \"{local}\"\nremote = \"{remote}\"\n{tunnel}"),
+        encap_match,
+        decap_match: &id_match,
+        decap_actions: &set_dst,
+        tier,
+        ..OneTunnel::default()
+    }
+    .render()
 }
 
 /// Checks a daemon's settled counters (conservation, traffic both ways
@@ -287,7 +269,15 @@ struct OvsCase {
     mtu: u32,
 }
 
+/// The interop case with the XDP tier on (the default) and off.
 fn against_ovs(c: &OvsCase, backend: &str) {
+    for tier in TierMode::BOTH {
+        eprintln!("{} ({backend}), xdp_tier = \"{}\"", c.name, tier.name());
+        against_ovs_in(c, backend, tier);
+    }
+}
+
+fn against_ovs_in(c: &OvsCase, backend: &str, tier: TierMode) {
     let start = Instant::now();
     let ha = Netns::new("ha");
     let hb = Netns::new("hb");
@@ -383,9 +373,11 @@ fn against_ovs(c: &OvsCase, backend: &str) {
         c.id,
         c.l3.then_some(we_mac.as_str()),
         backend,
+        tier,
     );
     let d = Overlayd::start(&ha, &config);
     d.wait_neighbours();
+    tier.assert_in_status(&d.status());
 
     let dir = TempDir::new("peer");
     let pcap = dir.join("underlay.pcap");
@@ -396,7 +388,8 @@ fn against_ovs(c: &OvsCase, backend: &str) {
     let cap = Capture::start(&hb, &ub, filter, &pcap, 30_000, 90);
     let ovs_why = || {
         format!(
-            "\nOVS br-int flows:\n{}\nOVS datapath flows:\n{}",
+            "\nxdp_tier = \"{}\"\nOVS br-int flows:\n{}\nOVS datapath flows:\n{}",
+            tier.name(),
             ovs.ofctl("dump-flows", "br-int", &[]),
             ovs.appctl(&["dpctl/dump-flows"])
         )
@@ -416,7 +409,12 @@ fn against_ovs(c: &OvsCase, backend: &str) {
     check_sent(&pkts, &Sent { ip: B_IP, mac: &ub_mac, id: c.id, gre_proto, df: false });
 
     check_and_stop(d, &ha, backend);
-    eprintln!("{} ({backend}): {:.1} s", c.name, start.elapsed().as_secs_f64());
+    eprintln!(
+        "{} ({backend}, xdp_tier = \"{}\"): {:.1} s",
+        c.name,
+        tier.name(),
+        start.elapsed().as_secs_f64()
+    );
 }
 
 const GRETAP_WITHOUT_KEY_AGAINST_OVS: OvsCase = OvsCase {
@@ -582,6 +580,7 @@ fn overlayd_pair(write_mac: bool, backend_a: &str) {
         Some(42),
         None,
         backend_a,
+        TierMode::Auto,
     );
     let cfg_b = overlayd_config(
         &wlb,
@@ -593,6 +592,7 @@ fn overlayd_pair(write_mac: bool, backend_a: &str) {
         Some(42),
         None,
         "af_xdp",
+        TierMode::Auto,
     );
     let da = Overlayd::start(&ha, &cfg_a);
     let db = Overlayd::start(&hb, &cfg_b);

@@ -147,6 +147,30 @@ fn why_names_each_blocker_on_a_real_topology() {
         .expect("a counters check");
     assert!(moved["tunnel to-b sent"].as_u64().unwrap_or(0) >= 3, "{text}");
     assert!(moved["rule 10"].as_u64().unwrap_or(0) >= 3, "{text}");
+    // Where this flow runs after its first packet, and why: a ping is not
+    // the tier's; a UDP flow of the same rule is.
+    let flow_tier = |r: &Value| {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["check"]["what"] == "tier")
+            .map_or(Value::Null, |f| f["check"]["flow"].clone())
+    };
+    let flow = flow_tier(&r);
+    assert_eq!(
+        (&flow["in_tier"], &flow["reason"]),
+        (&false.into(), &"not_tcp_udp".into()),
+        "{text}"
+    );
+    assert!(text.contains("this flow: AF_XDP: the tier takes untagged"), "{text}");
+    let (r, text) = why(d, &[&to_b[..], &["--proto", "udp", "--dport", "53"]].concat());
+    assert_eq!(flow_tier(&r)["in_tier"], true, "{text}");
+    assert!(text.contains("this flow: XDP tier after the first packet"), "{text}");
+    // rule list says the same of rule 10 (VXLAN, next hop resolved).
+    let rules = d.ctl(&["rule", "list"]);
+    let row = rules.lines().find(|l| l.starts_with("10 ")).unwrap_or_default();
+    assert!(row.ends_with("XDP tier after the first packet"), "{rules}");
 
     // A drop rule.
     d.ctl(&[

@@ -20,5 +20,6 @@ pub mod placement;
 pub mod schema;
 pub mod suppress;
 pub mod tier;
+pub mod tier_fit;
 pub mod trace;
 pub mod usage;

@@ -165,7 +165,7 @@ pub enum TierSpec {
 }
 
 /// Default flow entries of the XDP tier per ingress port.
-pub const DEFAULT_TIER_ENTRIES: u32 = 16384;
+pub const DEFAULT_TIER_ENTRIES: u32 = 131_072;
 /// Bounds of `xdp_tier_entries`.
 pub const TIER_ENTRIES_RANGE: std::ops::RangeInclusive<u32> = 16..=1 << 22;
 

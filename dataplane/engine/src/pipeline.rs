@@ -73,8 +73,44 @@ enum Dest {
     Tunnel(u16),
 }
 
-/// Most destinations one send action may have (a flood list's tunnels + ports).
-pub(crate) const MAX_DESTS: usize = 64;
+/// Where one send action delivers: one place, or a flood list's tunnels
+/// and ports, walked where the rule set holds them, so a list of any length
+/// is sent in full without an array or an allocation.
+#[derive(Clone, Copy)]
+enum Dests<'r> {
+    One(Dest),
+    Flood { tunnels: &'r [u16], ports: &'r [u16], skip_port: u16 },
+}
+
+impl Dests<'_> {
+    fn len(&self) -> usize {
+        match *self {
+            Dests::One(_) => 1,
+            Dests::Flood { tunnels, ports, skip_port } => {
+                tunnels.len() + ports.iter().filter(|p| **p != skip_port).count()
+            }
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = Dest> + '_ {
+        let (one, tunnels, ports, skip_port) = match *self {
+            Dests::One(d) => (Some(d), &[][..], &[][..], u16::MAX),
+            Dests::Flood { tunnels, ports, skip_port } => (None, tunnels, ports, skip_port),
+        };
+        one.into_iter()
+            .chain(tunnels.iter().map(|t| Dest::Tunnel(*t)))
+            .chain(ports.iter().filter(move |p| **p != skip_port).map(|p| Dest::Port(*p)))
+    }
+}
+
+/// Most copies one packet can become under `rs`: what a trace must have
+/// frames for. Each send action makes one copy, or one per member of the
+/// largest flood list.
+pub(crate) fn max_copies(rs: &RuleSet) -> usize {
+    let flood = rs.flood.values().map(|f| f.tunnels.len() + f.ports.len()).max().unwrap_or(0);
+    let sends = rs.rules.iter().map(|r| r.actions.len()).max().unwrap_or(0);
+    sends * flood.max(1)
+}
 
 /// ICMP "too big" replies per second per worker, and the burst allowed.
 const ICMP_PER_SEC: u64 = 100;
@@ -436,9 +472,8 @@ impl Worker {
                             return self.deliver(b, Dest::Port(in_port), tunnel_tag, pkt);
                         }
                     }
-                    let mut dests = [Dest::Port(0); MAX_DESTS];
-                    let n = match self.destinations(b, *a, &pkt, tunnel_tag, &mut dests) {
-                        Ok(n) => n,
+                    let dests = match self.destinations(b, *a, &pkt, tunnel_tag) {
+                        Ok(d) => d,
                         Err(reason) => {
                             if sends_left == 0 {
                                 return b.drop(pkt, reason, Stage::Forward, tunnel_tag);
@@ -448,17 +483,18 @@ impl Worker {
                             continue;
                         }
                     };
+                    let n = dests.len();
                     if n > 1 {
                         b.t.step(|| Step::Replicated { copies: n as u32 });
                     }
-                    for (i, d) in dests[..n].iter().enumerate() {
+                    for (i, d) in dests.iter().enumerate() {
                         let last = sends_left == 0 && i + 1 == n;
                         if last {
-                            return self.deliver(b, *d, tunnel_tag, pkt);
+                            return self.deliver(b, d, tunnel_tag, pkt);
                         }
                         c.replicas.inc();
                         match copy_of(&pkt, b.pool) {
-                            Some(copy) => self.deliver(b, *d, tunnel_tag, copy),
+                            Some(copy) => self.deliver(b, d, tunnel_tag, copy),
                             None => {
                                 c.drop_in_tunnel(DropReason::NoFreeFrame, tunnel_tag);
                                 b.t.step(|| Step::Dropped {
@@ -479,26 +515,19 @@ impl Worker {
         b.drop(pkt, DropReason::RuleDrop, Stage::Action, tunnel_tag)
     }
 
-    /// Resolves a send action to its destinations; returns how many.
-    fn destinations<'a, P: FramePool<'a>, T: Tracer>(
+    /// Resolves a send action to its destinations.
+    fn destinations<'r, 'a, P: FramePool<'a>, T: Tracer>(
         &self,
-        b: &mut Batch<'_, 'a, P, T>,
+        b: &mut Batch<'r, 'a, P, T>,
         a: Act,
         pkt: &PacketBuf<'_>,
         tunnel_tag: u16,
-        dests: &mut [Dest; MAX_DESTS],
-    ) -> Result<usize, DropReason> {
+    ) -> Result<Dests<'r>, DropReason> {
         let (rs, in_port) = (b.rs, b.in_port);
         match a {
             Act::Output(p) if p == in_port => Err(DropReason::SelfLoop),
-            Act::Output(p) => {
-                dests[0] = Dest::Port(p);
-                Ok(1)
-            }
-            Act::Encap(tn) => {
-                dests[0] = Dest::Tunnel(tn);
-                Ok(1)
-            }
+            Act::Output(p) => Ok(Dests::One(Dest::Port(p))),
+            Act::Encap(tn) => Ok(Dests::One(Dest::Tunnel(tn))),
             Act::ForwardL2(vni) => {
                 let dst: [u8; 6] = pkt.data()[0..6].try_into().unwrap();
                 let unicast = dst[0] & 1 == 0;
@@ -508,47 +537,33 @@ impl Worker {
                         if tunnel_tag != 0 {
                             return Err(DropReason::SelfLoop);
                         }
-                        dests[0] = Dest::Tunnel(tn);
-                        return Ok(1);
+                        return Ok(Dests::One(Dest::Tunnel(tn)));
                     }
                     let learned =
                         self.l2.as_ref().and_then(|l| l.lookup(rs.generation, vni, dst, b.now_ns));
                     if let Some(at) = learned {
                         b.t.step(|| Step::L2(L2Step::Known { vni, mac: dst, at }));
-                        dests[0] = match at {
+                        return Ok(Dests::One(match at {
                             Loc::Port(p) if p == in_port => return Err(DropReason::SelfLoop),
                             Loc::Tunnel(_) if tunnel_tag != 0 => return Err(DropReason::SelfLoop),
                             Loc::Port(p) => Dest::Port(p),
                             Loc::Tunnel(tn) => Dest::Tunnel(tn),
-                        };
-                        return Ok(1);
+                        }));
                     }
                 }
                 let Some(f) = rs.flood.get(&vni) else {
                     return Err(DropReason::FloodListEmpty);
                 };
-                let mut n = 0;
-                if tunnel_tag == 0 {
-                    for &tn in &f.tunnels {
-                        if n < MAX_DESTS {
-                            dests[n] = Dest::Tunnel(tn);
-                            n += 1;
-                        }
-                    }
-                }
-                for &p in f.ports.iter().filter(|p| **p != in_port) {
-                    if n < MAX_DESTS {
-                        dests[n] = Dest::Port(p);
-                        n += 1;
-                    }
-                }
-                if n == 0 {
+                // Split horizon: a tunnel's packet floods to ports only.
+                let tunnels = if tunnel_tag == 0 { &f.tunnels[..] } else { &[] };
+                let d = Dests::Flood { tunnels, ports: &f.ports, skip_port: in_port };
+                if d.len() == 0 {
                     Err(DropReason::FloodListEmpty)
                 } else {
-                    Ok(n)
+                    Ok(d)
                 }
             }
-            _ => Ok(0),
+            _ => Ok(Dests::Flood { tunnels: &[], ports: &[], skip_port: in_port }),
         }
     }
 

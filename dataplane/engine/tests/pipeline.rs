@@ -452,3 +452,50 @@ fn trace_predicts_the_fast_path() {
     assert_eq!(t.counters.rules.get(&6).map(|f| f.packets), Some(1), "{t}");
     assert!(!t.live && t.to_string().contains("rules only: no learned next hops"), "{t}");
 }
+
+/// A flood list longer than any fixed array: every member gets its copy
+/// (there is no cap), and when packet memory runs out each copy not made
+/// is a `no_free_frame` drop, so rx + replicas = tx + dropped either way.
+#[test]
+fn flood_lists_of_any_length_are_sent_in_full() {
+    const TUNNELS: usize = 150;
+    let mut conf = String::from(
+        "generation = 1\n[[ports]]\nname = \"wl0\"\nkind = \"workload\"\n\
+         [[ports]]\nname = \"up0\"\nkind = \"uplink\"\nmac = \"02:00:00:00:00:10\"\n",
+    );
+    for i in 0..TUNNELS {
+        conf += &format!(
+            "[[tunnels]]\nname = \"t{i}\"\ntype = \"vxlan\"\nuplink = \"up0\"\nlocal = \"192.0.2.1\"\n\
+             remote = \"10.{}.{}.1\"\nvni = 42\nnext_hop_mac = \"02:00:00:00:01:01\"\n",
+            i / 256,
+            i % 256
+        );
+    }
+    conf += "[[rules]]\nid = 1\nmatch = { in_port = \"wl0\" }\nactions = [{ forward_l2 = 42 }]\n";
+    let names: Vec<String> = (0..TUNNELS).map(|i| format!("\"t{i}\"")).collect();
+    conf += &format!("[[flood]]\nvni = 42\ntunnels = [{}]\n", names.join(", "));
+    let rs = Arc::new(compile(&Config::from_toml(&conf).unwrap()).unwrap());
+    let bcast = udp_frame([0xff; 6], [198, 51, 100, 255], 8);
+    for spare in [TUNNELS, 20] {
+        let mut w = Worker::new(Arc::clone(&rs));
+        let mut rx = vec![0u8; FRAME];
+        rx[HEADROOM..HEADROOM + bcast.len()].copy_from_slice(&bcast);
+        let mut bufs: Vec<Vec<u8>> = (0..spare).map(|_| vec![0u8; FRAME]).collect();
+        let mut it = bufs.iter_mut();
+        let mut pool = || it.next().map(|b| PacketBuf::new(b, HEADROOM, 0).unwrap());
+        let mut out = Outputs::new(rs.ports.len(), TUNNELS);
+        let pkt = PacketBuf::new(&mut rx, HEADROOM, bcast.len()).unwrap();
+        w.process(0, &mut vec![pkt], &mut pool, &mut out, 0, &mut NoTrace);
+        let s = Snapshot::sum([&*w.counters()]);
+        assert!(s.conserved(), "{spare} spare frames: {s:?}");
+        assert_eq!((s.rx, s.replicas), (1, TUNNELS as u64 - 1), "{spare} spare frames");
+        // The original goes to the last tunnel; each copy needs a frame.
+        let sent = TUNNELS.min(spare + 1);
+        assert_eq!(out.ports[1].len(), sent, "{spare} spare frames");
+        assert_eq!(s.tx as usize, sent);
+        assert_eq!(s.drop_count(DropReason::NoFreeFrame) as usize, TUNNELS - sent);
+        let remotes: std::collections::BTreeSet<[u8; 4]> =
+            out.ports[1].iter().map(|p| p.data()[30..34].try_into().unwrap()).collect();
+        assert_eq!(remotes.len(), sent, "each copy to its own tunnel");
+    }
+}

@@ -65,10 +65,24 @@ pub fn rules(rows: &[RuleRow]) -> String {
             r.packets.to_string(),
             r.bytes.to_string(),
             ago(r.last_hit_secs),
-            placement_text(r.view.placement.as_ref()),
+            runs_in(&r.view),
         ]);
     }
     t.render()
+}
+
+/// Where a rule runs: in hardware, or in software after the first packet
+/// either in the XDP tier or on AF_XDP, with why (and, with offload active,
+/// why not in hardware).
+pub fn runs_in(v: &RuleView) -> String {
+    let offload_off = |code: &str| code == "disabled" || code == "inactive";
+    match (&v.placement, &v.tier) {
+        (Some(Placement::Hardware { .. }), _) | (_, None) => placement_text(v.placement.as_ref()),
+        (Some(Placement::Software { code, reason }), Some(t)) if !offload_off(code) => {
+            format!("{}; not hardware: {reason}", t.text)
+        }
+        (_, Some(t)) => t.text.clone(),
+    }
 }
 
 /// "hardware on DEV" or "software: reason".

@@ -9,6 +9,7 @@
 //! | `steer.rs` | what of an interface's traffic is ours (the XDP program's rule and its Rust twin) |
 //! | `xdp.rs` | the XDP program (steering, and the fast tier in front of it) and its maps |
 //! | `tier.rs` | the XDP fast tier's maps and their owner; the Rust twin of its key |
+//! | `map_batch.rs` | batch reads of a per-CPU array map (the tier's counters) |
 //! | `tc.rs` | the tc tier on workload ports: skbs with partial checksums and GSO, same entries |
 //! | `afxdp.rs` | AF_XDP sockets and their rings |
 //! | `af_packet.rs` | AF_PACKET sockets, and the kernel sink on uplinks |
@@ -28,6 +29,7 @@ pub mod af_packet;
 pub mod afxdp;
 pub mod checksums;
 pub mod gso;
+pub mod map_batch;
 pub mod memory;
 pub mod netdev;
 pub mod pcap;

@@ -66,6 +66,7 @@ use engine::pipeline::Published;
 use engine::tier::{NotInTier, TierAction, TierEncap, TierEntry, VXLAN4_HEADER_LEN};
 use serde::{Deserialize, Serialize};
 
+use super::map_batch::PerCpuPairs;
 use super::netdev;
 use super::pin::PinMeta;
 use engine::counters::CounterBoard;
@@ -379,6 +380,21 @@ impl TierMaps {
         Ok((TierMaps { flows, counts, tx, meta, capacity }, TierGen(gen)))
     }
 
+    /// Cumulative packets and bytes of slots `0..n` into `out`, in a few
+    /// system calls; false if the kernel refused.
+    fn read_batch(&self, b: &mut PerCpuPairs, n: u32, out: &mut Vec<(u64, u64)>) -> bool {
+        use aya::maps::IterableMap;
+        use std::os::fd::AsFd;
+        let fd = self.counts.map().fd().as_fd();
+        match b.read(fd, n, out) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!(error = %e, "batch read of the tier's counters");
+                false
+            }
+        }
+    }
+
     /// Cumulative packets and bytes of `slot`, summed over CPUs.
     fn read(&self, slot: u32) -> Option<(u64, u64)> {
         let v = self.counts.get(&slot, 0).ok()?;
@@ -643,6 +659,10 @@ struct Ingress {
     free: Vec<u32>,
     by_key: StdHashMap<FlowKey, u32>,
     tc: bool,
+    /// Slots below this have been used: the ones a harvest reads.
+    high: u32,
+    /// Each slot's counters as the last batch read found them.
+    totals: Vec<(u64, u64)>,
 }
 
 struct Output {
@@ -668,6 +688,9 @@ struct State {
     mtus_seen: Arc<std::collections::HashMap<std::net::IpAddr, u16>>,
     last_tick: Instant,
     last_probe: Instant,
+    /// Reads the counter slots in batches; `None` once the kernel refused
+    /// (then one system call per slot).
+    batch: Option<PerCpuPairs>,
 }
 
 impl Tier {
@@ -711,6 +734,8 @@ impl Tier {
                     free: (0..n).rev().collect(),
                     by_key: StdHashMap::new(),
                     tc: p.tc,
+                    high: 0,
+                    totals: Vec::new(),
                 }
             }));
         }
@@ -725,6 +750,7 @@ impl Tier {
             stats: Arc::clone(&stats),
             last_tick: Instant::now(),
             last_probe: Instant::now(),
+            batch: aya::util::nr_cpus().ok().map(PerCpuPairs::new),
         };
         st.adopt();
         st.probe_outputs(true);
@@ -875,6 +901,7 @@ impl State {
             return s.fail(InstallFailure::MapUpdate);
         }
         ing.by_key.insert(e.key, slot);
+        ing.high = ing.high.max(slot + 1);
         ing.slots[slot as usize] = Slot::Live { entry: e, active: Instant::now() };
         s.installs.fetch_add(1, Ordering::Relaxed);
     }
@@ -921,6 +948,7 @@ impl State {
                 ing.seen[slot] = ing.maps.read(slot as u32).unwrap_or_default();
                 ing.free.retain(|s| *s as usize != slot);
                 ing.by_key.insert(key, slot as u32);
+                ing.high = ing.high.max(slot as u32 + 1);
                 ing.slots[slot] = Slot::Live { entry: e, active: now };
                 kept += 1;
             }
@@ -1096,12 +1124,23 @@ impl State {
         let now = Instant::now();
         let mut hits = 0;
         for ing in self.ingress.iter_mut().flatten() {
-            for i in 0..ing.slots.len() {
+            let batched = match &mut self.batch {
+                Some(b) => ing.maps.read_batch(b, ing.high, &mut ing.totals),
+                None => false,
+            };
+            if !batched && self.batch.take().is_some() {
+                tracing::info!(
+                    "XDP tier: no batch reads of its counters; one system call per entry"
+                );
+            }
+            for i in 0..(ing.high as usize).min(ing.slots.len()) {
                 let entry = match &ing.slots[i] {
                     Slot::Free => continue,
                     Slot::Live { entry, .. } | Slot::Retiring { entry, .. } => entry,
                 };
-                let Some((p, b)) = ing.maps.read(i as u32) else { continue };
+                let read =
+                    if batched { ing.totals.get(i).copied() } else { ing.maps.read(i as u32) };
+                let Some((p, b)) = read else { continue };
                 let (sp, sb) = ing.seen[i];
                 let (dp, db) = (p.wrapping_sub(sp), b.wrapping_sub(sb));
                 if dp == 0 {

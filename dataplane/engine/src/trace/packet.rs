@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compile::RuleSet;
 use crate::counters::{FlowSnapshot, Snapshot};
-use crate::pipeline::{Outputs, Worker, MAX_DESTS};
+use crate::pipeline::{max_copies, Outputs, Worker};
 use crate::placement::RulePlacement;
 
 use super::{hex, render, Recorder, Stage, Step, StepView, Tracer};
@@ -212,10 +212,11 @@ pub fn trace_steps(
     }
     let mut rx = vec![0u8; HEAD + frame.len().max(2048)];
     rx[HEAD..HEAD + frame.len()].copy_from_slice(frame);
-    let mut spare: Vec<Vec<u8>> = (0..MAX_DESTS + 2).map(|_| vec![0u8; HEAD + 2048]).collect();
+    let copies = max_copies(&rules) + 2;
+    let mut spare: Vec<Vec<u8>> = (0..copies).map(|_| vec![0u8; HEAD + 2048]).collect();
     let mut spare_iter = spare.iter_mut();
     let mut pool = || spare_iter.next().and_then(|b| PacketBuf::new(b, HEAD, 0));
-    let mut out = Outputs::new(rules.ports.len(), MAX_DESTS + 2);
+    let mut out = Outputs::new(rules.ports.len(), copies);
     let mut rec = Recorder::default();
     match PacketBuf::new(&mut rx, HEAD, frame.len()) {
         Some(p) => w.process(in_port, &mut vec![p], &mut pool, &mut out, now_ns, &mut rec),
