@@ -172,6 +172,8 @@ struct WorkerLoop<'m> {
     slots: Vec<QueueSlot>,
     /// Packets moved since the statistics were last published.
     unpublished: bool,
+    /// Frames the queues had passed to the kernel at the last look.
+    passed: u64,
     macs: &'m HashMap<String, [u8; 6]>,
     engine: Worker,
     /// The engine's counters for its current generation.
@@ -219,6 +221,7 @@ impl<'m> WorkerLoop<'m> {
             names: &io.names,
             slots,
             unpublished: false,
+            passed: 0,
             macs: &io.macs,
             counters: engine.counters(),
             engine,
@@ -399,7 +402,11 @@ impl<'m> WorkerLoop<'m> {
     /// Phase: the queues' statistics for `status`, every half second while
     /// busy and once when a burst ends.
     fn publish(&mut self, got: usize) {
-        self.unpublished |= got > 0;
+        // Frames steered to the kernel reach no worker (`got` is 0), but
+        // their counts are news too.
+        let passed = self.queues.iter().map(|q| q.passed()).sum::<u64>();
+        self.unpublished |= got > 0 || passed != self.passed;
+        self.passed = passed;
         let since = self.last_publish.elapsed();
         let burst_ended = got == 0 && self.unpublished && since >= PUBLISH_IDLE_GAP;
         if !burst_ended && since < PUBLISH_EVERY {

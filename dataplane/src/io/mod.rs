@@ -109,6 +109,12 @@ pub trait PortQueue: Send {
     /// Called after a batch was taken, for backends that must be woken.
     fn after_rx(&mut self);
     fn stats(&self) -> QueueStats;
+    /// Frames received and left to the kernel by steering in userspace
+    /// (AF_PACKET uplinks): they reach no worker, yet their counts must
+    /// still be published.
+    fn passed(&self) -> u64 {
+        0
+    }
     /// True if the kernel moves frames to and from packet memory without a copy.
     fn zero_copy(&self) -> bool {
         false

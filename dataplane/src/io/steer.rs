@@ -33,6 +33,17 @@ pub struct SteerStats {
     pub pass_fragment: u64,
 }
 
+impl SteerStats {
+    /// Frames passed to the kernel, for every reason.
+    pub fn passed(&self) -> u64 {
+        self.pass_not_ip
+            + self.pass_not_tunnel
+            + self.pass_not_local_vtep
+            + self.pass_no_socket
+            + self.pass_fragment
+    }
+}
+
 impl std::ops::Add for SteerStats {
     type Output = SteerStats;
 

@@ -506,6 +506,10 @@ impl PortQueue for UringQueue {
 
     fn after_rx(&mut self) {}
 
+    fn passed(&self) -> u64 {
+        self.steering.map_or(0, |s| s.passed())
+    }
+
     fn stats(&self) -> QueueStats {
         QueueStats {
             queue: self.queue,
