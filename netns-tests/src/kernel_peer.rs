@@ -52,6 +52,9 @@ pub fn build_with(v6: bool, udp_checksum: bool, extra: &str) -> Overlay {
 
 /// How host A is built.
 pub struct Opts<'a> {
+    /// Top-level settings placed before the tables of overlayd's
+    /// configuration (`xdp_tier = "off"`, ...).
+    pub top: &'a str,
     /// IPv6 underlay.
     pub v6: bool,
     pub udp_checksum: bool,
@@ -76,6 +79,7 @@ pub struct Opts<'a> {
 impl Default for Opts<'_> {
     fn default() -> Self {
         Opts {
+            top: "",
             v6: false,
             udp_checksum: false,
             extra: "",
@@ -145,8 +149,11 @@ pub fn build_opts(o: &Opts) -> Overlay {
     hb.ip(&["link", "set", &bw, "master", "br0", "up"]);
     hb.ip(&["link", "set", "br0", "up"]);
 
+    let top = o.top;
     let config = format!(
         r#"
+{top}
+
 [[ports]]
 name = "wl"
 kind = "workload"
