@@ -213,9 +213,8 @@ impl Steering {
         pin: bool,
     ) -> Result<Steering, DatapathError> {
         let role = steer_role(rs, p);
-        // Only workload ports look flows up: on an uplink every frame of ours
-        // is a tunnel packet, and decapsulation is not in the tier yet.
-        let tier = tier.filter(|_| p.kind == PortKind::Workload);
+        // Uplinks look flows up too: VXLAN packets are decapsulated in the
+        // tier when their inner flow has an entry.
         Ok(match p.backend {
             Backend::AfXdp => {
                 let prog = match p.xdp_mode {

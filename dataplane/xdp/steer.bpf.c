@@ -60,6 +60,9 @@ enum stat {
 	ST_TIER_TO_TC,     /* passed up the stack for the tc tier */
 	ST_TC_HIT,         /* skbs the tc tier encapsulated */
 	ST_TC_LOST,        /* skbs the tc tier had to drop */
+	ST_TIER_DECAP_PUNT, /* a tunnel packet the decap tier does not take */
+	ST_TIER_NO_TUNNEL, /* its outer addresses and VNI: no current tunnel */
+	ST_TIER_ECN,       /* RFC 6040 would change or drop it: the engine's */
 	ST_MAX,
 };
 
@@ -79,6 +82,8 @@ enum stat {
 
 /* Ethernet + IPv4 + UDP + VXLAN: the only outer header the tier builds. */
 #define VXLAN4_HDR_LEN 50
+/* Ethernet + IPv6 + UDP + VXLAN: the longest outer header the tier strips. */
+#define VXLAN6_HDR_LEN 70
 #define TIER_MISS -1
 
 /* The engine's FlowKey: eight words in host order. */
@@ -111,7 +116,7 @@ struct tier_entry {
 /* The layout of everything pinned beside the program (bumped whenever a
  * map's key, value or meaning changes): a starting overlayd adopts pinned
  * maps only when it is its own (dataplane/src/io/pin.rs). */
-#define LAYOUT_VERSION 2
+#define LAYOUT_VERSION 3
 
 /* Written by the owner, never read here: what a starting overlayd needs to
  * judge the pinned maps it finds (mirrored by PinMeta in io/pin.rs). */
@@ -197,6 +202,37 @@ struct {
 	__type(value, __u64);
 } tier_gen SEC(".maps");
 
+/* Decapsulation: the tunnels whose flows have entries on an uplink, keyed
+ * by what the engine's decap table looks a tunnel up by (encap/src/decap.rs,
+ * RuleSet::decap_index) plus the UDP port, so that only VXLAN ports match
+ * (the steering's vxlan_ports include Geneve's). Written by the owner with
+ * each decap entry it installs; a value of another generation is ignored,
+ * as an entry is. Mirrored by TunnelKey/TunnelValue in io/tier.rs. */
+struct tier_tunnel_key {
+	__u8 local[16];  /* IPv6, or IPv4 as ::ffff:a.b.c.d */
+	__u8 remote[16];
+	__u32 vni;
+	__u16 port;      /* UDP destination, host order */
+	__u16 pad;
+};
+
+#define TT_V4_CSUM_UNCHECKED 0x01 /* the engine ignores non-zero UDP checksums over IPv4 */
+#define TT_V6_ZERO_OK 0x02        /* the engine accepts zero UDP checksums over IPv6 */
+
+struct tier_tunnel {
+	__u64 generation;
+	__u16 tag;   /* the flow key's tunnel field: index + 1 */
+	__u16 flags;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct tier_tunnel_key);
+	__type(value, struct tier_tunnel);
+} tier_tunnels SEC(".maps");
+
 /* Output interfaces, by port number: only those that take redirected frames
  * (ndo_xdp_xmit) are present. */
 struct {
@@ -241,6 +277,8 @@ static __always_inline int vxlan_port(const struct steer_cfg *c, __u16 port)
 	return 0;
 }
 
+static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg *c);
+
 /* Decides for the L4 part once the destination is a local VTEP. */
 static __always_inline int l4(struct xdp_md *ctx, const struct steer_cfg *c, __u8 proto,
 			      void *l4h, void *end)
@@ -251,8 +289,14 @@ static __always_inline int l4(struct xdp_md *ctx, const struct steer_cfg *c, __u
 		struct udphdr *u = l4h;
 		if ((void *)(u + 1) > end)
 			return count(ST_PASS_NOT_TUNNEL, XDP_PASS);
-		if (vxlan_port(c, u->dest))
+		if (vxlan_port(c, u->dest)) {
+			if (c->tier) {
+				int r = tier_decap(ctx, c);
+				if (r != TIER_MISS)
+					return r;
+			}
 			return redirect(ctx);
+		}
 	}
 	return count(ST_PASS_NOT_TUNNEL, XDP_PASS);
 }
@@ -286,9 +330,30 @@ static __always_inline int tier_send(const struct tier_entry *e, struct tier_cou
 	return bpf_redirect_map(&tier_tx, e->tx_port, 0);
 }
 
+/* What the outer headers of a decapsulated frame give the tier. */
+struct decap {
+	__u64 w0;   /* key word 0: uplink, tunnel tag, VNI */
+	__u8 ecn;   /* the outer ECN field */
+};
+
+/* RFC 6040 as encap::ecn::decap: the inner ECN field after
+ * decapsulation, or 4 where the engine drops (CE over Not-ECT). */
+static __always_inline __u8 ecn_decap(__u8 outer, __u8 inner)
+{
+	if (inner == 0)
+		return outer == 3 ? 4 : 0;
+	if (outer == 3)
+		return 3;
+	if (inner == 2 && outer == 1)
+		return 1;
+	return inner;
+}
+
 /* The tier: the frame's action if an entry of the current generation has
- * its key, else TIER_MISS with the frame unchanged. */
-static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c)
+ * its key, else TIER_MISS with the frame unchanged. `d`: the frame was
+ * decapsulated (its outer headers are gone), NULL on a workload port. */
+static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
+				const struct decap *d)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -300,7 +365,7 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c)
 
 	if ((void *)(eth + 1) > end)
 		return TIER_MISS;
-	k.w[0] = (__u64)(c->in_port & 0xffff) << 48;
+	k.w[0] = d ? d->w0 : (__u64)(c->in_port & 0xffff) << 48;
 	k.w[1] = mac48(eth->h_dest) << 16; /* untagged: VLAN field 0 */
 	k.w[2] = (mac48(eth->h_source) << 16) | bpf_ntohs(eth->h_proto);
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
@@ -383,6 +448,15 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c)
 			return count(ST_TIER_TO_TC, XDP_PASS);
 		return count(ST_TIER_PARTIAL, TIER_MISS);
 	}
+	if (d) {
+		/* The engine decapsulates into output and drop entries only. */
+		if (e->action == TIER_ENCAP)
+			return TIER_MISS;
+		/* A CE mark to carry into the inner header, or one to drop for:
+		 * the engine's (rare; it rewrites or names the drop). */
+		if (ecn_decap(d->ecn, tos & 3) != (tos & 3))
+			return count(ST_TIER_ECN, TIER_MISS);
+	}
 	__u32 slot = e->slot;
 	struct tier_count *n = bpf_map_lookup_elem(&tier_counts, &slot);
 	if (!n)
@@ -451,6 +525,105 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c)
 	return tier_send(e, n, len);
 }
 
+/* Decapsulation in the tier, for a UDP packet to a VXLAN port of a local
+ * VTEP (steering checked that much): if it is a canonical VXLAN packet of a
+ * tunnel the tier knows, with nothing the engine would check that the tier
+ * does not, its outer headers are stripped and the inner frame is looked up
+ * as a workload port's frame is (tier(), with the tunnel in the key). Its
+ * action, or TIER_MISS with the frame unchanged. Outer VLAN tags, IPv4
+ * options and fragments, IPv6 extension headers, trailing bytes, reserved
+ * VXLAN bits and UDP checksums the tier would have to verify all miss, so
+ * the engine judges them and every drop keeps its named reason. */
+static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg *c)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct tier_tunnel_key tk = {};
+	struct decap d = {};
+	struct udphdr *u;
+	__u32 len = end - data;
+	__u32 outer, l4len;
+	int v6;
+
+	if ((void *)(eth + 1) > end)
+		return TIER_MISS;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = (void *)(eth + 1);
+		if ((void *)(ip + 1) > end)
+			return TIER_MISS;
+		if (ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) ||
+		    ip->protocol != IPPROTO_UDP || bpf_ntohs(ip->tot_len) != len - sizeof(*eth))
+			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+		/* The header checksum, as the engine verifies it. */
+		__u16 *w = (void *)ip;
+		__u32 sum = 0;
+#pragma unroll
+		for (int i = 0; i < 10; i++)
+			sum += w[i];
+		sum = (sum & 0xffff) + (sum >> 16);
+		sum = (sum & 0xffff) + (sum >> 16);
+		if (sum != 0xffff)
+			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+		tk.local[10] = tk.local[11] = tk.remote[10] = tk.remote[11] = 0xff;
+		__builtin_memcpy(&tk.local[12], &ip->daddr, 4);
+		__builtin_memcpy(&tk.remote[12], &ip->saddr, 4);
+		d.ecn = ip->tos & 3;
+		l4len = len - sizeof(*eth) - sizeof(*ip);
+		u = (void *)(ip + 1);
+		outer = VXLAN4_HDR_LEN;
+		v6 = 0;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > end)
+			return TIER_MISS;
+		if (ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP ||
+		    bpf_ntohs(ip6->payload_len) != len - sizeof(*eth) - sizeof(*ip6))
+			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+		__builtin_memcpy(tk.local, &ip6->daddr, 16);
+		__builtin_memcpy(tk.remote, &ip6->saddr, 16);
+		d.ecn = (ip6->flow_lbl[0] >> 4) & 3;
+		l4len = len - sizeof(*eth) - sizeof(*ip6);
+		u = (void *)(ip6 + 1);
+		outer = VXLAN6_HDR_LEN;
+		v6 = 1;
+	} else {
+		return count(ST_TIER_DECAP_PUNT, TIER_MISS); /* tagged: the engine's */
+	}
+	/* UDP, then VXLAN: flags exactly I, every reserved bit zero. */
+	__u32 *vx = (void *)(u + 1);
+	if ((void *)(vx + 2) > end)
+		return TIER_MISS;
+	if (bpf_ntohs(u->len) != l4len || vx[0] != bpf_htonl(0x08000000) ||
+	    (vx[1] & bpf_htonl(0xff)) || len < outer + sizeof(struct ethhdr))
+		return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+	tk.vni = bpf_ntohl(vx[1]) >> 8;
+	tk.port = bpf_ntohs(u->dest);
+	struct tier_tunnel *t = bpf_map_lookup_elem(&tier_tunnels, &tk);
+	if (!t)
+		return count(ST_TIER_NO_TUNNEL, TIER_MISS);
+	__u32 zero = 0;
+	__u64 *gen = bpf_map_lookup_elem(&tier_gen, &zero);
+	if (!gen || t->generation != *gen)
+		return count(ST_TIER_STALE, TIER_MISS);
+	/* A checksum the engine verifies is not verified here (IPv4 by
+	 * default, IPv6 always): such packets are the engine's; so is a zero
+	 * one over IPv6, unless the engine accepts it. */
+	if (u->check ? (v6 || !(t->flags & TT_V4_CSUM_UNCHECKED))
+		     : (v6 && !(t->flags & TT_V6_ZERO_OK)))
+		return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+	d.w0 = ((__u64)(c->in_port & 0xffff) << 48) | ((__u64)t->tag << 32) | tk.vni;
+	if (bpf_xdp_adjust_head(ctx, outer))
+		return TIER_MISS;
+	int r = tier(ctx, c, &d);
+	if (r != TIER_MISS)
+		return r;
+	/* Moving the start back restores the frame: nothing was written. */
+	if (bpf_xdp_adjust_head(ctx, -(int)outer))
+		return XDP_ABORTED; /* cannot happen: the room was just there */
+	return TIER_MISS;
+}
+
 SEC("xdp")
 int overlayd_steer(struct xdp_md *ctx)
 {
@@ -462,7 +635,7 @@ int overlayd_steer(struct xdp_md *ctx)
 		return XDP_PASS;
 	if (c->role == ROLE_WORKLOAD) {
 		if (c->tier) {
-			int r = tier(ctx, c);
+			int r = tier(ctx, c, 0);
 			if (r != TIER_MISS)
 				return r;
 		}

@@ -47,7 +47,7 @@ const UDP: usize = 34;
 pub enum NotInTier {
     /// The rule says `xdp_tier = "off"`.
     RuleOptOut,
-    /// It arrived through a tunnel: decapsulation is not in the tier yet.
+    /// It arrived through a GRE or Geneve tunnel: the tier decapsulates VXLAN only.
     Decapsulated,
     /// Not untagged IPv4/IPv6 TCP or UDP: the tier parses only those.
     NotTcpUdp,
@@ -71,10 +71,12 @@ pub enum NotInTier {
     NoNextHop,
     /// The rule has no action that decides the packet's fate.
     NoFate,
+    /// It arrived through a tunnel and the rule encapsulates it again.
+    DecapEncap,
 }
 
 impl NotInTier {
-    pub const ALL: [NotInTier; 13] = [
+    pub const ALL: [NotInTier; 14] = [
         NotInTier::RuleOptOut,
         NotInTier::Decapsulated,
         NotInTier::NotTcpUdp,
@@ -88,6 +90,7 @@ impl NotInTier {
         NotInTier::OuterVlan,
         NotInTier::NoNextHop,
         NotInTier::NoFate,
+        NotInTier::DecapEncap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -105,6 +108,7 @@ impl NotInTier {
             NotInTier::OuterVlan => "outer_vlan",
             NotInTier::NoNextHop => "no_next_hop",
             NotInTier::NoFate => "no_fate",
+            NotInTier::DecapEncap => "decap_encap",
         }
     }
 }
@@ -146,6 +150,40 @@ pub struct TierEncap {
     pub static_next_hop: bool,
 }
 
+/// The tunnel a decapsulated flow came through: what the XDP program looks
+/// its tunnel up by (outer destination and source, VNI) and how long the
+/// outer headers it strips are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TierDecap {
+    pub tunnel: u16,
+    pub local: IpAddr,
+    pub remote: IpAddr,
+    pub vni: u32,
+    /// Ethernet + IP + UDP + VXLAN: 50 over IPv4, 70 over IPv6.
+    pub outer_len: u16,
+}
+
+/// Outer header of VXLAN over IPv6, untagged.
+pub const VXLAN6_HEADER_LEN: usize = 14 + 40 + 8 + 8;
+
+/// The tunnel of a flow keyed after decapsulation (`key`'s tunnel field),
+/// if it is a VXLAN tunnel, the only kind the tier decapsulates.
+pub fn decap_of(rs: &crate::compile::RuleSet, key: &FlowKey) -> Option<TierDecap> {
+    let tn = (key.get(field::TUNNEL) as usize).checked_sub(1)?;
+    let t = rs.tunnels.get(tn)?;
+    if !matches!(t.params.encap, Encapsulation::Vxlan { .. }) {
+        return None;
+    }
+    let outer_len = if t.local.is_ipv4() { VXLAN4_HEADER_LEN } else { VXLAN6_HEADER_LEN };
+    Some(TierDecap {
+        tunnel: tn as u16,
+        local: t.local,
+        remote: t.remote,
+        vni: key.get(field::VNI) as u32,
+        outer_len: outer_len as u16,
+    })
+}
+
 /// A flow entry for the XDP tier: the flow's key, the generation it was
 /// decided under, and what to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -159,6 +197,9 @@ pub struct TierEntry {
     pub set_eth_src: Option<[u8; 6]>,
     pub set_eth_dst: Option<[u8; 6]>,
     pub action: TierAction,
+    /// Set when the flow arrives through a tunnel (on an uplink): the
+    /// program strips the outer headers first.
+    pub decap: Option<TierDecap>,
 }
 
 /// What the tier does with one frame that matched an entry.
@@ -179,9 +220,13 @@ pub fn decide(w: &Worker, key: &FlowKey, rule: u32) -> Result<TierEntry, NotInTi
     if !r.xdp_tier {
         return Err(NotInTier::RuleOptOut);
     }
-    if key.get(field::TUNNEL) != 0 {
-        return Err(NotInTier::Decapsulated);
-    }
+    // Decapsulated flows: VXLAN only (GRE and Geneve headers vary in
+    // length and carry options the engine checks). Learning needs no
+    // exception: only `forward_l2` learns, and it is never in the tier.
+    let decap = match key.get(field::TUNNEL) {
+        0 => None,
+        _ => Some(decap_of(rs, key).ok_or(NotInTier::Decapsulated)?),
+    };
     let et = key.get(field::ETHERTYPE);
     let ip = et == 0x0800 || et == 0x86dd;
     if !ip || key.get(field::VLAN) != 0 || !matches!(key.get(field::IP_PROTO), 6 | 17) {
@@ -199,6 +244,7 @@ pub fn decide(w: &Worker, key: &FlowKey, rule: u32) -> Result<TierEntry, NotInTi
         set_eth_src: None,
         set_eth_dst: None,
         action: TierAction::Drop,
+        decap,
     };
     // The pipeline runs the actions in order and stops at the first that
     // decides the packet's fate (with one send action, that one).
@@ -215,6 +261,7 @@ pub fn decide(w: &Worker, key: &FlowKey, rule: u32) -> Result<TierEntry, NotInTi
                 e.action = TierAction::Output { port };
                 return Ok(e);
             }
+            Act::Encap(_) if e.decap.is_some() => return Err(NotInTier::DecapEncap),
             Act::Encap(tn) => {
                 e.action = TierAction::Encap(encap(w, key, tn)?);
                 return Ok(e);
@@ -309,7 +356,21 @@ impl TierEntry {
     /// matched this entry (and whose generation is current): what it sends,
     /// drops or leaves to the engine, with `ident` as the outer IPv4
     /// identification.
+    /// For a decapsulated flow `frame` is the tunnel packet, and a hit
+    /// leaves the inner frame in it.
     pub fn apply(&self, frame: &mut Vec<u8>, ident: u16) -> TierVerdict {
+        if let Some(d) = &self.decap {
+            // The ECN field of an untagged IPv4 or IPv6 frame.
+            let ecn_of = |f: &[u8]| match f[12..14] {
+                [0x08, 0x00] => f[15] & 3,
+                _ => (f[15] >> 4) & 3,
+            };
+            let (outer_ecn, inner_ecn) = (ecn_of(frame), ecn_of(&frame[d.outer_len as usize..]));
+            if ecn::decap(outer_ecn, inner_ecn) != Ok(inner_ecn) {
+                return TierVerdict::Miss;
+            }
+            frame.drain(..d.outer_len as usize);
+        }
         let (port, e) = match &self.action {
             TierAction::Drop => return TierVerdict::Drop,
             TierAction::Output { port } => (*port, None),
@@ -336,11 +397,17 @@ impl TierEntry {
     /// Adds what the tier did for this entry (`packets` frames of `bytes`
     /// bytes as received) to `c`, where the pipeline would have counted the
     /// same packets: `c` must be numbered by the entry's generation.
+    /// For a decapsulated flow, `bytes` are the inner frames' bytes.
     pub fn count(&self, c: &WorkerCounters, packets: u64, bytes: u64) {
         c.rx.add(packets);
+        let outer = self.decap.as_ref().map_or(0, |d| d.outer_len as u64);
         if let Some(p) = c.ports.get(self.in_port as usize) {
             p.rx.packets.add(packets);
-            p.rx.bytes.add(bytes);
+            p.rx.bytes.add(bytes + packets * outer);
+        }
+        if let Some(t) = self.decap.as_ref().and_then(|d| c.tunnels.get(d.tunnel as usize)) {
+            t.decap.packets.add(packets);
+            t.decap.bytes.add(bytes);
         }
         if let Some(r) = c.rules.get(self.rule as usize) {
             r.packets.add(packets);
@@ -349,6 +416,10 @@ impl TierEntry {
         let (port, sent_bytes) = match &self.action {
             TierAction::Drop => {
                 c.drops[encap::DropReason::RuleDrop as usize].add(packets);
+                if let Some(t) = self.decap.as_ref().and_then(|d| c.tunnels.get(d.tunnel as usize))
+                {
+                    t.drops[encap::DropReason::RuleDrop as usize].add(packets);
+                }
                 return;
             }
             TierAction::Output { port } => (*port, bytes),
@@ -559,10 +630,6 @@ next_hop_mac = "02:00:00:00:00:20"
         let v6 = "[[tunnels]]\nname = \"x\"\ntype = \"vxlan\"\nvni = 5\nuplink = \"up0\"\nlocal = \"2001:db8::1\"\nremote = \"2001:db8::9\"\nnext_hop_mac = \"02:00:00:00:00:21\"\n";
         let w = worker(&format!("{v6}{}", rule("in_port = \"wl0\"", "{ encap = \"x\" }")));
         assert_eq!(decide_for(&w, UDP4).map(|_| ()), Err(Ipv6Underlay));
-        // A flow that came through a tunnel.
-        let w = worker(&rule("tunnel = \"t4\"", "{ output = \"wl0\" }"));
-        let (key, _) = extract(&frame(UDP4), 2, 1, 42);
-        assert_eq!(decide(&w, &key, 0).map(|_| ()), Err(Decapsulated));
     }
 
     /// The entry's action on a frame gives what the pipeline sends for it,
@@ -603,6 +670,153 @@ next_hop_mac = "02:00:00:00:00:20"
                 }
             }
         }
+    }
+
+    /// What the pipeline sends for `f` arriving on `port`: (port, frame).
+    fn pipeline_on(w: &mut Worker, port: u16, f: &[u8]) -> Option<(u16, Vec<u8>)> {
+        let mut buf = vec![0u8; 256 + 2048];
+        buf[256..256 + f.len()].copy_from_slice(f);
+        let pkt = PacketBuf::new(&mut buf, 256, f.len()).unwrap();
+        let mut out = Outputs::new(w.rules().ports.len(), 4);
+        let mut pool = || None;
+        w.process(port, &mut vec![pkt], &mut pool, &mut out, 0, &mut NoTrace);
+        out.ports
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| v.first().map(|p| (i as u16, p.data().to_vec())))
+    }
+
+    const DECAP: &str = r#"
+[[tunnels]]
+name = "t6"
+type = "vxlan"
+uplink = "up0"
+local = "2001:db8::1"
+remote = "2001:db8::2"
+vni = 43
+next_hop_mac = "02:00:00:00:00:20"
+
+[[rules]]
+id = 1
+match = { tunnel = "t4", ip_proto = 17 }
+actions = [{ set_eth_src = "02:00:00:00:0c:01" }, { output = "wl0" }]
+
+[[rules]]
+id = 2
+match = { tunnel = "t4", ip_proto = 6 }
+actions = ["count", "drop"]
+
+[[rules]]
+id = 3
+match = { tunnel = "t6" }
+actions = [{ output = "wl1" }]
+
+[decap]
+accept_zero_checksum_v6 = true
+"#;
+
+    /// A VXLAN packet of tunnel t4 (`v6`: t6) carrying `inner`, its outer ECN `ecn`.
+    fn tunnel_packet(v6: bool, ecn: u8, inner: &str) -> Vec<u8> {
+        let outer = if v6 {
+            format!("eth/ipv6(src=2001:db8::2,dst=2001:db8::1,tc={ecn})/udp(csum=0)/vxlan(vni=43)")
+        } else {
+            format!("eth/ipv4(src=192.0.2.2,dst=192.0.2.1,tos={ecn})/udp(csum=0)/vxlan(vni=42)")
+        };
+        frame(&format!("{outer}/{inner}"))
+    }
+
+    /// A decapsulated flow's entry does what the pipeline does to the
+    /// tunnel packet, or leaves it to the engine where RFC 6040 changes the
+    /// inner ECN field (a CE mark to carry, or a drop).
+    #[test]
+    fn decap_entries_do_what_the_pipeline_does() {
+        let mut w = worker(DECAP);
+        let inners = [
+            "eth(src=02:00:00:00:0a:01,dst=02:00:00:00:0b:01)/ipv4(src=198.51.100.1,dst=198.51.100.2,tos=TOS)/udp(sport=4000,dport=53)/payload(len=20)",
+            "eth/ipv6(src=2001:db8::1,dst=2001:db8::2,tc=TOS)/udp(sport=7,dport=7)",
+            "eth/ipv4(src=198.51.100.1,dst=198.51.100.2,tos=TOS)/tcp(sport=1,dport=2)",
+        ];
+        let (mut sent, mut left) = (0, 0);
+        for v6 in [false, true] {
+            for inner in inners {
+                for (outer_ecn, inner_ecn) in (0..4).flat_map(|o| (0..4).map(move |i| (o, i))) {
+                    let f = tunnel_packet(
+                        v6,
+                        outer_ecn,
+                        &inner.replace("TOS", &(inner_ecn | 0x20).to_string()),
+                    );
+                    let (key, _) = {
+                        let l = if v6 { VXLAN6_HEADER_LEN } else { VXLAN4_HEADER_LEN };
+                        extract(&f[l..], 2, if v6 { 2 } else { 1 }, if v6 { 43 } else { 42 })
+                    };
+                    let rule = w.rules().classifier.lookup(&key).rule.expect("a rule");
+                    let e = decide(&w, &key, rule).unwrap();
+                    let d = e.decap.as_ref().expect("a decap entry");
+                    assert_eq!(d.outer_len as usize, if v6 { 70 } else { 50 });
+                    let by_pipeline = pipeline_on(&mut w, 2, &f);
+                    let mut got = f.clone();
+                    match (e.apply(&mut got, 0), by_pipeline) {
+                        (TierVerdict::Send(p), Some((port, want))) => {
+                            assert_eq!((p, hex(&got)), (port, hex(&want)), "{inner} {outer_ecn}");
+                            sent += 1;
+                        }
+                        (TierVerdict::Drop, None) => assert_eq!(e.action, TierAction::Drop),
+                        (TierVerdict::Miss, _) => {
+                            assert_ne!(encap::ecn::decap(outer_ecn, inner_ecn), Ok(inner_ecn));
+                            left += 1;
+                        }
+                        (v, p) => {
+                            panic!("{inner} {outer_ecn}/{inner_ecn}: tier {v:?}, pipeline {p:?}")
+                        }
+                    }
+                }
+            }
+        }
+        // RFC 6040: CE over anything, and ECT(1) over ECT(0), change it.
+        assert_eq!(left, 2 * 3 * 4);
+        assert!(sent > 0);
+    }
+
+    /// The tier's decapsulated packets, counted by the entry, land where the
+    /// pipeline counts the same packets (outer bytes on the uplink, inner
+    /// ones for the tunnel, rule and output port).
+    #[test]
+    fn decap_counts_land_where_the_pipeline_counts() {
+        for (v6, inner) in
+            [(false, "eth/ipv4/udp"), (false, "eth/ipv4/tcp"), (true, "eth/ipv4/tcp")]
+        {
+            let mut w = worker(DECAP);
+            let f = tunnel_packet(v6, 0, inner);
+            let l = if v6 { VXLAN6_HEADER_LEN } else { VXLAN4_HEADER_LEN };
+            let (key, _) = extract(&f[l..], 2, if v6 { 2 } else { 1 }, if v6 { 43 } else { 42 });
+            let e = decide(&w, &key, w.rules().classifier.lookup(&key).rule.unwrap()).unwrap();
+            pipeline_on(&mut w, 2, &f);
+            pipeline_on(&mut w, 2, &f);
+            let by_pipeline = Snapshot::sum([&*w.counters()]);
+            let tier = WorkerCounters::new(3, 2, 3);
+            e.count(&tier, 2, 2 * (f.len() - l) as u64);
+            let by_tier = Snapshot::sum([&tier]);
+            assert!(by_tier.conserved(), "{inner}");
+            assert_eq!(by_tier.rx, by_pipeline.rx, "{inner}");
+            assert_eq!(by_tier.tx, by_pipeline.tx, "{inner}");
+            assert_eq!(by_tier.drops, by_pipeline.drops, "{inner}");
+            assert_eq!(by_tier.ports, by_pipeline.ports, "{inner}");
+            assert_eq!(by_tier.tunnels, by_pipeline.tunnels, "{inner}");
+            assert_eq!(by_tier.rules, by_pipeline.rules, "{inner}");
+        }
+    }
+
+    #[test]
+    fn decapsulated_flows_the_tier_leaves_to_the_engine() {
+        let w = worker(
+            "[[tunnels]]\nname = \"g\"\ntype = \"gretap\"\nkey = 5\nuplink = \"up0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.7\"\nnext_hop_mac = \"02:00:00:00:00:21\"\n\
+             [[rules]]\nid = 1\nmatch = { tunnel = \"g\" }\nactions = [{ output = \"wl0\" }]\n\
+             [[rules]]\nid = 2\nmatch = { tunnel = \"t4\" }\nactions = [{ encap = \"g\" }]\n",
+        );
+        let (key, _) = extract(&frame(UDP4), 2, 2, 5);
+        assert_eq!(decide(&w, &key, 0).map(|_| ()), Err(NotInTier::Decapsulated));
+        let (key, _) = extract(&frame(UDP4), 2, 1, 42);
+        assert_eq!(decide(&w, &key, 1).map(|_| ()), Err(NotInTier::DecapEncap));
     }
 
     #[test]

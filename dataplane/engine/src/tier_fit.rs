@@ -91,7 +91,9 @@ impl NotInTier {
     pub fn describe(self) -> &'static str {
         match self {
             NotInTier::RuleOptOut => "the rule opts out (xdp_tier = \"off\")",
-            NotInTier::Decapsulated => "decapsulated traffic is not in the tier",
+            NotInTier::Decapsulated => {
+                "it arrives through a GRE or Geneve tunnel (the tier decapsulates VXLAN only)"
+            }
             NotInTier::NotTcpUdp => "the tier takes untagged IPv4/IPv6 TCP and UDP only",
             NotInTier::VlanAction => "the rule pushes, pops or sets a VLAN tag",
             NotInTier::Replication => "the rule sends each packet to more than one place",
@@ -103,6 +105,9 @@ impl NotInTier {
             NotInTier::OuterVlan => "the tunnel's underlay is VLAN-tagged",
             NotInTier::NoNextHop => "the tunnel's next hop is not resolved",
             NotInTier::NoFate => "the rule has no action that decides the packet's fate",
+            NotInTier::DecapEncap => {
+                "it arrives through a tunnel and the rule encapsulates it again"
+            }
         }
     }
 }

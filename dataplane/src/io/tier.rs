@@ -63,7 +63,7 @@ use engine::flow_key::field;
 use engine::flow_key::{v4_mapped, FlowKey, WORDS};
 use engine::next_hop::NextHops;
 use engine::pipeline::Published;
-use engine::tier::{NotInTier, TierAction, TierEncap, TierEntry, VXLAN4_HEADER_LEN};
+use engine::tier::{NotInTier, TierAction, TierDecap, TierEncap, TierEntry, VXLAN4_HEADER_LEN};
 use serde::{Deserialize, Serialize};
 
 use super::map_batch::PerCpuPairs;
@@ -121,6 +121,70 @@ pub struct TierValue {
 // SAFETY: integers and byte arrays with the C layout; the explicit `pad`
 // leaves no implicit padding, so every byte the kernel copies is defined.
 unsafe impl aya::Pod for TierValue {}
+
+/// `struct tier_tunnel_key` of the C program: outer destination and source
+/// (IPv4 as ::ffff:a.b.c.d), VNI, UDP destination port (host order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TunnelKey {
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+    pub vni: u32,
+    pub port: u16,
+    pub pad: u16,
+}
+
+// SAFETY: byte arrays and integers with the C layout, explicit padding.
+unsafe impl aya::Pod for TunnelKey {}
+
+/// `struct tier_tunnel` of the C program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TunnelValue {
+    pub generation: u64,
+    /// The flow key's tunnel field: index + 1.
+    pub tag: u16,
+    pub flags: u16,
+    pub pad: u32,
+}
+
+// SAFETY: integers with the C layout, explicit padding.
+unsafe impl aya::Pod for TunnelValue {}
+
+// Flags of `struct tier_tunnel`: the engine's UDP checksum policy.
+const TT_V4_CSUM_UNCHECKED: u16 = 0x01;
+const TT_V6_ZERO_OK: u16 = 0x02;
+
+/// The tunnel map's entries for a decapsulated flow's tunnel under `rs`:
+/// one per UDP port the engine decapsulates VXLAN from.
+pub fn tunnel_entries(rs: &RuleSet, d: &TierDecap) -> Vec<(TunnelKey, TunnelValue)> {
+    let addr = |a: std::net::IpAddr| match a {
+        std::net::IpAddr::V4(a) => v4_mapped(a.octets()),
+        std::net::IpAddr::V6(a) => a.octets(),
+    };
+    let mut flags = 0;
+    if !rs.decap.verify_udp_checksum_v4 {
+        flags |= TT_V4_CSUM_UNCHECKED;
+    }
+    if rs.decap.accept_zero_checksum_v6 {
+        flags |= TT_V6_ZERO_OK;
+    }
+    let value = TunnelValue { generation: rs.generation, tag: d.tunnel + 1, flags, pad: 0 };
+    rs.decap
+        .vxlan_ports
+        .iter()
+        .map(|&port| {
+            let key = TunnelKey {
+                local: addr(d.local),
+                remote: addr(d.remote),
+                vni: d.vni,
+                port,
+                pad: 0,
+            };
+            (key, value)
+        })
+        .collect()
+}
 
 /// `struct tier_count` of the C program.
 #[repr(C)]
@@ -194,6 +258,10 @@ impl TierValue {
     /// `None` if `rs` cannot have produced it.
     pub fn entry(&self, key: FlowKey, rs: &RuleSet) -> Option<TierEntry> {
         rs.rules.get(self.rule as usize)?;
+        let decap = engine::tier::decap_of(rs, &key);
+        if key.get(field::TUNNEL) != 0 && decap.is_none() {
+            return None;
+        }
         let has = |f: u8| self.flags & f != 0;
         let action = match self.action {
             TIER_DROP => TierAction::Drop,
@@ -241,6 +309,7 @@ impl TierValue {
             set_eth_src: has(TF_SET_SRC).then_some(self.eth_src),
             set_eth_dst: has(TF_SET_DST).then_some(self.eth_dst),
             action,
+            decap,
         })
     }
 }
@@ -339,11 +408,25 @@ pub struct TierProgramStats {
     /// program passed them.
     #[serde(default)]
     pub tc_lost: u64,
+    /// Tunnel packets on an uplink the decap tier does not take (outer
+    /// options, extension headers, a UDP checksum to verify, reserved
+    /// VXLAN bits, ...): to AF_XDP, whose engine judges them.
+    #[serde(default)]
+    pub decap_punt: u64,
+    /// Tunnel packets of no tunnel the tier has a current entry for.
+    #[serde(default)]
+    pub decap_no_tunnel: u64,
+    /// Decapsulated frames whose ECN field RFC 6040 changes (a CE mark to
+    /// carry, or a drop): to AF_XDP.
+    #[serde(default)]
+    pub decap_ecn: u64,
 }
 
 /// One program's flow, counter and output maps: the owner's.
 pub struct TierMaps {
     flows: HashMap<MapData, [u64; WORDS], TierValue>,
+    /// The tunnels of decapsulated flows (uplinks).
+    tunnels: HashMap<MapData, TunnelKey, TunnelValue>,
     counts: PerCpuArray<MapData, TierCount>,
     tx: DevMap<MapData>,
     /// Where the generation and content of the entries' rule set is
@@ -372,12 +455,30 @@ impl TierMaps {
             move |e: aya::maps::MapError| TierMapError { map, reason: e.to_string() }
         };
         let flows = HashMap::try_from(take("tier_flows")?).map_err(e("tier_flows"))?;
+        let tunnels = HashMap::try_from(take("tier_tunnels")?).map_err(e("tier_tunnels"))?;
         let counts = PerCpuArray::try_from(take("tier_counts")?).map_err(e("tier_counts"))?;
         let tx = DevMap::try_from(take("tier_tx")?).map_err(e("tier_tx"))?;
         let gen = Array::try_from(take("tier_gen")?).map_err(e("tier_gen"))?;
         let meta = MapData::from_fd(meta).map_err(e("meta"))?;
         let meta = Array::try_from(aya::maps::Map::Array(meta)).map_err(e("meta"))?;
-        Ok((TierMaps { flows, counts, tx, meta, capacity }, TierGen(gen)))
+        Ok((TierMaps { flows, tunnels, counts, tx, meta, capacity }, TierGen(gen)))
+    }
+
+    /// Makes the tunnel of decapsulated entry `d` current (generation of
+    /// `rs`) in the program's tunnel map.
+    fn write_tunnel(&mut self, rs: &RuleSet, d: &TierDecap) -> Result<(), aya::maps::MapError> {
+        for (k, v) in tunnel_entries(rs, d) {
+            self.tunnels.insert(k, v, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Empties the tunnel map (its values are of an older rule set).
+    fn clear_tunnels(&mut self) {
+        let keys: Vec<TunnelKey> = self.tunnels.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = self.tunnels.remove(&k);
+        }
     }
 
     /// Cumulative packets and bytes of slots `0..n` into `out`, in a few
@@ -499,7 +600,7 @@ pub enum InstallFailure {
     QueueFull,
     /// The rule set changed before the entry was installed.
     StaleGeneration,
-    /// The ingress port has no tier (not an AF_XDP workload port).
+    /// The ingress port has no tier (not an AF_XDP port).
     NoTierOnPort,
     /// The output port's driver does not take redirected frames.
     CannotRedirect,
@@ -895,7 +996,9 @@ impl State {
         // Counting starts from what the slot holds before the entry can hit.
         ing.seen[slot as usize] = ing.maps.read(slot).unwrap_or(ing.seen[slot as usize]);
         let v = TierValue::new(&e, slot, out.unwrap_or(0), max_len.min(u16::MAX as usize) as u16);
-        if let Err(err) = ing.maps.flows.insert(e.key.0, v, 0) {
+        // The tunnel first: an entry whose tunnel is unknown is never hit.
+        let tunnel = e.decap.as_ref().map_or(Ok(()), |d| ing.maps.write_tunnel(&self.rules, d));
+        if let Err(err) = tunnel.and_then(|()| ing.maps.flows.insert(e.key.0, v, 0)) {
             tracing::debug!(error = %err, "tier entry refused by the kernel");
             ing.free.push(slot);
             return s.fail(InstallFailure::MapUpdate);
@@ -925,6 +1028,7 @@ impl State {
             let Some(ing) = ing else { continue };
             let meta = ing.maps.meta.get(&0, 0).unwrap_or_default();
             let trusted = meta.fingerprint == fp;
+            ing.maps.clear_tunnels();
             let found: Vec<([u64; WORDS], TierValue)> =
                 ing.maps.flows.iter().filter_map(Result::ok).collect();
             for (k, v) in found {
@@ -936,7 +1040,12 @@ impl State {
                     .flatten()
                     .filter(|e| e.in_port as usize == port);
                 let restamped = TierValue { generation, ..v };
+                let tunnel_ok = match entry.as_ref().and_then(|e| e.decap.as_ref()) {
+                    Some(d) => ing.maps.write_tunnel(&self.rules, d).is_ok(),
+                    None => true,
+                };
                 let ok = entry.is_some()
+                    && tunnel_ok
                     && (v.generation == generation
                         || ing.maps.flows.insert(k, restamped, 0).is_ok());
                 let (Some(mut e), true) = (entry, ok) else {
@@ -995,6 +1104,9 @@ impl State {
         std::thread::sleep(GRACE);
         self.harvest();
         self.free_retired(Instant::now());
+        for ing in self.ingress.iter_mut().flatten() {
+            ing.maps.clear_tunnels();
+        }
         self.counters =
             Arc::new(WorkerCounters::new(cur.ports.len(), cur.tunnels.len(), cur.rules.len()));
         self.rules = cur;

@@ -55,7 +55,7 @@ pub enum XdpError {
 }
 
 /// Every map of the program: all are pinned together.
-const MAPS: [&str; 11] = [
+const MAPS: [&str; 12] = [
     "meta",
     "xsks",
     "cfg",
@@ -67,6 +67,7 @@ const MAPS: [&str; 11] = [
     "tier_gen",
     "tier_tx",
     "tier_ident",
+    "tier_tunnels",
 ];
 
 /// What a port's program found of its predecessor's pinned state.
@@ -491,6 +492,9 @@ impl SteerProgram {
             to_tc: sum(13)?,
             tc_hit: sum(14)?,
             tc_lost: sum(15)?,
+            decap_punt: sum(16)?,
+            decap_no_tunnel: sum(17)?,
+            decap_ecn: sum(18)?,
         })
     }
 

@@ -208,6 +208,14 @@ impl Report {
             }
             _ => None,
         };
+        let decap = Scenario { kind: Kind::VxlanDecap, size: 64, flows: 1, rules: 10 };
+        let decap_kernel =
+            match (find(&self.rows, me, &decap), find(&self.rows, DutKind::Kernel, &decap)) {
+                (Some(a), Some(k)) if k.delivered_pps.median > 0.0 => {
+                    Some(a.delivered_pps.median / k.delivered_pps.median)
+                }
+                _ => None,
+            };
         self.targets = vec![
             t(
                 "VXLAN encap 64B, 1 flow, 10 rules: overlayd pps / OVS AF_XDP pps",
@@ -244,6 +252,12 @@ impl Report {
                 ">= 1.0",
                 afxdp_only,
                 |x| x >= 1.0,
+            ),
+            t(
+                "VXLAN decap 64B, 1 flow, 10 rules: overlayd pps / kernel pps",
+                ">= 3",
+                decap_kernel,
+                |x| x >= 3.0,
             ),
         ];
     }

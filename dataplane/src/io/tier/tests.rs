@@ -82,6 +82,11 @@ fn entry_layout_is_the_c_structs() {
     assert_eq!(offset_of!(TierValue, eth_dst), 24);
     assert_eq!(offset_of!(TierValue, hdr), 36);
     assert_eq!(size_of::<TierCount>(), 16);
+    assert_eq!(size_of::<TunnelKey>(), 40);
+    assert_eq!(offset_of!(TunnelKey, vni), 32);
+    assert_eq!(offset_of!(TunnelKey, port), 36);
+    assert_eq!(size_of::<TunnelValue>(), 16);
+    assert_eq!(offset_of!(TunnelValue, tag), 8);
 }
 
 /// False (with a note) when the test cannot load BPF programs; under CI it
@@ -362,4 +367,224 @@ actions = ["drop"]
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+const DECAP_RULES: &str = r#"
+[[tunnels]]
+name = "t6"
+type = "vxlan"
+uplink = "up0"
+local = "2001:db8::1"
+remote = "2001:db8::2"
+vni = 43
+next_hop_mac = "02:00:00:00:00:20"
+
+[[rules]]
+id = 1
+match = { tunnel = "t4", ip_proto = 17 }
+actions = [{ set_eth_dst = "02:00:00:00:0c:0d" }, { output = "wl0" }]
+
+[[rules]]
+id = 2
+match = { tunnel = "t4", ip_proto = 6 }
+actions = ["drop"]
+
+[[rules]]
+id = 3
+match = { tunnel = "t6" }
+actions = [{ output = "wl0" }]
+"#;
+
+/// A loaded program in the uplink role (port 1, up0) with the tier on, and
+/// a worker under `extra` (a `[decap]` table, or nothing).
+fn uplink_rig(extra: &str) -> Rig {
+    let c = Config::from_toml(&format!("{CONF}{DECAP_RULES}{extra}")).unwrap();
+    let worker = Worker::new(Arc::new(compile(&c).unwrap()));
+    let role = SteerRole::Uplink {
+        vteps: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+        vxlan_ports: vec![4789],
+        gre: false,
+    };
+    let mut prog = SteerProgram::load("test", &role, Some(64)).unwrap();
+    let (mut maps, mut gen) = prog.take_tier().unwrap();
+    gen.0.set(0, 5, 0).unwrap();
+    let lo = netdev::ifindex("lo").unwrap();
+    maps.tx.set(0, lo, None, 0).unwrap();
+    prog.set_tier(Some(1)).unwrap();
+    Rig { prog, maps, gen, worker }
+}
+
+/// The outer header's length of a VXLAN packet over IPv4 or IPv6.
+fn outer_len(f: &[u8]) -> usize {
+    if f[12..14] == [0x86, 0xdd] {
+        70
+    } else {
+        50
+    }
+}
+
+impl Rig {
+    /// Installs the engine's entry for the inner flow of tunnel packet `f`
+    /// arriving on the uplink, with its tunnel, in `slot`.
+    fn install_decap(&mut self, f: &[u8], slot: u32) -> TierEntry {
+        let l = outer_len(f);
+        let (tag, vni) = if l == 70 { (2, 43) } else { (1, 42) };
+        let (key, _) = extract(&f[l..], 1, tag, vni);
+        let rule = self.worker.rules().classifier.lookup(&key).rule.unwrap();
+        let e = decide(&self.worker, &key, rule).unwrap();
+        let rs = Arc::clone(self.worker.rules());
+        self.maps.write_tunnel(&rs, e.decap.as_ref().unwrap()).unwrap();
+        let v = TierValue::new(&e, slot, 0, 1514);
+        self.maps.flows.insert(key.0, v, 0).unwrap();
+        e
+    }
+
+    /// What the engine does with `f` on the uplink: the port it sends to,
+    /// or the drop reason it counts.
+    fn engine_verdict(&mut self, f: &[u8]) -> String {
+        use encap::PacketBuf;
+        use engine::pipeline::Outputs;
+        let before = engine::counters::Snapshot::sum([&*self.worker.counters()]);
+        let mut buf = vec![0u8; 256 + 2048];
+        buf[256..256 + f.len()].copy_from_slice(f);
+        let pkt = PacketBuf::new(&mut buf, 256, f.len()).unwrap();
+        let mut out = Outputs::new(self.worker.rules().ports.len(), 4);
+        let mut pool = || None;
+        let mut t = engine::trace::NoTrace;
+        self.worker.process(1, &mut vec![pkt], &mut pool, &mut out, 0, &mut t);
+        if let Some(p) = out.ports.iter().position(|v| !v.is_empty()) {
+            return format!("sent to {p}");
+        }
+        let after = engine::counters::Snapshot::sum([&*self.worker.counters()]);
+        let reason = after
+            .drops
+            .iter()
+            .find(|(n, c)| *c > before.drops.iter().find(|(m, _)| m == n).map_or(0, |(_, b)| *b));
+        format!("dropped: {}", reason.map_or("?", |(n, _)| n))
+    }
+}
+
+/// Sets the IPv4 header checksum of the outer header of `f` right.
+fn fix_outer_ip_checksum(f: &mut [u8]) {
+    let hl = (f[14] & 0xf) as usize * 4;
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = encap::wire::checksum::finish(encap::wire::checksum::add(0, &f[14..14 + hl]));
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+}
+
+const INNER_UDP: &str = "eth(src=02:00:00:00:0a:01,dst=02:00:00:00:0b:01)/ipv4(src=198.51.100.1,dst=198.51.100.2,tos=1)/udp(sport=1000,dport=53)/payload(len=30)";
+
+/// The program decapsulates exactly as the engine's twin of its action
+/// (itself held to the pipeline's decapsulation), over IPv4 and IPv6, and
+/// counts per entry the inner frames' bytes.
+#[test]
+fn the_program_decapsulates_as_the_entry_says() {
+    if !can_load_bpf("the_program_decapsulates_as_the_entry_says") {
+        return;
+    }
+    let mut r = uplink_rig("[decap]\naccept_zero_checksum_v6 = true\n");
+    let packets = [
+        format!("eth/ipv4(src=192.0.2.2,dst=192.0.2.1,tos=2)/udp(sport=50000,csum=0)/vxlan(vni=42)/{INNER_UDP}"),
+        "eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/udp(sport=50001,csum=0)/vxlan(vni=42)/eth/ipv6(src=2001:db8::5,dst=2001:db8::6)/tcp(sport=5,dport=80)".into(),
+        format!("eth/ipv6(src=2001:db8::2,dst=2001:db8::1,tc=1)/udp(sport=50002,csum=0)/vxlan(vni=43)/{INNER_UDP}"),
+    ];
+    for (slot, spec) in packets.iter().enumerate() {
+        let f = frame(spec);
+        let e = r.install_decap(&f, slot as u32);
+        let inner = (f.len() - outer_len(&f)) as u64;
+        for round in 1..=2u64 {
+            let (ret, out) = r.prog.test_run(&f);
+            let mut want = f.clone();
+            match e.apply(&mut want, 0) {
+                TierVerdict::Send(0) => assert_eq!((ret, hex(&out)), (XDP_REDIRECT, hex(&want))),
+                TierVerdict::Drop => assert_eq!(ret, XDP_DROP, "{spec}"),
+                v => panic!("{spec}: {v:?}"),
+            }
+            assert_eq!(r.maps.read(slot as u32), Some((round, round * inner)), "{spec}");
+        }
+    }
+    // A new generation: the tunnels and entries are ignored at once.
+    r.gen.0.set(0, 6, 0).unwrap();
+    let f = frame(&packets[0]);
+    assert_eq!(r.prog.test_run(&f), (XDP_PASS, f.clone()));
+    r.gen.0.set(0, 5, 0).unwrap();
+    r.prog.set_tier(None).unwrap();
+    assert_eq!(r.prog.test_run(&f), (XDP_PASS, f));
+}
+
+/// Every tunnel packet the tier does not take exactly leaves it unchanged
+/// (to AF_XDP; with no socket here, passed), so the engine judges it as
+/// with the tier off: each case names what the engine does with it.
+#[test]
+fn the_program_leaves_what_it_cannot_decapsulate_to_the_engine() {
+    if !can_load_bpf("the_program_leaves_what_it_cannot_decapsulate_to_the_engine") {
+        return;
+    }
+    let mut r = uplink_rig("");
+    let good = frame(&format!(
+        "eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/udp(sport=50000,csum=0)/vxlan(vni=42)/{INNER_UDP}"
+    ));
+    r.install_decap(&good, 0);
+    assert_eq!(r.prog.test_run(&good).0, XDP_REDIRECT, "the flow is in the tier");
+    let v6 = frame(&format!(
+        "eth/ipv6(src=2001:db8::2,dst=2001:db8::1)/udp(sport=50002,csum=0)/vxlan(vni=43)/{INNER_UDP}"
+    ));
+    // Installed although the engine (accept_zero_checksum_v6 off) drops
+    // the zero checksum: the program must still leave it to the engine.
+    r.install_decap(&v6, 1);
+
+    let with = |f: &[u8], edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut f = f.to_vec();
+        edit(&mut f);
+        f
+    };
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("outer UDP checksum (verified by the engine)", frame(&format!(
+            "eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/udp(sport=50000)/vxlan(vni=42)/{INNER_UDP}"
+        )), "sent to 0"),
+        ("bad outer UDP checksum", with(&frame(&format!(
+            "eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/udp(sport=50000)/vxlan(vni=42)/{INNER_UDP}"
+        )), &|f| f[40] ^= 1), "dropped: udp_bad_checksum"),
+        ("zero UDP checksum over IPv6", v6.clone(), "dropped: udp_zero_checksum_v6"),
+        ("IPv6 UDP checksum", frame(&format!(
+            "eth/ipv6(src=2001:db8::2,dst=2001:db8::1)/udp(sport=50002)/vxlan(vni=43)/{INNER_UDP}"
+        )), "sent to 0"),
+        ("bad IPv4 header checksum", with(&good, &|f| f[24] ^= 1), "dropped: ipv4_bad_checksum"),
+        ("first fragment", with(&good, &|f| { f[20] |= 0x20; fix_outer_ip_checksum(f) }), "dropped: ipv4_fragment"),
+        ("IPv4 options", with(&good, &|f| {
+            f.splice(34..34, [1, 1, 1, 0]);
+            f[14] = 0x46;
+            let tl = u16::from_be_bytes([f[16], f[17]]) + 4;
+            f[16..18].copy_from_slice(&tl.to_be_bytes());
+            fix_outer_ip_checksum(f);
+        }), "sent to 0"),
+        ("trailing bytes", with(&good, &|f| f.extend_from_slice(&[0; 4])), "sent to 0"),
+        ("reserved VXLAN flag", with(&good, &|f| f[42] |= 0x04), "sent to 0"),
+        ("VXLAN without the I flag", with(&good, &|f| f[42] = 0), "dropped: vxlan_no_i_flag"),
+        ("reserved VXLAN byte", with(&good, &|f| f[49] = 1), "sent to 0"),
+        ("unknown VNI", with(&good, &|f| f[46] = 99), "dropped: unknown_tunnel"),
+        ("inner frame cut short", frame(
+            "eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/udp(sport=50000,csum=0)/vxlan(vni=42)/hex(data=0102030405)"
+        ), "dropped: inner_truncated"),
+        ("CE over Not-ECT", with(&good, &|f| {
+            f[15] |= 3;
+            fix_outer_ip_checksum(f);
+            f[50 + 15] &= !3;
+            // (the inner IPv4 checksum is not the engine's concern)
+        }), "dropped: ecn_ce_not_ect"),
+        ("CE over ECT(1)", with(&good, &|f| { f[15] |= 3; fix_outer_ip_checksum(f) }), "sent to 0"),
+        ("outer VLAN tag", {
+            let mut f = good.clone();
+            f.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+            f
+        }, "sent to 0"),
+    ];
+    let hits = r.prog.tier_stats().unwrap().hit;
+    for (what, f, engine) in cases {
+        assert_eq!(r.prog.test_run(&f), (XDP_PASS, f.clone()), "{what}");
+        assert_eq!(r.engine_verdict(&f), engine, "{what}");
+    }
+    assert_eq!(r.prog.tier_stats().unwrap().hit, hits, "no case hit an entry");
+    let s = r.prog.tier_stats().unwrap();
+    assert!(s.decap_punt > 0 && s.decap_no_tunnel > 0 && s.decap_ecn > 0, "{s:?}");
 }
