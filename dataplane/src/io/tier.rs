@@ -844,7 +844,8 @@ impl State {
         };
         let mut max_len = u16::MAX as usize;
         // The tc tier redirects skbs, which any port takes; the XDP program
-        // leaves what it cannot redirect to AF_XDP (`no_tx`).
+        // passes it what it cannot redirect itself (encapsulations; other
+        // actions go to AF_XDP, `no_tx`).
         let tc = matches!(self.ingress.get(e.in_port as usize), Some(Some(i)) if i.tc);
         if let Some(p) = out {
             match self.outputs.get(p as usize) {
