@@ -1065,6 +1065,12 @@ impl State {
                 }
                 Some(reason) => {
                     let p = i as u16;
+                    // Interface 0 empties the slot: entries installed for
+                    // the tc tier (which a refused port still serves) must
+                    // not keep redirecting XDP frames the kernel now drops.
+                    for ing in self.ingress.iter_mut().flatten() {
+                        let _ = ing.maps.tx.set(i as u32, 0, None, 0);
+                    }
                     let n = self.retire_where(|e| sends_to(e, p));
                     self.stats.invalidations.fetch_add(n, Ordering::Relaxed);
                     if !fixed {
