@@ -96,3 +96,51 @@ fn bulk_tcp_with_default_offloads_runs_in_the_tc_tier() {
     let net = ha.exec(&["bpftool", "net", "show"]);
     assert!(!net.contains("overlayd_tc"), "a tc program was left attached: {net}");
 }
+
+/// Host B's uplink veth keeps its defaults (no XDP program, GRO off), so its
+/// peer, host A's uplink, refuses XDP frames, as in the bulk harness. With
+/// workload A's checksum offload off (turned off here on purpose: its
+/// frames then carry full checksums, which the XDP tier would forward
+/// itself), every frame of the established flow goes to the tc tier
+/// instead of AF_XDP: `to_tc` grows with the transfer, `no_tx` does not.
+#[test]
+fn full_checksums_go_to_the_tc_tier_when_the_uplink_refuses_xdp_frames() {
+    if !require_root("full_checksums_go_to_the_tc_tier_when_the_uplink_refuses_xdp_frames") {
+        return;
+    }
+    let o = build_opts(&Opts::default());
+    let why = |d: &Overlayd| format!("status: {:#}\nlog:\n{}", d.status(), d.log());
+    let dev = o.wa.exec(&["sh", "-c", "ls /sys/class/net | grep -v '^lo$'"]);
+    let dev = dev.trim();
+    o.wa.exec(&["ethtool", "-K", dev, "tx", "off"]);
+    assert!(pings(&o.wa, WB_IP, 2), "A -> B ping failed; {}", why(&o.d));
+    // The owner probes the outputs every second.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let st = o.d.status();
+    let ports = st["io"]["tier"]["ports"].as_array().cloned().unwrap_or_default();
+    let up = ports.iter().find(|p| p["port"] == "up").cloned().unwrap_or_default();
+    assert!(up["not_output"].is_string(), "host A's uplink takes XDP frames here: {st:#}");
+    let tier0 = st["io"]["ports"][0]["tier"].clone();
+
+    let dir = TempDir::new("tcfull");
+    let pcap = dir.join("underlay.pcap");
+    let cap = Capture::start(&o.hb, &o.ub, "udp port 4789", &pcap, 1_000_000, 240);
+    tcp_transfer(&o.wa, &o.wb, WB_IP, BULK);
+    let file = cap.finish();
+
+    let t = o.d.status()["io"]["ports"][0]["tier"].clone();
+    let d = |k: &str| u(&t[k]) - u(&tier0[k]);
+    eprintln!("tc tier: to_tc {}, tc_hit {}, no_tx {}", d("to_tc"), d("tc_hit"), d("no_tx"));
+    assert!(d("to_tc") as usize > BULK / 1500 / 2, "few frames went to the tc tier: {t:#}");
+    assert_eq!(d("tc_hit"), d("to_tc"), "the tc tier did not take all it was passed: {t:#}");
+    assert_eq!(d("no_tx") + d("tc_lost") + d("partial_checksum"), 0, "{t:#}");
+
+    let fields = ["tcp.checksum.status", "tcp.checksum", "tcp.checksum_calculated"];
+    let rows = tshark_fields(&file, "vxlan && tcp && ip.src == 192.0.2.1", &fields);
+    assert!(rows.len() > BULK / 3000, "only {} inner TCP packets from A captured", rows.len());
+    let bad: Vec<_> = rows.iter().filter(|r| r[0] != "1").take(5).collect();
+    assert!(bad.is_empty(), "inner TCP checksums from A that are not valid: {bad:?}");
+    let c = o.d.settled_counters();
+    assert_eq!(c["dropped"], 0, "drops: {c:#}");
+    o.d.stop();
+}

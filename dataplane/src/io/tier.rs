@@ -971,7 +971,8 @@ impl State {
         };
         let mut max_len = u16::MAX as usize;
         // The tc tier redirects skbs, which any port takes; the XDP program
-        // leaves what it cannot redirect to AF_XDP (`no_tx`).
+        // passes it what it cannot redirect itself (encapsulations; other
+        // actions go to AF_XDP, `no_tx`).
         let tc = matches!(self.ingress.get(e.in_port as usize), Some(Some(i)) if i.tc);
         if let Some(p) = out {
             match self.outputs.get(p as usize) {
@@ -1204,6 +1205,12 @@ impl State {
                 }
                 Some(reason) => {
                     let p = i as u16;
+                    // Interface 0 empties the slot: entries installed for
+                    // the tc tier (which a refused port still serves) must
+                    // not keep redirecting XDP frames the kernel now drops.
+                    for ing in self.ingress.iter_mut().flatten() {
+                        let _ = ing.maps.tx.set(i as u32, 0, None, 0);
+                    }
                     let n = self.retire_where(|e| sends_to(e, p));
                     self.stats.invalidations.fetch_add(n, Ordering::Relaxed);
                     if !fixed {
