@@ -28,6 +28,7 @@ pub mod af_packet;
 pub mod afxdp;
 pub mod checksums;
 pub mod gso;
+pub mod handover;
 pub mod memory;
 pub mod netdev;
 pub mod pcap;
