@@ -423,8 +423,11 @@ fn adopt_workers(
             )));
         }
         let memfd = fds.next().ok_or_else(|| mismatch("too few descriptors".into()))?;
-        let umem = Umem::from_memfd(memfd, hw.frames)
-            .map_err(|source| DatapathError::Memory { worker: w, frames: hw.frames, source })?;
+        let umem = Umem::from_memfd(memfd, hw.frames).map_err(|source| DatapathError::Memory {
+            worker: w,
+            frames: hw.frames,
+            source,
+        })?;
         let mut queues: Vec<Box<dyn PortQueue>> = Vec::new();
         for i in mine {
             let fd = fds.next().ok_or_else(|| mismatch("too few descriptors".into()))?;
@@ -541,17 +544,42 @@ impl Datapath {
                 .collect::<Result<Vec<_>, DatapathError>>()
         })?;
         let macs = interface_macs(&specs)?;
+        // The tc tier before the queues: loading its program takes a while,
+        // and a successor must not take it out of the time no worker runs.
+        let tc = match tier_capacity {
+            Some(_) => attach_tc(&mut steering, rs.config.tc_tier),
+            None => Vec::new(),
+        };
         let mut ring_size = opts.ring_size;
-        let ios = match from {
-            None => (0..workers)
-                .map(|w| open_worker(w, &mut steering, &macs, &opts, w % cpus))
-                .collect::<Result<Vec<_>, _>>()?,
+        let start_tier = |steering: &mut Vec<(PortSpec, Steering)>| match tier_capacity {
+            Some(_) => {
+                let (t, l) = start_tier(steering, &links, workers, tc.clone())?;
+                Ok::<_, DatapathError>((Some(t), Some(l)))
+            }
+            None => Ok((None, None)),
+        };
+        let ((tier, tier_link), ios) = match from {
+            None => {
+                let ios = (0..workers)
+                    .map(|w| open_worker(w, &mut steering, &macs, &opts, w % cpus))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (start_tier(&mut steering)?, ios)
+            }
             Some(from) => {
+                // The predecessor's tier owner stops first, then ours adopts
+                // the entries; its workers serve meanwhile.
+                from.prepare()?;
+                let tier = start_tier(&mut steering)?;
                 let (state, fds) = from.take()?;
+                let t0 = std::time::Instant::now();
                 ring_size = state.ring_size;
                 let ios = adopt_workers(state, fds, &mut steering, &macs, workers, cpus)?;
                 from.commit()?;
-                ios
+                tracing::info!(
+                    mapped_ms = t0.elapsed().as_secs_f64() * 1e3,
+                    "upgrade: the parked queues are mapped"
+                );
+                (tier, ios)
             }
         };
         let modes: Vec<Option<bool>> = steering
@@ -560,14 +588,6 @@ impl Datapath {
                 matches!(st, Steering::Xdp(_)).then(|| ios.iter().any(|io| io.zero_copy(&p.name)))
             })
             .collect();
-
-        let (tier, tier_link) = match tier_capacity {
-            Some(_) => {
-                let (t, l) = start_tier(&mut steering, &links, workers)?;
-                (Some(t), Some(l))
-            }
-            None => (None, None),
-        };
 
         let stop = Arc::new(AtomicBool::new(false));
         let park = Arc::new(AtomicBool::new(false));
@@ -737,8 +757,37 @@ impl Datapath {
         st.iter().find_map(|(spec, s)| match s {
             Steering::Xdp(prog) if prog.pinned() => None,
             Steering::Xdp(_) => Some(format!("port {}: its XDP program is not pinned", spec.name)),
-            _ => Some(format!("port {}: backend {:?} cannot be handed over", spec.name, spec.backend)),
+            _ => Some(format!(
+                "port {}: backend {:?} cannot be handed over",
+                spec.name, spec.backend
+            )),
         })
+    }
+
+    /// Stops the XDP tier's owner (its last harvest), the workers running
+    /// on: a successor adopts the tier's entries before the workers park,
+    /// so that is not part of the time no worker runs. Pinned programs keep
+    /// their lookups on.
+    pub fn stop_tier(&mut self) {
+        self.stop_tier_owner(false);
+    }
+
+    fn stop_tier_owner(&mut self, remove: bool) {
+        let Some(tier) = self.tier.take() else { return };
+        let mut st = self.steering.lock().unwrap_or_else(|p| p.into_inner());
+        for (spec, s) in st.iter_mut() {
+            if let Steering::Xdp(prog) = s {
+                if prog.pinned() && !remove {
+                    continue;
+                }
+                if let Err(e) = prog.set_tier(None) {
+                    tracing::error!(port = %spec.name, error = %e, "cannot turn the XDP tier off");
+                }
+            }
+        }
+        self.counters.set_refresh(None);
+        self.tier_gens.clear();
+        tier.stop();
     }
 
     /// Stops the workers at a batch boundary, keeping their sockets and
@@ -755,12 +804,16 @@ impl Datapath {
         for io in ios {
             match io.umem.memfd().try_clone_to_owned() {
                 Ok(fd) => fds.push(fd),
-                Err(e) => tracing::error!(worker = io.id, error = %e, "cannot duplicate the packet memory"),
+                Err(e) => {
+                    tracing::error!(worker = io.id, error = %e, "cannot duplicate the packet memory")
+                }
             }
             for q in &io.queues {
                 match crate::io::sys::dup(q.fd()) {
                     Ok(fd) => fds.push(fd),
-                    Err(e) => tracing::error!(worker = io.id, error = %e, "cannot duplicate a socket"),
+                    Err(e) => {
+                        tracing::error!(worker = io.id, error = %e, "cannot duplicate a socket")
+                    }
                 }
             }
             let free = io.free.as_deref().unwrap_or_default();
@@ -781,22 +834,8 @@ impl Datapath {
     /// workers); then the workers. Pinned programs that stay keep their
     /// lookups on: the tier forwards its flows while no overlayd runs.
     fn shut_down(&mut self, remove: bool) {
+        self.stop_tier_owner(remove);
         let mut st = self.steering.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tier) = self.tier.take() {
-            for (spec, s) in st.iter_mut() {
-                if let Steering::Xdp(prog) = s {
-                    if prog.pinned() && !remove {
-                        continue;
-                    }
-                    if let Err(e) = prog.set_tier(None) {
-                        tracing::error!(port = %spec.name, error = %e, "cannot turn the XDP tier off");
-                    }
-                }
-            }
-            self.counters.set_refresh(None);
-            self.tier_gens.clear();
-            tier.stop();
-        }
         self.stop.store(true, Ordering::Release);
         let park = self.park.load(Ordering::Acquire);
         for t in self.worker_threads.drain(..) {
@@ -820,16 +859,17 @@ impl Datapath {
     }
 }
 
-/// Starts the XDP tier's owner over the ports' programs and turns the
-/// workload ports' lookups on; returns the owner and the workers' link.
+/// Starts the XDP tier's owner over the ports' programs (`tc`: the ports
+/// the tc tier serves) and turns the workload ports' lookups on; returns
+/// the owner and the workers' link.
 fn start_tier(
     steering: &mut [(PortSpec, Steering)],
     links: &DatapathLinks,
     workers: usize,
+    tc: Vec<usize>,
 ) -> Result<(Tier, crate::io::tier::TierLink), DatapathError> {
     let mut ports = Vec::new();
     let mut gens = Vec::new();
-    let tc = attach_tc(steering, links.published.current().config.tc_tier);
     for (i, (spec, st)) in steering.iter_mut().enumerate() {
         let ifindex = netdev::ifindex(&spec.interface)
             .map_err(DatapathError::port(spec, "no such interface"))?;

@@ -8,21 +8,25 @@
 //!  loads its state, attaches its programs
 //!  (adopting the pinned ones)
 //!  ---- Ready ------------------------------>
-//!                                            parks: the tier's owner stops
-//!                                            (last harvest), the workers stop
-//!                                            at a batch boundary; counters
-//!  <--- State + descriptors (SCM_RIGHTS) ---  carried
+//!                                            stops its tier owner (last
+//!  <--- TierStopped -------------------------  harvest); its workers serve on
+//!  starts its tier owner (adopts the
+//!  tier's entries)
+//!  ---- Park ------------------------------->
+//!                                            parks its workers at a batch
+//!  <--- State + descriptors (SCM_RIGHTS) ---  boundary; counters carried
 //!  maps the memory and the rings,
 //!  registers the sockets
 //!  ---- TakingOver ------------------------>  exits (its API socket and the
-//!  starts its workers and its tier owner,     pins are the new one's now)
-//!  binds the API socket
+//!  starts its workers, binds the API          pins are the new one's now)
+//!  socket
 //! ```
 //!
 //! Nobody moves packets only between "parks" and the new workers' start
 //! (milliseconds); the sockets' rings hold what arrives meanwhile. If the new
 //! binary dies or refuses before `TakingOver`, the old one starts its
-//! workers again over the same sockets and keeps serving. The descriptors
+//! datapath again over the same sockets (and its own pinned programs) and
+//! keeps serving; its rings hold what arrives while it does. The descriptors
 //! pass through io/handover.rs.
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -67,8 +71,13 @@ pub enum HandoverError {
 enum Msg {
     /// New -> old: attached, waiting for the sockets.
     Ready { pid: u32, version: String },
+    /// Old -> new: its tier owner stopped (last harvest); the new one may
+    /// adopt the tier's entries.
+    TierStopped,
+    /// New -> old: its tier owner runs; park the workers.
+    Park,
     /// Old -> new: the parked workers; their descriptors ride along.
-    State(HandedState),
+    State(Box<HandedState>),
     /// Old -> new: it cannot hand over.
     Refused(String),
     /// New -> old: everything is mapped; the old one must not touch a ring again.
@@ -79,6 +88,8 @@ impl Msg {
     fn name(&self) -> &'static str {
         match self {
             Msg::Ready { .. } => "Ready",
+            Msg::TierStopped => "TierStopped",
+            Msg::Park => "Park",
             Msg::State(_) => "State",
             Msg::Refused(_) => "Refused",
             Msg::TakingOver => "TakingOver",
@@ -116,6 +127,9 @@ impl HandedState {
 
 /// Where the datapath gets parked queues from instead of opening new ones.
 pub trait TakeOver {
+    /// The previous owner stops its tier owner (called once the programs
+    /// are attached, before this datapath's tier owner adopts the entries).
+    fn prepare(&mut self) -> Result<(), HandoverError>;
     /// The parked state and its descriptors (called once the programs are attached).
     fn take(&mut self) -> Result<(HandedState, Vec<OwnedFd>), HandoverError>;
     /// Every queue is mapped: the previous owner lets go (called before
@@ -167,13 +181,22 @@ impl Successor {
 }
 
 impl TakeOver for Successor {
-    fn take(&mut self) -> Result<(HandedState, Vec<OwnedFd>), HandoverError> {
+    fn prepare(&mut self) -> Result<(), HandoverError> {
         let ready = Msg::Ready { pid: std::process::id(), version: crate::VERSION.to_string() };
         send(&mut self.conn, &ready, &[])?;
+        match recv(&mut self.conn)?.0 {
+            Msg::TierStopped => Ok(()),
+            Msg::Refused(why) => Err(HandoverError::Refused(why)),
+            m => Err(HandoverError::Unexpected { expected: "TierStopped", got: m.name().into() }),
+        }
+    }
+
+    fn take(&mut self) -> Result<(HandedState, Vec<OwnedFd>), HandoverError> {
+        send(&mut self.conn, &Msg::Park, &[])?;
         let (m, fds) = recv(&mut self.conn)?;
         self.parked_at = Some(Instant::now());
         let state = match m {
-            Msg::State(s) => s,
+            Msg::State(s) => *s,
             Msg::Refused(why) => return Err(HandoverError::Refused(why)),
             m => return Err(HandoverError::Unexpected { expected: "State", got: m.name().into() }),
         };
@@ -198,6 +221,10 @@ impl TakeOver for Successor {
 struct Resume(Option<(HandedState, Vec<OwnedFd>)>);
 
 impl TakeOver for Resume {
+    fn prepare(&mut self) -> Result<(), HandoverError> {
+        Ok(())
+    }
+
     fn take(&mut self) -> Result<(HandedState, Vec<OwnedFd>), HandoverError> {
         self.0.take().ok_or_else(|| HandoverError::Refused("already resumed".into()))
     }
@@ -270,13 +297,20 @@ impl Predecessor {
             send(conn, &Msg::Refused(why.clone()), &[])?;
             return Err(HandoverError::Refused(why));
         }
-        let dp = slot.take().expect("checked above");
         self.handing.store(true, Ordering::Release);
+        slot.as_mut().expect("checked above").stop_tier();
+        let asked = send(conn, &Msg::TierStopped, &[]).and_then(|()| recv(conn));
+        let dp = slot.take().expect("checked above");
         let t0 = Instant::now();
         let (state, fds) = dp.park();
         let parked = t0.elapsed();
-        let sent = send(conn, &Msg::State(state.clone()), &fds);
-        let reply = sent.and_then(|()| recv(conn));
+        let reply = match asked {
+            Ok((Msg::Park, _)) => {
+                send(conn, &Msg::State(Box::new(state.clone())), &fds).and_then(|()| recv(conn))
+            }
+            Ok((m, _)) => Err(HandoverError::Unexpected { expected: "Park", got: m.name().into() }),
+            Err(e) => Err(e),
+        };
         match reply {
             Ok((Msg::TakingOver, _)) => {
                 tracing::info!(

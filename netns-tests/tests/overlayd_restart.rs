@@ -366,7 +366,11 @@ impl Rig {
         let new = self.spawn(&args);
         let st = old.wait_timeout(Duration::from_secs(30));
         let took = t0.elapsed();
-        assert!(st.is_some_and(|s| s.success()), "the old overlayd did not hand over: {}", self.log());
+        assert!(
+            st.is_some_and(|s| s.success()),
+            "the old overlayd did not hand over: {}",
+            self.log()
+        );
         self.daemon = Some(new);
         let up =
             wait_until(Duration::from_secs(20), || self.ctl_output(&["status"]).status.success());
@@ -509,6 +513,10 @@ struct Outcome {
     soft_missing: Vec<u32>,
     /// Flow 2 (each packet a new flow), when sent.
     new_missing: Vec<u32>,
+    /// `overlayctl counters` just before the stop or upgrade.
+    counters_before: serde_json::Value,
+    /// What the stopped overlayd left in counters.json (restarts).
+    carried_at_stop: serde_json::Value,
     /// From the new overlayd's launch to the first packet of flow 1 that
     /// reached B after it (seconds).
     soft_resumed_after: f64,
@@ -532,14 +540,18 @@ fn restart_changing(
     down: Duration,
     change: impl FnOnce(&Rig),
 ) -> Outcome {
-    under_traffic(r, false, |r| {
+    let mut at_stop = serde_json::Value::Null;
+    let mut o = under_traffic(r, false, |r| {
         r.signal(signal);
+        at_stop = carried(r);
         change(r);
         std::thread::sleep(down);
         let launched = now();
         r.start(&[]);
         launched
-    })
+    });
+    o.carried_at_stop = at_stop;
+    o
 }
 
 /// Runs traffic (with new flows if asked), waits for flow 0 to be in the
@@ -560,6 +572,7 @@ fn under_traffic(r: &mut Rig, new_flows: bool, act: impl FnOnce(&mut Rig) -> f64
     std::thread::sleep(Duration::from_millis(300));
 
     let hits_before_stop = r.program_hits();
+    let counters_before = r.ctl(&["counters"]);
     let launched = act(r);
     std::thread::sleep(Duration::from_secs(2));
     std::fs::write(&stop, b"").unwrap();
@@ -590,6 +603,8 @@ fn under_traffic(r: &mut Rig, new_flows: bool, act: impl FnOnce(&mut Rig) -> f64
         tier_missing: missing(&got, 0, rounds),
         soft_missing: missing(&got, 1, rounds),
         new_missing: if new_flows { missing(&got, 2, rounds) } else { Vec::new() },
+        counters_before,
+        carried_at_stop: serde_json::Value::Null,
         soft_resumed_after,
         soft_gap,
         ping,
@@ -635,6 +650,23 @@ fn check_adopted(r: &Rig, o: &Outcome) {
     let rule11 = c["rules"].as_array().unwrap().iter().find(|x| x["id"] == 11).cloned().unwrap();
     // Flow 0's packets after the restart, harvested from the adopted entry.
     assert!(u(&rule11["packets"]) >= 500, "{c:#}");
+    // The counters go on from what the stopped overlayd left: never below it.
+    let left = &o.carried_at_stop;
+    assert!(u(&c["rx"]) >= u(&left["rx"]) + 500, "counters went back: {left:#} -> {c:#}");
+    let rule12_left = u(&left["rules"]["12"]["packets"]);
+    assert!(rule12_left > 0 && rule_packets(&c, 12) >= rule12_left, "{left:#} -> {c:#}");
+    // Flow 1 goes through userspace only: each packet B got was counted
+    // once, by one overlayd or the other, except what a killed one counted
+    // after its last save (at most a second's worth).
+    let delivered = u64::from(o.rounds) - o.soft_missing.len() as u64;
+    let before = rule_packets(&o.counters_before, 12);
+    eprintln!(
+        "counters: rule 12 (flow 1) {} before the stop, {rule12_left} left at the stop, {} after \
+         the restart, {delivered} packets of flow 1 delivered",
+        before,
+        rule_packets(&c, 12)
+    );
+    assert!(rule_packets(&c, 12) <= delivered, "{c:#}");
 }
 
 /// kill -9, then a new overlayd: the tier's flow loses nothing (its program
@@ -649,6 +681,9 @@ fn kill_9_then_start_loses_nothing_in_the_tier() {
     let mut r = build();
     let o = restart_under_traffic(&mut r, "KILL", Duration::from_millis(500));
     report("kill -9 + start (500 ms down)", &o);
+    if std::env::var_os("RESTART_LOG").is_some() {
+        eprintln!("{}", r.log());
+    }
     check_adopted(&r, &o);
     assert!(!o.soft_missing.is_empty(), "the software flow lost nothing: did overlayd stop?");
     assert!(o.soft_resumed_after < 2.0, "the software flow did not resume: {}", r.why());
@@ -666,6 +701,12 @@ fn sigterm_then_start_loses_nothing_in_the_tier() {
     let o = restart_under_traffic(&mut r, "TERM", Duration::from_millis(500));
     report("SIGTERM + start (500 ms down)", &o);
     check_adopted(&r, &o);
+    // A stop saves the counters last: nothing counted is lost, and they
+    // never went back.
+    let c = r.settled_counters();
+    let delivered = u64::from(o.rounds) - o.soft_missing.len() as u64;
+    assert_eq!(rule_packets(&c, 12), delivered, "{c:#}");
+    assert!(rule_packets(&c, 12) >= rule_packets(&o.counters_before, 12));
     assert!(o.soft_resumed_after < 2.0, "the software flow did not resume: {}", r.why());
     r.finish();
 }
@@ -849,7 +890,10 @@ fn a_planned_upgrade_loses_nothing() {
         launched
     });
     report("planned upgrade (--take-over)", &o);
-    eprintln!("planned upgrade: the old overlayd exited {} ms after the new one was launched", took.as_millis());
+    eprintln!(
+        "planned upgrade: the old overlayd exited {} ms after the new one was launched",
+        took.as_millis()
+    );
     assert!(o.rounds > 1000, "the sender sent only {} rounds", o.rounds);
     assert!(o.tier_missing.is_empty(), "tier flow lost {:?}: {}", o.tier_missing, r.why());
     assert!(o.soft_missing.is_empty(), "software flow lost {:?}: {}", o.soft_missing, r.why());
@@ -868,6 +912,9 @@ fn a_planned_upgrade_loses_nothing() {
         u64::from(o.rounds),
         "flow 1 not counted once per packet across the upgrade: {c:#}"
     );
+    for l in log.lines().filter(|l| l.contains("upgrade:")) {
+        eprintln!("{l}");
+    }
     // The new overlayd can be upgraded in turn.
     r.upgrade(&[]);
     r.finish();
@@ -917,8 +964,7 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
     if !require_root("a_planned_upgrade_under_a_flood_loses_nothing") {
         return;
     }
-    let pps: u64 =
-        std::env::var("FLOOD_PPS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let pps: u64 = std::env::var("FLOOD_PPS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let flood = env!("CARGO_BIN_EXE_flood");
     let mut r = build();
     let stop = r.dir.join("flood-stop");
@@ -968,6 +1014,9 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
         took.as_millis()
     );
     report("planned upgrade under a flood (paced flows beside it)", &o);
+    for l in r.log().lines().filter(|l| l.contains("upgrade:")) {
+        eprintln!("{l}");
+    }
     assert!(sent / secs >= pps as f64 * 0.9, "the generator sent only {sent} in {secs} s");
     assert_eq!(sent, got, "flood packets lost: {got_line}\n{}", r.why());
     assert!(o.tier_missing.is_empty(), "tier flow lost {:?}: {}", o.tier_missing, r.why());

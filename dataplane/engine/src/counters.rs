@@ -551,7 +551,11 @@ impl Ledger {
             drops: drops_by_name(&l.retired_drops),
             ports: l.ports.into_iter().collect(),
             tunnels: l.tunnels.into_iter().collect(),
-            tunnel_drops: l.tunnel_drops.iter().map(|(t, d)| (t.clone(), drops_by_name(d))).collect(),
+            tunnel_drops: l
+                .tunnel_drops
+                .iter()
+                .map(|(t, d)| (t.clone(), drops_by_name(d)))
+                .collect(),
             rules: l.rules.into_iter().collect(),
         }
     }

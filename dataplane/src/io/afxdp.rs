@@ -365,7 +365,11 @@ impl Xsk {
         // SAFETY: xdp_options is a plain struct of integers.
         let opts: libc::xdp_options =
             unsafe { getsockopt(fd.as_raw_fd(), libc::SOL_XDP, libc::XDP_OPTIONS) }.map_err(
-                |source| AfXdpError::Io { ifname: ifname.into(), what: "reading XDP_OPTIONS", source },
+                |source| AfXdpError::Io {
+                    ifname: ifname.into(),
+                    what: "reading XDP_OPTIONS",
+                    source,
+                },
             )?;
         Ok(Xsk {
             fd,

@@ -26,8 +26,9 @@ pub fn send(sock: &mut UnixStream, body: &[u8], fds: &[BorrowedFd<'_>]) -> io::R
     let len = (body.len() as u32).to_be_bytes();
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     let cmsgs = if raw.is_empty() { vec![] } else { vec![ControlMessage::ScmRights(&raw)] };
-    let sent = sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&len)], &cmsgs, MsgFlags::empty(), None)
-        .map_err(io::Error::from)?;
+    let sent =
+        sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&len)], &cmsgs, MsgFlags::empty(), None)
+            .map_err(io::Error::from)?;
     if sent < len.len() {
         // The descriptors went with the first bytes; the rest follows.
         sock.write_all(&len[sent..])?;
@@ -41,8 +42,9 @@ pub fn recv(sock: &mut UnixStream) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
     let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
     let (got, fds) = {
         let mut iov = [IoSliceMut::new(&mut len)];
-        let m = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
-            .map_err(io::Error::from)?;
+        let m =
+            recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+                .map_err(io::Error::from)?;
         let mut fds = Vec::new();
         for c in m.cmsgs().map_err(io::Error::from)? {
             if let ControlMessageOwned::ScmRights(v) = c {

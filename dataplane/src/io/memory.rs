@@ -122,7 +122,8 @@ unsafe impl Send for Umem {}
 impl Umem {
     pub fn new(frames: usize) -> io::Result<Umem> {
         use nix::sys::memfd::{memfd_create, MFdFlags};
-        let memfd = memfd_create("overlayd-umem", MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
+        let memfd =
+            memfd_create("overlayd-umem", MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
         nix::unistd::ftruncate(&memfd, (frames * FRAME_SIZE) as libc::off_t)
             .map_err(io::Error::from)?;
         Umem::from_memfd(memfd, frames)
