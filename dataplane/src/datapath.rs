@@ -794,10 +794,19 @@ impl Datapath {
     /// memory open, after the tier's owner (its last harvest); returns what
     /// a successor needs (upgrade.rs), its descriptors duplicated: this
     /// process's copies close when the datapath drops, the sockets stay
-    /// open through the successor's. The pinned programs stay attached.
-    pub fn park(mut self) -> (HandedState, Vec<OwnedFd>) {
+    /// open through the successor's. The pinned programs stay attached
+    /// when it drops.
+    pub fn park(&mut self) -> (HandedState, Vec<OwnedFd>) {
+        self.stop_tier_owner(false);
         self.park.store(true, Ordering::Release);
-        self.shut_down(false);
+        self.stop.store(true, Ordering::Release);
+        // Only the workers: the other threads (learning) end when the
+        // datapath drops, after the successor has what it needs.
+        for t in self.worker_threads.drain(..) {
+            if let Ok(io) = t.join() {
+                self.parked.push(io);
+            }
+        }
         let ios: Vec<WorkerIo> = std::mem::take(&mut self.parked);
         let mut workers = Vec::new();
         let mut fds = Vec::new();

@@ -300,13 +300,17 @@ impl Predecessor {
         self.handing.store(true, Ordering::Release);
         slot.as_mut().expect("checked above").stop_tier();
         let asked = send(conn, &Msg::TierStopped, &[]).and_then(|()| recv(conn));
-        let dp = slot.take().expect("checked above");
+        let mut dp = slot.take().expect("checked above");
         let t0 = Instant::now();
         let (state, fds) = dp.park();
         let parked = t0.elapsed();
         let reply = match asked {
             Ok((Msg::Park, _)) => {
-                send(conn, &Msg::State(Box::new(state.clone())), &fds).and_then(|()| recv(conn))
+                let sent = send(conn, &Msg::State(Box::new(state.clone())), &fds);
+                // What is left of it (programs, learning thread) goes while
+                // the successor maps the queues.
+                drop(dp);
+                sent.and_then(|()| recv(conn))
             }
             Ok((m, _)) => Err(HandoverError::Unexpected { expected: "Park", got: m.name().into() }),
             Err(e) => Err(e),

@@ -78,8 +78,11 @@ impl Region {
 }
 
 impl Region {
-    /// A shared mapping of `len` bytes of `fd`, populated up front.
-    fn shared(fd: &OwnedFd, len: usize) -> io::Result<Region> {
+    /// A shared mapping of `len` bytes of `fd`; `populate`: page tables
+    /// filled up front (a successor maps memory whose pages exist already,
+    /// and filling tables for all of it would lengthen the handover).
+    fn shared(fd: &OwnedFd, len: usize, populate: bool) -> io::Result<Region> {
+        let populate = if populate { libc::MAP_POPULATE } else { 0 };
         // SAFETY: a shared mapping of a file we hold, of its full length;
         // checked before use.
         let p = unsafe {
@@ -87,7 +90,7 @@ impl Region {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
+                libc::MAP_SHARED | populate,
                 fd.as_raw_fd(),
                 0,
             )
@@ -126,7 +129,8 @@ impl Umem {
             memfd_create("overlayd-umem", MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
         nix::unistd::ftruncate(&memfd, (frames * FRAME_SIZE) as libc::off_t)
             .map_err(io::Error::from)?;
-        Umem::from_memfd(memfd, frames)
+        let len = frames * FRAME_SIZE;
+        Ok(Umem { mem: Region::shared(&memfd, len, true)?, frames, memfd })
     }
 
     /// The packet memory a previous overlayd handed over: `frames` frames
@@ -140,7 +144,7 @@ impl Umem {
                 format!("the memory handed over holds {size} bytes, not {len}"),
             ));
         }
-        Ok(Umem { mem: Region::shared(&memfd, len)?, frames, memfd })
+        Ok(Umem { mem: Region::shared(&memfd, len, false)?, frames, memfd })
     }
 
     /// The memfd behind the mapping.
