@@ -512,7 +512,8 @@ fn drops_by_name(by_reason: &[u64]) -> std::collections::BTreeMap<String, u64> {
 }
 
 /// Adds drops named as in [`Carried`] into `acc` (indexed by reason code);
-/// a name this version does not know is counted as `other`.
+/// a name this version does not know is counted under the last reason code
+/// (so the totals still add up).
 fn add_named_drops(acc: &mut Vec<u64>, named: &std::collections::BTreeMap<String, u64>) {
     grow(acc, DropReason::SLOTS);
     for (name, n) in named {
