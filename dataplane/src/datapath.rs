@@ -42,7 +42,7 @@ use crate::capture::CaptureTap;
 use crate::io::af_packet::{self, KernelSink};
 use crate::io::afxdp::{AfXdpError, Xsk, XskConfig};
 use crate::io::checksums::RxChecksums;
-use crate::io::memory::Umem;
+use crate::io::memory::{FrameAddr, Umem, FRAME_SIZE};
 use crate::io::steer::{SteerRole, SteerStats};
 use crate::io::tap::{self, TapQueue};
 use crate::io::tier::{Tier, TierGenerations, TierLinks, TierPort, TierStatus};
@@ -50,7 +50,9 @@ use crate::io::uring::{self, Kind, UringError, UringQueue};
 use crate::io::xdp::{Inherited, SteerProgram, XdpError, XdpMode};
 use crate::io::{netdev, PortQueue, QueueStats};
 use crate::report::{CounterBoard, PortStatus, QueueBoard};
+use crate::upgrade::{HandedState, HandedWorker, HandoverError, TakeOver};
 use crate::worker::{self, WorkerIo, WorkerLinks, BATCH};
+use std::os::fd::OwnedFd;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -72,6 +74,8 @@ pub enum DatapathError {
     TierGeneration(#[from] crate::io::tier::TierGenError),
     #[error(transparent)]
     Pin(#[from] crate::io::pin::PinError),
+    #[error(transparent)]
+    Handover(#[from] crate::upgrade::HandoverError),
 }
 
 impl DatapathError {
@@ -278,6 +282,13 @@ pub struct DatapathLinks {
 pub struct Datapath {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    /// The workers' threads, which give their queues back when they end.
+    worker_threads: Vec<JoinHandle<WorkerIo>>,
+    /// Set with `stop` to park the workers for a planned upgrade.
+    park: Arc<AtomicBool>,
+    /// The parked workers' queues and memory, until handed over.
+    parked: Vec<WorkerIo>,
+    ring_size: u32,
     steering: Mutex<Vec<(PortSpec, Steering)>>,
     specs: Vec<PortSpec>,
     /// Per port, AF_XDP only: zero-copy or copy.
@@ -377,7 +388,69 @@ fn open_worker(
         queues.push(q);
         names.push(p.name.clone());
     }
-    Ok(WorkerIo { id: w, umem, queues, names, macs: macs.clone(), cpu })
+    Ok(WorkerIo { id: w, umem, queues, names, macs: macs.clone(), cpu, free: None })
+}
+
+/// The workers a previous owner parked (upgrade.rs), their sockets
+/// registered in this datapath's programs. They must serve the same ports
+/// with the same queues as this configuration gives them.
+fn adopt_workers(
+    state: HandedState,
+    fds: Vec<OwnedFd>,
+    steering: &mut [(PortSpec, Steering)],
+    macs: &HashMap<String, [u8; 6]>,
+    workers: usize,
+    cpus: usize,
+) -> Result<Vec<WorkerIo>, DatapathError> {
+    let mismatch = |why: String| DatapathError::Handover(HandoverError::Mismatch(why));
+    if state.workers.len() != workers {
+        return Err(mismatch(format!(
+            "{} workers handed over, this configuration runs {workers}",
+            state.workers.len()
+        )));
+    }
+    let mut fds = fds.into_iter();
+    let mut ios = Vec::new();
+    for (w, hw) in state.workers.into_iter().enumerate() {
+        let mine: Vec<usize> =
+            (0..steering.len()).filter(|&i| (w as u32) < steering[i].0.queues).collect();
+        let names: Vec<String> = mine.iter().map(|&i| steering[i].0.name.clone()).collect();
+        if hw.id != w || hw.ports != names {
+            return Err(mismatch(format!(
+                "worker {w} served {:?}, this configuration gives it {names:?}",
+                hw.ports
+            )));
+        }
+        let memfd = fds.next().ok_or_else(|| mismatch("too few descriptors".into()))?;
+        let umem = Umem::from_memfd(memfd, hw.frames).map_err(|source| DatapathError::Memory {
+            worker: w,
+            frames: hw.frames,
+            source,
+        })?;
+        let mut queues: Vec<Box<dyn PortQueue>> = Vec::new();
+        for i in mine {
+            let fd = fds.next().ok_or_else(|| mismatch("too few descriptors".into()))?;
+            let (p, st) = &mut steering[i];
+            let Steering::Xdp(prog) = st else {
+                return Err(mismatch(format!("port {} is not an AF_XDP port here", p.name)));
+            };
+            let checksums = RxChecksums::for_bare_frames(p.kind);
+            let x = Xsk::adopt(fd, &p.interface, w as u32, state.ring_size, checksums)?;
+            prog.register_socket(w as u32, x.fd())?;
+            queues.push(Box::new(x));
+        }
+        let free = hw.free.iter().map(|&f| FrameAddr(f as u64 * FRAME_SIZE as u64)).collect();
+        ios.push(WorkerIo {
+            id: w,
+            umem,
+            queues,
+            names,
+            macs: macs.clone(),
+            cpu: w % cpus,
+            free: Some(free),
+        });
+    }
+    Ok(ios)
 }
 
 fn log_attached(p: &PortSpec, st: &Steering, zero_copy: Option<bool>) {
@@ -398,6 +471,26 @@ fn log_attached(p: &PortSpec, st: &Steering, zero_copy: Option<bool>) {
 impl Datapath {
     /// Attaches every configured port and starts the workers.
     pub fn start(links: DatapathLinks, opts: DatapathOptions) -> Result<Datapath, DatapathError> {
+        Self::start_with(links, opts, None)
+    }
+
+    /// As [`start`](Self::start), with the workers' queues and memory
+    /// taken from `from` (a planned upgrade: upgrade.rs) instead of opened:
+    /// the programs are attached (adopting the pinned ones) before asking
+    /// for them, so the time no worker runs is only mapping the rings.
+    pub fn start_taking_over(
+        links: DatapathLinks,
+        opts: DatapathOptions,
+        from: &mut dyn TakeOver,
+    ) -> Result<Datapath, DatapathError> {
+        Self::start_with(links, opts, Some(from))
+    }
+
+    fn start_with(
+        links: DatapathLinks,
+        opts: DatapathOptions,
+        from: Option<&mut dyn TakeOver>,
+    ) -> Result<Datapath, DatapathError> {
         let rs = links.published.current();
         let specs = port_specs(&rs)?;
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -450,9 +543,44 @@ impl Datapath {
                 .collect::<Result<Vec<_>, DatapathError>>()
         })?;
         let macs = interface_macs(&specs)?;
-        let ios = (0..workers)
-            .map(|w| open_worker(w, &mut steering, &macs, &opts, w % cpus))
-            .collect::<Result<Vec<_>, _>>()?;
+        // The tc tier before the queues: loading its program takes a while,
+        // and a successor must not take it out of the time no worker runs.
+        let tc = match tier_capacity {
+            Some(_) => attach_tc(&mut steering, rs.config.tc_tier),
+            None => Vec::new(),
+        };
+        let mut ring_size = opts.ring_size;
+        let start_tier = |steering: &mut Vec<(PortSpec, Steering)>| match tier_capacity {
+            Some(_) => {
+                let (t, l) = start_tier(steering, &links, workers, tc.clone())?;
+                Ok::<_, DatapathError>((Some(t), Some(l)))
+            }
+            None => Ok((None, None)),
+        };
+        let ((tier, tier_link), ios) = match from {
+            None => {
+                let ios = (0..workers)
+                    .map(|w| open_worker(w, &mut steering, &macs, &opts, w % cpus))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (start_tier(&mut steering)?, ios)
+            }
+            Some(from) => {
+                // The predecessor's tier owner stops first, then ours adopts
+                // the entries; its workers serve meanwhile.
+                from.prepare()?;
+                let tier = start_tier(&mut steering)?;
+                let (state, fds) = from.take()?;
+                let t0 = std::time::Instant::now();
+                ring_size = state.ring_size;
+                let ios = adopt_workers(state, fds, &mut steering, &macs, workers, cpus)?;
+                from.commit()?;
+                tracing::info!(
+                    mapped_ms = t0.elapsed().as_secs_f64() * 1e3,
+                    "upgrade: the parked queues are mapped"
+                );
+                (tier, ios)
+            }
+        };
         let modes: Vec<Option<bool>> = steering
             .iter()
             .map(|(p, st)| {
@@ -460,15 +588,8 @@ impl Datapath {
             })
             .collect();
 
-        let (tier, tier_link) = match tier_capacity {
-            Some(_) => {
-                let (t, l) = start_tier(&mut steering, &links, workers)?;
-                (Some(t), Some(l))
-            }
-            None => (None, None),
-        };
-
         let stop = Arc::new(AtomicBool::new(false));
+        let park = Arc::new(AtomicBool::new(false));
         let queues = Arc::new(QueueBoard::default());
         let wl = WorkerLinks {
             published: links.published,
@@ -480,19 +601,21 @@ impl Datapath {
             tier: tier_link,
             ready: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             learning: Arc::clone(&links.learning),
+            park: Arc::clone(&park),
         };
         let ready = Arc::clone(&wl.ready);
         let mut threads = Vec::new();
         let published = Arc::clone(&wl.published);
         let learn = links.learning.spawn(published, Arc::clone(&stop));
         threads.push(learn.map_err(DatapathError::Thread)?);
+        let mut worker_threads = Vec::new();
         for io in ios {
             let wl = wl.clone();
             let t = std::thread::Builder::new()
                 .name(format!("overlayd-w{}", io.id))
                 .spawn(move || worker::run(io, wl))
                 .map_err(DatapathError::Thread)?;
-            threads.push(t);
+            worker_threads.push(t);
         }
         // Inherited programs last: their sockets are registered, the tier's
         // inherited entries judged and the workers' fill rings stocked, so
@@ -510,6 +633,9 @@ impl Datapath {
                     for t in threads.drain(..) {
                         let _ = t.join();
                     }
+                    for t in worker_threads.drain(..) {
+                        let _ = t.join();
+                    }
                     return Err(e.into());
                 }
             }
@@ -522,6 +648,10 @@ impl Datapath {
         Ok(Datapath {
             stop,
             threads,
+            worker_threads,
+            park,
+            parked: Vec::new(),
+            ring_size,
             steering,
             specs,
             modes,
@@ -619,28 +749,109 @@ impl Datapath {
         tracing::info!("datapath stopped, its XDP programs removed");
     }
 
+    /// Why this datapath cannot be handed over, if it cannot: only AF_XDP
+    /// ports whose programs are pinned outlive this process.
+    pub fn handover_refusal(&self) -> Option<String> {
+        let st = self.steering.lock().unwrap_or_else(|p| p.into_inner());
+        st.iter().find_map(|(spec, s)| match s {
+            Steering::Xdp(prog) if prog.pinned() => None,
+            Steering::Xdp(_) => Some(format!("port {}: its XDP program is not pinned", spec.name)),
+            _ => Some(format!(
+                "port {}: backend {:?} cannot be handed over",
+                spec.name, spec.backend
+            )),
+        })
+    }
+
+    /// Stops the XDP tier's owner (its last harvest), the workers running
+    /// on: a successor adopts the tier's entries before the workers park,
+    /// so that is not part of the time no worker runs. Pinned programs keep
+    /// their lookups on.
+    pub fn stop_tier(&mut self) {
+        self.stop_tier_owner(false);
+    }
+
+    fn stop_tier_owner(&mut self, remove: bool) {
+        let Some(tier) = self.tier.take() else { return };
+        let mut st = self.steering.lock().unwrap_or_else(|p| p.into_inner());
+        for (spec, s) in st.iter_mut() {
+            if let Steering::Xdp(prog) = s {
+                if prog.pinned() && !remove {
+                    continue;
+                }
+                if let Err(e) = prog.set_tier(None) {
+                    tracing::error!(port = %spec.name, error = %e, "cannot turn the XDP tier off");
+                }
+            }
+        }
+        self.counters.set_refresh(None);
+        self.tier_gens.clear();
+        tier.stop();
+    }
+
+    /// Stops the workers at a batch boundary, keeping their sockets and
+    /// memory open, after the tier's owner (its last harvest); returns what
+    /// a successor needs (upgrade.rs), its descriptors duplicated: this
+    /// process's copies close when the datapath drops, the sockets stay
+    /// open through the successor's. The pinned programs stay attached
+    /// when it drops.
+    pub fn park(&mut self) -> (HandedState, Vec<OwnedFd>) {
+        self.stop_tier_owner(false);
+        self.park.store(true, Ordering::Release);
+        self.stop.store(true, Ordering::Release);
+        // Only the workers: the other threads (learning) end when the
+        // datapath drops, after the successor has what it needs.
+        for t in self.worker_threads.drain(..) {
+            if let Ok(io) = t.join() {
+                self.parked.push(io);
+            }
+        }
+        let ios: Vec<WorkerIo> = std::mem::take(&mut self.parked);
+        let mut workers = Vec::new();
+        let mut fds = Vec::new();
+        for io in ios {
+            match io.umem.memfd().try_clone_to_owned() {
+                Ok(fd) => fds.push(fd),
+                Err(e) => {
+                    tracing::error!(worker = io.id, error = %e, "cannot duplicate the packet memory")
+                }
+            }
+            for q in &io.queues {
+                match crate::io::sys::dup(q.fd()) {
+                    Ok(fd) => fds.push(fd),
+                    Err(e) => {
+                        tracing::error!(worker = io.id, error = %e, "cannot duplicate a socket")
+                    }
+                }
+            }
+            let free = io.free.as_deref().unwrap_or_default();
+            workers.push(HandedWorker {
+                id: io.id,
+                frames: io.umem.frames(),
+                free: free.iter().map(|a| (a.0 / FRAME_SIZE as u64) as u32).collect(),
+                ports: io.names.clone(),
+            });
+        }
+        let counters = self.counters.carried();
+        tracing::info!(workers = workers.len(), "datapath parked for a successor");
+        (HandedState { ring_size: self.ring_size, workers, counters }, fds)
+    }
+
     /// The tier first: its counters harvested for the last time, and, when
     /// the programs go, its lookups off (frames go to the still running
     /// workers); then the workers. Pinned programs that stay keep their
     /// lookups on: the tier forwards its flows while no overlayd runs.
     fn shut_down(&mut self, remove: bool) {
+        self.stop_tier_owner(remove);
         let mut st = self.steering.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tier) = self.tier.take() {
-            for (spec, s) in st.iter_mut() {
-                if let Steering::Xdp(prog) = s {
-                    if prog.pinned() && !remove {
-                        continue;
-                    }
-                    if let Err(e) = prog.set_tier(None) {
-                        tracing::error!(port = %spec.name, error = %e, "cannot turn the XDP tier off");
-                    }
-                }
-            }
-            self.counters.set_refresh(None);
-            self.tier_gens.clear();
-            tier.stop();
-        }
         self.stop.store(true, Ordering::Release);
+        let park = self.park.load(Ordering::Acquire);
+        for t in self.worker_threads.drain(..) {
+            match t.join() {
+                Ok(io) if park => self.parked.push(io),
+                _ => {}
+            }
+        }
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
@@ -656,16 +867,17 @@ impl Datapath {
     }
 }
 
-/// Starts the XDP tier's owner over the ports' programs and turns the
-/// workload ports' lookups on; returns the owner and the workers' link.
+/// Starts the XDP tier's owner over the ports' programs (`tc`: the ports
+/// the tc tier serves) and turns the workload ports' lookups on; returns
+/// the owner and the workers' link.
 fn start_tier(
     steering: &mut [(PortSpec, Steering)],
     links: &DatapathLinks,
     workers: usize,
+    tc: Vec<usize>,
 ) -> Result<(Tier, crate::io::tier::TierLink), DatapathError> {
     let mut ports = Vec::new();
     let mut gens = Vec::new();
-    let tc = attach_tc(steering, links.published.current().config.tc_tier);
     for (i, (spec, st)) in steering.iter_mut().enumerate() {
         let ifindex = netdev::ifindex(&spec.interface)
             .map_err(DatapathError::port(spec, "no such interface"))?;

@@ -50,6 +50,10 @@ pub enum RunError {
     Tcp { addr: std::net::SocketAddr, source: std::io::Error },
     #[error("serving {}: {source}", path.display())]
     Serve { path: PathBuf, source: std::io::Error },
+    #[error("taking over: {0}")]
+    Handover(#[from] crate::upgrade::HandoverError),
+    #[error("--take-over needs the datapath (not --control-only) and pinned programs")]
+    TakeOverWithoutDatapath,
 }
 
 /// Why a SIGHUP did not reload the configuration file.
@@ -101,6 +105,9 @@ pub struct RunOptions {
     pub remove_on_exit: bool,
     /// Cluster mode (the file's `[cluster]` section); None: a single host.
     pub cluster: Option<crate::cluster::ClusterSettings>,
+    /// A planned upgrade: take the sockets, memory and counters over from
+    /// the overlayd serving `socket` (upgrade.rs) instead of opening new ones.
+    pub take_over: bool,
 }
 
 /// A document is only accepted if this host can serve it: every port names
@@ -240,6 +247,19 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
     }
     let daemon = Arc::new(Daemon::start(store, o.initial)?);
     tracing::info!(generation = daemon.generation(), state_dir = %o.state_dir.display(), "started");
+    if o.take_over && !o.datapath.is_some_and(|d| d.pin) {
+        return Err(RunError::TakeOverWithoutDatapath);
+    }
+    // Counters go on from where the previous run left them; a successor
+    // gets them with the sockets instead.
+    if !o.take_over {
+        if let Some(c) = crate::carry::load(&o.state_dir) {
+            daemon.counter_board().absorb(&c);
+            tracing::info!(rx = c.rx, tx = c.tx, "counters carried over from the previous run");
+        }
+    }
+    let handing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handed_over = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let cluster = o.cluster.map(|s| {
         tracing::info!(node = %s.node, endpoints = ?s.endpoints, prefix = %s.prefix, "cluster mode");
         let a = crate::cluster::Agent::new(s, Arc::clone(&daemon));
@@ -269,12 +289,14 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
         if let Some(dir) = o.socket.parent() {
             std::fs::create_dir_all(dir).map_err(socket_error(dir))?;
         }
-        if o.socket.exists() {
+        if o.socket.exists() && !o.take_over {
             if std::os::unix::net::UnixStream::connect(&o.socket).is_ok() {
                 return Err(RunError::SocketInUse { path: o.socket.clone() });
             }
             std::fs::remove_file(&o.socket).map_err(socket_error(&o.socket))?;
         }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stop_tx = Arc::new(stop_tx);
         // The datapath before the API socket: if it cannot start, nothing is
         // left behind.
         let io = match o.datapath {
@@ -307,8 +329,35 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                         tracing::info!(interface = %p.interface, "--fresh: removed the pinned XDP program a previous overlayd left");
                     }
                 }
-                let dp = Datapath::start(links.clone(), opts)?;
+                let dp = if o.take_over {
+                    let mut from =
+                        crate::upgrade::Successor::connect(&o.socket, daemon.counter_board())?;
+                    let dp = tokio::task::block_in_place(|| {
+                        Datapath::start_taking_over(links.clone(), opts, &mut from)
+                    })?;
+                    let gap = from.since_parked().unwrap_or_default();
+                    tracing::info!(
+                        workers_stopped_for_ms = gap.as_secs_f64() * 1e3,
+                        "upgrade: took over from the running overlayd"
+                    );
+                    dp
+                } else {
+                    Datapath::start(links.clone(), opts)?
+                };
                 let slot: Slot = Arc::new(Mutex::new(Some(dp)));
+                if opts.pin {
+                    let pred = crate::upgrade::Predecessor {
+                        slot: Arc::clone(&slot),
+                        links: links.clone(),
+                        opts,
+                        handing: Arc::clone(&handing),
+                    };
+                    let (done, tx) = (Arc::clone(&handed_over), Arc::clone(&stop_tx));
+                    pred.listen(&o.socket, move || {
+                        done.store(true, std::sync::atomic::Ordering::Release);
+                        let _ = tx.send(true);
+                    })?;
+                }
                 daemon.set_io_report(Box::new(RunningIo {
                     hops: Arc::clone(&links.hops),
                     slot: Arc::clone(&slot),
@@ -322,16 +371,31 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
         let session = cluster.as_ref().map(|a| tokio::spawn(crate::cluster::session::run(Arc::clone(a))));
         // A sample of the counters every second: tunnel liveness and what
         // moved recently (`why`) come from these.
+        // The same tick saves the counters for the next run.
         let d = Arc::clone(&daemon);
+        let (dir, busy) = (o.state_dir.clone(), Arc::clone(&handing));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let d = Arc::clone(&d);
+                let (dir, busy) = (dir.clone(), Arc::clone(&busy));
                 // Reading offloaded rules' counters asks the kernel.
-                let _ = tokio::task::spawn_blocking(move || d.observe()).await;
+                let _ = tokio::task::spawn_blocking(move || {
+                    d.observe();
+                    if !busy.load(std::sync::atomic::Ordering::Acquire) {
+                        if let Err(e) = crate::carry::save(&dir, &d.counter_board().carried()) {
+                            tracing::warn!(error = %e, "counters not saved for the next run");
+                        }
+                    }
+                })
+                .await;
             }
         });
+        if o.take_over {
+            // The predecessor's socket: ours from now on (it exits).
+            let _ = std::fs::remove_file(&o.socket);
+        }
         let listener =
             tokio::net::UnixListener::bind(&o.socket).map_err(socket_error(&o.socket))?;
         std::fs::set_permissions(&o.socket, std::fs::Permissions::from_mode(0o600))
@@ -370,8 +434,8 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
             .map_err(|source| RunError::Signal { signal: "SIGTERM", source })?;
         let mut int = signal(SignalKind::interrupt())
             .map_err(|source| RunError::Signal { signal: "SIGINT", source })?;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let capture = daemon.capture_tap();
+        let stop_on_signal = Arc::clone(&stop_tx);
         tokio::spawn(async move {
             tokio::select! {
                 _ = term.recv() => {}
@@ -380,7 +444,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
             // A running capture ends, so its connection lets the server stop.
             capture.close();
-            let _ = stop_tx.send(true);
+            let _ = stop_on_signal.send(true);
         });
         let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
@@ -393,9 +457,14 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                 if o.token.is_none() && o.read_token.is_none() {
                     return Err(RunError::TcpWithoutToken);
                 }
-                let l = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .map_err(|source| RunError::Tcp { addr, source })?;
+                let mut bound = tokio::net::TcpListener::bind(addr).await;
+                // A predecessor being handed over holds the port until it exits.
+                let t0 = std::time::Instant::now();
+                while o.take_over && bound.is_err() && t0.elapsed().as_secs() < 5 {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    bound = tokio::net::TcpListener::bind(addr).await;
+                }
+                let l = bound.map_err(|source| RunError::Tcp { addr, source })?;
                 tracing::info!(tcp = %addr, "listening (bearer token required)");
                 Some(tokio::spawn(crate::api_server::serve_tcp(
                     l,
@@ -415,6 +484,13 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
         if let Some(t) = tcp_task {
             let _ = t.await;
         }
+        if handed_over.load(std::sync::atomic::Ordering::Acquire) {
+            // The successor serves the sockets, the programs and the API
+            // socket's path now: nothing here is ours to remove.
+            served.map_err(|source| RunError::Serve { path: o.socket.clone(), source })?;
+            tracing::info!(generation = daemon.generation(), "handed over to the new overlayd");
+            return Ok(());
+        }
         let _ = std::fs::remove_file(&o.socket);
         if let (true, Some(a), Some(session)) = (o.remove_on_exit, &cluster, session) {
             // The session first: it would register again the moment the
@@ -423,6 +499,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
             let _ = session.await;
             a.leave(std::time::Duration::from_secs(1)).await;
         }
+        let _ = std::fs::remove_file(crate::upgrade::socket_path(&o.socket));
         if let Some(slot) = io {
             let dp = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
             if let Some(dp) = dp {
@@ -434,6 +511,9 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                     tokio::task::block_in_place(|| dp.stop());
                 }
             }
+        }
+        if let Err(e) = crate::carry::save(&o.state_dir, &daemon.counter_board().carried()) {
+            tracing::warn!(error = %e, "counters not saved for the next run");
         }
         served.map_err(|source| RunError::Serve { path: o.socket.clone(), source })?;
         tracing::info!(generation = daemon.generation(), "stopped");

@@ -68,6 +68,10 @@ pub struct WorkerIo {
     /// packets when the configuration gives none).
     pub macs: HashMap<String, [u8; 6]>,
     pub cpu: usize,
+    /// The frames nobody uses at start; None: every frame. A worker that
+    /// takes over parked queues (upgrade.rs) starts with the parked
+    /// worker's list: the other frames are in the rings.
+    pub free: Option<Vec<FrameAddr>>,
 }
 
 impl WorkerIo {
@@ -93,12 +97,22 @@ pub struct WorkerLinks {
     pub ready: Arc<std::sync::atomic::AtomicUsize>,
     /// MAC learning: this worker gets its own queue.
     pub learning: Arc<crate::learning::Learning>,
+    /// Set with `stop` to park: stop at a batch boundary without draining,
+    /// and give the queues back with the free list (a planned upgrade).
+    pub park: Arc<AtomicBool>,
 }
 
-/// The thread's body: pins itself, runs the loop until asked to stop, drains.
-pub fn run(mut io: WorkerIo, links: WorkerLinks) {
+/// The thread's body: pins itself, runs the loop until asked to stop,
+/// drains; returns its queues and memory, with the free list when parked.
+pub fn run(mut io: WorkerIo, links: WorkerLinks) -> WorkerIo {
     sys::pin_to_cpu(io.cpu);
-    let mut l = WorkerLoop::new(&mut io, &links);
+    let free = run_loop(&mut io, &links);
+    io.free = free;
+    io
+}
+
+fn run_loop(io: &mut WorkerIo, links: &WorkerLinks) -> Option<Vec<FrameAddr>> {
+    let mut l = WorkerLoop::new(io, links);
     l.reclaim_refill();
     links.ready.fetch_add(1, Ordering::Release);
     while !links.stop.load(Ordering::Acquire) {
@@ -120,8 +134,18 @@ pub fn run(mut io: WorkerIo, links: WorkerLinks) {
         l.publish(got);
         l.idle(got);
     }
-    l.drain();
+    let parked = links.park.load(Ordering::Acquire);
+    if parked {
+        // No waiting for the kernel to send: what is queued stays in the TX
+        // ring, which the next owner takes over with the socket.
+        for q in l.queues.iter_mut() {
+            q.flush_tx();
+        }
+    } else {
+        l.drain();
+    }
     links.counters.retire(l.id);
+    parked.then(|| std::mem::take(&mut l.free))
 }
 
 /// Maps between the rule set's port numbering and this worker's queues.
@@ -216,7 +240,7 @@ impl<'m> WorkerLoop<'m> {
             id: io.id,
             links,
             umem: &io.umem,
-            free: io.umem.frame_addrs().collect(),
+            free: io.free.take().unwrap_or_else(|| io.umem.frame_addrs().collect()),
             queues: &mut io.queues,
             names: &io.names,
             slots,

@@ -486,6 +486,115 @@ impl Ledger {
     }
 }
 
+/// A ledger's totals by name, carried into the next process (a restart or
+/// a planned upgrade) so the counters stay monotonic across it: scalars,
+/// drops by reason name, ports and tunnels by name, rules by id.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Carried {
+    pub rx: u64,
+    pub tx: u64,
+    pub replicas: u64,
+    pub generated: u64,
+    pub cache_hit: u64,
+    pub cache_miss: u64,
+    pub tuples_probed: u64,
+    pub busy_ns: u64,
+    pub batches: Vec<u64>,
+    pub drops: std::collections::BTreeMap<String, u64>,
+    pub ports: std::collections::BTreeMap<String, (FlowSnapshot, FlowSnapshot)>,
+    pub tunnels: std::collections::BTreeMap<String, (FlowSnapshot, FlowSnapshot)>,
+    pub tunnel_drops: std::collections::BTreeMap<String, std::collections::BTreeMap<String, u64>>,
+    pub rules: std::collections::BTreeMap<u32, FlowSnapshot>,
+}
+
+fn drops_by_name(by_reason: &[u64]) -> std::collections::BTreeMap<String, u64> {
+    named_drops(by_reason).into_iter().map(|(n, c)| (n.to_string(), c)).collect()
+}
+
+/// Adds drops named as in [`Carried`] into `acc` (indexed by reason code);
+/// a name this version does not know is counted under the last reason code
+/// (so the totals still add up).
+fn add_named_drops(acc: &mut Vec<u64>, named: &std::collections::BTreeMap<String, u64>) {
+    grow(acc, DropReason::SLOTS);
+    for (name, n) in named {
+        let r = DropReason::ALL.iter().find(|r| r.name() == name).copied();
+        let r = r.unwrap_or(DropReason::ALL[DropReason::ALL.len() - 1]);
+        acc[r as usize] += n;
+    }
+}
+
+impl Ledger {
+    /// Everything counted so far, by name (live workers included).
+    pub fn carried(&self) -> Carried {
+        let mut l = Ledger {
+            retired: self.retired.clone(),
+            retired_drops: self.retired_drops.clone(),
+            ports: self.ports.clone(),
+            tunnels: self.tunnels.clone(),
+            tunnel_drops: self.tunnel_drops.clone(),
+            rules: self.rules.clone(),
+            live: Vec::new(),
+        };
+        for (rs, c) in self.live.iter().flatten() {
+            l.fold(rs, c);
+        }
+        let r = &l.retired;
+        Carried {
+            rx: r.rx,
+            tx: r.tx,
+            replicas: r.replicas,
+            generated: r.generated,
+            cache_hit: r.cache_hit,
+            cache_miss: r.cache_miss,
+            tuples_probed: r.tuples_probed,
+            busy_ns: r.busy_ns,
+            batches: r.batches.to_vec(),
+            drops: drops_by_name(&l.retired_drops),
+            ports: l.ports.into_iter().collect(),
+            tunnels: l.tunnels.into_iter().collect(),
+            tunnel_drops: l
+                .tunnel_drops
+                .iter()
+                .map(|(t, d)| (t.clone(), drops_by_name(d)))
+                .collect(),
+            rules: l.rules.into_iter().collect(),
+        }
+    }
+
+    /// Adds what a previous process counted to the totals.
+    pub fn absorb(&mut self, c: &Carried) {
+        let r = &mut self.retired;
+        r.rx += c.rx;
+        r.tx += c.tx;
+        r.replicas += c.replicas;
+        r.generated += c.generated;
+        r.cache_hit += c.cache_hit;
+        r.cache_miss += c.cache_miss;
+        r.tuples_probed += c.tuples_probed;
+        r.busy_ns += c.busy_ns;
+        for (a, b) in r.batches.iter_mut().zip(&c.batches) {
+            *a += b;
+        }
+        add_named_drops(&mut self.retired_drops, &c.drops);
+        for (name, v) in &c.ports {
+            let e = self.ports.entry(name.clone()).or_default();
+            e.0 += v.0;
+            e.1 += v.1;
+        }
+        for (name, v) in &c.tunnels {
+            let e = self.tunnels.entry(name.clone()).or_default();
+            e.0 += v.0;
+            e.1 += v.1;
+        }
+        for (name, d) in &c.tunnel_drops {
+            add_named_drops(self.tunnel_drops.entry(name.clone()).or_default(), d);
+        }
+        for (id, v) in &c.rules {
+            *self.rules.entry(*id).or_default() += *v;
+        }
+    }
+}
+
 /// Non-zero counts of `by_reason` (indexed by reason code), named, in code order.
 fn named_drops(by_reason: &[u64]) -> Vec<(&'static str, u64)> {
     DropReason::ALL
@@ -566,6 +675,20 @@ impl CounterBoard {
         *lock_ledger(&self.refresh) = r;
     }
 
+    /// Everything counted so far, by name, for the next process.
+    pub fn carried(&self) -> Carried {
+        let refresh = lock_ledger(&self.refresh).clone();
+        if let Some(r) = refresh {
+            r();
+        }
+        lock_ledger(&self.ledger).carried()
+    }
+
+    /// Adds what a previous process counted (a restart or an upgrade).
+    pub fn absorb(&self, c: &Carried) {
+        lock_ledger(&self.ledger).absorb(c);
+    }
+
     /// Everything counted since start, numbered by `current`.
     pub fn snapshot(&self, current: &RuleSet) -> Snapshot {
         let refresh = lock_ledger(&self.refresh).clone();
@@ -640,6 +763,37 @@ mod tests {
         assert_eq!(s.tunnel_drop_count(0, DropReason::NoNeighbour), 3);
         let before = s.clone();
         assert!(l.snapshot(&g2).since(&before).tunnel_drops[0].is_empty());
+    }
+
+    #[test]
+    fn carried_totals_add_up_in_the_next_ledger() {
+        let doc = "[[ports]]\nname = \"up0\"\nkind = \"uplink\"\nmac = \"02:00:00:00:00:10\"\n";
+        let rs = Arc::new(
+            crate::compile::compile(&crate::model::Config::from_toml(doc).unwrap()).unwrap(),
+        );
+        let w = WorkerCounters::new(1, 0, 0);
+        w.rx.add(7);
+        w.tx.add(5);
+        w.drop(DropReason::NoMatchingRule);
+        w.drop(DropReason::NoMatchingRule);
+        for _ in 0..7 {
+            w.ports[0].rx.add(100);
+        }
+        let mut before = Ledger::default();
+        before.set_live(0, Arc::clone(&rs), Arc::new(w));
+        let carried = before.carried();
+        let text = serde_json::to_string(&carried).unwrap();
+        let mut after = Ledger::default();
+        after.absorb(&serde_json::from_str(&text).unwrap());
+        let w2 = Arc::new(WorkerCounters::new(1, 0, 0));
+        w2.rx.add(1);
+        w2.tx.add(1);
+        after.set_live(0, Arc::clone(&rs), w2);
+        let s = after.snapshot(&rs);
+        assert_eq!((s.rx, s.tx, s.dropped()), (8, 6, 2));
+        assert!(s.conserved());
+        assert_eq!(s.ports[0].0, FlowSnapshot { packets: 7, bytes: 700 });
+        assert_eq!(s.drop_count(DropReason::NoMatchingRule), 2);
     }
 
     #[test]

@@ -85,6 +85,12 @@ enum Cmd {
         /// /sys/fs/bpf/overlayd, mounting /sys/fs/bpf if need be).
         #[arg(long)]
         bpf_dir: Option<PathBuf>,
+        /// Planned upgrade: take the AF_XDP sockets, packet memory and
+        /// counters over from the overlayd serving --socket (same
+        /// arguments otherwise), which exits once this one serves; if this
+        /// one fails first, that one serves on.
+        #[arg(long, conflicts_with_all = ["fresh", "no_pin", "control_only"])]
+        take_over: bool,
     },
     /// List the XDP programs and maps overlayd left pinned on this host
     /// (every network namespace), and whether each still serves an interface.
@@ -229,6 +235,7 @@ fn run(cli: Cli) -> Result<(), CommandError> {
             remove_on_exit,
             no_pin,
             bpf_dir,
+            take_over,
         } => {
             let pin_required = bpf_dir.is_some();
             if let Some(d) = bpf_dir {
@@ -269,6 +276,7 @@ fn run(cli: Cli) -> Result<(), CommandError> {
                 fresh,
                 remove_on_exit,
                 cluster,
+                take_over,
             };
             dataplane::run::run(opts)
                 .map_err(|e| CommandError::new(Exit::Failed, e.to_string()))?;

@@ -98,6 +98,13 @@ impl<T: Copy> Ring<T> {
         })
     }
 
+    /// Takes our index and the other side's from the shared ring, as a
+    /// previous owner of the socket left them (`producer`: we produce).
+    fn resume(&mut self, producer: bool) {
+        let (prod, cons) = (self.load(self.producer), self.load(self.consumer));
+        (self.cached_own, self.cached_other) = if producer { (prod, cons) } else { (cons, prod) };
+    }
+
     #[inline(always)]
     fn load(&self, p: *const AtomicU32) -> u32 {
         // SAFETY: `p` points into the live mapping (see `map`).
@@ -277,18 +284,7 @@ impl Xsk {
             .map_err(wrap("sizing the completion ring"))?;
         setsockopt(f, libc::SOL_XDP, libc::XDP_RX_RING, &n).map_err(wrap("sizing the RX ring"))?;
         setsockopt(f, libc::SOL_XDP, libc::XDP_TX_RING, &n).map_err(wrap("sizing the TX ring"))?;
-        // SAFETY: xdp_mmap_offsets is a plain struct of integers.
-        let off: libc::xdp_mmap_offsets =
-            unsafe { getsockopt(f, libc::SOL_XDP, libc::XDP_MMAP_OFFSETS) }
-                .map_err(wrap("reading the ring offsets (XDP_MMAP_OFFSETS)"))?;
-        let rx = Ring::map(f, &off.rx, n, libc::XDP_PGOFF_RX_RING as u64)
-            .map_err(wrap("mapping the RX ring"))?;
-        let tx = Ring::map(f, &off.tx, n, libc::XDP_PGOFF_TX_RING as u64)
-            .map_err(wrap("mapping the TX ring"))?;
-        let fill = Ring::map(f, &off.fr, n, libc::XDP_UMEM_PGOFF_FILL_RING)
-            .map_err(wrap("mapping the fill ring"))?;
-        let comp = Ring::map(f, &off.cr, n, libc::XDP_UMEM_PGOFF_COMPLETION_RING)
-            .map_err(wrap("mapping the completion ring"))?;
+        let (rx, tx, fill, comp) = map_rings(f, n, ifname)?;
 
         let bind = |flags: u16| {
             let sa = libc::sockaddr_xdp {
@@ -357,6 +353,47 @@ impl Xsk {
             rx_packets: 0,
             tx_packets: 0,
             checksums: cfg.checksums,
+            rx_checksums_completed: 0,
+        })
+    }
+
+    /// A socket a previous overlayd opened, bound and handed over (upgrade):
+    /// its rings mapped here and our indices taken from where that process
+    /// left them (it stopped at a batch boundary, everything published).
+    /// Needs a kernel that maps a bound socket's rings (Linux 6.x).
+    pub fn adopt(
+        fd: OwnedFd,
+        ifname: &str,
+        queue: u32,
+        ring_size: u32,
+        checksums: RxChecksums,
+    ) -> Result<Xsk, AfXdpError> {
+        let (mut rx, mut tx, mut fill, mut comp) = map_rings(fd.as_raw_fd(), ring_size, ifname)?;
+        rx.resume(false);
+        tx.resume(true);
+        fill.resume(true);
+        comp.resume(false);
+        // SAFETY: xdp_options is a plain struct of integers.
+        let opts: libc::xdp_options =
+            unsafe { getsockopt(fd.as_raw_fd(), libc::SOL_XDP, libc::XDP_OPTIONS) }.map_err(
+                |source| AfXdpError::Io {
+                    ifname: ifname.into(),
+                    what: "reading XDP_OPTIONS",
+                    source,
+                },
+            )?;
+        Ok(Xsk {
+            fd,
+            ifname: ifname.into(),
+            queue,
+            zero_copy: opts.flags & libc::XDP_OPTIONS_ZEROCOPY != 0,
+            rx,
+            tx,
+            fill,
+            comp,
+            rx_packets: 0,
+            tx_packets: 0,
+            checksums,
             rx_checksums_completed: 0,
         })
     }
@@ -520,6 +557,29 @@ impl Xsk {
             )
         };
     }
+}
+
+/// A socket's rings: RX, TX, fill, completion.
+type Rings = (Ring<libc::xdp_desc>, Ring<libc::xdp_desc>, Ring<u64>, Ring<u64>);
+
+/// Maps a socket's four rings of `n` entries: RX, TX, fill, completion.
+fn map_rings(f: RawFd, n: u32, ifname: &str) -> Result<Rings, AfXdpError> {
+    let wrap = |what: &'static str| {
+        move |source| AfXdpError::Io { ifname: ifname.to_string(), what, source }
+    };
+    // SAFETY: xdp_mmap_offsets is a plain struct of integers.
+    let off: libc::xdp_mmap_offsets =
+        unsafe { getsockopt(f, libc::SOL_XDP, libc::XDP_MMAP_OFFSETS) }
+            .map_err(wrap("reading the ring offsets (XDP_MMAP_OFFSETS)"))?;
+    let rx = Ring::map(f, &off.rx, n, libc::XDP_PGOFF_RX_RING as u64)
+        .map_err(wrap("mapping the RX ring"))?;
+    let tx = Ring::map(f, &off.tx, n, libc::XDP_PGOFF_TX_RING as u64)
+        .map_err(wrap("mapping the TX ring"))?;
+    let fill = Ring::map(f, &off.fr, n, libc::XDP_UMEM_PGOFF_FILL_RING)
+        .map_err(wrap("mapping the fill ring"))?;
+    let comp = Ring::map(f, &off.cr, n, libc::XDP_UMEM_PGOFF_COMPLETION_RING)
+        .map_err(wrap("mapping the completion ring"))?;
+    Ok((rx, tx, fill, comp))
 }
 
 fn bind_error(ifname: &str, source: io::Error) -> AfXdpError {

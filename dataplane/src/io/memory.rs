@@ -1,5 +1,5 @@
-//! A worker's packet memory: one anonymous mapping cut into page-sized
-//! frames, shared with the kernel as an AF_XDP UMEM and registered with
+//! A worker's packet memory: one shared mapping of a memfd cut into
+//! page-sized frames, shared with the kernel as an AF_XDP UMEM and registered with
 //! io_uring as a fixed buffer, so every backend receives into and sends from
 //! the same frames and a packet crosses from one port to another without a
 //! copy.
@@ -8,8 +8,13 @@
 //! AF_XDP rings carry. Every frame is in exactly one place at a time (the
 //! worker's free list, a kernel ring, the worker's batch), which is what makes
 //! [`Umem::frame`] sound to call.
+//!
+//! The mapping is of a memfd, not anonymous, so a planned upgrade can hand
+//! the very frames the kernel holds to the next overlayd (upgrade.rs), which
+//! maps the same pages at an address of its own: the rings carry offsets.
 
 use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::ptr::NonNull;
 
 /// Bytes per frame: a page, so no frame crosses a page boundary.
@@ -72,6 +77,31 @@ impl Region {
     }
 }
 
+impl Region {
+    /// A shared mapping of `len` bytes of `fd`; `populate`: page tables
+    /// filled up front (a successor maps memory whose pages exist already,
+    /// and filling tables for all of it would lengthen the handover).
+    fn shared(fd: &OwnedFd, len: usize, populate: bool) -> io::Result<Region> {
+        let populate = if populate { libc::MAP_POPULATE } else { 0 };
+        // SAFETY: a shared mapping of a file we hold, of its full length;
+        // checked before use.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | populate,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(Region { ptr: NonNull::new(p.cast()).expect("mmap succeeded"), len })
+    }
+}
+
 impl Drop for Region {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly what `new` mapped; its users (rings, sockets)
@@ -84,6 +114,8 @@ impl Drop for Region {
 pub struct Umem {
     mem: Region,
     frames: usize,
+    /// The memory itself, for handing over to the next overlayd.
+    memfd: OwnedFd,
 }
 
 // SAFETY: the region is plain memory owned by this value; which frames a
@@ -92,7 +124,32 @@ unsafe impl Send for Umem {}
 
 impl Umem {
     pub fn new(frames: usize) -> io::Result<Umem> {
-        Ok(Umem { mem: Region::new(frames * FRAME_SIZE)?, frames })
+        use nix::sys::memfd::{memfd_create, MFdFlags};
+        let memfd =
+            memfd_create("overlayd-umem", MFdFlags::MFD_CLOEXEC).map_err(io::Error::from)?;
+        nix::unistd::ftruncate(&memfd, (frames * FRAME_SIZE) as libc::off_t)
+            .map_err(io::Error::from)?;
+        let len = frames * FRAME_SIZE;
+        Ok(Umem { mem: Region::shared(&memfd, len, true)?, frames, memfd })
+    }
+
+    /// The packet memory a previous overlayd handed over: `frames` frames
+    /// of `memfd`, mapped here at an address of our own.
+    pub fn from_memfd(memfd: OwnedFd, frames: usize) -> io::Result<Umem> {
+        let len = frames * FRAME_SIZE;
+        let size = nix::sys::stat::fstat(&memfd).map_err(io::Error::from)?.st_size;
+        if (size as usize) < len {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("the memory handed over holds {size} bytes, not {len}"),
+            ));
+        }
+        Ok(Umem { mem: Region::shared(&memfd, len, false)?, frames, memfd })
+    }
+
+    /// The memfd behind the mapping.
+    pub fn memfd(&self) -> BorrowedFd<'_> {
+        self.memfd.as_fd()
     }
 
     pub fn frames(&self) -> usize {

@@ -29,6 +29,7 @@ pub mod af_packet;
 pub mod afxdp;
 pub mod checksums;
 pub mod gso;
+pub mod handover;
 pub mod map_batch;
 pub mod memory;
 pub mod netdev;

@@ -112,3 +112,15 @@ pub fn steady_heap() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, libc::c_int::MAX);
     }
 }
+
+/// A descriptor of our own for what `fd` refers to (close-on-exec): a
+/// socket or memory handed to the next overlayd outlives our copy.
+pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: duplicates a descriptor the caller holds open; checked below.
+    let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `r` is a new descriptor nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(r) })
+}
