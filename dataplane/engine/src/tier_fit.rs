@@ -83,6 +83,25 @@ fn representative(w: &Worker, rule: usize) -> FlowKey {
     for i in 0..k.0.len() {
         k.0[i] = (k.0[i] & !mask.0[i]) | (val.0[i] & mask.0[i]);
     }
+    // A rule on what comes out of a tunnel is judged by a packet that did:
+    // in on the tunnel's uplink, with its VNI or key unless the rule names one.
+    if let Some(t) = (k.get(field::TUNNEL) as usize).checked_sub(1).and_then(|t| rs.tunnels.get(t))
+    {
+        let open =
+            |(w, shift, width): field::Field| (mask.0[w] >> shift) & ((1u64 << width) - 1) == 0;
+        if open(field::IN_PORT) {
+            k.set(field::IN_PORT, u64::from(t.uplink));
+        }
+        if open(field::VNI) {
+            let id = match t.id {
+                encap::decap::TunnelId::Vxlan { vni } | encap::decap::TunnelId::Geneve { vni } => {
+                    vni
+                }
+                encap::decap::TunnelId::Gre { key } => key.unwrap_or(0),
+            };
+            k.set(field::VNI, u64::from(id));
+        }
+    }
     k
 }
 
@@ -188,8 +207,9 @@ tunnels = ["vx", "gv"]
                 "match = { in_port = \"wl0\", ethertype = 0x0806 }\nactions = [{ output = \"wl1\" }]",
                 TierFit::Software(NotTcpUdp),
             ),
+            ("match = { tunnel = \"vx\" }\nactions = [{ output = \"wl0\" }]", TierFit::XdpTier),
             (
-                "match = { tunnel = \"vx\" }\nactions = [{ output = \"wl0\" }]",
+                "match = { tunnel = \"gv\" }\nactions = [{ output = \"wl0\" }]",
                 TierFit::Software(Decapsulated),
             ),
         ];
