@@ -146,7 +146,8 @@ fn vf_operations_fail_clearly_on_veth_and_traffic_is_unaffected() {
     let listed = d.ctl_json(&["rule", "list"]);
     assert_eq!(listed[0]["placement"]["runs_in"], "software", "{listed:#}");
     let text = d.ctl(&["rule", "list"]);
-    assert!(text.contains("software: in port wl:"), "{text}");
+    // In software, after the first packet in the XDP tier; and why not hardware.
+    assert!(text.contains("XDP tier after the first packet; not hardware: in port wl:"), "{text}");
 
     // Each VF operation on VF 1 (a new entry, vfs[1], of the document):
     // refused with the device, the attribute and the field; the generation
