@@ -133,8 +133,10 @@ if [ "$mode" = lane ]; then
   (cd "$repo" && cargo build -q -p dataplane --bins)
   targets=()
   for t in "${lane_tests[@]}"; do targets+=(--test "$t"); done
+  # Only the test targets: cargo also builds (and lists) the package's
+  # binaries for its integration tests.
   mapfile -t bins < <(cd "$repo" && cargo test -q -p netns-tests "${targets[@]}" --no-run --message-format=json \
-    | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
+    | grep '"kind":\["test"\]' | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
   [ ${#bins[@]} -eq ${#lane_tests[@]} ] || die "building the guest test binaries (${lane_tests[*]}) failed"
   # Every binary runs, and the lane fails if any failed.
   cmd=(env "OVERLAYD_BIN_DIR=$CARGO_TARGET_DIR/debug" OVERLAYD_IN_VM=1 sh -c \
