@@ -45,6 +45,7 @@ use crate::io::checksums::RxChecksums;
 use crate::io::memory::{FrameAddr, Umem, FRAME_SIZE};
 use crate::io::steer::{SteerRole, SteerStats};
 use crate::io::tap::{self, TapQueue};
+use crate::io::tc_port::{TcPort, TcPortError};
 use crate::io::tier::{Tier, TierGenerations, TierLinks, TierPort, TierStatus};
 use crate::io::uring::{self, Kind, UringError, UringQueue};
 use crate::io::xdp::{Inherited, SteerProgram, XdpError, XdpMode};
@@ -64,6 +65,8 @@ pub enum DatapathError {
     AfXdp(#[from] AfXdpError),
     #[error(transparent)]
     Uring(#[from] UringError),
+    #[error(transparent)]
+    TcPort(#[from] TcPortError),
     #[error("port {port} ({interface}): {what}: {source}")]
     Port { port: String, interface: String, what: &'static str, source: std::io::Error },
     #[error("worker {worker}: cannot map {frames} frames of packet memory: {source}")]
@@ -206,6 +209,9 @@ enum Steering {
     AfPacket { role: Arc<ArcSwap<SteerRole>>, _sink: KernelSink },
     /// TAP: everything the workload sends is ours.
     Tap(tap::Offloads),
+    /// A TSO-keeping workload port: tc decides, misses reach AF_PACKET
+    /// through the punt device.
+    TcPort(Box<TcPort>),
 }
 
 impl Steering {
@@ -246,6 +252,20 @@ impl Steering {
                 Steering::AfPacket { role: Arc::new(ArcSwap::from_pointee(role)), _sink: sink }
             }
             Backend::Tap => Steering::Tap(tap::Offloads::default()),
+            Backend::Tc => {
+                // The tc tier sends out of any port (a tc program cannot
+                // read the XDP tier's devmap): every port's interface.
+                let outputs: Vec<(u16, u32)> = rs
+                    .config
+                    .ports
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, q)| {
+                        Some((i as u16, netdev::ifindex(q.interface.as_deref()?).ok()?))
+                    })
+                    .collect();
+                Steering::TcPort(Box::new(TcPort::open(&p.interface, tier, &outputs)?))
+            }
         })
     }
 
@@ -258,7 +278,7 @@ impl Steering {
                     .map_err(DatapathError::port(p, "holding the tunnel ports"))?;
                 role.store(Arc::new(new));
             }
-            Steering::Tap(_) => {}
+            Steering::Tap(_) | Steering::TcPort(_) => {}
         }
         Ok(())
     }
@@ -346,6 +366,15 @@ fn open_queue(
             }
             let kind = Kind::Tap { mark_valid: p.offloads == Offloads::On };
             Box::new(UringQueue::new(q.into_fd(), &p.interface, w, kind, umem)?)
+        }
+        Steering::TcPort(port) => {
+            let fanout =
+                (p.queues > 1).then(|| (port.program_ref().ifindex() ^ std::process::id()) as u16);
+            let (rx, tx) = port.sockets(fanout)?;
+            // Everything punted is the engine's: the workload role.
+            let kind =
+                Kind::AfPacket { role: Arc::new(ArcSwap::from_pointee(SteerRole::Workload)) };
+            Box::new(UringQueue::new(rx, &p.interface, w, kind, umem)?.sending_on(tx))
         }
     })
 }
@@ -464,6 +493,9 @@ fn log_attached(p: &PortSpec, st: &Steering, zero_copy: Option<bool>) {
         }
         Steering::Tap(o) => {
             tracing::info!(port = %name, interface = %iface, queues, backend = "tap", offloads = ?o.enabled, "attached")
+        }
+        Steering::TcPort(t) => {
+            tracing::info!(port = %name, interface = %iface, queues, backend = "tc", punt = %t.punt_name(), "attached")
         }
     }
 }
@@ -705,9 +737,13 @@ impl Datapath {
                     Steering::Xdp(prog) => (Some(prog.mode()), prog.stats().ok(), None),
                     Steering::AfPacket { .. } => (None, Some(sum_steering(&sockets)), None),
                     Steering::Tap(o) => (None, None, Some(o.clone())),
+                    Steering::TcPort(t) => (None, t.program_ref().stats().ok(), None),
                 };
                 let tier = match st {
                     Steering::Xdp(prog) if prog.tier_on() => prog.tier_stats().ok(),
+                    Steering::TcPort(t) if t.program_ref().tier_on() => {
+                        t.program_ref().tier_stats().ok()
+                    }
                     _ => None,
                 };
                 PortStatus {
@@ -775,13 +811,13 @@ impl Datapath {
         let Some(tier) = self.tier.take() else { return };
         let mut st = self.steering.lock().unwrap_or_else(|p| p.into_inner());
         for (spec, s) in st.iter_mut() {
-            if let Steering::Xdp(prog) = s {
-                if prog.pinned() && !remove {
-                    continue;
-                }
-                if let Err(e) = prog.set_tier(None) {
-                    tracing::error!(port = %spec.name, error = %e, "cannot turn the XDP tier off");
-                }
+            let prog = match s {
+                Steering::Xdp(prog) if !prog.pinned() || remove => prog,
+                Steering::TcPort(t) => t.program(),
+                _ => continue,
+            };
+            if let Err(e) = prog.set_tier(None) {
+                tracing::error!(port = %spec.name, error = %e, "cannot turn the XDP tier off");
             }
         }
         self.counters.set_refresh(None);
@@ -889,15 +925,24 @@ fn start_tier(
                 }
                 None => (None, None),
             },
+            // Frames may still be redirected into it (by an uplink's decap
+            // tier), if its peer takes them: the probe says.
+            Steering::TcPort(t) => match t.program().take_tier() {
+                Some((maps, gen)) => {
+                    gens.push((spec.interface.clone(), gen));
+                    (Some(maps), None)
+                }
+                None => (None, None),
+            },
             _ => (None, Some(format!("backend {:?} is not an XDP port", spec.backend))),
         };
         ports.push(TierPort {
             port: i as u16,
             name: spec.name.clone(),
             ifindex,
+            tc: tc.contains(&i) || matches!(st, Steering::TcPort(_)),
             ingress,
             not_output,
-            tc: tc.contains(&i),
         });
     }
     let tl = TierLinks {
@@ -914,10 +959,13 @@ fn start_tier(
     links.counters.set_refresh(Some(tier.refresher()));
     // Lookups last: the generation is in place and the owner is running.
     for (i, (_, st)) in steering.iter_mut().enumerate() {
-        if let Steering::Xdp(prog) = st {
-            if prog.tier_loaded() {
-                prog.set_tier(Some(i as u16))?;
-            }
+        let prog = match st {
+            Steering::Xdp(prog) => prog.as_mut(),
+            Steering::TcPort(t) => t.program(),
+            _ => continue,
+        };
+        if prog.tier_loaded() {
+            prog.set_tier(Some(i as u16))?;
         }
     }
     Ok((tier, link))

@@ -53,7 +53,7 @@ fn off(rs: &RuleSet, port: Option<u16>) -> Option<TierPlace> {
     }
     let p = rs.config.ports.get(port? as usize)?;
     let backend = match p.backend {
-        Backend::AfXdp => return None,
+        Backend::AfXdp | Backend::Tc => return None,
         Backend::AfPacket => "AF_PACKET",
         Backend::Tap => "TAP",
     };

@@ -148,7 +148,8 @@ pub fn tier(rs: &RuleSet, port: u16, io: Option<&IoStatus>) -> String {
     match p.backend {
         Backend::AfPacket => return "software (AF_PACKET, io_uring)".into(),
         Backend::Tap => return "software (TAP, io_uring)".into(),
-        Backend::AfXdp => {}
+        // The tier's entries serve a tc port too (encapsulated in tc).
+        Backend::AfXdp | Backend::Tc => {}
     }
     if rs.config.xdp_tier == engine::model::TierSpec::Off {
         return "software (AF_XDP): the XDP tier is off (xdp_tier = \"off\")".into();

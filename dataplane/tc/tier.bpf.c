@@ -108,36 +108,58 @@ static __always_inline int tc_key(struct __sk_buff *skb, const struct steer_cfg 
 	return 0;
 }
 
-SEC("classifier") /* aya's name for a tc (sched_cls) program */
-int overlayd_tc_encap(struct __sk_buff *skb)
+/* The punt device of a TSO-keeping workload port (io/tc_port.rs): where
+ * overlayd_tc_port sends what the tier does not handle, for overlayd's
+ * AF_PACKET socket on it. Written by io/tc_port.rs. */
+struct tc_port_cfg {
+	__u32 punt_ifindex;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct tc_port_cfg);
+} tc_port SEC(".maps");
+
+/* tc_encap's verdict when the skb is not the tier's (no entry, not an
+ * encapsulation, ...): the caller decides where it goes. */
+#define TC_NOT_TIER 0
+/* ...and when it was dropped (counted under ST_TC_LOST). */
+#define TC_DROPPED -1
+
+/* Encapsulates `skb` with its tier entry; returns the uplink's interface
+ * index to redirect it to, TC_NOT_TIER or TC_DROPPED. `own`: this program
+ * alone decides the skb (a TSO-keeping port), so an entry that cannot take
+ * it (stale, too long) leaves it to the engine, counted as the XDP tier
+ * counts such frames; otherwise the XDP program passed it here because an
+ * entry took it, and one that no longer does means the skb is lost. */
+static __always_inline int tc_encap(struct __sk_buff *skb, const struct steer_cfg *c, int own)
 {
 	__u32 zero = 0;
-	struct steer_cfg *c = bpf_map_lookup_elem(&cfg, &zero);
-	/* Off, or not a tier flow: what XDP passed without the tier (no
-	 * AF_XDP socket on the queue) goes on as before. */
-	if (!c || !c->tier || !c->tc_tier)
-		return TC_ACT_OK;
-	/* Headers of a GRO skb are linear already; of a short frame, whatever
-	 * there is. */
+	/* Headers of a GRO or GSO skb are linear already; of a short frame,
+	 * whatever there is. */
 	bpf_skb_pull_data(skb, 14 + 40 + 60);
 	struct tier_key k = {};
 	__u32 hdr = 0;
 	__u8 tos = 0, ttl = 0, df = 0;
 	if (tc_key(skb, c, &k, &hdr, &tos, &ttl, &df))
-		return TC_ACT_OK;
+		return TC_NOT_TIER;
 	struct tier_entry *e = bpf_map_lookup_elem(&tier_flows, &k);
 	if (!e)
-		return TC_ACT_OK;
+		return own ? count(ST_TIER_MISS, TC_NOT_TIER) : TC_NOT_TIER;
 	__u64 *gen = bpf_map_lookup_elem(&tier_gen, &zero);
 	__u32 slot = e->slot;
 	struct tier_count *n = bpf_map_lookup_elem(&tier_counts, &slot);
 	__u32 *ident = bpf_map_lookup_elem(&tier_ident, &zero);
-	if (!gen || e->generation != *gen || !n || !ident || e->action != TIER_ENCAP)
-		return count(ST_TC_LOST, TC_ACT_SHOT);
+	if (!gen || e->generation != *gen)
+		return own ? count(ST_TIER_STALE, TC_NOT_TIER) : count(ST_TC_LOST, TC_DROPPED);
+	if (!n || !ident || e->action != TIER_ENCAP)
+		return own ? TC_NOT_TIER : count(ST_TC_LOST, TC_DROPPED);
 	__u32 tx = e->tx_port;
 	__u32 *out = bpf_map_lookup_elem(&tc_out, &tx);
 	if (!out || !*out)
-		return count(ST_TC_LOST, TC_ACT_SHOT);
+		return own ? count(ST_TIER_NO_TX, TC_NOT_TIER) : count(ST_TC_LOST, TC_DROPPED);
 	__u32 ifindex = *out;
 	__u32 len = skb->len;
 	__u32 segs = 1, seg_len = len;
@@ -148,11 +170,11 @@ int overlayd_tc_encap(struct __sk_buff *skb)
 	/* Each segment as the workload sent it must fit the entry, as each
 	 * frame the XDP tier forwards must. */
 	if (seg_len > e->max_len)
-		return count(ST_TC_LOST, TC_ACT_SHOT);
+		return own ? count(ST_TIER_TOO_LONG, TC_NOT_TIER) : count(ST_TC_LOST, TC_DROPPED);
 
 	unsigned char buf[VXLAN4_HDR_LEN + sizeof(struct ethhdr)];
 	if (bpf_skb_load_bytes(skb, 0, buf + VXLAN4_HDR_LEN, sizeof(struct ethhdr)))
-		return count(ST_TC_LOST, TC_ACT_SHOT);
+		return count(ST_TC_LOST, TC_DROPPED);
 	struct ethhdr *inner = (void *)(buf + VXLAN4_HDR_LEN);
 	if (e->flags & TF_SET_DST)
 		copy_mac(inner->h_dest, e->eth_dst);
@@ -191,11 +213,62 @@ int overlayd_tc_encap(struct __sk_buff *skb)
 		      BPF_F_ADJ_ROOM_ENCAP_L2_ETH | BPF_F_ADJ_ROOM_ENCAP_L2(sizeof(struct ethhdr)) |
 		      BPF_F_ADJ_ROOM_FIXED_GSO;
 	if (bpf_skb_adjust_room(skb, VXLAN4_HDR_LEN, BPF_ADJ_ROOM_MAC, flags))
-		return count(ST_TC_LOST, TC_ACT_SHOT);
+		return count(ST_TC_LOST, TC_DROPPED);
 	if (bpf_skb_store_bytes(skb, 0, buf, sizeof(buf), 0))
-		return count(ST_TC_LOST, TC_ACT_SHOT);
+		return count(ST_TC_LOST, TC_DROPPED);
 	n->packets += segs;
 	n->bytes += len + (__u64)(segs - 1) * hdr;
 	count(ST_TC_HIT, 0);
-	return bpf_redirect(ifindex, 0);
+	return ifindex;
+}
+
+SEC("classifier") /* aya's name for a tc (sched_cls) program */
+int overlayd_tc_encap(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct steer_cfg *c = bpf_map_lookup_elem(&cfg, &zero);
+	/* Off, or not a tier flow: what XDP passed without the tier (no
+	 * AF_XDP socket on the queue) goes on as before. */
+	if (!c || !c->tier || !c->tc_tier)
+		return TC_ACT_OK;
+	int r = tc_encap(skb, c, 0);
+	if (r == TC_NOT_TIER)
+		return TC_ACT_OK;
+	if (r < 0)
+		return TC_ACT_SHOT;
+	return bpf_redirect(r, 0);
+}
+
+/* A TSO-keeping workload port (io/tc_port.rs): no XDP program on the
+ * interface, so the workload keeps its TSO and this program sees its GSO
+ * skbs whole. It decides every skb once: the tier's encapsulates and goes
+ * to the uplink, segmented at the uplink's transmit; everything else goes
+ * to the port's punt device, whose AF_PACKET socket feeds the engine (a
+ * packet socket on this interface would see every skb, the tier's too:
+ * packet taps run before tc ingress). */
+SEC("classifier")
+int overlayd_tc_port(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct steer_cfg *c = bpf_map_lookup_elem(&cfg, &zero);
+	struct tc_port_cfg *p = bpf_map_lookup_elem(&tc_port, &zero);
+	if (!p || !p->punt_ifindex)
+		return count(ST_PASS_NO_SOCKET, TC_ACT_SHOT);
+	if (c && c->tier) {
+		int r = tc_encap(skb, c, 1);
+		if (r < 0)
+			return TC_ACT_SHOT;
+		if (r != TC_NOT_TIER)
+			return bpf_redirect(r, 0);
+	}
+	count(ST_REDIRECTED, 0);
+	return bpf_redirect(p->punt_ifindex, BPF_F_INGRESS);
+}
+
+/* On the punt device's ingress: its frames were for the AF_PACKET socket
+ * (whose tap saw them before this hook), not for the host's stack. */
+SEC("classifier")
+int overlayd_tc_sink(struct __sk_buff *skb)
+{
+	return TC_ACT_SHOT;
 }

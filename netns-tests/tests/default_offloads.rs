@@ -166,6 +166,43 @@ fn af_packet_workload_with_default_offloads() {
     stop(o);
 }
 
+/// The TSO-keeping port (`backend = "tc"`): no XDP program on the
+/// workload's veth, so the workload keeps TSO and hands over super-frames;
+/// tc encapsulates the tier's flows whole (segmented at the uplink's
+/// transmit) and punts the rest to overlayd through the punt device.
+#[test]
+fn tc_workload_with_default_offloads() {
+    if !require_root("tc_workload_with_default_offloads") {
+        return;
+    }
+    let opts = Opts { wl_backend: "tc", ..Opts::default() };
+    let (o, _, st) = run_case(&Case { opts, bulk: BULK });
+    let port = &st["io"]["ports"][0];
+    assert_eq!(port["backend"], "tc", "{st:#}");
+    let wl = port["interface"].as_str().unwrap().to_string();
+    let link = o.ha.ip(&["-d", "link", "show", "dev", &wl]);
+    assert!(!link.contains("prog/xdp"), "an XDP program on the tc port: {link}");
+    let tso = o.wa.exec(&["ethtool", "-k", o.workload_features[1].dev()]);
+    assert!(tso.contains("tcp-segmentation-offload: on"), "{tso}");
+    // The tier took the bulk flows in tc, as super-frames: far fewer skbs
+    // than the 1,398-byte segments 2 x 50 MB of TCP make.
+    let tier = &port["tier"];
+    let tc_hit = tier["tc_hit"].as_u64().unwrap_or(0);
+    assert!(tc_hit > 100, "the tc port encapsulated {tc_hit} skbs: {st:#}");
+    let segments = (BULK / 1398) as u64;
+    assert!(tc_hit < segments / 2, "{tc_hit} skbs for {segments} segments: no GSO kept: {st:#}");
+    assert_eq!(tier["tc_lost"].as_u64(), Some(0), "{st:#}");
+    // The first packets and everything else reached the engine by the punt
+    // device's socket.
+    assert!(queue_sum(&st, 0, "rx_packets") > 0, "{st:#}");
+    let Overlay { d, ha, .. } = o;
+    assert!(ha.ip(&["link", "show"]).contains("ovp"), "no punt device");
+    d.stop();
+    assert!(!xdp_attached(&ha), "an XDP program was left attached");
+    let links = ha.ip(&["link", "show"]);
+    assert!(!links.contains("ovp"), "the punt device was left behind: {links}");
+}
+
 #[test]
 fn tap_workload_with_default_offloads() {
     if !require_root("tap_workload_with_default_offloads") {

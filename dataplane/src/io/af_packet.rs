@@ -67,6 +67,32 @@ pub fn open(ifindex: u32, fanout: Option<u16>) -> io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Opens a packet socket that only sends on `ifindex` (with a virtio-net
+/// header, so a GSO super-frame goes out whole): bound with protocol 0, it
+/// receives nothing. A TSO-keeping workload port (io/tc_port.rs) receives
+/// on its punt device and sends with this on the workload's interface.
+pub fn open_tx(ifindex: u32) -> io::Result<OwnedFd> {
+    let fd = socket(libc::AF_PACKET, libc::SOCK_RAW, 0)?;
+    let f = fd.as_raw_fd();
+    setsockopt_int(f, libc::SOL_PACKET, PACKET_VNET_HDR, 1)?;
+    // SAFETY: sockaddr_ll is plain data; zero is a valid start.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: binds to a fully initialised sockaddr_ll of the size given.
+    let r = unsafe {
+        libc::bind(
+            f,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
 /// Bytes in front of every frame on a packet socket opened by [`open`].
 pub const PREFIX: usize = HDR_LEN;
 

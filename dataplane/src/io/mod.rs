@@ -13,6 +13,7 @@
 //! | `tc.rs` | the tc tier on workload ports: skbs with partial checksums and GSO, same entries |
 //! | `afxdp.rs` | AF_XDP sockets and their rings |
 //! | `af_packet.rs` | AF_PACKET sockets, and the kernel sink on uplinks |
+//! | `tc_port.rs` | the TSO-keeping workload port: tc ingress only, misses through a punt device |
 //! | `tap.rs` | TAP devices |
 //! | `uring.rs` | io_uring queues for AF_PACKET and TAP ports |
 //! | `virtio.rs`, `gso.rs` | the virtio-net header: checksum completion, segmentation |
@@ -40,6 +41,7 @@ pub mod steer;
 pub mod sys;
 pub mod tap;
 pub mod tc;
+pub mod tc_port;
 pub mod tier;
 pub mod uring;
 pub mod virtio;

@@ -43,9 +43,23 @@ pub fn attach(
     ifname: &str,
     outputs: &[(u16, u32)],
 ) -> Result<(), TcError> {
-    let err = |what: &'static str| {
-        move |e: ProgramError| TcError { ifname: ifname.into(), what, reason: chain(&e) }
-    };
+    set_outputs(prog, ifname, outputs)?;
+    attach_program(prog, PROGRAM, ifname)?;
+    // Last: the XDP program passes nothing up before the program is there.
+    prog.set_tc_tier(true).map_err(|e| TcError {
+        ifname: ifname.into(),
+        what: "enable",
+        reason: e.to_string(),
+    })
+}
+
+/// Gives the object's tc programs the interfaces of `outputs` (port
+/// number, interface index); `ifname` names the port in errors.
+pub(crate) fn set_outputs(
+    prog: &mut SteerProgram,
+    ifname: &str,
+    outputs: &[(u16, u32)],
+) -> Result<(), TcError> {
     let map_err = |e: aya::maps::MapError| TcError {
         ifname: ifname.into(),
         what: "fill the output map of",
@@ -60,13 +74,26 @@ pub fn attach(
     for &(port, ifindex) in outputs.iter().filter(|(p, _)| *p < MAX_OUTPUTS) {
         out.set(port as u32, ifindex, 0).map_err(map_err)?;
     }
+    Ok(())
+}
+
+/// Loads program `name` of `prog`'s object and attaches it to `ifname`'s
+/// ingress; it stays attached as long as `prog` lives.
+pub(crate) fn attach_program(
+    prog: &mut SteerProgram,
+    name: &str,
+    ifname: &str,
+) -> Result<(), TcError> {
+    let err = |what: &'static str| {
+        move |e: ProgramError| TcError { ifname: ifname.into(), what, reason: chain(&e) }
+    };
     let p: &mut SchedClassifier = prog
         .object()
-        .program_mut(PROGRAM)
+        .program_mut(name)
         .ok_or_else(|| TcError {
             ifname: ifname.into(),
             what: "find",
-            reason: format!("the object has no program {PROGRAM}"),
+            reason: format!("the object has no program {name}"),
         })?
         .try_into()
         .map_err(err("find"))?;
@@ -75,12 +102,7 @@ pub fn attach(
     // something else put it there.
     let _ = tc::qdisc_add_clsact(ifname);
     p.attach(ifname, TcAttachType::Ingress).map_err(err("attach"))?;
-    // Last: the XDP program passes nothing up before the program is there.
-    prog.set_tc_tier(true).map_err(|e| TcError {
-        ifname: ifname.into(),
-        what: "enable",
-        reason: e.to_string(),
-    })
+    Ok(())
 }
 
 /// The error and its causes on one line, with the verifier's last lines

@@ -139,6 +139,9 @@ pub struct UringQueue {
     // The ring first: dropping it cancels requests before the memory goes.
     ring: IoUring,
     fd: OwnedFd,
+    /// Where frames are sent when not on `fd` (a TSO-keeping port receives
+    /// on its punt device and sends on the workload's interface).
+    tx_fd: Option<OwnedFd>,
     ifname: String,
     kind: Kind,
     rx_mem: Region,
@@ -205,6 +208,7 @@ impl UringQueue {
         let mut q = UringQueue {
             ring,
             fd,
+            tx_fd: None,
             ifname: ifname.into(),
             kind,
             rx_mem,
@@ -228,6 +232,12 @@ impl UringQueue {
         q.arm_rx();
         q.submit();
         Ok(q)
+    }
+
+    /// Sends on `fd` instead of the descriptor it receives on.
+    pub fn sending_on(mut self, fd: OwnedFd) -> UringQueue {
+        self.tx_fd = Some(fd);
+        self
     }
 
     fn give_buffer(&mut self, bid: u16) {
@@ -476,8 +486,9 @@ impl PortQueue for UringQueue {
             }
         }
         h.write(&mut f[off - HDR_LEN..off]);
+        let tx = self.tx_fd.as_ref().unwrap_or(&self.fd);
         let e = opcode::WriteFixed::new(
-            types::Fd(self.fd.as_raw_fd()),
+            types::Fd(tx.as_raw_fd()),
             f[off - HDR_LEN..].as_ptr(),
             len + HDR_LEN as u32,
             0,

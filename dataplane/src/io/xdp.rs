@@ -312,6 +312,22 @@ impl SteerProgram {
         })
     }
 
+    /// Loads the object for a port without an XDP program (io/tc_port.rs):
+    /// its maps and tc programs, the XDP program verified and never
+    /// attached, nothing pinned.
+    pub(crate) fn load_unattached(
+        ifname: &str,
+        role: &SteerRole,
+        tier: Option<u32>,
+    ) -> Result<Self, XdpError> {
+        let mut p = Self::load_in(ifname, role, tier, None, false)?;
+        p.ifindex = netdev::ifindex(ifname).map_err(|e| XdpError::Load {
+            ifname: ifname.into(),
+            reason: format!("no such interface ({e})"),
+        })?;
+        Ok(p)
+    }
+
     /// Loads the program (verified, not attached) with its maps set for
     /// `role`; `ifname` names it in errors.
     #[cfg(test)]

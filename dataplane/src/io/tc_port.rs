@@ -1,0 +1,204 @@
+//! The TSO-keeping workload port (`backend = "tc"`): no XDP program on the
+//! workload's veth, because any XDP program there pins the workload's TSO
+//! off (docs/decisions.md measured 12.0 -> 2.27 Gbit/s with a bare
+//! `XDP_PASS`). Instead, on the interface's ingress, `overlayd_tc_port`
+//! (dataplane/tc/tier.bpf.c) decides every skb once:
+//!
+//! - a tier flow is encapsulated whole (GSO kept, cut into segments at the
+//!   uplink's transmit) and redirected to the uplink, counted in the same
+//!   `tier_counts` slots the tier's owner (io/tier.rs) harvests;
+//! - everything else is redirected into the ingress of the port's punt
+//!   device, one end of a veth pair this module creates and owns (a dummy
+//!   device would do, but kernels built without it exist), where an
+//!   AF_PACKET socket (virtio-net header: checksum and GSO state) feeds the
+//!   engine. A packet socket on the workload's interface would not do:
+//!   packet taps run before tc ingress, so it would see the tier's skbs too.
+//!
+//! Frames towards the workload are sent on the workload's interface by a
+//! send-only packet socket. The punt device's own ingress drops what it
+//! received after the socket's tap copied it (`overlayd_tc_sink`), so the
+//! host's stack never sees the workload's frames.
+
+use std::os::fd::OwnedFd;
+
+use super::af_packet;
+use super::netdev;
+use super::steer::SteerRole;
+use super::tc::{self, TcError};
+use super::xdp::{SteerProgram, XdpError};
+
+const PORT_PROGRAM: &str = "overlayd_tc_port";
+const SINK_PROGRAM: &str = "overlayd_tc_sink";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TcPortError {
+    #[error(transparent)]
+    Load(#[from] XdpError),
+    #[error(transparent)]
+    Attach(#[from] TcError),
+    #[error("{ifname}: cannot {what} its punt device {punt}: {reason}")]
+    Punt { ifname: String, punt: String, what: &'static str, reason: String },
+    #[error("{ifname}: cannot open a packet socket on {on}: {source}")]
+    Socket { ifname: String, on: String, source: std::io::Error },
+}
+
+/// A TSO-keeping workload port: its programs (attached while this lives)
+/// and its punt device (deleted on drop).
+pub struct TcPort {
+    prog: SteerProgram,
+    punt: PuntDevice,
+    ifname: String,
+    ifindex: u32,
+}
+
+impl TcPort {
+    /// Loads the object for `ifname` (the tier's maps sized for `tier`
+    /// flows, if on), creates the punt device, gives the port program the
+    /// interfaces of `outputs` (port number, interface index) and attaches
+    /// it: from then on every skb from the workload is decided in tc.
+    pub fn open(
+        ifname: &str,
+        tier: Option<u32>,
+        outputs: &[(u16, u32)],
+    ) -> Result<TcPort, TcPortError> {
+        let mut prog = SteerProgram::load_unattached(ifname, &SteerRole::Workload, tier)?;
+        let ifindex = prog.ifindex();
+        let punt = PuntDevice::create(ifname, ifindex)?;
+        tc::set_outputs(&mut prog, ifname, outputs)?;
+        set_punt(&mut prog, ifname, punt.ifindex)?;
+        tc::attach_program(&mut prog, SINK_PROGRAM, &punt.name)?;
+        tc::attach_program(&mut prog, PORT_PROGRAM, ifname)?;
+        Ok(TcPort { prog, punt, ifname: ifname.into(), ifindex })
+    }
+
+    /// The loaded object: the tier's maps and settings, the statistics.
+    pub fn program(&mut self) -> &mut SteerProgram {
+        &mut self.prog
+    }
+
+    pub fn program_ref(&self) -> &SteerProgram {
+        &self.prog
+    }
+
+    /// The punt device's name.
+    pub fn punt_name(&self) -> &str {
+        &self.punt.name
+    }
+
+    /// A queue's receiving socket (on the punt device; `fanout` joins a
+    /// group when several workers share it) and its sending socket (on the
+    /// workload's interface).
+    pub fn sockets(&self, fanout: Option<u16>) -> Result<(OwnedFd, OwnedFd), TcPortError> {
+        let ifname = &self.ifname;
+        let rx = af_packet::open(self.punt.ifindex, fanout).map_err(|source| {
+            TcPortError::Socket { ifname: ifname.clone(), on: self.punt.name.clone(), source }
+        })?;
+        let tx = af_packet::open_tx(self.ifindex).map_err(|source| TcPortError::Socket {
+            ifname: ifname.clone(),
+            on: ifname.clone(),
+            source,
+        })?;
+        Ok((rx, tx))
+    }
+}
+
+/// Writes the punt device's index into the object's `tc_port` map.
+fn set_punt(prog: &mut SteerProgram, ifname: &str, punt: u32) -> Result<(), TcError> {
+    let map_err = |e: aya::maps::MapError| TcError {
+        ifname: ifname.into(),
+        what: "set the punt device of",
+        reason: e.to_string(),
+    };
+    let map = prog.object().map_mut("tc_port").ok_or_else(|| TcError {
+        ifname: ifname.into(),
+        what: "find the port map of",
+        reason: "the object has no map tc_port".into(),
+    })?;
+    let mut m: aya::maps::Array<&mut aya::maps::MapData, u32> =
+        aya::maps::Array::try_from(map).map_err(map_err)?;
+    m.set(0, punt, 0).map_err(map_err)
+}
+
+/// The punt device's name: "ovp-" and the interface's name when that fits
+/// in 15 bytes, else "ovp" and its index (unique in the namespace).
+pub fn punt_name(ifname: &str, ifindex: u32) -> String {
+    let named = format!("ovp-{ifname}");
+    if named.len() <= 15 {
+        named
+    } else {
+        format!("ovp{ifindex}")
+    }
+}
+
+/// One end of a veth pair, up, with no addresses: the target of the port
+/// program's misses (its peer stays down: nothing is ever sent on it).
+/// Deleted, with its peer, on drop.
+struct PuntDevice {
+    name: String,
+    ifindex: u32,
+}
+
+impl PuntDevice {
+    fn create(ifname: &str, ifindex: u32) -> Result<PuntDevice, TcPortError> {
+        let name = punt_name(ifname, ifindex);
+        let err = |what: &'static str| {
+            let (ifname, punt) = (ifname.to_string(), name.clone());
+            move |reason: String| TcPortError::Punt { ifname, punt, what, reason }
+        };
+        // One a crashed predecessor left behind would hold the name.
+        if let Ok(old) = netdev::ifindex(&name) {
+            netlink::delete(old).map_err(err("delete the stale"))?;
+        }
+        let peer = format!("ovq{}", &name[3..]);
+        netlink::create_veth(&name, &peer).map_err(err("create"))?;
+        let ifindex = netdev::ifindex(&name).map_err(|e| err("find")(e.to_string()))?;
+        Ok(PuntDevice { name, ifindex })
+    }
+}
+
+impl Drop for PuntDevice {
+    fn drop(&mut self) {
+        if let Err(e) = netlink::delete(self.ifindex) {
+            tracing::warn!(device = %self.name, error = %e, "cannot delete the punt device");
+        }
+    }
+}
+
+/// The two link requests the punt device needs, through rtnetlink (async)
+/// on a thread of their own, so they work from any caller, async or not.
+mod netlink {
+    use rtnetlink::{new_connection, LinkVeth};
+
+    fn run<F, Fut>(f: F) -> Result<(), String>
+    where
+        F: FnOnce(rtnetlink::Handle) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<(), rtnetlink::Error>>,
+    {
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            rt.block_on(async move {
+                let (conn, handle, _) = new_connection().map_err(|e| e.to_string())?;
+                tokio::spawn(conn);
+                f(handle).await.map_err(|e| e.to_string())
+            })
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the netlink thread panicked".into()))
+    }
+
+    /// A veth pair, `name` up with an MTU no punted frame exceeds (GSO
+    /// skbs are forwarded whatever their length; the rest fit 64 KiB).
+    pub fn create_veth(name: &str, peer: &str) -> Result<(), String> {
+        let (name, peer) = (name.to_string(), peer.to_string());
+        run(move |h| async move {
+            h.link().add(LinkVeth::new(&name, &peer).mtu(65535).up().build()).execute().await
+        })
+    }
+
+    pub fn delete(ifindex: u32) -> Result<(), String> {
+        run(move |h| async move { h.link().del(ifindex).execute().await })
+    }
+}
