@@ -8,6 +8,7 @@ import argparse, json, os, statistics, subprocess, sys, datetime
 PATHS = {
     "kernel": "kernel VXLAN",
     "overlayd": "overlayd (AF_XDP)",
+    "overlayd-tc": "overlayd (tc workload port)",
     "ovs": "Open vSwitch AF_XDP",
 }
 BEGIN, END = "<!-- bulk:begin -->", "<!-- bulk:end -->"
@@ -58,6 +59,7 @@ def ratios(table):
     by = {t["row"]: t for t in table}
     out = {}
     for ours, base, goal in (("overlayd-kernel", "kernel-kernel", 0.6),
+                             ("overlayd-tc-kernel", "kernel-kernel", 0.6),
                              ("overlayd-kernel-txoff", "kernel-kernel-txoff", 1.0)):
         if ours in by and base in by:
             for p in by[ours]["points"]:

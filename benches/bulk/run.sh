@@ -4,6 +4,8 @@
 #   kernel    the kernel's VXLAN device behind a bridge
 #   overlayd  overlayd, AF_XDP on both ports, its default tiers (BULK_TIER
 #             picks another: "xdp" for the XDP tier only, "off" for none)
+#   overlayd-tc  overlayd with the TSO-keeping workload port (backend "tc":
+#             no XDP on the workload veth), AF_XDP on the uplink
 #   ovs       Open vSwitch's userspace datapath, AF_XDP ports (host A only)
 # in network namespaces bk-ha, bk-hb (hosts) and bk-wa, bk-wb (workloads):
 #
@@ -63,6 +65,7 @@ trap 'exit 130' INT TERM
 ALL_ROWS="kernel-kernel:kernel:kernel:default
 kernel-kernel-txoff:kernel:kernel:tx-off
 overlayd-kernel:overlayd:kernel:default
+overlayd-tc-kernel:overlayd-tc:kernel:default
 overlayd-kernel-txoff:overlayd:kernel:tx-off
 overlayd-overlayd:overlayd:overlayd:default
 ovs-kernel-txoff:ovs:kernel:tx-off"
@@ -94,8 +97,10 @@ host_kernel() { # ns local remote
   ip -n "$1" link set br0 up
 }
 
-host_overlayd() { # ns local remote
-  local side=${1#bk-h}
+host_overlayd() { # ns local remote [workload backend]
+  local side=${1#bk-h} wl_backend=${4:-af_xdp}
+  # A state directory left by an earlier row would win over this row's file.
+  rm -rf "$W/state-$side"
   cat >"$W/$side.toml" <<T
 ${BULK_TIER:+xdp_tier = \"$BULK_TIER\"}
 
@@ -103,6 +108,7 @@ ${BULK_TIER:+xdp_tier = \"$BULK_TIER\"}
 name = "wl"
 kind = "workload"
 interface = "x$side"
+backend = "$wl_backend"
 
 [[ports]]
 name = "up"
@@ -231,6 +237,7 @@ run_row() { # name a b offloads
     case $kind in
       kernel) host_kernel $ns $local $remote ;;
       overlayd) host_overlayd $ns $local $remote; DP_PIDS+=("${PIDS[-1]}") ;;
+      overlayd-tc) host_overlayd $ns $local $remote tc; DP_PIDS+=("${PIDS[-1]}") ;;
       ovs) host_ovs $ns $local $remote; DP_PIDS+=("$OVS_PID") ;;
     esac
   done

@@ -187,9 +187,15 @@ static __always_inline int tc_encap(struct __sk_buff *skb, const struct steer_cf
 		otos |= tos & 3;
 	__u8 ottl = (e->flags & TF_TTL_INHERIT) ? ttl : e->ttl;
 	__u8 odf = (e->flags & TF_DF_INHERIT) ? df : (e->flags & TF_DF_SET) != 0;
-	/* The length of the first segment: segmentation rewrites the outer
-	 * lengths, identification and checksum of each. */
-	__u16 total = seg_len + VXLAN4_HDR_LEN - sizeof(struct ethhdr);
+	/* The whole skb's lengths: segmentation on the way out rewrites the
+	 * outer lengths, identification and checksum of each segment, but a
+	 * GSO skb may also reach a stack whole (a veth uplink's peer), whose
+	 * IP receive trims it to the total length it finds. A workload with
+	 * BIG TCP can send more than an IPv4 length holds: the engine's. */
+	__u32 outer = len + VXLAN4_HDR_LEN - sizeof(struct ethhdr);
+	if (outer > 0xffff)
+		return own ? count(ST_TIER_TOO_LONG, TC_NOT_TIER) : count(ST_TC_LOST, TC_DROPPED);
+	__u16 total = outer;
 	__u16 id = ++*ident;
 	if (segs > 1)
 		*ident += segs - 1;
