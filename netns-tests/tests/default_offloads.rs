@@ -1,9 +1,11 @@
 //! Workloads with their devices' default offloads (checksum offload, TSO and
 //! GSO on, as a container's veth has them) across the overlay to the
 //! kernel's VXLAN device, through every workload-port backend: AF_XDP (the
-//! default), AF_PACKET and TAP. A workload's kernel leaves every TCP and UDP
-//! checksum partial for an offload; overlayd finishes them (AF_XDP: from the
-//! bytes, `encap::settle`; the others: as the virtio-net header says).
+//! default), AF_PACKET, TAP and the TSO-keeping tc port. A workload's kernel
+//! leaves every TCP and UDP checksum partial for an offload; overlayd
+//! finishes them (AF_XDP: from the bytes, `encap::settle`; the others: as
+//! the virtio-net header says; the tc port's tier flows: the uplink's
+//! transmit, as for any skb the kernel encapsulates).
 //!
 //! Each test moves 50 MB of TCP each way over IPv4 inner packets, and 5 MB
 //! over IPv6 ones, compared by SHA-256 at both ends; echoes UDP datagrams of
