@@ -202,3 +202,16 @@ mod netlink {
         run(move |h| async move { h.link().del(ifindex).execute().await })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::punt_name;
+
+    #[test]
+    fn a_punt_device_is_named_after_its_interface_when_that_fits() {
+        assert_eq!(punt_name("veth12ab", 7), "ovp-veth12ab");
+        // 15 bytes is the kernel's limit (IFNAMSIZ - 1).
+        assert_eq!(punt_name("abcdefghijk", 7), "ovp-abcdefghijk");
+        assert_eq!(punt_name("lxc0123456789ab", 4242), "ovp4242");
+    }
+}
