@@ -1,7 +1,18 @@
 //! `overlayd pinned` and `overlayd cleanup`: what overlayd left in the BPF
-//! filesystem (io/pin.rs), seen and removed without a running daemon.
+//! filesystem (io/pin.rs), and the punt devices of its tc ports
+//! (io/tc_port.rs) a killed overlayd left, seen and removed without a
+//! running daemon.
 
 use crate::io::pin::{self, PinError, PinnedPort};
+use crate::io::tc_port::{self, TcPortError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CleanupError {
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    #[error(transparent)]
+    Punt(#[from] TcPortError),
+}
 
 /// Everything pinned on the host.
 pub fn list() -> Vec<PinnedPort> {
@@ -43,9 +54,27 @@ pub fn render(list: &[PinnedPort]) -> String {
     s
 }
 
+/// One line per punt device in this namespace (those are not pinned: they
+/// are network devices, which a killed overlayd leaves behind).
+pub fn render_punt_devices(punts: &[String]) -> String {
+    let mut s = String::new();
+    for p in punts {
+        let owner = match tc_port::punt_owner(p) {
+            Some(i) => format!("of the tc port on {i}"),
+            None => "of a tc port whose interface is gone".into(),
+        };
+        s.push_str(&format!("punt device {p} (this namespace), {owner}\n"));
+    }
+    if !punts.is_empty() {
+        s.push_str("an overlayd serving the port uses it; else remove with `overlayd cleanup`\n");
+    }
+    s
+}
+
 /// Removes this namespace's pinned state (only `interface`'s, if given) and
-/// everything pinned for interfaces that are gone; says what it removed.
-pub fn cleanup(interface: Option<&str>) -> Result<Vec<String>, PinError> {
+/// everything pinned for interfaces that are gone, and likewise the punt
+/// devices of tc ports; says what it removed.
+pub fn cleanup(interface: Option<&str>) -> Result<Vec<String>, CleanupError> {
     let here = pin::this_netns();
     let mut said = Vec::new();
     for p in pin::list() {
@@ -56,6 +85,13 @@ pub fn cleanup(interface: Option<&str>) -> Result<Vec<String>, PinError> {
         }
     }
     pin::remove_empty_namespaces();
+    for punt in tc_port::punt_devices() {
+        let owner = tc_port::punt_owner(&punt);
+        if interface.is_none() || owner.is_none() || owner.as_deref() == interface {
+            tc_port::remove_punt_device(&punt)?;
+            said.push(format!("removed the punt device {punt} and its peer"));
+        }
+    }
     if said.is_empty() {
         said.push("nothing to remove".into());
     }

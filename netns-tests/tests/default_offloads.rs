@@ -205,6 +205,48 @@ fn tc_workload_with_default_offloads() {
     assert!(!links.contains("ovp"), "the punt device was left behind: {links}");
 }
 
+/// kill -9 leaves the tc port's punt device (a network device, which no
+/// process exit removes); `overlayd pinned` lists it and `overlayd cleanup`
+/// removes it with its peer.
+#[test]
+fn tc_port_punt_device_after_kill_9_is_cleaned_up() {
+    if !require_root("tc_port_punt_device_after_kill_9_is_cleaned_up") {
+        return;
+    }
+    let o = build_opts(&Opts { wl_backend: "tc", ..Opts::default() });
+    // The first packets of a flow go through the punt device to the engine.
+    assert!(pings(&o.wa, WB_IP, 2), "A -> B ping failed: {:#}", o.d.status());
+    let Overlay { d, ha, .. } = o;
+    let pid = d.pid().to_string();
+    assert!(std::process::Command::new("kill").args(["-9", &pid]).status().unwrap().success());
+    for _ in 0..50 {
+        if !std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"))
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let links = ha.ip(&["-br", "link", "show"]);
+    let punts: Vec<&str> = links
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with("ovp") || n.starts_with("ovq"))
+        .collect();
+    assert_eq!(punts.len(), 2, "kill -9 did not leave the punt pair: {links}");
+    let bin = project_bin("overlayd");
+    let bin = bin.to_str().unwrap();
+    let listed = ha.exec(&[bin, "pinned"]);
+    let punt = punts.iter().find(|n| n.starts_with("ovp")).unwrap();
+    let punt = punt.split('@').next().unwrap();
+    assert!(listed.contains(&format!("punt device {punt}")), "`overlayd pinned`: {listed}");
+    let said = ha.exec(&[bin, "cleanup"]);
+    assert!(said.contains(&format!("removed the punt device {punt}")), "cleanup said: {said}");
+    let links = ha.ip(&["-br", "link", "show"]);
+    assert!(!links.contains("ovp") && !links.contains("ovq"), "left after cleanup: {links}");
+    drop(d);
+}
+
 #[test]
 fn tap_workload_with_default_offloads() {
     if !require_root("tap_workload_with_default_offloads") {

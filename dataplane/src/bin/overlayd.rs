@@ -93,7 +93,8 @@ enum Cmd {
         take_over: bool,
     },
     /// List the XDP programs and maps overlayd left pinned on this host
-    /// (every network namespace), and whether each still serves an interface.
+    /// (every network namespace), and whether each still serves an interface;
+    /// and the punt devices of tc ports in this namespace (text only).
     Pinned {
         #[arg(long)]
         json: bool,
@@ -103,8 +104,9 @@ enum Cmd {
         bpf_dir: Option<PathBuf>,
     },
     /// Remove what overlayd left pinned in this network namespace (its XDP
-    /// programs detach), and whatever is pinned for interfaces that are
-    /// gone. Run it only when no overlayd runs in this namespace.
+    /// programs detach) and its tc ports' punt devices, and whatever is
+    /// pinned for interfaces that are gone. Run it only when no overlayd
+    /// runs in this namespace.
     Cleanup {
         /// Only this interface's.
         #[arg(long)]
@@ -290,6 +292,8 @@ fn run(cli: Cli) -> Result<(), CommandError> {
                 out::json(&list);
             } else {
                 out::print(&dataplane::pinned::render(&list));
+                let punts = dataplane::io::tc_port::punt_devices();
+                out::print(&dataplane::pinned::render_punt_devices(&punts));
             }
         }
         Cmd::Cleanup { interface, bpf_dir } => {

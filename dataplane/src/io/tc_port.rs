@@ -130,6 +130,56 @@ pub fn punt_name(ifname: &str, ifindex: u32) -> String {
     }
 }
 
+/// The punt devices in this namespace: veth ends named as [`punt_name`]
+/// names them whose peer is the matching "ovq" end (so an interface a user
+/// happened to call "ovp..." is not one). A running tc port's is among
+/// them; one a killed overlayd left behind stays until removed.
+pub fn punt_devices() -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/sys/class/net") else {
+        return Vec::new();
+    };
+    let mut found: Vec<String> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| is_punt_device(name))
+        .collect();
+    found.sort();
+    found
+}
+
+fn is_punt_device(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("ovp") else {
+        return false;
+    };
+    let Ok(peer) = netdev::ifindex(&format!("ovq{rest}")) else {
+        return false;
+    };
+    // A veth's iflink is its peer's index.
+    std::fs::read_to_string(format!("/sys/class/net/{name}/iflink"))
+        .is_ok_and(|l| l.trim().parse() == Ok(peer))
+}
+
+/// The interface a punt device served, by its name ("ovp-IF" or
+/// "ovpINDEX"), if that interface still exists.
+pub fn punt_owner(punt: &str) -> Option<String> {
+    let rest = punt.strip_prefix("ovp")?;
+    match rest.strip_prefix('-') {
+        Some(ifname) => netdev::ifindex(ifname).ok().map(|_| ifname.to_string()),
+        None => netdev::ifname(rest.parse().ok()?),
+    }
+}
+
+/// Deletes a punt device (and its peer) a stopped or killed overlayd left.
+pub fn remove_punt_device(punt: &str) -> Result<(), TcPortError> {
+    let err = |reason: String| TcPortError::Punt {
+        ifname: punt_owner(punt).unwrap_or_else(|| "(gone)".into()),
+        punt: punt.into(),
+        what: "delete the leftover",
+        reason,
+    };
+    let index = netdev::ifindex(punt).map_err(|e| err(e.to_string()))?;
+    netlink::delete(index).map_err(err)
+}
+
 /// One end of a veth pair, up, with no addresses: the target of the port
 /// program's misses (its peer stays down: nothing is ever sent on it).
 /// Deleted, with its peer, on drop.
