@@ -134,6 +134,16 @@ impl Daemon {
         self.published.current()
     }
 
+    /// Frees the rule sets replaced since the last call that no worker
+    /// holds any more, and gives their pages (and the change's other
+    /// scratch memory) back to the kernel, so resident memory between
+    /// changes is what the running rule set needs.
+    pub fn reclaim_retired(&self) {
+        if self.published.reclaim() > 0 {
+            crate::io::sys::release_free_heap();
+        }
+    }
+
     pub fn published(&self) -> Arc<Published> {
         Arc::clone(&self.published)
     }

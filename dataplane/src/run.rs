@@ -371,7 +371,8 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
         let session = cluster.as_ref().map(|a| tokio::spawn(crate::cluster::session::run(Arc::clone(a))));
         // A sample of the counters every second: tunnel liveness and what
         // moved recently (`why`) come from these.
-        // The same tick saves the counters for the next run.
+        // The same tick saves the counters for the next run, and frees the
+        // rule sets the workers have moved on from.
         let d = Arc::clone(&daemon);
         let (dir, busy) = (o.state_dir.clone(), Arc::clone(&handing));
         tokio::spawn(async move {
@@ -383,6 +384,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                 // Reading offloaded rules' counters asks the kernel.
                 let _ = tokio::task::spawn_blocking(move || {
                     d.observe();
+                    d.reclaim_retired();
                     if !busy.load(std::sync::atomic::Ordering::Acquire) {
                         if let Err(e) = crate::carry::save(&dir, &d.counter_board().carried()) {
                             tracing::warn!(error = %e, "counters not saved for the next run");

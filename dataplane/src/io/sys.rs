@@ -113,6 +113,21 @@ pub fn steady_heap() {
     }
 }
 
+/// Gives the kernel back the heap's free pages, wherever they are in the
+/// heap (glibc's `malloc_trim` walks every arena). [`steady_heap`] turns
+/// automatic trimming off, so without this the pages a rule-set change
+/// used and freed stay resident and fragmentation ratchets resident memory
+/// up change after change; the control plane calls it once a replaced rule
+/// set is freed, off the fast path.
+pub fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory; it takes each arena's
+    // lock, so it is safe beside other threads' allocations.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A descriptor of our own for what `fd` refers to (close-on-exec): a
 /// socket or memory handed to the next overlayd outlives our copy.
 pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {
