@@ -135,13 +135,13 @@ impl Daemon {
     }
 
     /// Frees the rule sets replaced since the last call that no worker
-    /// holds any more, and gives their pages (and the change's other
-    /// scratch memory) back to the kernel, so resident memory between
-    /// changes is what the running rule set needs.
-    pub fn reclaim_retired(&self) {
-        if self.published.reclaim() > 0 {
-            crate::io::sys::release_free_heap();
-        }
+    /// holds any more, and gives every free heap page back to the kernel:
+    /// a change's scratch memory, and what the XDP tier's owner used to
+    /// re-install flows after it. Called once a second, so resident memory
+    /// is what the daemon holds plus at most a second of churn.
+    pub fn release_memory(&self) {
+        self.published.reclaim();
+        crate::io::sys::release_free_heap();
     }
 
     pub fn published(&self) -> Arc<Published> {

@@ -115,10 +115,11 @@ pub fn steady_heap() {
 
 /// Gives the kernel back the heap's free pages, wherever they are in the
 /// heap (glibc's `malloc_trim` walks every arena). [`steady_heap`] turns
-/// automatic trimming off, so without this the pages a rule-set change
-/// used and freed stay resident and fragmentation ratchets resident memory
-/// up change after change; the control plane calls it once a replaced rule
-/// set is freed, off the fast path.
+/// automatic trimming off (memory is returned at one known point, not at
+/// arbitrary frees), so without this the pages a rule-set change used and
+/// freed stay resident and fragmentation ratchets resident memory up change
+/// after change. The control plane calls it once a second, off the fast
+/// path (which allocates nothing, so never waits for the arena locks).
 pub fn release_free_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free memory; it takes each arena's
