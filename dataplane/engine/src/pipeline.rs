@@ -292,6 +292,13 @@ impl Worker {
         }
     }
 
+    /// Forgets the cached decision for `key`, so its next packet is decided
+    /// (and recorded by [`Worker::record_decided`]) again: for a flow the
+    /// caller could not hand on, so it is not left out for good.
+    pub fn forget_flow(&mut self, key: &FlowKey) {
+        self.cache.forget(key, key.hash());
+    }
+
     /// Tunnel `tn`'s header template, if its next hop is resolved.
     pub fn encap_template(&self, tn: u16) -> Option<&EncapTemplate> {
         let known = *self.next_hop_known.get(tn as usize)?;

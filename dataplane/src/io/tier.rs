@@ -694,12 +694,15 @@ pub struct TierLink {
 }
 
 impl TierLink {
-    /// Hands `e` to the owner; never blocks.
+    /// Hands `e` to the owner; never blocks. False if the queue was full
+    /// (counted): the flow stays on AF_XDP until it is offered again.
     #[inline]
-    pub fn offer(&self, e: TierEntry) {
+    pub fn offer(&self, e: TierEntry) -> bool {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(e) {
             self.stats.fail(InstallFailure::QueueFull);
+            return false;
         }
+        true
     }
 
     #[inline]
