@@ -138,6 +138,10 @@ impl Drop for Cleanup {
 
 struct Rig {
     daemon: Option<Background>,
+    /// An overlayd started by another (`overlayctl upgrade`): not our child.
+    adopted: Option<Adopted>,
+    /// NOTIFY_SOCKET given to the overlayd started next.
+    notify: Option<PathBuf>,
     _cleanup: Cleanup,
     _sink: Background,
     dir: TempDir,
@@ -153,6 +157,11 @@ fn now() -> f64 {
 }
 
 fn build() -> Rig {
+    build_with(None)
+}
+
+/// As [`build`]; the first overlayd gets `notify` as its NOTIFY_SOCKET.
+fn build_with(notify: Option<PathBuf>) -> Rig {
     let ha = Netns::new("rsha");
     let hb = Netns::new("rshb");
     let wa = Netns::new("rswa");
@@ -208,7 +217,20 @@ fn build() -> Rig {
     let ready = wait_until(Duration::from_secs(30), || dir.join("received.ready").exists());
     assert!(ready, "the UDP sink did not start");
     let cleanup = Cleanup(ha.name().to_string());
-    let mut r = Rig { daemon: None, _cleanup: cleanup, _sink: sink, dir, runs: 0, wa, wb, hb, ha };
+    let notify = notify.map(|f| dir.join(&f.to_string_lossy()));
+    let mut r = Rig {
+        daemon: None,
+        adopted: None,
+        notify,
+        _cleanup: cleanup,
+        _sink: sink,
+        dir,
+        runs: 0,
+        wa,
+        wb,
+        hb,
+        ha,
+    };
     r.start(&[]);
     let ok = wait_until(Duration::from_secs(10), || {
         let s = r.status();
@@ -410,11 +432,19 @@ impl Rig {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = self.ha.command(&argv);
         cmd.stderr(log).stdout(Stdio::null());
+        if let Some(n) = &self.notify {
+            cmd.env("NOTIFY_SOCKET", n);
+        }
         Background::spawn(cmd, "overlayd")
     }
 
     /// Stops overlayd with `signal` and waits for it to exit.
     fn signal(&mut self, signal: &str) {
+        if let Some(a) = self.adopted.take() {
+            let pid = a.0;
+            assert!(a.signal(signal), "overlayd (pid {pid}) did not exit on SIG{signal}");
+            return;
+        }
         let mut d = self.daemon.take().expect("running");
         let pid = d.id().expect("running").to_string();
         let _ = Command::new("kill").args([&format!("-{signal}"), &pid]).status();
@@ -491,7 +521,7 @@ impl Rig {
 
     /// Stops for good: SIGTERM, `overlayd cleanup`, nothing left attached.
     fn finish(mut self) {
-        if self.daemon.is_some() {
+        if self.daemon.is_some() || self.adopted.is_some() {
             self.signal("TERM");
         }
         let out = overlayd_cmd(&self.ha, &["cleanup"]);
@@ -503,6 +533,38 @@ impl Rig {
         assert!(gone, "an XDP program was left attached (cleanup: {out})");
         std::fs::write(self.dir.join("stop"), b"").unwrap();
         let _ = (&self.wb, &self.hb);
+    }
+}
+
+/// An overlayd that is not the test's child (another overlayd started it):
+/// stopped with SIGTERM when dropped, killed if it does not exit.
+struct Adopted(u32);
+
+impl Adopted {
+    fn alive(&self) -> bool {
+        // Gone, or a zombie its new parent has not reaped yet.
+        std::fs::read_to_string(format!("/proc/{}/stat", self.0)).is_ok_and(|s| {
+            s.rsplit(')').next().and_then(|t| t.split_whitespace().next()) != Some("Z")
+        })
+    }
+
+    /// Sends `signal`; true once it has exited (within 10 s).
+    fn signal(self, signal: &str) -> bool {
+        let _ = Command::new("kill").args([&format!("-{signal}"), &self.0.to_string()]).status();
+        let gone = wait_until(Duration::from_secs(10), || !self.alive());
+        if gone {
+            std::mem::forget(self);
+        }
+        gone
+    }
+}
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.to_string()]).status();
+        if !wait_until(Duration::from_secs(5), || !self.alive()) {
+            let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        }
     }
 }
 
@@ -919,6 +981,117 @@ fn a_planned_upgrade_loses_nothing() {
     }
     // The new overlayd can be upgraded in turn.
     r.upgrade(&[]);
+    r.finish();
+}
+
+/// `overlayctl upgrade` under traffic: the running overlayd starts the
+/// binary at its own path with its arguments plus `--take-over`, waits for
+/// the handover and answers with both processes and the silence; it loses
+/// nothing (tier flow, software flow, new flows, ping). Under systemd the
+/// service follows the new process: a real NOTIFY_SOCKET gets the old one's
+/// `MAINPID=<new>` and the new one's `MAINPID=<new>` + `READY=1`. Requests
+/// that cannot work are refused naming the field, and new binaries that
+/// fail (at once, or after the old one parked) leave the old one serving,
+/// with the reason in the answer.
+#[test]
+fn overlayctl_upgrade_loses_nothing_and_reports_the_outcome() {
+    if !require_root("overlayctl_upgrade_loses_nothing_and_reports_the_outcome") {
+        return;
+    }
+    let dir = TempDir::new("upgctl-notify");
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let next_note = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut r = build_with(Some(notify_path.clone()));
+    assert_eq!(next_note(), "READY=1\n", "the first overlayd's notification");
+    let old_pid = r.daemon.as_ref().unwrap().id().unwrap();
+
+    // Refused before anything starts, naming the field.
+    for (args, field) in [
+        (vec!["upgrade", "--binary", "overlayd"], "binary"),
+        (vec!["upgrade", "--binary", "/nonexistent/overlayd"], "binary"),
+        (vec!["upgrade", "--timeout", "0"], "timeout_secs"),
+    ] {
+        let o = r.ctl_output(&args);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {}", String::from_utf8_lossy(&o.stdout));
+        let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(e["path"], field, "{e:#}");
+        assert_eq!(e["http_status"], 422, "{e:#}");
+    }
+    // A binary that exits at once, and one that parks the old workers and
+    // then finds the state does not fit (another worker count).
+    let wrapper = r.dir.join("overlayd-3-workers");
+    let bin = project_bin("overlayd");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec {} \"$@\" --workers 3\n", bin.display()))
+        .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let mut failures = Vec::new();
+    let mut report_json = serde_json::Value::Null;
+    let o = under_traffic(&mut r, true, |r| {
+        for b in ["/bin/false", wrapper.to_str().unwrap()] {
+            let o = r.ctl_output(&["upgrade", "--binary", b]);
+            failures.push((o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned()));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let launched = now();
+        let o = r.ctl_output(&["upgrade"]);
+        assert!(
+            o.status.success(),
+            "overlayctl upgrade: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            r.log()
+        );
+        report_json = serde_json::from_slice(&o.stdout).unwrap();
+        let mut old = r.daemon.take().unwrap();
+        let st = old.wait_timeout(Duration::from_secs(10));
+        assert!(st.is_some_and(|s| s.success()), "the old overlayd did not exit: {}", r.log());
+        r.adopted = Some(Adopted(u(&report_json["new"]["pid"]) as u32));
+        launched
+    });
+    report("overlayctl upgrade", &o);
+    eprintln!("overlayctl upgrade answered: {report_json}");
+    for (code, out) in &failures {
+        eprintln!("failed upgrade: exit {code:?}: {out}");
+        assert_eq!(*code, Some(1), "{out}");
+        assert!(out.contains("serves on"), "{out}");
+    }
+    assert!(failures[0].1.contains("exited"), "{}", failures[0].1);
+    assert!(failures[1].1.contains("does not fit this configuration"), "{}", failures[1].1);
+    let new_pid = u(&report_json["new"]["pid"]) as u32;
+    assert_eq!(u(&report_json["old"]["pid"]) as u32, old_pid, "{report_json:#}");
+    assert!(new_pid != old_pid && new_pid > 0, "{report_json:#}");
+    assert_eq!(report_json["new"]["version"], report_json["old"]["version"], "{report_json:#}");
+    assert_eq!(report_json["binary"], project_bin("overlayd").to_str().unwrap(), "{report_json:#}");
+    let silence = report_json["silence_ms"].as_f64().unwrap();
+    assert!(silence > 0.0 && silence < 2000.0, "{report_json:#}");
+    assert!(o.rounds > 1000, "the sender sent only {} rounds", o.rounds);
+    assert!(o.tier_missing.is_empty(), "tier flow lost {:?}: {}", o.tier_missing, r.why());
+    assert!(o.soft_missing.is_empty(), "software flow lost {:?}: {}", o.soft_missing, r.why());
+    assert!(o.new_missing.is_empty(), "new flows lost {:?}: {}", o.new_missing, r.why());
+    assert!(o.ping.0 > 200 && o.ping.0 == o.ping.1, "ping {:?}: {}", o.ping, r.why());
+    // systemd's view: the old one moved the service to the new pid, the new
+    // one said it is the main process and ready.
+    let notes = [next_note(), next_note()];
+    assert!(notes.contains(&format!("MAINPID={new_pid}\n")), "{notes:?}");
+    assert!(notes.contains(&format!("MAINPID={new_pid}\nREADY=1\n")), "{notes:?}");
+    let st = r.status();
+    assert!(st["io"]["running"] == true, "{st:#}");
+    let c = r.settled_counters();
+    assert_eq!(rule_packets(&c, 12), u64::from(o.rounds), "{c:#}");
+    // The upgraded overlayd is upgraded in turn through the API.
+    let o = r.ctl_output(&["upgrade"]);
+    assert!(o.status.success(), "second upgrade: {}", String::from_utf8_lossy(&o.stdout));
+    let second: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let gone = wait_until(Duration::from_secs(10), || !r.adopted.as_ref().unwrap().alive());
+    assert!(gone, "the first successor did not exit: {}", r.log());
+    std::mem::forget(r.adopted.take());
+    r.adopted = Some(Adopted(u(&second["new"]["pid"]) as u32));
     r.finish();
 }
 
