@@ -142,6 +142,8 @@ struct Rig {
     adopted: Option<Adopted>,
     /// NOTIFY_SOCKET given to the overlayd started next.
     notify: Option<PathBuf>,
+    /// Host B's end of the underlay.
+    ub: String,
     _cleanup: Cleanup,
     _sink: Background,
     dir: TempDir,
@@ -222,6 +224,7 @@ fn build_with(notify: Option<PathBuf>) -> Rig {
         daemon: None,
         adopted: None,
         notify,
+        ub: ub.clone(),
         _cleanup: cleanup,
         _sink: sink,
         dir,
@@ -531,9 +534,37 @@ impl Rig {
         // overlayd scanning the pins may hold it for a moment.
         let gone = wait_until(Duration::from_secs(3), || !xdp_attached(&self.ha));
         assert!(gone, "an XDP program was left attached (cleanup: {out})");
+        let gone = wait_until(Duration::from_secs(3), || !tc_attached(&self.ha));
+        assert!(gone, "a tc program was left attached (cleanup: {out})");
         std::fs::write(self.dir.join("stop"), b"").unwrap();
         let _ = (&self.wb, &self.hb);
     }
+}
+
+/// Whether the tc tier's program is attached in `ns`.
+fn tc_attached(ns: &Netns) -> bool {
+    tc_programs(ns) > 0
+}
+
+/// How many programs are attached to the TCX ingress hooks of `ns`'s
+/// interfaces (only overlayd's tc tier attaches there in these tests).
+/// Asked of the kernel (BPF_PROG_QUERY): this bpftool (7.1) does not show
+/// TCX attachments.
+fn tc_programs(ns: &Netns) -> usize {
+    const PY: &str = r#"
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+total = 0
+for dev in os.listdir("/sys/class/net"):
+    idx = int(open("/sys/class/net/%s/ifindex" % dev).read())
+    # union bpf_attr, query: target_ifindex, attach_type (BPF_TCX_INGRESS = 46), ...
+    buf = ctypes.create_string_buffer(struct.pack("IIII", idx, 46, 0, 0) + bytes(48))
+    # bpf(BPF_PROG_QUERY = 16): the count comes back in prog_cnt (offset 24).
+    if libc.syscall(321, 16, buf, 64) == 0:
+        total += struct.unpack_from("I", buf.raw, 24)[0]
+print(total)
+"#;
+    ns.exec(&["python3", "-c", PY]).trim().parse().unwrap()
 }
 
 /// An overlayd that is not the test's child (another overlayd started it):
@@ -884,6 +915,72 @@ fn incompatible_maps_are_replaced_in_one_step() {
     r.finish();
 }
 
+/// The tc tier's TCX link is pinned like the XDP program's: a restart
+/// keeps a tc-tier flow forwarding. Host B's end of the underlay turns GRO
+/// off, so host A's uplink refuses XDP frames and the tier's established
+/// flow (flow 0) goes from the XDP program to the tc tier, which
+/// encapsulates and redirects it (as in overlayd_tc_tier.rs). SIGTERM, 500
+/// ms down, a new overlayd: flow 0 loses nothing (while down the pinned tc
+/// program forwards it, counted by the pinned program counters), the new
+/// overlayd swaps its program into the same link (one tc program attached,
+/// never two), `overlayd pinned` lists the link, and cleanup removes it.
+#[test]
+fn a_restart_keeps_tc_tier_flows_forwarding() {
+    if !require_root("a_restart_keeps_tc_tier_flows_forwarding") {
+        return;
+    }
+    let mut r = build();
+    r.hb.exec(&["ethtool", "-K", &r.ub, "gro", "off"]);
+    // The tier's owner probes its outputs every second.
+    let refused = wait_until(Duration::from_secs(10), || {
+        let st = r.status();
+        let ports = st["io"]["tier"]["ports"].as_array().cloned().unwrap_or_default();
+        ports.iter().any(|p| p["port"] == "up" && p["not_output"].is_string())
+    });
+    assert!(refused, "host A's uplink still takes XDP frames: {}", r.why());
+    assert_eq!(tc_programs(&r.ha), 1, "{}", r.why());
+    let listed = here(&overlayd_cmd(&r.ha, &["pinned"]));
+    assert!(listed.contains("tc tier link: attached"), "{listed}");
+    let tc = |r: &Rig| {
+        let st = r.status();
+        let wl = st["io"]["ports"].as_array().unwrap().iter().find(|p| p["port"] == "wl").cloned();
+        let t = wl.unwrap_or_default()["tier"].clone();
+        (u(&t["to_tc"]), u(&t["tc_hit"]), u(&t["tc_lost"]))
+    };
+    let (to_tc0, hit0, lost0) = tc(&r);
+    let o = under_traffic(&mut r, false, |r| {
+        r.signal("TERM");
+        assert_eq!(tc_programs(&r.ha), 1, "the tc tier did not stay attached after SIGTERM");
+        std::thread::sleep(Duration::from_millis(500));
+        let launched = now();
+        r.start(&[]);
+        launched
+    });
+    report("SIGTERM + start, tier flow in the tc tier (500 ms down)", &o);
+    let (to_tc, hit, lost) = tc(&r);
+    eprintln!(
+        "tc tier: {} frames passed up, {} skbs encapsulated, {} lost over the run ({} rounds)",
+        to_tc - to_tc0,
+        hit - hit0,
+        lost - lost0,
+        o.rounds
+    );
+    assert!(o.rounds > 1000, "the sender sent only {} rounds", o.rounds);
+    assert!(o.tier_missing.is_empty(), "tc-tier flow lost {:?}: {}", o.tier_missing, r.why());
+    // Flow 0 went through the tc tier, down time included.
+    assert!(
+        hit - hit0 >= u64::from(o.rounds) * 8 / 10,
+        "tc tier hits {hit0} -> {hit}: {}",
+        r.why()
+    );
+    assert_eq!(lost, lost0, "{}", r.why());
+    assert!(r.log().contains("took over the tc tier's pinned link"), "{}", r.log());
+    assert_eq!(tc_programs(&r.ha), 1, "{}", r.why());
+    let listed = here(&overlayd_cmd(&r.ha, &["pinned"]));
+    assert!(listed.contains("tc tier link: attached"), "{listed}");
+    r.finish();
+}
+
 /// `overlayd run --remove-on-exit` is a clean stop: nothing stays attached
 /// or pinned; `--fresh` starts without taking anything over.
 #[test]
@@ -902,6 +999,7 @@ fn a_clean_stop_leaves_nothing_and_fresh_adopts_nothing() {
     r.signal("TERM");
     // Left pinned and attached after SIGTERM, and listed.
     assert!(xdp_attached(&r.ha), "SIGTERM detached the programs");
+    assert!(tc_attached(&r.ha), "SIGTERM detached the tc tier");
     let listed = here(&overlayd_cmd(&r.ha, &["pinned"]));
     assert!(listed.contains("(this one)") && listed.contains("attached"), "{listed}");
     r.start(&["--fresh", "--remove-on-exit"]);
@@ -911,6 +1009,8 @@ fn a_clean_stop_leaves_nothing_and_fresh_adopts_nothing() {
     r.signal("TERM");
     let gone = wait_until(Duration::from_secs(3), || !xdp_attached(&r.ha));
     assert!(gone, "--remove-on-exit left a program attached");
+    let gone = wait_until(Duration::from_secs(3), || !tc_attached(&r.ha));
+    assert!(gone, "--remove-on-exit left the tc tier attached");
     let listed = overlayd_cmd(&r.ha, &["pinned"]);
     assert!(!listed.contains("(this one)"), "{listed}");
     r.finish_stopped();

@@ -1211,7 +1211,22 @@ impl State {
                     for ing in self.ingress.iter_mut().flatten() {
                         let _ = ing.maps.tx.set(i as u32, 0, None, 0);
                     }
-                    let n = self.retire_where(|e| sends_to(e, p));
+                    // An owner's first look (adopted entries, after a
+                    // restart or upgrade) keeps the encapsulations the tc
+                    // tier serves, as `install` would accept them: deleting
+                    // them would hand their flows to AF_XDP sockets that
+                    // may not be registered yet, and the empty slot sends
+                    // their frames to the tc tier anyway.
+                    let tc_ingress: Vec<u16> = (0..self.ingress.len() as u16)
+                        .filter(|&i| matches!(self.ingress[i as usize], Some(ref g) if g.tc))
+                        .collect();
+                    let tc_serves = |e: &TierEntry| {
+                        first
+                            && !fixed
+                            && matches!(e.action, TierAction::Encap(_))
+                            && tc_ingress.contains(&e.in_port)
+                    };
+                    let n = self.retire_where(|e| sends_to(e, p) && !tc_serves(e));
                     self.stats.invalidations.fetch_add(n, Ordering::Relaxed);
                     if !fixed {
                         tracing::info!(port = %name, reason = %reason, "XDP tier: no redirection out of this port; flows to it stay on AF_XDP");
