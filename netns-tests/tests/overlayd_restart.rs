@@ -61,13 +61,12 @@ match = { in_port = "wl", ip_proto = 17, l4_dst = 9001 }
 actions = [{ encap = "to-b" }]
 xdp_tier = "off"
 
-# The flood (upgrade test): every packet through the userspace engine.
+# The flood (upgrade test): one established flow, in the XDP tier.
 [[rules]]
 id = 13
 priority = 100
 match = { in_port = "wl", ip_proto = 17, l4_dst = 9003 }
 actions = [{ encap = "to-b" }]
-xdp_tier = "off"
 
 [[rules]]
 id = 20
@@ -144,6 +143,9 @@ struct Rig {
     notify: Option<PathBuf>,
     /// Host B's end of the underlay.
     ub: String,
+    /// Workload A's veth (in `wa`) and its peer, overlayd's port (in `ha`).
+    we: String,
+    wl: String,
     _cleanup: Cleanup,
     _sink: Background,
     dir: TempDir,
@@ -219,12 +221,13 @@ fn build_with(notify: Option<PathBuf>) -> Rig {
     let ready = wait_until(Duration::from_secs(30), || dir.join("received.ready").exists());
     assert!(ready, "the UDP sink did not start");
     let cleanup = Cleanup(ha.name().to_string());
-    let notify = notify.map(|f| dir.join(&f.to_string_lossy()));
     let mut r = Rig {
         daemon: None,
         adopted: None,
         notify,
         ub: ub.clone(),
+        we: we.clone(),
+        wl: wl.clone(),
         _cleanup: cleanup,
         _sink: sink,
         dir,
@@ -539,6 +542,14 @@ impl Rig {
         std::fs::write(self.dir.join("stop"), b"").unwrap();
         let _ = (&self.wb, &self.hb);
     }
+}
+
+/// `dev`'s (rx dropped, tx dropped) in `ns`, from `ip -s -j link`.
+fn link_drops(ns: &Netns, dev: &str) -> (u64, u64) {
+    let v: serde_json::Value =
+        serde_json::from_str(&ns.ip(&["-s", "-j", "link", "show", "dev", dev])).unwrap();
+    let s = &v[0]["stats64"];
+    (u(&s["rx"]["dropped"]), u(&s["tx"]["dropped"]))
 }
 
 /// Whether the tc tier's program is attached in `ns`.
@@ -1230,28 +1241,37 @@ fn a_failed_upgrade_leaves_the_old_overlayd_serving() {
     r.finish();
 }
 
-/// Planned upgrade under a flood: FLOOD_PPS datagrams a second for 4 s to
-/// port 9003, whose rule keeps every packet in userspace, beside the paced
-/// flows, new flows and the ping; the upgrade runs in the middle. The sink
-/// counts every sequence number.
+/// Planned upgrade under a flood: one UDP flow of FLOOD_PPS datagrams a
+/// second (default 40 000) for 4 s to port 9003, established first (200
+/// datagrams at 1 000/s, then half a second's pause) so that the XDP tier
+/// forwards it, beside the paced flows, the new flows (500 a second, each
+/// packet the first of its flow, so decided in userspace) and the ping; the
+/// upgrade runs in the middle. The sink counts every sequence number. The
+/// flood is checked to be in the tier: the program's tier hits grow by at
+/// least the flood, its misses (what goes to AF_XDP) by far less.
 ///
-/// The default is 20 000: on the shared 2-core VM this was written on, the
-/// path (overlayd, the kernel's VXLAN device and bridge, the sink) does not
-/// carry 100 000 a second even without an upgrade (a release build lost 9-44 %
-/// of them, spread over the run, with a longest silence as short as 16 ms), and at
-/// 50 000 the workers' stop of about 60 ms overflows the 2048-frame rings.
-/// FLOOD_PPS=100000 on a machine that carries it is the issue's figure.
+/// Before the flood was in the tier (its rule had `xdp_tier = "off"`), every
+/// datagram went through AF_XDP copy mode and userspace, which on this VM
+/// does not carry 100 000 a second even without an upgrade. Now the limit
+/// is the machine: the generator, the XDP tier and host B's kernel path
+/// share its 2 cores with other jobs, and at a load average of 8-10 the
+/// generator gets out 52 000-65 000 a second asking for 100 000 (it
+/// forgoes what it cannot send, rather than burst). The default is what
+/// such a machine carries; FLOOD_PPS=100000 asks for the issue's figure
+/// (and fails, saying what the generator sent, where it is not reached).
 #[test]
 fn a_planned_upgrade_under_a_flood_loses_nothing() {
     if !require_root("a_planned_upgrade_under_a_flood_loses_nothing") {
         return;
     }
-    let pps: u64 = std::env::var("FLOOD_PPS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let pps: u64 = std::env::var("FLOOD_PPS").ok().and_then(|v| v.parse().ok()).unwrap_or(40_000);
+    const WARM: u64 = 200;
     let flood = env!("CARGO_BIN_EXE_flood");
     let mut r = build();
     let stop = r.dir.join("flood-stop");
     let stop_s = stop.to_string_lossy().into_owned();
-    let mut sink = r.wb.command(&[flood, "sink", "198.51.100.2:9003", "60", &stop_s]);
+    let from = WARM.to_string();
+    let mut sink = r.wb.command(&[flood, "sink", "198.51.100.2:9003", "60", &stop_s, &from]);
     let sink_out = r.dir.join("flood-sink.out");
     sink.stdout(std::fs::File::create(&sink_out).unwrap());
     let mut sink = Background::spawn(sink, "flood sink");
@@ -1259,7 +1279,21 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
     assert!(wait_until(Duration::from_secs(10), || ready.exists()), "the flood sink did not start");
     let send_out = r.dir.join("flood-send.out");
     let mut took = Duration::ZERO;
+    let tier_counts = |r: &Rig| {
+        let st = r.status();
+        let wl = st["io"]["ports"].as_array().unwrap().iter().find(|p| p["port"] == "wl").cloned();
+        let t = wl.unwrap_or_default()["tier"].clone();
+        (u(&t["hit"]), u(&t["miss"]))
+    };
+    let mut before = (0, 0);
+    let mut upgrade_log = String::new();
+    let veth_drops = |r: &Rig| {
+        let (we, wl) = (link_drops(&r.wa, &r.we), link_drops(&r.ha, &r.wl));
+        (we.1, wl.0)
+    };
+    let veth_before = veth_drops(&r);
     let o = under_traffic(&mut r, true, |r| {
+        before = tier_counts(r);
         let mut send = r.wa.command(&[
             flood,
             "send",
@@ -1267,15 +1301,26 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
             "198.51.100.2:9003",
             &pps.to_string(),
             "4",
+            &WARM.to_string(),
         ]);
         send.stdout(std::fs::File::create(&send_out).unwrap());
         let mut send = Background::spawn(send, "flood sender");
-        std::thread::sleep(Duration::from_millis(1500));
+        // The warm-up (0.7 s), then 1.5 s of flood before the upgrade.
+        std::thread::sleep(Duration::from_millis(2200));
         let launched = now();
-        took = r.upgrade(&[]);
+        let o = r.ctl_output(&["upgrade"]);
+        took = Duration::from_secs_f64(now() - launched);
+        upgrade_log = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "overlayctl upgrade: {upgrade_log}\n{}", r.log());
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut old = r.daemon.take().unwrap();
+        assert!(old.wait_timeout(Duration::from_secs(10)).is_some_and(|s| s.success()));
+        r.adopted = Some(Adopted(u(&report["new"]["pid"]) as u32));
         assert!(send.wait_timeout(Duration::from_secs(20)).is_some_and(|s| s.success()));
         launched
     });
+    let after = tier_counts(&r);
+    let veth_after = veth_drops(&r);
     std::fs::write(&stop, b"").unwrap();
     assert!(sink.wait_timeout(Duration::from_secs(10)).is_some());
     let sent_line = std::fs::read_to_string(&send_out).unwrap();
@@ -1287,25 +1332,47 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
     };
     let (sent, secs) = (field(&sent_line, "sent"), field(&sent_line, "seconds"));
     let (got, gap) = (field(&got_line, "received"), field(&got_line, "gap_ms"));
+    let flooded = sent - WARM as f64;
+    let (hits, misses) = (after.0 - before.0, after.1 - before.1);
+    let forgone = field(&sent_line, "forgone");
+    // Frames the sending veth could not hand to overlayd's port (its XDP
+    // ring full): lost before any program of ours saw them.
+    let (we_tx_dropped, wl_rx_dropped) =
+        (veth_after.0 - veth_before.0, veth_after.1 - veth_before.1);
     eprintln!(
-        "planned upgrade under a flood: {sent} sent in {secs:.2} s ({:.0} pps), {got} received, \
-         {} lost, longest silence at the sink {gap:.1} ms; the old overlayd exited {} ms after \
-         the new one was launched",
-        sent / secs,
+        "planned upgrade under a flood: {sent} sent ({WARM} warm-up, then {flooded} in {secs:.2} s: \
+         {:.0} pps), {got} received, {} lost, longest silence at the sink {gap:.1} ms; \
+         XDP tier on wl: {hits} hits, {misses} misses (to AF_XDP) over the run; \
+         veth drops before overlayd: workload tx {we_tx_dropped}, port rx {wl_rx_dropped}; \
+         generator forwent {forgone} (held off the CPU); overlayctl upgrade took {} ms: {}",
+        flooded / secs,
         sent - got,
-        took.as_millis()
+        took.as_millis(),
+        upgrade_log.trim()
     );
     report("planned upgrade under a flood (paced flows beside it)", &o);
     for l in r.log().lines().filter(|l| l.contains("upgrade:")) {
         eprintln!("{l}");
     }
-    assert!(sent / secs >= pps as f64 * 0.9, "the generator sent only {sent} in {secs} s");
+    assert!(
+        flooded / secs >= pps as f64 * 0.9,
+        "the generator sent only {flooded} in {secs} s ({forgone} forgone: held off the CPU)"
+    );
+    assert!(
+        hits as f64 >= flooded,
+        "the flood was not in the XDP tier: {hits} hits, {misses} misses"
+    );
+    assert!((misses as f64) < flooded / 20.0, "{misses} misses: {}", r.why());
     assert_eq!(sent, got, "flood packets lost: {got_line}\n{}", r.why());
     assert!(o.tier_missing.is_empty(), "tier flow lost {:?}: {}", o.tier_missing, r.why());
     assert!(o.soft_missing.is_empty(), "software flow lost {:?}: {}", o.soft_missing, r.why());
     assert!(o.new_missing.is_empty(), "new flows lost {:?}: {}", o.new_missing, r.why());
     assert!(o.ping.0 == o.ping.1, "ping {:?}: {}", o.ping, r.why());
+    // The tier's counts reach rule 13 when harvested: never more than sent
+    // (what the tier forwarded between the old owner's last harvest and the
+    // new one's adoption is in the program's counters only).
     let c = r.settled_counters();
-    assert_eq!(rule_packets(&c, 13), sent as u64, "{c:#}");
+    assert!(rule_packets(&c, 13) <= sent as u64, "{c:#}");
+    assert!(rule_packets(&c, 13) as f64 >= flooded * 0.9, "{c:#}");
     r.finish();
 }

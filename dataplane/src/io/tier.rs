@@ -1032,6 +1032,10 @@ impl State {
             ing.maps.clear_tunnels();
             let found: Vec<([u64; WORDS], TierValue)> =
                 ing.maps.flows.iter().filter_map(Result::ok).collect();
+            // Taken off the free list in one pass at the end: one pass per
+            // entry over a list as long as the tier (131 072 by default)
+            // made adopting a few thousand entries take seconds.
+            let mut taken = std::collections::HashSet::new();
             for (k, v) in found {
                 let key = FlowKey(k);
                 let slot = v.slot as usize;
@@ -1056,11 +1060,14 @@ impl State {
                 };
                 e.generation = generation;
                 ing.seen[slot] = ing.maps.read(slot as u32).unwrap_or_default();
-                ing.free.retain(|s| *s as usize != slot);
+                taken.insert(slot as u32);
                 ing.by_key.insert(key, slot as u32);
                 ing.high = ing.high.max(slot as u32 + 1);
                 ing.slots[slot] = Slot::Live { entry: e, active: now };
                 kept += 1;
+            }
+            if !taken.is_empty() {
+                ing.free.retain(|s| !taken.contains(s));
             }
             let m = PinMeta { generation, fingerprint: fp, ..meta };
             if let Err(e) = ing.maps.meta.set(0, m, 0) {
