@@ -1242,13 +1242,14 @@ fn a_failed_upgrade_leaves_the_old_overlayd_serving() {
 }
 
 /// Planned upgrade under a flood: one UDP flow of FLOOD_PPS datagrams a
-/// second (default 40 000) for 4 s to port 9003, established first (200
+/// second (default 40 000, 20 000 in a debug build) for 4 s to port 9003, established first (200
 /// datagrams at 1 000/s, then half a second's pause) so that the XDP tier
 /// forwards it, beside the paced flows, the new flows (500 a second, each
 /// packet the first of its flow, so decided in userspace) and the ping; the
 /// upgrade runs in the middle. The sink counts every sequence number. The
 /// flood is checked to be in the tier: the program's tier hits grow by at
-/// least the flood, its misses (what goes to AF_XDP) by far less.
+/// least the flood, its misses (what goes to AF_XDP) by no more than the
+/// other traffic.
 ///
 /// Before the flood was in the tier (its rule had `xdp_tier = "off"`), every
 /// datagram went through AF_XDP copy mode and userspace, which on this VM
@@ -1264,7 +1265,9 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
     if !require_root("a_planned_upgrade_under_a_flood_loses_nothing") {
         return;
     }
-    let pps: u64 = std::env::var("FLOOD_PPS").ok().and_then(|v| v.parse().ok()).unwrap_or(40_000);
+    // The generator is this crate's binary: unoptimised in a debug build.
+    let default = if cfg!(debug_assertions) { 20_000 } else { 40_000 };
+    let pps: u64 = std::env::var("FLOOD_PPS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     const WARM: u64 = 200;
     let flood = env!("CARGO_BIN_EXE_flood");
     let mut r = build();
@@ -1362,7 +1365,14 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
         hits as f64 >= flooded,
         "the flood was not in the XDP tier: {hits} hits, {misses} misses"
     );
-    assert!((misses as f64) < flooded / 20.0, "{misses} misses: {}", r.why());
+    // What the program hands to AF_XDP on wl is the other traffic: flows 1
+    // and 2 (one packet each a round) and the pings, not the flood.
+    let others = 2 * u64::from(o.rounds) + u64::from(o.ping.0);
+    assert!(
+        misses <= others + others / 10,
+        "{misses} misses for {others} other packets: {}",
+        r.why()
+    );
     assert_eq!(sent, got, "flood packets lost: {got_line}\n{}", r.why());
     assert!(o.tier_missing.is_empty(), "tier flow lost {:?}: {}", o.tier_missing, r.why());
     assert!(o.soft_missing.is_empty(), "software flow lost {:?}: {}", o.soft_missing, r.why());
