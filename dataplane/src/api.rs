@@ -485,6 +485,7 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
         ("GET", "/metrics", get(metrics)),
     ];
     v.extend(crate::cluster::http::routes());
+    v.extend(crate::upgrade_http::routes());
     v
 }
 

@@ -72,6 +72,9 @@ pub struct Daemon {
     learning: Arc<crate::learning::Learning>,
     /// Cluster mode's agent (docs/cluster.md); set by `run`.
     cluster: std::sync::OnceLock<Arc<crate::cluster::Agent>>,
+    /// Starts a new binary for `POST /v1/upgrade`; set by `run` when there
+    /// is a datapath to hand over.
+    upgrader: std::sync::OnceLock<Arc<crate::upgrade_launch::Upgrader>>,
 }
 
 pub type HostCheck = Box<dyn Fn(&Config) -> Result<(), ConfigError> + Send + Sync>;
@@ -119,6 +122,7 @@ impl Daemon {
             publish_hook: std::sync::OnceLock::new(),
             learning: Arc::default(),
             cluster: std::sync::OnceLock::new(),
+            upgrader: std::sync::OnceLock::new(),
         })
     }
 
@@ -186,6 +190,14 @@ impl Daemon {
 
     pub fn cluster(&self) -> Option<&Arc<crate::cluster::Agent>> {
         self.cluster.get()
+    }
+
+    pub fn set_upgrader(&self, u: Arc<crate::upgrade_launch::Upgrader>) {
+        let _ = self.upgrader.set(u);
+    }
+
+    pub fn upgrader(&self) -> Option<&Arc<crate::upgrade_launch::Upgrader>> {
+        self.upgrader.get()
     }
 
     pub fn set_io_report(&self, r: Box<dyn IoReport>) {

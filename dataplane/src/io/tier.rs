@@ -1035,6 +1035,10 @@ impl State {
             ing.maps.clear_tunnels();
             let found: Vec<([u64; WORDS], TierValue)> =
                 ing.maps.flows.iter().filter_map(Result::ok).collect();
+            // Taken off the free list in one pass at the end: one pass per
+            // entry over a list as long as the tier (131 072 by default)
+            // made adopting a few thousand entries take seconds.
+            let mut taken = std::collections::HashSet::new();
             for (k, v) in found {
                 let key = FlowKey(k);
                 let slot = v.slot as usize;
@@ -1059,11 +1063,14 @@ impl State {
                 };
                 e.generation = generation;
                 ing.seen[slot] = ing.maps.read(slot as u32).unwrap_or_default();
-                ing.free.retain(|s| *s as usize != slot);
+                taken.insert(slot as u32);
                 ing.by_key.insert(key, slot as u32);
                 ing.high = ing.high.max(slot as u32 + 1);
                 ing.slots[slot] = Slot::Live { entry: e, active: now };
                 kept += 1;
+            }
+            if !taken.is_empty() {
+                ing.free.retain(|s| !taken.contains(s));
             }
             let m = PinMeta { generation, fingerprint: fp, ..meta };
             if let Err(e) = ing.maps.meta.set(0, m, 0) {
@@ -1214,7 +1221,22 @@ impl State {
                     for ing in self.ingress.iter_mut().flatten() {
                         let _ = ing.maps.tx.set(i as u32, 0, None, 0);
                     }
-                    let n = self.retire_where(|e| sends_to(e, p));
+                    // An owner's first look (adopted entries, after a
+                    // restart or upgrade) keeps the encapsulations the tc
+                    // tier serves, as `install` would accept them: deleting
+                    // them would hand their flows to AF_XDP sockets that
+                    // may not be registered yet, and the empty slot sends
+                    // their frames to the tc tier anyway.
+                    let tc_ingress: Vec<u16> = (0..self.ingress.len() as u16)
+                        .filter(|&i| matches!(self.ingress[i as usize], Some(ref g) if g.tc))
+                        .collect();
+                    let tc_serves = |e: &TierEntry| {
+                        first
+                            && !fixed
+                            && matches!(e.action, TierAction::Encap(_))
+                            && tc_ingress.contains(&e.in_port)
+                    };
+                    let n = self.retire_where(|e| sends_to(e, p) && !tc_serves(e));
                     self.stats.invalidations.fetch_add(n, Ordering::Relaxed);
                     if !fixed {
                         tracing::info!(port = %name, reason = %reason, "XDP tier: no redirection out of this port; flows to it stay on AF_XDP");
