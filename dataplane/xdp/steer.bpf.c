@@ -63,6 +63,7 @@ enum stat {
 	ST_TIER_DECAP_PUNT, /* a tunnel packet the decap tier does not take */
 	ST_TIER_NO_TUNNEL, /* its outer addresses and VNI: no current tunnel */
 	ST_TIER_ECN,       /* RFC 6040 would change or drop it: the engine's */
+	ST_TIER_DECAP_CSUM, /* a UDP checksum that does not verify (or is partial) */
 	ST_MAX,
 };
 
@@ -79,10 +80,11 @@ enum stat {
 #define TF_TTL_INHERIT 0x10
 #define TF_DSCP_INHERIT 0x20
 #define TF_ECN_COPY 0x40
+#define TF_UDP_CSUM 0x80 /* send the outer UDP checksum (always over IPv6) */
 
-/* Ethernet + IPv4 + UDP + VXLAN: the only outer header the tier builds. */
+/* The outer headers the tier builds and strips: Ethernet + IPv4 or IPv6 +
+ * UDP + VXLAN. */
 #define VXLAN4_HDR_LEN 50
-/* Ethernet + IPv6 + UDP + VXLAN: the longest outer header the tier strips. */
 #define VXLAN6_HDR_LEN 70
 #define TIER_MISS -1
 
@@ -103,20 +105,27 @@ struct tier_entry {
 	__u16 ip_sum;     /* folded sum of the outer IPv4 header's constant words */
 	__u8 eth_dst[6];
 	__u8 eth_src[6];
-	/* The outer header with the flow's UDP source port; TOS, lengths,
-	 * identification, flags, TTL and checksum zero, patched per packet. */
-	__u8 hdr[VXLAN4_HDR_LEN];
+	/* The outer header (hdr_len bytes) with the flow's UDP source port (and
+	 * over IPv6 its flow label); TOS or traffic class, lengths,
+	 * identification, flags, TTL or hop limit and checksums zero, patched
+	 * per packet. */
+	__u8 hdr[VXLAN6_HDR_LEN];
 	/* Not read here: what the owner needs to adopt the entry after a
 	 * restart (its tunnel and rule in the rule set it was decided under). */
 	__u16 tunnel;
 	__u32 rule;
-	__u32 pad;
+	/* TF_UDP_CSUM: folded sum of the UDP checksum's constant words (the
+	 * pseudo-header's addresses and protocol, ports, VXLAN header). */
+	__u16 udp_sum;
+	__u8 hdr_len;     /* VXLAN4_HDR_LEN or VXLAN6_HDR_LEN */
+	__u8 pad1;
+	__u32 pad2;
 };
 
 /* The layout of everything pinned beside the program (bumped whenever a
  * map's key, value or meaning changes): a starting overlayd adopts pinned
  * maps only when it is its own (dataplane/src/io/pin.rs). */
-#define LAYOUT_VERSION 3
+#define LAYOUT_VERSION 4
 
 /* Written by the owner, never read here: what a starting overlayd needs to
  * judge the pinned maps it finds (mirrored by PinMeta in io/pin.rs). */
@@ -349,6 +358,209 @@ static __always_inline __u8 ecn_decap(__u8 outer, __u8 inner)
 	return inner;
 }
 
+/* What an encapsulation takes from the frame: everything else is the entry's. */
+struct outer {
+	__u32 len; /* the frame's length before encapsulation */
+	__u32 sum; /* TF_UDP_CSUM: the frame's sum as sent (frame_sum) */
+	__u8 tos;  /* outer TOS or traffic class */
+	__u8 ttl;  /* outer TTL or hop limit */
+	__u8 df;
+};
+
+/* An encapsulation's result when the frame is ready to send. */
+#define TIER_SENT -2
+
+/* The checksum walk's bounds: 16 chunks of 256 bytes take any frame up to
+ * 4 KiB, more than XDP sees of a frame without fragments (this program
+ * takes no multi-buffer frames). Longer ones go to AF_XDP. */
+#define CSUM_CHUNK 256
+#define CSUM_CHUNKS 16
+
+/* The Internet checksum's sum (RFC 1071) of the frame's bytes from offset
+ * `off` to its end, folded to 16 bits, in host order; -1 if the frame is
+ * longer than the walk takes. `off` is an even number of bytes from where
+ * the checksummed data starts. bpf_csum_diff sums whole 32-bit words in
+ * memory order; a sum is the same in either byte order (RFC 1071 2(B)), so
+ * it is swapped once at the end.
+ * A global function: the verifier checks it once, on its own, rather than
+ * once for every path that reaches a call (which exceeds its limit). */
+__attribute__((noinline)) int csum_to_end(struct xdp_md *ctx, __u32 off)
+{
+	void *p = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u64 sum = 0;
+	if (off > VXLAN6_HDR_LEN)
+		return -1;
+	p += off;
+	for (int i = 0; i < CSUM_CHUNKS; i++) {
+		if (p + CSUM_CHUNK > end)
+			break;
+		sum = (__u32)bpf_csum_diff(0, 0, p, CSUM_CHUNK, (__u32)sum);
+		p += CSUM_CHUNK;
+	}
+	if (p + CSUM_CHUNK <= end)
+		return -1;
+	/* The rest, in pieces of fixed size (the verifier bounds each). */
+#define CSUM_PIECE(n)                                                              \
+	if (p + (n) <= end) {                                                      \
+		sum = (__u32)bpf_csum_diff(0, 0, p, (n), (__u32)sum);              \
+		p += (n);                                                          \
+	}
+	CSUM_PIECE(128)
+	CSUM_PIECE(64)
+	CSUM_PIECE(32)
+	CSUM_PIECE(16)
+	CSUM_PIECE(8)
+	CSUM_PIECE(4)
+#undef CSUM_PIECE
+	if (p + 2 <= end) {
+		sum += *(__u16 *)p;
+		p += 2;
+	}
+	/* An odd last byte is the first of a word whose second byte is zero. */
+	if (p + 1 <= end)
+		sum += bpf_htons((__u16)(*(__u8 *)p) << 8);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return bpf_ntohs((__u16)sum);
+}
+
+/* Sum of `n` 16-bit big-endian words at `p`, in host order, unfolded. */
+static __always_inline __u32 sum_words(const void *p, int n)
+{
+	const __u16 *w = p;
+	__u32 s = 0;
+#pragma unroll
+	for (int i = 0; i < n; i++)
+		s += bpf_ntohs(w[i]);
+	return s;
+}
+
+/* The sum of the frame as entry `e` sends it inside the tunnel (its MAC
+ * rewrites applied), taken before anything is changed so that a frame the
+ * walk cannot take leaves unchanged; -1 if it cannot. */
+static __always_inline int frame_sum(struct xdp_md *ctx, void *data, void *end,
+				     const struct tier_entry *e)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return -1;
+	int rest = csum_to_end(ctx, 12);
+	if (rest < 0)
+		return -1;
+	__u32 s = rest;
+	s += sum_words((e->flags & TF_SET_DST) ? (const void *)e->eth_dst : eth->h_dest, 3);
+	s += sum_words((e->flags & TF_SET_SRC) ? (const void *)e->eth_src : eth->h_source, 3);
+	return s; /* unfolded: at most 7 * 0xffff */
+}
+
+/* The UDP checksum field of a datagram of `l4_len` bytes whose constant
+ * words (pseudo-header addresses and protocol, ports, tunnel header) sum
+ * to `constant` and whose payload after them sums to `payload`: the length
+ * counts twice (pseudo-header and UDP header). A computed zero is sent as
+ * all ones (RFC 768, RFC 8200 8.1), as the engine's template does. */
+static __always_inline __u16 udp_csum(__u16 constant, __u16 l4_len, __u32 payload)
+{
+	__u32 s = (__u32)constant + l4_len + l4_len + payload;
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	__u16 c = ~s;
+	return c ? c : 0xffff;
+}
+
+static __always_inline void rewrite_macs(struct ethhdr *eth, const struct tier_entry *e)
+{
+	if (e->flags & TF_SET_DST)
+		copy_mac(eth->h_dest, e->eth_dst);
+	if (e->flags & TF_SET_SRC)
+		copy_mac(eth->h_source, e->eth_src);
+}
+
+/* VXLAN over IPv4: the entry's header in front of the frame, its per-packet
+ * fields patched (the IPv4 header checksum incremental from the constant
+ * words' sum; the UDP checksum if the tunnel sends one). TIER_SENT, or
+ * TIER_MISS with the frame unchanged. */
+static __always_inline int encap_vxlan4(struct xdp_md *ctx, const struct tier_entry *e,
+					const struct outer *o)
+{
+	__u32 zero = 0;
+	__u16 total = o->len + VXLAN4_HDR_LEN - sizeof(struct ethhdr);
+	__u32 *ident = bpf_map_lookup_elem(&tier_ident, &zero);
+	if (!ident)
+		return TIER_MISS;
+	if (bpf_xdp_adjust_head(ctx, -VXLAN4_HDR_LEN))
+		return count(ST_TIER_NO_ROOM, TIER_MISS); /* the frame is unchanged */
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (data + VXLAN4_HDR_LEN + sizeof(struct ethhdr) > end) {
+		/* Cannot happen (the frame was at least an Ethernet header), but
+		 * the verifier wants the bound: put the frame back as it was. */
+		bpf_xdp_adjust_head(ctx, VXLAN4_HDR_LEN);
+		return TIER_MISS;
+	}
+	rewrite_macs(data + VXLAN4_HDR_LEN, e);
+	__builtin_memcpy(data, e->hdr, VXLAN4_HDR_LEN);
+	__u16 id = ++*ident;
+	__u16 frag = o->df ? 0x4000 : 0;
+	struct iphdr *oip = data + sizeof(struct ethhdr);
+	oip->tos = o->tos;
+	oip->tot_len = bpf_htons(total);
+	oip->id = bpf_htons(id);
+	oip->frag_off = bpf_htons(frag);
+	oip->ttl = o->ttl;
+	/* Incremental from the constant words' sum: the words patched above
+	 * (TOS is the low byte of its word, TTL the high byte of its own). */
+	__u32 sum = (__u32)e->ip_sum + o->tos + total + id + frag + ((__u32)o->ttl << 8);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	oip->check = bpf_htons((__u16)~sum);
+	struct udphdr *udp = (void *)(oip + 1);
+	__u16 l4_len = total - sizeof(struct iphdr);
+	udp->len = bpf_htons(l4_len);
+	if (e->flags & TF_UDP_CSUM)
+		udp->check = bpf_htons(udp_csum(e->udp_sum, l4_len, o->sum));
+	return TIER_SENT;
+}
+
+/* VXLAN over IPv6: as encap_vxlan4, with the traffic class (DSCP, ECN) and
+ * hop limit patched beside the flow's label, and the UDP checksum IPv6
+ * requires. */
+static __always_inline int encap_vxlan6(struct xdp_md *ctx, const struct tier_entry *e,
+					const struct outer *o)
+{
+	__u16 l4_len = o->len + VXLAN6_HDR_LEN - sizeof(struct ethhdr) - sizeof(struct ipv6hdr);
+	if (bpf_xdp_adjust_head(ctx, -VXLAN6_HDR_LEN))
+		return count(ST_TIER_NO_ROOM, TIER_MISS);
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (data + VXLAN6_HDR_LEN + sizeof(struct ethhdr) > end) {
+		bpf_xdp_adjust_head(ctx, VXLAN6_HDR_LEN);
+		return TIER_MISS;
+	}
+	rewrite_macs(data + VXLAN6_HDR_LEN, e);
+	__builtin_memcpy(data, e->hdr, VXLAN6_HDR_LEN);
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	__u8 *vtf = (void *)ip6; /* version, traffic class, flow label */
+	vtf[0] = 0x60 | (o->tos >> 4);
+	vtf[1] = (__u8)(o->tos << 4) | (vtf[1] & 0x0f);
+	ip6->payload_len = bpf_htons(l4_len);
+	ip6->hop_limit = o->ttl;
+	struct udphdr *udp = (void *)(ip6 + 1);
+	udp->len = bpf_htons(l4_len);
+	udp->check = bpf_htons(udp_csum(e->udp_sum, l4_len, o->sum));
+	return TIER_SENT;
+}
+
+/* True if the tc tier (tc/tier.bpf.c) can do what entry `e` does to an skb:
+ * VXLAN over IPv4 without a UDP checksum. */
+static __always_inline int tc_takes(const struct tier_entry *e)
+{
+	return e->action == TIER_ENCAP && e->hdr_len == VXLAN4_HDR_LEN &&
+	       !(e->flags & TF_UDP_CSUM);
+}
+
 /* The tier: the frame's action if an entry of the current generation has
  * its key, else TIER_MISS with the frame unchanged. `d`: the frame was
  * decapsulated (its outer headers are gone), NULL on a workload port. */
@@ -444,7 +656,7 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 	psum = (psum & 0xffff) + (psum >> 16);
 	if (bpf_ntohs(*csum) == psum) {
 		/* The skb still knows; the tc tier keeps that state (and GSO). */
-		if (c->tc_tier && e->action == TIER_ENCAP)
+		if (c->tc_tier && tc_takes(e))
 			return count(ST_TIER_TO_TC, XDP_PASS);
 		return count(ST_TIER_PARTIAL, TIER_MISS);
 	}
@@ -471,7 +683,7 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 	if (!bpf_map_lookup_elem(&tier_tx, &tx)) {
 		/* The tc tier sends skbs, which any interface takes (a veth whose
 		 * peer has no NAPI refuses XDP frames): far cheaper than AF_XDP. */
-		if (c->tc_tier && e->action == TIER_ENCAP)
+		if (c->tc_tier && tc_takes(e))
 			return count(ST_TIER_TO_TC, XDP_PASS);
 		return count(ST_TIER_NO_TX, TIER_MISS);
 	}
@@ -486,47 +698,23 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 		return TIER_MISS;
 
 	/* Everything the outer header needs, taken before the frame moves. */
-	__u8 otos = (e->flags & TF_DSCP_INHERIT) ? (tos & 0xfc) : (__u8)(e->dscp << 2);
+	struct outer o;
+	o.tos = (e->flags & TF_DSCP_INHERIT) ? (tos & 0xfc) : (__u8)(e->dscp << 2);
 	if (e->flags & TF_ECN_COPY)
-		otos |= tos & 3;
-	__u8 ottl = (e->flags & TF_TTL_INHERIT) ? ttl : e->ttl;
-	__u8 odf = (e->flags & TF_DF_INHERIT) ? df : (e->flags & TF_DF_SET) != 0;
-	__u16 total = len + VXLAN4_HDR_LEN - sizeof(struct ethhdr);
-	__u32 *ident = bpf_map_lookup_elem(&tier_ident, &zero);
-	if (!ident)
-		return TIER_MISS;
-	if (bpf_xdp_adjust_head(ctx, -VXLAN4_HDR_LEN))
-		return count(ST_TIER_NO_ROOM, TIER_MISS); /* the frame is unchanged */
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	if (data + VXLAN4_HDR_LEN + sizeof(struct ethhdr) > end) {
-		/* Cannot happen (the frame was at least an Ethernet header), but
-		 * the verifier wants the bound: put the frame back as it was. */
-		bpf_xdp_adjust_head(ctx, VXLAN4_HDR_LEN);
-		return TIER_MISS;
+		o.tos |= tos & 3;
+	o.ttl = (e->flags & TF_TTL_INHERIT) ? ttl : e->ttl;
+	o.df = (e->flags & TF_DF_INHERIT) ? df : (e->flags & TF_DF_SET) != 0;
+	o.len = len;
+	o.sum = 0;
+	if (e->flags & TF_UDP_CSUM) {
+		int sum = frame_sum(ctx, data, end, e);
+		if (sum < 0)
+			return count(ST_TIER_TOO_LONG, TIER_MISS);
+		o.sum = sum;
 	}
-	struct ethhdr *inner = data + VXLAN4_HDR_LEN;
-	if (e->flags & TF_SET_DST)
-		copy_mac(inner->h_dest, e->eth_dst);
-	if (e->flags & TF_SET_SRC)
-		copy_mac(inner->h_source, e->eth_src);
-	__builtin_memcpy(data, e->hdr, VXLAN4_HDR_LEN);
-	__u16 id = ++*ident;
-	__u16 frag = odf ? 0x4000 : 0;
-	struct iphdr *oip = data + sizeof(struct ethhdr);
-	oip->tos = otos;
-	oip->tot_len = bpf_htons(total);
-	oip->id = bpf_htons(id);
-	oip->frag_off = bpf_htons(frag);
-	oip->ttl = ottl;
-	/* Incremental from the constant words' sum: the words patched above
-	 * (TOS is the low byte of its word, TTL the high byte of its own). */
-	__u32 sum = (__u32)e->ip_sum + otos + total + id + frag + ((__u32)ottl << 8);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	oip->check = bpf_htons((__u16)~sum);
-	struct udphdr *udp = (void *)(oip + 1);
-	udp->len = bpf_htons(total - sizeof(struct iphdr));
+	int r = e->hdr_len == VXLAN6_HDR_LEN ? encap_vxlan6(ctx, e, &o) : encap_vxlan4(ctx, e, &o);
+	if (r != TIER_SENT)
+		return r;
 	return tier_send(e, n, len);
 }
 
@@ -537,7 +725,7 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
  * as a workload port's frame is (tier(), with the tunnel in the key). Its
  * action, or TIER_MISS with the frame unchanged. Outer VLAN tags, IPv4
  * options and fragments, IPv6 extension headers, trailing bytes, reserved
- * VXLAN bits and UDP checksums the tier would have to verify all miss, so
+ * VXLAN bits and UDP checksums that do not verify all miss, so
  * the engine judges them and every drop keeps its named reason. */
 static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg *c)
 {
@@ -549,6 +737,7 @@ static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg
 	struct udphdr *u;
 	__u32 len = end - data;
 	__u32 outer, l4len;
+	__u32 addrs; /* the pseudo-header's addresses, summed */
 	int v6;
 
 	if ((void *)(eth + 1) > end)
@@ -573,6 +762,7 @@ static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg
 		tk.local[10] = tk.local[11] = tk.remote[10] = tk.remote[11] = 0xff;
 		__builtin_memcpy(&tk.local[12], &ip->daddr, 4);
 		__builtin_memcpy(&tk.remote[12], &ip->saddr, 4);
+		addrs = sum_words(&ip->saddr, 4);
 		d.ecn = ip->tos & 3;
 		l4len = len - sizeof(*eth) - sizeof(*ip);
 		u = (void *)(ip + 1);
@@ -587,6 +777,7 @@ static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg
 			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
 		__builtin_memcpy(tk.local, &ip6->daddr, 16);
 		__builtin_memcpy(tk.remote, &ip6->saddr, 16);
+		addrs = sum_words(&ip6->saddr, 16);
 		d.ecn = (ip6->flow_lbl[0] >> 4) & 3;
 		l4len = len - sizeof(*eth) - sizeof(*ip6);
 		u = (void *)(ip6 + 1);
@@ -611,12 +802,25 @@ static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg
 	__u64 *gen = bpf_map_lookup_elem(&tier_gen, &zero);
 	if (!gen || t->generation != *gen)
 		return count(ST_TIER_STALE, TIER_MISS);
-	/* A checksum the engine verifies is not verified here (IPv4 by
-	 * default, IPv6 always): such packets are the engine's; so is a zero
-	 * one over IPv6, unless the engine accepts it. */
-	if (u->check ? (v6 || !(t->flags & TT_V4_CSUM_UNCHECKED))
-		     : (v6 && !(t->flags & TT_V6_ZERO_OK)))
-		return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+	/* The UDP checksum as the engine judges it (encap/src/decap.rs): a
+	 * zero one over IPv6 only if accepted, else the engine's drop; a
+	 * non-zero one verified over IPv6, and over IPv4 unless configured
+	 * not to be. One that does not verify is the engine's: it drops it
+	 * under its name, or finishes it first if a peer's offload left it
+	 * partial (io/checksums.rs). */
+	if (!u->check) {
+		if (v6 && !(t->flags & TT_V6_ZERO_OK))
+			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+	} else if (v6 || !(t->flags & TT_V4_CSUM_UNCHECKED)) {
+		int seg = csum_to_end(ctx, v6 ? 54 : 34);
+		if (seg < 0)
+			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+		__u32 sum = addrs + IPPROTO_UDP + l4len + seg;
+		sum = (sum & 0xffff) + (sum >> 16);
+		sum = (sum & 0xffff) + (sum >> 16);
+		if (sum != 0xffff)
+			return count(ST_TIER_DECAP_CSUM, TIER_MISS);
+	}
 	d.w0 = ((__u64)(c->in_port & 0xffff) << 48) | ((__u64)t->tag << 32) | tk.vni;
 	if (bpf_xdp_adjust_head(ctx, outer))
 		return TIER_MISS;

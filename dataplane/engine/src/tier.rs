@@ -35,10 +35,11 @@ use crate::pipeline::Worker;
 
 /// Outer header of VXLAN over IPv4, untagged: Ethernet, IPv4, UDP, VXLAN.
 pub const VXLAN4_HEADER_LEN: usize = 14 + 20 + 8 + 8;
-/// The outer IPv4 header's place in it.
+/// The outer IP header's place in it (over IPv4 and IPv6).
 const IP: usize = 14;
-/// The outer UDP header's place in it.
+/// The outer UDP header's place over IPv4, and over IPv6.
 const UDP: usize = 34;
+const UDP6: usize = 54;
 
 /// Why a flow stays with the userspace engine (AF_XDP).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -61,10 +62,6 @@ pub enum NotInTier {
     SelfLoop,
     /// GRE and Geneve encapsulation are not in the tier yet.
     NotVxlan,
-    /// An IPv6 underlay needs a UDP checksum over the whole packet.
-    Ipv6Underlay,
-    /// The tunnel sends UDP checksums over IPv4 (a sum over the whole packet).
-    UdpChecksum,
     /// The underlay is VLAN-tagged.
     OuterVlan,
     /// The tunnel's next hop is not resolved (the engine drops with `no_neighbour`).
@@ -76,7 +73,7 @@ pub enum NotInTier {
 }
 
 impl NotInTier {
-    pub const ALL: [NotInTier; 14] = [
+    pub const ALL: [NotInTier; 12] = [
         NotInTier::RuleOptOut,
         NotInTier::Decapsulated,
         NotInTier::NotTcpUdp,
@@ -85,8 +82,6 @@ impl NotInTier {
         NotInTier::ForwardL2,
         NotInTier::SelfLoop,
         NotInTier::NotVxlan,
-        NotInTier::Ipv6Underlay,
-        NotInTier::UdpChecksum,
         NotInTier::OuterVlan,
         NotInTier::NoNextHop,
         NotInTier::NoFate,
@@ -103,8 +98,6 @@ impl NotInTier {
             NotInTier::ForwardL2 => "forward_l2",
             NotInTier::SelfLoop => "self_loop",
             NotInTier::NotVxlan => "not_vxlan",
-            NotInTier::Ipv6Underlay => "ipv6_underlay",
-            NotInTier::UdpChecksum => "udp_checksum",
             NotInTier::OuterVlan => "outer_vlan",
             NotInTier::NoNextHop => "no_next_hop",
             NotInTier::NoFate => "no_fate",
@@ -124,18 +117,27 @@ pub enum TierAction {
     Encap(TierEncap),
 }
 
-/// VXLAN over IPv4 with a prebuilt outer header.
+/// VXLAN over IPv4 or IPv6 with a prebuilt outer header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TierEncap {
     pub tunnel: u16,
     pub uplink: u16,
-    /// The outer header as the pipeline's template builds it, with this
-    /// flow's UDP source port; the IPv4 TOS, total length, identification,
-    /// flags, TTL and checksum and the UDP length are zero, patched per
+    /// The outer header (its first `header_len` bytes) as the pipeline's
+    /// template builds it, with this flow's UDP source port and, over
+    /// IPv6, its flow label; the IPv4 TOS, total length, identification,
+    /// flags, TTL and checksum, the IPv6 traffic class, payload length and
+    /// hop limit, and the UDP length and checksum are zero, patched per
     /// packet.
-    pub header: [u8; VXLAN4_HEADER_LEN],
+    pub header: [u8; VXLAN6_HEADER_LEN],
+    /// [`VXLAN4_HEADER_LEN`] or [`VXLAN6_HEADER_LEN`].
+    pub header_len: u8,
     /// Ones-complement sum of the outer IPv4 header's constant words.
     pub ip_sum: u16,
+    /// The outer UDP checksum is sent (over IPv6 always, as the template
+    /// does; over IPv4 if the tunnel says so): the folded sum of its
+    /// constant words, the pseudo-header's addresses and protocol, the
+    /// ports and the VXLAN header. The rest is the frame's and its length.
+    pub udp_sum: Option<u16>,
     pub df: DfMode,
     pub ttl: TtlMode,
     pub dscp: DscpMode,
@@ -278,28 +280,43 @@ fn encap(w: &Worker, key: &FlowKey, tn: u16) -> Result<TierEncap, NotInTier> {
     if !matches!(p.encap, Encapsulation::Vxlan { .. }) {
         return Err(NotInTier::NotVxlan);
     }
-    if !matches!(p.underlay, Underlay::V4 { .. }) {
-        return Err(NotInTier::Ipv6Underlay);
-    }
-    if p.options.udp_checksum {
-        return Err(NotInTier::UdpChecksum);
-    }
-    if p.outer_vlan.is_some() || tpl.outer_len() != VXLAN4_HEADER_LEN {
+    let (len, udp, pseudo) = match p.underlay {
+        Underlay::V4 { src, dst } => (VXLAN4_HEADER_LEN, UDP, checksum::pseudo_v4(src, dst, 17, 0)),
+        Underlay::V6 { src, dst } => {
+            (VXLAN6_HEADER_LEN, UDP6, checksum::pseudo_v6(&src, &dst, 17, 0))
+        }
+    };
+    if p.outer_vlan.is_some() || tpl.outer_len() != len {
         return Err(NotInTier::OuterVlan);
     }
     let o = &p.options;
-    let mut header = [0u8; VXLAN4_HEADER_LEN];
-    header.copy_from_slice(tpl.header());
-    let sport = encap::inner::port_in_range(flow_hash(key), o.src_port_min, o.src_port_max);
-    header[UDP..UDP + 2].copy_from_slice(&sport.to_be_bytes());
+    let mut header = [0u8; VXLAN6_HEADER_LEN];
+    header[..len].copy_from_slice(tpl.header());
+    let hash = flow_hash(key);
+    let sport = encap::inner::port_in_range(hash, o.src_port_min, o.src_port_max);
+    header[udp..udp + 2].copy_from_slice(&sport.to_be_bytes());
+    let v6 = len == VXLAN6_HEADER_LEN;
+    if v6 {
+        // The template's flow label: the flow's hash, a key field's
+        // function like the source port (RFC 6438).
+        let label = hash & 0x000f_ffff;
+        header[IP + 1] = (label >> 16) as u8;
+        header[IP + 2..IP + 4].copy_from_slice(&(label as u16).to_be_bytes());
+    }
+    // The constant words of the UDP checksum: the pseudo-header without its
+    // length, and the UDP and VXLAN headers with the length and checksum zero.
+    let udp_sum =
+        (v6 || o.udp_checksum).then(|| checksum::fold(checksum::add(pseudo, &header[udp..len])));
     // The pipeline refuses a frame whose outer IP packet (the frame plus
     // the outer IP, UDP and VXLAN headers) exceeds the underlay MTU.
-    let max_frame = (o.underlay_mtu as usize).saturating_sub(VXLAN4_HEADER_LEN - IP);
+    let max_frame = (o.underlay_mtu as usize).saturating_sub(len - IP);
     Ok(TierEncap {
         tunnel: tn,
         uplink: tun.uplink,
         header,
-        ip_sum: checksum::fold(checksum::add(0, &header[IP..UDP])),
+        header_len: len as u8,
+        ip_sum: if v6 { 0 } else { checksum::fold(checksum::add(0, &header[IP..UDP])) },
+        udp_sum,
         df: o.df,
         ttl: o.ttl,
         dscp: o.dscp,
@@ -389,7 +406,7 @@ impl TierEntry {
         }
         if let Some(e) = e {
             let outer = e.outer(frame, ident);
-            frame.splice(0..0, outer);
+            frame.splice(0..0, outer[..e.header_len as usize].iter().copied());
         }
         TierVerdict::Send(port)
     }
@@ -424,7 +441,7 @@ impl TierEntry {
             }
             TierAction::Output { port } => (*port, bytes),
             TierAction::Encap(e) => {
-                let b = bytes + packets * VXLAN4_HEADER_LEN as u64;
+                let b = bytes + packets * e.header_len as u64;
                 if let Some(t) = c.tunnels.get(e.tunnel as usize) {
                     t.encap.packets.add(packets);
                     t.encap.bytes.add(b);
@@ -441,8 +458,9 @@ impl TierEntry {
 }
 
 impl TierEncap {
-    /// The outer header for `frame` (an untagged IPv4 or IPv6 frame).
-    fn outer(&self, frame: &[u8], ident: u16) -> [u8; VXLAN4_HEADER_LEN] {
+    /// The outer header for `frame` (an untagged IPv4 or IPv6 frame, its
+    /// MACs rewritten): its first `header_len` bytes.
+    fn outer(&self, frame: &[u8], ident: u16) -> [u8; VXLAN6_HEADER_LEN] {
         let l3 = &frame[14..];
         let (tos, ttl, df) = if frame[12..14] == [0x08, 0x00] {
             (l3[1], l3[8], l3[6] & 0x40 != 0)
@@ -458,26 +476,49 @@ impl TierEncap {
             TtlMode::Fixed(t) => t,
             TtlMode::Inherit => ttl,
         };
-        let df = match self.df {
-            DfMode::Set => true,
-            DfMode::Unset => false,
-            DfMode::Inherit => df,
-        };
-        let total = (frame.len() + VXLAN4_HEADER_LEN - IP) as u16;
-        let flags: u16 = if df { 0x4000 } else { 0 };
+        let len = self.header_len as usize;
         let mut h = self.header;
-        h[IP + 1] = tos;
-        h[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
-        h[IP + 4..IP + 6].copy_from_slice(&ident.to_be_bytes());
-        h[IP + 6..IP + 8].copy_from_slice(&flags.to_be_bytes());
-        h[IP + 8] = ttl;
-        let mut acc = checksum::add_u16(self.ip_sum as u32, tos as u16);
-        acc = checksum::add_u16(acc, total);
-        acc = checksum::add_u16(acc, ident);
-        acc = checksum::add_u16(acc, flags);
-        acc = checksum::add_u16(acc, (ttl as u16) << 8);
-        h[IP + 10..IP + 12].copy_from_slice(&checksum::finish(acc).to_be_bytes());
-        h[UDP + 4..UDP + 6].copy_from_slice(&(total - 20).to_be_bytes());
+        let udp = if len == VXLAN6_HEADER_LEN {
+            let l4_len = (frame.len() + len - UDP6) as u16;
+            h[IP] = 0x60 | (tos >> 4);
+            h[IP + 1] = (tos << 4) | (h[IP + 1] & 0x0f);
+            h[IP + 4..IP + 6].copy_from_slice(&l4_len.to_be_bytes());
+            h[IP + 7] = ttl;
+            UDP6
+        } else {
+            let df = match self.df {
+                DfMode::Set => true,
+                DfMode::Unset => false,
+                DfMode::Inherit => df,
+            };
+            let total = (frame.len() + len - IP) as u16;
+            let flags: u16 = if df { 0x4000 } else { 0 };
+            h[IP + 1] = tos;
+            h[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+            h[IP + 4..IP + 6].copy_from_slice(&ident.to_be_bytes());
+            h[IP + 6..IP + 8].copy_from_slice(&flags.to_be_bytes());
+            h[IP + 8] = ttl;
+            let mut acc = checksum::add_u16(self.ip_sum as u32, tos as u16);
+            acc = checksum::add_u16(acc, total);
+            acc = checksum::add_u16(acc, ident);
+            acc = checksum::add_u16(acc, flags);
+            acc = checksum::add_u16(acc, (ttl as u16) << 8);
+            h[IP + 10..IP + 12].copy_from_slice(&checksum::finish(acc).to_be_bytes());
+            UDP
+        };
+        let l4_len = (frame.len() + len - udp) as u16;
+        h[udp + 4..udp + 6].copy_from_slice(&l4_len.to_be_bytes());
+        if let Some(sum) = self.udp_sum {
+            // The length counts twice: in the pseudo-header and the UDP header.
+            let mut acc = checksum::add_u16(sum as u32, l4_len);
+            acc = checksum::add_u16(acc, l4_len);
+            acc = checksum::add(acc, frame);
+            let c = match checksum::finish(acc) {
+                0 => 0xffff,
+                c => c,
+            };
+            h[udp + 6..udp + 8].copy_from_slice(&c.to_be_bytes());
+        }
         h
     }
 }
@@ -555,6 +596,49 @@ next_hop_mac = "02:00:00:00:00:20"
         decide(w, &key, f.rule.expect("a rule matches"))
     }
 
+    /// Tunnel t4's addresses over IPv6 (BASE's IPv4 ones removed).
+    const V6: &str = "local = \"2001:db8::1\"\nremote = \"2001:db8::2\"\n";
+
+    /// A worker whose tunnel t4 has `extra` lines (`V6` first: over IPv6)
+    /// and whose one rule encapsulates what wl0 sends.
+    fn encap_worker(extra: &str) -> Worker {
+        let conf = BASE.replace("vni = 42\n", &format!("vni = 42\n{extra}"));
+        let conf = if extra.starts_with(V6) {
+            conf.replace("local = \"192.0.2.1\"\nremote = \"192.0.2.2\"\n", "")
+        } else {
+            conf
+        };
+        let c = Config::from_toml(&format!(
+            "{conf}{}",
+            rule("in_port = \"wl0\"", "{ encap = \"t4\" }")
+        ));
+        Worker::new(Arc::new(compile(&c.unwrap()).unwrap()))
+    }
+
+    /// A UDP checksum that computes to zero is sent as all ones, by the
+    /// pipeline and the entry alike: the payload word that makes it so is
+    /// the checksum sent for a zero word there (the sum grows by it).
+    #[test]
+    fn a_computed_zero_udp_checksum_is_sent_as_all_ones() {
+        for t in [V6, "udp_checksum = true\n"] {
+            let mut w = encap_worker(t);
+            let spec = |word: u16| {
+                format!("eth/ipv4(src=198.51.100.1,dst=198.51.100.3)/udp(sport=7,dport=8,csum=0)/hex(data={word:04x})")
+            };
+            let e = decide_for(&w, &spec(0)).unwrap();
+            let (_, sent) = pipeline(&mut w, &frame(&spec(0))).unwrap();
+            let u = if t == V6 { UDP6 } else { UDP };
+            let c = u16::from_be_bytes([sent[u + 6], sent[u + 7]]);
+            let f = frame(&spec(c));
+            let (_, want) = pipeline(&mut w, &f).unwrap();
+            assert_eq!(&want[u + 6..u + 8], &[0xff, 0xff], "{t}");
+            let mut got = f.clone();
+            let ident = u16::from_be_bytes([want[18], want[19]]);
+            e.apply(&mut got, ident);
+            assert_eq!(hex(&got), hex(&want), "{t}");
+        }
+    }
+
     /// What the pipeline sends for `f` on port 0: (port, frame), or None if dropped.
     fn pipeline(w: &mut Worker, f: &[u8]) -> Option<(u16, Vec<u8>)> {
         let mut buf = vec![0u8; 256 + 2048];
@@ -619,7 +703,7 @@ next_hop_mac = "02:00:00:00:00:20"
             ("type = \"vxlan\"\nvni = 5", Err(NoNextHop)),
             (
                 "type = \"vxlan\"\nvni = 5\nnext_hop_mac = \"02:00:00:00:00:21\"\nudp_checksum = true",
-                Err(UdpChecksum),
+                Ok(()),
             ),
             ("type = \"gretap\"\nkey = 5\nnext_hop_mac = \"02:00:00:00:00:21\"", Err(NotVxlan)),
         ];
@@ -629,7 +713,10 @@ next_hop_mac = "02:00:00:00:00:20"
         }
         let v6 = "[[tunnels]]\nname = \"x\"\ntype = \"vxlan\"\nvni = 5\nuplink = \"up0\"\nlocal = \"2001:db8::1\"\nremote = \"2001:db8::9\"\nnext_hop_mac = \"02:00:00:00:00:21\"\n";
         let w = worker(&format!("{v6}{}", rule("in_port = \"wl0\"", "{ encap = \"x\" }")));
-        assert_eq!(decide_for(&w, UDP4).map(|_| ()), Err(Ipv6Underlay));
+        let e = decide_for(&w, UDP4).expect("VXLAN over IPv6 is the tier's");
+        let TierAction::Encap(x) = e.action else { panic!("{e:?}") };
+        assert_eq!(x.header_len as usize, VXLAN6_HEADER_LEN);
+        assert!(x.udp_sum.is_some(), "IPv6 always sends the UDP checksum");
     }
 
     /// The entry's action on a frame gives what the pipeline sends for it,
@@ -641,6 +728,10 @@ next_hop_mac = "02:00:00:00:00:20"
             "",
             "df = \"inherit\"\nttl = \"inherit\"\ndscp = \"inherit\"\n",
             "df = \"unset\"\nttl = 3\ndscp = 10\necn = \"compat\"\nsrc_port_range = [1000, 1003]\n",
+            "udp_checksum = true\nttl = \"inherit\"\n",
+            V6,
+            &format!("{V6}ttl = \"inherit\"\ndscp = \"inherit\"\n"),
+            &format!("{V6}ttl = 3\ndscp = 10\necn = \"compat\"\nsrc_port_range = [1000, 1003]\n"),
         ];
         let frames = [
             UDP4,
@@ -648,9 +739,17 @@ next_hop_mac = "02:00:00:00:00:20"
             "eth/ipv4(src=198.51.100.1,dst=198.51.100.3,tos=3,df=0)/tcp(sport=1,dport=2)",
             "eth/ipv4(src=198.51.100.1,dst=198.51.100.3)/udp(sport=65535,dport=0)/hex(data=00)",
             "eth/ipv6(src=2001:db8::1,dst=2001:db8::3,tc=255)/udp(sport=9,dport=9)",
+            // Odd lengths: the last byte of the UDP checksum's sum is padded.
+            "eth/ipv4(src=198.51.100.1,dst=198.51.100.3)/udp(sport=7,dport=8)/hex(data=010203)",
+            "eth/ipv6(src=2001:db8::1,dst=2001:db8::3)/tcp(sport=7,dport=8)/hex(data=ff)",
         ];
         for t in tunnels {
             let conf = BASE.replace("vni = 42\n", &format!("vni = 42\n{t}"));
+            let conf = if t.starts_with(V6) {
+                conf.replace("local = \"192.0.2.1\"\nremote = \"192.0.2.2\"\n", "")
+            } else {
+                conf
+            };
             for actions in [
                 "{ encap = \"t4\" }",
                 "{ set_eth_dst = \"02:00:00:00:0c:01\" }, { encap = \"t4\" }",
@@ -891,6 +990,17 @@ accept_zero_checksum_v6 = true
             assert_eq!(by_tier.tunnels, by_pipeline.tunnels, "{actions}");
             assert_eq!(by_tier.rules, by_pipeline.rules, "{actions}");
         }
+        // Over IPv6 the outer header is 70 bytes.
+        let mut w = encap_worker(V6);
+        let e = decide_for(&w, UDP4).unwrap();
+        let f = frame(UDP4);
+        pipeline(&mut w, &f);
+        let by_pipeline = Snapshot::sum([&*w.counters()]);
+        let tier = WorkerCounters::new(3, 1, 1);
+        e.count(&tier, 1, f.len() as u64);
+        let by_tier = Snapshot::sum([&tier]);
+        assert_eq!(by_tier.ports, by_pipeline.ports);
+        assert_eq!(by_tier.tunnels, by_pipeline.tunnels);
     }
 
     #[test]

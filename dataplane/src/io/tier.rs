@@ -63,7 +63,7 @@ use engine::flow_key::field;
 use engine::flow_key::{v4_mapped, FlowKey, WORDS};
 use engine::next_hop::NextHops;
 use engine::pipeline::Published;
-use engine::tier::{NotInTier, TierAction, TierDecap, TierEncap, TierEntry, VXLAN4_HEADER_LEN};
+use engine::tier::{NotInTier, TierAction, TierDecap, TierEncap, TierEntry, VXLAN6_HEADER_LEN};
 use serde::{Deserialize, Serialize};
 
 use super::map_batch::PerCpuPairs;
@@ -95,6 +95,7 @@ const TF_DF_INHERIT: u8 = 0x08;
 const TF_TTL_INHERIT: u8 = 0x10;
 const TF_DSCP_INHERIT: u8 = 0x20;
 const TF_ECN_COPY: u8 = 0x40;
+const TF_UDP_CSUM: u8 = 0x80;
 
 /// `struct tier_entry` of the C program, field for field.
 #[repr(C)]
@@ -111,11 +112,16 @@ pub struct TierValue {
     pub ip_sum: u16,
     pub eth_dst: [u8; 6],
     pub eth_src: [u8; 6],
-    pub hdr: [u8; VXLAN4_HEADER_LEN],
+    /// The outer header: its first `hdr_len` bytes.
+    pub hdr: [u8; VXLAN6_HEADER_LEN],
     /// The entry's tunnel and rule (read only by an owner adopting it).
     pub tunnel: u16,
     pub rule: u32,
-    pub pad: u32,
+    /// With `TF_UDP_CSUM`: the UDP checksum's constant words, folded.
+    pub udp_sum: u16,
+    pub hdr_len: u8,
+    pub pad1: u8,
+    pub pad2: u32,
 }
 
 // SAFETY: integers and byte arrays with the C layout; the explicit `pad`
@@ -213,10 +219,13 @@ impl TierValue {
             ip_sum: 0,
             eth_dst: e.set_eth_dst.unwrap_or_default(),
             eth_src: e.set_eth_src.unwrap_or_default(),
-            hdr: [0; VXLAN4_HEADER_LEN],
+            hdr: [0; VXLAN6_HEADER_LEN],
             tunnel: 0,
             rule: e.rule,
-            pad: 0,
+            udp_sum: 0,
+            hdr_len: 0,
+            pad1: 0,
+            pad2: 0,
         };
         if e.set_eth_src.is_some() {
             v.flags |= TF_SET_SRC;
@@ -231,7 +240,12 @@ impl TierValue {
                 v.action = TIER_ENCAP;
                 v.tunnel = x.tunnel;
                 v.hdr = x.header;
+                v.hdr_len = x.header_len;
                 v.ip_sum = x.ip_sum;
+                if let Some(sum) = x.udp_sum {
+                    v.flags |= TF_UDP_CSUM;
+                    v.udp_sum = sum;
+                }
                 v.flags |= match x.df {
                     DfMode::Set => TF_DF_SET,
                     DfMode::Unset => 0,
@@ -275,7 +289,9 @@ impl TierValue {
                     tunnel: self.tunnel,
                     uplink: t.uplink,
                     header: self.hdr,
+                    header_len: self.hdr_len,
                     ip_sum: self.ip_sum,
+                    udp_sum: has(TF_UDP_CSUM).then_some(self.udp_sum),
                     df: if has(TF_DF_INHERIT) {
                         DfMode::Inherit
                     } else if has(TF_DF_SET) {
@@ -420,6 +436,11 @@ pub struct TierProgramStats {
     /// carry, or a drop): to AF_XDP.
     #[serde(default)]
     pub decap_ecn: u64,
+    /// Tunnel packets whose outer UDP checksum, verified here as the
+    /// engine verifies it, is wrong or partial (a peer's offload): to
+    /// AF_XDP, whose engine finishes or drops them.
+    #[serde(default)]
+    pub decap_bad_checksum: u64,
 }
 
 /// One program's flow, counter and output maps: the owner's.
@@ -967,13 +988,14 @@ impl State {
         let (out, added) = match &e.action {
             TierAction::Drop => (None, 0),
             TierAction::Output { port } => (Some(*port), 0),
-            TierAction::Encap(x) => (Some(x.uplink), VXLAN4_HEADER_LEN),
+            TierAction::Encap(x) => (Some(x.uplink), x.header_len as usize),
         };
         let mut max_len = u16::MAX as usize;
         // The tc tier redirects skbs, which any port takes; the XDP program
-        // passes it what it cannot redirect itself (encapsulations; other
-        // actions go to AF_XDP, `no_tx`).
-        let tc = matches!(self.ingress.get(e.in_port as usize), Some(Some(i)) if i.tc);
+        // passes it what it cannot redirect itself (the encapsulations it
+        // does; other actions go to AF_XDP, `no_tx`).
+        let tc =
+            tc_takes(&e) && matches!(self.ingress.get(e.in_port as usize), Some(Some(i)) if i.tc);
         if let Some(p) = out {
             match self.outputs.get(p as usize) {
                 Some(o) if o.refused.is_none() || (tc && o.fixed.is_none()) => {
@@ -1287,6 +1309,13 @@ impl State {
             }
         }
     }
+}
+
+/// True if the tc tier (tc/tier.bpf.c) does what `e` does, as the XDP
+/// program's `tc_takes` says: VXLAN over IPv4 without a UDP checksum.
+fn tc_takes(e: &TierEntry) -> bool {
+    matches!(&e.action, TierAction::Encap(x)
+        if x.header_len as usize == engine::tier::VXLAN4_HEADER_LEN && x.udp_sum.is_none())
 }
 
 /// True if `e` sends its frames out of port `p`.
