@@ -64,6 +64,7 @@ enum stat {
 	ST_TIER_NO_TUNNEL, /* its outer addresses and VNI: no current tunnel */
 	ST_TIER_ECN,       /* RFC 6040 would change or drop it: the engine's */
 	ST_TIER_DECAP_CSUM, /* a UDP checksum that does not verify (or is partial) */
+	ST_TIER_UNSETTLED, /* a TCP/UDP checksum or length the software path would not pass */
 	ST_MAX,
 };
 
@@ -81,6 +82,10 @@ enum stat {
 #define TF_DSCP_INHERIT 0x20
 #define TF_ECN_COPY 0x40
 #define TF_UDP_CSUM 0x80 /* send the outer UDP checksum (always over IPv6) */
+
+/* Checks of struct tier_entry: a decapsulated flow's output goes to a
+ * workload, where the software path settles its TCP/UDP checksum. */
+#define CHECK_SETTLE 0x01
 
 /* The outer headers the tier builds and strips: Ethernet + IPv4 or IPv6 +
  * UDP + VXLAN. */
@@ -118,7 +123,7 @@ struct tier_entry {
 	 * pseudo-header's addresses and protocol, ports, VXLAN header). */
 	__u16 udp_sum;
 	__u8 hdr_len;     /* VXLAN4_HDR_LEN or VXLAN6_HDR_LEN */
-	__u8 pad1;
+	__u8 checks;      /* CHECK_SETTLE */
 	__u32 pad2;
 };
 
@@ -561,6 +566,41 @@ static __always_inline int tc_takes(const struct tier_entry *e)
 	       !(e->flags & TF_UDP_CSUM);
 }
 
+/* What the software path's checksum settling (encap::settle) makes of a
+ * frame the tier would pass on.
+ * With `exact`, the IP packet ends where the frame does. */
+#define SETTLED 0   /* a TCP/UDP checksum that verifies, or UDP without one */
+#define PARTIAL 1   /* the field holds the pseudo-header's sum (an offload's) */
+#define UNSETTLED 2 /* wrong, or lengths the tier does not walk (padding) */
+static __always_inline int settled(struct xdp_md *ctx, __u8 proto, void *l4, __u32 l4off,
+				   __u32 len, int exact, __u16 field, __u16 psum)
+{
+	__u32 l4len = len - l4off;
+	if (!exact)
+		return UNSETTLED;
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *u = l4;
+		if (bpf_ntohs(u->len) != l4len)
+			return UNSETTLED;
+		if (!field)
+			return SETTLED;
+	} else if (l4len < 20) {
+		return UNSETTLED; /* the engine's l4_truncated */
+	}
+	/* Partial without the walk: a complete checksum equal to the sum is
+	 * judged so too, at the cost of the slow path (or the tc tier, which
+	 * leaves a complete checksum alone). */
+	if (field == psum)
+		return PARTIAL;
+	int seg = csum_to_end(ctx, l4off);
+	if (seg < 0)
+		return UNSETTLED;
+	__u32 sum = (__u32)psum + seg;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum == 0xffff ? SETTLED : UNSETTLED;
+}
+
 /* The tier: the frame's action if an entry of the current generation has
  * its key, else TIER_MISS with the frame unchanged. `d`: the frame was
  * decapsulated (its outer headers are gone), NULL on a workload port. */
@@ -574,6 +614,8 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 	__u8 proto, tos, ttl, df;
 	__u32 psum; /* the L4 pseudo-header's sum, without the protocol */
 	void *l4;
+	__u32 flen = end - data, l4off;
+	int exact; /* the IP packet ends where the frame does */
 
 	if ((void *)(eth + 1) > end)
 		return TIER_MISS;
@@ -599,6 +641,8 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 		psum = (sa >> 16) + (sa & 0xffff) + (da >> 16) + (da & 0xffff) +
 		       (__u16)(bpf_ntohs(ip->tot_len) - sizeof(*ip));
 		l4 = ip + 1;
+		l4off = sizeof(*eth) + sizeof(*ip);
+		exact = bpf_ntohs(ip->tot_len) == flen - sizeof(*eth);
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		if ((void *)(ip6 + 1) > end)
@@ -615,6 +659,8 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 		ttl = ip6->hop_limit;
 		df = 1; /* the engine's inherit rule: routers never fragment IPv6 */
 		psum = bpf_ntohs(ip6->payload_len);
+		l4off = sizeof(*eth) + sizeof(*ip6);
+		exact = bpf_ntohs(ip6->payload_len) == flen - l4off;
 #pragma unroll
 		for (int i = 0; i < 8; i++)
 			psum += bpf_ntohs(ip6->saddr.in6_u.u6_addr16[i]) +
@@ -649,17 +695,29 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 	 * the checksum partial: the field holds the pseudo-header's folded sum,
 	 * for hardware to finish. XDP does not see that state, and forwarding
 	 * the frame as it is would deliver a bad checksum; the software path
-	 * finishes it (io/checksums.rs). A full checksum equal to that sum is a
-	 * 1 in 65536 coincidence that only costs the slow path. */
+	 * finishes it (io/checksums.rs). The software path also drops a wrong
+	 * checksum, and lengths that contradict each other, under their names
+	 * (encap::settle): on a workload port for every frame, and on the way
+	 * from a tunnel to a workload. Where it would settle, the tier verifies
+	 * the checksum (a walk of the segment) and leaves every frame it cannot
+	 * vouch for to it; elsewhere a field equal to the pseudo-header's sum
+	 * is taken for partial (a full checksum equal to it is a 1 in 65536
+	 * coincidence that only costs the slow path). */
 	psum += proto;
 	psum = (psum & 0xffff) + (psum >> 16);
 	psum = (psum & 0xffff) + (psum >> 16);
-	if (bpf_ntohs(*csum) == psum) {
+	__u16 field = bpf_ntohs(*csum);
+	int st = field == psum ? PARTIAL : SETTLED;
+	if (!d || (e->action == TIER_OUTPUT && (e->checks & CHECK_SETTLE)))
+		st = settled(ctx, proto, l4, l4off, len, exact, field, psum);
+	if (st == PARTIAL) {
 		/* The skb still knows; the tc tier keeps that state (and GSO). */
 		if (c->tc_tier && tc_takes(e))
 			return count(ST_TIER_TO_TC, XDP_PASS);
 		return count(ST_TIER_PARTIAL, TIER_MISS);
 	}
+	if (st == UNSETTLED)
+		return count(ST_TIER_UNSETTLED, TIER_MISS);
 	if (d) {
 		/* The engine decapsulates into output and drop entries only. */
 		if (e->action == TIER_ENCAP)

@@ -230,6 +230,7 @@ fn malformed_counts(tier: &str) -> (BTreeMap<String, u64>, u64, u64) {
         outer(3, &format!("{vxlan}/{}", inner(2))), // delivered, CE carried in
         outer(0, &format!("{vxlan}/{}", inner(1))), // delivered, ECT(1) kept
         with(&good, &|f| f.extend_from_slice(&[0; 4])), // trailing bytes
+        with(&good, &|f| *f.last_mut().unwrap() ^= 0xff), // l4_checksum_bad (inner)
         outer(0, &format!("udp(sport=50000,dport=4789,csum=0)/vxlan(vni=43)/{}", inner(0))),
         outer(0, "udp(sport=50000,dport=4789,csum=0)/vxlan(vni=42)/hex(data=0102)"),
         outer(0, "udp(sport=50000,dport=4789,csum=0)/hex(data=0800)"),
@@ -299,6 +300,7 @@ fn malformed_packets_get_the_same_drops_with_the_tier_on_and_off() {
         "unknown_tunnel",
         "inner_truncated",
         "vxlan_truncated",
+        "l4_checksum_bad",
     ] {
         assert_eq!(on.get(reason), Some(&3), "{reason}: {on:?}");
     }

@@ -96,6 +96,8 @@ const TF_TTL_INHERIT: u8 = 0x10;
 const TF_DSCP_INHERIT: u8 = 0x20;
 const TF_ECN_COPY: u8 = 0x40;
 const TF_UDP_CSUM: u8 = 0x80;
+// Checks of `struct tier_entry`.
+const CHECK_SETTLE: u8 = 0x01;
 
 /// `struct tier_entry` of the C program, field for field.
 #[repr(C)]
@@ -120,7 +122,9 @@ pub struct TierValue {
     /// With `TF_UDP_CSUM`: the UDP checksum's constant words, folded.
     pub udp_sum: u16,
     pub hdr_len: u8,
-    pub pad1: u8,
+    /// `CHECK_SETTLE`: a decapsulated flow sent to a workload, whose
+    /// checksum the program verifies as the software path settles it.
+    pub checks: u8,
     pub pad2: u32,
 }
 
@@ -224,7 +228,7 @@ impl TierValue {
             rule: e.rule,
             udp_sum: 0,
             hdr_len: 0,
-            pad1: 0,
+            checks: 0,
             pad2: 0,
         };
         if e.set_eth_src.is_some() {
@@ -441,6 +445,12 @@ pub struct TierProgramStats {
     /// AF_XDP, whose engine finishes or drops them.
     #[serde(default)]
     pub decap_bad_checksum: u64,
+    /// Frames whose TCP/UDP checksum the software path would drop, or
+    /// whose lengths the tier does not walk (padding after the datagram,
+    /// lengths that contradict each other): to AF_XDP, which settles them
+    /// (`encap::settle`) as it does every frame it receives bare.
+    #[serde(default)]
+    pub unsettled: u64,
 }
 
 /// One program's flow, counter and output maps: the owner's.
@@ -1018,7 +1028,11 @@ impl State {
         };
         // Counting starts from what the slot holds before the entry can hit.
         ing.seen[slot as usize] = ing.maps.read(slot).unwrap_or(ing.seen[slot as usize]);
-        let v = TierValue::new(&e, slot, out.unwrap_or(0), max_len.min(u16::MAX as usize) as u16);
+        let mut v =
+            TierValue::new(&e, slot, out.unwrap_or(0), max_len.min(u16::MAX as usize) as u16);
+        if settles(&self.rules, &e) {
+            v.checks |= CHECK_SETTLE;
+        }
         // The tunnel first: an entry whose tunnel is unknown is never hit.
         let tunnel = e.decap.as_ref().map_or(Ok(()), |d| ing.maps.write_tunnel(&self.rules, d));
         if let Err(err) = tunnel.and_then(|()| ing.maps.flows.insert(e.key.0, v, 0)) {
@@ -1308,6 +1322,21 @@ impl State {
                 }
             }
         }
+    }
+}
+
+/// True if the software path settles the TCP/UDP checksum of what `e`
+/// sends on its way out (worker.rs, `PortMap::settles`): a decapsulated
+/// frame, from an uplink to a workload. (A workload's frames are settled as
+/// they arrive: the program checks those always.)
+pub fn settles(rs: &RuleSet, e: &TierEntry) -> bool {
+    use engine::model::PortKind;
+    let kind = |p: u16| rs.ports.get(p as usize).map(|p| p.kind);
+    match e.action {
+        TierAction::Output { port } => {
+            kind(e.in_port) == Some(PortKind::Uplink) && kind(port) == Some(PortKind::Workload)
+        }
+        _ => false,
     }
 }
 

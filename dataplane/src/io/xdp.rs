@@ -496,6 +496,7 @@ impl SteerProgram {
             decap_no_tunnel: sum(17)?,
             decap_ecn: sum(18)?,
             decap_bad_checksum: sum(19)?,
+            unsettled: sum(20)?,
         })
     }
 

@@ -326,7 +326,7 @@ fn the_program_builds_the_twins_key() {
             rule: 0,
             udp_sum: 0,
             hdr_len: 0,
-            pad1: 0,
+            checks: 0,
             pad2: 0,
         };
         r.maps.flows.insert(key, drop, 0).unwrap();
@@ -515,7 +515,10 @@ impl Rig {
         let e = decide(&self.worker, &key, rule).unwrap();
         let rs = Arc::clone(self.worker.rules());
         self.maps.write_tunnel(&rs, e.decap.as_ref().unwrap()).unwrap();
-        let v = TierValue::new(&e, slot, 0, 1514);
+        let mut v = TierValue::new(&e, slot, 0, 1514);
+        if settles(&rs, &e) {
+            v.checks |= CHECK_SETTLE;
+        }
         self.maps.flows.insert(key.0, v, 0).unwrap();
         e
     }
@@ -662,6 +665,9 @@ fn the_program_leaves_what_it_cannot_decapsulate_to_the_engine() {
         ("partial outer UDP checksum", partial(&checked4, 34), "dropped: udp_bad_checksum"),
         ("partial outer UDP checksum over IPv6", partial(&checked6, 54), "dropped: udp_bad_checksum"),
         ("zero UDP checksum over IPv6", v6.clone(), "dropped: udp_zero_checksum_v6"),
+        // Sent by the engine; the worker settles it on its way to the
+        // workload and drops it as l4_checksum_bad (worker.rs).
+        ("wrong inner UDP checksum", with(&good, &|f| *f.last_mut().unwrap() ^= 1), "sent to 0"),
         ("bad IPv4 header checksum", with(&good, &|f| f[24] ^= 1), "dropped: ipv4_bad_checksum"),
         ("first fragment", with(&good, &|f| { f[20] |= 0x20; fix_outer_ip_checksum(f) }), "dropped: ipv4_fragment"),
         ("IPv4 options", with(&good, &|f| {
@@ -701,4 +707,91 @@ fn the_program_leaves_what_it_cannot_decapsulate_to_the_engine() {
     let s = r.prog.tier_stats().unwrap();
     assert!(s.decap_punt > 0 && s.decap_no_tunnel > 0 && s.decap_ecn > 0, "{s:?}");
     assert_eq!(s.decap_bad_checksum, 4, "{s:?}");
+    assert_eq!(s.unsettled, 1, "{s:?}");
+}
+
+/// The software path settles the TCP/UDP checksum of every frame a
+/// workload port receives bare (`encap::settle`): it drops a wrong one and
+/// lengths that contradict each other under their names, and finishes a
+/// partial one. The program passes on only what settling passes unchanged:
+/// every other frame of a flow it holds goes to AF_XDP unchanged.
+#[test]
+fn the_program_passes_on_only_what_the_software_path_would() {
+    if !can_load_bpf("the_program_passes_on_only_what_the_software_path_would") {
+        return;
+    }
+    let mut r =
+        rig("[[rules]]\nid = 1\nmatch = { in_port = \"wl0\" }\nactions = [{ output = \"up0\" }]\n");
+    let udp =
+        frame("eth/ipv4(src=198.51.100.1,dst=198.51.100.2)/udp(sport=1,dport=2)/payload(len=33)");
+    let tcp =
+        frame("eth/ipv6(src=2001:db8::1,dst=2001:db8::2)/tcp(sport=3,dport=4)/payload(len=300)");
+    r.install(&udp, 0, 1514);
+    r.install(&tcp, 1, 1514);
+    let with = |f: &[u8], edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut f = f.to_vec();
+        edit(&mut f);
+        f
+    };
+    // The UDP checksum field is at 40, TCP's at 70.
+    // The pseudo-header's folded sum in the field: what an offload leaves.
+    let partial = |f: &[u8], at: usize| {
+        use encap::wire::checksum;
+        let mut g = f.to_vec();
+        let pseudo = if at == 40 {
+            let len = (g.len() - 34) as u16;
+            checksum::pseudo_v4(
+                g[26..30].try_into().unwrap(),
+                g[30..34].try_into().unwrap(),
+                17,
+                len,
+            )
+        } else {
+            let len = (g.len() - 54) as u32;
+            checksum::pseudo_v6(
+                g[22..38].try_into().unwrap(),
+                g[38..54].try_into().unwrap(),
+                6,
+                len,
+            )
+        };
+        g[at..at + 2].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+        g
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("valid UDP", udp.clone()),
+        ("valid TCP", tcp.clone()),
+        ("UDP without a checksum", with(&udp, &|f| f[40..42].copy_from_slice(&[0, 0]))),
+        ("wrong UDP checksum", with(&udp, &|f| *f.last_mut().unwrap() ^= 1)),
+        ("wrong TCP checksum", with(&tcp, &|f| f[100] ^= 0x80)),
+        ("partial UDP checksum", partial(&udp, 40)),
+        ("partial TCP checksum", partial(&tcp, 70)),
+        ("padding after the datagram", with(&udp, &|f| f.extend_from_slice(&[0; 6]))),
+        (
+            "UDP length short of the IP payload",
+            with(&udp, &|f| {
+                f[38..40].copy_from_slice(&40u16.to_be_bytes());
+            }),
+        ),
+        ("IP length past the frame", with(&udp, &|f| f.truncate(f.len() - 2))),
+    ];
+    for (what, f) in cases {
+        let before = r.prog.tier_stats().unwrap();
+        let (ret, out) = r.prog.test_run(&f);
+        // What settling does with the frame: passes it unchanged, or not.
+        let mut s = f.clone();
+        let unchanged =
+            matches!(encap::settle(&mut s), Ok(encap::Settled::Valid | encap::Settled::NoChecksum))
+                && s == f
+                && !what.contains("padding");
+        let after = r.prog.tier_stats().unwrap();
+        if unchanged {
+            assert_eq!(ret, XDP_REDIRECT, "{what}");
+        } else {
+            assert_eq!((ret, hex(&out)), (XDP_PASS, hex(&f)), "{what}");
+            let left = (after.unsettled - before.unsettled)
+                + (after.partial_checksum - before.partial_checksum);
+            assert_eq!(left, 1, "{what}: {after:?}");
+        }
+    }
 }
