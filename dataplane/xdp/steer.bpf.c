@@ -81,7 +81,12 @@ enum stat {
 #define TF_TTL_INHERIT 0x10
 #define TF_DSCP_INHERIT 0x20
 #define TF_ECN_COPY 0x40
-#define TF_UDP_CSUM 0x80 /* send the outer UDP checksum (always over IPv6) */
+#define TF_UDP_CSUM 0x80 /* send the tunnel header's checksum (UDP: always over IPv6; GRE) */
+
+/* Tunnel protocols of struct tier_entry. */
+#define KIND_VXLAN 0
+#define KIND_GRETAP 1 /* Ethernet over GRE (gretap, NVGRE) */
+#define KIND_GRE_L3 2 /* IP over GRE: the frame's Ethernet header is not sent */
 
 /* Checks of struct tier_entry: a decapsulated flow's output goes to a
  * workload, where the software path settles its TCP/UDP checksum. */
@@ -124,7 +129,8 @@ struct tier_entry {
 	__u16 udp_sum;
 	__u8 hdr_len;     /* VXLAN4_HDR_LEN or VXLAN6_HDR_LEN */
 	__u8 checks;      /* CHECK_SETTLE */
-	__u32 pad2;
+	__u8 kind;        /* KIND_*: the tunnel protocol of an encapsulation */
+	__u8 pad2[3];
 };
 
 /* The layout of everything pinned beside the program (bumped whenever a
@@ -366,6 +372,7 @@ static __always_inline __u8 ecn_decap(__u8 outer, __u8 inner)
 /* What an encapsulation takes from the frame: everything else is the entry's. */
 struct outer {
 	__u32 len; /* the frame's length before encapsulation */
+	__u16 proto; /* its EtherType, network order (the protocol of L3 GRE) */
 	__u32 sum; /* TF_UDP_CSUM: the frame's sum as sent (frame_sum) */
 	__u8 tos;  /* outer TOS or traffic class */
 	__u8 ttl;  /* outer TTL or hop limit */
@@ -558,12 +565,118 @@ static __always_inline int encap_vxlan6(struct xdp_md *ctx, const struct tier_en
 	return TIER_SENT;
 }
 
+/* Copies the entry's outer header (`len` bytes, one of the lengths a GRE
+ * header over IPv4 or IPv6 has: without options, with a key or a checksum,
+ * with both) to the start of the frame; 0, or -1 if it cannot. */
+static __always_inline int copy_gre_hdr(void *data, void *end, const struct tier_entry *e,
+					__u32 len)
+{
+#define GRE_HDR_CASE(n)                                                            \
+	case n:                                                                    \
+		if (data + (n) > end)                                              \
+			return -1;                                                 \
+		__builtin_memcpy(data, e->hdr, (n));                               \
+		return 0;
+	switch (len) {
+		GRE_HDR_CASE(38)
+		GRE_HDR_CASE(42)
+		GRE_HDR_CASE(46)
+		GRE_HDR_CASE(58)
+		GRE_HDR_CASE(62)
+		GRE_HDR_CASE(66)
+	}
+#undef GRE_HDR_CASE
+	return -1;
+}
+
+/* GRE over IPv4 or IPv6 (RFC 2784, 2890 without sequence numbers): gretap
+ * and NVGRE carry the frame, L3 GRE its IP packet with the protocol set
+ * from its EtherType. The outer IP header is patched as VXLAN's is; the GRE
+ * checksum, if sent, is its constant words' sum plus the payload's (no
+ * zero-to-ones rule: that is UDP's). TIER_SENT, or TIER_MISS with the frame
+ * unchanged. */
+static __always_inline int encap_gre(struct xdp_md *ctx, const struct tier_entry *e,
+				     const struct outer *o)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	int l3 = e->kind == KIND_GRE_L3;
+	int v6 = e->hdr[12] == 0x86;
+	__u32 hl = e->hdr_len;
+	__u32 plen = o->len - (l3 ? sizeof(struct ethhdr) : 0); /* what follows the header */
+	int grow = hl - (l3 ? sizeof(struct ethhdr) : 0);
+	__u8 macs[12];
+	__u32 zero = 0;
+	__u32 *ident = bpf_map_lookup_elem(&tier_ident, &zero);
+	if (!ident || grow < 0 || grow > VXLAN6_HDR_LEN || data + 12 > end)
+		return TIER_MISS;
+	/* The frame's MACs are rewritten in place (its start moves below);
+	 * put back if the frame must leave unchanged. */
+	__builtin_memcpy(macs, data, 12);
+	if (!l3)
+		rewrite_macs(data, e);
+	int moved = !bpf_xdp_adjust_head(ctx, -grow);
+	/* (The helper invalidates every packet pointer, whatever it returns.) */
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (!moved) {
+		if (data + 12 <= end)
+			__builtin_memcpy(data, macs, 12);
+		return count(ST_TIER_NO_ROOM, TIER_MISS);
+	}
+	__u32 l4 = v6 ? sizeof(struct ethhdr) + sizeof(struct ipv6hdr)
+		      : sizeof(struct ethhdr) + sizeof(struct iphdr);
+	/* Cannot fail (a tier frame is longer than any of these), but the
+	 * verifier wants the bounds. */
+	if (copy_gre_hdr(data, end, e, hl) || data + VXLAN6_HDR_LEN > end)
+		goto back;
+	if (v6) {
+		struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+		__u8 *vtf = (void *)ip6;
+		vtf[0] = 0x60 | (o->tos >> 4);
+		vtf[1] = (__u8)(o->tos << 4) | (vtf[1] & 0x0f);
+		ip6->payload_len = bpf_htons(plen + hl - l4);
+		ip6->hop_limit = o->ttl;
+	} else {
+		__u16 total = plen + hl - sizeof(struct ethhdr);
+		__u16 id = ++*ident;
+		__u16 frag = o->df ? 0x4000 : 0;
+		struct iphdr *oip = data + sizeof(struct ethhdr);
+		oip->tos = o->tos;
+		oip->tot_len = bpf_htons(total);
+		oip->id = bpf_htons(id);
+		oip->frag_off = bpf_htons(frag);
+		oip->ttl = o->ttl;
+		__u32 sum = (__u32)e->ip_sum + o->tos + total + id + frag + ((__u32)o->ttl << 8);
+		sum = (sum & 0xffff) + (sum >> 16);
+		sum = (sum & 0xffff) + (sum >> 16);
+		oip->check = bpf_htons((__u16)~sum);
+	}
+	__u16 *gre = data + l4; /* flags, protocol, [checksum, reserved], ... */
+	if (l3)
+		gre[1] = o->proto;
+	if (e->flags & TF_UDP_CSUM) {
+		__u32 sum = (__u32)e->udp_sum + (l3 ? bpf_ntohs(o->proto) : 0) + o->sum;
+		sum = (sum & 0xffff) + (sum >> 16);
+		sum = (sum & 0xffff) + (sum >> 16);
+		gre[2] = bpf_htons((__u16)~sum);
+	}
+	return TIER_SENT;
+back:
+	bpf_xdp_adjust_head(ctx, grow);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + 12 <= end)
+		__builtin_memcpy(data, macs, 12);
+	return TIER_MISS;
+}
+
 /* True if the tc tier (tc/tier.bpf.c) can do what entry `e` does to an skb:
  * VXLAN over IPv4 without a UDP checksum. */
 static __always_inline int tc_takes(const struct tier_entry *e)
 {
-	return e->action == TIER_ENCAP && e->hdr_len == VXLAN4_HDR_LEN &&
-	       !(e->flags & TF_UDP_CSUM);
+	return e->action == TIER_ENCAP && e->kind == KIND_VXLAN &&
+	       e->hdr_len == VXLAN4_HDR_LEN && !(e->flags & TF_UDP_CSUM);
 }
 
 /* What the software path's checksum settling (encap::settle) makes of a
@@ -763,14 +876,23 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 	o.ttl = (e->flags & TF_TTL_INHERIT) ? ttl : e->ttl;
 	o.df = (e->flags & TF_DF_INHERIT) ? df : (e->flags & TF_DF_SET) != 0;
 	o.len = len;
+	o.proto = eth->h_proto;
 	o.sum = 0;
 	if (e->flags & TF_UDP_CSUM) {
-		int sum = frame_sum(ctx, data, end, e);
+		/* What follows the header: the frame, or L3 GRE's IP packet. */
+		int sum = e->kind == KIND_GRE_L3 ? csum_to_end(ctx, sizeof(struct ethhdr))
+						 : frame_sum(ctx, data, end, e);
 		if (sum < 0)
 			return count(ST_TIER_TOO_LONG, TIER_MISS);
 		o.sum = sum;
 	}
-	int r = e->hdr_len == VXLAN6_HDR_LEN ? encap_vxlan6(ctx, e, &o) : encap_vxlan4(ctx, e, &o);
+	int r;
+	if (e->kind != KIND_VXLAN)
+		r = encap_gre(ctx, e, &o);
+	else if (e->hdr_len == VXLAN6_HDR_LEN)
+		r = encap_vxlan6(ctx, e, &o);
+	else
+		r = encap_vxlan4(ctx, e, &o);
 	if (r != TIER_SENT)
 		return r;
 	return tier_send(e, n, len);

@@ -60,8 +60,11 @@ pub enum NotInTier {
     ForwardL2,
     /// Output to the port the packet came in on (the engine drops it).
     SelfLoop,
-    /// GRE and Geneve encapsulation are not in the tier yet.
-    NotVxlan,
+    /// Geneve encapsulation is not in the tier yet.
+    GeneveEncap,
+    /// The GRE tunnel sends sequence numbers (RFC 2890): one counter per
+    /// tunnel, which per-CPU XDP cannot keep.
+    GreSequence,
     /// The underlay is VLAN-tagged.
     OuterVlan,
     /// The tunnel's next hop is not resolved (the engine drops with `no_neighbour`).
@@ -73,7 +76,7 @@ pub enum NotInTier {
 }
 
 impl NotInTier {
-    pub const ALL: [NotInTier; 12] = [
+    pub const ALL: [NotInTier; 13] = [
         NotInTier::RuleOptOut,
         NotInTier::Decapsulated,
         NotInTier::NotTcpUdp,
@@ -81,7 +84,8 @@ impl NotInTier {
         NotInTier::Replication,
         NotInTier::ForwardL2,
         NotInTier::SelfLoop,
-        NotInTier::NotVxlan,
+        NotInTier::GeneveEncap,
+        NotInTier::GreSequence,
         NotInTier::OuterVlan,
         NotInTier::NoNextHop,
         NotInTier::NoFate,
@@ -97,7 +101,8 @@ impl NotInTier {
             NotInTier::Replication => "replication",
             NotInTier::ForwardL2 => "forward_l2",
             NotInTier::SelfLoop => "self_loop",
-            NotInTier::NotVxlan => "not_vxlan",
+            NotInTier::GeneveEncap => "geneve_encap",
+            NotInTier::GreSequence => "gre_sequence",
             NotInTier::OuterVlan => "outer_vlan",
             NotInTier::NoNextHop => "no_next_hop",
             NotInTier::NoFate => "no_fate",
@@ -117,11 +122,23 @@ pub enum TierAction {
     Encap(TierEncap),
 }
 
-/// VXLAN over IPv4 or IPv6 with a prebuilt outer header.
+/// The tunnel protocols the tier encapsulates in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TierTunnel {
+    Vxlan = 0,
+    /// Ethernet over GRE (gretap, NVGRE).
+    GreTap = 1,
+    /// IP over GRE: the frame's Ethernet header is not carried.
+    GreL3 = 2,
+}
+
+/// VXLAN or GRE over IPv4 or IPv6 with a prebuilt outer header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TierEncap {
     pub tunnel: u16,
     pub uplink: u16,
+    pub kind: TierTunnel,
     /// The outer header (its first `header_len` bytes) as the pipeline's
     /// template builds it, with this flow's UDP source port and, over
     /// IPv6, its flow label; the IPv4 TOS, total length, identification,
@@ -133,10 +150,12 @@ pub struct TierEncap {
     pub header_len: u8,
     /// Ones-complement sum of the outer IPv4 header's constant words.
     pub ip_sum: u16,
-    /// The outer UDP checksum is sent (over IPv6 always, as the template
-    /// does; over IPv4 if the tunnel says so): the folded sum of its
-    /// constant words, the pseudo-header's addresses and protocol, the
-    /// ports and the VXLAN header. The rest is the frame's and its length.
+    /// The tunnel header's checksum is sent (VXLAN's UDP checksum: over
+    /// IPv6 always, as the template does, over IPv4 if the tunnel says so;
+    /// GRE's if the tunnel says so): the folded sum of its constant words
+    /// (UDP: the pseudo-header's addresses and protocol, the ports and the
+    /// VXLAN header; GRE: its header but an L3 tunnel's protocol). The rest
+    /// is the frame's, and the UDP length or the L3 protocol.
     pub udp_sum: Option<u16>,
     pub df: DfMode,
     pub ttl: TtlMode,
@@ -277,25 +296,25 @@ fn encap(w: &Worker, key: &FlowKey, tn: u16) -> Result<TierEncap, NotInTier> {
     let tun = &w.rules().tunnels[tn as usize];
     let tpl = w.encap_template(tn).ok_or(NotInTier::NoNextHop)?;
     let p = tpl.params();
-    if !matches!(p.encap, Encapsulation::Vxlan { .. }) {
-        return Err(NotInTier::NotVxlan);
-    }
-    let (len, udp, pseudo) = match p.underlay {
-        Underlay::V4 { src, dst } => (VXLAN4_HEADER_LEN, UDP, checksum::pseudo_v4(src, dst, 17, 0)),
-        Underlay::V6 { src, dst } => {
-            (VXLAN6_HEADER_LEN, UDP6, checksum::pseudo_v6(&src, &dst, 17, 0))
-        }
+    let o = &p.options;
+    let kind = match p.encap {
+        Encapsulation::Vxlan { .. } => TierTunnel::Vxlan,
+        Encapsulation::GreTap { .. } => TierTunnel::GreTap,
+        Encapsulation::GreL3 { .. } => TierTunnel::GreL3,
+        Encapsulation::Geneve { .. } => return Err(NotInTier::GeneveEncap),
     };
-    if p.outer_vlan.is_some() || tpl.outer_len() != len {
+    if kind != TierTunnel::Vxlan && o.gre_sequence {
+        return Err(NotInTier::GreSequence);
+    }
+    if p.outer_vlan.is_some() {
         return Err(NotInTier::OuterVlan);
     }
-    let o = &p.options;
+    let v6 = matches!(p.underlay, Underlay::V6 { .. });
+    let l4 = if v6 { UDP6 } else { UDP };
+    let len = tpl.outer_len();
     let mut header = [0u8; VXLAN6_HEADER_LEN];
     header[..len].copy_from_slice(tpl.header());
     let hash = flow_hash(key);
-    let sport = encap::inner::port_in_range(hash, o.src_port_min, o.src_port_max);
-    header[udp..udp + 2].copy_from_slice(&sport.to_be_bytes());
-    let v6 = len == VXLAN6_HEADER_LEN;
     if v6 {
         // The template's flow label: the flow's hash, a key field's
         // function like the source port (RFC 6438).
@@ -303,16 +322,36 @@ fn encap(w: &Worker, key: &FlowKey, tn: u16) -> Result<TierEncap, NotInTier> {
         header[IP + 1] = (label >> 16) as u8;
         header[IP + 2..IP + 4].copy_from_slice(&(label as u16).to_be_bytes());
     }
-    // The constant words of the UDP checksum: the pseudo-header without its
-    // length, and the UDP and VXLAN headers with the length and checksum zero.
-    let udp_sum =
-        (v6 || o.udp_checksum).then(|| checksum::fold(checksum::add(pseudo, &header[udp..len])));
-    // The pipeline refuses a frame whose outer IP packet (the frame plus
-    // the outer IP, UDP and VXLAN headers) exceeds the underlay MTU.
-    let max_frame = (o.underlay_mtu as usize).saturating_sub(len - IP);
+    let udp_sum = if kind == TierTunnel::Vxlan {
+        let sport = encap::inner::port_in_range(hash, o.src_port_min, o.src_port_max);
+        header[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
+        // The pseudo-header without its length, and the UDP and VXLAN
+        // headers with the length and checksum zero.
+        let pseudo = match p.underlay {
+            Underlay::V4 { src, dst } => checksum::pseudo_v4(src, dst, 17, 0),
+            Underlay::V6 { src, dst } => checksum::pseudo_v6(&src, &dst, 17, 0),
+        };
+        (v6 || o.udp_checksum).then(|| checksum::fold(checksum::add(pseudo, &header[l4..len])))
+    } else {
+        // The GRE header with the checksum zero; an L3 tunnel's protocol
+        // is the frame's, added per packet.
+        let sum = match kind {
+            TierTunnel::GreL3 => {
+                checksum::add(checksum::add(0, &header[l4..l4 + 2]), &header[l4 + 4..len])
+            }
+            _ => checksum::add(0, &header[l4..len]),
+        };
+        o.gre_checksum.then(|| checksum::fold(sum))
+    };
+    // The pipeline refuses a frame whose outer IP packet (the frame, less
+    // its Ethernet header over L3 GRE, plus the outer IP and tunnel
+    // headers) exceeds the underlay MTU.
+    let strip = if kind == TierTunnel::GreL3 { 14 } else { 0 };
+    let max_frame = (o.underlay_mtu as usize + strip).saturating_sub(len - IP);
     Ok(TierEncap {
         tunnel: tn,
         uplink: tun.uplink,
+        kind,
         header,
         header_len: len as u8,
         ip_sum: if v6 { 0 } else { checksum::fold(checksum::add(0, &header[IP..UDP])) },
@@ -406,7 +445,8 @@ impl TierEntry {
         }
         if let Some(e) = e {
             let outer = e.outer(frame, ident);
-            frame.splice(0..0, outer[..e.header_len as usize].iter().copied());
+            let strip = if e.kind == TierTunnel::GreL3 { 14 } else { 0 };
+            frame.splice(0..strip, outer[..e.header_len as usize].iter().copied());
         }
         TierVerdict::Send(port)
     }
@@ -441,7 +481,8 @@ impl TierEntry {
             }
             TierAction::Output { port } => (*port, bytes),
             TierAction::Encap(e) => {
-                let b = bytes + packets * e.header_len as u64;
+                let strip = if e.kind == TierTunnel::GreL3 { 14 } else { 0 };
+                let b = bytes + packets * e.header_len as u64 - packets * strip;
                 if let Some(t) = c.tunnels.get(e.tunnel as usize) {
                     t.encap.packets.add(packets);
                     t.encap.bytes.add(b);
@@ -478,8 +519,13 @@ impl TierEncap {
         };
         let len = self.header_len as usize;
         let mut h = self.header;
-        let udp = if len == VXLAN6_HEADER_LEN {
-            let l4_len = (frame.len() + len - UDP6) as u16;
+        // What follows the header: the frame, or over L3 GRE its IP packet.
+        let payload = match self.kind {
+            TierTunnel::GreL3 => &frame[14..],
+            _ => frame,
+        };
+        let l4 = if h[12..14] == [0x86, 0xdd] {
+            let l4_len = (payload.len() + len - UDP6) as u16;
             h[IP] = 0x60 | (tos >> 4);
             h[IP + 1] = (tos << 4) | (h[IP + 1] & 0x0f);
             h[IP + 4..IP + 6].copy_from_slice(&l4_len.to_be_bytes());
@@ -491,7 +537,7 @@ impl TierEncap {
                 DfMode::Unset => false,
                 DfMode::Inherit => df,
             };
-            let total = (frame.len() + len - IP) as u16;
+            let total = (payload.len() + len - IP) as u16;
             let flags: u16 = if df { 0x4000 } else { 0 };
             h[IP + 1] = tos;
             h[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
@@ -506,18 +552,32 @@ impl TierEncap {
             h[IP + 10..IP + 12].copy_from_slice(&checksum::finish(acc).to_be_bytes());
             UDP
         };
-        let l4_len = (frame.len() + len - udp) as u16;
-        h[udp + 4..udp + 6].copy_from_slice(&l4_len.to_be_bytes());
+        if self.kind != TierTunnel::Vxlan {
+            // GRE: the protocol of an L3 tunnel is the frame's EtherType;
+            // the checksum (if sent) covers the header and what follows.
+            let mut acc = self.udp_sum.unwrap_or(0) as u32;
+            if self.kind == TierTunnel::GreL3 {
+                h[l4 + 2..l4 + 4].copy_from_slice(&frame[12..14]);
+                acc = checksum::add(acc, &frame[12..14]);
+            }
+            if self.udp_sum.is_some() {
+                acc = checksum::add(acc, payload);
+                h[l4 + 4..l4 + 6].copy_from_slice(&checksum::finish(acc).to_be_bytes());
+            }
+            return h;
+        }
+        let l4_len = (payload.len() + len - l4) as u16;
+        h[l4 + 4..l4 + 6].copy_from_slice(&l4_len.to_be_bytes());
         if let Some(sum) = self.udp_sum {
             // The length counts twice: in the pseudo-header and the UDP header.
             let mut acc = checksum::add_u16(sum as u32, l4_len);
             acc = checksum::add_u16(acc, l4_len);
-            acc = checksum::add(acc, frame);
+            acc = checksum::add(acc, payload);
             let c = match checksum::finish(acc) {
                 0 => 0xffff,
                 c => c,
             };
-            h[udp + 6..udp + 8].copy_from_slice(&c.to_be_bytes());
+            h[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
         }
         h
     }
@@ -615,6 +675,60 @@ next_hop_mac = "02:00:00:00:00:20"
         Worker::new(Arc::new(compile(&c.unwrap()).unwrap()))
     }
 
+    /// GRE entries (gretap, NVGRE, L3; key and checksum options; IPv4 and
+    /// IPv6 underlays) send what the pipeline sends, byte for byte.
+    #[test]
+    fn gre_entries_do_what_the_pipeline_does() {
+        let kinds = [
+            "type = \"gretap\"\n",
+            "type = \"gretap\"\nkey = 7\n",
+            "type = \"gretap\"\nkey = 7\ngre_checksum = true\nttl = \"inherit\"\n",
+            "type = \"nvgre\"\nvsid = 5000\nflow_id = 3\ngre_checksum = true\n",
+            "type = \"gre\"\n",
+            "type = \"gre\"\nkey = 9\ngre_checksum = true\ndscp = \"inherit\"\n",
+        ];
+        let frames = [
+            UDP4,
+            TCP6,
+            "eth/ipv4(src=198.51.100.1,dst=198.51.100.3,tos=3,df=0)/udp(sport=7,dport=8)/hex(data=010203)",
+            "eth/ipv6(src=2001:db8::1,dst=2001:db8::3,tc=255)/tcp(sport=7,dport=8)/hex(data=ff)",
+        ];
+        for v6 in [false, true] {
+            for k in kinds {
+                let mut conf = BASE.replace("type = \"vxlan\"\n", k).replace("vni = 42\n", "");
+                if v6 {
+                    conf = conf.replace("local = \"192.0.2.1\"\nremote = \"192.0.2.2\"\n", V6);
+                }
+                for actions in [
+                    "{ encap = \"t4\" }",
+                    "{ set_eth_dst = \"02:00:00:00:0c:01\" }, { encap = \"t4\" }",
+                ] {
+                    let c =
+                        Config::from_toml(&format!("{conf}{}", rule("in_port = \"wl0\"", actions)))
+                            .unwrap();
+                    let mut w = Worker::new(Arc::new(compile(&c).unwrap()));
+                    for spec in frames {
+                        let f = frame(spec);
+                        let e = decide_for(&w, spec).unwrap();
+                        let TierAction::Encap(x) = &e.action else { panic!("{e:?}") };
+                        assert_ne!(x.kind, TierTunnel::Vxlan, "{k}");
+                        let (port, want) = pipeline(&mut w, &f).expect("the pipeline sends it");
+                        let mut got = f.clone();
+                        let ident = u16::from_be_bytes([want[18], want[19]]);
+                        assert_eq!(e.apply(&mut got, ident), TierVerdict::Send(port), "{k} {spec}");
+                        assert_eq!(hex(&got), hex(&want), "{k} v6={v6} {actions} {spec}");
+                        // Counted where the pipeline counts it.
+                        let tier = WorkerCounters::new(3, 1, 1);
+                        e.count(&tier, 1, f.len() as u64);
+                        let by_tier = Snapshot::sum([&tier]);
+                        assert_eq!(by_tier.ports[2].1.bytes, want.len() as u64, "{k}");
+                        assert_eq!(by_tier.tunnels[0].0.bytes, want.len() as u64, "{k}");
+                    }
+                }
+            }
+        }
+    }
+
     /// A UDP checksum that computes to zero is sent as all ones, by the
     /// pipeline and the entry alike: the payload word that makes it so is
     /// the checksum sent for a zero word there (the sum grows by it).
@@ -705,7 +819,12 @@ next_hop_mac = "02:00:00:00:00:20"
                 "type = \"vxlan\"\nvni = 5\nnext_hop_mac = \"02:00:00:00:00:21\"\nudp_checksum = true",
                 Ok(()),
             ),
-            ("type = \"gretap\"\nkey = 5\nnext_hop_mac = \"02:00:00:00:00:21\"", Err(NotVxlan)),
+            ("type = \"gretap\"\nkey = 5\nnext_hop_mac = \"02:00:00:00:00:21\"", Ok(())),
+            (
+                "type = \"gretap\"\nkey = 5\nnext_hop_mac = \"02:00:00:00:00:21\"\ngre_sequence = true",
+                Err(GreSequence),
+            ),
+            ("type = \"geneve\"\nvni = 5\nnext_hop_mac = \"02:00:00:00:00:21\"", Err(GeneveEncap)),
         ];
         for (t, want) in cases {
             let w = worker(&tunnel(t));

@@ -118,7 +118,10 @@ impl NotInTier {
             NotInTier::Replication => "the rule sends each packet to more than one place",
             NotInTier::ForwardL2 => "forward_l2 (FDB lookups and flooding) is not in the tier",
             NotInTier::SelfLoop => "output to the input port",
-            NotInTier::NotVxlan => "the tunnel is not VXLAN (GRE and Geneve are not in the tier)",
+            NotInTier::GeneveEncap => "Geneve encapsulation is not in the tier",
+            NotInTier::GreSequence => {
+                "the GRE tunnel sends sequence numbers (one counter per tunnel; XDP runs per CPU)"
+            }
             NotInTier::OuterVlan => "the tunnel's underlay is VLAN-tagged",
             NotInTier::NoNextHop => "the tunnel's next hop is not resolved",
             NotInTier::NoFate => "the rule has no action that decides the packet's fate",
@@ -202,7 +205,7 @@ tunnels = ["vx", "gv"]
             ),
             (
                 "match = { in_port = \"wl0\" }\nactions = [{ encap = \"gv\" }]",
-                TierFit::Software(NotVxlan),
+                TierFit::Software(GeneveEncap),
             ),
             (
                 "match = { in_port = \"wl0\" }\nactions = [{ forward_l2 = 42 }]",

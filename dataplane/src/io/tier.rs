@@ -63,7 +63,9 @@ use engine::flow_key::field;
 use engine::flow_key::{v4_mapped, FlowKey, WORDS};
 use engine::next_hop::NextHops;
 use engine::pipeline::Published;
-use engine::tier::{NotInTier, TierAction, TierDecap, TierEncap, TierEntry, VXLAN6_HEADER_LEN};
+use engine::tier::{
+    NotInTier, TierAction, TierDecap, TierEncap, TierEntry, TierTunnel, VXLAN6_HEADER_LEN,
+};
 use serde::{Deserialize, Serialize};
 
 use super::map_batch::PerCpuPairs;
@@ -125,7 +127,9 @@ pub struct TierValue {
     /// `CHECK_SETTLE`: a decapsulated flow sent to a workload, whose
     /// checksum the program verifies as the software path settles it.
     pub checks: u8,
-    pub pad2: u32,
+    /// The tunnel protocol of an encapsulation (`TierTunnel`).
+    pub kind: u8,
+    pub pad2: [u8; 3],
 }
 
 // SAFETY: integers and byte arrays with the C layout; the explicit `pad`
@@ -229,7 +233,8 @@ impl TierValue {
             udp_sum: 0,
             hdr_len: 0,
             checks: 0,
-            pad2: 0,
+            kind: 0,
+            pad2: [0; 3],
         };
         if e.set_eth_src.is_some() {
             v.flags |= TF_SET_SRC;
@@ -245,6 +250,7 @@ impl TierValue {
                 v.tunnel = x.tunnel;
                 v.hdr = x.header;
                 v.hdr_len = x.header_len;
+                v.kind = x.kind as u8;
                 v.ip_sum = x.ip_sum;
                 if let Some(sum) = x.udp_sum {
                     v.flags |= TF_UDP_CSUM;
@@ -292,6 +298,12 @@ impl TierValue {
                 TierAction::Encap(TierEncap {
                     tunnel: self.tunnel,
                     uplink: t.uplink,
+                    kind: match self.kind {
+                        0 => TierTunnel::Vxlan,
+                        1 => TierTunnel::GreTap,
+                        2 => TierTunnel::GreL3,
+                        _ => return None,
+                    },
                     header: self.hdr,
                     header_len: self.hdr_len,
                     ip_sum: self.ip_sum,
@@ -998,6 +1010,10 @@ impl State {
         let (out, added) = match &e.action {
             TierAction::Drop => (None, 0),
             TierAction::Output { port } => (Some(*port), 0),
+            // What the header adds to the frame: L3 GRE drops its Ethernet header.
+            TierAction::Encap(x) if x.kind == TierTunnel::GreL3 => {
+                (Some(x.uplink), x.header_len as usize - 14)
+            }
             TierAction::Encap(x) => (Some(x.uplink), x.header_len as usize),
         };
         let mut max_len = u16::MAX as usize;
@@ -1344,7 +1360,9 @@ pub fn settles(rs: &RuleSet, e: &TierEntry) -> bool {
 /// program's `tc_takes` says: VXLAN over IPv4 without a UDP checksum.
 fn tc_takes(e: &TierEntry) -> bool {
     matches!(&e.action, TierAction::Encap(x)
-        if x.header_len as usize == engine::tier::VXLAN4_HEADER_LEN && x.udp_sum.is_none())
+        if x.kind == TierTunnel::Vxlan
+            && x.header_len as usize == engine::tier::VXLAN4_HEADER_LEN
+            && x.udp_sum.is_none())
 }
 
 /// True if `e` sends its frames out of port `p`.
