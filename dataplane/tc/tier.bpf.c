@@ -132,7 +132,7 @@ int overlayd_tc_encap(struct __sk_buff *skb)
 	__u32 slot = e->slot;
 	struct tier_count *n = bpf_map_lookup_elem(&tier_counts, &slot);
 	__u32 *ident = bpf_map_lookup_elem(&tier_ident, &zero);
-	if (!gen || e->generation != *gen || !n || !ident || e->action != TIER_ENCAP)
+	if (!gen || e->generation != *gen || !n || !ident || !tc_takes(e))
 		return count(ST_TC_LOST, TC_ACT_SHOT);
 	__u32 tx = e->tx_port;
 	__u32 *out = bpf_map_lookup_elem(&tc_out, &tx);

@@ -571,6 +571,8 @@ impl SteerProgram {
             decap_punt: sum(16)?,
             decap_no_tunnel: sum(17)?,
             decap_ecn: sum(18)?,
+            decap_bad_checksum: sum(19)?,
+            unsettled: sum(20)?,
         })
     }
 
