@@ -25,7 +25,7 @@ use crate::api_types::{
 };
 use crate::daemon::{ApplyError, Daemon};
 use engine::model::{Config, ConfigError};
-use engine::trace::{trace_packet, TraceContext, TraceReport};
+use engine::trace::{trace_steps, TraceContext, TraceReport};
 
 pub use crate::api_refusal::MAX_BODY;
 pub use crate::api_state::{ApiState, Peer};
@@ -318,7 +318,10 @@ async fn trace(State(s): Api, body: Bytes) -> Result<Json<TraceReport>, ApiError
         (None, Some(h)) => engine::packet_spec::parse_hex(&h).map_err(|e| bad("hex", e))?,
         _ => return Err(bad("packet", "give exactly one of packet and hex".into())),
     };
-    Ok(Json(trace_packet(rs, &trace_context(&s.daemon), port, &frame, 0)))
+    let cx = trace_context(&s.daemon);
+    let (steps, mut report) = trace_steps(Arc::clone(&rs), &cx, port, &frame, 0);
+    crate::tier_place::add_to_trace(&rs, &cx, port, &steps, &mut report);
+    Ok(Json(report))
 }
 
 /// What the workers run with right now, and what explains it: the trace
@@ -482,6 +485,7 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<ApiState>>)> {
         ("GET", "/metrics", get(metrics)),
     ];
     v.extend(crate::cluster::http::routes());
+    v.extend(crate::upgrade_http::routes());
     v
 }
 

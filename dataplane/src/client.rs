@@ -91,6 +91,8 @@ impl Response {
 pub struct Client {
     endpoint: Endpoint,
     rt: tokio::runtime::Runtime,
+    /// How long `request` waits for a whole answer.
+    timeout: Duration,
 }
 
 impl Client {
@@ -100,7 +102,13 @@ impl Client {
             .enable_time()
             .build()
             .map_err(ClientError::Runtime)?;
-        Ok(Client { endpoint, rt })
+        Ok(Client { endpoint, rt, timeout: REQUEST_TIMEOUT })
+    }
+
+    /// Waits up to `d` for answers (a request that takes long on purpose,
+    /// such as an upgrade).
+    pub fn set_timeout(&mut self, d: Duration) {
+        self.timeout = d;
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -128,7 +136,7 @@ impl Client {
                     body: body.to_vec(),
                 })
             };
-            tokio::time::timeout(REQUEST_TIMEOUT, work).await.map_err(|_| timeout())?
+            tokio::time::timeout(self.timeout, work).await.map_err(|_| timeout())?
         })
     }
 

@@ -72,6 +72,9 @@ pub struct Daemon {
     learning: Arc<crate::learning::Learning>,
     /// Cluster mode's agent (docs/cluster.md); set by `run`.
     cluster: std::sync::OnceLock<Arc<crate::cluster::Agent>>,
+    /// Starts a new binary for `POST /v1/upgrade`; set by `run` when there
+    /// is a datapath to hand over.
+    upgrader: std::sync::OnceLock<Arc<crate::upgrade_launch::Upgrader>>,
 }
 
 pub type HostCheck = Box<dyn Fn(&Config) -> Result<(), ConfigError> + Send + Sync>;
@@ -119,6 +122,7 @@ impl Daemon {
             publish_hook: std::sync::OnceLock::new(),
             learning: Arc::default(),
             cluster: std::sync::OnceLock::new(),
+            upgrader: std::sync::OnceLock::new(),
         })
     }
 
@@ -132,6 +136,16 @@ impl Daemon {
 
     pub fn rules(&self) -> Arc<RuleSet> {
         self.published.current()
+    }
+
+    /// Frees the rule sets replaced since the last call that no worker
+    /// holds any more, and gives every free heap page back to the kernel:
+    /// a change's scratch memory, and what the XDP tier's owner used to
+    /// re-install flows after it. Called once a second, so resident memory
+    /// is what the daemon holds plus at most a second of churn.
+    pub fn release_memory(&self) {
+        self.published.reclaim();
+        crate::io::sys::release_free_heap();
     }
 
     pub fn published(&self) -> Arc<Published> {
@@ -176,6 +190,14 @@ impl Daemon {
 
     pub fn cluster(&self) -> Option<&Arc<crate::cluster::Agent>> {
         self.cluster.get()
+    }
+
+    pub fn set_upgrader(&self, u: Arc<crate::upgrade_launch::Upgrader>) {
+        let _ = self.upgrader.set(u);
+    }
+
+    pub fn upgrader(&self) -> Option<&Arc<crate::upgrade_launch::Upgrader>> {
+        self.upgrader.get()
     }
 
     pub fn set_io_report(&self, r: Box<dyn IoReport>) {

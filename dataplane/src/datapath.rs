@@ -579,7 +579,10 @@ impl Datapath {
         // and a successor must not take it out of the time no worker runs.
         let tc = match tier_capacity {
             Some(_) => attach_tc(&mut steering, rs.config.tc_tier),
-            None => Vec::new(),
+            None => {
+                drop_tc(&mut steering, &[]);
+                Vec::new()
+            }
         };
         let mut ring_size = opts.ring_size;
         let start_tier = |steering: &mut Vec<(PortSpec, Steering)>| match tier_capacity {
@@ -977,6 +980,7 @@ fn start_tier(
 /// frames with partial checksums on AF_XDP, and says why in the log.
 fn attach_tc(steering: &mut [(PortSpec, Steering)], spec: TierSpec) -> Vec<usize> {
     if spec != TierSpec::Auto {
+        drop_tc(steering, &[]);
         return Vec::new();
     }
     let outputs: Vec<(u16, u32)> = steering
@@ -998,7 +1002,22 @@ fn attach_tc(steering: &mut [(PortSpec, Steering)], spec: TierSpec) -> Vec<usize
             Err(e) => tracing::warn!(port = %spec.name, error = %e, "no tc tier"),
         }
     }
+    drop_tc(steering, &served);
     served
+}
+
+/// Ports without the tc tier (not in `served`) lose what a previous
+/// overlayd left of it: its pinned link (io/tc.rs).
+fn drop_tc(steering: &mut [(PortSpec, Steering)], served: &[usize]) {
+    for (i, (spec, st)) in steering.iter_mut().enumerate() {
+        if let Steering::Xdp(prog) = st {
+            if !served.contains(&i) {
+                if let Err(e) = prog.drop_tc_tier() {
+                    tracing::warn!(port = %spec.name, error = %e, "the tc tier's setting was not cleared");
+                }
+            }
+        }
+    }
 }
 
 /// An AF_PACKET port's steering counts, summed over its queues.

@@ -149,6 +149,15 @@ pub fn operations() -> Vec<Operation> {
             refusals: CLUSTER_WRITE,
             ..op("POST", "/v1/cluster/endpoints/delete", "Cluster mode: remove an endpoint from the store", Some(of::<crate::cluster::http::DeleteRequest>), Json(of::<serde_json::Value>))
         },
+        Operation {
+            refusals: &[
+                (409, "another upgrade is under way"),
+                (422, "`binary` is not an absolute path to an executable file, or `timeout_secs` is out of range; `path` names the field"),
+                (502, "the new binary failed to start or to take over; the running overlayd serves on (the error says why)"),
+                (503, "nothing to hand over: control only, or --no-pin"),
+            ],
+            ..op("POST", "/v1/upgrade", "Planned upgrade: start a new binary with this overlayd's arguments plus --take-over and wait for the handover", Some(of::<crate::upgrade_launch::UpgradeRequest>), Json(of::<crate::upgrade_launch::UpgradeReport>))
+        },
         op("GET", "/v1/openapi.json", "This document", None, OpenApi),
         op("GET", "/metrics", "Counters for Prometheus (OpenMetrics text)", None, Metrics),
     ]

@@ -40,6 +40,17 @@ pub fn render(list: &[PinnedPort]) -> String {
             None => "no link".to_string(),
         };
         s.push_str(&format!("{ns} {}: {link}\n", p.interface));
+        match p.tc_link {
+            Some(l) if l.ifindex != 0 => s.push_str(&format!(
+                "  tc tier link: attached (program {}, ifindex {})\n",
+                l.program_id, l.ifindex
+            )),
+            Some(l) => s.push_str(&format!(
+                "  tc tier link: defunct, its interface is gone (program {})\n",
+                l.program_id
+            )),
+            None => {}
+        }
         for (name, meta) in &p.maps {
             match meta {
                 Some(m) => s.push_str(&format!(

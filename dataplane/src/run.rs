@@ -332,9 +332,12 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                 let dp = if o.take_over {
                     let mut from =
                         crate::upgrade::Successor::connect(&o.socket, daemon.counter_board())?;
-                    let dp = tokio::task::block_in_place(|| {
+                    let started = tokio::task::block_in_place(|| {
                         Datapath::start_taking_over(links.clone(), opts, &mut from)
-                    })?;
+                    });
+                    // The running overlayd serves on; it reports why to
+                    // whoever asked for the upgrade.
+                    let dp = started.inspect_err(|e| from.give_up(&e.to_string()))?;
                     let gap = from.since_parked().unwrap_or_default();
                     tracing::info!(
                         workers_stopped_for_ms = gap.as_secs_f64() * 1e3,
@@ -351,7 +354,11 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                         links: links.clone(),
                         opts,
                         handing: Arc::clone(&handing),
+                        watch: crate::upgrade::AttemptWatch::default(),
                     };
+                    let upgrader =
+                        crate::upgrade_launch::Upgrader::of_this_process(Arc::clone(&pred.watch));
+                    daemon.set_upgrader(Arc::new(upgrader));
                     let (done, tx) = (Arc::clone(&handed_over), Arc::clone(&stop_tx));
                     pred.listen(&o.socket, move || {
                         done.store(true, std::sync::atomic::Ordering::Release);
@@ -371,7 +378,8 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
         let session = cluster.as_ref().map(|a| tokio::spawn(crate::cluster::session::run(Arc::clone(a))));
         // A sample of the counters every second: tunnel liveness and what
         // moved recently (`why`) come from these.
-        // The same tick saves the counters for the next run.
+        // The same tick saves the counters for the next run, and frees the
+        // rule sets the workers have moved on from.
         let d = Arc::clone(&daemon);
         let (dir, busy) = (o.state_dir.clone(), Arc::clone(&handing));
         tokio::spawn(async move {
@@ -383,6 +391,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                 // Reading offloaded rules' counters asks the kernel.
                 let _ = tokio::task::spawn_blocking(move || {
                     d.observe();
+                    d.release_memory();
                     if !busy.load(std::sync::atomic::Ordering::Acquire) {
                         if let Err(e) = crate::carry::save(&dir, &d.counter_board().carried()) {
                             tracing::warn!(error = %e, "counters not saved for the next run");
@@ -476,8 +485,9 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
             None => None,
         };
         // The datapath is attached and both listeners are bound: a unit of
-        // Type=notify is ready now (a no-op outside systemd).
-        if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        // Type=notify is ready now (a no-op outside systemd). A successor
+        // is the service's main process from now on (crate::notify).
+        if let Err(e) = crate::notify::ready(o.take_over) {
             tracing::warn!(error = %e, "could not tell systemd we are ready");
         }
         let served = serve(listener, state, caps, stopped(stop_rx)).await;

@@ -104,17 +104,19 @@ fn encode(config: &Config) -> Vec<u8> {
     doc
 }
 
-/// Reads and checks one state file; `None` if it does not exist.
-fn read_verified(path: &Path) -> Result<Option<Config>, StoreError> {
-    let bytes = match fs::read(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io(path)(e)),
-    };
-    let corrupt = |reason: String| StoreError::Corrupt { path: path.to_path_buf(), reason };
-    let text = std::str::from_utf8(&bytes).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
-    let body = text.trim_end_matches('\n');
-    let doc = match body.rsplit_once('\n') {
+/// A state file's bytes; `None` if it does not exist.
+fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match fs::read(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io(path)(e)),
+    }
+}
+
+/// The document of a state file's text, its digest checked; `None` for a
+/// file without a digest line (written by an older overlayd).
+fn digested<'t>(path: &Path, text: &'t str) -> Result<Option<&'t str>, StoreError> {
+    match text.trim_end_matches('\n').rsplit_once('\n') {
         Some((doc, last)) if last.starts_with(DIGEST_PREFIX) => {
             let recorded = &last[DIGEST_PREFIX.len()..];
             let actual = hex_digest(doc.as_bytes());
@@ -125,9 +127,20 @@ fn read_verified(path: &Path) -> Result<Option<Config>, StoreError> {
                     actual,
                 });
             }
-            doc
+            Ok(Some(doc))
         }
-        _ => {
+        _ => Ok(None),
+    }
+}
+
+/// Reads and checks one state file; `None` if it does not exist.
+fn read_verified(path: &Path) -> Result<Option<Config>, StoreError> {
+    let Some(bytes) = read_bytes(path)? else { return Ok(None) };
+    let corrupt = |reason: String| StoreError::Corrupt { path: path.to_path_buf(), reason };
+    let text = std::str::from_utf8(&bytes).map_err(|e| corrupt(format!("not UTF-8: {e}")))?;
+    let doc = match digested(path, text)? {
+        Some(doc) => doc,
+        None => {
             tracing::warn!(
                 file = %path.display(),
                 "state file without a digest (written by an older overlayd); the next change adds one"
@@ -248,9 +261,9 @@ impl Store {
     /// Keeps the current state file as the previous one, if it is good: a
     /// damaged current file never replaces a good previous one.
     fn keep_previous(&self, path: &Path) -> Result<(), StoreError> {
-        match read_verified(path) {
-            Ok(Some(_)) => {}
-            Ok(None) => return Ok(()),
+        match intact(path) {
+            Ok(true) => {}
+            Ok(false) => return Ok(()),
             Err(e) => {
                 tracing::warn!(reason = %e, "the state file being replaced is not good; the previous state kept is older");
                 return Ok(());
@@ -261,6 +274,20 @@ impl Store {
         fs::hard_link(path, &prev_tmp).map_err(io(&prev_tmp))?;
         let prev = self.previous_path();
         fs::rename(&prev_tmp, &prev).map_err(io(&prev))
+    }
+}
+
+/// Whether the state file at `path` exists and is good. A file with a
+/// digest was validated when it was written, so an unchanged digest proves
+/// it good without parsing every rule again, which on each change of a
+/// 10,000-rule set would cost a full parse and its allocations; a file
+/// without one is read in full.
+fn intact(path: &Path) -> Result<bool, StoreError> {
+    let Some(bytes) = read_bytes(path)? else { return Ok(false) };
+    match std::str::from_utf8(&bytes).ok().map(|text| digested(path, text)) {
+        Some(Ok(Some(_))) => Ok(true),
+        Some(Err(e)) => Err(e),
+        _ => read_verified(path).map(|c| c.is_some()),
     }
 }
 

@@ -2,6 +2,7 @@
 //! API reports it (`rule list`, `why`): the configuration and the port's
 //! backend first, then the engine's own judgement (`engine::tier_fit`).
 //! Hardware placement (SR-IOV) is reported beside it, by the offloader.
+//! A live trace gets the same answer for its packet's flow as one step.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use engine::flow_key::FlowKey;
 use engine::model::{Backend, TierSpec};
 use engine::pipeline::Worker;
 use engine::tier_fit::{self, TierFit};
-use engine::trace::TraceContext;
+use engine::trace::{Step, StepView, TraceContext, TraceReport};
 
 use crate::api_types::TierPlace;
 
@@ -31,6 +32,55 @@ pub fn rules(rs: &Arc<RuleSet>, cx: &TraceContext) -> HashMap<u32, TierPlace> {
 /// `rule` (index), under `w`'s rule set.
 pub fn flow(w: &Worker, port: u16, key: &FlowKey, rule: u32) -> TierPlace {
     off(w.rules(), Some(port)).unwrap_or_else(|| fit(tier_fit::flow(w, key, rule)))
+}
+
+/// Adds to a live trace of a packet that arrived on `port` (its recorded
+/// `steps` and `report`) where the packet's flow runs after it: in hardware
+/// when its rule is offloaded, else what the workers will do with the flow.
+/// The step follows the matched rule (and its hardware placement); a packet
+/// that matched no rule gets none.
+pub fn add_to_trace(
+    rs: &Arc<RuleSet>,
+    cx: &TraceContext,
+    port: u16,
+    steps: &[Step],
+    report: &mut TraceReport,
+) {
+    let key = steps.iter().find_map(|s| match s {
+        Step::Parsed { key } => Some(*key),
+        _ => None,
+    });
+    let rule = steps.iter().find_map(|s| match s {
+        Step::Matched { rule } => Some(*rule),
+        _ => None,
+    });
+    let (Some(key), Some(rule)) = (key, rule) else { return };
+    let Some(at) = report.steps.iter().position(|s| matches!(s, StepView::Matched { .. })) else {
+        return;
+    };
+    let at = match report.steps.get(at + 1) {
+        Some(StepView::Placement { .. }) => at + 2,
+        _ => at + 1,
+    };
+    report.steps.insert(at, flow_step(rs, cx, port, &key, rule));
+}
+
+fn flow_step(
+    rs: &Arc<RuleSet>,
+    cx: &TraceContext,
+    port: u16,
+    key: &FlowKey,
+    rule: u32,
+) -> StepView {
+    let id = rs.rules[rule as usize].id;
+    let hw = cx.placement.iter().find(|p| p.rule == id).and_then(|p| p.hardware.as_ref());
+    if let Some(f) = hw {
+        let text = format!("hardware on {} (pref {}, handle {})", f.dev, f.pref, f.handle);
+        return StepView::FlowRunsIn { place: "hardware".into(), reason: None, text };
+    }
+    let p = flow(&tier_fit::worker(Arc::clone(rs), cx), port, key, rule);
+    let place = if p.in_tier { "xdp_tier" } else { "userspace" };
+    StepView::FlowRunsIn { place: place.into(), reason: p.reason, text: p.text }
 }
 
 fn fit(f: TierFit) -> TierPlace {
@@ -104,6 +154,7 @@ actions = [{ encap = "vx" }]
 
 [[rules]]
 id = 3
+priority = 200
 match = { in_port = "wl0", ip_dst = "203.0.113.1" }
 actions = [{ encap = "vx" }]
 xdp_tier = "off"
@@ -130,5 +181,52 @@ xdp_tier = "off"
         // The tier off overrides everything.
         let p = rules_of("xdp_tier = \"off\"\n", &cx);
         assert!(p.values().all(|t| t.reason.as_deref() == Some("tier_off")), "{p:?}");
+    }
+
+    /// A live trace names the place of its packet's flow right after the
+    /// rule it matched, in `rule list`'s words.
+    #[test]
+    fn a_trace_says_where_its_flow_runs() {
+        let remote = "192.0.2.2".parse().unwrap();
+        let hops = [(remote, [2, 0, 0, 0, 0, 0x20])].into_iter().collect();
+        let cx = TraceContext { next_hops: Arc::new(hops), ..TraceContext::default() };
+        let rs = Arc::new(compile(&Config::from_toml(CONF).unwrap()).unwrap());
+        let traced = |port: u16, dst: &str| {
+            let spec = format!("eth/ipv4(src=198.51.100.1,dst={dst})/udp(sport=1,dport=2)");
+            let frame = engine::packet_spec::build(&spec).unwrap();
+            let (steps, mut report) =
+                engine::trace::trace_steps(Arc::clone(&rs), &cx, port, &frame, 0);
+            add_to_trace(&rs, &cx, port, &steps, &mut report);
+            let at = report.steps.iter().position(|s| matches!(s, StepView::Matched { .. }));
+            report.steps.get(at.expect("a rule matched") + 1).cloned()
+        };
+        let step = |place: &str, reason: Option<&str>, text: &str| {
+            Some(StepView::FlowRunsIn {
+                place: place.into(),
+                reason: reason.map(Into::into),
+                text: text.into(),
+            })
+        };
+        assert_eq!(
+            traced(0, "198.51.100.2"),
+            step("xdp_tier", None, "XDP tier after the first packet")
+        );
+        assert_eq!(
+            traced(0, "203.0.113.1"),
+            step(
+                "userspace",
+                Some("rule_opt_out"),
+                "AF_XDP: the rule opts out (xdp_tier = \"off\") (rule_opt_out)"
+            )
+        );
+        let tap = traced(1, "198.51.100.2");
+        assert!(
+            matches!(&tap, Some(StepView::FlowRunsIn { reason: Some(r), .. }) if r == "port_backend"),
+            "{tap:?}"
+        );
+        assert_eq!(
+            tap.unwrap().to_string(),
+            "after this packet the flow runs in: TAP (io_uring): port tap0 has no XDP program to hold a tier"
+        );
     }
 }

@@ -64,7 +64,38 @@ pub enum HandoverError {
     Unexpected { expected: &'static str, got: String },
     #[error("the state handed over does not fit this configuration: {0}")]
     Mismatch(String),
+    #[error("the new overlayd did not take over ({0}); this one serves on")]
+    NotTakenOver(String),
 }
+
+/// What one handover came to, for whoever started the successor
+/// (`overlayctl upgrade`, upgrade_launch.rs).
+#[derive(Clone, Debug)]
+pub enum Attempt {
+    /// A successor introduced itself; its outcome follows.
+    Begun { successor: Newcomer },
+    /// The successor serves; this overlayd exits.
+    Handed {
+        successor: Newcomer,
+        /// How long this overlayd's workers took to stop at a batch boundary.
+        parked_ms: f64,
+        /// From parking to the successor's `TakingOver`: nobody moved packets
+        /// (beyond the XDP tier) for about this long.
+        handed_ms: f64,
+    },
+    /// No handover; this overlayd serves (again, if it had parked).
+    Failed { successor: Option<Newcomer>, reason: String },
+}
+
+/// The successor as it introduced itself.
+#[derive(Clone, Debug)]
+pub struct Newcomer {
+    pub pid: u32,
+    pub version: String,
+}
+
+/// Where the predecessor reports each [`Attempt`]; empty when nobody asked.
+pub type AttemptWatch = Arc<Mutex<Option<std::sync::mpsc::Sender<Attempt>>>>;
 
 /// What crosses the handover socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -216,6 +247,14 @@ impl TakeOver for Successor {
     }
 }
 
+impl Successor {
+    /// This overlayd cannot take over: the running one is told why (it
+    /// serves on, and reports the reason to whoever asked for the upgrade).
+    pub fn give_up(&mut self, why: &str) {
+        let _ = send(&mut self.conn, &Msg::Refused(why.to_string()), &[]);
+    }
+}
+
 /// The old overlayd's own parked state, given back to itself when the new
 /// one did not take over.
 struct Resume(Option<(HandedState, Vec<OwnedFd>)>);
@@ -242,6 +281,8 @@ pub struct Predecessor {
     /// Set while the datapath is handed (or being handed) over: the
     /// counters file is the successor's then.
     pub handing: Arc<AtomicBool>,
+    /// Told of every handover attempt.
+    pub watch: AttemptWatch,
 }
 
 impl Predecessor {
@@ -270,24 +311,58 @@ impl Predecessor {
         for conn in l.incoming() {
             let Ok(mut conn) = conn else { continue };
             let _ = conn.set_read_timeout(Some(TAKE_OVER_WITHIN));
-            match self.hand_over(&mut conn) {
-                Ok(true) => {
-                    handed();
-                    return;
+            let mut newcomer = None;
+            let attempt = match self.hand_over(&mut conn, &mut newcomer) {
+                Ok((parked, handed)) => Attempt::Handed {
+                    successor: newcomer.expect("introduced itself before taking over"),
+                    parked_ms: parked.as_secs_f64() * 1e3,
+                    handed_ms: handed.as_secs_f64() * 1e3,
+                },
+                Err(HandoverError::NotTakenOver(why)) => {
+                    Attempt::Failed { successor: newcomer, reason: why }
                 }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "upgrade: no handover"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "upgrade: no handover");
+                    Attempt::Failed { successor: newcomer, reason: e.to_string() }
+                }
+            };
+            if let Attempt::Handed { successor, .. } = &attempt {
+                // Before this process exits: under systemd the service goes
+                // on in the successor (crate::notify).
+                if let Err(e) = crate::notify::handed_to(successor.pid) {
+                    tracing::warn!(error = %e, "could not tell systemd the successor's pid");
+                }
+            }
+            let done = matches!(attempt, Attempt::Handed { .. });
+            self.tell(attempt);
+            if done {
+                handed();
+                return;
             }
         }
     }
 
-    /// One successor: true if it took over (this process must exit now).
-    fn hand_over(&self, conn: &mut UnixStream) -> Result<bool, HandoverError> {
+    fn tell(&self, a: Attempt) {
+        if let Some(tx) = self.watch.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            let _ = tx.send(a);
+        }
+    }
+
+    /// One successor: Ok (park time, time until it took over) if it took
+    /// over (this process must exit now).
+    fn hand_over(
+        &self,
+        conn: &mut UnixStream,
+        newcomer: &mut Option<Newcomer>,
+    ) -> Result<(Duration, Duration), HandoverError> {
         let (m, _) = recv(conn)?;
         let Msg::Ready { pid, version } = m else {
             return Err(HandoverError::Unexpected { expected: "Ready", got: m.name().into() });
         };
         tracing::info!(successor = pid, version, "upgrade: a new overlayd is ready to take over");
+        let n = Newcomer { pid, version };
+        self.tell(Attempt::Begun { successor: n.clone() });
+        *newcomer = Some(n);
         let mut slot = self.slot.lock().unwrap_or_else(|p| p.into_inner());
         let refusal = match slot.as_ref() {
             None => Some("no datapath is running".to_string()),
@@ -312,10 +387,10 @@ impl Predecessor {
                 drop(dp);
                 sent.and_then(|()| recv(conn))
             }
-            Ok((m, _)) => Err(HandoverError::Unexpected { expected: "Park", got: m.name().into() }),
+            Ok((m, _)) => Ok((m, Vec::new())),
             Err(e) => Err(e),
         };
-        match reply {
+        let why = match reply {
             Ok((Msg::TakingOver, _)) => {
                 tracing::info!(
                     successor = pid,
@@ -323,23 +398,20 @@ impl Predecessor {
                     handed_ms = t0.elapsed().as_secs_f64() * 1e3,
                     "upgrade: handed over; exiting"
                 );
-                Ok(true)
+                return Ok((parked, t0.elapsed()));
             }
-            other => {
-                let why = match other {
-                    Ok((m, _)) => format!("it sent {}", m.name()),
-                    Err(e) => e.to_string(),
-                };
-                tracing::warn!(successor = pid, reason = %why, "upgrade: the new overlayd did not take over; serving on");
-                // Our own parked state back: the descriptors are still ours.
-                let mut again = Resume(Some((state, fds)));
-                match Datapath::start_taking_over(self.links.clone(), self.opts, &mut again) {
-                    Ok(dp) => *slot = Some(dp),
-                    Err(e) => tracing::error!(error = %e, "upgrade: cannot resume the datapath"),
-                }
-                self.handing.store(false, Ordering::Release);
-                Ok(false)
-            }
+            Ok((Msg::Refused(why), _)) => why,
+            Ok((m, _)) => format!("it sent {}", m.name()),
+            Err(e) => e.to_string(),
+        };
+        tracing::warn!(successor = pid, reason = %why, "upgrade: the new overlayd did not take over; serving on");
+        // Our own parked state back: the descriptors are still ours.
+        let mut again = Resume(Some((state, fds)));
+        match Datapath::start_taking_over(self.links.clone(), self.opts, &mut again) {
+            Ok(dp) => *slot = Some(dp),
+            Err(e) => tracing::error!(error = %e, "upgrade: cannot resume the datapath"),
         }
+        self.handing.store(false, Ordering::Release);
+        Err(HandoverError::NotTakenOver(why))
     }
 }

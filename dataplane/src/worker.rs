@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use encap::{DropReason, PacketBuf};
 use engine::counters::WorkerCounters;
+use engine::flow_key::FlowKey;
 use engine::model::PortKind;
 use engine::next_hop::NextHops;
 use engine::pipeline::{Outputs, Published, Worker};
@@ -212,6 +213,8 @@ struct WorkerLoop<'m> {
     batch: Vec<PacketBuf<'m>>,
     in_drops: Vec<InputDrop>,
     failed: Vec<TxFailure>,
+    /// Flows the tier's full queue refused in this batch.
+    refused: Vec<FlowKey>,
     pollfds: Vec<libc::pollfd>,
     start: Instant,
     idle: u32,
@@ -257,6 +260,7 @@ impl<'m> WorkerLoop<'m> {
             batch: Vec::with_capacity(BATCH),
             in_drops: Vec::new(),
             failed: Vec::new(),
+            refused: Vec::with_capacity(BATCH),
             pollfds,
             start: Instant::now(),
             idle: 0,
@@ -371,16 +375,27 @@ impl<'m> WorkerLoop<'m> {
 
     /// Phase: the flows whose first packet the batch decided go to the XDP
     /// tier if the engine says it can handle them exactly (a queue push
-    /// each, no system call); the others are counted by reason.
+    /// each, no system call); the others are counted by reason. A flow the
+    /// full queue refused is forgotten by the flow cache, so its next
+    /// packet offers it again: otherwise a flow that keeps hitting the cache
+    /// (a few thousand of them fit) would stay on AF_XDP for good.
     #[inline]
     fn offer(&mut self) {
         let Some(tier) = &self.links.tier else { return };
+        let refused = &mut self.refused;
         self.engine.drain_decided(|engine, key, rule| {
             match engine::tier::decide(engine, key, rule) {
-                Ok(e) => tier.offer(e),
+                Ok(e) => {
+                    if !tier.offer(e) {
+                        refused.push(*key);
+                    }
+                }
                 Err(r) => tier.not_in_tier(r),
             }
         });
+        for key in self.refused.drain(..) {
+            self.engine.forget_flow(&key);
+        }
     }
 
     /// Phase: queues each output port's frames (of the batch received on

@@ -154,7 +154,7 @@ static __always_inline int tc_encap(struct __sk_buff *skb, const struct steer_cf
 	__u32 *ident = bpf_map_lookup_elem(&tier_ident, &zero);
 	if (!gen || e->generation != *gen)
 		return own ? count(ST_TIER_STALE, TC_NOT_TIER) : count(ST_TC_LOST, TC_DROPPED);
-	if (!n || !ident || e->action != TIER_ENCAP)
+	if (!n || !ident || !tc_takes(e))
 		return own ? TC_NOT_TIER : count(ST_TC_LOST, TC_DROPPED);
 	__u32 tx = e->tx_port;
 	__u32 *out = bpf_map_lookup_elem(&tc_out, &tx);

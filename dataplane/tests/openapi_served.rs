@@ -113,6 +113,7 @@ fn every_route_serves_and_accepts_what_the_document_says() {
         ("/v1/cluster/networks/{name}", json!({ "vni": 7, "encap": "vxlan" })),
         ("/v1/cluster/endpoints", json!({ "network": "n1", "mac": "02:00:00:00:00:01" })),
         ("/v1/cluster/endpoints/delete", json!({ "network": "n1", "mac": "02:00:00:00:00:01" })),
+        ("/v1/upgrade", json!({ "timeout_secs": 5 })),
     ];
     let error = error_schema(&doc);
     let mut seen = 0;
@@ -135,9 +136,10 @@ fn every_route_serves_and_accepts_what_the_document_says() {
             }
             (200, Answer::Metrics) => assert!(String::from_utf8_lossy(&r.body).contains("# TYPE")),
             (200, Answer::OpenApi) => {}
-            // Control only: no VFs to read, no packets to capture. Refusals
+            // Control only: no VFs to read, no packets to capture, nothing
+            // to hand over to a new binary. Refusals
             // are documented too, and satisfy the error schema.
-            (503, _) if matches!(o.path, "/v1/offload/vfs" | "/v1/capture") => {
+            (503, _) if matches!(o.path, "/v1/offload/vfs" | "/v1/capture" | "/v1/upgrade") => {
                 assert!(
                     doc["paths"][o.path][o.method.to_lowercase()]["responses"]["503"].is_object()
                 );

@@ -63,6 +63,8 @@ enum stat {
 	ST_TIER_DECAP_PUNT, /* a tunnel packet the decap tier does not take */
 	ST_TIER_NO_TUNNEL, /* its outer addresses and VNI: no current tunnel */
 	ST_TIER_ECN,       /* RFC 6040 would change or drop it: the engine's */
+	ST_TIER_DECAP_CSUM, /* a UDP checksum that does not verify (or is partial) */
+	ST_TIER_UNSETTLED, /* a TCP/UDP checksum or length the software path would not pass */
 	ST_MAX,
 };
 
@@ -79,10 +81,20 @@ enum stat {
 #define TF_TTL_INHERIT 0x10
 #define TF_DSCP_INHERIT 0x20
 #define TF_ECN_COPY 0x40
+#define TF_UDP_CSUM 0x80 /* send the tunnel header's checksum (UDP: always over IPv6; GRE) */
 
-/* Ethernet + IPv4 + UDP + VXLAN: the only outer header the tier builds. */
+/* Tunnel protocols of struct tier_entry. */
+#define KIND_VXLAN 0
+#define KIND_GRETAP 1 /* Ethernet over GRE (gretap, NVGRE) */
+#define KIND_GRE_L3 2 /* IP over GRE: the frame's Ethernet header is not sent */
+
+/* Checks of struct tier_entry: a decapsulated flow's output goes to a
+ * workload, where the software path settles its TCP/UDP checksum. */
+#define CHECK_SETTLE 0x01
+
+/* The outer headers the tier builds and strips: Ethernet + IPv4 or IPv6 +
+ * UDP + VXLAN. */
 #define VXLAN4_HDR_LEN 50
-/* Ethernet + IPv6 + UDP + VXLAN: the longest outer header the tier strips. */
 #define VXLAN6_HDR_LEN 70
 #define TIER_MISS -1
 
@@ -103,20 +115,28 @@ struct tier_entry {
 	__u16 ip_sum;     /* folded sum of the outer IPv4 header's constant words */
 	__u8 eth_dst[6];
 	__u8 eth_src[6];
-	/* The outer header with the flow's UDP source port; TOS, lengths,
-	 * identification, flags, TTL and checksum zero, patched per packet. */
-	__u8 hdr[VXLAN4_HDR_LEN];
+	/* The outer header (hdr_len bytes) with the flow's UDP source port (and
+	 * over IPv6 its flow label); TOS or traffic class, lengths,
+	 * identification, flags, TTL or hop limit and checksums zero, patched
+	 * per packet. */
+	__u8 hdr[VXLAN6_HDR_LEN];
 	/* Not read here: what the owner needs to adopt the entry after a
 	 * restart (its tunnel and rule in the rule set it was decided under). */
 	__u16 tunnel;
 	__u32 rule;
-	__u32 pad;
+	/* TF_UDP_CSUM: folded sum of the UDP checksum's constant words (the
+	 * pseudo-header's addresses and protocol, ports, VXLAN header). */
+	__u16 udp_sum;
+	__u8 hdr_len;     /* VXLAN4_HDR_LEN or VXLAN6_HDR_LEN */
+	__u8 checks;      /* CHECK_SETTLE */
+	__u8 kind;        /* KIND_*: the tunnel protocol of an encapsulation */
+	__u8 pad2[3];
 };
 
 /* The layout of everything pinned beside the program (bumped whenever a
  * map's key, value or meaning changes): a starting overlayd adopts pinned
  * maps only when it is its own (dataplane/src/io/pin.rs). */
-#define LAYOUT_VERSION 3
+#define LAYOUT_VERSION 4
 
 /* Written by the owner, never read here: what a starting overlayd needs to
  * judge the pinned maps it finds (mirrored by PinMeta in io/pin.rs). */
@@ -349,6 +369,351 @@ static __always_inline __u8 ecn_decap(__u8 outer, __u8 inner)
 	return inner;
 }
 
+/* What an encapsulation takes from the frame: everything else is the entry's. */
+struct outer {
+	__u32 len; /* the frame's length before encapsulation */
+	__u16 proto; /* its EtherType, network order (the protocol of L3 GRE) */
+	__u32 sum; /* TF_UDP_CSUM: the frame's sum as sent (frame_sum) */
+	__u8 tos;  /* outer TOS or traffic class */
+	__u8 ttl;  /* outer TTL or hop limit */
+	__u8 df;
+};
+
+/* An encapsulation's result when the frame is ready to send. */
+#define TIER_SENT -2
+
+/* The checksum walk's bounds: 16 chunks of 256 bytes take any frame up to
+ * 4 KiB, more than XDP sees of a frame without fragments (this program
+ * takes no multi-buffer frames). Longer ones go to AF_XDP. */
+#define CSUM_CHUNK 256
+#define CSUM_CHUNKS 16
+
+/* The Internet checksum's sum (RFC 1071) of the frame's bytes from offset
+ * `off` to its end, folded to 16 bits, in host order; -1 if the frame is
+ * longer than the walk takes. `off` is an even number of bytes from where
+ * the checksummed data starts. bpf_csum_diff sums whole 32-bit words in
+ * memory order; a sum is the same in either byte order (RFC 1071 2(B)), so
+ * it is swapped once at the end.
+ * A global function: the verifier checks it once, on its own, rather than
+ * once for every path that reaches a call (which exceeds its limit). */
+__attribute__((noinline)) int csum_to_end(struct xdp_md *ctx, __u32 off)
+{
+	void *p = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	__u64 sum = 0;
+	if (off > VXLAN6_HDR_LEN)
+		return -1;
+	p += off;
+	for (int i = 0; i < CSUM_CHUNKS; i++) {
+		if (p + CSUM_CHUNK > end)
+			break;
+		sum = (__u32)bpf_csum_diff(0, 0, p, CSUM_CHUNK, (__u32)sum);
+		p += CSUM_CHUNK;
+	}
+	if (p + CSUM_CHUNK <= end)
+		return -1;
+	/* The rest, in pieces of fixed size (the verifier bounds each). */
+#define CSUM_PIECE(n)                                                              \
+	if (p + (n) <= end) {                                                      \
+		sum = (__u32)bpf_csum_diff(0, 0, p, (n), (__u32)sum);              \
+		p += (n);                                                          \
+	}
+	CSUM_PIECE(128)
+	CSUM_PIECE(64)
+	CSUM_PIECE(32)
+	CSUM_PIECE(16)
+	CSUM_PIECE(8)
+	CSUM_PIECE(4)
+#undef CSUM_PIECE
+	if (p + 2 <= end) {
+		sum += *(__u16 *)p;
+		p += 2;
+	}
+	/* An odd last byte is the first of a word whose second byte is zero. */
+	if (p + 1 <= end)
+		sum += bpf_htons((__u16)(*(__u8 *)p) << 8);
+	sum = (sum & 0xffffffff) + (sum >> 32);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return bpf_ntohs((__u16)sum);
+}
+
+/* Sum of `n` 16-bit big-endian words at `p`, in host order, unfolded. */
+static __always_inline __u32 sum_words(const void *p, int n)
+{
+	const __u16 *w = p;
+	__u32 s = 0;
+#pragma unroll
+	for (int i = 0; i < n; i++)
+		s += bpf_ntohs(w[i]);
+	return s;
+}
+
+/* The sum of the frame as entry `e` sends it inside the tunnel (its MAC
+ * rewrites applied), taken before anything is changed so that a frame the
+ * walk cannot take leaves unchanged; -1 if it cannot. */
+static __always_inline int frame_sum(struct xdp_md *ctx, void *data, void *end,
+				     const struct tier_entry *e)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return -1;
+	int rest = csum_to_end(ctx, 12);
+	if (rest < 0)
+		return -1;
+	__u32 s = rest;
+	s += sum_words((e->flags & TF_SET_DST) ? (const void *)e->eth_dst : eth->h_dest, 3);
+	s += sum_words((e->flags & TF_SET_SRC) ? (const void *)e->eth_src : eth->h_source, 3);
+	return s; /* unfolded: at most 7 * 0xffff */
+}
+
+/* The UDP checksum field of a datagram of `l4_len` bytes whose constant
+ * words (pseudo-header addresses and protocol, ports, tunnel header) sum
+ * to `constant` and whose payload after them sums to `payload`: the length
+ * counts twice (pseudo-header and UDP header). A computed zero is sent as
+ * all ones (RFC 768, RFC 8200 8.1), as the engine's template does. */
+static __always_inline __u16 udp_csum(__u16 constant, __u16 l4_len, __u32 payload)
+{
+	__u32 s = (__u32)constant + l4_len + l4_len + payload;
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	__u16 c = ~s;
+	return c ? c : 0xffff;
+}
+
+static __always_inline void rewrite_macs(struct ethhdr *eth, const struct tier_entry *e)
+{
+	if (e->flags & TF_SET_DST)
+		copy_mac(eth->h_dest, e->eth_dst);
+	if (e->flags & TF_SET_SRC)
+		copy_mac(eth->h_source, e->eth_src);
+}
+
+/* VXLAN over IPv4: the entry's header in front of the frame, its per-packet
+ * fields patched (the IPv4 header checksum incremental from the constant
+ * words' sum; the UDP checksum if the tunnel sends one). TIER_SENT, or
+ * TIER_MISS with the frame unchanged. */
+static __always_inline int encap_vxlan4(struct xdp_md *ctx, const struct tier_entry *e,
+					const struct outer *o)
+{
+	__u32 zero = 0;
+	__u16 total = o->len + VXLAN4_HDR_LEN - sizeof(struct ethhdr);
+	__u32 *ident = bpf_map_lookup_elem(&tier_ident, &zero);
+	if (!ident)
+		return TIER_MISS;
+	if (bpf_xdp_adjust_head(ctx, -VXLAN4_HDR_LEN))
+		return count(ST_TIER_NO_ROOM, TIER_MISS); /* the frame is unchanged */
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (data + VXLAN4_HDR_LEN + sizeof(struct ethhdr) > end) {
+		/* Cannot happen (the frame was at least an Ethernet header), but
+		 * the verifier wants the bound: put the frame back as it was. */
+		bpf_xdp_adjust_head(ctx, VXLAN4_HDR_LEN);
+		return TIER_MISS;
+	}
+	rewrite_macs(data + VXLAN4_HDR_LEN, e);
+	__builtin_memcpy(data, e->hdr, VXLAN4_HDR_LEN);
+	__u16 id = ++*ident;
+	__u16 frag = o->df ? 0x4000 : 0;
+	struct iphdr *oip = data + sizeof(struct ethhdr);
+	oip->tos = o->tos;
+	oip->tot_len = bpf_htons(total);
+	oip->id = bpf_htons(id);
+	oip->frag_off = bpf_htons(frag);
+	oip->ttl = o->ttl;
+	/* Incremental from the constant words' sum: the words patched above
+	 * (TOS is the low byte of its word, TTL the high byte of its own). */
+	__u32 sum = (__u32)e->ip_sum + o->tos + total + id + frag + ((__u32)o->ttl << 8);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	oip->check = bpf_htons((__u16)~sum);
+	struct udphdr *udp = (void *)(oip + 1);
+	__u16 l4_len = total - sizeof(struct iphdr);
+	udp->len = bpf_htons(l4_len);
+	if (e->flags & TF_UDP_CSUM)
+		udp->check = bpf_htons(udp_csum(e->udp_sum, l4_len, o->sum));
+	return TIER_SENT;
+}
+
+/* VXLAN over IPv6: as encap_vxlan4, with the traffic class (DSCP, ECN) and
+ * hop limit patched beside the flow's label, and the UDP checksum IPv6
+ * requires. */
+static __always_inline int encap_vxlan6(struct xdp_md *ctx, const struct tier_entry *e,
+					const struct outer *o)
+{
+	__u16 l4_len = o->len + VXLAN6_HDR_LEN - sizeof(struct ethhdr) - sizeof(struct ipv6hdr);
+	if (bpf_xdp_adjust_head(ctx, -VXLAN6_HDR_LEN))
+		return count(ST_TIER_NO_ROOM, TIER_MISS);
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (data + VXLAN6_HDR_LEN + sizeof(struct ethhdr) > end) {
+		bpf_xdp_adjust_head(ctx, VXLAN6_HDR_LEN);
+		return TIER_MISS;
+	}
+	rewrite_macs(data + VXLAN6_HDR_LEN, e);
+	__builtin_memcpy(data, e->hdr, VXLAN6_HDR_LEN);
+	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+	__u8 *vtf = (void *)ip6; /* version, traffic class, flow label */
+	vtf[0] = 0x60 | (o->tos >> 4);
+	vtf[1] = (__u8)(o->tos << 4) | (vtf[1] & 0x0f);
+	ip6->payload_len = bpf_htons(l4_len);
+	ip6->hop_limit = o->ttl;
+	struct udphdr *udp = (void *)(ip6 + 1);
+	udp->len = bpf_htons(l4_len);
+	udp->check = bpf_htons(udp_csum(e->udp_sum, l4_len, o->sum));
+	return TIER_SENT;
+}
+
+/* Copies the entry's outer header (`len` bytes, one of the lengths a GRE
+ * header over IPv4 or IPv6 has: without options, with a key or a checksum,
+ * with both) to the start of the frame; 0, or -1 if it cannot. */
+static __always_inline int copy_gre_hdr(void *data, void *end, const struct tier_entry *e,
+					__u32 len)
+{
+#define GRE_HDR_CASE(n)                                                            \
+	case n:                                                                    \
+		if (data + (n) > end)                                              \
+			return -1;                                                 \
+		__builtin_memcpy(data, e->hdr, (n));                               \
+		return 0;
+	switch (len) {
+		GRE_HDR_CASE(38)
+		GRE_HDR_CASE(42)
+		GRE_HDR_CASE(46)
+		GRE_HDR_CASE(58)
+		GRE_HDR_CASE(62)
+		GRE_HDR_CASE(66)
+	}
+#undef GRE_HDR_CASE
+	return -1;
+}
+
+/* GRE over IPv4 or IPv6 (RFC 2784, 2890 without sequence numbers): gretap
+ * and NVGRE carry the frame, L3 GRE its IP packet with the protocol set
+ * from its EtherType. The outer IP header is patched as VXLAN's is; the GRE
+ * checksum, if sent, is its constant words' sum plus the payload's (no
+ * zero-to-ones rule: that is UDP's). TIER_SENT, or TIER_MISS with the frame
+ * unchanged. */
+static __always_inline int encap_gre(struct xdp_md *ctx, const struct tier_entry *e,
+				     const struct outer *o)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	int l3 = e->kind == KIND_GRE_L3;
+	int v6 = e->hdr[12] == 0x86;
+	__u32 hl = e->hdr_len;
+	__u32 plen = o->len - (l3 ? sizeof(struct ethhdr) : 0); /* what follows the header */
+	int grow = hl - (l3 ? sizeof(struct ethhdr) : 0);
+	__u8 macs[12];
+	__u32 zero = 0;
+	__u32 *ident = bpf_map_lookup_elem(&tier_ident, &zero);
+	if (!ident || grow < 0 || grow > VXLAN6_HDR_LEN || data + 12 > end)
+		return TIER_MISS;
+	/* The frame's MACs are rewritten in place (its start moves below);
+	 * put back if the frame must leave unchanged. */
+	__builtin_memcpy(macs, data, 12);
+	if (!l3)
+		rewrite_macs(data, e);
+	int moved = !bpf_xdp_adjust_head(ctx, -grow);
+	/* (The helper invalidates every packet pointer, whatever it returns.) */
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (!moved) {
+		if (data + 12 <= end)
+			__builtin_memcpy(data, macs, 12);
+		return count(ST_TIER_NO_ROOM, TIER_MISS);
+	}
+	__u32 l4 = v6 ? sizeof(struct ethhdr) + sizeof(struct ipv6hdr)
+		      : sizeof(struct ethhdr) + sizeof(struct iphdr);
+	/* Cannot fail (a tier frame is longer than any of these), but the
+	 * verifier wants the bounds. */
+	if (copy_gre_hdr(data, end, e, hl) || data + VXLAN6_HDR_LEN > end)
+		goto back;
+	if (v6) {
+		struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
+		__u8 *vtf = (void *)ip6;
+		vtf[0] = 0x60 | (o->tos >> 4);
+		vtf[1] = (__u8)(o->tos << 4) | (vtf[1] & 0x0f);
+		ip6->payload_len = bpf_htons(plen + hl - l4);
+		ip6->hop_limit = o->ttl;
+	} else {
+		__u16 total = plen + hl - sizeof(struct ethhdr);
+		__u16 id = ++*ident;
+		__u16 frag = o->df ? 0x4000 : 0;
+		struct iphdr *oip = data + sizeof(struct ethhdr);
+		oip->tos = o->tos;
+		oip->tot_len = bpf_htons(total);
+		oip->id = bpf_htons(id);
+		oip->frag_off = bpf_htons(frag);
+		oip->ttl = o->ttl;
+		__u32 sum = (__u32)e->ip_sum + o->tos + total + id + frag + ((__u32)o->ttl << 8);
+		sum = (sum & 0xffff) + (sum >> 16);
+		sum = (sum & 0xffff) + (sum >> 16);
+		oip->check = bpf_htons((__u16)~sum);
+	}
+	__u16 *gre = data + l4; /* flags, protocol, [checksum, reserved], ... */
+	if (l3)
+		gre[1] = o->proto;
+	if (e->flags & TF_UDP_CSUM) {
+		__u32 sum = (__u32)e->udp_sum + (l3 ? bpf_ntohs(o->proto) : 0) + o->sum;
+		sum = (sum & 0xffff) + (sum >> 16);
+		sum = (sum & 0xffff) + (sum >> 16);
+		gre[2] = bpf_htons((__u16)~sum);
+	}
+	return TIER_SENT;
+back:
+	bpf_xdp_adjust_head(ctx, grow);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + 12 <= end)
+		__builtin_memcpy(data, macs, 12);
+	return TIER_MISS;
+}
+
+/* True if the tc tier (tc/tier.bpf.c) can do what entry `e` does to an skb:
+ * VXLAN over IPv4 without a UDP checksum. */
+static __always_inline int tc_takes(const struct tier_entry *e)
+{
+	return e->action == TIER_ENCAP && e->kind == KIND_VXLAN &&
+	       e->hdr_len == VXLAN4_HDR_LEN && !(e->flags & TF_UDP_CSUM);
+}
+
+/* What the software path's checksum settling (encap::settle) makes of a
+ * frame the tier would pass on.
+ * With `exact`, the IP packet ends where the frame does. */
+#define SETTLED 0   /* a TCP/UDP checksum that verifies, or UDP without one */
+#define PARTIAL 1   /* the field holds the pseudo-header's sum (an offload's) */
+#define UNSETTLED 2 /* wrong, or lengths the tier does not walk (padding) */
+static __always_inline int settled(struct xdp_md *ctx, __u8 proto, void *l4, __u32 l4off,
+				   __u32 len, int exact, __u16 field, __u16 psum)
+{
+	__u32 l4len = len - l4off;
+	if (!exact)
+		return UNSETTLED;
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *u = l4;
+		if (bpf_ntohs(u->len) != l4len)
+			return UNSETTLED;
+		if (!field)
+			return SETTLED;
+	} else if (l4len < 20) {
+		return UNSETTLED; /* the engine's l4_truncated */
+	}
+	/* Partial without the walk: a complete checksum equal to the sum is
+	 * judged so too, at the cost of the slow path (or the tc tier, which
+	 * leaves a complete checksum alone). */
+	if (field == psum)
+		return PARTIAL;
+	int seg = csum_to_end(ctx, l4off);
+	if (seg < 0)
+		return UNSETTLED;
+	__u32 sum = (__u32)psum + seg;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum == 0xffff ? SETTLED : UNSETTLED;
+}
+
 /* The tier: the frame's action if an entry of the current generation has
  * its key, else TIER_MISS with the frame unchanged. `d`: the frame was
  * decapsulated (its outer headers are gone), NULL on a workload port. */
@@ -362,6 +727,8 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 	__u8 proto, tos, ttl, df;
 	__u32 psum; /* the L4 pseudo-header's sum, without the protocol */
 	void *l4;
+	__u32 flen = end - data, l4off;
+	int exact; /* the IP packet ends where the frame does */
 
 	if ((void *)(eth + 1) > end)
 		return TIER_MISS;
@@ -387,6 +754,8 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 		psum = (sa >> 16) + (sa & 0xffff) + (da >> 16) + (da & 0xffff) +
 		       (__u16)(bpf_ntohs(ip->tot_len) - sizeof(*ip));
 		l4 = ip + 1;
+		l4off = sizeof(*eth) + sizeof(*ip);
+		exact = bpf_ntohs(ip->tot_len) == flen - sizeof(*eth);
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		if ((void *)(ip6 + 1) > end)
@@ -403,6 +772,8 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 		ttl = ip6->hop_limit;
 		df = 1; /* the engine's inherit rule: routers never fragment IPv6 */
 		psum = bpf_ntohs(ip6->payload_len);
+		l4off = sizeof(*eth) + sizeof(*ip6);
+		exact = bpf_ntohs(ip6->payload_len) == flen - l4off;
 #pragma unroll
 		for (int i = 0; i < 8; i++)
 			psum += bpf_ntohs(ip6->saddr.in6_u.u6_addr16[i]) +
@@ -437,17 +808,29 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 	 * the checksum partial: the field holds the pseudo-header's folded sum,
 	 * for hardware to finish. XDP does not see that state, and forwarding
 	 * the frame as it is would deliver a bad checksum; the software path
-	 * finishes it (io/checksums.rs). A full checksum equal to that sum is a
-	 * 1 in 65536 coincidence that only costs the slow path. */
+	 * finishes it (io/checksums.rs). The software path also drops a wrong
+	 * checksum, and lengths that contradict each other, under their names
+	 * (encap::settle): on a workload port for every frame, and on the way
+	 * from a tunnel to a workload. Where it would settle, the tier verifies
+	 * the checksum (a walk of the segment) and leaves every frame it cannot
+	 * vouch for to it; elsewhere a field equal to the pseudo-header's sum
+	 * is taken for partial (a full checksum equal to it is a 1 in 65536
+	 * coincidence that only costs the slow path). */
 	psum += proto;
 	psum = (psum & 0xffff) + (psum >> 16);
 	psum = (psum & 0xffff) + (psum >> 16);
-	if (bpf_ntohs(*csum) == psum) {
+	__u16 field = bpf_ntohs(*csum);
+	int st = field == psum ? PARTIAL : SETTLED;
+	if (!d || (e->action == TIER_OUTPUT && (e->checks & CHECK_SETTLE)))
+		st = settled(ctx, proto, l4, l4off, len, exact, field, psum);
+	if (st == PARTIAL) {
 		/* The skb still knows; the tc tier keeps that state (and GSO). */
-		if (c->tc_tier && e->action == TIER_ENCAP)
+		if (c->tc_tier && tc_takes(e))
 			return count(ST_TIER_TO_TC, XDP_PASS);
 		return count(ST_TIER_PARTIAL, TIER_MISS);
 	}
+	if (st == UNSETTLED)
+		return count(ST_TIER_UNSETTLED, TIER_MISS);
 	if (d) {
 		/* The engine decapsulates into output and drop entries only. */
 		if (e->action == TIER_ENCAP)
@@ -471,7 +854,7 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 	if (!bpf_map_lookup_elem(&tier_tx, &tx)) {
 		/* The tc tier sends skbs, which any interface takes (a veth whose
 		 * peer has no NAPI refuses XDP frames): far cheaper than AF_XDP. */
-		if (c->tc_tier && e->action == TIER_ENCAP)
+		if (c->tc_tier && tc_takes(e))
 			return count(ST_TIER_TO_TC, XDP_PASS);
 		return count(ST_TIER_NO_TX, TIER_MISS);
 	}
@@ -486,47 +869,32 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 		return TIER_MISS;
 
 	/* Everything the outer header needs, taken before the frame moves. */
-	__u8 otos = (e->flags & TF_DSCP_INHERIT) ? (tos & 0xfc) : (__u8)(e->dscp << 2);
+	struct outer o;
+	o.tos = (e->flags & TF_DSCP_INHERIT) ? (tos & 0xfc) : (__u8)(e->dscp << 2);
 	if (e->flags & TF_ECN_COPY)
-		otos |= tos & 3;
-	__u8 ottl = (e->flags & TF_TTL_INHERIT) ? ttl : e->ttl;
-	__u8 odf = (e->flags & TF_DF_INHERIT) ? df : (e->flags & TF_DF_SET) != 0;
-	__u16 total = len + VXLAN4_HDR_LEN - sizeof(struct ethhdr);
-	__u32 *ident = bpf_map_lookup_elem(&tier_ident, &zero);
-	if (!ident)
-		return TIER_MISS;
-	if (bpf_xdp_adjust_head(ctx, -VXLAN4_HDR_LEN))
-		return count(ST_TIER_NO_ROOM, TIER_MISS); /* the frame is unchanged */
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	if (data + VXLAN4_HDR_LEN + sizeof(struct ethhdr) > end) {
-		/* Cannot happen (the frame was at least an Ethernet header), but
-		 * the verifier wants the bound: put the frame back as it was. */
-		bpf_xdp_adjust_head(ctx, VXLAN4_HDR_LEN);
-		return TIER_MISS;
+		o.tos |= tos & 3;
+	o.ttl = (e->flags & TF_TTL_INHERIT) ? ttl : e->ttl;
+	o.df = (e->flags & TF_DF_INHERIT) ? df : (e->flags & TF_DF_SET) != 0;
+	o.len = len;
+	o.proto = eth->h_proto;
+	o.sum = 0;
+	if (e->flags & TF_UDP_CSUM) {
+		/* What follows the header: the frame, or L3 GRE's IP packet. */
+		int sum = e->kind == KIND_GRE_L3 ? csum_to_end(ctx, sizeof(struct ethhdr))
+						 : frame_sum(ctx, data, end, e);
+		if (sum < 0)
+			return count(ST_TIER_TOO_LONG, TIER_MISS);
+		o.sum = sum;
 	}
-	struct ethhdr *inner = data + VXLAN4_HDR_LEN;
-	if (e->flags & TF_SET_DST)
-		copy_mac(inner->h_dest, e->eth_dst);
-	if (e->flags & TF_SET_SRC)
-		copy_mac(inner->h_source, e->eth_src);
-	__builtin_memcpy(data, e->hdr, VXLAN4_HDR_LEN);
-	__u16 id = ++*ident;
-	__u16 frag = odf ? 0x4000 : 0;
-	struct iphdr *oip = data + sizeof(struct ethhdr);
-	oip->tos = otos;
-	oip->tot_len = bpf_htons(total);
-	oip->id = bpf_htons(id);
-	oip->frag_off = bpf_htons(frag);
-	oip->ttl = ottl;
-	/* Incremental from the constant words' sum: the words patched above
-	 * (TOS is the low byte of its word, TTL the high byte of its own). */
-	__u32 sum = (__u32)e->ip_sum + otos + total + id + frag + ((__u32)ottl << 8);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	oip->check = bpf_htons((__u16)~sum);
-	struct udphdr *udp = (void *)(oip + 1);
-	udp->len = bpf_htons(total - sizeof(struct iphdr));
+	int r;
+	if (e->kind != KIND_VXLAN)
+		r = encap_gre(ctx, e, &o);
+	else if (e->hdr_len == VXLAN6_HDR_LEN)
+		r = encap_vxlan6(ctx, e, &o);
+	else
+		r = encap_vxlan4(ctx, e, &o);
+	if (r != TIER_SENT)
+		return r;
 	return tier_send(e, n, len);
 }
 
@@ -537,7 +905,7 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
  * as a workload port's frame is (tier(), with the tunnel in the key). Its
  * action, or TIER_MISS with the frame unchanged. Outer VLAN tags, IPv4
  * options and fragments, IPv6 extension headers, trailing bytes, reserved
- * VXLAN bits and UDP checksums the tier would have to verify all miss, so
+ * VXLAN bits and UDP checksums that do not verify all miss, so
  * the engine judges them and every drop keeps its named reason. */
 static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg *c)
 {
@@ -549,6 +917,7 @@ static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg
 	struct udphdr *u;
 	__u32 len = end - data;
 	__u32 outer, l4len;
+	__u32 addrs; /* the pseudo-header's addresses, summed */
 	int v6;
 
 	if ((void *)(eth + 1) > end)
@@ -573,6 +942,7 @@ static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg
 		tk.local[10] = tk.local[11] = tk.remote[10] = tk.remote[11] = 0xff;
 		__builtin_memcpy(&tk.local[12], &ip->daddr, 4);
 		__builtin_memcpy(&tk.remote[12], &ip->saddr, 4);
+		addrs = sum_words(&ip->saddr, 4);
 		d.ecn = ip->tos & 3;
 		l4len = len - sizeof(*eth) - sizeof(*ip);
 		u = (void *)(ip + 1);
@@ -587,6 +957,7 @@ static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg
 			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
 		__builtin_memcpy(tk.local, &ip6->daddr, 16);
 		__builtin_memcpy(tk.remote, &ip6->saddr, 16);
+		addrs = sum_words(&ip6->saddr, 16);
 		d.ecn = (ip6->flow_lbl[0] >> 4) & 3;
 		l4len = len - sizeof(*eth) - sizeof(*ip6);
 		u = (void *)(ip6 + 1);
@@ -611,12 +982,25 @@ static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg
 	__u64 *gen = bpf_map_lookup_elem(&tier_gen, &zero);
 	if (!gen || t->generation != *gen)
 		return count(ST_TIER_STALE, TIER_MISS);
-	/* A checksum the engine verifies is not verified here (IPv4 by
-	 * default, IPv6 always): such packets are the engine's; so is a zero
-	 * one over IPv6, unless the engine accepts it. */
-	if (u->check ? (v6 || !(t->flags & TT_V4_CSUM_UNCHECKED))
-		     : (v6 && !(t->flags & TT_V6_ZERO_OK)))
-		return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+	/* The UDP checksum as the engine judges it (encap/src/decap.rs): a
+	 * zero one over IPv6 only if accepted, else the engine's drop; a
+	 * non-zero one verified over IPv6, and over IPv4 unless configured
+	 * not to be. One that does not verify is the engine's: it drops it
+	 * under its name, or finishes it first if a peer's offload left it
+	 * partial (io/checksums.rs). */
+	if (!u->check) {
+		if (v6 && !(t->flags & TT_V6_ZERO_OK))
+			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+	} else if (v6 || !(t->flags & TT_V4_CSUM_UNCHECKED)) {
+		int seg = csum_to_end(ctx, v6 ? 54 : 34);
+		if (seg < 0)
+			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+		__u32 sum = addrs + IPPROTO_UDP + l4len + seg;
+		sum = (sum & 0xffff) + (sum >> 16);
+		sum = (sum & 0xffff) + (sum >> 16);
+		if (sum != 0xffff)
+			return count(ST_TIER_DECAP_CSUM, TIER_MISS);
+	}
 	d.w0 = ((__u64)(c->in_port & 0xffff) << 48) | ((__u64)t->tag << 32) | tk.vni;
 	if (bpf_xdp_adjust_head(ctx, outer))
 		return TIER_MISS;

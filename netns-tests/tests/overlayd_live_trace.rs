@@ -1,7 +1,9 @@
 //! The live trace tells the truth: on a running overlayd (AF_XDP, VXLAN to
 //! the kernel's VXLAN device), a trace made just before a real packet is sent
 //! predicts exactly what the datapath then does with it: the frame it sends
-//! and where, or the drop reason, and every counter the packet moves.
+//! and where, or the drop reason, and every counter the packet moves; and
+//! where the packet's flow runs after it (the XDP tier or AF_XDP, and why),
+//! which the flow's next packets then show.
 //!
 //! ```text
 //!  wa                          ha: overlayd                 hb: kernel              wb (198.51.100.2)
@@ -95,6 +97,13 @@ id = 40
 priority = 200
 match = {{ in_port = "wl", ip_dst = "198.51.100.3" }}
 actions = [{{ encap = "to-c" }}]
+
+[[rules]]
+id = 50
+priority = 200
+match = {{ in_port = "wl", ip_dst = "198.51.100.77" }}
+actions = [{{ encap = "to-b" }}]
+xdp_tier = "off"
 "#
     );
     let d = Overlayd::start(&ha, &config);
@@ -178,6 +187,11 @@ enum Fate {
     Dropped(&'static str),
 }
 
+/// Where a case's flow runs after its packet: the trace's `flow_runs_in`
+/// step (`place`, `reason`).
+type Place = (&'static str, Option<&'static str>);
+const TIER: Place = ("xdp_tier", None);
+
 /// The outer frame with the per-packet IPv4 identification and header
 /// checksum zeroed: each worker numbers its own packets.
 fn without_ident(f: &[u8]) -> Vec<u8> {
@@ -206,31 +220,42 @@ fn live_trace_predicts_the_datapath() {
     ))
     .unwrap();
     // 20 + 8 + 1432 = 1460 bytes of IP, over the tunnel's 1450 (1500 - 50).
-    let cases: Vec<(&str, &str, Vec<u8>, Fate)> = vec![
+    let cases: Vec<(&str, &str, Vec<u8>, Fate, Place)> = vec![
         (
             "encapsulation",
             "wl",
             inner("198.51.100.2", "udp(sport=40000,dport=9)/payload(len=30)"),
             Fate::Sent("up"),
+            TIER,
         ),
-        ("decapsulation", "up", from_b, Fate::Sent("wl")),
+        ("decapsulation", "up", from_b, Fate::Sent("wl"), TIER),
         (
             "rule drop",
             "wl",
             inner("198.51.100.66", "udp(sport=40000,dport=9)"),
             Fate::Dropped("rule_drop"),
+            TIER,
         ),
         (
             "mtu drop",
             "wl",
             inner("198.51.100.2", "udp(sport=40000,dport=9)/payload(len=1432)"),
             Fate::Dropped("mtu_exceeded"),
+            TIER,
         ),
         (
             "unresolved neighbour",
             "wl",
             inner("198.51.100.3", "udp(sport=40000,dport=9)"),
             Fate::Dropped("no_neighbour"),
+            ("userspace", Some("no_next_hop")),
+        ),
+        (
+            "opted out of the tier",
+            "wl",
+            inner("198.51.100.77", "udp(sport=40001,dport=9)/payload(len=30)"),
+            Fate::Sent("up"),
+            ("userspace", Some("rule_opt_out")),
         ),
     ];
 
@@ -242,7 +267,7 @@ fn live_trace_predicts_the_datapath() {
 
     // (where, frame) the traces say the datapath sends.
     let mut promised: Vec<(&str, String, Vec<u8>)> = Vec::new();
-    for (what, in_port, frame, fate) in &cases {
+    for (what, in_port, frame, fate, place) in &cases {
         let before = t.d.counters();
         let trace = t.d.ctl_json(&["trace", "--in-port", in_port, "--hex", &hex(frame)]);
         let why = format!("{what}: trace {trace:#}\nlog:\n{}", t.d.log());
@@ -279,6 +304,14 @@ fn live_trace_predicts_the_datapath() {
                 );
             }
         }
+        // Where the flow runs next, after the rule it matched (and where
+        // that rule runs).
+        let at = |step: &str| steps.iter().position(|s| s["step"] == step);
+        let runs_in = at("flow_runs_in").unwrap_or_else(|| panic!("no flow_runs_in: {why}"));
+        assert!(at("matched").is_some_and(|m| m < runs_in), "{why}");
+        let runs_in = &steps[runs_in];
+        let got = (runs_in["place"].as_str().unwrap_or("-"), runs_in["reason"].as_str());
+        assert_eq!(got, *place, "{why}");
         for (port, f) in &outputs {
             promised.push((what, port.clone(), f.clone()));
         }
@@ -334,7 +367,11 @@ fn live_trace_predicts_the_datapath() {
     for (_, port, _) in &promised {
         *per_port.entry(port.as_str()).or_default() += 1;
     }
-    assert_eq!(per_port, BTreeMap::from([("up", 1), ("wl", 2)]), "encap; decap and the ICMP reply");
+    assert_eq!(
+        per_port,
+        BTreeMap::from([("up", 2), ("wl", 2)]),
+        "encap twice; decap and the ICMP reply"
+    );
 
     let end = t.d.settled_counters();
     assert_eq!(
@@ -342,7 +379,53 @@ fn live_trace_predicts_the_datapath() {
         cases.len() as u64,
         "only the test's packets reached the datapath: {end:#}"
     );
+    next_packets_run_where_the_trace_said(&t, &cases[0].2, &cases[5].2);
     let Topology { d, ha, .. } = t;
     d.stop();
     assert!(!xdp_attached(&ha), "an XDP program was left attached");
+}
+
+/// The flows' next packets: the encapsulated flow's are forwarded by the
+/// kernel tier (its hits grow, the workload's AF_XDP socket's do not), the
+/// opted-out flow's by AF_XDP (the other way round), each packet once. The
+/// uplink's peer runs no XDP program, so its driver takes no redirected
+/// frames: the XDP tier hands such encapsulations to the tc tier.
+fn next_packets_run_where_the_trace_said(t: &Topology, in_tier: &[u8], opted_out: &[u8]) {
+    const N: u64 = 20;
+    let u = |v: &Value| v.as_u64().unwrap_or(0);
+    // (packets the tiers forwarded from wl, packets wl's AF_XDP socket
+    // received, rule 10, rule 50)
+    let sample = || {
+        let st = t.d.status();
+        let c = t.d.counters();
+        let rule = |id: u64| {
+            let r = c["rules"].as_array().unwrap().iter().find(|r| r["id"] == id).cloned();
+            u(&r.unwrap_or_default()["packets"])
+        };
+        let wl = &st["io"]["ports"][0];
+        let tier = u(&wl["tier"]["hit"]) + u(&wl["tier"]["tc_hit"]);
+        (tier, u(&wl["sockets"][0]["rx_packets"]), rule(10), rule(50))
+    };
+    let flows = [("tier flow", in_tier, true), ("opted-out flow", opted_out, false)];
+    for (what, frame, tier) in flows {
+        std::thread::sleep(Duration::from_millis(600)); // statistics published
+        let (tier0, rx0, r10, r50) = sample();
+        inject(&t.wa, &t.we, &vec![frame.to_vec(); N as usize]);
+        let counted = wait_until(Duration::from_secs(5), || {
+            let (tier1, rx1, _, _) = sample();
+            (tier1 - tier0) + (rx1 - rx0) >= N
+        });
+        std::thread::sleep(Duration::from_millis(600));
+        let (tier1, rx1, r10b, r50b) = sample();
+        let why = format!(
+            "{what}: tier +{}, AF_XDP rx +{} (counted: {counted})\nwl: {:#}\n{}",
+            tier1 - tier0,
+            rx1 - rx0,
+            t.d.status()["io"]["ports"][0],
+            t.d.log()
+        );
+        let want = if tier { (N, 0) } else { (0, N) };
+        assert_eq!((tier1 - tier0, rx1 - rx0), want, "{why}");
+        assert_eq!((r10b - r10, r50b - r50), want, "{why}");
+    }
 }

@@ -61,13 +61,12 @@ match = { in_port = "wl", ip_proto = 17, l4_dst = 9001 }
 actions = [{ encap = "to-b" }]
 xdp_tier = "off"
 
-# The flood (upgrade test): every packet through the userspace engine.
+# The flood (upgrade test): one established flow, in the XDP tier.
 [[rules]]
 id = 13
 priority = 100
 match = { in_port = "wl", ip_proto = 17, l4_dst = 9003 }
 actions = [{ encap = "to-b" }]
-xdp_tier = "off"
 
 [[rules]]
 id = 20
@@ -138,6 +137,15 @@ impl Drop for Cleanup {
 
 struct Rig {
     daemon: Option<Background>,
+    /// An overlayd started by another (`overlayctl upgrade`): not our child.
+    adopted: Option<Adopted>,
+    /// NOTIFY_SOCKET given to the overlayd started next.
+    notify: Option<PathBuf>,
+    /// Host B's end of the underlay.
+    ub: String,
+    /// Workload A's veth (in `wa`) and its peer, overlayd's port (in `ha`).
+    we: String,
+    wl: String,
     _cleanup: Cleanup,
     _sink: Background,
     dir: TempDir,
@@ -153,6 +161,11 @@ fn now() -> f64 {
 }
 
 fn build() -> Rig {
+    build_with(None)
+}
+
+/// As [`build`]; the first overlayd gets `notify` as its NOTIFY_SOCKET.
+fn build_with(notify: Option<PathBuf>) -> Rig {
     let ha = Netns::new("rsha");
     let hb = Netns::new("rshb");
     let wa = Netns::new("rswa");
@@ -208,7 +221,22 @@ fn build() -> Rig {
     let ready = wait_until(Duration::from_secs(30), || dir.join("received.ready").exists());
     assert!(ready, "the UDP sink did not start");
     let cleanup = Cleanup(ha.name().to_string());
-    let mut r = Rig { daemon: None, _cleanup: cleanup, _sink: sink, dir, runs: 0, wa, wb, hb, ha };
+    let mut r = Rig {
+        daemon: None,
+        adopted: None,
+        notify,
+        ub: ub.clone(),
+        we: we.clone(),
+        wl: wl.clone(),
+        _cleanup: cleanup,
+        _sink: sink,
+        dir,
+        runs: 0,
+        wa,
+        wb,
+        hb,
+        ha,
+    };
     r.start(&[]);
     let ok = wait_until(Duration::from_secs(10), || {
         let s = r.status();
@@ -410,11 +438,19 @@ impl Rig {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cmd = self.ha.command(&argv);
         cmd.stderr(log).stdout(Stdio::null());
+        if let Some(n) = &self.notify {
+            cmd.env("NOTIFY_SOCKET", n);
+        }
         Background::spawn(cmd, "overlayd")
     }
 
     /// Stops overlayd with `signal` and waits for it to exit.
     fn signal(&mut self, signal: &str) {
+        if let Some(a) = self.adopted.take() {
+            let pid = a.0;
+            assert!(a.signal(signal), "overlayd (pid {pid}) did not exit on SIG{signal}");
+            return;
+        }
         let mut d = self.daemon.take().expect("running");
         let pid = d.id().expect("running").to_string();
         let _ = Command::new("kill").args([&format!("-{signal}"), &pid]).status();
@@ -491,7 +527,7 @@ impl Rig {
 
     /// Stops for good: SIGTERM, `overlayd cleanup`, nothing left attached.
     fn finish(mut self) {
-        if self.daemon.is_some() {
+        if self.daemon.is_some() || self.adopted.is_some() {
             self.signal("TERM");
         }
         let out = overlayd_cmd(&self.ha, &["cleanup"]);
@@ -501,8 +537,76 @@ impl Rig {
         // overlayd scanning the pins may hold it for a moment.
         let gone = wait_until(Duration::from_secs(3), || !xdp_attached(&self.ha));
         assert!(gone, "an XDP program was left attached (cleanup: {out})");
+        let gone = wait_until(Duration::from_secs(3), || !tc_attached(&self.ha));
+        assert!(gone, "a tc program was left attached (cleanup: {out})");
         std::fs::write(self.dir.join("stop"), b"").unwrap();
         let _ = (&self.wb, &self.hb);
+    }
+}
+
+/// `dev`'s (rx dropped, tx dropped) in `ns`, from `ip -s -j link`.
+fn link_drops(ns: &Netns, dev: &str) -> (u64, u64) {
+    let v: serde_json::Value =
+        serde_json::from_str(&ns.ip(&["-s", "-j", "link", "show", "dev", dev])).unwrap();
+    let s = &v[0]["stats64"];
+    (u(&s["rx"]["dropped"]), u(&s["tx"]["dropped"]))
+}
+
+/// Whether the tc tier's program is attached in `ns`.
+fn tc_attached(ns: &Netns) -> bool {
+    tc_programs(ns) > 0
+}
+
+/// How many programs are attached to the TCX ingress hooks of `ns`'s
+/// interfaces (only overlayd's tc tier attaches there in these tests).
+/// Asked of the kernel (BPF_PROG_QUERY): this bpftool (7.1) does not show
+/// TCX attachments.
+fn tc_programs(ns: &Netns) -> usize {
+    const PY: &str = r#"
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+total = 0
+for dev in os.listdir("/sys/class/net"):
+    idx = int(open("/sys/class/net/%s/ifindex" % dev).read())
+    # union bpf_attr, query: target_ifindex, attach_type (BPF_TCX_INGRESS = 46), ...
+    buf = ctypes.create_string_buffer(struct.pack("IIII", idx, 46, 0, 0) + bytes(48))
+    # bpf(BPF_PROG_QUERY = 16): the count comes back in prog_cnt (offset 24).
+    if libc.syscall(321, 16, buf, 64) == 0:
+        total += struct.unpack_from("I", buf.raw, 24)[0]
+print(total)
+"#;
+    ns.exec(&["python3", "-c", PY]).trim().parse().unwrap()
+}
+
+/// An overlayd that is not the test's child (another overlayd started it):
+/// stopped with SIGTERM when dropped, killed if it does not exit.
+struct Adopted(u32);
+
+impl Adopted {
+    fn alive(&self) -> bool {
+        // Gone, or a zombie its new parent has not reaped yet.
+        std::fs::read_to_string(format!("/proc/{}/stat", self.0)).is_ok_and(|s| {
+            s.rsplit(')').next().and_then(|t| t.split_whitespace().next()) != Some("Z")
+        })
+    }
+
+    /// Sends `signal`; true once it has exited (within 10 s).
+    fn signal(self, signal: &str) -> bool {
+        let _ = Command::new("kill").args([&format!("-{signal}"), &self.0.to_string()]).status();
+        let gone = wait_until(Duration::from_secs(10), || !self.alive());
+        if gone {
+            std::mem::forget(self);
+        }
+        gone
+    }
+}
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.0.to_string()]).status();
+        if !wait_until(Duration::from_secs(5), || !self.alive()) {
+            let _ = Command::new("kill").args(["-KILL", &self.0.to_string()]).status();
+        }
     }
 }
 
@@ -822,6 +926,72 @@ fn incompatible_maps_are_replaced_in_one_step() {
     r.finish();
 }
 
+/// The tc tier's TCX link is pinned like the XDP program's: a restart
+/// keeps a tc-tier flow forwarding. Host B's end of the underlay turns GRO
+/// off, so host A's uplink refuses XDP frames and the tier's established
+/// flow (flow 0) goes from the XDP program to the tc tier, which
+/// encapsulates and redirects it (as in overlayd_tc_tier.rs). SIGTERM, 500
+/// ms down, a new overlayd: flow 0 loses nothing (while down the pinned tc
+/// program forwards it, counted by the pinned program counters), the new
+/// overlayd swaps its program into the same link (one tc program attached,
+/// never two), `overlayd pinned` lists the link, and cleanup removes it.
+#[test]
+fn a_restart_keeps_tc_tier_flows_forwarding() {
+    if !require_root("a_restart_keeps_tc_tier_flows_forwarding") {
+        return;
+    }
+    let mut r = build();
+    r.hb.exec(&["ethtool", "-K", &r.ub, "gro", "off"]);
+    // The tier's owner probes its outputs every second.
+    let refused = wait_until(Duration::from_secs(10), || {
+        let st = r.status();
+        let ports = st["io"]["tier"]["ports"].as_array().cloned().unwrap_or_default();
+        ports.iter().any(|p| p["port"] == "up" && p["not_output"].is_string())
+    });
+    assert!(refused, "host A's uplink still takes XDP frames: {}", r.why());
+    assert_eq!(tc_programs(&r.ha), 1, "{}", r.why());
+    let listed = here(&overlayd_cmd(&r.ha, &["pinned"]));
+    assert!(listed.contains("tc tier link: attached"), "{listed}");
+    let tc = |r: &Rig| {
+        let st = r.status();
+        let wl = st["io"]["ports"].as_array().unwrap().iter().find(|p| p["port"] == "wl").cloned();
+        let t = wl.unwrap_or_default()["tier"].clone();
+        (u(&t["to_tc"]), u(&t["tc_hit"]), u(&t["tc_lost"]))
+    };
+    let (to_tc0, hit0, lost0) = tc(&r);
+    let o = under_traffic(&mut r, false, |r| {
+        r.signal("TERM");
+        assert_eq!(tc_programs(&r.ha), 1, "the tc tier did not stay attached after SIGTERM");
+        std::thread::sleep(Duration::from_millis(500));
+        let launched = now();
+        r.start(&[]);
+        launched
+    });
+    report("SIGTERM + start, tier flow in the tc tier (500 ms down)", &o);
+    let (to_tc, hit, lost) = tc(&r);
+    eprintln!(
+        "tc tier: {} frames passed up, {} skbs encapsulated, {} lost over the run ({} rounds)",
+        to_tc - to_tc0,
+        hit - hit0,
+        lost - lost0,
+        o.rounds
+    );
+    assert!(o.rounds > 1000, "the sender sent only {} rounds", o.rounds);
+    assert!(o.tier_missing.is_empty(), "tc-tier flow lost {:?}: {}", o.tier_missing, r.why());
+    // Flow 0 went through the tc tier, down time included.
+    assert!(
+        hit - hit0 >= u64::from(o.rounds) * 8 / 10,
+        "tc tier hits {hit0} -> {hit}: {}",
+        r.why()
+    );
+    assert_eq!(lost, lost0, "{}", r.why());
+    assert!(r.log().contains("took over the tc tier's pinned link"), "{}", r.log());
+    assert_eq!(tc_programs(&r.ha), 1, "{}", r.why());
+    let listed = here(&overlayd_cmd(&r.ha, &["pinned"]));
+    assert!(listed.contains("tc tier link: attached"), "{listed}");
+    r.finish();
+}
+
 /// `overlayd run --remove-on-exit` is a clean stop: nothing stays attached
 /// or pinned; `--fresh` starts without taking anything over.
 #[test]
@@ -840,6 +1010,7 @@ fn a_clean_stop_leaves_nothing_and_fresh_adopts_nothing() {
     r.signal("TERM");
     // Left pinned and attached after SIGTERM, and listed.
     assert!(xdp_attached(&r.ha), "SIGTERM detached the programs");
+    assert!(tc_attached(&r.ha), "SIGTERM detached the tc tier");
     let listed = here(&overlayd_cmd(&r.ha, &["pinned"]));
     assert!(listed.contains("(this one)") && listed.contains("attached"), "{listed}");
     r.start(&["--fresh", "--remove-on-exit"]);
@@ -849,6 +1020,8 @@ fn a_clean_stop_leaves_nothing_and_fresh_adopts_nothing() {
     r.signal("TERM");
     let gone = wait_until(Duration::from_secs(3), || !xdp_attached(&r.ha));
     assert!(gone, "--remove-on-exit left a program attached");
+    let gone = wait_until(Duration::from_secs(3), || !tc_attached(&r.ha));
+    assert!(gone, "--remove-on-exit left the tc tier attached");
     let listed = overlayd_cmd(&r.ha, &["pinned"]);
     assert!(!listed.contains("(this one)"), "{listed}");
     r.finish_stopped();
@@ -922,6 +1095,117 @@ fn a_planned_upgrade_loses_nothing() {
     r.finish();
 }
 
+/// `overlayctl upgrade` under traffic: the running overlayd starts the
+/// binary at its own path with its arguments plus `--take-over`, waits for
+/// the handover and answers with both processes and the silence; it loses
+/// nothing (tier flow, software flow, new flows, ping). Under systemd the
+/// service follows the new process: a real NOTIFY_SOCKET gets the old one's
+/// `MAINPID=<new>` and the new one's `MAINPID=<new>` + `READY=1`. Requests
+/// that cannot work are refused naming the field, and new binaries that
+/// fail (at once, or after the old one parked) leave the old one serving,
+/// with the reason in the answer.
+#[test]
+fn overlayctl_upgrade_loses_nothing_and_reports_the_outcome() {
+    if !require_root("overlayctl_upgrade_loses_nothing_and_reports_the_outcome") {
+        return;
+    }
+    let dir = TempDir::new("upgctl-notify");
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let next_note = || {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut r = build_with(Some(notify_path.clone()));
+    assert_eq!(next_note(), "READY=1\n", "the first overlayd's notification");
+    let old_pid = r.daemon.as_ref().unwrap().id().unwrap();
+
+    // Refused before anything starts, naming the field.
+    for (args, field) in [
+        (vec!["upgrade", "--binary", "overlayd"], "binary"),
+        (vec!["upgrade", "--binary", "/nonexistent/overlayd"], "binary"),
+        (vec!["upgrade", "--timeout", "0"], "timeout_secs"),
+    ] {
+        let o = r.ctl_output(&args);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {}", String::from_utf8_lossy(&o.stdout));
+        let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(e["path"], field, "{e:#}");
+        assert_eq!(e["http_status"], 422, "{e:#}");
+    }
+    // A binary that exits at once, and one that parks the old workers and
+    // then finds the state does not fit (another worker count).
+    let wrapper = r.dir.join("overlayd-3-workers");
+    let bin = project_bin("overlayd");
+    std::fs::write(&wrapper, format!("#!/bin/sh\nexec {} \"$@\" --workers 3\n", bin.display()))
+        .unwrap();
+    std::fs::set_permissions(&wrapper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
+    let mut failures = Vec::new();
+    let mut report_json = serde_json::Value::Null;
+    let o = under_traffic(&mut r, true, |r| {
+        for b in ["/bin/false", wrapper.to_str().unwrap()] {
+            let o = r.ctl_output(&["upgrade", "--binary", b]);
+            failures.push((o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned()));
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let launched = now();
+        let o = r.ctl_output(&["upgrade"]);
+        assert!(
+            o.status.success(),
+            "overlayctl upgrade: {}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            r.log()
+        );
+        report_json = serde_json::from_slice(&o.stdout).unwrap();
+        let mut old = r.daemon.take().unwrap();
+        let st = old.wait_timeout(Duration::from_secs(10));
+        assert!(st.is_some_and(|s| s.success()), "the old overlayd did not exit: {}", r.log());
+        r.adopted = Some(Adopted(u(&report_json["new"]["pid"]) as u32));
+        launched
+    });
+    report("overlayctl upgrade", &o);
+    eprintln!("overlayctl upgrade answered: {report_json}");
+    for (code, out) in &failures {
+        eprintln!("failed upgrade: exit {code:?}: {out}");
+        assert_eq!(*code, Some(1), "{out}");
+        assert!(out.contains("serves on"), "{out}");
+    }
+    assert!(failures[0].1.contains("exited"), "{}", failures[0].1);
+    assert!(failures[1].1.contains("does not fit this configuration"), "{}", failures[1].1);
+    let new_pid = u(&report_json["new"]["pid"]) as u32;
+    assert_eq!(u(&report_json["old"]["pid"]) as u32, old_pid, "{report_json:#}");
+    assert!(new_pid != old_pid && new_pid > 0, "{report_json:#}");
+    assert_eq!(report_json["new"]["version"], report_json["old"]["version"], "{report_json:#}");
+    assert_eq!(report_json["binary"], project_bin("overlayd").to_str().unwrap(), "{report_json:#}");
+    let silence = report_json["silence_ms"].as_f64().unwrap();
+    assert!(silence > 0.0 && silence < 2000.0, "{report_json:#}");
+    assert!(o.rounds > 1000, "the sender sent only {} rounds", o.rounds);
+    assert!(o.tier_missing.is_empty(), "tier flow lost {:?}: {}", o.tier_missing, r.why());
+    assert!(o.soft_missing.is_empty(), "software flow lost {:?}: {}", o.soft_missing, r.why());
+    assert!(o.new_missing.is_empty(), "new flows lost {:?}: {}", o.new_missing, r.why());
+    assert!(o.ping.0 > 200 && o.ping.0 == o.ping.1, "ping {:?}: {}", o.ping, r.why());
+    // systemd's view: the old one moved the service to the new pid, the new
+    // one said it is the main process and ready.
+    let notes = [next_note(), next_note()];
+    assert!(notes.contains(&format!("MAINPID={new_pid}\n")), "{notes:?}");
+    assert!(notes.contains(&format!("MAINPID={new_pid}\nREADY=1\n")), "{notes:?}");
+    let st = r.status();
+    assert!(st["io"]["running"] == true, "{st:#}");
+    let c = r.settled_counters();
+    assert_eq!(rule_packets(&c, 12), u64::from(o.rounds), "{c:#}");
+    // The upgraded overlayd is upgraded in turn through the API.
+    let o = r.ctl_output(&["upgrade"]);
+    assert!(o.status.success(), "second upgrade: {}", String::from_utf8_lossy(&o.stdout));
+    let second: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let gone = wait_until(Duration::from_secs(10), || !r.adopted.as_ref().unwrap().alive());
+    assert!(gone, "the first successor did not exit: {}", r.log());
+    std::mem::forget(r.adopted.take());
+    r.adopted = Some(Adopted(u(&second["new"]["pid"]) as u32));
+    r.finish();
+}
+
 /// A new binary that fails leaves the old one serving, losing nothing:
 /// one that refuses its arguments (it never connects), and one that parks
 /// the old one's workers and then finds the state does not fit its
@@ -957,28 +1241,40 @@ fn a_failed_upgrade_leaves_the_old_overlayd_serving() {
     r.finish();
 }
 
-/// Planned upgrade under a flood: FLOOD_PPS datagrams a second for 4 s to
-/// port 9003, whose rule keeps every packet in userspace, beside the paced
-/// flows, new flows and the ping; the upgrade runs in the middle. The sink
-/// counts every sequence number.
+/// Planned upgrade under a flood: one UDP flow of FLOOD_PPS datagrams a
+/// second (default 40 000, 20 000 in a debug build) for 4 s to port 9003, established first (200
+/// datagrams at 1 000/s, then half a second's pause) so that the XDP tier
+/// forwards it, beside the paced flows, the new flows (500 a second, each
+/// packet the first of its flow, so decided in userspace) and the ping; the
+/// upgrade runs in the middle. The sink counts every sequence number. The
+/// flood is checked to be in the tier: the program's tier hits grow by at
+/// least the flood, its misses (what goes to AF_XDP) by no more than the
+/// other traffic.
 ///
-/// The default is 20 000: on the shared 2-core VM this was written on, the
-/// path (overlayd, the kernel's VXLAN device and bridge, the sink) does not
-/// carry 100 000 a second even without an upgrade (a release build lost 9-44 %
-/// of them, spread over the run, with a longest silence as short as 16 ms), and at
-/// 50 000 the workers' stop of about 60 ms overflows the 2048-frame rings.
-/// FLOOD_PPS=100000 on a machine that carries it is the issue's figure.
+/// Before the flood was in the tier (its rule had `xdp_tier = "off"`), every
+/// datagram went through AF_XDP copy mode and userspace, which on this VM
+/// does not carry 100 000 a second even without an upgrade. Now the limit
+/// is the machine: the generator, the XDP tier and host B's kernel path
+/// share its 2 cores with other jobs, and at a load average of 8-10 the
+/// generator gets out 52 000-65 000 a second asking for 100 000 (it
+/// forgoes what it cannot send, rather than burst). The default is what
+/// such a machine carries; FLOOD_PPS=100000 asks for the issue's figure
+/// (and fails, saying what the generator sent, where it is not reached).
 #[test]
 fn a_planned_upgrade_under_a_flood_loses_nothing() {
     if !require_root("a_planned_upgrade_under_a_flood_loses_nothing") {
         return;
     }
-    let pps: u64 = std::env::var("FLOOD_PPS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    // The generator is this crate's binary: unoptimised in a debug build.
+    let default = if cfg!(debug_assertions) { 20_000 } else { 40_000 };
+    let pps: u64 = std::env::var("FLOOD_PPS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    const WARM: u64 = 200;
     let flood = env!("CARGO_BIN_EXE_flood");
     let mut r = build();
     let stop = r.dir.join("flood-stop");
     let stop_s = stop.to_string_lossy().into_owned();
-    let mut sink = r.wb.command(&[flood, "sink", "198.51.100.2:9003", "60", &stop_s]);
+    let from = WARM.to_string();
+    let mut sink = r.wb.command(&[flood, "sink", "198.51.100.2:9003", "60", &stop_s, &from]);
     let sink_out = r.dir.join("flood-sink.out");
     sink.stdout(std::fs::File::create(&sink_out).unwrap());
     let mut sink = Background::spawn(sink, "flood sink");
@@ -986,7 +1282,21 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
     assert!(wait_until(Duration::from_secs(10), || ready.exists()), "the flood sink did not start");
     let send_out = r.dir.join("flood-send.out");
     let mut took = Duration::ZERO;
+    let tier_counts = |r: &Rig| {
+        let st = r.status();
+        let wl = st["io"]["ports"].as_array().unwrap().iter().find(|p| p["port"] == "wl").cloned();
+        let t = wl.unwrap_or_default()["tier"].clone();
+        (u(&t["hit"]), u(&t["miss"]))
+    };
+    let mut before = (0, 0);
+    let mut upgrade_log = String::new();
+    let veth_drops = |r: &Rig| {
+        let (we, wl) = (link_drops(&r.wa, &r.we), link_drops(&r.ha, &r.wl));
+        (we.1, wl.0)
+    };
+    let veth_before = veth_drops(&r);
     let o = under_traffic(&mut r, true, |r| {
+        before = tier_counts(r);
         let mut send = r.wa.command(&[
             flood,
             "send",
@@ -994,15 +1304,26 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
             "198.51.100.2:9003",
             &pps.to_string(),
             "4",
+            &WARM.to_string(),
         ]);
         send.stdout(std::fs::File::create(&send_out).unwrap());
         let mut send = Background::spawn(send, "flood sender");
-        std::thread::sleep(Duration::from_millis(1500));
+        // The warm-up (0.7 s), then 1.5 s of flood before the upgrade.
+        std::thread::sleep(Duration::from_millis(2200));
         let launched = now();
-        took = r.upgrade(&[]);
+        let o = r.ctl_output(&["upgrade"]);
+        took = Duration::from_secs_f64(now() - launched);
+        upgrade_log = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "overlayctl upgrade: {upgrade_log}\n{}", r.log());
+        let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let mut old = r.daemon.take().unwrap();
+        assert!(old.wait_timeout(Duration::from_secs(10)).is_some_and(|s| s.success()));
+        r.adopted = Some(Adopted(u(&report["new"]["pid"]) as u32));
         assert!(send.wait_timeout(Duration::from_secs(20)).is_some_and(|s| s.success()));
         launched
     });
+    let after = tier_counts(&r);
+    let veth_after = veth_drops(&r);
     std::fs::write(&stop, b"").unwrap();
     assert!(sink.wait_timeout(Duration::from_secs(10)).is_some());
     let sent_line = std::fs::read_to_string(&send_out).unwrap();
@@ -1014,25 +1335,54 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
     };
     let (sent, secs) = (field(&sent_line, "sent"), field(&sent_line, "seconds"));
     let (got, gap) = (field(&got_line, "received"), field(&got_line, "gap_ms"));
+    let flooded = sent - WARM as f64;
+    let (hits, misses) = (after.0 - before.0, after.1 - before.1);
+    let forgone = field(&sent_line, "forgone");
+    // Frames the sending veth could not hand to overlayd's port (its XDP
+    // ring full): lost before any program of ours saw them.
+    let (we_tx_dropped, wl_rx_dropped) =
+        (veth_after.0 - veth_before.0, veth_after.1 - veth_before.1);
     eprintln!(
-        "planned upgrade under a flood: {sent} sent in {secs:.2} s ({:.0} pps), {got} received, \
-         {} lost, longest silence at the sink {gap:.1} ms; the old overlayd exited {} ms after \
-         the new one was launched",
-        sent / secs,
+        "planned upgrade under a flood: {sent} sent ({WARM} warm-up, then {flooded} in {secs:.2} s: \
+         {:.0} pps), {got} received, {} lost, longest silence at the sink {gap:.1} ms; \
+         XDP tier on wl: {hits} hits, {misses} misses (to AF_XDP) over the run; \
+         veth drops before overlayd: workload tx {we_tx_dropped}, port rx {wl_rx_dropped}; \
+         generator forwent {forgone} (held off the CPU); overlayctl upgrade took {} ms: {}",
+        flooded / secs,
         sent - got,
-        took.as_millis()
+        took.as_millis(),
+        upgrade_log.trim()
     );
     report("planned upgrade under a flood (paced flows beside it)", &o);
     for l in r.log().lines().filter(|l| l.contains("upgrade:")) {
         eprintln!("{l}");
     }
-    assert!(sent / secs >= pps as f64 * 0.9, "the generator sent only {sent} in {secs} s");
+    assert!(
+        flooded / secs >= pps as f64 * 0.9,
+        "the generator sent only {flooded} in {secs} s ({forgone} forgone: held off the CPU)"
+    );
+    assert!(
+        hits as f64 >= flooded,
+        "the flood was not in the XDP tier: {hits} hits, {misses} misses"
+    );
+    // What the program hands to AF_XDP on wl is the other traffic: flows 1
+    // and 2 (one packet each a round) and the pings, not the flood.
+    let others = 2 * u64::from(o.rounds) + u64::from(o.ping.0);
+    assert!(
+        misses <= others + others / 10,
+        "{misses} misses for {others} other packets: {}",
+        r.why()
+    );
     assert_eq!(sent, got, "flood packets lost: {got_line}\n{}", r.why());
     assert!(o.tier_missing.is_empty(), "tier flow lost {:?}: {}", o.tier_missing, r.why());
     assert!(o.soft_missing.is_empty(), "software flow lost {:?}: {}", o.soft_missing, r.why());
     assert!(o.new_missing.is_empty(), "new flows lost {:?}: {}", o.new_missing, r.why());
     assert!(o.ping.0 == o.ping.1, "ping {:?}: {}", o.ping, r.why());
+    // The tier's counts reach rule 13 when harvested: never more than sent
+    // (what the tier forwarded between the old owner's last harvest and the
+    // new one's adoption is in the program's counters only).
     let c = r.settled_counters();
-    assert_eq!(rule_packets(&c, 13), sent as u64, "{c:#}");
+    assert!(rule_packets(&c, 13) <= sent as u64, "{c:#}");
+    assert!(rule_packets(&c, 13) as f64 >= flooded * 0.9, "{c:#}");
     r.finish();
 }

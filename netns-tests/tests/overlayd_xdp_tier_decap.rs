@@ -220,7 +220,7 @@ fn malformed_counts(tier: &str) -> (BTreeMap<String, u64>, u64, u64) {
     let cases: Vec<Vec<u8>> = vec![
         with(&good, &|f| f[24] ^= 0xff), // ipv4_bad_checksum
         with(&checked, &|f| *f.last_mut().unwrap() ^= 0xff), // udp_bad_checksum
-        checked.clone(),                 // delivered: a checksum to verify
+        checked.clone(),                 // delivered: a checksum the tier verifies
         outer(0, &format!("udp(sport=50000,dport=4789,csum=0)/vxlan(vni=42,flags=0)/{}", inner(0))),
         outer(
             0,
@@ -230,6 +230,7 @@ fn malformed_counts(tier: &str) -> (BTreeMap<String, u64>, u64, u64) {
         outer(3, &format!("{vxlan}/{}", inner(2))), // delivered, CE carried in
         outer(0, &format!("{vxlan}/{}", inner(1))), // delivered, ECT(1) kept
         with(&good, &|f| f.extend_from_slice(&[0; 4])), // trailing bytes
+        with(&good, &|f| *f.last_mut().unwrap() ^= 0xff), // l4_checksum_bad (inner)
         outer(0, &format!("udp(sport=50000,dport=4789,csum=0)/vxlan(vni=43)/{}", inner(0))),
         outer(0, "udp(sport=50000,dport=4789,csum=0)/vxlan(vni=42)/hex(data=0102)"),
         outer(0, "udp(sport=50000,dport=4789,csum=0)/hex(data=0800)"),
@@ -287,9 +288,9 @@ fn malformed_packets_get_the_same_drops_with_the_tier_on_and_off() {
     }
     let (on, on_tx, on_hits) = malformed_counts("auto");
     let (off, off_tx, _) = malformed_counts("off");
-    // The flow's 40 packets and the 3 with ECT(1) kept: every other case
-    // was left to the engine.
-    assert_eq!(on_hits, 40 + 3, "tier hits");
+    // The flow's 40 packets, the 3 whose UDP checksum the tier verified
+    // and the 3 with ECT(1) kept: every other case was left to the engine.
+    assert_eq!(on_hits, 40 + 3 + 3, "tier hits");
     assert_eq!(on, off, "drop reasons differ with the tier on");
     for reason in [
         "ipv4_bad_checksum",
@@ -299,11 +300,13 @@ fn malformed_packets_get_the_same_drops_with_the_tier_on_and_off() {
         "unknown_tunnel",
         "inner_truncated",
         "vxlan_truncated",
+        "l4_checksum_bad",
     ] {
         assert_eq!(on.get(reason), Some(&3), "{reason}: {on:?}");
     }
     // 40 of the flow (after the first 20), and 3 each of: a verified checksum, reserved VXLAN
-    // flags (ignored), CE carried in, ECT(1) kept, trailing bytes.
-    assert_eq!(on_tx, 40 + 5 * 3);
+    // flags (ignored), CE carried in, ECT(1) kept, trailing bytes; and the 3 with a wrong
+    // inner checksum, which the rule counts before they are dropped on their way out.
+    assert_eq!(on_tx, 40 + 6 * 3);
     assert_eq!(on_tx, off_tx, "the workload got different packets with the tier on");
 }

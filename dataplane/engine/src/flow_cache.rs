@@ -47,6 +47,15 @@ impl FlowCache {
         (e.generation == generation && e.key == *key).then_some(e.rule)
     }
 
+    /// Drops `key`'s entry, if it has one: its next packet is classified
+    /// (and so decided) again.
+    pub fn forget(&mut self, key: &FlowKey, hash: u64) {
+        let e = &mut self.entries[hash as usize & (ENTRIES - 1)];
+        if e.key == *key {
+            e.generation = 0;
+        }
+    }
+
     #[inline(always)]
     pub fn insert(&mut self, key: &FlowKey, hash: u64, generation: u64, rule: u32) {
         self.entries[hash as usize & (ENTRIES - 1)] = Entry { key: *key, generation, rule };
@@ -71,5 +80,9 @@ mod tests {
         assert_eq!(c.get(&other, h, 1), None, "same slot, different key");
         c.insert(&k, h, 2, NO_RULE);
         assert_eq!(c.get(&k, h, 2), Some(NO_RULE));
+        c.forget(&other, h);
+        assert_eq!(c.get(&k, h, 2), Some(NO_RULE), "another key's forget leaves it");
+        c.forget(&k, h);
+        assert_eq!(c.get(&k, h, 2), None, "forgotten: the next packet is classified");
     }
 }

@@ -117,19 +117,38 @@ const ICMP_PER_SEC: u64 = 100;
 
 /// A rule set shared by the control plane and the workers. Workers pick up a
 /// new one between batches, so no packet is judged by two generations.
-pub struct Published(ArcSwap<RuleSet>);
+///
+/// A replaced set is kept here until every worker has let go of it and the
+/// control plane frees it ([`Published::reclaim`]): otherwise the last
+/// worker to move on would free thousands of allocations between two
+/// batches, on the fast path's time.
+pub struct Published {
+    current: ArcSwap<RuleSet>,
+    retired: std::sync::Mutex<Vec<Arc<RuleSet>>>,
+}
 
 impl Published {
     pub fn new(rs: RuleSet) -> Self {
-        Published(ArcSwap::from_pointee(rs))
+        Published { current: ArcSwap::from_pointee(rs), retired: Default::default() }
     }
 
     pub fn publish(&self, rs: RuleSet) {
-        self.0.store(Arc::new(rs));
+        // `swap` settles every reader's borrowed reference into a counted
+        // one before it returns, so the count `reclaim` reads is exact.
+        let old = self.current.swap(Arc::new(rs));
+        self.retired.lock().unwrap_or_else(|p| p.into_inner()).push(old);
     }
 
     pub fn current(&self) -> Arc<RuleSet> {
-        self.0.load_full()
+        self.current.load_full()
+    }
+
+    /// Frees the replaced sets nobody else holds any more; returns how many.
+    pub fn reclaim(&self) -> usize {
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        let before = retired.len();
+        retired.retain(|rs| Arc::strong_count(rs) > 1);
+        before - retired.len()
     }
 }
 
@@ -236,7 +255,7 @@ impl Worker {
 
     /// Picks up a newly published rule set, if any; returns the retired counters.
     pub fn sync(&mut self, published: &Published) -> Option<Arc<WorkerCounters>> {
-        let cur = published.0.load();
+        let cur = published.current.load();
         if Arc::ptr_eq(&cur, &self.rules) {
             return None;
         }
@@ -271,6 +290,13 @@ impl Worker {
             let (k, r) = self.decided[i];
             f(self, &k, r);
         }
+    }
+
+    /// Forgets the cached decision for `key`, so its next packet is decided
+    /// (and recorded by [`Worker::record_decided`]) again: for a flow the
+    /// caller could not hand on, so it is not left out for good.
+    pub fn forget_flow(&mut self, key: &FlowKey) {
+        self.cache.forget(key, key.hash());
     }
 
     /// Tunnel `tn`'s header template, if its next hop is resolved.

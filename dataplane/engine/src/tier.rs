@@ -35,10 +35,11 @@ use crate::pipeline::Worker;
 
 /// Outer header of VXLAN over IPv4, untagged: Ethernet, IPv4, UDP, VXLAN.
 pub const VXLAN4_HEADER_LEN: usize = 14 + 20 + 8 + 8;
-/// The outer IPv4 header's place in it.
+/// The outer IP header's place in it (over IPv4 and IPv6).
 const IP: usize = 14;
-/// The outer UDP header's place in it.
+/// The outer UDP header's place over IPv4, and over IPv6.
 const UDP: usize = 34;
+const UDP6: usize = 54;
 
 /// Why a flow stays with the userspace engine (AF_XDP).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -59,12 +60,11 @@ pub enum NotInTier {
     ForwardL2,
     /// Output to the port the packet came in on (the engine drops it).
     SelfLoop,
-    /// GRE and Geneve encapsulation are not in the tier yet.
-    NotVxlan,
-    /// An IPv6 underlay needs a UDP checksum over the whole packet.
-    Ipv6Underlay,
-    /// The tunnel sends UDP checksums over IPv4 (a sum over the whole packet).
-    UdpChecksum,
+    /// Geneve encapsulation is not in the tier yet.
+    GeneveEncap,
+    /// The GRE tunnel sends sequence numbers (RFC 2890): one counter per
+    /// tunnel, which per-CPU XDP cannot keep.
+    GreSequence,
     /// The underlay is VLAN-tagged.
     OuterVlan,
     /// The tunnel's next hop is not resolved (the engine drops with `no_neighbour`).
@@ -76,7 +76,7 @@ pub enum NotInTier {
 }
 
 impl NotInTier {
-    pub const ALL: [NotInTier; 14] = [
+    pub const ALL: [NotInTier; 13] = [
         NotInTier::RuleOptOut,
         NotInTier::Decapsulated,
         NotInTier::NotTcpUdp,
@@ -84,9 +84,8 @@ impl NotInTier {
         NotInTier::Replication,
         NotInTier::ForwardL2,
         NotInTier::SelfLoop,
-        NotInTier::NotVxlan,
-        NotInTier::Ipv6Underlay,
-        NotInTier::UdpChecksum,
+        NotInTier::GeneveEncap,
+        NotInTier::GreSequence,
         NotInTier::OuterVlan,
         NotInTier::NoNextHop,
         NotInTier::NoFate,
@@ -102,9 +101,8 @@ impl NotInTier {
             NotInTier::Replication => "replication",
             NotInTier::ForwardL2 => "forward_l2",
             NotInTier::SelfLoop => "self_loop",
-            NotInTier::NotVxlan => "not_vxlan",
-            NotInTier::Ipv6Underlay => "ipv6_underlay",
-            NotInTier::UdpChecksum => "udp_checksum",
+            NotInTier::GeneveEncap => "geneve_encap",
+            NotInTier::GreSequence => "gre_sequence",
             NotInTier::OuterVlan => "outer_vlan",
             NotInTier::NoNextHop => "no_next_hop",
             NotInTier::NoFate => "no_fate",
@@ -124,18 +122,41 @@ pub enum TierAction {
     Encap(TierEncap),
 }
 
-/// VXLAN over IPv4 with a prebuilt outer header.
+/// The tunnel protocols the tier encapsulates in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TierTunnel {
+    Vxlan = 0,
+    /// Ethernet over GRE (gretap, NVGRE).
+    GreTap = 1,
+    /// IP over GRE: the frame's Ethernet header is not carried.
+    GreL3 = 2,
+}
+
+/// VXLAN or GRE over IPv4 or IPv6 with a prebuilt outer header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TierEncap {
     pub tunnel: u16,
     pub uplink: u16,
-    /// The outer header as the pipeline's template builds it, with this
-    /// flow's UDP source port; the IPv4 TOS, total length, identification,
-    /// flags, TTL and checksum and the UDP length are zero, patched per
+    pub kind: TierTunnel,
+    /// The outer header (its first `header_len` bytes) as the pipeline's
+    /// template builds it, with this flow's UDP source port and, over
+    /// IPv6, its flow label; the IPv4 TOS, total length, identification,
+    /// flags, TTL and checksum, the IPv6 traffic class, payload length and
+    /// hop limit, and the UDP length and checksum are zero, patched per
     /// packet.
-    pub header: [u8; VXLAN4_HEADER_LEN],
+    pub header: [u8; VXLAN6_HEADER_LEN],
+    /// [`VXLAN4_HEADER_LEN`] or [`VXLAN6_HEADER_LEN`].
+    pub header_len: u8,
     /// Ones-complement sum of the outer IPv4 header's constant words.
     pub ip_sum: u16,
+    /// The tunnel header's checksum is sent (VXLAN's UDP checksum: over
+    /// IPv6 always, as the template does, over IPv4 if the tunnel says so;
+    /// GRE's if the tunnel says so): the folded sum of its constant words
+    /// (UDP: the pseudo-header's addresses and protocol, the ports and the
+    /// VXLAN header; GRE: its header but an L3 tunnel's protocol). The rest
+    /// is the frame's, and the UDP length or the L3 protocol.
+    pub udp_sum: Option<u16>,
     pub df: DfMode,
     pub ttl: TtlMode,
     pub dscp: DscpMode,
@@ -275,31 +296,66 @@ fn encap(w: &Worker, key: &FlowKey, tn: u16) -> Result<TierEncap, NotInTier> {
     let tun = &w.rules().tunnels[tn as usize];
     let tpl = w.encap_template(tn).ok_or(NotInTier::NoNextHop)?;
     let p = tpl.params();
-    if !matches!(p.encap, Encapsulation::Vxlan { .. }) {
-        return Err(NotInTier::NotVxlan);
+    let o = &p.options;
+    let kind = match p.encap {
+        Encapsulation::Vxlan { .. } => TierTunnel::Vxlan,
+        Encapsulation::GreTap { .. } => TierTunnel::GreTap,
+        Encapsulation::GreL3 { .. } => TierTunnel::GreL3,
+        Encapsulation::Geneve { .. } => return Err(NotInTier::GeneveEncap),
+    };
+    if kind != TierTunnel::Vxlan && o.gre_sequence {
+        return Err(NotInTier::GreSequence);
     }
-    if !matches!(p.underlay, Underlay::V4 { .. }) {
-        return Err(NotInTier::Ipv6Underlay);
-    }
-    if p.options.udp_checksum {
-        return Err(NotInTier::UdpChecksum);
-    }
-    if p.outer_vlan.is_some() || tpl.outer_len() != VXLAN4_HEADER_LEN {
+    if p.outer_vlan.is_some() {
         return Err(NotInTier::OuterVlan);
     }
-    let o = &p.options;
-    let mut header = [0u8; VXLAN4_HEADER_LEN];
-    header.copy_from_slice(tpl.header());
-    let sport = encap::inner::port_in_range(flow_hash(key), o.src_port_min, o.src_port_max);
-    header[UDP..UDP + 2].copy_from_slice(&sport.to_be_bytes());
-    // The pipeline refuses a frame whose outer IP packet (the frame plus
-    // the outer IP, UDP and VXLAN headers) exceeds the underlay MTU.
-    let max_frame = (o.underlay_mtu as usize).saturating_sub(VXLAN4_HEADER_LEN - IP);
+    let v6 = matches!(p.underlay, Underlay::V6 { .. });
+    let l4 = if v6 { UDP6 } else { UDP };
+    let len = tpl.outer_len();
+    let mut header = [0u8; VXLAN6_HEADER_LEN];
+    header[..len].copy_from_slice(tpl.header());
+    let hash = flow_hash(key);
+    if v6 {
+        // The template's flow label: the flow's hash, a key field's
+        // function like the source port (RFC 6438).
+        let label = hash & 0x000f_ffff;
+        header[IP + 1] = (label >> 16) as u8;
+        header[IP + 2..IP + 4].copy_from_slice(&(label as u16).to_be_bytes());
+    }
+    let udp_sum = if kind == TierTunnel::Vxlan {
+        let sport = encap::inner::port_in_range(hash, o.src_port_min, o.src_port_max);
+        header[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
+        // The pseudo-header without its length, and the UDP and VXLAN
+        // headers with the length and checksum zero.
+        let pseudo = match p.underlay {
+            Underlay::V4 { src, dst } => checksum::pseudo_v4(src, dst, 17, 0),
+            Underlay::V6 { src, dst } => checksum::pseudo_v6(&src, &dst, 17, 0),
+        };
+        (v6 || o.udp_checksum).then(|| checksum::fold(checksum::add(pseudo, &header[l4..len])))
+    } else {
+        // The GRE header with the checksum zero; an L3 tunnel's protocol
+        // is the frame's, added per packet.
+        let sum = match kind {
+            TierTunnel::GreL3 => {
+                checksum::add(checksum::add(0, &header[l4..l4 + 2]), &header[l4 + 4..len])
+            }
+            _ => checksum::add(0, &header[l4..len]),
+        };
+        o.gre_checksum.then(|| checksum::fold(sum))
+    };
+    // The pipeline refuses a frame whose outer IP packet (the frame, less
+    // its Ethernet header over L3 GRE, plus the outer IP and tunnel
+    // headers) exceeds the underlay MTU.
+    let strip = if kind == TierTunnel::GreL3 { 14 } else { 0 };
+    let max_frame = (o.underlay_mtu as usize + strip).saturating_sub(len - IP);
     Ok(TierEncap {
         tunnel: tn,
         uplink: tun.uplink,
+        kind,
         header,
-        ip_sum: checksum::fold(checksum::add(0, &header[IP..UDP])),
+        header_len: len as u8,
+        ip_sum: if v6 { 0 } else { checksum::fold(checksum::add(0, &header[IP..UDP])) },
+        udp_sum,
         df: o.df,
         ttl: o.ttl,
         dscp: o.dscp,
@@ -389,7 +445,8 @@ impl TierEntry {
         }
         if let Some(e) = e {
             let outer = e.outer(frame, ident);
-            frame.splice(0..0, outer);
+            let strip = if e.kind == TierTunnel::GreL3 { 14 } else { 0 };
+            frame.splice(0..strip, outer[..e.header_len as usize].iter().copied());
         }
         TierVerdict::Send(port)
     }
@@ -424,7 +481,8 @@ impl TierEntry {
             }
             TierAction::Output { port } => (*port, bytes),
             TierAction::Encap(e) => {
-                let b = bytes + packets * VXLAN4_HEADER_LEN as u64;
+                let strip = if e.kind == TierTunnel::GreL3 { 14 } else { 0 };
+                let b = bytes + packets * e.header_len as u64 - packets * strip;
                 if let Some(t) = c.tunnels.get(e.tunnel as usize) {
                     t.encap.packets.add(packets);
                     t.encap.bytes.add(b);
@@ -441,8 +499,9 @@ impl TierEntry {
 }
 
 impl TierEncap {
-    /// The outer header for `frame` (an untagged IPv4 or IPv6 frame).
-    fn outer(&self, frame: &[u8], ident: u16) -> [u8; VXLAN4_HEADER_LEN] {
+    /// The outer header for `frame` (an untagged IPv4 or IPv6 frame, its
+    /// MACs rewritten): its first `header_len` bytes.
+    fn outer(&self, frame: &[u8], ident: u16) -> [u8; VXLAN6_HEADER_LEN] {
         let l3 = &frame[14..];
         let (tos, ttl, df) = if frame[12..14] == [0x08, 0x00] {
             (l3[1], l3[8], l3[6] & 0x40 != 0)
@@ -458,26 +517,68 @@ impl TierEncap {
             TtlMode::Fixed(t) => t,
             TtlMode::Inherit => ttl,
         };
-        let df = match self.df {
-            DfMode::Set => true,
-            DfMode::Unset => false,
-            DfMode::Inherit => df,
-        };
-        let total = (frame.len() + VXLAN4_HEADER_LEN - IP) as u16;
-        let flags: u16 = if df { 0x4000 } else { 0 };
+        let len = self.header_len as usize;
         let mut h = self.header;
-        h[IP + 1] = tos;
-        h[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
-        h[IP + 4..IP + 6].copy_from_slice(&ident.to_be_bytes());
-        h[IP + 6..IP + 8].copy_from_slice(&flags.to_be_bytes());
-        h[IP + 8] = ttl;
-        let mut acc = checksum::add_u16(self.ip_sum as u32, tos as u16);
-        acc = checksum::add_u16(acc, total);
-        acc = checksum::add_u16(acc, ident);
-        acc = checksum::add_u16(acc, flags);
-        acc = checksum::add_u16(acc, (ttl as u16) << 8);
-        h[IP + 10..IP + 12].copy_from_slice(&checksum::finish(acc).to_be_bytes());
-        h[UDP + 4..UDP + 6].copy_from_slice(&(total - 20).to_be_bytes());
+        // What follows the header: the frame, or over L3 GRE its IP packet.
+        let payload = match self.kind {
+            TierTunnel::GreL3 => &frame[14..],
+            _ => frame,
+        };
+        let l4 = if h[12..14] == [0x86, 0xdd] {
+            let l4_len = (payload.len() + len - UDP6) as u16;
+            h[IP] = 0x60 | (tos >> 4);
+            h[IP + 1] = (tos << 4) | (h[IP + 1] & 0x0f);
+            h[IP + 4..IP + 6].copy_from_slice(&l4_len.to_be_bytes());
+            h[IP + 7] = ttl;
+            UDP6
+        } else {
+            let df = match self.df {
+                DfMode::Set => true,
+                DfMode::Unset => false,
+                DfMode::Inherit => df,
+            };
+            let total = (payload.len() + len - IP) as u16;
+            let flags: u16 = if df { 0x4000 } else { 0 };
+            h[IP + 1] = tos;
+            h[IP + 2..IP + 4].copy_from_slice(&total.to_be_bytes());
+            h[IP + 4..IP + 6].copy_from_slice(&ident.to_be_bytes());
+            h[IP + 6..IP + 8].copy_from_slice(&flags.to_be_bytes());
+            h[IP + 8] = ttl;
+            let mut acc = checksum::add_u16(self.ip_sum as u32, tos as u16);
+            acc = checksum::add_u16(acc, total);
+            acc = checksum::add_u16(acc, ident);
+            acc = checksum::add_u16(acc, flags);
+            acc = checksum::add_u16(acc, (ttl as u16) << 8);
+            h[IP + 10..IP + 12].copy_from_slice(&checksum::finish(acc).to_be_bytes());
+            UDP
+        };
+        if self.kind != TierTunnel::Vxlan {
+            // GRE: the protocol of an L3 tunnel is the frame's EtherType;
+            // the checksum (if sent) covers the header and what follows.
+            let mut acc = self.udp_sum.unwrap_or(0) as u32;
+            if self.kind == TierTunnel::GreL3 {
+                h[l4 + 2..l4 + 4].copy_from_slice(&frame[12..14]);
+                acc = checksum::add(acc, &frame[12..14]);
+            }
+            if self.udp_sum.is_some() {
+                acc = checksum::add(acc, payload);
+                h[l4 + 4..l4 + 6].copy_from_slice(&checksum::finish(acc).to_be_bytes());
+            }
+            return h;
+        }
+        let l4_len = (payload.len() + len - l4) as u16;
+        h[l4 + 4..l4 + 6].copy_from_slice(&l4_len.to_be_bytes());
+        if let Some(sum) = self.udp_sum {
+            // The length counts twice: in the pseudo-header and the UDP header.
+            let mut acc = checksum::add_u16(sum as u32, l4_len);
+            acc = checksum::add_u16(acc, l4_len);
+            acc = checksum::add(acc, payload);
+            let c = match checksum::finish(acc) {
+                0 => 0xffff,
+                c => c,
+            };
+            h[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+        }
         h
     }
 }
@@ -555,6 +656,103 @@ next_hop_mac = "02:00:00:00:00:20"
         decide(w, &key, f.rule.expect("a rule matches"))
     }
 
+    /// Tunnel t4's addresses over IPv6 (BASE's IPv4 ones removed).
+    const V6: &str = "local = \"2001:db8::1\"\nremote = \"2001:db8::2\"\n";
+
+    /// A worker whose tunnel t4 has `extra` lines (`V6` first: over IPv6)
+    /// and whose one rule encapsulates what wl0 sends.
+    fn encap_worker(extra: &str) -> Worker {
+        let conf = BASE.replace("vni = 42\n", &format!("vni = 42\n{extra}"));
+        let conf = if extra.starts_with(V6) {
+            conf.replace("local = \"192.0.2.1\"\nremote = \"192.0.2.2\"\n", "")
+        } else {
+            conf
+        };
+        let c = Config::from_toml(&format!(
+            "{conf}{}",
+            rule("in_port = \"wl0\"", "{ encap = \"t4\" }")
+        ));
+        Worker::new(Arc::new(compile(&c.unwrap()).unwrap()))
+    }
+
+    /// GRE entries (gretap, NVGRE, L3; key and checksum options; IPv4 and
+    /// IPv6 underlays) send what the pipeline sends, byte for byte.
+    #[test]
+    fn gre_entries_do_what_the_pipeline_does() {
+        let kinds = [
+            "type = \"gretap\"\n",
+            "type = \"gretap\"\nkey = 7\n",
+            "type = \"gretap\"\nkey = 7\ngre_checksum = true\nttl = \"inherit\"\n",
+            "type = \"nvgre\"\nvsid = 5000\nflow_id = 3\ngre_checksum = true\n",
+            "type = \"gre\"\n",
+            "type = \"gre\"\nkey = 9\ngre_checksum = true\ndscp = \"inherit\"\n",
+        ];
+        let frames = [
+            UDP4,
+            TCP6,
+            "eth/ipv4(src=198.51.100.1,dst=198.51.100.3,tos=3,df=0)/udp(sport=7,dport=8)/hex(data=010203)",
+            "eth/ipv6(src=2001:db8::1,dst=2001:db8::3,tc=255)/tcp(sport=7,dport=8)/hex(data=ff)",
+        ];
+        for v6 in [false, true] {
+            for k in kinds {
+                let mut conf = BASE.replace("type = \"vxlan\"\n", k).replace("vni = 42\n", "");
+                if v6 {
+                    conf = conf.replace("local = \"192.0.2.1\"\nremote = \"192.0.2.2\"\n", V6);
+                }
+                for actions in [
+                    "{ encap = \"t4\" }",
+                    "{ set_eth_dst = \"02:00:00:00:0c:01\" }, { encap = \"t4\" }",
+                ] {
+                    let c =
+                        Config::from_toml(&format!("{conf}{}", rule("in_port = \"wl0\"", actions)))
+                            .unwrap();
+                    let mut w = Worker::new(Arc::new(compile(&c).unwrap()));
+                    for spec in frames {
+                        let f = frame(spec);
+                        let e = decide_for(&w, spec).unwrap();
+                        let TierAction::Encap(x) = &e.action else { panic!("{e:?}") };
+                        assert_ne!(x.kind, TierTunnel::Vxlan, "{k}");
+                        let (port, want) = pipeline(&mut w, &f).expect("the pipeline sends it");
+                        let mut got = f.clone();
+                        let ident = u16::from_be_bytes([want[18], want[19]]);
+                        assert_eq!(e.apply(&mut got, ident), TierVerdict::Send(port), "{k} {spec}");
+                        assert_eq!(hex(&got), hex(&want), "{k} v6={v6} {actions} {spec}");
+                        // Counted where the pipeline counts it.
+                        let tier = WorkerCounters::new(3, 1, 1);
+                        e.count(&tier, 1, f.len() as u64);
+                        let by_tier = Snapshot::sum([&tier]);
+                        assert_eq!(by_tier.ports[2].1.bytes, want.len() as u64, "{k}");
+                        assert_eq!(by_tier.tunnels[0].0.bytes, want.len() as u64, "{k}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// A UDP checksum that computes to zero is sent as all ones, by the
+    /// pipeline and the entry alike: the payload word that makes it so is
+    /// the checksum sent for a zero word there (the sum grows by it).
+    #[test]
+    fn a_computed_zero_udp_checksum_is_sent_as_all_ones() {
+        for t in [V6, "udp_checksum = true\n"] {
+            let mut w = encap_worker(t);
+            let spec = |word: u16| {
+                format!("eth/ipv4(src=198.51.100.1,dst=198.51.100.3)/udp(sport=7,dport=8,csum=0)/hex(data={word:04x})")
+            };
+            let e = decide_for(&w, &spec(0)).unwrap();
+            let (_, sent) = pipeline(&mut w, &frame(&spec(0))).unwrap();
+            let u = if t == V6 { UDP6 } else { UDP };
+            let c = u16::from_be_bytes([sent[u + 6], sent[u + 7]]);
+            let f = frame(&spec(c));
+            let (_, want) = pipeline(&mut w, &f).unwrap();
+            assert_eq!(&want[u + 6..u + 8], &[0xff, 0xff], "{t}");
+            let mut got = f.clone();
+            let ident = u16::from_be_bytes([want[18], want[19]]);
+            e.apply(&mut got, ident);
+            assert_eq!(hex(&got), hex(&want), "{t}");
+        }
+    }
+
     /// What the pipeline sends for `f` on port 0: (port, frame), or None if dropped.
     fn pipeline(w: &mut Worker, f: &[u8]) -> Option<(u16, Vec<u8>)> {
         let mut buf = vec![0u8; 256 + 2048];
@@ -619,9 +817,14 @@ next_hop_mac = "02:00:00:00:00:20"
             ("type = \"vxlan\"\nvni = 5", Err(NoNextHop)),
             (
                 "type = \"vxlan\"\nvni = 5\nnext_hop_mac = \"02:00:00:00:00:21\"\nudp_checksum = true",
-                Err(UdpChecksum),
+                Ok(()),
             ),
-            ("type = \"gretap\"\nkey = 5\nnext_hop_mac = \"02:00:00:00:00:21\"", Err(NotVxlan)),
+            ("type = \"gretap\"\nkey = 5\nnext_hop_mac = \"02:00:00:00:00:21\"", Ok(())),
+            (
+                "type = \"gretap\"\nkey = 5\nnext_hop_mac = \"02:00:00:00:00:21\"\ngre_sequence = true",
+                Err(GreSequence),
+            ),
+            ("type = \"geneve\"\nvni = 5\nnext_hop_mac = \"02:00:00:00:00:21\"", Err(GeneveEncap)),
         ];
         for (t, want) in cases {
             let w = worker(&tunnel(t));
@@ -629,7 +832,10 @@ next_hop_mac = "02:00:00:00:00:20"
         }
         let v6 = "[[tunnels]]\nname = \"x\"\ntype = \"vxlan\"\nvni = 5\nuplink = \"up0\"\nlocal = \"2001:db8::1\"\nremote = \"2001:db8::9\"\nnext_hop_mac = \"02:00:00:00:00:21\"\n";
         let w = worker(&format!("{v6}{}", rule("in_port = \"wl0\"", "{ encap = \"x\" }")));
-        assert_eq!(decide_for(&w, UDP4).map(|_| ()), Err(Ipv6Underlay));
+        let e = decide_for(&w, UDP4).expect("VXLAN over IPv6 is the tier's");
+        let TierAction::Encap(x) = e.action else { panic!("{e:?}") };
+        assert_eq!(x.header_len as usize, VXLAN6_HEADER_LEN);
+        assert!(x.udp_sum.is_some(), "IPv6 always sends the UDP checksum");
     }
 
     /// The entry's action on a frame gives what the pipeline sends for it,
@@ -641,6 +847,10 @@ next_hop_mac = "02:00:00:00:00:20"
             "",
             "df = \"inherit\"\nttl = \"inherit\"\ndscp = \"inherit\"\n",
             "df = \"unset\"\nttl = 3\ndscp = 10\necn = \"compat\"\nsrc_port_range = [1000, 1003]\n",
+            "udp_checksum = true\nttl = \"inherit\"\n",
+            V6,
+            &format!("{V6}ttl = \"inherit\"\ndscp = \"inherit\"\n"),
+            &format!("{V6}ttl = 3\ndscp = 10\necn = \"compat\"\nsrc_port_range = [1000, 1003]\n"),
         ];
         let frames = [
             UDP4,
@@ -648,9 +858,17 @@ next_hop_mac = "02:00:00:00:00:20"
             "eth/ipv4(src=198.51.100.1,dst=198.51.100.3,tos=3,df=0)/tcp(sport=1,dport=2)",
             "eth/ipv4(src=198.51.100.1,dst=198.51.100.3)/udp(sport=65535,dport=0)/hex(data=00)",
             "eth/ipv6(src=2001:db8::1,dst=2001:db8::3,tc=255)/udp(sport=9,dport=9)",
+            // Odd lengths: the last byte of the UDP checksum's sum is padded.
+            "eth/ipv4(src=198.51.100.1,dst=198.51.100.3)/udp(sport=7,dport=8)/hex(data=010203)",
+            "eth/ipv6(src=2001:db8::1,dst=2001:db8::3)/tcp(sport=7,dport=8)/hex(data=ff)",
         ];
         for t in tunnels {
             let conf = BASE.replace("vni = 42\n", &format!("vni = 42\n{t}"));
+            let conf = if t.starts_with(V6) {
+                conf.replace("local = \"192.0.2.1\"\nremote = \"192.0.2.2\"\n", "")
+            } else {
+                conf
+            };
             for actions in [
                 "{ encap = \"t4\" }",
                 "{ set_eth_dst = \"02:00:00:00:0c:01\" }, { encap = \"t4\" }",
@@ -891,6 +1109,17 @@ accept_zero_checksum_v6 = true
             assert_eq!(by_tier.tunnels, by_pipeline.tunnels, "{actions}");
             assert_eq!(by_tier.rules, by_pipeline.rules, "{actions}");
         }
+        // Over IPv6 the outer header is 70 bytes.
+        let mut w = encap_worker(V6);
+        let e = decide_for(&w, UDP4).unwrap();
+        let f = frame(UDP4);
+        pipeline(&mut w, &f);
+        let by_pipeline = Snapshot::sum([&*w.counters()]);
+        let tier = WorkerCounters::new(3, 1, 1);
+        e.count(&tier, 1, f.len() as u64);
+        let by_tier = Snapshot::sum([&tier]);
+        assert_eq!(by_tier.ports, by_pipeline.ports);
+        assert_eq!(by_tier.tunnels, by_pipeline.tunnels);
     }
 
     #[test]

@@ -118,9 +118,10 @@ impl NotInTier {
             NotInTier::Replication => "the rule sends each packet to more than one place",
             NotInTier::ForwardL2 => "forward_l2 (FDB lookups and flooding) is not in the tier",
             NotInTier::SelfLoop => "output to the input port",
-            NotInTier::NotVxlan => "the tunnel is not VXLAN (GRE and Geneve are not in the tier)",
-            NotInTier::Ipv6Underlay => "the tunnel's underlay is IPv6",
-            NotInTier::UdpChecksum => "the tunnel sends outer UDP checksums",
+            NotInTier::GeneveEncap => "Geneve encapsulation is not in the tier",
+            NotInTier::GreSequence => {
+                "the GRE tunnel sends sequence numbers (one counter per tunnel; XDP runs per CPU)"
+            }
             NotInTier::OuterVlan => "the tunnel's underlay is VLAN-tagged",
             NotInTier::NoNextHop => "the tunnel's next hop is not resolved",
             NotInTier::NoFate => "the rule has no action that decides the packet's fate",
@@ -170,6 +171,15 @@ remote = "192.0.2.3"
 vni = 42
 next_hop_mac = "02:00:00:00:00:20"
 
+[[tunnels]]
+name = "vx6"
+type = "vxlan"
+uplink = "up0"
+local = "2001:db8::1"
+remote = "2001:db8::2"
+vni = 43
+next_hop_mac = "02:00:00:00:00:20"
+
 [[flood]]
 vni = 42
 tunnels = ["vx", "gv"]
@@ -186,6 +196,8 @@ tunnels = ["vx", "gv"]
         let cases = [
             ("match = { in_port = \"wl0\" }\nactions = [{ encap = \"vx\" }]", TierFit::XdpTier),
             ("match = { in_port = \"wl0\" }\nactions = [{ output = \"wl1\" }]", TierFit::XdpTier),
+            ("match = { in_port = \"wl0\" }\nactions = [{ encap = \"vx6\" }]", TierFit::XdpTier),
+            ("match = { tunnel = \"vx6\" }\nactions = [{ output = \"wl0\" }]", TierFit::XdpTier),
             ("match = { ip_dst = \"203.0.113.9\" }\nactions = [\"drop\"]", TierFit::XdpTier),
             (
                 "match = { in_port = \"wl0\" }\nactions = [{ encap = \"vx\" }]\nxdp_tier = \"off\"",
@@ -193,7 +205,7 @@ tunnels = ["vx", "gv"]
             ),
             (
                 "match = { in_port = \"wl0\" }\nactions = [{ encap = \"gv\" }]",
-                TierFit::Software(NotVxlan),
+                TierFit::Software(GeneveEncap),
             ),
             (
                 "match = { in_port = \"wl0\" }\nactions = [{ forward_l2 = 42 }]",

@@ -367,6 +367,21 @@ fn a_new_generation_takes_effect_between_batches() {
 }
 
 #[test]
+fn a_replaced_rule_set_is_freed_by_reclaim_once_no_worker_holds_it() {
+    let published = Published::new((*rules()).clone());
+    let mut w = Worker::new(published.current());
+    let mut cfg = Config::from_toml(CONFIG).unwrap();
+    cfg.generation = 2;
+    published.publish(compile(&cfg).unwrap());
+    assert_eq!(published.reclaim(), 0, "the worker still runs generation 1");
+    assert!(w.sync(&published).is_some(), "the worker sees the new generation");
+    assert_eq!(w.rules().generation, 2);
+    assert_eq!(published.reclaim(), 1, "generation 1 is held by nobody else");
+    assert_eq!(published.reclaim(), 0);
+    assert_eq!(published.current().generation, 2);
+}
+
+#[test]
 fn icmp_rate_limit_survives_wall_clock_timestamps() {
     let mut w = Worker::new(rules());
     let big = udp_frame(WL_MAC, [198, 51, 100, 9], 1000);

@@ -84,6 +84,19 @@ enum Cmd {
     /// Record live packets, with their fate, to pcapng (a file, or - for
     /// standard output: `overlayctl capture -w - | tshark -r -`).
     Capture(CaptureArgs),
+    /// Planned upgrade: the daemon starts BINARY (default: the path it was
+    /// started from, i.e. the newly installed binary) with its own
+    /// arguments plus --take-over, hands it its sockets, and exits; this
+    /// waits and reports the old and new pid and version and the silence,
+    /// or why the new one failed (the old one serves on).
+    Upgrade {
+        /// The new binary (absolute path).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Seconds to wait for the handover.
+        #[arg(long, default_value_t = dataplane::upgrade_launch::DEFAULT_TIMEOUT_SECS)]
+        timeout: u64,
+    },
     /// Cluster mode: the shared store through this daemon (docs/cluster.md).
     Cluster {
         #[command(subcommand)]
@@ -490,6 +503,20 @@ fn run(cli: &Cli) -> Result<(), CommandError> {
             }
         }
         Cmd::Capture(args) => capture(&ctl, args)?,
+        Cmd::Upgrade { binary, timeout } => {
+            use dataplane::upgrade_launch::{UpgradeReport, UpgradeRequest};
+            let req = UpgradeRequest { binary: binary.clone(), timeout_secs: Some(*timeout) };
+            let body = serde_json::to_vec(&req).expect("a request serialises");
+            let mut ctl = ctl;
+            // The daemon answers within `timeout`; the margin covers its start.
+            ctl.client.set_timeout(std::time::Duration::from_secs(timeout.saturating_add(10)));
+            let r = ctl.call("POST", "/v1/upgrade", &[], Some(&body))?;
+            if ctl.json {
+                out::json(&r.json());
+            } else {
+                out::print(&parse::<UpgradeReport>(&r)?.summary());
+            }
+        }
         Cmd::Trace { in_port, packet, hex } => {
             let req = serde_json::json!({ "in_port": in_port, "packet": packet, "hex": hex });
             let r = ctl.call("POST", "/v1/trace", &[], Some(req.to_string().as_bytes()))?;

@@ -285,6 +285,7 @@ impl Xsk {
         setsockopt(f, libc::SOL_XDP, libc::XDP_RX_RING, &n).map_err(wrap("sizing the RX ring"))?;
         setsockopt(f, libc::SOL_XDP, libc::XDP_TX_RING, &n).map_err(wrap("sizing the TX ring"))?;
         let (rx, tx, fill, comp) = map_rings(f, n, ifname)?;
+        raise_tx_budget(f, n);
 
         let bind = |flags: u16| {
             let sa = libc::sockaddr_xdp {
@@ -556,6 +557,20 @@ impl Xsk {
                 std::ptr::null_mut(),
             )
         };
+    }
+}
+
+/// `XDP_MAX_TX_SKB_BUDGET` (Linux 6.17; not in libc yet): how many TX
+/// descriptors one `sendto()` may send in copy mode.
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+
+/// Lets one `sendto()` send the whole TX ring in copy mode, where the kernel
+/// otherwise stops after 32 frames and a batch of 256 costs eight kicks
+/// (docs/decisions.md has the measurement). Zero-copy drivers ignore it;
+/// older kernels refuse the option (ENOPROTOOPT), and then 32 it stays.
+fn raise_tx_budget(f: RawFd, ring: u32) {
+    if let Err(e) = setsockopt(f, libc::SOL_XDP, XDP_MAX_TX_SKB_BUDGET, &ring) {
+        tracing::debug!(error = %e, "copy-mode TX budget left at the kernel's 32");
     }
 }
 

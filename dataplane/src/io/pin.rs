@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! /sys/fs/bpf/overlayd/net<netns inode>/<ifname>/link          the attachment
+//! /sys/fs/bpf/overlayd/net<netns inode>/<ifname>/tc-link       the tc tier's (TCX), if any
 //! /sys/fs/bpf/overlayd/net<netns inode>/<ifname>/maps-v<L>-c<N>/<map>
 //! ```
 //!
@@ -47,9 +48,12 @@ pub fn set_root(dir: PathBuf) {
 pub fn root() -> &'static Path {
     ROOT.get_or_init(|| PathBuf::from(DEFAULT_ROOT))
 }
+/// The tc tier's link in a port's directory.
+const TC_LINK: &str = "tc-link";
+
 /// The layout of the pinned maps (keys, values, meaning). Bump it with any
 /// change to a map of dataplane/xdp/steer.bpf.c (its `LAYOUT_VERSION`).
-pub const LAYOUT: u32 = 3;
+pub const LAYOUT: u32 = 4;
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
@@ -166,6 +170,12 @@ impl PortPins {
         self.dir.join("link")
     }
 
+    /// The tc tier's TCX link (workload ports with the tc tier), beside the
+    /// XDP program's: io/tc.rs.
+    pub fn tc_link(&self) -> PathBuf {
+        self.dir.join(TC_LINK)
+    }
+
     /// Where maps of this binary's layout with a tier of `capacity` live.
     pub fn maps_dir(&self, capacity: u32) -> PathBuf {
         self.dir.join(format!("maps-v{LAYOUT}-c{capacity}"))
@@ -238,7 +248,7 @@ fn obj_get(path: &Path) -> io::Result<OwnedFd> {
 pub fn link_state(path: &Path) -> io::Result<LinkState> {
     let fd = obj_get(path)?;
     // struct bpf_link_info: type, id, prog_id, then a union 8-aligned at
-    // offset 16 whose xdp member is the ifindex. The rest stays zero, as
+    // offset 16 whose xdp and tcx members start with the ifindex. The rest stays zero, as
     // the kernel requires of a buffer longer than its struct.
     let mut info = [0u8; 128];
     #[repr(C)]
@@ -280,6 +290,9 @@ pub struct PinnedPort {
     pub dir: PathBuf,
     /// The pinned link, if it can be read; `ifindex` 0: its interface is gone.
     pub link: Option<LinkState>,
+    /// The tc tier's pinned TCX link, if there is one (io/tc.rs).
+    #[serde(default)]
+    pub tc_link: Option<LinkState>,
     /// Its maps directories, with what their `meta` map says.
     pub maps: Vec<(String, Option<PinMeta>)>,
 }
@@ -322,6 +335,7 @@ pub fn list() -> Vec<PinnedPort> {
                 netns: id,
                 interface: p.file_name().to_string_lossy().into_owned(),
                 link: link_state(&dir.join("link")).ok(),
+                tc_link: link_state(&dir.join(TC_LINK)).ok(),
                 dir,
                 maps,
             });

@@ -113,6 +113,22 @@ pub fn steady_heap() {
     }
 }
 
+/// Gives the kernel back the heap's free pages, wherever they are in the
+/// heap (glibc's `malloc_trim` walks every arena). [`steady_heap`] turns
+/// automatic trimming off (memory is returned at one known point, not at
+/// arbitrary frees), so without this the pages a rule-set change used and
+/// freed stay resident and fragmentation ratchets resident memory up change
+/// after change. The control plane calls it once a second, off the fast
+/// path (which allocates nothing, so never waits for the arena locks).
+pub fn release_free_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only returns free memory; it takes each arena's
+    // lock, so it is safe beside other threads' allocations.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// A descriptor of our own for what `fd` refers to (close-on-exec): a
 /// socket or memory handed to the next overlayd outlives our copy.
 pub fn dup(fd: RawFd) -> io::Result<OwnedFd> {

@@ -12,11 +12,20 @@
 //! docs/decisions.md has the measurements behind it.
 //!
 //! On kernels with TCX (6.6 and later) the program is attached through a
-//! BPF link, so the kernel detaches it when the daemon exits, however it
-//! exits; on older ones through netlink, detached when the object is
-//! dropped.
+//! BPF link. With the XDP program's state pinned (io/pin.rs), that link is
+//! pinned beside the XDP link (`<port dir>/tc-link`): it stays attached
+//! after the process exits, so the tc tier's flows go on forwarding while
+//! no overlayd runs, and the next overlayd swaps its own program into the
+//! same link (`BPF_LINK_UPDATE`) together with the XDP link, once its
+//! sockets are registered (io/xdp.rs `swap_in`). Removing the port's pinned
+//! directory (`overlayd cleanup`, `--remove-on-exit`) detaches it.
+//! Unpinned, the kernel detaches it when the daemon exits, however it
+//! exits; on older kernels it is attached through netlink, unpinned, and
+//! detached when the object is dropped.
 
 use aya::maps::Array;
+use aya::programs::links::{FdLink, LinkOrder};
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
 use aya::programs::{tc, ProgramError, SchedClassifier, TcAttachType};
 
 use super::xdp::SteerProgram;
@@ -36,15 +45,59 @@ const MAX_OUTPUTS: u16 = 64;
 
 /// Loads the tc tier from `prog`'s object, gives it the interfaces of
 /// `outputs` (port number, interface index), attaches it to `ifname`'s
-/// ingress and tells the XDP program to pass it the frames it is for.
-/// It stays attached as long as `prog` lives.
+/// ingress (or, if a previous overlayd's pinned link serves the port, has
+/// it swapped into that link with the XDP program) and tells the XDP
+/// program to pass it the frames it is for. Unpinned, it stays attached as
+/// long as `prog` lives.
 pub fn attach(
     prog: &mut SteerProgram,
     ifname: &str,
     outputs: &[(u16, u32)],
 ) -> Result<(), TcError> {
+    let err = |what: &'static str| {
+        move |e: ProgramError| TcError { ifname: ifname.into(), what, reason: chain(&e) }
+    };
     set_outputs(prog, ifname, outputs)?;
-    attach_program(prog, PROGRAM, ifname)?;
+    let p = tc_program(prog, PROGRAM, ifname)?;
+    p.load().map_err(err("load"))?;
+    let pin_path = prog.pins().map(|p| p.tc_link());
+    if let Some(link) = prog.take_tc_inherited() {
+        // The previous program serves until the XDP link is swapped too.
+        prog.set_tc_pending(link);
+    } else {
+        let p = tc_program(prog, PROGRAM, ifname)?;
+        // Needed by the netlink attachment only (before TCX); there already if
+        // something else put it there.
+        let _ = tc::qdisc_add_clsact(ifname);
+        let tcx = TcAttachOptions::TcxOrder(LinkOrder::default());
+        match pin_path {
+            // Pinned: TCX, whose link can be pinned; a kernel without it
+            // gets the netlink attachment, which goes with the process.
+            Some(path) => match p.attach_with_options(ifname, TcAttachType::Ingress, tcx) {
+                Ok(id) => {
+                    let link = p.take_link(id).map_err(err("take the link of"))?;
+                    let fd = FdLink::try_from(link).map_err(|e| TcError {
+                        ifname: ifname.into(),
+                        what: "pin",
+                        reason: e.to_string(),
+                    })?;
+                    // The pin holds the link; this descriptor may close.
+                    fd.pin(&path).map_err(|e| TcError {
+                        ifname: ifname.into(),
+                        what: "pin",
+                        reason: format!("{}: {e}", path.display()),
+                    })?;
+                }
+                Err(e) => {
+                    tracing::info!(interface = ifname, reason = %chain(&e), "tc tier attached through netlink (no TCX): not pinned, a restart detaches it");
+                    p.attach(ifname, TcAttachType::Ingress).map_err(err("attach"))?;
+                }
+            },
+            None => {
+                p.attach(ifname, TcAttachType::Ingress).map_err(err("attach"))?;
+            }
+        }
+    }
     // Last: the XDP program passes nothing up before the program is there.
     prog.set_tc_tier(true).map_err(|e| TcError {
         ifname: ifname.into(),
@@ -78,7 +131,7 @@ pub(crate) fn set_outputs(
 }
 
 /// Loads program `name` of `prog`'s object and attaches it to `ifname`'s
-/// ingress; it stays attached as long as `prog` lives.
+/// ingress, unpinned: it stays attached as long as `prog` lives.
 pub(crate) fn attach_program(
     prog: &mut SteerProgram,
     name: &str,
@@ -87,8 +140,22 @@ pub(crate) fn attach_program(
     let err = |what: &'static str| {
         move |e: ProgramError| TcError { ifname: ifname.into(), what, reason: chain(&e) }
     };
-    let p: &mut SchedClassifier = prog
-        .object()
+    let p = tc_program(prog, name, ifname)?;
+    p.load().map_err(err("load"))?;
+    // Needed by the netlink attachment only (before TCX); there already if
+    // something else put it there.
+    let _ = tc::qdisc_add_clsact(ifname);
+    p.attach(ifname, TcAttachType::Ingress).map_err(err("attach"))?;
+    Ok(())
+}
+
+/// Program `name` (a tc program) of `prog`'s object.
+fn tc_program<'a>(
+    prog: &'a mut SteerProgram,
+    name: &str,
+    ifname: &str,
+) -> Result<&'a mut SchedClassifier, TcError> {
+    prog.object()
         .program_mut(name)
         .ok_or_else(|| TcError {
             ifname: ifname.into(),
@@ -96,12 +163,23 @@ pub(crate) fn attach_program(
             reason: format!("the object has no program {name}"),
         })?
         .try_into()
-        .map_err(err("find"))?;
-    p.load().map_err(err("load"))?;
-    // Needed by the netlink attachment only (before TCX); there already if
-    // something else put it there.
-    let _ = tc::qdisc_add_clsact(ifname);
-    p.attach(ifname, TcAttachType::Ingress).map_err(err("attach"))?;
+        .map_err(|e: ProgramError| TcError {
+            ifname: ifname.into(),
+            what: "find",
+            reason: chain(&e),
+        })
+}
+
+/// Puts `prog`'s (loaded) tc program into `link`, a previous overlayd's
+/// pinned TCX link, in one system call: every skb meets the old program or
+/// this one.
+pub(crate) fn swap_in(prog: &mut SteerProgram, link: FdLink) -> Result<(), TcError> {
+    let ifname = prog.ifname().to_string();
+    let err = |e: String| TcError { ifname: ifname.clone(), what: "swap in", reason: e };
+    let link = SchedClassifierLink::try_from(link).map_err(|e| err(e.to_string()))?;
+    let p = tc_program(prog, PROGRAM, &ifname)?;
+    p.attach_to_link(link).map_err(|e| err(chain(&e)))?;
+    tracing::info!(interface = %ifname, "took over the tc tier's pinned link");
     Ok(())
 }
 

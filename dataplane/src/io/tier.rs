@@ -63,7 +63,9 @@ use engine::flow_key::field;
 use engine::flow_key::{v4_mapped, FlowKey, WORDS};
 use engine::next_hop::NextHops;
 use engine::pipeline::Published;
-use engine::tier::{NotInTier, TierAction, TierDecap, TierEncap, TierEntry, VXLAN4_HEADER_LEN};
+use engine::tier::{
+    NotInTier, TierAction, TierDecap, TierEncap, TierEntry, TierTunnel, VXLAN6_HEADER_LEN,
+};
 use serde::{Deserialize, Serialize};
 
 use super::map_batch::PerCpuPairs;
@@ -95,6 +97,9 @@ const TF_DF_INHERIT: u8 = 0x08;
 const TF_TTL_INHERIT: u8 = 0x10;
 const TF_DSCP_INHERIT: u8 = 0x20;
 const TF_ECN_COPY: u8 = 0x40;
+const TF_UDP_CSUM: u8 = 0x80;
+// Checks of `struct tier_entry`.
+const CHECK_SETTLE: u8 = 0x01;
 
 /// `struct tier_entry` of the C program, field for field.
 #[repr(C)]
@@ -111,11 +116,20 @@ pub struct TierValue {
     pub ip_sum: u16,
     pub eth_dst: [u8; 6],
     pub eth_src: [u8; 6],
-    pub hdr: [u8; VXLAN4_HEADER_LEN],
+    /// The outer header: its first `hdr_len` bytes.
+    pub hdr: [u8; VXLAN6_HEADER_LEN],
     /// The entry's tunnel and rule (read only by an owner adopting it).
     pub tunnel: u16,
     pub rule: u32,
-    pub pad: u32,
+    /// With `TF_UDP_CSUM`: the UDP checksum's constant words, folded.
+    pub udp_sum: u16,
+    pub hdr_len: u8,
+    /// `CHECK_SETTLE`: a decapsulated flow sent to a workload, whose
+    /// checksum the program verifies as the software path settles it.
+    pub checks: u8,
+    /// The tunnel protocol of an encapsulation (`TierTunnel`).
+    pub kind: u8,
+    pub pad2: [u8; 3],
 }
 
 // SAFETY: integers and byte arrays with the C layout; the explicit `pad`
@@ -213,10 +227,14 @@ impl TierValue {
             ip_sum: 0,
             eth_dst: e.set_eth_dst.unwrap_or_default(),
             eth_src: e.set_eth_src.unwrap_or_default(),
-            hdr: [0; VXLAN4_HEADER_LEN],
+            hdr: [0; VXLAN6_HEADER_LEN],
             tunnel: 0,
             rule: e.rule,
-            pad: 0,
+            udp_sum: 0,
+            hdr_len: 0,
+            checks: 0,
+            kind: 0,
+            pad2: [0; 3],
         };
         if e.set_eth_src.is_some() {
             v.flags |= TF_SET_SRC;
@@ -231,7 +249,13 @@ impl TierValue {
                 v.action = TIER_ENCAP;
                 v.tunnel = x.tunnel;
                 v.hdr = x.header;
+                v.hdr_len = x.header_len;
+                v.kind = x.kind as u8;
                 v.ip_sum = x.ip_sum;
+                if let Some(sum) = x.udp_sum {
+                    v.flags |= TF_UDP_CSUM;
+                    v.udp_sum = sum;
+                }
                 v.flags |= match x.df {
                     DfMode::Set => TF_DF_SET,
                     DfMode::Unset => 0,
@@ -274,8 +298,16 @@ impl TierValue {
                 TierAction::Encap(TierEncap {
                     tunnel: self.tunnel,
                     uplink: t.uplink,
+                    kind: match self.kind {
+                        0 => TierTunnel::Vxlan,
+                        1 => TierTunnel::GreTap,
+                        2 => TierTunnel::GreL3,
+                        _ => return None,
+                    },
                     header: self.hdr,
+                    header_len: self.hdr_len,
                     ip_sum: self.ip_sum,
+                    udp_sum: has(TF_UDP_CSUM).then_some(self.udp_sum),
                     df: if has(TF_DF_INHERIT) {
                         DfMode::Inherit
                     } else if has(TF_DF_SET) {
@@ -420,6 +452,17 @@ pub struct TierProgramStats {
     /// carry, or a drop): to AF_XDP.
     #[serde(default)]
     pub decap_ecn: u64,
+    /// Tunnel packets whose outer UDP checksum, verified here as the
+    /// engine verifies it, is wrong or partial (a peer's offload): to
+    /// AF_XDP, whose engine finishes or drops them.
+    #[serde(default)]
+    pub decap_bad_checksum: u64,
+    /// Frames whose TCP/UDP checksum the software path would drop, or
+    /// whose lengths the tier does not walk (padding after the datagram,
+    /// lengths that contradict each other): to AF_XDP, which settles them
+    /// (`encap::settle`) as it does every frame it receives bare.
+    #[serde(default)]
+    pub unsettled: u64,
 }
 
 /// One program's flow, counter and output maps: the owner's.
@@ -694,12 +737,15 @@ pub struct TierLink {
 }
 
 impl TierLink {
-    /// Hands `e` to the owner; never blocks.
+    /// Hands `e` to the owner; never blocks. False if the queue was full
+    /// (counted): the flow stays on AF_XDP until it is offered again.
     #[inline]
-    pub fn offer(&self, e: TierEntry) {
+    pub fn offer(&self, e: TierEntry) -> bool {
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(e) {
             self.stats.fail(InstallFailure::QueueFull);
+            return false;
         }
+        true
     }
 
     #[inline]
@@ -967,13 +1013,18 @@ impl State {
         let (out, added) = match &e.action {
             TierAction::Drop => (None, 0),
             TierAction::Output { port } => (Some(*port), 0),
-            TierAction::Encap(x) => (Some(x.uplink), VXLAN4_HEADER_LEN),
+            // What the header adds to the frame: L3 GRE drops its Ethernet header.
+            TierAction::Encap(x) if x.kind == TierTunnel::GreL3 => {
+                (Some(x.uplink), x.header_len as usize - 14)
+            }
+            TierAction::Encap(x) => (Some(x.uplink), x.header_len as usize),
         };
         let mut max_len = u16::MAX as usize;
         // The tc tier redirects skbs, which any port takes; the XDP program
-        // passes it what it cannot redirect itself (encapsulations; other
-        // actions go to AF_XDP, `no_tx`).
-        let tc = matches!(self.ingress.get(e.in_port as usize), Some(Some(i)) if i.tc);
+        // passes it what it cannot redirect itself (the encapsulations it
+        // does; other actions go to AF_XDP, `no_tx`).
+        let tc =
+            tc_takes(&e) && matches!(self.ingress.get(e.in_port as usize), Some(Some(i)) if i.tc);
         if let Some(p) = out {
             match self.outputs.get(p as usize) {
                 Some(o) if o.refused.is_none() || (tc && o.fixed.is_none()) => {
@@ -996,7 +1047,11 @@ impl State {
         };
         // Counting starts from what the slot holds before the entry can hit.
         ing.seen[slot as usize] = ing.maps.read(slot).unwrap_or(ing.seen[slot as usize]);
-        let v = TierValue::new(&e, slot, out.unwrap_or(0), max_len.min(u16::MAX as usize) as u16);
+        let mut v =
+            TierValue::new(&e, slot, out.unwrap_or(0), max_len.min(u16::MAX as usize) as u16);
+        if settles(&self.rules, &e) {
+            v.checks |= CHECK_SETTLE;
+        }
         // The tunnel first: an entry whose tunnel is unknown is never hit.
         let tunnel = e.decap.as_ref().map_or(Ok(()), |d| ing.maps.write_tunnel(&self.rules, d));
         if let Err(err) = tunnel.and_then(|()| ing.maps.flows.insert(e.key.0, v, 0)) {
@@ -1032,6 +1087,10 @@ impl State {
             ing.maps.clear_tunnels();
             let found: Vec<([u64; WORDS], TierValue)> =
                 ing.maps.flows.iter().filter_map(Result::ok).collect();
+            // Taken off the free list in one pass at the end: one pass per
+            // entry over a list as long as the tier (131 072 by default)
+            // made adopting a few thousand entries take seconds.
+            let mut taken = std::collections::HashSet::new();
             for (k, v) in found {
                 let key = FlowKey(k);
                 let slot = v.slot as usize;
@@ -1056,11 +1115,14 @@ impl State {
                 };
                 e.generation = generation;
                 ing.seen[slot] = ing.maps.read(slot as u32).unwrap_or_default();
-                ing.free.retain(|s| *s as usize != slot);
+                taken.insert(slot as u32);
                 ing.by_key.insert(key, slot as u32);
                 ing.high = ing.high.max(slot as u32 + 1);
                 ing.slots[slot] = Slot::Live { entry: e, active: now };
                 kept += 1;
+            }
+            if !taken.is_empty() {
+                ing.free.retain(|s| !taken.contains(s));
             }
             let m = PinMeta { generation, fingerprint: fp, ..meta };
             if let Err(e) = ing.maps.meta.set(0, m, 0) {
@@ -1211,7 +1273,22 @@ impl State {
                     for ing in self.ingress.iter_mut().flatten() {
                         let _ = ing.maps.tx.set(i as u32, 0, None, 0);
                     }
-                    let n = self.retire_where(|e| sends_to(e, p));
+                    // An owner's first look (adopted entries, after a
+                    // restart or upgrade) keeps the encapsulations the tc
+                    // tier serves, as `install` would accept them: deleting
+                    // them would hand their flows to AF_XDP sockets that
+                    // may not be registered yet, and the empty slot sends
+                    // their frames to the tc tier anyway.
+                    let tc_ingress: Vec<u16> = (0..self.ingress.len() as u16)
+                        .filter(|&i| matches!(self.ingress[i as usize], Some(ref g) if g.tc))
+                        .collect();
+                    let tc_serves = |e: &TierEntry| {
+                        first
+                            && !fixed
+                            && matches!(e.action, TierAction::Encap(_))
+                            && tc_ingress.contains(&e.in_port)
+                    };
+                    let n = self.retire_where(|e| sends_to(e, p) && !tc_serves(e));
                     self.stats.invalidations.fetch_add(n, Ordering::Relaxed);
                     if !fixed {
                         tracing::info!(port = %name, reason = %reason, "XDP tier: no redirection out of this port; flows to it stay on AF_XDP");
@@ -1287,6 +1364,30 @@ impl State {
             }
         }
     }
+}
+
+/// True if the software path settles the TCP/UDP checksum of what `e`
+/// sends on its way out (worker.rs, `PortMap::settles`): a decapsulated
+/// frame, from an uplink to a workload. (A workload's frames are settled as
+/// they arrive: the program checks those always.)
+pub fn settles(rs: &RuleSet, e: &TierEntry) -> bool {
+    use engine::model::PortKind;
+    let kind = |p: u16| rs.ports.get(p as usize).map(|p| p.kind);
+    match e.action {
+        TierAction::Output { port } => {
+            kind(e.in_port) == Some(PortKind::Uplink) && kind(port) == Some(PortKind::Workload)
+        }
+        _ => false,
+    }
+}
+
+/// True if the tc tier (tc/tier.bpf.c) does what `e` does, as the XDP
+/// program's `tc_takes` says: VXLAN over IPv4 without a UDP checksum.
+fn tc_takes(e: &TierEntry) -> bool {
+    matches!(&e.action, TierAction::Encap(x)
+        if x.kind == TierTunnel::Vxlan
+            && x.header_len as usize == engine::tier::VXLAN4_HEADER_LEN
+            && x.udp_sum.is_none())
 }
 
 /// True if `e` sends its frames out of port `p`.

@@ -127,6 +127,11 @@ pub struct SteerProgram {
     inherited: Inherited,
     /// The inherited link, until [`swap_in`](Self::swap_in) puts this program in it.
     pending: Option<FdLink>,
+    /// The tc tier's inherited (pinned) link, until io/tc.rs takes it:
+    /// swapped to this object's tc program with the XDP link.
+    tc_inherited: Option<FdLink>,
+    /// The tc tier's link to swap in with the XDP link (set by io/tc.rs).
+    tc_pending: Option<FdLink>,
     /// The link, pinned: it stays attached when this closes.
     _link: Option<PinnedLink>,
     /// Owns the program and, unpinned, its link: dropping it detaches.
@@ -209,7 +214,20 @@ impl SteerProgram {
             }
             None => None,
         };
-        let mut p = Self::load_in(ifname, role, tier, maps_dir.as_deref(), adopt)?;
+        // The tc tier's pinned link, if it still serves this interface
+        // (else its pin goes: the kernel detaches it).
+        let tc_inherited = pins.as_ref().and_then(|pins| {
+            let path = pins.tc_link();
+            let serves = pin::link_state(&path).is_ok_and(|l| l.ifindex == ifindex);
+            let link = serves.then(|| PinnedLink::from_pin(&path).ok()).flatten();
+            if link.is_none() {
+                let _ = std::fs::remove_file(&path);
+            }
+            link.map(FdLink::from)
+        });
+        let keep_tc = tc_inherited.is_some();
+        let mut p = Self::load_in(ifname, role, tier, maps_dir.as_deref(), adopt, keep_tc)?;
+        p.tc_inherited = tc_inherited;
         p.ifindex = ifindex;
         p.mode = mode;
         match old_link {
@@ -278,6 +296,58 @@ impl SteerProgram {
             |reason: String| XdpError::Attach { ifname: ifname.clone(), mode: "inherited", reason };
         let link = XdpLink::try_from(link).map_err(|e| err(error_chain(&e)))?;
         self.program()?.attach_to_link(link).map_err(|e| err(error_chain(&e)))?;
+        self.swap_in_tc();
+        Ok(())
+    }
+
+    /// The tc tier's part of [`swap_in`](Self::swap_in): its inherited link
+    /// gets this object's tc program. Not fatal: the old tc program goes on
+    /// serving its link (with the maps it was loaded with).
+    fn swap_in_tc(&mut self) {
+        if let Some(link) = self.tc_pending.take() {
+            if let Err(e) = super::tc::swap_in(self, link) {
+                tracing::warn!(error = %e, "the tc tier keeps its previous program");
+            }
+        }
+    }
+
+    /// The tc tier's pinned link a previous overlayd left serving this
+    /// port, for io/tc.rs (once).
+    pub(crate) fn take_tc_inherited(&mut self) -> Option<FdLink> {
+        self.tc_inherited.take()
+    }
+
+    /// Has [`swap_in`](Self::swap_in) put this object's tc program into
+    /// `link` (io/tc.rs, which loaded it). Without an XDP link to swap (a
+    /// new attachment), it is done at once.
+    pub(crate) fn set_tc_pending(&mut self, link: FdLink) {
+        self.tc_pending = Some(link);
+        if self.pending.is_none() {
+            self.swap_in_tc();
+        }
+    }
+
+    pub(crate) fn ifname(&self) -> &str {
+        &self.ifname
+    }
+
+    /// Where this port's state is pinned, when it is.
+    pub(crate) fn pins(&self) -> Option<&PortPins> {
+        self.pins.as_ref()
+    }
+
+    /// The tc tier is not used on this port (any more): its pinned link
+    /// goes (the kernel detaches it once nobody holds it) and the program
+    /// stops passing frames up to it.
+    pub(crate) fn drop_tc_tier(&mut self) -> Result<(), XdpError> {
+        self.tc_inherited = None;
+        self.tc_pending = None;
+        if let Some(p) = &self.pins {
+            let _ = std::fs::remove_file(p.tc_link());
+        }
+        if self.tc_tier {
+            self.set_tc_tier(false)?;
+        }
         Ok(())
     }
 
@@ -320,7 +390,7 @@ impl SteerProgram {
         role: &SteerRole,
         tier: Option<u32>,
     ) -> Result<Self, XdpError> {
-        let mut p = Self::load_in(ifname, role, tier, None, false)?;
+        let mut p = Self::load_in(ifname, role, tier, None, false, false)?;
         p.ifindex = netdev::ifindex(ifname).map_err(|e| XdpError::Load {
             ifname: ifname.into(),
             reason: format!("no such interface ({e})"),
@@ -336,18 +406,20 @@ impl SteerProgram {
         role: &SteerRole,
         tier: Option<u32>,
     ) -> Result<Self, XdpError> {
-        Self::load_in(ifname, role, tier, None, false)
+        Self::load_in(ifname, role, tier, None, false, false)
     }
 
     /// As [`load`](Self::load), with the maps pinned in `maps_dir` (those
     /// already there are used as they are; `adopt` says they are this
-    /// layout's, and the tier's settings in them are kept).
+    /// layout's, and the tier's settings in them are kept; `keep_tc` that
+    /// a pinned tc tier link serves the port, so its setting is kept too).
     fn load_in(
         ifname: &str,
         role: &SteerRole,
         tier: Option<u32>,
         maps_dir: Option<&std::path::Path>,
         adopt: bool,
+        keep_tc: bool,
     ) -> Result<Self, XdpError> {
         let load = |reason: String| XdpError::Load { ifname: ifname.into(), reason };
         let mut loader = EbpfLoader::new();
@@ -415,14 +487,18 @@ impl SteerProgram {
             pins: None,
             inherited: Inherited::Nothing,
             pending: None,
+            tc_inherited: None,
+            tc_pending: None,
             _link: None,
             _ebpf: ebpf,
         };
         if adopt {
             // The tier goes on serving as it did: the role rewrite below
-            // keeps its setting.
+            // keeps its setting, and the tc tier's while its pinned link
+            // runs (the running program reads this map).
             if let Ok(c) = p.cfg.get(&0, 0) {
                 p.tier_port = (c.tier != 0).then_some(c.in_port as u16);
+                p.tc_tier = keep_tc && c.tc_tier != 0;
             }
         }
         // The role is in place before the program sees a packet.
@@ -511,6 +587,8 @@ impl SteerProgram {
             decap_punt: sum(16)?,
             decap_no_tunnel: sum(17)?,
             decap_ecn: sum(18)?,
+            decap_bad_checksum: sum(19)?,
+            unsettled: sum(20)?,
         })
     }
 

@@ -686,6 +686,20 @@ impl Dut {
         before.split(|c: char| c == ',' || c.is_whitespace()).rfind(|w| !w.is_empty())?.parse().ok()
     }
 
+    /// Flow entries the XDP tier holds now (overlayd with the tier on).
+    pub fn tier_entries(&self, env: &Env) -> Option<u64> {
+        if self.kind != DutKind::Overlayd {
+            return None;
+        }
+        let sock = env.work.join(self.kind.name()).join("api.sock");
+        let ctl = env.bin_dir.join("overlayctl");
+        let out =
+            sh(&[&ctl.to_string_lossy(), "--socket", &sock.to_string_lossy(), "--json", "status"])
+                .ok()?;
+        let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+        v["io"]["tier"]["entries"].as_u64()
+    }
+
     /// What the device says it did, for the log of a run.
     pub fn describe(&self, env: &Env) -> String {
         match self.kind {

@@ -171,10 +171,45 @@ impl Progress {
     }
 }
 
+/// Longest the tier is given to take a scenario's flows before it is measured.
+const SETTLE_MAX: Duration = Duration::from_secs(30);
+
+/// With the XDP tier, the first packet of every flow goes through AF_XDP
+/// and the engine before the flow's entry is installed: with many flows the
+/// start of a run measures that install phase, not the established flows
+/// the tier is for. So the generator runs (in 1 s steps, after the warm-up)
+/// until the tier's entries stop growing or cover 99 % of the flows, and
+/// the time that took is reported beside the figures. Returns (seconds,
+/// entries) when there was a tier to wait for.
+fn settle_tier(
+    dut: &Dut,
+    env: &Env,
+    gen: &mut Gen,
+    frame: &[u8],
+    s: &Scenario,
+) -> Result<Option<(f64, u64)>, String> {
+    let Some(mut last) = dut.tier_entries(env) else { return Ok(None) };
+    if s.flows <= 1 {
+        return Ok(None);
+    }
+    let start = Instant::now();
+    loop {
+        gen.run(NS_GEN, "g0", GEN_CPU, frame, 1.0)?;
+        let now = dut.tier_entries(env).unwrap_or(last);
+        let enough = now * 100 >= s.flows as u64 * 99;
+        if enough || now <= last || start.elapsed() >= SETTLE_MAX {
+            return Ok(Some((start.elapsed().as_secs_f64(), now)));
+        }
+        last = now;
+    }
+}
+
 /// One device in one scenario: warm-up, then `reps` measurements.
 #[allow(clippy::too_many_arguments)]
 fn measure(
     dut: &mut Dut,
+    env: &Env,
+    notes: &mut Vec<String>,
     topo: &mut Topology,
     gen: &mut Gen,
     s: &Scenario,
@@ -196,6 +231,17 @@ fn measure(
     topo.sink.expect(sink_cfg(s, dut.kind))?;
     if warmup > 0.0 {
         gen.run(NS_GEN, "g0", GEN_CPU, &frame, warmup)?;
+    }
+    if let Some((t, n)) = settle_tier(dut, env, gen, &frame, s)? {
+        let note = format!(
+            "{} at {}: before measuring, the tier took {t:.0} s of traffic (after the warm-up) to hold {} of the {} flows",
+            dut.kind.name(),
+            s.label(),
+            plan::thousands(n),
+            plan::thousands(s.flows as u64)
+        );
+        eprintln!("pps: {note}");
+        notes.push(note);
     }
     let hz = sys::clock_ticks();
     let mut out = Vec::new();
@@ -392,6 +438,7 @@ fn run(a: Args) -> Result<(), String> {
     );
     let mut progress = Progress { start: Instant::now(), done: 0, total };
     let mut gen = Gen::load()?;
+    let mut settled: Vec<String> = Vec::new();
     let started = Instant::now();
     let result = (|| -> Result<(), String> {
         for (_, _, ss) in &groups {
@@ -414,6 +461,8 @@ fn run(a: Args) -> Result<(), String> {
                 for s in ss {
                     let reps = measure(
                         &mut dev,
+                        &env,
+                        &mut settled,
                         &mut topo,
                         &mut gen,
                         s,
@@ -466,7 +515,10 @@ fn run(a: Args) -> Result<(), String> {
                 } else {
                     format!("the input veth's receive path (NAPI: XDP, copy into the AF_XDP ring or skb for the kernel) ran in the softirq of the generator's CPU {GEN_CPU}; it is in the softirq column, not in the device's CPU time")
                 },
-            ],
+            ]
+            .into_iter()
+            .chain(settled)
+            .collect(),
         },
         rows,
         ratios: vec![],

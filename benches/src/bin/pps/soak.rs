@@ -30,6 +30,12 @@ const SAMPLE_EVERY: f64 = 10.0;
 const WARMUP_SAMPLES: usize = 18;
 /// Samples before the early growth figure: the start itself (30 s).
 const EARLY_SAMPLES: usize = 3;
+/// How long the daemon is left alone before its memory is read: overlayd
+/// gives its free heap pages back once a second (`Daemon::release_memory`),
+/// so after this long the reading is what it holds, not the scratch of the
+/// API answers the sample itself just asked for (the rule list of 10,000
+/// rules). The peak is read too (VmHWM), and reported.
+const REST: Duration = Duration::from_millis(1200);
 /// The rule the changer adds and removes (an id above the noise rules').
 const SOAK_RULE: u32 = 60_000;
 
@@ -37,6 +43,8 @@ const SOAK_RULE: u32 = 60_000;
 pub struct Sample {
     pub at_secs: f64,
     pub rss_kib: u64,
+    /// The largest resident set since the start (VmHWM).
+    pub peak_rss_kib: u64,
     pub fds: usize,
     pub threads: usize,
     pub rx: u64,
@@ -120,8 +128,8 @@ impl Ctl {
     }
 }
 
-/// The process's resident set (KiB), descriptors and threads.
-fn process_use(pid: u32) -> Result<(u64, usize, usize), String> {
+/// The process's resident set and its peak (KiB), descriptors and threads.
+fn process_use(pid: u32) -> Result<(u64, u64, usize, usize), String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| format!("overlayd ({pid}) is gone: {e}"))?;
     let field = |name: &str| -> u64 {
@@ -133,7 +141,12 @@ fn process_use(pid: u32) -> Result<(u64, usize, usize), String> {
             .unwrap_or(0)
     };
     let count = |dir: String| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-    Ok((field("VmRSS:"), count(format!("/proc/{pid}/fd")), count(format!("/proc/{pid}/task"))))
+    Ok((
+        field("VmRSS:"),
+        field("VmHWM:"),
+        count(format!("/proc/{pid}/fd")),
+        count(format!("/proc/{pid}/task")),
+    ))
 }
 
 /// Counters once they stop moving (the XDP tier's are harvested
@@ -243,13 +256,15 @@ pub fn run(secs: u64, env: &Env, gen: &mut Gen, out: &Path) -> Result<SoakReport
                     g.0
                 );
             }
-            let (rss_kib, fds, threads) = process_use(pid)?;
+            std::thread::sleep(REST);
+            let (rss_kib, peak_rss_kib, fds, threads) = process_use(pid)?;
             let s_now = topo.sink.stats()?;
             let d = s_now.since(&s_prev);
             s_prev = s_now;
             let sample = Sample {
                 at_secs: started.elapsed().as_secs_f64(),
                 rss_kib,
+                peak_rss_kib,
                 fds,
                 threads,
                 rx: Ctl::u64_of(&c, "rx")?,
@@ -326,13 +341,14 @@ impl SoakReport {
             "Soak ({}, kernel {}): `{}`, {} s of {} at the generator's maximum rate, a rule added or removed every second.\n\n",
             self.date, self.kernel, self.command, self.secs, self.scenario
         );
-        m += "| at | RSS (KiB) | fds | threads | rx | tx | dropped | conserved | generation | changes | delivered |\n";
-        m += "|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|\n";
+        m += "| at | RSS (KiB) | peak RSS (KiB) | fds | threads | rx | tx | dropped | conserved | generation | changes | delivered |\n";
+        m += "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|\n";
         for s in &self.samples {
             m += &format!(
-                "| {:.0} s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}pps |\n",
+                "| {:.0} s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}pps |\n",
                 s.at_secs,
                 s.rss_kib,
+                s.peak_rss_kib,
                 s.fds,
                 s.threads,
                 s.rx,
@@ -343,6 +359,10 @@ impl SoakReport {
                 s.changes_accepted,
                 crate::report::kpps(s.delivered_pps)
             );
+        }
+        let rest: Vec<u64> = self.samples.iter().skip(WARMUP_SAMPLES).map(|s| s.rss_kib).collect();
+        if let (Some(lo), Some(hi)) = (rest.iter().min(), rest.iter().max()) {
+            m += &format!("\nAfter warm-up, RSS between {lo} and {hi} KiB.\n");
         }
         m += &format!(
             "\nAfter warm-up (the first {WARMUP_SAMPLES} samples): RSS grew {:.2} %, descriptors {:.2} % (limit 1 %); \

@@ -42,6 +42,16 @@ pub enum StepView {
         hardware: bool,
         detail: String,
     },
+    /// Where this packet's flow runs after it (a live trace says so): `place`
+    /// is `hardware`, `xdp_tier` or `af_xdp`, `reason` why not the tier (a
+    /// `not_in_tier` reason, `tier_off` or `port_backend`), `text` the words
+    /// `rule list` uses.
+    FlowRunsIn {
+        place: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        text: String,
+    },
     Action {
         action: String,
     },
@@ -97,6 +107,9 @@ impl fmt::Display for StepView {
             ),
             StepView::Placement { rule, hardware: false, detail } => {
                 write!(f, "rule {rule} runs in software: {detail}")
+            }
+            StepView::FlowRunsIn { text, .. } => {
+                write!(f, "after this packet the flow runs in: {text}")
             }
             StepView::Action { action } => write!(f, "action: {action}"),
             StepView::Replicated { copies } => write!(f, "replicated to {copies} copies"),

@@ -71,9 +71,13 @@ fn the_key_twin_builds_the_engines_key_or_none() {
 #[test]
 fn entry_layout_is_the_c_structs() {
     use std::mem::{offset_of, size_of};
-    assert_eq!(size_of::<TierValue>(), 96);
-    assert_eq!(offset_of!(TierValue, tunnel), 86);
-    assert_eq!(offset_of!(TierValue, rule), 88);
+    assert_eq!(size_of::<TierValue>(), 120);
+    assert_eq!(offset_of!(TierValue, tunnel), 106);
+    assert_eq!(offset_of!(TierValue, rule), 108);
+    assert_eq!(offset_of!(TierValue, udp_sum), 112);
+    assert_eq!(offset_of!(TierValue, hdr_len), 114);
+    assert_eq!(offset_of!(TierValue, kind), 116);
+    assert_eq!(offset_of!(TierValue, pad2), 117);
     assert_eq!(offset_of!(TierValue, slot), 8);
     assert_eq!(offset_of!(TierValue, tx_port), 12);
     assert_eq!(offset_of!(TierValue, max_len), 16);
@@ -220,6 +224,145 @@ fn the_program_does_what_the_entry_says() {
     assert_eq!(r.prog.test_run(&f), (XDP_PASS, f));
 }
 
+/// Tunnels whose outer UDP checksum the program computes: VXLAN over IPv6
+/// (always) and over IPv4 with `udp_checksum`. For frames of every length
+/// the walk handles differently (its 256-byte chunks and smaller pieces,
+/// odd lengths), the program sends exactly what the engine's twin sends,
+/// and the checksum verifies on its own.
+#[test]
+fn the_program_computes_outer_udp_checksums() {
+    if !can_load_bpf("the_program_computes_outer_udp_checksums") {
+        return;
+    }
+    let tunnels = r#"
+[[tunnels]]
+name = "t6"
+type = "vxlan"
+uplink = "up0"
+local = "2001:db8::1"
+remote = "2001:db8::2"
+vni = 43
+next_hop_mac = "02:00:00:00:00:20"
+ttl = "inherit"
+dscp = "inherit"
+
+[[tunnels]]
+name = "t4c"
+type = "vxlan"
+uplink = "up0"
+local = "192.0.2.1"
+remote = "192.0.2.3"
+vni = 44
+next_hop_mac = "02:00:00:00:00:20"
+udp_checksum = true
+
+[[rules]]
+id = 1
+match = { in_port = "wl0", l4_dst = 6 }
+actions = [{ set_eth_src = "02:00:00:00:0c:0e" }, { encap = "t6" }]
+
+[[rules]]
+id = 2
+match = { in_port = "wl0", l4_dst = 4 }
+actions = [{ encap = "t4c" }]
+"#;
+    let mut r = rig(tunnels);
+    for (dport, outer) in [(6u16, 70usize), (4, 50)] {
+        for (i, len) in (0..=700).step_by(7).chain([1001, 1200, 1369, 1370]).enumerate() {
+            let spec = if i % 2 == 0 {
+                format!("eth/ipv4(src=198.51.100.1,dst=198.51.100.2,tos=6)/udp(sport={i},dport={dport})/payload(len={len})")
+            } else {
+                format!("eth/ipv6(src=2001:db8::1,dst=2001:db8::2,hlim=5)/tcp(sport={i},dport={dport})/payload(len={len})")
+            };
+            let f = frame(&spec);
+            let e = r.install(&f, 0, 1514);
+            let (ret, out) = r.prog.test_run(&f);
+            assert_eq!(ret, XDP_REDIRECT, "{spec}");
+            let mut want = f.clone();
+            let ident = u16::from_be_bytes([out[18], out[19]]);
+            assert_eq!(e.apply(&mut want, ident), TierVerdict::Send(1));
+            assert_eq!(hex(&out), hex(&want), "{spec}");
+            // The outer UDP datagram's checksum, summed afresh.
+            use encap::wire::checksum;
+            let udp = &out[outer - 16..];
+            let pseudo = if outer == 70 {
+                let (s, d) = (out[22..38].try_into().unwrap(), out[38..54].try_into().unwrap());
+                checksum::pseudo_v6(s, d, 17, udp.len() as u32)
+            } else {
+                let (s, d) = (out[26..30].try_into().unwrap(), out[30..34].try_into().unwrap());
+                checksum::pseudo_v4(s, d, 17, udp.len() as u16)
+            };
+            assert_ne!(&udp[6..8], &[0, 0], "{spec}");
+            assert!(checksum::verify(checksum::add(pseudo, udp)), "{spec}: bad UDP checksum");
+            r.maps.flows.remove(&extract(&f, 0, 0, 0).0 .0).unwrap();
+        }
+    }
+}
+
+/// GRE in the program (gretap, NVGRE, L3 GRE; key and checksum options;
+/// IPv4 and IPv6 underlays): for frames of many lengths it sends exactly
+/// what the engine's twin sends (held to the pipeline in engine::tier), and
+/// a GRE checksum verifies on its own.
+#[test]
+fn the_program_encapsulates_in_gre() {
+    if !can_load_bpf("the_program_encapsulates_in_gre") {
+        return;
+    }
+    let tunnel = |name: &str, body: &str, v6: bool, i: usize| {
+        let (l, r) = if v6 {
+            ("2001:db8::1".to_string(), format!("2001:db8::{}", 10 + i))
+        } else {
+            ("192.0.2.1".to_string(), format!("192.0.2.{}", 10 + i))
+        };
+        format!(
+            "[[tunnels]]\nname = \"{name}\"\nuplink = \"up0\"\nlocal = \"{l}\"\nremote = \"{r}\"\nnext_hop_mac = \"02:00:00:00:00:20\"\n{body}\n"
+        )
+    };
+    let kinds = [
+        ("gretap", "type = \"gretap\"", false),
+        ("gretap-kc", "type = \"gretap\"\nkey = 7\ngre_checksum = true\nttl = \"inherit\"", false),
+        ("nvgre6", "type = \"nvgre\"\nvsid = 5000\nflow_id = 3\ngre_checksum = true", true),
+        ("gretap6-k", "type = \"gretap\"\nkey = 8", true),
+        ("l3", "type = \"gre\"\nkey = 9\ngre_checksum = true\ndscp = \"inherit\"", false),
+        ("l3-6", "type = \"gre\"\ngre_checksum = true", true),
+        ("l3-6-plain", "type = \"gre\"", true),
+    ];
+    let mut conf = String::new();
+    for (i, (name, body, v6)) in kinds.iter().enumerate() {
+        conf += &tunnel(name, body, *v6, i);
+        conf += &format!(
+            "[[rules]]\nid = {}\nmatch = {{ in_port = \"wl0\", l4_dst = {} }}\nactions = [{{ set_eth_dst = \"02:00:00:00:0c:0e\" }}, {{ encap = \"{name}\" }}]\n",
+            i + 1,
+            100 + i
+        );
+    }
+    let mut r = rig(&conf);
+    for (i, (name, body, _)) in kinds.iter().enumerate() {
+        let dport = 100 + i;
+        for (j, len) in (0..=400).step_by(13).chain([1001, 1300]).enumerate() {
+            let spec = if j % 2 == 0 {
+                format!("eth/ipv4(src=198.51.100.1,dst=198.51.100.2,tos=6)/udp(sport={j},dport={dport})/payload(len={len})")
+            } else {
+                format!("eth/ipv6(src=2001:db8::1,dst=2001:db8::2,hlim=5)/tcp(sport={j},dport={dport})/payload(len={len})")
+            };
+            let f = frame(&spec);
+            let e = r.install(&f, 0, 1514);
+            let (ret, out) = r.prog.test_run(&f);
+            assert_eq!(ret, XDP_REDIRECT, "{name} {spec}");
+            let mut want = f.clone();
+            let ident = u16::from_be_bytes([out[18], out[19]]);
+            assert_eq!(e.apply(&mut want, ident), TierVerdict::Send(1));
+            assert_eq!(hex(&out), hex(&want), "{name} {spec}");
+            if body.contains("gre_checksum") {
+                let l4 = if out[12..14] == [0x86, 0xdd] { 54 } else { 34 };
+                let sum = encap::wire::checksum::add(0, &out[l4..]);
+                assert!(encap::wire::checksum::verify(sum), "{name} {spec}: bad GRE checksum");
+            }
+            r.maps.flows.remove(&extract(&f, 0, 0, 0).0 .0).unwrap();
+        }
+    }
+}
+
 /// The program builds a key for exactly the frames its twin does, and the
 /// same key: with an entry installed under the engine's key of each frame,
 /// the program acts on the frame if and only if the twin has a key for it.
@@ -243,10 +386,14 @@ fn the_program_builds_the_twins_key() {
             ip_sum: 0,
             eth_dst: [0; 6],
             eth_src: [0; 6],
-            hdr: [0; VXLAN4_HEADER_LEN],
+            hdr: [0; VXLAN6_HEADER_LEN],
             tunnel: 0,
             rule: 0,
-            pad: 0,
+            udp_sum: 0,
+            hdr_len: 0,
+            checks: 0,
+            kind: 0,
+            pad2: [0; 3],
         };
         r.maps.flows.insert(key, drop, 0).unwrap();
         let want = if tier_key(&f, 0).is_some() { XDP_DROP } else { XDP_PASS };
@@ -434,7 +581,10 @@ impl Rig {
         let e = decide(&self.worker, &key, rule).unwrap();
         let rs = Arc::clone(self.worker.rules());
         self.maps.write_tunnel(&rs, e.decap.as_ref().unwrap()).unwrap();
-        let v = TierValue::new(&e, slot, 0, 1514);
+        let mut v = TierValue::new(&e, slot, 0, 1514);
+        if settles(&rs, &e) {
+            v.checks |= CHECK_SETTLE;
+        }
         self.maps.flows.insert(key.0, v, 0).unwrap();
         e
     }
@@ -487,6 +637,11 @@ fn the_program_decapsulates_as_the_entry_says() {
         format!("eth/ipv4(src=192.0.2.2,dst=192.0.2.1,tos=2)/udp(sport=50000,csum=0)/vxlan(vni=42)/{INNER_UDP}"),
         "eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/udp(sport=50001,csum=0)/vxlan(vni=42)/eth/ipv6(src=2001:db8::5,dst=2001:db8::6)/tcp(sport=5,dport=80)".into(),
         format!("eth/ipv6(src=2001:db8::2,dst=2001:db8::1,tc=1)/udp(sport=50002,csum=0)/vxlan(vni=43)/{INNER_UDP}"),
+        // Non-zero UDP checksums, verified by the program as the engine
+        // verifies them (odd and even lengths: the walk's last byte).
+        format!("eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/udp(sport=50003)/vxlan(vni=42)/{INNER_UDP}"),
+        format!("eth/ipv6(src=2001:db8::2,dst=2001:db8::1)/udp(sport=50004)/vxlan(vni=43)/{INNER_UDP}"),
+        format!("eth/ipv6(src=2001:db8::2,dst=2001:db8::1)/udp(sport=50005)/vxlan(vni=43)/{}", INNER_UDP.replace("len=30", "len=1001")),
     ];
     for (slot, spec) in packets.iter().enumerate() {
         let f = frame(spec);
@@ -538,17 +693,47 @@ fn the_program_leaves_what_it_cannot_decapsulate_to_the_engine() {
         edit(&mut f);
         f
     };
+    let checked4 = frame(&format!(
+        "eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/udp(sport=50000)/vxlan(vni=42)/{INNER_UDP}"
+    ));
+    let checked6 = frame(&format!(
+        "eth/ipv6(src=2001:db8::2,dst=2001:db8::1)/udp(sport=50002)/vxlan(vni=43)/{INNER_UDP}"
+    ));
+    // The pseudo-header's sum alone in the field: what a peer's checksum
+    // offload leaves (the software path finishes it).
+    let partial = |f: &[u8], l4: usize| {
+        let mut f = f.to_vec();
+        let ulen = u16::from_be_bytes([f[l4 + 4], f[l4 + 5]]);
+        let pseudo = if l4 == 54 {
+            encap::wire::checksum::pseudo_v6(
+                &f[22..38].try_into().unwrap(),
+                &f[38..54].try_into().unwrap(),
+                17,
+                ulen as u32,
+            )
+        } else {
+            encap::wire::checksum::pseudo_v4(
+                f[26..30].try_into().unwrap(),
+                f[30..34].try_into().unwrap(),
+                17,
+                ulen,
+            )
+        };
+        let c = encap::wire::checksum::fold(pseudo);
+        f[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+        f
+    };
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-        ("outer UDP checksum (verified by the engine)", frame(&format!(
-            "eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/udp(sport=50000)/vxlan(vni=42)/{INNER_UDP}"
-        )), "sent to 0"),
-        ("bad outer UDP checksum", with(&frame(&format!(
-            "eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/udp(sport=50000)/vxlan(vni=42)/{INNER_UDP}"
-        )), &|f| f[40] ^= 1), "dropped: udp_bad_checksum"),
+        ("bad outer UDP checksum", with(&checked4, &|f| f[40] ^= 1), "dropped: udp_bad_checksum"),
+        ("bad outer UDP checksum over IPv6", with(&checked6, &|f| *f.last_mut().unwrap() ^= 0x10), "dropped: udp_bad_checksum"),
+        // (The engine alone drops these; before it, the I/O layer finishes
+        // them, io/checksums.rs: what matters is that the program leaves them.)
+        ("partial outer UDP checksum", partial(&checked4, 34), "dropped: udp_bad_checksum"),
+        ("partial outer UDP checksum over IPv6", partial(&checked6, 54), "dropped: udp_bad_checksum"),
         ("zero UDP checksum over IPv6", v6.clone(), "dropped: udp_zero_checksum_v6"),
-        ("IPv6 UDP checksum", frame(&format!(
-            "eth/ipv6(src=2001:db8::2,dst=2001:db8::1)/udp(sport=50002)/vxlan(vni=43)/{INNER_UDP}"
-        )), "sent to 0"),
+        // Sent by the engine; the worker settles it on its way to the
+        // workload and drops it as l4_checksum_bad (worker.rs).
+        ("wrong inner UDP checksum", with(&good, &|f| *f.last_mut().unwrap() ^= 1), "sent to 0"),
         ("bad IPv4 header checksum", with(&good, &|f| f[24] ^= 1), "dropped: ipv4_bad_checksum"),
         ("first fragment", with(&good, &|f| { f[20] |= 0x20; fix_outer_ip_checksum(f) }), "dropped: ipv4_fragment"),
         ("IPv4 options", with(&good, &|f| {
@@ -587,4 +772,92 @@ fn the_program_leaves_what_it_cannot_decapsulate_to_the_engine() {
     assert_eq!(r.prog.tier_stats().unwrap().hit, hits, "no case hit an entry");
     let s = r.prog.tier_stats().unwrap();
     assert!(s.decap_punt > 0 && s.decap_no_tunnel > 0 && s.decap_ecn > 0, "{s:?}");
+    assert_eq!(s.decap_bad_checksum, 4, "{s:?}");
+    assert_eq!(s.unsettled, 1, "{s:?}");
+}
+
+/// The software path settles the TCP/UDP checksum of every frame a
+/// workload port receives bare (`encap::settle`): it drops a wrong one and
+/// lengths that contradict each other under their names, and finishes a
+/// partial one. The program passes on only what settling passes unchanged:
+/// every other frame of a flow it holds goes to AF_XDP unchanged.
+#[test]
+fn the_program_passes_on_only_what_the_software_path_would() {
+    if !can_load_bpf("the_program_passes_on_only_what_the_software_path_would") {
+        return;
+    }
+    let mut r =
+        rig("[[rules]]\nid = 1\nmatch = { in_port = \"wl0\" }\nactions = [{ output = \"up0\" }]\n");
+    let udp =
+        frame("eth/ipv4(src=198.51.100.1,dst=198.51.100.2)/udp(sport=1,dport=2)/payload(len=33)");
+    let tcp =
+        frame("eth/ipv6(src=2001:db8::1,dst=2001:db8::2)/tcp(sport=3,dport=4)/payload(len=300)");
+    r.install(&udp, 0, 1514);
+    r.install(&tcp, 1, 1514);
+    let with = |f: &[u8], edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut f = f.to_vec();
+        edit(&mut f);
+        f
+    };
+    // The UDP checksum field is at 40, TCP's at 70.
+    // The pseudo-header's folded sum in the field: what an offload leaves.
+    let partial = |f: &[u8], at: usize| {
+        use encap::wire::checksum;
+        let mut g = f.to_vec();
+        let pseudo = if at == 40 {
+            let len = (g.len() - 34) as u16;
+            checksum::pseudo_v4(
+                g[26..30].try_into().unwrap(),
+                g[30..34].try_into().unwrap(),
+                17,
+                len,
+            )
+        } else {
+            let len = (g.len() - 54) as u32;
+            checksum::pseudo_v6(
+                g[22..38].try_into().unwrap(),
+                g[38..54].try_into().unwrap(),
+                6,
+                len,
+            )
+        };
+        g[at..at + 2].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+        g
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("valid UDP", udp.clone()),
+        ("valid TCP", tcp.clone()),
+        ("UDP without a checksum", with(&udp, &|f| f[40..42].copy_from_slice(&[0, 0]))),
+        ("wrong UDP checksum", with(&udp, &|f| *f.last_mut().unwrap() ^= 1)),
+        ("wrong TCP checksum", with(&tcp, &|f| f[100] ^= 0x80)),
+        ("partial UDP checksum", partial(&udp, 40)),
+        ("partial TCP checksum", partial(&tcp, 70)),
+        ("padding after the datagram", with(&udp, &|f| f.extend_from_slice(&[0; 6]))),
+        (
+            "UDP length short of the IP payload",
+            with(&udp, &|f| {
+                f[38..40].copy_from_slice(&40u16.to_be_bytes());
+            }),
+        ),
+        ("IP length past the frame", with(&udp, &|f| f.truncate(f.len() - 2))),
+    ];
+    for (what, f) in cases {
+        let before = r.prog.tier_stats().unwrap();
+        let (ret, out) = r.prog.test_run(&f);
+        // What settling does with the frame: passes it unchanged, or not.
+        let mut s = f.clone();
+        let unchanged =
+            matches!(encap::settle(&mut s), Ok(encap::Settled::Valid | encap::Settled::NoChecksum))
+                && s == f
+                && !what.contains("padding");
+        let after = r.prog.tier_stats().unwrap();
+        if unchanged {
+            assert_eq!(ret, XDP_REDIRECT, "{what}");
+        } else {
+            assert_eq!((ret, hex(&out)), (XDP_PASS, hex(&f)), "{what}");
+            let left = (after.unsettled - before.unsettled)
+                + (after.partial_checksum - before.partial_checksum);
+            assert_eq!(left, 1, "{what}: {after:?}");
+        }
+    }
 }
