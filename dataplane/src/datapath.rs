@@ -663,7 +663,11 @@ impl Datapath {
         }
         for (_, st) in steering.iter_mut() {
             if let Steering::Xdp(prog) = st {
-                if let Err(e) = prog.swap_in() {
+                let swapped = prog.swap_in();
+                if swapped.is_ok() {
+                    crate::io::tc::swap_in_pending(prog);
+                }
+                if let Err(e) = swapped {
                     stop.store(true, Ordering::Release);
                     for t in threads.drain(..) {
                         let _ = t.join();

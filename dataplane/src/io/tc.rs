@@ -62,8 +62,12 @@ pub fn attach(
     p.load().map_err(err("load"))?;
     let pin_path = prog.pins().map(|p| p.tc_link());
     if let Some(link) = prog.take_tc_inherited() {
-        // The previous program serves until the XDP link is swapped too.
+        // The previous program serves until the XDP link is swapped too;
+        // without an XDP link to swap (a new attachment), at once.
         prog.set_tc_pending(link);
+        if !prog.swap_pending() {
+            swap_in_pending(prog);
+        }
     } else {
         let p = tc_program(prog, PROGRAM, ifname)?;
         // Needed by the netlink attachment only (before TCX); there already if
@@ -170,10 +174,21 @@ fn tc_program<'a>(
         })
 }
 
+/// The tc tier's part of the XDP program's `swap_in`: the link it
+/// inherited gets this object's tc program. Not fatal: the old tc program
+/// goes on serving its link (with the maps it was loaded with).
+pub(crate) fn swap_in_pending(prog: &mut SteerProgram) {
+    if let Some(link) = prog.take_tc_pending() {
+        if let Err(e) = swap_in(prog, link) {
+            tracing::warn!(error = %e, "the tc tier keeps its previous program");
+        }
+    }
+}
+
 /// Puts `prog`'s (loaded) tc program into `link`, a previous overlayd's
 /// pinned TCX link, in one system call: every skb meets the old program or
 /// this one.
-pub(crate) fn swap_in(prog: &mut SteerProgram, link: FdLink) -> Result<(), TcError> {
+fn swap_in(prog: &mut SteerProgram, link: FdLink) -> Result<(), TcError> {
     let ifname = prog.ifname().to_string();
     let err = |e: String| TcError { ifname: ifname.clone(), what: "swap in", reason: e };
     let link = SchedClassifierLink::try_from(link).map_err(|e| err(e.to_string()))?;

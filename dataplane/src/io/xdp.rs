@@ -296,19 +296,12 @@ impl SteerProgram {
             |reason: String| XdpError::Attach { ifname: ifname.clone(), mode: "inherited", reason };
         let link = XdpLink::try_from(link).map_err(|e| err(error_chain(&e)))?;
         self.program()?.attach_to_link(link).map_err(|e| err(error_chain(&e)))?;
-        self.swap_in_tc();
         Ok(())
     }
 
-    /// The tc tier's part of [`swap_in`](Self::swap_in): its inherited link
-    /// gets this object's tc program. Not fatal: the old tc program goes on
-    /// serving its link (with the maps it was loaded with).
-    fn swap_in_tc(&mut self) {
-        if let Some(link) = self.tc_pending.take() {
-            if let Err(e) = super::tc::swap_in(self, link) {
-                tracing::warn!(error = %e, "the tc tier keeps its previous program");
-            }
-        }
+    /// Whether the XDP program still waits for [`swap_in`](Self::swap_in).
+    pub(crate) fn swap_pending(&self) -> bool {
+        self.pending.is_some()
     }
 
     /// The tc tier's pinned link a previous overlayd left serving this
@@ -317,14 +310,14 @@ impl SteerProgram {
         self.tc_inherited.take()
     }
 
-    /// Has [`swap_in`](Self::swap_in) put this object's tc program into
-    /// `link` (io/tc.rs, which loaded it). Without an XDP link to swap (a
-    /// new attachment), it is done at once.
+    /// Keeps `link`, the tc tier's inherited link, until the XDP program
+    /// is swapped in (io/tc.rs `swap_in_pending` then swaps the tc one).
     pub(crate) fn set_tc_pending(&mut self, link: FdLink) {
         self.tc_pending = Some(link);
-        if self.pending.is_none() {
-            self.swap_in_tc();
-        }
+    }
+
+    pub(crate) fn take_tc_pending(&mut self) -> Option<FdLink> {
+        self.tc_pending.take()
     }
 
     pub(crate) fn ifname(&self) -> &str {
