@@ -46,7 +46,7 @@ use crate::io::memory::{FrameAddr, Umem, FRAME_SIZE};
 use crate::io::steer::{SteerRole, SteerStats};
 use crate::io::tap::{self, TapQueue};
 use crate::io::tc_port::{TcPort, TcPortError};
-use crate::io::tier::{Tier, TierGenerations, TierLinks, TierPort, TierStatus};
+use crate::io::tier::{Tier, TierBaselines, TierGenerations, TierLinks, TierPort, TierStatus};
 use crate::io::uring::{self, Kind, UringError, UringQueue};
 use crate::io::xdp::{Inherited, SteerProgram, XdpError, XdpMode};
 use crate::io::{netdev, PortQueue, QueueStats};
@@ -585,25 +585,27 @@ impl Datapath {
             }
         };
         let mut ring_size = opts.ring_size;
-        let start_tier = |steering: &mut Vec<(PortSpec, Steering)>| match tier_capacity {
-            Some(_) => {
-                let (t, l) = start_tier(steering, &links, workers, tc.clone())?;
-                Ok::<_, DatapathError>((Some(t), Some(l)))
+        let start_tier = |steering: &mut Vec<(PortSpec, Steering)>, handed: &TierBaselines| {
+            match tier_capacity {
+                Some(_) => {
+                    let (t, l) = start_tier(steering, &links, workers, tc.clone(), handed)?;
+                    Ok::<_, DatapathError>((Some(t), Some(l)))
+                }
+                None => Ok((None, None)),
             }
-            None => Ok((None, None)),
         };
         let ((tier, tier_link), ios) = match from {
             None => {
                 let ios = (0..workers)
                     .map(|w| open_worker(w, &mut steering, &macs, &opts, w % cpus))
                     .collect::<Result<Vec<_>, _>>()?;
-                (start_tier(&mut steering)?, ios)
+                (start_tier(&mut steering, &TierBaselines::default())?, ios)
             }
             Some(from) => {
                 // The predecessor's tier owner stops first, then ours adopts
                 // the entries; its workers serve meanwhile.
-                from.prepare()?;
-                let tier = start_tier(&mut steering)?;
+                let handed = from.prepare()?;
+                let tier = start_tier(&mut steering, &handed)?;
                 let (state, fds) = from.take()?;
                 let t0 = std::time::Instant::now();
                 ring_size = state.ring_size;
@@ -810,12 +812,12 @@ impl Datapath {
     /// on: a successor adopts the tier's entries before the workers park,
     /// so that is not part of the time no worker runs. Pinned programs keep
     /// their lookups on.
-    pub fn stop_tier(&mut self) {
-        self.stop_tier_owner(false);
+    pub fn stop_tier(&mut self) -> TierBaselines {
+        self.stop_tier_owner(false)
     }
 
-    fn stop_tier_owner(&mut self, remove: bool) {
-        let Some(tier) = self.tier.take() else { return };
+    fn stop_tier_owner(&mut self, remove: bool) -> TierBaselines {
+        let Some(tier) = self.tier.take() else { return TierBaselines::default() };
         let mut st = self.steering.lock().unwrap_or_else(|p| p.into_inner());
         for (spec, s) in st.iter_mut() {
             let prog = match s {
@@ -829,7 +831,7 @@ impl Datapath {
         }
         self.counters.set_refresh(None);
         self.tier_gens.clear();
-        tier.stop();
+        tier.stop()
     }
 
     /// Stops the workers at a batch boundary, keeping their sockets and
@@ -918,6 +920,7 @@ fn start_tier(
     links: &DatapathLinks,
     workers: usize,
     tc: Vec<usize>,
+    handed: &TierBaselines,
 ) -> Result<(Tier, crate::io::tier::TierLink), DatapathError> {
     let mut ports = Vec::new();
     let mut gens = Vec::new();
@@ -960,7 +963,7 @@ fn start_tier(
     };
     // The owner first: it deletes the inherited entries the current rule
     // set does not decide the same way, before the generation is written.
-    let (tier, link) = Tier::start(ports, tl).map_err(DatapathError::Thread)?;
+    let (tier, link) = Tier::start(ports, tl, handed).map_err(DatapathError::Thread)?;
     let published = Arc::clone(&links.published);
     links.tier_gens.replace(gens, || published.current().generation)?;
     links.counters.set_refresh(Some(tier.refresher()));

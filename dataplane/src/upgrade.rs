@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::datapath::{Datapath, DatapathLinks, DatapathOptions};
 use crate::io::handover;
+use crate::io::tier::TierBaselines;
 
 /// How long the old overlayd waits for the new one to take over once it
 /// has sent its state (mapping the rings and starting the workers is ms).
@@ -103,8 +104,8 @@ enum Msg {
     /// New -> old: attached, waiting for the sockets.
     Ready { pid: u32, version: String },
     /// Old -> new: its tier owner stopped (last harvest); the new one may
-    /// adopt the tier's entries.
-    TierStopped,
+    /// adopt the tier's entries, counting from where that harvest left them.
+    TierStopped(TierBaselines),
     /// New -> old: its tier owner runs; park the workers.
     Park,
     /// Old -> new: the parked workers; their descriptors ride along.
@@ -119,7 +120,7 @@ impl Msg {
     fn name(&self) -> &'static str {
         match self {
             Msg::Ready { .. } => "Ready",
-            Msg::TierStopped => "TierStopped",
+            Msg::TierStopped(_) => "TierStopped",
             Msg::Park => "Park",
             Msg::State(_) => "State",
             Msg::Refused(_) => "Refused",
@@ -159,8 +160,9 @@ impl HandedState {
 /// Where the datapath gets parked queues from instead of opening new ones.
 pub trait TakeOver {
     /// The previous owner stops its tier owner (called once the programs
-    /// are attached, before this datapath's tier owner adopts the entries).
-    fn prepare(&mut self) -> Result<(), HandoverError>;
+    /// are attached, before this datapath's tier owner adopts the entries):
+    /// where its last harvest left the entries' counters.
+    fn prepare(&mut self) -> Result<TierBaselines, HandoverError>;
     /// The parked state and its descriptors (called once the programs are attached).
     fn take(&mut self) -> Result<(HandedState, Vec<OwnedFd>), HandoverError>;
     /// Every queue is mapped: the previous owner lets go (called before
@@ -212,11 +214,11 @@ impl Successor {
 }
 
 impl TakeOver for Successor {
-    fn prepare(&mut self) -> Result<(), HandoverError> {
+    fn prepare(&mut self) -> Result<TierBaselines, HandoverError> {
         let ready = Msg::Ready { pid: std::process::id(), version: crate::VERSION.to_string() };
         send(&mut self.conn, &ready, &[])?;
         match recv(&mut self.conn)?.0 {
-            Msg::TierStopped => Ok(()),
+            Msg::TierStopped(b) => Ok(b),
             Msg::Refused(why) => Err(HandoverError::Refused(why)),
             m => Err(HandoverError::Unexpected { expected: "TierStopped", got: m.name().into() }),
         }
@@ -257,11 +259,11 @@ impl Successor {
 
 /// The old overlayd's own parked state, given back to itself when the new
 /// one did not take over.
-struct Resume(Option<(HandedState, Vec<OwnedFd>)>);
+struct Resume(Option<(HandedState, Vec<OwnedFd>)>, TierBaselines);
 
 impl TakeOver for Resume {
-    fn prepare(&mut self) -> Result<(), HandoverError> {
-        Ok(())
+    fn prepare(&mut self) -> Result<TierBaselines, HandoverError> {
+        Ok(std::mem::take(&mut self.1))
     }
 
     fn take(&mut self) -> Result<(HandedState, Vec<OwnedFd>), HandoverError> {
@@ -373,8 +375,8 @@ impl Predecessor {
             return Err(HandoverError::Refused(why));
         }
         self.handing.store(true, Ordering::Release);
-        slot.as_mut().expect("checked above").stop_tier();
-        let asked = send(conn, &Msg::TierStopped, &[]).and_then(|()| recv(conn));
+        let baselines = slot.as_mut().expect("checked above").stop_tier();
+        let asked = send(conn, &Msg::TierStopped(baselines.clone()), &[]).and_then(|()| recv(conn));
         let mut dp = slot.take().expect("checked above");
         let t0 = Instant::now();
         let (state, fds) = dp.park();
@@ -406,7 +408,7 @@ impl Predecessor {
         };
         tracing::warn!(successor = pid, reason = %why, "upgrade: the new overlayd did not take over; serving on");
         // Our own parked state back: the descriptors are still ours.
-        let mut again = Resume(Some((state, fds)));
+        let mut again = Resume(Some((state, fds)), baselines);
         match Datapath::start_taking_over(self.links.clone(), self.opts, &mut again) {
             Ok(dp) => *slot = Some(dp),
             Err(e) => tracing::error!(error = %e, "upgrade: cannot resume the datapath"),

@@ -65,6 +65,7 @@ enum stat {
 	ST_TIER_ECN,       /* RFC 6040 would change or drop it: the engine's */
 	ST_TIER_DECAP_CSUM, /* a UDP checksum that does not verify (or is partial) */
 	ST_TIER_UNSETTLED, /* a TCP/UDP checksum or length the software path would not pass */
+	ST_TIER_FINISHED,  /* a partial TCP/UDP checksum the tier finished (and sent) */
 	ST_MAX,
 };
 
@@ -136,7 +137,7 @@ struct tier_entry {
 /* The layout of everything pinned beside the program (bumped whenever a
  * map's key, value or meaning changes): a starting overlayd adopts pinned
  * maps only when it is its own (dataplane/src/io/pin.rs). */
-#define LAYOUT_VERSION 4
+#define LAYOUT_VERSION 5
 
 /* Written by the owner, never read here: what a starting overlayd needs to
  * judge the pinned maps it finds (mirrored by PinMeta in io/pin.rs). */
@@ -714,6 +715,40 @@ static __always_inline int settled(struct xdp_md *ctx, __u8 proto, void *l4, __u
 	return sum == 0xffff ? SETTLED : UNSETTLED;
 }
 
+/* The checksum a partial field (the pseudo-header's sum `psum`, as an
+ * offload leaves it) finishes to, or -1 if the tier leaves the frame to the
+ * software path: lengths it does not walk (padding, a UDP length short of
+ * the datagram, over 4 KiB). A field that already verifies as complete (a
+ * 1 in 65536 coincidence) stays as it is, as encap::settle, which verifies
+ * before it finishes, leaves it. The field holds the pseudo-header's sum,
+ * so the segment's sum, field included, is the sum the checksum
+ * completes. */
+static __always_inline int finish(struct xdp_md *ctx, __u8 proto, void *l4, __u32 l4off,
+				  __u32 len, int exact, __u16 psum)
+{
+	void *end = (void *)(long)ctx->data_end;
+	if (!exact)
+		return -1;
+	if (proto == IPPROTO_UDP) {
+		struct udphdr *u = l4;
+		if ((void *)(u + 1) > end || bpf_ntohs(u->len) != len - l4off)
+			return -1;
+	} else if (len - l4off < 20) {
+		return -1;
+	}
+	int seg = csum_to_end(ctx, l4off);
+	if (seg < 0)
+		return -1;
+	__u32 sum = (__u32)psum + seg;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	if (sum == 0xffff)
+		return psum;
+	__u16 c = ~(__u16)seg;
+	/* A computed zero goes out as all ones: for UDP zero means none. */
+	return c ? c : 0xffff;
+}
+
 /* The tier: the frame's action if an entry of the current generation has
  * its key, else TIER_MISS with the frame unchanged. `d`: the frame was
  * decapsulated (its outer headers are gone), NULL on a workload port. */
@@ -823,11 +858,18 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 	int st = field == psum ? PARTIAL : SETTLED;
 	if (!d || (e->action == TIER_OUTPUT && (e->checks & CHECK_SETTLE)))
 		st = settled(ctx, proto, l4, l4off, len, exact, field, psum);
+	int finished = -1; /* the finished checksum, written once the frame is sent */
 	if (st == PARTIAL) {
-		/* The skb still knows; the tc tier keeps that state (and GSO). */
-		if (c->tc_tier && tc_takes(e))
-			return count(ST_TIER_TO_TC, XDP_PASS);
-		return count(ST_TIER_PARTIAL, TIER_MISS);
+		/* The tier finishes it, as the software path would (one walk of
+		 * the segment, far cheaper than AF_XDP's copies). One it cannot
+		 * sum goes to the tc tier, where the skb still knows its checksum
+		 * state, or to AF_XDP. */
+		finished = finish(ctx, proto, l4, l4off, len, exact, psum);
+		if (finished < 0) {
+			if (c->tc_tier && tc_takes(e))
+				return count(ST_TIER_TO_TC, XDP_PASS);
+			return count(ST_TIER_PARTIAL, TIER_MISS);
+		}
 	}
 	if (st == UNSETTLED)
 		return count(ST_TIER_UNSETTLED, TIER_MISS);
@@ -857,6 +899,18 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 		if (c->tc_tier && tc_takes(e))
 			return count(ST_TIER_TO_TC, XDP_PASS);
 		return count(ST_TIER_NO_TX, TIER_MISS);
+	}
+	/* Past the last miss that must leave the frame unchanged (a decapsulated
+	 * one is restored by moving its start back, so nothing may be written
+	 * before this point): the finished checksum goes in. An encapsulation
+	 * that then finds no headroom leaves a frame whose checksum verifies,
+	 * which the software path passes as it is. */
+	if (finished >= 0) {
+		__u16 *f = (void *)(long)ctx->data + l4off + (proto == IPPROTO_TCP ? 16 : 6);
+		if ((void *)(f + 1) > (void *)(long)ctx->data_end)
+			return TIER_MISS;
+		*f = bpf_htons((__u16)finished);
+		count(ST_TIER_FINISHED, 0);
 	}
 	if (e->action == TIER_OUTPUT) {
 		if (e->flags & TF_SET_DST)

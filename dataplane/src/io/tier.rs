@@ -463,6 +463,11 @@ pub struct TierProgramStats {
     /// (`encap::settle`) as it does every frame it receives bare.
     #[serde(default)]
     pub unsettled: u64,
+    /// Frames whose partial TCP/UDP checksum (a sender's offload left it)
+    /// the tier finished, as the software path would, and sent on: also in
+    /// `hit`.
+    #[serde(default)]
+    pub finished_checksum: u64,
 }
 
 /// One program's flow, counter and output maps: the owner's.
@@ -840,12 +845,38 @@ struct State {
     batch: Option<PerCpuPairs>,
 }
 
+/// Where a stopped owner's last harvest left each live entry's counters:
+/// per port number, (slot, key, packets, bytes). A successor adopting the
+/// entries counts from there, so what the tier forwarded between the two
+/// owners is counted once (io/upgrade.rs hands it over).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierBaselines(pub Vec<(u16, Vec<SlotBaseline>)>);
+
+/// A slot, the key of its entry, and its packets and bytes at the harvest.
+pub type SlotBaseline = (u32, [u64; WORDS], u64, u64);
+
+impl TierBaselines {
+    fn find(&self, port: usize, slot: u32, key: &[u64; WORDS]) -> Option<(u64, u64)> {
+        let (_, slots) = self.0.iter().find(|(p, _)| *p as usize == port)?;
+        let (_, _, p, b) = slots.iter().find(|(s, k, _, _)| *s == slot && k == key)?;
+        Some((*p, *b))
+    }
+}
+
 impl Tier {
     /// Starts the owner over `ports` (indexed by port number), adopting the
     /// entries their maps hold (pinned by a previous overlayd) that the
     /// current rule set would decide the same way, and deleting the others
     /// before any worker runs ([`State::adopt`]).
-    pub fn start(ports: Vec<TierPort>, links: TierLinks) -> std::io::Result<(Tier, TierLink)> {
+    ///
+    /// `handed`: where the previous owner's last harvest left the entries
+    /// (a planned upgrade); entries it does not name are counted from what
+    /// their counters hold now.
+    pub fn start(
+        ports: Vec<TierPort>,
+        links: TierLinks,
+        handed: &TierBaselines,
+    ) -> std::io::Result<(Tier, TierLink)> {
         let stats = Arc::new(Stats::default());
         let rules = links.published.current();
         let counters = Arc::new(WorkerCounters::new(
@@ -899,7 +930,7 @@ impl Tier {
             last_probe: Instant::now(),
             batch: aya::util::nr_cpus().ok().map(PerCpuPairs::new),
         };
-        st.adopt();
+        st.adopt(handed);
         st.probe_outputs(true);
         let shared = Arc::new(Shared { state: Mutex::new(st), stats: Arc::clone(&stats) });
         let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
@@ -954,13 +985,15 @@ impl Tier {
     }
 
     /// Stops the owner, harvests for the last time and folds the tier's
-    /// counters into the totals. The programs' tier lookups must be off.
-    pub fn stop(mut self) {
+    /// counters into the totals: where that harvest left each live entry.
+    /// The programs' tier lookups must be off, or their entries handed on.
+    pub fn stop(mut self) -> TierBaselines {
         self.stop_thread();
         let mut st = lock(&self.shared.state);
         std::thread::sleep(GRACE);
         st.harvest();
         st.links.board.retire(st.links.board_id);
+        st.baselines()
     }
 
     fn stop_thread(&mut self) {
@@ -1074,8 +1107,9 @@ impl State {
     /// start and before the current generation is written, so no rule the
     /// current rule set does not hold is applied by an adopted entry. Kept
     /// entries are restamped with the current generation and counted from
-    /// what their counters hold now.
-    fn adopt(&mut self) {
+    /// where `handed` says the previous owner's last harvest left them, or
+    /// else from what their counters hold now.
+    fn adopt(&mut self, handed: &TierBaselines) {
         let fp = fingerprint(&self.rules);
         let generation = self.rules.generation;
         let now = Instant::now();
@@ -1114,7 +1148,10 @@ impl State {
                     continue;
                 };
                 e.generation = generation;
-                ing.seen[slot] = ing.maps.read(slot as u32).unwrap_or_default();
+                ing.seen[slot] = handed
+                    .find(port, slot as u32, &k)
+                    .or_else(|| ing.maps.read(slot as u32))
+                    .unwrap_or_default();
                 taken.insert(slot as u32);
                 ing.by_key.insert(key, slot as u32);
                 ing.high = ing.high.max(slot as u32 + 1);
@@ -1312,6 +1349,22 @@ impl State {
             }
         }
         n
+    }
+
+    fn baselines(&self) -> TierBaselines {
+        let ports = self.ingress.iter().enumerate().filter_map(|(port, ing)| {
+            let ing = ing.as_ref()?;
+            let slots = ing
+                .by_key
+                .iter()
+                .map(|(k, &slot)| {
+                    let (p, b) = ing.seen[slot as usize];
+                    (slot, k.0, p, b)
+                })
+                .collect();
+            Some((port as u16, slots))
+        });
+        TierBaselines(ports.collect())
     }
 
     /// Adds what every live or retiring entry did since the last harvest

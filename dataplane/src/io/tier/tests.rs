@@ -49,7 +49,7 @@ fn shapes() -> Vec<(Vec<u8>, bool)> {
     v5[14] = 0x55;
     v.push((v5, false));
     // Ports cut short; then both ports but no checksum field, which the
-    // program must read (a partial checksum stays with the software path).
+    // program must read (to tell a partial checksum).
     v.push((udp[..14 + 20 + 3].to_vec(), false));
     v.push((udp[..14 + 20 + 4].to_vec(), false));
     v.push((udp[..14 + 20 + 8].to_vec(), true)); // the whole UDP header
@@ -779,8 +779,9 @@ fn the_program_leaves_what_it_cannot_decapsulate_to_the_engine() {
 /// The software path settles the TCP/UDP checksum of every frame a
 /// workload port receives bare (`encap::settle`): it drops a wrong one and
 /// lengths that contradict each other under their names, and finishes a
-/// partial one. The program passes on only what settling passes unchanged:
-/// every other frame of a flow it holds goes to AF_XDP unchanged.
+/// partial one. The program passes on what settling passes unchanged,
+/// finishes a partial checksum exactly as settling does, and hands every
+/// other frame of a flow it holds to AF_XDP unchanged.
 #[test]
 fn the_program_passes_on_only_what_the_software_path_would() {
     if !can_load_bpf("the_program_passes_on_only_what_the_software_path_would") {
@@ -846,13 +847,21 @@ fn the_program_passes_on_only_what_the_software_path_would() {
         let (ret, out) = r.prog.test_run(&f);
         // What settling does with the frame: passes it unchanged, or not.
         let mut s = f.clone();
-        let unchanged =
-            matches!(encap::settle(&mut s), Ok(encap::Settled::Valid | encap::Settled::NoChecksum))
-                && s == f
-                && !what.contains("padding");
+        let settled = encap::settle(&mut s);
+        let passes = matches!(
+            settled,
+            Ok(encap::Settled::Valid | encap::Settled::NoChecksum | encap::Settled::Completed)
+        ) && !what.contains("padding");
         let after = r.prog.tier_stats().unwrap();
-        if unchanged {
-            assert_eq!(ret, XDP_REDIRECT, "{what}");
+        if passes {
+            assert_eq!((ret, hex(&out)), (XDP_REDIRECT, hex(&s)), "{what}");
+            let finished = after.finished_checksum - before.finished_checksum;
+            if settled == Ok(encap::Settled::Completed) {
+                assert_ne!(s, f, "{what}: settling finished nothing");
+                assert_eq!(finished, 1, "{what}: {after:?}");
+            } else {
+                assert_eq!(finished, 0, "{what}: {after:?}");
+            }
         } else {
             assert_eq!((ret, hex(&out)), (XDP_PASS, hex(&f)), "{what}");
             let left = (after.unsettled - before.unsettled)
