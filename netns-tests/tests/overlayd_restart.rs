@@ -154,11 +154,19 @@ struct Rig {
     wb: Netns,
     hb: Netns,
     ha: Netns,
+    /// Dropped last: the rig is gone before the flood test may start.
+    _turn: Option<std::sync::RwLockReadGuard<'static, ()>>,
 }
 
 fn now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
 }
+
+/// The flood test runs alone (it takes this for writing); every other
+/// test's rig holds it for reading, so they still run beside each other.
+/// On a 2-core machine a second rig's daemons and traffic beside the flood
+/// held its generator under 100 000 a second.
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 fn build() -> Rig {
     build_with(None)
@@ -166,6 +174,12 @@ fn build() -> Rig {
 
 /// As [`build`]; the first overlayd gets `notify` as its NOTIFY_SOCKET.
 fn build_with(notify: Option<PathBuf>) -> Rig {
+    let turn = ALONE.read().unwrap_or_else(|p| p.into_inner());
+    Rig { _turn: Some(turn), ..build_rig(notify) }
+}
+
+/// The rig, holding no turn.
+fn build_rig(notify: Option<PathBuf>) -> Rig {
     let ha = Netns::new("rsha");
     let hb = Netns::new("rshb");
     let wa = Netns::new("rswa");
@@ -183,8 +197,6 @@ fn build_with(notify: Option<PathBuf>) -> Rig {
         ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
         ns.ip(&["link", "set", dev, "mtu", "1450"]);
         ns.ip(&["addr", "add", ip, "dev", dev]);
-        // Full checksums: frames the tier may forward as they are.
-        ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
     }
     // The workloads know each other for good: no address resolution has to
     // cross the overlay while overlayd is down.
@@ -236,6 +248,7 @@ fn build_with(notify: Option<PathBuf>) -> Rig {
         wb,
         hb,
         ha,
+        _turn: None,
     };
     r.start(&[]);
     let ok = wait_until(Duration::from_secs(10), || {
@@ -550,6 +563,18 @@ fn link_drops(ns: &Netns, dev: &str) -> (u64, u64) {
         serde_json::from_str(&ns.ip(&["-s", "-j", "link", "show", "dev", dev])).unwrap();
     let s = &v[0]["stats64"];
     (u(&s["rx"]["dropped"]), u(&s["tx"]["dropped"]))
+}
+
+/// UDP datagrams `ns`'s sockets dropped for a full receive buffer.
+fn udp_rcvbuf_errors(ns: &Netns) -> u64 {
+    let snmp = ns.exec(&["cat", "/proc/net/snmp"]);
+    let udp: Vec<Vec<&str>> = snmp
+        .lines()
+        .filter(|l| l.starts_with("Udp:"))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let i = udp[0].iter().position(|f| *f == "RcvbufErrors").unwrap();
+    udp[1][i].parse().unwrap()
 }
 
 /// Whether the tc tier's program is attached in `ns`.
@@ -1263,7 +1288,8 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
     let pps: u64 = std::env::var("FLOOD_PPS").ok().and_then(|v| v.parse().ok()).unwrap_or(120_000);
     const WARM: u64 = 200;
     let flood = env!("CARGO_BIN_EXE_flood");
-    let mut r = build();
+    let _alone = ALONE.write().unwrap_or_else(|p| p.into_inner());
+    let mut r = build_rig(None);
     let stop = r.dir.join("flood-stop");
     let stop_s = stop.to_string_lossy().into_owned();
     let from = WARM.to_string();
@@ -1287,7 +1313,11 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
         let (we, wl) = (link_drops(&r.wa, &r.we), link_drops(&r.ha, &r.wl));
         (we.1, wl.0)
     };
+    // Past overlayd: host B's uplink (a full receive ring) and the sink's
+    // socket (a full buffer).
+    let beyond = |r: &Rig| (link_drops(&r.hb, &r.ub).0, udp_rcvbuf_errors(&r.wb));
     let veth_before = veth_drops(&r);
+    let beyond_before = beyond(&r);
     let o = under_traffic(&mut r, true, |r| {
         before = tier_counts(r);
         let mut send = r.wa.command(&[
@@ -1317,6 +1347,9 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
     });
     let after = tier_counts(&r);
     let veth_after = veth_drops(&r);
+    let beyond_after = beyond(&r);
+    let (ub_dropped, sink_dropped) =
+        (beyond_after.0 - beyond_before.0, beyond_after.1 - beyond_before.1);
     std::fs::write(&stop, b"").unwrap();
     assert!(sink.wait_timeout(Duration::from_secs(10)).is_some());
     let sent_line = std::fs::read_to_string(&send_out).unwrap();
@@ -1342,6 +1375,7 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
          {:.0} pps), {got} received, {} lost, longest silence at the sink {gap:.1} ms; \
          XDP tier on wl: {hits} hits, {misses} misses (to AF_XDP) over the run; \
          veth drops before overlayd: workload tx {we_tx_dropped}, port rx {wl_rx_dropped}; \
+         after it: host B's uplink rx {ub_dropped}, the sink's socket {sink_dropped}; \
          generator forwent {forgone} and sent {retried} again; overlayctl upgrade took {} ms: {}",
         flooded / secs,
         sent - got,
@@ -1376,11 +1410,12 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
     assert!(o.soft_missing.is_empty(), "software flow lost {:?}: {}", o.soft_missing, r.why());
     assert!(o.new_missing.is_empty(), "new flows lost {:?}: {}", o.new_missing, r.why());
     assert!(o.ping.0 == o.ping.1, "ping {:?}: {}", o.ping, r.why());
-    // The tier's counts reach rule 13 when harvested: never more than sent
-    // (what the tier forwarded between the old owner's last harvest and the
-    // new one's adoption is in the program's counters only).
+    // Every datagram the tier forwarded reaches rule 13 when harvested,
+    // once: the new owner counts each adopted entry from where the old
+    // owner's last harvest left it (the baselines ride with TierStopped).
+    // The warm-up's first datagram was decided by the engine, not the tier.
     let c = r.settled_counters();
-    assert!(rule_packets(&c, 13) <= sent as u64, "{c:#}");
-    assert!(rule_packets(&c, 13) as f64 >= flooded * 0.9, "{c:#}");
+    let counted = rule_packets(&c, 13);
+    assert_eq!(counted, sent as u64, "rule 13 counted {counted} of {sent}: {c:#}");
     r.finish();
 }
