@@ -111,7 +111,7 @@ impl NotInTier {
         match self {
             NotInTier::RuleOptOut => "the rule opts out (xdp_tier = \"off\")",
             NotInTier::Decapsulated => {
-                "it arrives through a GRE or Geneve tunnel (the tier decapsulates VXLAN only)"
+                "it arrives through a Geneve tunnel (the tier decapsulates VXLAN and GRE only)"
             }
             NotInTier::NotTcpUdp => "the tier takes untagged IPv4/IPv6 TCP and UDP only",
             NotInTier::VlanAction => "the rule pushes, pops or sets a VLAN tag",
@@ -127,6 +127,9 @@ impl NotInTier {
             NotInTier::NoFate => "the rule has no action that decides the packet's fate",
             NotInTier::DecapEncap => {
                 "it arrives through a tunnel and the rule encapsulates it again"
+            }
+            NotInTier::GreSequenceReceived => {
+                "the packet carries a GRE sequence number, which the tier leaves to the engine"
             }
         }
     }
