@@ -582,6 +582,7 @@ impl SteerProgram {
             decap_ecn: sum(18)?,
             decap_bad_checksum: sum(19)?,
             unsettled: sum(20)?,
+            decap_gre_sequence: sum(21)?,
         })
     }
 

@@ -89,6 +89,7 @@ fn entry_layout_is_the_c_structs() {
     assert_eq!(size_of::<TunnelKey>(), 40);
     assert_eq!(offset_of!(TunnelKey, vni), 32);
     assert_eq!(offset_of!(TunnelKey, port), 36);
+    assert_eq!(offset_of!(TunnelKey, kind), 38);
     assert_eq!(size_of::<TunnelValue>(), 16);
     assert_eq!(offset_of!(TunnelValue, tag), 8);
 }
