@@ -609,6 +609,25 @@ impl SteerProgram {
         (r.return_value, out)
     }
 
+    /// Runs the loaded program on `frame` `repeat` times in the kernel
+    /// (BPF_PROG_TEST_RUN): the last return value and the mean time of a
+    /// run.
+    #[cfg(test)]
+    pub(crate) fn test_run_repeat(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> (u32, std::time::Duration) {
+        use aya::programs::{TestRun, TestRunOptions};
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        opts.repeat = repeat;
+        let r = self.program().unwrap().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        (r.return_value, r.duration)
+    }
+
     pub fn mode(&self) -> XdpMode {
         self.mode
     }

@@ -1171,3 +1171,61 @@ fn the_program_leaves_gre_it_cannot_decapsulate_to_the_engine() {
     assert_eq!(s.decap_bad_checksum, 1, "{s:?}");
     assert!(s.decap_punt > 0 && s.decap_no_tunnel >= 2 && s.decap_ecn == 2, "{s:?}");
 }
+
+/// What the uplink program costs a tunnel packet, by BPF_PROG_TEST_RUN:
+/// the kernel's own timing of one run, averaged over many runs of one
+/// each (with `repeat` the kernel runs the program again on the frame the
+/// last run left, here a decapsulated one). VXLAN and GRE decapsulation by
+/// an entry, and the same packets with the tier off (steering only, to
+/// AF_XDP). A measurement, not a test: run it with
+/// `cargo test -p dataplane --lib tier_decap_cost -- --ignored --nocapture`
+/// on a machine as quiet as can be and write the figures down
+/// (docs/decisions.md).
+#[test]
+#[ignore]
+fn tier_decap_cost() {
+    if !can_load_bpf("tier_decap_cost") {
+        return;
+    }
+    const RUNS: u32 = 200_000;
+    let inner = "eth(src=02:00:00:00:0a:01,dst=02:00:00:00:0b:01)/ipv4(src=198.51.100.1,dst=198.51.100.2)/udp(sport=1000,dport=53)/payload(len=18)";
+    let vxlan = frame(&format!(
+        "eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/udp(sport=50000,csum=0)/vxlan(vni=42)/{inner}"
+    ));
+    let mut v = uplink_rig("");
+    v.install_decap(&vxlan, 0);
+    let mut g = gre_uplink_rig("");
+    let long = inner.replace("len=18", "len=1358");
+    let cases = [
+        ("gretap, no key", gre_packet("g1", None, 0, inner)),
+        ("gretap, key + checksum (verified)", gre_packet("g2", None, 0, inner)),
+        ("L3 GRE, key", gre_packet("g4", None, 0, inner)),
+        ("gretap, no key, 1,400-byte inner frame", gre_packet("g1", None, 0, &long)),
+        ("gretap, key + checksum, 1,400-byte inner frame", gre_packet("g2", None, 0, &long)),
+    ];
+    for (slot, (_, f)) in cases.iter().enumerate() {
+        g.install_decap_by_engine(f, slot as u32);
+    }
+    let mean = |r: &mut Rig, f: &[u8], want: u32| {
+        let mut total = std::time::Duration::ZERO;
+        for _ in 0..RUNS {
+            let (ret, t) = r.prog.test_run_repeat(f, 1);
+            assert_eq!(ret, want);
+            total += t;
+        }
+        total.as_nanos() as f64 / RUNS as f64
+    };
+    let mut measure = |r: &mut Rig, what: &str, f: &[u8]| {
+        let hits = r.prog.tier_stats().unwrap().hit;
+        let on = mean(r, f, XDP_REDIRECT);
+        assert_eq!(r.prog.tier_stats().unwrap().hit - hits, RUNS as u64, "{what}");
+        r.prog.set_tier(None).unwrap();
+        let off = mean(r, f, XDP_PASS);
+        r.prog.set_tier(Some(1)).unwrap();
+        println!("{what} ({} bytes): tier {on:.0} ns, steering only {off:.0} ns", f.len());
+    };
+    measure(&mut v, "VXLAN over IPv4, no UDP checksum", &vxlan);
+    for (what, f) in &cases {
+        measure(&mut g, what, f);
+    }
+}
