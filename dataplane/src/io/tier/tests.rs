@@ -1198,6 +1198,10 @@ fn tier_decap_cost() {
     let long = inner.replace("len=18", "len=1358");
     let cases = [
         ("gretap, no key", gre_packet("g1", None, 0, inner)),
+        (
+            "gretap, no key, inner UDP without a checksum (nothing walked)",
+            gre_packet("g1", None, 0, &inner.replace("dport=53)", "dport=54,csum=0)")),
+        ),
         ("gretap, key + checksum (verified)", gre_packet("g2", None, 0, inner)),
         ("L3 GRE, key", gre_packet("g4", None, 0, inner)),
         ("gretap, no key, 1,400-byte inner frame", gre_packet("g1", None, 0, &long)),
