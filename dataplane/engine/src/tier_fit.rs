@@ -234,6 +234,18 @@ tunnels = ["vx", "gv"]
         }
     }
 
+    /// Flows out of GRE tunnels (gretap, NVGRE, L3 GRE) are the tier's.
+    #[test]
+    fn rules_on_what_gre_tunnels_deliver_run_in_the_tier() {
+        for kind in ["type = \"gretap\"\nkey = 7", "type = \"nvgre\"\nvsid = 9", "type = \"gre\""] {
+            let w = worker(&format!(
+                "[[tunnels]]\nname = \"g\"\n{kind}\nuplink = \"up0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.9\"\nnext_hop_mac = \"02:00:00:00:00:20\"\n\
+                 [[rules]]\nid = 1\nmatch = {{ tunnel = \"g\" }}\nactions = [{{ output = \"wl0\" }}]\n"
+            ));
+            assert_eq!(rule(&w, 0), TierFit::XdpTier, "{kind}");
+        }
+    }
+
     /// A flow's answer is the workers' own: `tier::decide` on its key.
     #[test]
     fn a_flow_is_judged_by_its_own_key() {
