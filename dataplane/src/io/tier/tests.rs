@@ -1219,7 +1219,7 @@ fn tier_decap_cost() {
         }
         total.as_nanos() as f64 / RUNS as f64
     };
-    let mut measure = |r: &mut Rig, what: &str, f: &[u8]| {
+    let measure = |r: &mut Rig, what: &str, f: &[u8]| {
         let hits = r.prog.tier_stats().unwrap().hit;
         let on = mean(r, f, XDP_REDIRECT);
         assert_eq!(r.prog.tier_stats().unwrap().hit - hits, RUNS as u64, "{what}");
