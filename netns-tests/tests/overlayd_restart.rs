@@ -1242,32 +1242,25 @@ fn a_failed_upgrade_leaves_the_old_overlayd_serving() {
 }
 
 /// Planned upgrade under a flood: one UDP flow of FLOOD_PPS datagrams a
-/// second (default 40 000, 20 000 in a debug build) for 4 s to port 9003, established first (200
-/// datagrams at 1 000/s, then half a second's pause) so that the XDP tier
-/// forwards it, beside the paced flows, the new flows (500 a second, each
-/// packet the first of its flow, so decided in userspace) and the ping; the
-/// upgrade runs in the middle. The sink counts every sequence number. The
-/// flood is checked to be in the tier: the program's tier hits grow by at
-/// least the flood, its misses (what goes to AF_XDP) by no more than the
-/// other traffic.
+/// second (default 120 000, above the issue's 100 000) for 4 s to port 9003,
+/// established first (200 datagrams at 1 000/s from a socket, then half a
+/// second's pause) so that the XDP tier forwards it, beside the paced flows,
+/// the new flows (500 a second, each packet the first of its flow, so decided
+/// in userspace) and the ping; the upgrade runs in the middle. The sink
+/// counts every sequence number. The flood is checked to be in the tier: the
+/// program's tier hits grow by at least the flood, its misses (what goes to
+/// AF_XDP) by no more than the other traffic.
 ///
-/// Before the flood was in the tier (its rule had `xdp_tier = "off"`), every
-/// datagram went through AF_XDP copy mode and userspace, which on this VM
-/// does not carry 100 000 a second even without an upgrade. Now the limit
-/// is the machine: the generator, the XDP tier and host B's kernel path
-/// share its 2 cores with other jobs, and at a load average of 8-10 the
-/// generator gets out 52 000-65 000 a second asking for 100 000 (it
-/// forgoes what it cannot send, rather than burst). The default is what
-/// such a machine carries; FLOOD_PPS=100000 asks for the issue's figure
-/// (and fails, saying what the generator sent, where it is not reached).
+/// The generator is an XDP program the kernel runs in live-frames mode
+/// (src/bin/flood.rs, bpf/flood.bpf.c): a sender of socket datagrams,
+/// sharing this VM's 2 cores with the daemons and other jobs, reached only
+/// 52 000-65 000 a second, and 18 000 of 20 000 in a CI run.
 #[test]
 fn a_planned_upgrade_under_a_flood_loses_nothing() {
     if !require_root("a_planned_upgrade_under_a_flood_loses_nothing") {
         return;
     }
-    // The generator is this crate's binary: unoptimised in a debug build.
-    let default = if cfg!(debug_assertions) { 20_000 } else { 40_000 };
-    let pps: u64 = std::env::var("FLOOD_PPS").ok().and_then(|v| v.parse().ok()).unwrap_or(default);
+    let pps: u64 = std::env::var("FLOOD_PPS").ok().and_then(|v| v.parse().ok()).unwrap_or(120_000);
     const WARM: u64 = 200;
     let flood = env!("CARGO_BIN_EXE_flood");
     let mut r = build();
@@ -1338,8 +1331,10 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
     let flooded = sent - WARM as f64;
     let (hits, misses) = (after.0 - before.0, after.1 - before.1);
     let forgone = field(&sent_line, "forgone");
+    let retried = field(&sent_line, "retried");
     // Frames the sending veth could not hand to overlayd's port (its XDP
-    // ring full): lost before any program of ours saw them.
+    // ring full): lost before any program of ours saw them, and sent again
+    // by the generator with the same numbers (`retried`).
     let (we_tx_dropped, wl_rx_dropped) =
         (veth_after.0 - veth_before.0, veth_after.1 - veth_before.1);
     eprintln!(
@@ -1347,7 +1342,7 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
          {:.0} pps), {got} received, {} lost, longest silence at the sink {gap:.1} ms; \
          XDP tier on wl: {hits} hits, {misses} misses (to AF_XDP) over the run; \
          veth drops before overlayd: workload tx {we_tx_dropped}, port rx {wl_rx_dropped}; \
-         generator forwent {forgone} (held off the CPU); overlayctl upgrade took {} ms: {}",
+         generator forwent {forgone} and sent {retried} again; overlayctl upgrade took {} ms: {}",
         flooded / secs,
         sent - got,
         took.as_millis(),
@@ -1357,9 +1352,12 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
     for l in r.log().lines().filter(|l| l.contains("upgrade:")) {
         eprintln!("{l}");
     }
+    // The issue's figure is 100 000 a second; asked for more (the default),
+    // the flood must reach it, asked for less, 90 % of what was asked.
+    let need = (pps as f64 * 0.9).min(100_000.0);
     assert!(
-        flooded / secs >= pps as f64 * 0.9,
-        "the generator sent only {flooded} in {secs} s ({forgone} forgone: held off the CPU)"
+        flooded / secs >= need,
+        "the generator sent only {flooded} in {secs} s ({forgone} forgone; {need} a second needed)"
     );
     assert!(
         hits as f64 >= flooded,
