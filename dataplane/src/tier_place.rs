@@ -11,6 +11,7 @@ use engine::compile::RuleSet;
 use engine::flow_key::FlowKey;
 use engine::model::{Backend, TierSpec};
 use engine::pipeline::Worker;
+use engine::tier::NotInTier;
 use engine::tier_fit::{self, TierFit};
 use engine::trace::{Step, StepView, TraceContext, TraceReport};
 
@@ -62,7 +63,16 @@ pub fn add_to_trace(
         Some(StepView::Placement { .. }) => at + 2,
         _ => at + 1,
     };
-    report.steps.insert(at, flow_step(rs, cx, port, &key, rule));
+    // A GRE sequence number is the packet's, not its flow's: the tier
+    // leaves every such packet to the engine, whatever its flow's place.
+    let sequenced =
+        steps.iter().any(|s| matches!(s, Step::Decapsulated { outer, .. } if outer.seq.is_some()));
+    let mut step = flow_step(rs, cx, port, &key, rule);
+    if sequenced && matches!(&step, StepView::FlowRunsIn { place, .. } if place == "xdp_tier") {
+        let p = fit(TierFit::Software(NotInTier::GreSequenceReceived));
+        step = StepView::FlowRunsIn { place: "userspace".into(), reason: p.reason, text: p.text };
+    }
+    report.steps.insert(at, step);
 }
 
 fn flow_step(
@@ -228,5 +238,57 @@ xdp_tier = "off"
             tap.unwrap().to_string(),
             "after this packet the flow runs in: TAP (io_uring): port tap0 has no XDP program to hold a tier"
         );
+    }
+
+    /// A GRE-decapsulated flow runs in the tier, but a packet of it that
+    /// carries a sequence number is left to the engine, and its trace says so.
+    #[test]
+    fn a_trace_of_a_sequenced_gre_packet_says_it_stays_in_userspace() {
+        let conf = r#"
+[[ports]]
+name = "wl0"
+kind = "workload"
+
+[[ports]]
+name = "up0"
+kind = "uplink"
+mac = "02:00:00:00:00:10"
+
+[[tunnels]]
+name = "g"
+type = "gretap"
+key = 7
+uplink = "up0"
+local = "192.0.2.1"
+remote = "192.0.2.2"
+next_hop_mac = "02:00:00:00:00:20"
+
+[[rules]]
+id = 1
+match = { tunnel = "g" }
+actions = [{ output = "wl0" }]
+"#;
+        let rs = Arc::new(compile(&Config::from_toml(conf).unwrap()).unwrap());
+        let cx = TraceContext::default();
+        let traced = |gre: &str| {
+            let spec = format!(
+                "eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/gre({gre})/eth/ipv4/udp(sport=1,dport=2)"
+            );
+            let frame = engine::packet_spec::build(&spec).unwrap();
+            let (steps, mut report) =
+                engine::trace::trace_steps(Arc::clone(&rs), &cx, 1, &frame, 0);
+            add_to_trace(&rs, &cx, 1, &steps, &mut report);
+            report.steps.into_iter().find(|s| matches!(s, StepView::FlowRunsIn { .. }))
+        };
+        let Some(StepView::FlowRunsIn { place, reason, .. }) = traced("key=7") else {
+            panic!("no place step")
+        };
+        assert_eq!((place.as_str(), reason), ("xdp_tier", None));
+        let Some(StepView::FlowRunsIn { place, reason, text }) = traced("key=7,seq=3") else {
+            panic!("no place step")
+        };
+        assert_eq!(place, "userspace");
+        assert_eq!(reason.as_deref(), Some("gre_sequence_received"));
+        assert!(text.contains("sequence number"), "{text}");
     }
 }

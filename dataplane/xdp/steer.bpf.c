@@ -65,6 +65,7 @@ enum stat {
 	ST_TIER_ECN,       /* RFC 6040 would change or drop it: the engine's */
 	ST_TIER_DECAP_CSUM, /* a UDP checksum that does not verify (or is partial) */
 	ST_TIER_UNSETTLED, /* a TCP/UDP checksum or length the software path would not pass */
+	ST_TIER_GRE_SEQ,   /* a GRE packet with a sequence number: the engine's */
 	ST_TIER_FINISHED,  /* a partial TCP/UDP checksum the tier finished (and sent) */
 	ST_MAX,
 };
@@ -226,19 +227,32 @@ struct {
 /* Decapsulation: the tunnels whose flows have entries on an uplink, keyed
  * by what the engine's decap table looks a tunnel up by (encap/src/decap.rs,
  * RuleSet::decap_index) plus the UDP port, so that only VXLAN ports match
- * (the steering's vxlan_ports include Geneve's). Written by the owner with
- * each decap entry it installs; a value of another generation is ignored,
- * as an entry is. Mirrored by TunnelKey/TunnelValue in io/tier.rs. */
+ * (the steering's vxlan_ports include Geneve's), or for GRE whether the
+ * packet has a key. Written by the owner with each decap entry it
+ * installs; a value of another generation is ignored, as an entry is.
+ * Mirrored by TunnelKey/TunnelValue in io/tier.rs. */
 struct tier_tunnel_key {
 	__u8 local[16];  /* IPv6, or IPv4 as ::ffff:a.b.c.d */
 	__u8 remote[16];
-	__u32 vni;
-	__u16 port;      /* UDP destination, host order */
-	__u16 pad;
+	__u32 vni;       /* VXLAN: the VNI; GRE: the key (0 without one) */
+	__u16 port;      /* VXLAN: UDP destination, host order; GRE: 0 */
+	__u16 kind;      /* TK_* */
 };
+
+#define TK_VXLAN 0
+#define TK_GRE 1     /* GRE without a key */
+#define TK_GRE_KEY 2 /* GRE with a key */
 
 #define TT_V4_CSUM_UNCHECKED 0x01 /* the engine ignores non-zero UDP checksums over IPv4 */
 #define TT_V6_ZERO_OK 0x02        /* the engine accepts zero UDP checksums over IPv6 */
+#define TT_GRE_CSUM 0x04   /* the tunnel's GRE packets carry a checksum (its own setting) */
+#define TT_GRE_VERIFY 0x08 /* the engine verifies GRE checksums */
+#define TT_GRE_L3 0x10     /* IP over GRE: the payload is IPv4 or IPv6, not Ethernet */
+
+/* GRE flags (RFC 2784, 2890). */
+#define GRE_C 0x8000
+#define GRE_K 0x2000
+#define GRE_S 0x1000
 
 struct tier_tunnel {
 	__u64 generation;
@@ -298,21 +312,27 @@ static __always_inline int vxlan_port(const struct steer_cfg *c, __u16 port)
 	return 0;
 }
 
-static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg *c);
+static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg *c, __u8 proto);
 
 /* Decides for the L4 part once the destination is a local VTEP. */
 static __always_inline int l4(struct xdp_md *ctx, const struct steer_cfg *c, __u8 proto,
 			      void *l4h, void *end)
 {
-	if (proto == IPPROTO_GRE && c->gre)
+	if (proto == IPPROTO_GRE && c->gre) {
+		if (c->tier) {
+			int r = tier_decap(ctx, c, IPPROTO_GRE);
+			if (r != TIER_MISS)
+				return r;
+		}
 		return redirect(ctx);
+	}
 	if (proto == IPPROTO_UDP) {
 		struct udphdr *u = l4h;
 		if ((void *)(u + 1) > end)
 			return count(ST_PASS_NOT_TUNNEL, XDP_PASS);
 		if (vxlan_port(c, u->dest)) {
 			if (c->tier) {
-				int r = tier_decap(ctx, c);
+				int r = tier_decap(ctx, c, IPPROTO_UDP);
 				if (r != TIER_MISS)
 					return r;
 			}
@@ -953,24 +973,29 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 }
 
 /* Decapsulation in the tier, for a UDP packet to a VXLAN port of a local
- * VTEP (steering checked that much): if it is a canonical VXLAN packet of a
- * tunnel the tier knows, with nothing the engine would check that the tier
- * does not, its outer headers are stripped and the inner frame is looked up
- * as a workload port's frame is (tier(), with the tunnel in the key). Its
- * action, or TIER_MISS with the frame unchanged. Outer VLAN tags, IPv4
- * options and fragments, IPv6 extension headers, trailing bytes, reserved
- * VXLAN bits and UDP checksums that do not verify all miss, so
- * the engine judges them and every drop keeps its named reason. */
-static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg *c)
+ * VTEP or a GRE packet to one (steering checked that much; `proto` says
+ * which): if it is a canonical VXLAN or GRE packet of a tunnel the tier
+ * knows, with nothing the engine would check that the tier does not, its
+ * outer headers are stripped (over L3 GRE an Ethernet header made of the
+ * outer MACs and the GRE protocol put in front, as encap::decap does) and
+ * the inner frame is looked up as a workload port's frame is (tier(), with
+ * the tunnel in the key). Its action, or TIER_MISS with the frame
+ * unchanged. Outer VLAN tags, IPv4 options and fragments, IPv6 extension
+ * headers, trailing bytes, reserved VXLAN bits, GRE sequence numbers,
+ * reserved GRE bits, a GRE checksum the tunnel does not send (or the
+ * reverse), a payload of the other kind, and UDP or GRE checksums that do
+ * not verify all miss, so the engine judges them and every drop keeps its
+ * named reason. */
+static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg *c, __u8 proto)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct tier_tunnel_key tk = {};
 	struct decap d = {};
-	struct udphdr *u;
+	void *l4;
 	__u32 len = end - data;
-	__u32 outer, l4len;
+	__u32 l4off, l4len;
 	__u32 addrs; /* the pseudo-header's addresses, summed */
 	int v6;
 
@@ -981,7 +1006,7 @@ static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg
 		if ((void *)(ip + 1) > end)
 			return TIER_MISS;
 		if (ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) ||
-		    ip->protocol != IPPROTO_UDP || bpf_ntohs(ip->tot_len) != len - sizeof(*eth))
+		    ip->protocol != proto || bpf_ntohs(ip->tot_len) != len - sizeof(*eth))
 			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
 		/* The header checksum, as the engine verifies it. */
 		__u16 *w = (void *)ip;
@@ -999,14 +1024,14 @@ static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg
 		addrs = sum_words(&ip->saddr, 4);
 		d.ecn = ip->tos & 3;
 		l4len = len - sizeof(*eth) - sizeof(*ip);
-		u = (void *)(ip + 1);
-		outer = VXLAN4_HDR_LEN;
+		l4 = ip + 1;
+		l4off = sizeof(*eth) + sizeof(*ip);
 		v6 = 0;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		if ((void *)(ip6 + 1) > end)
 			return TIER_MISS;
-		if (ip6->version != 6 || ip6->nexthdr != IPPROTO_UDP ||
+		if (ip6->version != 6 || ip6->nexthdr != proto ||
 		    bpf_ntohs(ip6->payload_len) != len - sizeof(*eth) - sizeof(*ip6))
 			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
 		__builtin_memcpy(tk.local, &ip6->daddr, 16);
@@ -1014,55 +1039,143 @@ static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg
 		addrs = sum_words(&ip6->saddr, 16);
 		d.ecn = (ip6->flow_lbl[0] >> 4) & 3;
 		l4len = len - sizeof(*eth) - sizeof(*ip6);
-		u = (void *)(ip6 + 1);
-		outer = VXLAN6_HDR_LEN;
+		l4 = ip6 + 1;
+		l4off = sizeof(*eth) + sizeof(*ip6);
 		v6 = 1;
 	} else {
 		return count(ST_TIER_DECAP_PUNT, TIER_MISS); /* tagged: the engine's */
 	}
-	/* UDP, then VXLAN: flags exactly I, every reserved bit zero. */
-	__u32 *vx = (void *)(u + 1);
-	if ((void *)(vx + 2) > end)
-		return TIER_MISS;
-	if (bpf_ntohs(u->len) != l4len || vx[0] != bpf_htonl(0x08000000) ||
-	    (vx[1] & bpf_htonl(0xff)) || len < outer + sizeof(struct ethhdr))
-		return count(ST_TIER_DECAP_PUNT, TIER_MISS);
-	tk.vni = bpf_ntohl(vx[1]) >> 8;
-	tk.port = bpf_ntohs(u->dest);
-	struct tier_tunnel *t = bpf_map_lookup_elem(&tier_tunnels, &tk);
-	if (!t)
-		return count(ST_TIER_NO_TUNNEL, TIER_MISS);
+	struct tier_tunnel *t;
+	__u32 outer;    /* bytes stripped off the front */
+	__be16 l3 = 0;  /* L3 GRE: the EtherType of the Ethernet header made up */
 	__u32 zero = 0;
 	__u64 *gen = bpf_map_lookup_elem(&tier_gen, &zero);
-	if (!gen || t->generation != *gen)
-		return count(ST_TIER_STALE, TIER_MISS);
-	/* The UDP checksum as the engine judges it (encap/src/decap.rs): a
-	 * zero one over IPv6 only if accepted, else the engine's drop; a
-	 * non-zero one verified over IPv6, and over IPv4 unless configured
-	 * not to be. One that does not verify is the engine's: it drops it
-	 * under its name, or finishes it first if a peer's offload left it
-	 * partial (io/checksums.rs). */
-	if (!u->check) {
-		if (v6 && !(t->flags & TT_V6_ZERO_OK))
+	if (proto == IPPROTO_UDP) {
+		/* UDP, then VXLAN: flags exactly I, every reserved bit zero. */
+		struct udphdr *u = l4;
+		__u32 *vx = (void *)(u + 1);
+		if ((void *)(vx + 2) > end)
+			return TIER_MISS;
+		outer = v6 ? VXLAN6_HDR_LEN : VXLAN4_HDR_LEN;
+		if (bpf_ntohs(u->len) != l4len || vx[0] != bpf_htonl(0x08000000) ||
+		    (vx[1] & bpf_htonl(0xff)) || len < outer + sizeof(struct ethhdr))
 			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
-	} else if (v6 || !(t->flags & TT_V4_CSUM_UNCHECKED)) {
-		int seg = csum_to_end(ctx, v6 ? 54 : 34);
-		if (seg < 0)
+		tk.vni = bpf_ntohl(vx[1]) >> 8;
+		tk.port = bpf_ntohs(u->dest);
+		t = bpf_map_lookup_elem(&tier_tunnels, &tk);
+		if (!t)
+			return count(ST_TIER_NO_TUNNEL, TIER_MISS);
+		if (!gen || t->generation != *gen)
+			return count(ST_TIER_STALE, TIER_MISS);
+		/* The UDP checksum as the engine judges it (encap/src/decap.rs): a
+		 * zero one over IPv6 only if accepted, else the engine's drop; a
+		 * non-zero one verified over IPv6, and over IPv4 unless configured
+		 * not to be. One that does not verify is the engine's: it drops it
+		 * under its name, or finishes it first if a peer's offload left it
+		 * partial (io/checksums.rs). */
+		if (!u->check) {
+			if (v6 && !(t->flags & TT_V6_ZERO_OK))
+				return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+		} else if (v6 || !(t->flags & TT_V4_CSUM_UNCHECKED)) {
+			int seg = csum_to_end(ctx, l4off);
+			if (seg < 0)
+				return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+			__u32 sum = addrs + IPPROTO_UDP + l4len + seg;
+			sum = (sum & 0xffff) + (sum >> 16);
+			sum = (sum & 0xffff) + (sum >> 16);
+			if (sum != 0xffff)
+				return count(ST_TIER_DECAP_CSUM, TIER_MISS);
+		}
+	} else {
+		/* GRE: version 0, no flag but C and K (S, routing and the bits
+		 * RFC 2784 says to ignore are the engine's), then the key. */
+		__u16 *g = l4;
+		if ((void *)(g + 2) > end)
+			return TIER_MISS;
+		__u16 fv = bpf_ntohs(g[0]);
+		if (fv & GRE_S)
+			return count(ST_TIER_GRE_SEQ, TIER_MISS);
+		if (fv & ~(GRE_C | GRE_K))
 			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
-		__u32 sum = addrs + IPPROTO_UDP + l4len + seg;
-		sum = (sum & 0xffff) + (sum >> 16);
-		sum = (sum & 0xffff) + (sum >> 16);
-		if (sum != 0xffff)
-			return count(ST_TIER_DECAP_CSUM, TIER_MISS);
+		__u32 ghl = 4 + ((fv & GRE_C) ? 4 : 0) + ((fv & GRE_K) ? 4 : 0);
+		if (fv & GRE_K) {
+			__u32 *key = l4 + ghl - 4;
+			if ((void *)(key + 1) > end)
+				return TIER_MISS;
+			tk.vni = bpf_ntohl(*key);
+			tk.kind = TK_GRE_KEY;
+		} else {
+			tk.kind = TK_GRE;
+		}
+		t = bpf_map_lookup_elem(&tier_tunnels, &tk);
+		if (!t)
+			return count(ST_TIER_NO_TUNNEL, TIER_MISS);
+		if (!gen || t->generation != *gen)
+			return count(ST_TIER_STALE, TIER_MISS);
+		/* The entry's outer length is the tunnel's own: a checksum it
+		 * does not send (or none where it does) changes it. */
+		if (!(fv & GRE_C) != !(t->flags & TT_GRE_CSUM))
+			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+		/* The payload the tunnel carries, else the engine's drop
+		 * (gre_payload_mismatch, gre_unknown_protocol). */
+		__be16 p = g[1];
+		if (t->flags & TT_GRE_L3) {
+			if (p != bpf_htons(ETH_P_IP) && p != bpf_htons(ETH_P_IPV6))
+				return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+			l3 = p;
+		} else if (p != bpf_htons(0x6558)) {
+			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+		}
+		outer = l4off + ghl;
+		/* An L3 payload needs its IP header, an Ethernet one its own. */
+		if (len < outer + sizeof(struct ethhdr))
+			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+		if ((fv & GRE_C) && (t->flags & TT_GRE_VERIFY)) {
+			int seg = csum_to_end(ctx, l4off);
+			if (seg < 0)
+				return count(ST_TIER_DECAP_PUNT, TIER_MISS);
+			if (seg != 0xffff)
+				return count(ST_TIER_DECAP_CSUM, TIER_MISS);
+		}
 	}
 	d.w0 = ((__u64)(c->in_port & 0xffff) << 48) | ((__u64)t->tag << 32) | tk.vni;
-	if (bpf_xdp_adjust_head(ctx, outer))
+	/* L3 GRE keeps 14 bytes of the outer headers for the Ethernet header
+	 * it makes up; what they held is put back if the frame misses. */
+	__u32 strip = l3 ? outer - sizeof(struct ethhdr) : outer;
+	__u8 macs[12], saved[14];
+	if (l3) {
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		if (data + sizeof(macs) > end || data + strip + sizeof(saved) > end)
+			return TIER_MISS;
+		__builtin_memcpy(macs, data, sizeof(macs));
+		__builtin_memcpy(saved, data + strip, sizeof(saved));
+	}
+	if (bpf_xdp_adjust_head(ctx, strip))
 		return TIER_MISS;
+	if (l3) {
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		struct ethhdr *ie = data;
+		if ((void *)(ie + 1) > end) {
+			bpf_xdp_adjust_head(ctx, -(int)strip); /* cannot happen: checked above */
+			return TIER_MISS;
+		}
+		__builtin_memcpy(ie->h_dest, macs, 6);
+		__builtin_memcpy(ie->h_source, macs + 6, 6);
+		ie->h_proto = l3;
+	}
 	int r = tier(ctx, c, &d);
 	if (r != TIER_MISS)
 		return r;
-	/* Moving the start back restores the frame: nothing was written. */
-	if (bpf_xdp_adjust_head(ctx, -(int)outer))
+	if (l3) {
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		if (data + sizeof(saved) <= end)
+			__builtin_memcpy(data, saved, sizeof(saved));
+	}
+	/* Moving the start back restores the frame: the rest was not written. */
+	if (bpf_xdp_adjust_head(ctx, -(int)strip))
 		return XDP_ABORTED; /* cannot happen: the room was just there */
 	return TIER_MISS;
 }

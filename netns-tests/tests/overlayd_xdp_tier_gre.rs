@@ -5,25 +5,12 @@
 //! OVS delivers every packet to workload B, tshark finds each GRE header
 //! right (key, protocol, and the checksum where one is sent).
 //!
-//! ```text
-//!  wa (198.51.100.1)            ha: overlayd                hb: OVS (netdev)            wb (198.51.100.2)
-//!  we ---veth--- wl [workload]  up [uplink] ---veth--- ub  br-phy (192.0.2.2)
-//!                 192.0.2.1                                br-int: tun0 + bw ---veth--- wbe
-//! ```
-//!
-//! Workload A sends full checksums (tx off: a partial one is not the
-//! tier's), and B's end of the underlay has GRO on (NAPI), so XDP may
-//! redirect out of A's uplink.
+//! The hosts: `netns_tests::one_tunnel::OvsGre`.
 
 use std::time::Duration;
 
-use netns_tests::one_tunnel::{OneTunnel, TierMode};
+use netns_tests::one_tunnel::{OvsGre, OvsGreOpts, TierMode};
 use netns_tests::*;
-
-const A_IP: &str = "192.0.2.1";
-const B_IP: &str = "192.0.2.2";
-const WA_IP: &str = "198.51.100.1";
-const WB_IP: &str = "198.51.100.2";
 
 struct Case {
     name: &'static str,
@@ -56,75 +43,17 @@ fn sequence(frames: &[Vec<u8>], inner: usize) -> Vec<u32> {
 }
 
 fn gre_flow_in_the_tier(c: &Case) {
-    let (ha, hb, wa, wb) = (Netns::new("ha"), Netns::new("hb"), Netns::new("wa"), Netns::new("wb"));
-    for ns in [&wa, &wb] {
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
-    }
-    let (up, ub) = (unique("up"), unique("ub"));
-    let (wl, we) = (unique("wl"), unique("we"));
-    let (bw, wbe) = (unique("bw"), unique("wbe"));
-    veth(&ha, &up, &hb, &ub);
-    veth(&ha, &wl, &wa, &we);
-    veth(&hb, &bw, &wb, &wbe);
-    ha.ip(&["addr", "add", &format!("{A_IP}/24"), "dev", &up]);
-    for (ns, dev, ip) in [(&wa, &we, WA_IP), (&wb, &wbe, WB_IP)] {
-        ns.ip(&["link", "set", dev, "mtu", "1400"]);
-        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", dev]);
-        ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
-    }
-    finish_checksums_like_a_nic(&hb, &ub);
-    hb.exec(&["ethtool", "-K", &ub, "gro", "on"]);
-    hb.exec(&["ethtool", "-K", &bw, "tx", "off"]);
-    wa.exec(&["ethtool", "-K", &we, "gro", "on"]);
-
-    let ovs = Ovs::start(&hb);
-    ovs.vsctl(&["add-br", "br-int", "--", "set", "bridge", "br-int", "datapath_type=netdev"]);
-    let mut port: Vec<String> = ["add-port", "br-int", "tun0", "--", "set", "interface", "tun0"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    port.push("type=gre".into());
-    port.push(format!("options:remote_ip={A_IP}"));
-    port.push(format!("options:local_ip={B_IP}"));
-    port.extend(c.ovs_options.iter().map(|s| s.to_string()));
-    ovs.vsctl(&port.iter().map(String::as_str).collect::<Vec<_>>());
-    ovs.vsctl(&["add-port", "br-int", &bw]);
-    let hw = format!("other_config:hwaddr={}", hb.mac(&ub));
-    ovs.vsctl(&["add-br", "br-phy", "--", "set", "bridge", "br-phy", "datapath_type=netdev", &hw]);
-    ovs.vsctl(&["add-port", "br-phy", &ub]);
-    hb.ip(&["addr", "add", &format!("{B_IP}/24"), "dev", "br-phy"]);
-    hb.ip(&["link", "set", "br-phy", "up"]);
-    ovs.appctl(&["tnl/neigh/set", "br-phy", A_IP, &ha.mac(&up)]);
-    let wbe_mac = wb.mac(&wbe);
-    // No ARP crosses the test flow's way: static neighbours both ends.
-    wa.ip(&["neigh", "replace", WB_IP, "lladdr", &wbe_mac, "dev", &we]);
-    if c.l3 {
-        ovs.ofctl("del-flows", "br-int", &[]);
-        ovs.ofctl(
-            "add-flow",
-            "br-int",
-            &[&format!(
-                "priority=10,in_port=tun0,ip,actions=mod_dl_src:02:00:00:00:00:01,mod_dl_dst:{wbe_mac},output:{bw}"
-            )],
-        );
-    }
-
-    let up_mac = ha.mac(&up);
     let rule = "\n[[rules]]\nid = 11\npriority = 100\nmatch = { in_port = \"wl\", ip_proto = 17, l4_dst = 9000 }\nactions = [{ encap = \"to-peer\" }]\n";
-    let config = OneTunnel {
-        wl: &wl,
-        up: &up,
-        up_port: &format!("backend = \"af_xdp\"\nmac = \"{up_mac}\""),
-        tunnel_body: &format!("local = \"{A_IP}\"\nremote = \"{B_IP}\"\n{}", c.tunnel),
+    let OvsGre { ha, hb, wa, wb, ub, wbe, d, ovs: _ovs, .. } = OvsGre::start(&OvsGreOpts {
+        prefix: "tiergre",
+        tunnel: c.tunnel,
+        ovs_options: c.ovs_options,
+        l3: c.l3,
         encap_match: if c.l3 { ", ethertype = 0x0800" } else { "" },
-        tier: TierMode::Auto,
+        decap_actions: "",
         extra: rule,
-        ..OneTunnel::default()
-    }
-    .render();
-    let d = Overlayd::start(&ha, &config);
-    d.wait_neighbours();
+        tier: TierMode::Auto,
+    });
     let sink = Background::spawn(
         wb.command(&[
             "python3",

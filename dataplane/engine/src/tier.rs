@@ -48,7 +48,7 @@ const UDP6: usize = 54;
 pub enum NotInTier {
     /// The rule says `xdp_tier = "off"`.
     RuleOptOut,
-    /// It arrived through a GRE or Geneve tunnel: the tier decapsulates VXLAN only.
+    /// It arrived through a Geneve tunnel: the tier decapsulates VXLAN and GRE only.
     Decapsulated,
     /// Not untagged IPv4/IPv6 TCP or UDP: the tier parses only those.
     NotTcpUdp,
@@ -73,10 +73,14 @@ pub enum NotInTier {
     NoFate,
     /// It arrived through a tunnel and the rule encapsulates it again.
     DecapEncap,
+    /// The packet carries a GRE sequence number (RFC 2890): the tier
+    /// leaves every such packet to the engine (a property of the packet,
+    /// not of its flow: a trace names it, workers never count it).
+    GreSequenceReceived,
 }
 
 impl NotInTier {
-    pub const ALL: [NotInTier; 13] = [
+    pub const ALL: [NotInTier; 14] = [
         NotInTier::RuleOptOut,
         NotInTier::Decapsulated,
         NotInTier::NotTcpUdp,
@@ -90,6 +94,7 @@ impl NotInTier {
         NotInTier::NoNextHop,
         NotInTier::NoFate,
         NotInTier::DecapEncap,
+        NotInTier::GreSequenceReceived,
     ];
 
     pub fn name(self) -> &'static str {
@@ -107,6 +112,7 @@ impl NotInTier {
             NotInTier::NoNextHop => "no_next_hop",
             NotInTier::NoFate => "no_fate",
             NotInTier::DecapEncap => "decap_encap",
+            NotInTier::GreSequenceReceived => "gre_sequence_received",
         }
     }
 }
@@ -172,35 +178,63 @@ pub struct TierEncap {
 }
 
 /// The tunnel a decapsulated flow came through: what the XDP program looks
-/// its tunnel up by (outer destination and source, VNI) and how long the
-/// outer headers it strips are.
+/// its tunnel up by (outer destination and source, VNI or GRE key) and how
+/// much longer a tunnel packet is than the frame decapsulation leaves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TierDecap {
     pub tunnel: u16,
     pub local: IpAddr,
     pub remote: IpAddr,
+    /// The VNI, or the GRE key (0 without one).
     pub vni: u32,
-    /// Ethernet + IP + UDP + VXLAN: 50 over IPv4, 70 over IPv6.
+    pub kind: TierTunnel,
+    /// GRE: the tunnel's packets carry a key (its identity has one).
+    pub gre_key: bool,
+    /// GRE: the tunnel's packets carry a checksum, as the tunnel sends
+    /// them (`gre_checksum`); the program takes only packets that match,
+    /// so every one it strips has this entry's outer length.
+    pub gre_checksum: bool,
+    /// What decapsulation takes off the frame: Ethernet + IP + UDP + VXLAN
+    /// (50 over IPv4, 70 over IPv6); Ethernet + IP + GRE with its key and
+    /// checksum; over L3 GRE less 14, the Ethernet header made up from
+    /// the outer one (as encap::decap does).
     pub outer_len: u16,
+}
+
+impl TierDecap {
+    /// The outer headers' length: Ethernet, IP and the tunnel header.
+    pub fn header_len(&self) -> usize {
+        self.outer_len as usize + if self.kind == TierTunnel::GreL3 { 14 } else { 0 }
+    }
 }
 
 /// Outer header of VXLAN over IPv6, untagged.
 pub const VXLAN6_HEADER_LEN: usize = 14 + 40 + 8 + 8;
 
 /// The tunnel of a flow keyed after decapsulation (`key`'s tunnel field),
-/// if it is a VXLAN tunnel, the only kind the tier decapsulates.
+/// if it is of a kind the tier decapsulates: VXLAN, gretap, NVGRE, L3 GRE.
 pub fn decap_of(rs: &crate::compile::RuleSet, key: &FlowKey) -> Option<TierDecap> {
     let tn = (key.get(field::TUNNEL) as usize).checked_sub(1)?;
     let t = rs.tunnels.get(tn)?;
-    if !matches!(t.params.encap, Encapsulation::Vxlan { .. }) {
-        return None;
-    }
-    let outer_len = if t.local.is_ipv4() { VXLAN4_HEADER_LEN } else { VXLAN6_HEADER_LEN };
+    let ip = if t.local.is_ipv4() { 20 } else { 40 };
+    let gre_key = matches!(t.id, encap::TunnelId::Gre { key: Some(_) });
+    let gre_checksum = t.params.options.gre_checksum;
+    let gre = 14 + ip + 4 + 4 * (gre_key as usize + gre_checksum as usize);
+    let (kind, outer_len) = match t.params.encap {
+        Encapsulation::Vxlan { .. } => (TierTunnel::Vxlan, 14 + ip + 16),
+        Encapsulation::GreTap { .. } => (TierTunnel::GreTap, gre),
+        Encapsulation::GreL3 { .. } => (TierTunnel::GreL3, gre - 14),
+        Encapsulation::Geneve { .. } => return None,
+    };
+    let gre = kind != TierTunnel::Vxlan;
     Some(TierDecap {
         tunnel: tn as u16,
         local: t.local,
         remote: t.remote,
         vni: key.get(field::VNI) as u32,
+        kind,
+        gre_key: gre && gre_key,
+        gre_checksum: gre && gre_checksum,
         outer_len: outer_len as u16,
     })
 }
@@ -241,8 +275,8 @@ pub fn decide(w: &Worker, key: &FlowKey, rule: u32) -> Result<TierEntry, NotInTi
     if !r.xdp_tier {
         return Err(NotInTier::RuleOptOut);
     }
-    // Decapsulated flows: VXLAN only (GRE and Geneve headers vary in
-    // length and carry options the engine checks). Learning needs no
+    // Decapsulated flows: VXLAN and GRE (Geneve headers carry options the
+    // engine checks). Learning needs no
     // exception: only `forward_l2` learns, and it is never in the tier.
     let decap = match key.get(field::TUNNEL) {
         0 => None,
@@ -421,11 +455,23 @@ impl TierEntry {
                 [0x08, 0x00] => f[15] & 3,
                 _ => (f[15] >> 4) & 3,
             };
-            let (outer_ecn, inner_ecn) = (ecn_of(frame), ecn_of(&frame[d.outer_len as usize..]));
+            let hl = d.header_len();
+            let inner = if d.kind == TierTunnel::GreL3 {
+                // An Ethernet header from the outer MACs and the GRE
+                // protocol, in front of the IP packet (encap::decap).
+                let gre = if frame[12..14] == [0x86, 0xdd] { 54 } else { 34 };
+                let mut f = frame[..12].to_vec();
+                f.extend_from_slice(&frame[gre + 2..gre + 4]);
+                f.extend_from_slice(&frame[hl..]);
+                f
+            } else {
+                frame[hl..].to_vec()
+            };
+            let (outer_ecn, inner_ecn) = (ecn_of(frame), ecn_of(&inner));
             if ecn::decap(outer_ecn, inner_ecn) != Ok(inner_ecn) {
                 return TierVerdict::Miss;
             }
-            frame.drain(..d.outer_len as usize);
+            *frame = inner;
         }
         let (port, e) = match &self.action {
             TierAction::Drop => return TierVerdict::Drop,
@@ -1024,10 +1070,202 @@ accept_zero_checksum_v6 = true
         }
     }
 
+    const GRE_DECAP: &str = r#"
+[[tunnels]]
+name = "g1"
+type = "gretap"
+uplink = "up0"
+local = "192.0.2.1"
+remote = "192.0.2.5"
+next_hop_mac = "02:00:00:00:00:20"
+
+[[tunnels]]
+name = "g2"
+type = "gretap"
+key = 7
+gre_checksum = true
+uplink = "up0"
+local = "192.0.2.1"
+remote = "192.0.2.6"
+next_hop_mac = "02:00:00:00:00:20"
+
+[[tunnels]]
+name = "g3"
+type = "nvgre"
+vsid = 5000
+flow_id = 3
+uplink = "up0"
+local = "2001:db8::1"
+remote = "2001:db8::5"
+next_hop_mac = "02:00:00:00:00:20"
+
+[[tunnels]]
+name = "g4"
+type = "gre"
+key = 9
+uplink = "up0"
+local = "192.0.2.1"
+remote = "192.0.2.7"
+next_hop_mac = "02:00:00:00:00:20"
+
+[[tunnels]]
+name = "g5"
+type = "gre"
+gre_checksum = true
+uplink = "up0"
+local = "2001:db8::1"
+remote = "2001:db8::7"
+next_hop_mac = "02:00:00:00:00:20"
+
+[[rules]]
+id = 1
+match = { tunnel = "g1" }
+actions = [{ output = "wl0" }]
+
+[[rules]]
+id = 2
+match = { tunnel = "g2", ip_proto = 17 }
+actions = [{ set_eth_src = "02:00:00:00:0c:01" }, { output = "wl1" }]
+
+[[rules]]
+id = 3
+match = { tunnel = "g2", ip_proto = 6 }
+actions = ["count", "drop"]
+
+[[rules]]
+id = 4
+match = { tunnel = "g3" }
+actions = [{ output = "wl0" }]
+
+[[rules]]
+id = 5
+match = { tunnel = "g4" }
+actions = [{ set_eth_dst = "02:00:00:00:0c:02" }, { output = "wl0" }]
+
+[[rules]]
+id = 6
+match = { tunnel = "g5" }
+actions = [{ output = "wl1" }]
+"#;
+
+    /// GRE tunnel packets of each GRE_DECAP tunnel carrying `inner` (an
+    /// Ethernet frame's spec; L3 tunnels carry its IP packet), outer ECN
+    /// `ecn`.
+    fn gre_packets(ecn: u8, inner: &str) -> Vec<(&'static str, Vec<u8>)> {
+        let ip = inner.split_once('/').map_or(inner, |(_, ip)| ip);
+        let v4 = |remote: &str| format!("eth/ipv4(src={remote},dst=192.0.2.1,tos={ecn})");
+        let v6 = |remote: &str| format!("eth/ipv6(src={remote},dst=2001:db8::1,tc={ecn})");
+        [
+            ("g1", format!("{}/gre/{inner}", v4("192.0.2.5"))),
+            ("g2", format!("{}/gre(key=7,csum=1)/{inner}", v4("192.0.2.6"))),
+            ("g3", format!("{}/gre(key={})/{inner}", v6("2001:db8::5"), (5000 << 8) | 3)),
+            ("g4", format!("{}/gre(key=9)/{ip}", v4("192.0.2.7"))),
+            ("g5", format!("{}/gre(csum=1)/{ip}", v6("2001:db8::7"))),
+        ]
+        .into_iter()
+        .map(|(t, spec)| (t, frame(&spec)))
+        .collect()
+    }
+
+    /// The flow key the engine builds for tunnel packet `f` on the uplink
+    /// (port 2): decapsulated by the engine's own code.
+    fn decap_key(w: &Worker, f: &[u8]) -> FlowKey {
+        let mut buf = f.to_vec();
+        let n = buf.len();
+        let mut pkt = PacketBuf::new(&mut buf, 0, n).unwrap();
+        let d = encap::decap(&w.rules().decap, &mut pkt).expect("a valid tunnel packet");
+        let tn = w.rules().decap_index[&(d.local, d.remote, d.tunnel)];
+        let id = match d.tunnel {
+            encap::TunnelId::Gre { key } => key.unwrap_or(0),
+            encap::TunnelId::Vxlan { vni } | encap::TunnelId::Geneve { vni } => vni,
+        };
+        extract(pkt.data(), 2, tn + 1, id).0
+    }
+
+    /// A GRE-decapsulated flow's entry (gretap, NVGRE, L3 GRE; with and
+    /// without key and checksum; IPv4 and IPv6 underlays) does what the
+    /// pipeline does to the tunnel packet, byte for byte, or leaves it to
+    /// the engine where RFC 6040 changes the inner ECN field.
+    #[test]
+    fn gre_decap_entries_do_what_the_pipeline_does() {
+        let mut w = worker(GRE_DECAP);
+        let inners = [
+            "eth(src=02:00:00:00:0a:01,dst=02:00:00:00:0b:01)/ipv4(src=198.51.100.1,dst=198.51.100.2,tos=TOS)/udp(sport=4000,dport=53)/payload(len=21)",
+            "eth/ipv6(src=2001:db8::1,dst=2001:db8::2,tc=TOS)/udp(sport=7,dport=7)",
+            "eth/ipv4(src=198.51.100.1,dst=198.51.100.2,tos=TOS)/tcp(sport=1,dport=2)",
+        ];
+        let (mut sent, mut dropped, mut left) = (0, 0, 0);
+        for inner in inners {
+            for (outer_ecn, inner_ecn) in (0..4).flat_map(|o| (0..4).map(move |i| (o, i))) {
+                let inner = inner.replace("TOS", &(inner_ecn | 0x20).to_string());
+                // (Keyed from the same packets with outer ECN 0: the
+                // engine's decapsulation refuses CE over Not-ECT.)
+                let plain = gre_packets(0, &inner);
+                for ((t, f), (_, p)) in gre_packets(outer_ecn, &inner).into_iter().zip(plain) {
+                    let key = decap_key(&w, &p);
+                    let rule = w.rules().classifier.lookup(&key).rule.expect("a rule");
+                    let e = decide(&w, &key, rule).unwrap_or_else(|r| panic!("{t}: {r:?}"));
+                    let d = e.decap.as_ref().expect("a decap entry");
+                    assert_ne!(d.kind, TierTunnel::Vxlan);
+                    let by_pipeline = pipeline_on(&mut w, 2, &f);
+                    let mut got = f.clone();
+                    match (e.apply(&mut got, 0), by_pipeline) {
+                        (TierVerdict::Send(p), Some((port, want))) => {
+                            assert_eq!((p, hex(&got)), (port, hex(&want)), "{t} {inner}");
+                            // What the counts assume: the outer length.
+                            assert_eq!(f.len() - got.len(), d.outer_len as usize, "{t}");
+                            sent += 1;
+                        }
+                        (TierVerdict::Drop, None) => {
+                            assert_eq!(e.action, TierAction::Drop);
+                            dropped += 1;
+                        }
+                        (TierVerdict::Miss, _) => {
+                            assert_eq!(got, f, "{t}: a miss leaves the packet unchanged");
+                            assert_ne!(encap::ecn::decap(outer_ecn, inner_ecn), Ok(inner_ecn));
+                            left += 1;
+                        }
+                        (v, p) => panic!("{t} {inner}: tier {v:?}, pipeline {p:?}"),
+                    }
+                }
+            }
+        }
+        // RFC 6040: CE over anything, and ECT(1) over ECT(0), change it.
+        assert_eq!(left, 3 * 4 * 5);
+        assert!(sent > 0 && dropped > 0);
+    }
+
+    /// The tier's GRE-decapsulated packets, counted by the entry, land
+    /// where the pipeline counts the same packets.
+    #[test]
+    fn gre_decap_counts_land_where_the_pipeline_counts() {
+        let inner = "eth(src=02:00:00:00:0a:01,dst=02:00:00:00:0b:01)/ipv4(src=198.51.100.1,dst=198.51.100.2)/udp(sport=4000,dport=53)/payload(len=33)";
+        for (t, f) in gre_packets(0, inner) {
+            let mut w = worker(GRE_DECAP);
+            let key = decap_key(&w, &f);
+            let e = decide(&w, &key, w.rules().classifier.lookup(&key).rule.unwrap()).unwrap();
+            let mut inner_frame = f.clone();
+            assert!(matches!(e.apply(&mut inner_frame, 0), TierVerdict::Send(_)), "{t}");
+            pipeline_on(&mut w, 2, &f);
+            pipeline_on(&mut w, 2, &f);
+            let by_pipeline = Snapshot::sum([&*w.counters()]);
+            let tier = WorkerCounters::new(3, 6, 6);
+            e.count(&tier, 2, 2 * inner_frame.len() as u64);
+            let by_tier = Snapshot::sum([&tier]);
+            assert!(by_tier.conserved(), "{t}");
+            assert_eq!(by_tier.rx, by_pipeline.rx, "{t}");
+            assert_eq!(by_tier.tx, by_pipeline.tx, "{t}");
+            assert_eq!(by_tier.drops, by_pipeline.drops, "{t}");
+            assert_eq!(by_tier.ports, by_pipeline.ports, "{t}");
+            assert_eq!(by_tier.tunnels, by_pipeline.tunnels, "{t}");
+            assert_eq!(by_tier.rules, by_pipeline.rules, "{t}");
+        }
+    }
+
     #[test]
     fn decapsulated_flows_the_tier_leaves_to_the_engine() {
         let w = worker(
-            "[[tunnels]]\nname = \"g\"\ntype = \"gretap\"\nkey = 5\nuplink = \"up0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.7\"\nnext_hop_mac = \"02:00:00:00:00:21\"\n\
+            "[[tunnels]]\nname = \"g\"\ntype = \"geneve\"\nvni = 5\nuplink = \"up0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.7\"\nnext_hop_mac = \"02:00:00:00:00:21\"\n\
              [[rules]]\nid = 1\nmatch = { tunnel = \"g\" }\nactions = [{ output = \"wl0\" }]\n\
              [[rules]]\nid = 2\nmatch = { tunnel = \"t4\" }\nactions = [{ encap = \"g\" }]\n",
         );

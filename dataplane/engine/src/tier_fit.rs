@@ -111,7 +111,7 @@ impl NotInTier {
         match self {
             NotInTier::RuleOptOut => "the rule opts out (xdp_tier = \"off\")",
             NotInTier::Decapsulated => {
-                "it arrives through a GRE or Geneve tunnel (the tier decapsulates VXLAN only)"
+                "it arrives through a Geneve tunnel (the tier decapsulates VXLAN and GRE only)"
             }
             NotInTier::NotTcpUdp => "the tier takes untagged IPv4/IPv6 TCP and UDP only",
             NotInTier::VlanAction => "the rule pushes, pops or sets a VLAN tag",
@@ -127,6 +127,9 @@ impl NotInTier {
             NotInTier::NoFate => "the rule has no action that decides the packet's fate",
             NotInTier::DecapEncap => {
                 "it arrives through a tunnel and the rule encapsulates it again"
+            }
+            NotInTier::GreSequenceReceived => {
+                "the packet carries a GRE sequence number, which the tier leaves to the engine"
             }
         }
     }
@@ -228,6 +231,18 @@ tunnels = ["vx", "gv"]
         for (r, want) in cases {
             let w = worker(&format!("[[rules]]\nid = 1\n{r}\n"));
             assert_eq!(rule(&w, 0), want, "{r}");
+        }
+    }
+
+    /// Flows out of GRE tunnels (gretap, NVGRE, L3 GRE) are the tier's.
+    #[test]
+    fn rules_on_what_gre_tunnels_deliver_run_in_the_tier() {
+        for kind in ["type = \"gretap\"\nkey = 7", "type = \"nvgre\"\nvsid = 9", "type = \"gre\""] {
+            let w = worker(&format!(
+                "[[tunnels]]\nname = \"g\"\n{kind}\nuplink = \"up0\"\nlocal = \"192.0.2.1\"\nremote = \"192.0.2.9\"\nnext_hop_mac = \"02:00:00:00:00:20\"\n\
+                 [[rules]]\nid = 1\nmatch = {{ tunnel = \"g\" }}\nactions = [{{ output = \"wl0\" }}]\n"
+            ));
+            assert_eq!(rule(&w, 0), TierFit::XdpTier, "{kind}");
         }
     }
 

@@ -137,7 +137,8 @@ pub struct TierValue {
 unsafe impl aya::Pod for TierValue {}
 
 /// `struct tier_tunnel_key` of the C program: outer destination and source
-/// (IPv4 as ::ffff:a.b.c.d), VNI, UDP destination port (host order).
+/// (IPv4 as ::ffff:a.b.c.d), VNI or GRE key, UDP destination port (host
+/// order; 0 for GRE), and which of VXLAN, keyless GRE and keyed GRE.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct TunnelKey {
@@ -145,8 +146,13 @@ pub struct TunnelKey {
     pub remote: [u8; 16],
     pub vni: u32,
     pub port: u16,
-    pub pad: u16,
+    pub kind: u16,
 }
+
+// Kinds of `struct tier_tunnel_key`.
+const TK_VXLAN: u16 = 0;
+const TK_GRE: u16 = 1;
+const TK_GRE_KEY: u16 = 2;
 
 // SAFETY: byte arrays and integers with the C layout, explicit padding.
 unsafe impl aya::Pod for TunnelKey {}
@@ -165,12 +171,17 @@ pub struct TunnelValue {
 // SAFETY: integers with the C layout, explicit padding.
 unsafe impl aya::Pod for TunnelValue {}
 
-// Flags of `struct tier_tunnel`: the engine's UDP checksum policy.
+// Flags of `struct tier_tunnel`: the engine's checksum policy, and what a
+// GRE tunnel's packets carry.
 const TT_V4_CSUM_UNCHECKED: u16 = 0x01;
 const TT_V6_ZERO_OK: u16 = 0x02;
+const TT_GRE_CSUM: u16 = 0x04;
+const TT_GRE_VERIFY: u16 = 0x08;
+const TT_GRE_L3: u16 = 0x10;
 
 /// The tunnel map's entries for a decapsulated flow's tunnel under `rs`:
-/// one per UDP port the engine decapsulates VXLAN from.
+/// for VXLAN one per UDP port the engine decapsulates VXLAN from, for GRE
+/// one.
 pub fn tunnel_entries(rs: &RuleSet, d: &TierDecap) -> Vec<(TunnelKey, TunnelValue)> {
     let addr = |a: std::net::IpAddr| match a {
         std::net::IpAddr::V4(a) => v4_mapped(a.octets()),
@@ -183,21 +194,29 @@ pub fn tunnel_entries(rs: &RuleSet, d: &TierDecap) -> Vec<(TunnelKey, TunnelValu
     if rs.decap.accept_zero_checksum_v6 {
         flags |= TT_V6_ZERO_OK;
     }
+    let key = |port, kind| TunnelKey {
+        local: addr(d.local),
+        remote: addr(d.remote),
+        vni: d.vni,
+        port,
+        kind,
+    };
+    if d.kind != TierTunnel::Vxlan {
+        if d.gre_checksum {
+            flags |= TT_GRE_CSUM;
+        }
+        if rs.decap.verify_gre_checksum {
+            flags |= TT_GRE_VERIFY;
+        }
+        if d.kind == TierTunnel::GreL3 {
+            flags |= TT_GRE_L3;
+        }
+        let value = TunnelValue { generation: rs.generation, tag: d.tunnel + 1, flags, pad: 0 };
+        let kind = if d.gre_key { TK_GRE_KEY } else { TK_GRE };
+        return vec![(key(0, kind), value)];
+    }
     let value = TunnelValue { generation: rs.generation, tag: d.tunnel + 1, flags, pad: 0 };
-    rs.decap
-        .vxlan_ports
-        .iter()
-        .map(|&port| {
-            let key = TunnelKey {
-                local: addr(d.local),
-                remote: addr(d.remote),
-                vni: d.vni,
-                port,
-                pad: 0,
-            };
-            (key, value)
-        })
-        .collect()
+    rs.decap.vxlan_ports.iter().map(|&port| (key(port, TK_VXLAN), value)).collect()
 }
 
 /// `struct tier_count` of the C program.
@@ -463,6 +482,10 @@ pub struct TierProgramStats {
     /// (`encap::settle`) as it does every frame it receives bare.
     #[serde(default)]
     pub unsettled: u64,
+    /// GRE packets with a sequence number (RFC 2890): to AF_XDP, whose
+    /// engine decapsulates them.
+    #[serde(default)]
+    pub decap_gre_sequence: u64,
     /// Frames whose partial TCP/UDP checksum (a sender's offload left it)
     /// the tier finished, as the software path would, and sent on: also in
     /// `hit`.

@@ -582,7 +582,8 @@ impl SteerProgram {
             decap_ecn: sum(18)?,
             decap_bad_checksum: sum(19)?,
             unsettled: sum(20)?,
-            finished_checksum: sum(21)?,
+            decap_gre_sequence: sum(21)?,
+            finished_checksum: sum(22)?,
         })
     }
 
@@ -607,6 +608,25 @@ impl SteerProgram {
         let r = self.program().unwrap().test_run(opts).expect("BPF_PROG_TEST_RUN");
         out.truncate(r.data_size_out as usize);
         (r.return_value, out)
+    }
+
+    /// Runs the loaded program on `frame` `repeat` times in the kernel
+    /// (BPF_PROG_TEST_RUN): the last return value and the mean time of a
+    /// run.
+    #[cfg(test)]
+    pub(crate) fn test_run_repeat(
+        &mut self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> (u32, std::time::Duration) {
+        use aya::programs::{TestRun, TestRunOptions};
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        opts.repeat = repeat;
+        let r = self.program().unwrap().test_run(opts).expect("BPF_PROG_TEST_RUN");
+        (r.return_value, r.duration)
     }
 
     pub fn mode(&self) -> XdpMode {

@@ -89,6 +89,7 @@ fn entry_layout_is_the_c_structs() {
     assert_eq!(size_of::<TunnelKey>(), 40);
     assert_eq!(offset_of!(TunnelKey, vni), 32);
     assert_eq!(offset_of!(TunnelKey, port), 36);
+    assert_eq!(offset_of!(TunnelKey, kind), 38);
     assert_eq!(size_of::<TunnelValue>(), 16);
     assert_eq!(offset_of!(TunnelValue, tag), 8);
 }
@@ -868,5 +869,376 @@ fn the_program_passes_on_only_what_the_software_path_would() {
                 + (after.partial_checksum - before.partial_checksum);
             assert_eq!(left, 1, "{what}: {after:?}");
         }
+    }
+}
+
+const GRE_DECAP_RULES: &str = r#"
+[[tunnels]]
+name = "g1"
+type = "gretap"
+uplink = "up0"
+local = "192.0.2.1"
+remote = "192.0.2.5"
+next_hop_mac = "02:00:00:00:00:20"
+
+[[tunnels]]
+name = "g2"
+type = "gretap"
+key = 7
+gre_checksum = true
+uplink = "up0"
+local = "192.0.2.1"
+remote = "192.0.2.6"
+next_hop_mac = "02:00:00:00:00:20"
+
+[[tunnels]]
+name = "g3"
+type = "nvgre"
+vsid = 5000
+flow_id = 3
+gre_checksum = true
+uplink = "up0"
+local = "2001:db8::1"
+remote = "2001:db8::5"
+next_hop_mac = "02:00:00:00:00:20"
+
+[[tunnels]]
+name = "g4"
+type = "gre"
+key = 9
+uplink = "up0"
+local = "192.0.2.1"
+remote = "192.0.2.7"
+next_hop_mac = "02:00:00:00:00:20"
+
+[[tunnels]]
+name = "g5"
+type = "gre"
+gre_checksum = true
+uplink = "up0"
+local = "2001:db8::1"
+remote = "2001:db8::7"
+next_hop_mac = "02:00:00:00:00:20"
+
+[[rules]]
+id = 1
+match = { tunnel = "g1" }
+actions = [{ output = "wl0" }]
+
+[[rules]]
+id = 2
+match = { tunnel = "g2", ip_proto = 17 }
+actions = [{ set_eth_src = "02:00:00:00:0c:01" }, { output = "wl0" }]
+
+[[rules]]
+id = 3
+match = { tunnel = "g2", ip_proto = 6 }
+actions = ["count", "drop"]
+
+[[rules]]
+id = 4
+match = { tunnel = "g3" }
+actions = [{ output = "wl0" }]
+
+[[rules]]
+id = 5
+match = { tunnel = "g4" }
+actions = [{ set_eth_dst = "02:00:00:00:0c:02" }, { output = "wl0" }]
+
+[[rules]]
+id = 6
+match = { tunnel = "g5" }
+actions = [{ output = "wl0" }]
+"#;
+
+/// A loaded program in the uplink role (port 1, up0, GRE on) with the tier
+/// on, and a worker whose tunnels are GRE_DECAP_RULES' under `extra`.
+fn gre_uplink_rig(extra: &str) -> Rig {
+    let c = Config::from_toml(&format!("{CONF}{GRE_DECAP_RULES}{extra}")).unwrap();
+    let worker = Worker::new(Arc::new(compile(&c).unwrap()));
+    let role = SteerRole::Uplink {
+        vteps: vec!["192.0.2.1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+        vxlan_ports: vec![4789],
+        gre: true,
+    };
+    let mut prog = SteerProgram::load("test", &role, Some(64)).unwrap();
+    let (mut maps, mut gen) = prog.take_tier().unwrap();
+    gen.0.set(0, 5, 0).unwrap();
+    let lo = netdev::ifindex("lo").unwrap();
+    maps.tx.set(0, lo, None, 0).unwrap();
+    prog.set_tier(Some(1)).unwrap();
+    Rig { prog, maps, gen, worker }
+}
+
+/// A GRE packet of tunnel `t` (of GRE_DECAP_RULES) carrying `inner` (an
+/// Ethernet frame's spec; L3 tunnels carry its IP packet); `gre` replaces
+/// the tunnel's own GRE layer options, `tos` is the outer TOS.
+fn gre_packet(t: &str, gre: Option<&str>, tos: u8, inner: &str) -> Vec<u8> {
+    let ip = inner.split_once('/').map_or(inner, |(_, ip)| ip);
+    let (outer, opts, payload) = match t {
+        "g1" => (format!("ipv4(src=192.0.2.5,dst=192.0.2.1,tos={tos})"), "", inner),
+        "g2" => (format!("ipv4(src=192.0.2.6,dst=192.0.2.1,tos={tos})"), "key=7,csum=1", inner),
+        "g3" => {
+            (format!("ipv6(src=2001:db8::5,dst=2001:db8::1,tc={tos})"), "key=1280003,csum=1", inner)
+        }
+        "g4" => (format!("ipv4(src=192.0.2.7,dst=192.0.2.1,tos={tos})"), "key=9", ip),
+        _ => (format!("ipv6(src=2001:db8::7,dst=2001:db8::1,tc={tos})"), "csum=1", ip),
+    };
+    frame(&format!("eth(dst=02:00:00:00:00:10)/{outer}/gre({})/{payload}", gre.unwrap_or(opts)))
+}
+
+impl Rig {
+    /// Installs the engine's entry for the inner flow of tunnel packet `f`
+    /// arriving on the uplink (keyed as the engine's own decapsulation
+    /// keys it), with its tunnel, in `slot`.
+    fn install_decap_by_engine(&mut self, f: &[u8], slot: u32) -> TierEntry {
+        let rs = Arc::clone(self.worker.rules());
+        let mut buf = f.to_vec();
+        let n = buf.len();
+        let mut pkt = encap::PacketBuf::new(&mut buf, 0, n).unwrap();
+        let d = encap::decap(&rs.decap, &mut pkt).expect("a valid tunnel packet");
+        let tn = rs.decap_index[&(d.local, d.remote, d.tunnel)];
+        let id = match d.tunnel {
+            encap::TunnelId::Gre { key } => key.unwrap_or(0),
+            encap::TunnelId::Vxlan { vni } | encap::TunnelId::Geneve { vni } => vni,
+        };
+        let (key, _) = extract(pkt.data(), 1, tn + 1, id);
+        let rule = rs.classifier.lookup(&key).rule.unwrap();
+        let e = decide(&self.worker, &key, rule).unwrap();
+        self.maps.write_tunnel(&rs, e.decap.as_ref().unwrap()).unwrap();
+        let mut v = TierValue::new(&e, slot, 0, 1514);
+        if settles(&rs, &e) {
+            v.checks |= CHECK_SETTLE;
+        }
+        self.maps.flows.insert(key.0, v, 0).unwrap();
+        e
+    }
+}
+
+/// The program decapsulates GRE (gretap, NVGRE, L3 GRE; with and without
+/// key and checksum; IPv4 and IPv6 underlays) exactly as the engine's twin
+/// of its action (itself held to the pipeline's decapsulation), for inner
+/// frames of many lengths, and counts per entry the inner frames' bytes.
+#[test]
+fn the_program_decapsulates_gre_as_the_entry_says() {
+    if !can_load_bpf("the_program_decapsulates_gre_as_the_entry_says") {
+        return;
+    }
+    let mut r = gre_uplink_rig("");
+    let mut slot = 0;
+    for t in ["g1", "g2", "g3", "g4", "g5"] {
+        for (j, len) in (18..=400).step_by(41).chain([1001, 1300]).enumerate() {
+            let inner = if j % 2 == 0 {
+                format!("eth(src=02:00:00:00:0a:01,dst=02:00:00:00:0b:01)/ipv4(src=198.51.100.1,dst=198.51.100.2,tos=1)/udp(sport={j},dport=53)/payload(len={len})")
+            } else {
+                format!("eth/ipv6(src=2001:db8::1,dst=2001:db8::2)/tcp(sport={j},dport=80)/payload(len={len})")
+            };
+            let f = gre_packet(t, None, 0, &inner);
+            let e = r.install_decap_by_engine(&f, slot);
+            let mut want = f.clone();
+            let verdict = e.apply(&mut want, 0);
+            for round in 1..=2u64 {
+                let (ret, out) = r.prog.test_run(&f);
+                match &verdict {
+                    TierVerdict::Send(0) => {
+                        assert_eq!((ret, hex(&out)), (XDP_REDIRECT, hex(&want)), "{t} {inner}")
+                    }
+                    TierVerdict::Drop => assert_eq!(ret, XDP_DROP, "{t} {inner}"),
+                    v => panic!("{t} {inner}: {v:?}"),
+                }
+                let bytes = match verdict {
+                    TierVerdict::Drop => f.len() - e.decap.as_ref().unwrap().outer_len as usize,
+                    _ => want.len(),
+                };
+                assert_eq!(r.maps.read(slot), Some((round, round * bytes as u64)), "{t} {inner}");
+            }
+            slot += 1;
+        }
+    }
+    assert!(r.prog.tier_stats().unwrap().hit >= 2 * slot as u64);
+    // A new generation: the tunnels and entries are ignored at once.
+    let f = gre_packet("g4", None, 0, INNER_UDP);
+    r.install_decap_by_engine(&f, 0);
+    r.gen.0.set(0, 6, 0).unwrap();
+    assert_eq!(r.prog.test_run(&f), (XDP_PASS, f.clone()));
+    r.gen.0.set(0, 5, 0).unwrap();
+    assert_eq!(r.prog.test_run(&f).0, XDP_REDIRECT);
+    r.prog.set_tier(None).unwrap();
+    assert_eq!(r.prog.test_run(&f), (XDP_PASS, f));
+}
+
+/// Every GRE packet the tier does not take exactly leaves it unchanged (to
+/// AF_XDP; with no socket here, passed), so the engine judges it as with
+/// the tier off: each case names what the engine does with it. Sequence
+/// numbers are counted apart (`decap_gre_sequence`).
+#[test]
+fn the_program_leaves_gre_it_cannot_decapsulate_to_the_engine() {
+    if !can_load_bpf("the_program_leaves_gre_it_cannot_decapsulate_to_the_engine") {
+        return;
+    }
+    let mut r = gre_uplink_rig("");
+    let good = gre_packet("g2", None, 0, INNER_UDP);
+    let l3 = gre_packet("g4", None, 0, INNER_UDP);
+    let plain = gre_packet("g1", None, 0, INNER_UDP);
+    r.install_decap_by_engine(&good, 0);
+    r.install_decap_by_engine(&l3, 1);
+    r.install_decap_by_engine(&plain, 2);
+    for f in [&good, &l3, &plain] {
+        assert_eq!(r.prog.test_run(f).0, XDP_REDIRECT, "the flow is in the tier");
+    }
+    let with = |f: &[u8], edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut f = f.to_vec();
+        edit(&mut f);
+        f
+    };
+    // The GRE header starts at 34 over IPv4.
+    let inner_ip = INNER_UDP.split_once('/').unwrap().1;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "sequence number",
+            gre_packet("g2", Some("key=7,csum=1,seq=5"), 0, INNER_UDP),
+            "sent to 0",
+        ),
+        ("sequence number, L3", gre_packet("g4", Some("key=9,seq=1"), 0, INNER_UDP), "sent to 0"),
+        (
+            "bad GRE checksum",
+            with(&good, &|f| *f.last_mut().unwrap() ^= 0x20),
+            "dropped: gre_bad_checksum",
+        ),
+        (
+            "no checksum where the tunnel sends one",
+            gre_packet("g2", Some("key=7"), 0, INNER_UDP),
+            "sent to 0",
+        ),
+        (
+            "a checksum where the tunnel sends none",
+            gre_packet("g4", Some("key=9,csum=1"), 0, INNER_UDP),
+            "sent to 0",
+        ),
+        ("routing bit", with(&plain, &|f| f[34] |= 0x40), "dropped: gre_reserved_bits"),
+        ("an ignored reserved bit", with(&plain, &|f| f[35] |= 0x08), "sent to 0"),
+        ("version 1", with(&plain, &|f| f[35] |= 1), "dropped: gre_bad_version"),
+        (
+            "unknown key",
+            gre_packet("g2", Some("key=8,csum=1"), 0, INNER_UDP),
+            "dropped: unknown_tunnel",
+        ),
+        (
+            "no key on a keyed tunnel",
+            gre_packet("g4", Some(""), 0, INNER_UDP),
+            "dropped: unknown_tunnel",
+        ),
+        (
+            "IP on an Ethernet tunnel",
+            frame(&format!("eth/ipv4(src=192.0.2.5,dst=192.0.2.1)/gre/{inner_ip}")),
+            "dropped: gre_payload_mismatch",
+        ),
+        (
+            "Ethernet on an L3 tunnel",
+            gre_packet("g4", Some("key=9,proto=0x6558"), 0, INNER_UDP),
+            "dropped: gre_payload_mismatch",
+        ),
+        (
+            "unknown protocol",
+            gre_packet("g1", Some("proto=0x88b5"), 0, INNER_UDP),
+            "dropped: gre_unknown_protocol",
+        ),
+        ("trailing bytes", with(&plain, &|f| f.extend_from_slice(&[0; 4])), "sent to 0"),
+        ("bad IPv4 header checksum", with(&plain, &|f| f[24] ^= 1), "dropped: ipv4_bad_checksum"),
+        (
+            "CE over Not-ECT",
+            with(&gre_packet("g4", None, 3, INNER_UDP), &|f| {
+                let at = f.len() - 20 - 8 - 30 + 1; // the inner TOS
+                f[at] &= !3;
+            }),
+            "dropped: ecn_ce_not_ect",
+        ),
+        ("CE over ECT(1)", gre_packet("g1", None, 3, INNER_UDP), "sent to 0"),
+        (
+            "inner frame cut short",
+            frame("eth/ipv4(src=192.0.2.5,dst=192.0.2.1)/gre(proto=0x6558)/hex(data=0102030405)"),
+            "dropped: inner_truncated",
+        ),
+        (
+            "outer VLAN tag",
+            {
+                let mut f = plain.clone();
+                f.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+                f
+            },
+            "sent to 0",
+        ),
+    ];
+    let hits = r.prog.tier_stats().unwrap().hit;
+    for (what, f, engine) in cases {
+        assert_eq!(r.prog.test_run(&f), (XDP_PASS, f.clone()), "{what}");
+        assert_eq!(r.engine_verdict(&f), engine, "{what}");
+    }
+    assert_eq!(r.prog.tier_stats().unwrap().hit, hits, "no case hit an entry");
+    let s = r.prog.tier_stats().unwrap();
+    assert_eq!(s.decap_gre_sequence, 2, "{s:?}");
+    assert_eq!(s.decap_bad_checksum, 1, "{s:?}");
+    assert!(s.decap_punt > 0 && s.decap_no_tunnel >= 2 && s.decap_ecn == 2, "{s:?}");
+}
+
+/// What the uplink program costs a tunnel packet, by BPF_PROG_TEST_RUN:
+/// the kernel's own timing of one run, averaged over many runs of one
+/// each (with `repeat` the kernel runs the program again on the frame the
+/// last run left, here a decapsulated one). VXLAN and GRE decapsulation by
+/// an entry, and the same packets with the tier off (steering only, to
+/// AF_XDP). A measurement, not a test: run it with
+/// `cargo test -p dataplane --lib tier_decap_cost -- --ignored --nocapture`
+/// on a machine as quiet as can be and write the figures down
+/// (docs/decisions.md).
+#[test]
+#[ignore]
+fn tier_decap_cost() {
+    if !can_load_bpf("tier_decap_cost") {
+        return;
+    }
+    const RUNS: u32 = 200_000;
+    let inner = "eth(src=02:00:00:00:0a:01,dst=02:00:00:00:0b:01)/ipv4(src=198.51.100.1,dst=198.51.100.2)/udp(sport=1000,dport=53)/payload(len=18)";
+    let vxlan = frame(&format!(
+        "eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/udp(sport=50000,csum=0)/vxlan(vni=42)/{inner}"
+    ));
+    let mut v = uplink_rig("");
+    v.install_decap(&vxlan, 0);
+    let mut g = gre_uplink_rig("");
+    let long = inner.replace("len=18", "len=1358");
+    let cases = [
+        ("gretap, no key", gre_packet("g1", None, 0, inner)),
+        (
+            "gretap, no key, inner UDP without a checksum (nothing walked)",
+            gre_packet("g1", None, 0, &inner.replace("dport=53)", "dport=54,csum=0)")),
+        ),
+        ("gretap, key + checksum (verified)", gre_packet("g2", None, 0, inner)),
+        ("L3 GRE, key", gre_packet("g4", None, 0, inner)),
+        ("gretap, no key, 1,400-byte inner frame", gre_packet("g1", None, 0, &long)),
+        ("gretap, key + checksum, 1,400-byte inner frame", gre_packet("g2", None, 0, &long)),
+    ];
+    for (slot, (_, f)) in cases.iter().enumerate() {
+        g.install_decap_by_engine(f, slot as u32);
+    }
+    let mean = |r: &mut Rig, f: &[u8], want: u32| {
+        let mut total = std::time::Duration::ZERO;
+        for _ in 0..RUNS {
+            let (ret, t) = r.prog.test_run_repeat(f, 1);
+            assert_eq!(ret, want);
+            total += t;
+        }
+        total.as_nanos() as f64 / RUNS as f64
+    };
+    let measure = |r: &mut Rig, what: &str, f: &[u8]| {
+        let hits = r.prog.tier_stats().unwrap().hit;
+        let on = mean(r, f, XDP_REDIRECT);
+        assert_eq!(r.prog.tier_stats().unwrap().hit - hits, RUNS as u64, "{what}");
+        r.prog.set_tier(None).unwrap();
+        let off = mean(r, f, XDP_PASS);
+        r.prog.set_tier(Some(1)).unwrap();
+        println!("{what} ({} bytes): tier {on:.0} ns, steering only {off:.0} ns", f.len());
+    };
+    measure(&mut v, "VXLAN over IPv4, no UDP checksum", &vxlan);
+    for (what, f) in &cases {
+        measure(&mut g, what, f);
     }
 }
