@@ -159,6 +159,26 @@ static __always_inline int tc_settled(struct __sk_buff *skb, const struct tier_k
 	return sum == 0xffff ? SETTLED : UNSETTLED;
 }
 
+/* The outer UDP checksum of a single (not GSO) VXLAN-over-IPv4 skb whose
+ * lengths the caller checked: SETTLED if it verifies, else UNSETTLED.
+ * Pulls the whole skb into its linear part. */
+static __always_inline int tc_outer_settled(struct __sk_buff *skb,
+					    const struct tier_tunnel_key *tk)
+{
+	__u32 len = skb->len;
+	if (len > 4096 || bpf_skb_pull_data(skb, len))
+		return UNSETTLED;
+	__u32 l4len = len - sizeof(struct ethhdr) - sizeof(struct iphdr);
+	int seg = skb_csum_to_end(skb, sizeof(struct ethhdr) + sizeof(struct iphdr));
+	if (seg < 0)
+		return UNSETTLED;
+	__u32 sum = sum_words(&tk->local[12], 2) + sum_words(&tk->remote[12], 2) + IPPROTO_UDP +
+		    l4len + seg;
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum == 0xffff ? SETTLED : UNSETTLED;
+}
+
 /* Decapsulates a VXLAN-over-IPv4 skb addressed to a local VTEP (the caller
  * checked that much) if its inner flow has a current decap entry; returns
  * the output interface to redirect it to, TC_TIER_DROP, or TC_NOT_TIER with
@@ -215,9 +235,12 @@ static __always_inline int tc_decap(struct __sk_buff *skb, const struct steer_cf
 	__u64 *gen = bpf_map_lookup_elem(&tier_gen, &zero);
 	if (!gen || t->generation != *gen)
 		return count(ST_TIER_STALE, TC_NOT_TIER);
-	/* A UDP checksum the engine would verify: the engine's (a GSO skb's
-	 * is completed per segment on the way out, never checked here). */
-	if (ucheck && !(t->flags & TT_V4_CSUM_UNCHECKED))
+	/* A UDP checksum the engine would verify: a GSO skb's is right by
+	 * construction, as its inner one is (see the top); a single packet's
+	 * is walked, and one that does not verify (wrong, or computed by the
+	 * sender for an inner checksum it left partial) is the engine's. */
+	if (ucheck && !(t->flags & TT_V4_CSUM_UNCHECKED) && !gso &&
+	    tc_outer_settled(skb, &tk) != SETTLED)
 		return count(ST_TIER_DECAP_CSUM, TC_NOT_TIER);
 
 	struct tier_key k = {};
