@@ -196,7 +196,8 @@ static __always_inline int tc_decap(struct __sk_buff *skb, const struct steer_cf
 	struct udphdr *u = (void *)(ip + 1);
 	__u32 *vx = (void *)(u + 1);
 	__u32 len = skb->len;
-	if ((void *)(vx + 2) > end)
+	/* A tag the driver took out of the frame is one the engine judges. */
+	if ((void *)(vx + 2) > end || skb->vlan_present)
 		return count(ST_TIER_DECAP_PUNT, TC_NOT_TIER);
 	/* A canonical packet only, as tier_decap takes: no VLAN tag, no IPv4
 	 * options or fragments, lengths that agree, the header checksum
@@ -358,6 +359,8 @@ int overlayd_tc_uplink(struct __sk_buff *skb)
 		if (ip->frag_off & bpf_htons(0x3fff))
 			return count(ST_PASS_FRAGMENT, TC_ACT_OK);
 		l4proto = ip->protocol;
+		if (ip->ihl < 5)
+			goto punt; /* malformed, addressed to us: the engine names the drop */
 		l4h = l3 + ip->ihl * 4;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
@@ -388,6 +391,7 @@ int overlayd_tc_uplink(struct __sk_buff *skb)
 				return bpf_redirect(r, 0);
 		}
 	}
+punt:
 	count(ST_REDIRECTED, 0);
 	return bpf_redirect(p->punt_ifindex, BPF_F_INGRESS);
 }
