@@ -2,8 +2,9 @@
 //! embeds and loads itself, so running it needs no file beside the binary
 //! (and an installed package needs no compiler); stamps the git commit the
 //! binaries were built from into their `--version`. The XDP program
-//! (xdp/steer.bpf.c) and the tc tier (tc/tier.bpf.c) are one object: loaded
-//! once per port, they share that port's tier maps.
+//! (xdp/steer.bpf.c), the tc tier (tc/tier.bpf.c) and the tc uplink
+//! (tc/uplink.bpf.c) are one object: loaded once per port, they share that
+//! port's tier maps.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -11,7 +12,7 @@ use std::process::Command;
 fn main() {
     stamp_commit();
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
-    let srcs = ["xdp/steer.bpf.c", "tc/tier.bpf.c"];
+    let srcs = ["xdp/steer.bpf.c", "tc/tier.bpf.c", "tc/uplink.bpf.c"];
     for s in srcs {
         println!("cargo:rerun-if-changed={s}");
     }

@@ -9,6 +9,7 @@ PATHS = {
     "kernel": "kernel VXLAN",
     "overlayd": "overlayd (AF_XDP)",
     "overlayd-tc": "overlayd (tc workload port)",
+    "overlayd-tcup": "overlayd (tc workload port and tc uplink)",
     "ovs": "Open vSwitch AF_XDP",
 }
 BEGIN, END = "<!-- bulk:begin -->", "<!-- bulk:end -->"
@@ -60,6 +61,7 @@ def ratios(table):
     out = {}
     for ours, base, goal in (("overlayd-kernel", "kernel-kernel", 0.6),
                              ("overlayd-tc-kernel", "kernel-kernel", 0.6),
+                             ("overlayd-tcup-kernel", "kernel-kernel", 0.6),
                              ("overlayd-kernel-txoff", "kernel-kernel-txoff", 1.0)):
         if ours in by and base in by:
             for p in by[ours]["points"]:

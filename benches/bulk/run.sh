@@ -6,6 +6,8 @@
 #             picks another: "xdp" for the XDP tier only, "off" for none)
 #   overlayd-tc  overlayd with the TSO-keeping workload port (backend "tc":
 #             no XDP on the workload veth), AF_XDP on the uplink
+#   overlayd-tcup  overlayd with backend "tc" on both ports: no XDP program
+#             on either veth, so host B's uplink keeps its TSO too
 #   ovs       Open vSwitch's userspace datapath, AF_XDP ports (host A only)
 # in network namespaces bk-ha, bk-hb (hosts) and bk-wa, bk-wb (workloads):
 #
@@ -23,13 +25,14 @@
 #   benches/bulk/run.sh --publish    as the first, and write docs/bulk/ and
 #                                    the table in docs/benchmarks.md
 #   benches/bulk/run.sh --quick --rows kernel-kernel,overlayd-kernel
+#   benches/bulk/run.sh --quick --streams 1     one stream only
 #
 # Results: $CARGO_TARGET_DIR/bulk-<mode>/ (raw.jsonl, results.json,
 # results.md, bulk.svg). Needs root. Removes everything it made on exit.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ "$(id -u)" -eq 0 ] || { echo "bulk: run as root" >&2; exit 1; }
-MODE=full SECS=10 REPS=3 PUBLISH= ROWS=
+MODE=full SECS=10 REPS=3 PUBLISH= ROWS= STREAMS="1 4"
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) MODE=quick SECS=3 REPS=1 ;;
@@ -37,6 +40,7 @@ while [ $# -gt 0 ]; do
     --secs) SECS=$2; shift ;;
     --reps) REPS=$2; shift ;;
     --rows) ROWS=$2; shift ;;
+    --streams) STREAMS=$2; shift ;;
     *) echo "bulk: unknown option $1 (see the head of $0)" >&2; exit 2 ;;
   esac
   shift
@@ -66,6 +70,7 @@ ALL_ROWS="kernel-kernel:kernel:kernel:default
 kernel-kernel-txoff:kernel:kernel:tx-off
 overlayd-kernel:overlayd:kernel:default
 overlayd-tc-kernel:overlayd-tc:kernel:default
+overlayd-tcup-kernel:overlayd-tcup:kernel:default
 overlayd-kernel-txoff:overlayd:kernel:tx-off
 overlayd-overlayd:overlayd:overlayd:default
 ovs-kernel-txoff:ovs:kernel:tx-off"
@@ -97,8 +102,8 @@ host_kernel() { # ns local remote
   ip -n "$1" link set br0 up
 }
 
-host_overlayd() { # ns local remote [workload backend]
-  local side=${1#bk-h} wl_backend=${4:-af_xdp}
+host_overlayd() { # ns local remote [workload backend] [uplink backend]
+  local side=${1#bk-h} wl_backend=${4:-af_xdp} up_backend=${5:-af_xdp}
   # A state directory left by an earlier row would win over this row's file.
   rm -rf "$W/state-$side"
   cat >"$W/$side.toml" <<T
@@ -114,6 +119,7 @@ backend = "$wl_backend"
 name = "up"
 kind = "uplink"
 interface = "u$side"
+backend = "$up_backend"
 
 [[tunnels]]
 name = "peer"
@@ -238,6 +244,7 @@ run_row() { # name a b offloads
       kernel) host_kernel $ns $local $remote ;;
       overlayd) host_overlayd $ns $local $remote; DP_PIDS+=("${PIDS[-1]}") ;;
       overlayd-tc) host_overlayd $ns $local $remote tc; DP_PIDS+=("${PIDS[-1]}") ;;
+      overlayd-tcup) host_overlayd $ns $local $remote tc tc; DP_PIDS+=("${PIDS[-1]}") ;;
       ovs) host_ovs $ns $local $remote; DP_PIDS+=("$OVS_PID") ;;
     esac
   done
@@ -251,7 +258,7 @@ run_row() { # name a b offloads
     echo "{\"row\": \"$name\", \"a\": \"$a\", \"b\": \"$b\", \"offloads\": \"$off\", \"error\": \"no connectivity\"}" >>"$OUT/raw.jsonl"
   else
     for rep in $(seq "$REPS"); do
-      for streams in 1 4; do
+      for streams in $STREAMS; do
         for dir in A-B B-A; do measure "$name" "$a" "$b" "$off" $streams $dir "$rep"; done
       done
     done

@@ -264,7 +264,7 @@ impl Steering {
                         Some((i as u16, netdev::ifindex(q.interface.as_deref()?).ok()?))
                     })
                     .collect();
-                Steering::TcPort(Box::new(TcPort::open(&p.interface, tier, &outputs)?))
+                Steering::TcPort(Box::new(TcPort::open(&p.interface, &role, tier, &outputs)?))
             }
         })
     }
@@ -277,6 +277,10 @@ impl Steering {
                 *_sink = KernelSink::bind(&new)
                     .map_err(DatapathError::port(p, "holding the tunnel ports"))?;
                 role.store(Arc::new(new));
+            }
+            // A tc uplink's program steers by the tunnels' VTEPs and ports.
+            Steering::TcPort(t) if p.kind != PortKind::Workload => {
+                t.program().set_role(&steer_role(rs, p))?
             }
             Steering::Tap(_) | Steering::TcPort(_) => {}
         }
@@ -951,6 +955,7 @@ fn start_tier(
             name: spec.name.clone(),
             ifindex,
             tc: tc.contains(&i) || matches!(st, Steering::TcPort(_)),
+            tc_only: matches!(st, Steering::TcPort(_)),
             ingress,
             not_output,
         });

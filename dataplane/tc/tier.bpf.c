@@ -40,21 +40,24 @@ struct {
 #define BPF_F_ADJ_ROOM_ENCAP_L2_ETH (1ULL << 6)
 #endif
 
-/* The flow key of an skb whose headers are in its linear part, as tier()
- * builds it for a frame; the header length in *hdr (Ethernet to the end of
- * the L4 header) and the inner TOS, TTL and DF in *tos, *ttl, *df. */
-static __always_inline int tc_key(struct __sk_buff *skb, const struct steer_cfg *c,
-				  struct tier_key *k, __u32 *hdr, __u8 *tos, __u8 *ttl, __u8 *df)
+/* The flow key of the frame at offset `off` of an skb whose headers are in
+ * its linear part, as tier() builds it for a frame (`w0`: key word 0); the
+ * header length in *hdr (Ethernet to the end of the L4 header), the L4
+ * header's offset in the skb in *l4off and the inner TOS, TTL and DF in
+ * *tos, *ttl, *df. */
+static __always_inline int tc_key_at(struct __sk_buff *skb, __u32 off, __u64 w0,
+				     struct tier_key *k, __u32 *hdr, __u32 *l4off, __u8 *tos,
+				     __u8 *ttl, __u8 *df)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
+	struct ethhdr *eth = data + off;
 	__u8 proto;
 	void *l4;
 
 	if ((void *)(eth + 1) > end)
 		return -1;
-	k->w[0] = (__u64)(c->in_port & 0xffff) << 48;
+	k->w[0] = w0;
 	k->w[1] = mac48(eth->h_dest) << 16;
 	k->w[2] = (mac48(eth->h_source) << 16) | bpf_ntohs(eth->h_proto);
 	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
@@ -104,8 +107,18 @@ static __always_inline int tc_key(struct __sk_buff *skb, const struct steer_cfg 
 		return -1;
 	k->w[7] = ((__u64)proto << 56) | ((__u64)bpf_ntohs(ports[0]) << 40) |
 		  ((__u64)bpf_ntohs(ports[1]) << 24);
-	*hdr = (__u32)(l4 - data) + l4len;
+	*l4off = (__u32)(l4 - data);
+	*hdr = *l4off - off + l4len;
 	return 0;
+}
+
+/* tc_key_at for a workload port's own frame, at the skb's start. */
+static __always_inline int tc_key(struct __sk_buff *skb, const struct steer_cfg *c,
+				  struct tier_key *k, __u32 *hdr, __u8 *tos, __u8 *ttl, __u8 *df)
+{
+	__u32 l4off;
+	return tc_key_at(skb, 0, (__u64)(c->in_port & 0xffff) << 48, k, hdr, &l4off, tos, ttl,
+			 df);
 }
 
 /* The punt device of a TSO-keeping workload port (io/tc_port.rs): where

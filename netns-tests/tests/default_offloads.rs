@@ -321,3 +321,77 @@ fn offload_check_notices_a_changed_workload() {
         assert!(changes.iter().any(|x| x == c), "{c:?} not among {changes:?}");
     }
 }
+
+/// The tc uplink (`backend = "tc"` on host A's uplink veth, beside a tc
+/// workload port): no XDP program on the uplink, so host B's uplink keeps
+/// its TSO and B's kernel hands over VXLAN super-frames whole (B's uplink
+/// keeps checksum offload on here: nothing cuts them before A; its VXLAN
+/// device sends outer UDP checksums, partial in its super-frames). tc on A's
+/// uplink decapsulates the tier's flows as super-frames into the workload's
+/// veth and punts the rest to the engine; the engine's sends leave by a
+/// packet socket on the uplink.
+#[test]
+fn tc_uplink_takes_super_frames_whole() {
+    if !require_root("tc_uplink_takes_super_frames_whole") {
+        return;
+    }
+    let opts = Opts {
+        backend: "tc",
+        wl_backend: "tc",
+        peer_uplink_tx_off: false,
+        udp_checksum: true,
+        ..Opts::default()
+    };
+    let (o, _, st) = run_case(&Case { opts, bulk: BULK });
+    let up = &st["io"]["ports"][1];
+    assert_eq!(up["backend"], "tc", "{st:#}");
+    let link = o.ha.ip(&["-d", "link", "show", "dev", &o.up]);
+    assert!(!link.contains("prog/xdp"), "an XDP program on the tc uplink: {link}");
+    let tso = o.hb.exec(&["ethtool", "-k", &o.ub]);
+    assert!(tso.contains("tcp-segmentation-offload: on"), "B's uplink lost TSO: {tso}");
+    // B -> A's bulk flows were decapsulated in tc as super-frames: far
+    // fewer skbs than the 1,398-byte segments 50 MB of TCP make.
+    let tier = &up["tier"];
+    let tc_hit = tier["tc_hit"].as_u64().unwrap_or(0);
+    let segments = (BULK / 1398) as u64;
+    assert!(tc_hit > 100, "the tc uplink decapsulated {tc_hit} skbs: {st:#}");
+    assert!(tc_hit < segments / 4, "{tc_hit} skbs for {segments} segments: no GSO kept: {st:#}");
+    assert_eq!(tier["tc_lost"].as_u64(), Some(0), "{st:#}");
+    eprintln!("tc uplink: {tc_hit} skbs decapsulated in tc for {segments}+ segments B -> A");
+    // Its first packets reached the engine through the punt device.
+    assert!(queue_sum(&st, 1, "rx_packets") > 0, "{st:#}");
+    let c = o.d.settled_counters();
+    assert_eq!(c["conserved"], true, "{c:#}");
+    let Overlay { d, ha, .. } = o;
+    d.stop();
+    assert!(!xdp_attached(&ha), "an XDP program was left attached");
+    let links = ha.ip(&["link", "show"]);
+    assert!(!links.contains("ovp"), "a punt device was left behind: {links}");
+}
+
+/// The tc uplink without the tier: every tunnel packet goes to the engine
+/// through the punt device, B's super-frames whole, and the engine cuts
+/// them inside their outer headers (io/gso.rs) before decapsulating.
+#[test]
+fn tc_uplink_without_the_tier_cuts_super_frames_in_the_engine() {
+    if !require_root("tc_uplink_without_the_tier_cuts_super_frames_in_the_engine") {
+        return;
+    }
+    let opts = Opts {
+        backend: "tc",
+        wl_backend: "tc",
+        peer_uplink_tx_off: false,
+        udp_checksum: true,
+        tier: TierMode::Off,
+        ..Opts::default()
+    };
+    let (o, _, st) = run_case(&Case { opts, bulk: 20_000_000 });
+    let up = &st["io"]["ports"][1];
+    assert_eq!(up["backend"], "tc", "{st:#}");
+    let supers = queue_sum(&st, 1, "rx_super_frames");
+    let segs = queue_sum(&st, 1, "rx_segments");
+    assert!(supers > 10, "the engine cut {supers} super-frames from the uplink: {st:#}");
+    assert!(segs > supers, "{segs} segments from {supers} super-frames: {st:#}");
+    eprintln!("tc uplink, no tier: {supers} tunnel super-frames cut into {segs} segments");
+    stop(o);
+}

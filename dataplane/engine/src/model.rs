@@ -254,9 +254,10 @@ pub enum Backend {
     /// A TAP device driven by io_uring, for VMs and containers; `run`
     /// creates it if it does not exist.
     Tap,
-    /// Workload veths only: no XDP program on the interface, so the
-    /// workload keeps its TSO; a tc ingress program encapsulates the tier's
-    /// flows whole and hands the rest to overlayd through a punt device
+    /// Veths: no XDP program on the interface, so the workload (or, on an
+    /// uplink, the peer host) keeps its TSO; a tc ingress program
+    /// encapsulates (workload) or decapsulates (uplink) the tier's flows
+    /// whole and hands the rest to overlayd through a punt device
     /// (AF_PACKET, io_uring). docs/user-guide.md says when to choose it.
     Tc,
 }
@@ -859,12 +860,6 @@ impl Config {
             }
             if p.backend != Backend::Tap && p.offloads != Offloads::default() {
                 return Err(only("offloads", "tap"));
-            }
-            if p.backend == Backend::Tc && p.kind != PortKind::Workload {
-                return Err(bad(
-                    format!("ports[{i}].backend"),
-                    "backend = \"tc\" is for workload ports only",
-                ));
             }
         }
         if self.ports.len() > u16::MAX as usize - 1 {

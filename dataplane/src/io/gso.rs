@@ -6,14 +6,53 @@
 //! of the payload, with the IP length (and IPv4 identification and header
 //! checksum), the TCP sequence number and flags or the UDP length fixed, and
 //! a complete L4 checksum: what the kernel's own GSO produces.
+//!
+//! A VXLAN super-frame (a peer's tunnel GSO skb, punted whole by a tc
+//! uplink: io/tc_port.rs) is cut the same way inside its outer headers,
+//! whose lengths, IPv4 identification and checksums are fixed per segment
+//! too (the kernel's `skb_udp_tunnel_segment`). The virtio-net header
+//! describes such a frame by its inner protocol (`GSO_TCPV4` ...).
 
 use encap::wire::{checksum, ipv4, ipv6, l2, tcp, udp};
 
 use super::virtio::{OffloadError, VnetHdr, GSO_ECN, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4};
 
+/// The outer headers of a VXLAN super-frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Outer {
+    l3: usize,
+    l4: usize,
+    v4: bool,
+}
+
+/// The outer headers of `frame` if it is VXLAN (IPv4 or IPv6, UDP, the I
+/// flag) around an untagged Ethernet frame, with the inner L3 offset and
+/// ethertype.
+fn vxlan_outer(frame: &[u8], l3: usize, et: u16) -> Option<(Outer, usize, u16)> {
+    let ip = frame.get(l3..)?;
+    let (l4, proto, v4) = match et {
+        0x0800 if ip.len() >= ipv4::HEADER_LEN => {
+            let p = ipv4::Packet::new_unchecked(ip);
+            (l3 + p.header_len() as usize, u8::from(p.next_header()), true)
+        }
+        0x86dd if ip.len() >= ipv6::HEADER_LEN => {
+            (l3 + ipv6::HEADER_LEN, u8::from(ipv6::Packet::new_unchecked(ip).next_header()), false)
+        }
+        _ => return None,
+    };
+    // UDP (8), VXLAN (8, flags first), the inner Ethernet header (14).
+    let inner = l4 + 16;
+    if proto != 17 || frame.len() < inner + 14 || frame[l4 + 8] & 0x08 == 0 {
+        return None;
+    }
+    let et = u16::from_be_bytes([frame[inner + 12], frame[inner + 13]]);
+    Some((Outer { l3, l4, v4 }, inner + 14, et))
+}
+
 /// A super-frame, parsed once, ready to be cut into segments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Plan {
+    outer: Option<Outer>,
     l3: usize,
     l4: usize,
     /// Bytes of headers copied in front of every segment.
@@ -32,8 +71,15 @@ impl Plan {
     pub fn new(frame: &[u8], h: &VnetHdr, max_ip: usize) -> Result<Plan, OffloadError> {
         let bad = OffloadError::BadSegmentation;
         let l2 = l2::walk(frame).map_err(|_| bad)?;
-        let (l3, et) = (l2.l3_offset, l2.ethertype);
+        let (mut l3, mut et) = (l2.l3_offset, l2.ethertype);
         let kind = h.gso_type & !GSO_ECN;
+        // TCP segmentation of a UDP packet: only a tunnel's makes sense.
+        let mut outer = None;
+        if kind == GSO_TCPV4 || kind == GSO_TCPV6 {
+            if let Some((o, inner_l3, inner_et)) = vxlan_outer(frame, l3, et) {
+                (outer, l3, et) = (Some(o), inner_l3, inner_et);
+            }
+        }
         let (v4, is_tcp) = match (kind, et) {
             (GSO_TCPV4, 0x0800) => (true, true),
             (GSO_TCPV6, 0x86dd) => (false, true),
@@ -75,7 +121,7 @@ impl Plan {
         }
         let room = (l3 + max_ip).checked_sub(hdr_len).filter(|r| *r > 0).ok_or(bad)?;
         let mss = (h.gso_size as usize).min(room);
-        Ok(Plan { l3, l4, hdr_len, v4, tcp: is_tcp, mss, payload: frame.len() - hdr_len })
+        Ok(Plan { outer, l3, l4, hdr_len, v4, tcp: is_tcp, mss, payload: frame.len() - hdr_len })
     }
 
     pub fn segments(&self) -> usize {
@@ -136,8 +182,41 @@ impl Plan {
             c => c,
         };
         l4[csum].copy_from_slice(&c.to_be_bytes());
+        if let Some(o) = self.outer {
+            write_outer(o, i, &mut out[..len]);
+        }
         len
     }
+}
+
+/// Fixes the outer headers of segment `i` (the whole frame in `seg`, its
+/// inner packet final): lengths, IPv4 identification and header checksum,
+/// and the UDP checksum if the super-frame had one (always over IPv6).
+fn write_outer(o: Outer, i: usize, seg: &mut [u8]) {
+    let len = seg.len();
+    let udp_len = len - o.l4;
+    let acc = if o.v4 {
+        let mut p = ipv4::Packet::new_unchecked(&mut seg[o.l3..o.l4]);
+        p.set_total_len((len - o.l3) as u16);
+        p.set_ident(p.ident().wrapping_add(i as u16));
+        p.fill_checksum();
+        checksum::pseudo_v4(p.src_addr(), p.dst_addr(), 17, udp_len as u16)
+    } else {
+        let mut p = ipv6::Packet::new_unchecked(&mut seg[o.l3..o.l4]);
+        p.set_payload_len(udp_len as u16);
+        checksum::pseudo_v6(&p.src_addr(), &p.dst_addr(), 17, udp_len as u32)
+    };
+    let u = &mut seg[o.l4..];
+    udp::Packet::new_unchecked(&mut u[..]).set_len(udp_len as u16);
+    if o.v4 && u[udp::field::CHECKSUM] == [0, 0] {
+        return; // none sent: none to fix
+    }
+    u[udp::field::CHECKSUM].fill(0);
+    let c = match checksum::finish(checksum::add(acc, u)) {
+        0 => 0xffff,
+        c => c,
+    };
+    u[udp::field::CHECKSUM].copy_from_slice(&c.to_be_bytes());
 }
 
 #[cfg(test)]
@@ -265,6 +344,55 @@ mod tests {
             })
             .collect();
         assert_eq!(flags, [0x90, 0x10, 0x19]);
+    }
+
+    /// A peer's VXLAN super-frame (TSO inside the tunnel): every segment a
+    /// whole VXLAN packet, outer lengths and checksums fixed, the inner
+    /// segments those of the inner super-frame cut on its own.
+    #[test]
+    fn vxlan_super_frames_cut_inside_their_outer_headers() {
+        let inner = format!(
+            "eth/ipv4(src=198.51.100.2,dst=198.51.100.1,id=100)/tcp(sport=5001,dport=80)/hex(data={})",
+            payload(5000)
+        );
+        for outer in [
+            "eth/ipv4(src=192.0.2.2,dst=192.0.2.1,id=7)/udp(sport=50000,dport=4789,csum=0)",
+            "eth/ipv4(src=192.0.2.2,dst=192.0.2.1,id=7)/udp(sport=50000,dport=4789,csum=auto)",
+            "eth/ipv6(src=2001:db8::2,dst=2001:db8::1)/udp(sport=50000,dport=4789,csum=auto)",
+        ] {
+            let f = engine::packet_spec::build(&format!("{outer}/vxlan(vni=42)/{inner}")).unwrap();
+            let o = if outer.contains("ipv4") { 14 + 20 } else { 14 + 40 };
+            let h = VnetHdr { gso_type: GSO_TCPV4, gso_size: 1400, ..Default::default() };
+            let plan = Plan::new(&f, &h, 1450).unwrap();
+            assert_eq!(plan.segments(), 4, "{outer}");
+            let mut joined = Vec::new();
+            for i in 0..plan.segments() {
+                let mut out = vec![0u8; plan.segment_len(i)];
+                plan.write(&f, i, &mut out);
+                // The outer UDP checksum (none stays none) and the inner TCP one.
+                if outer.contains("auto") {
+                    assert!(l4_checksum_valid(&out), "{outer}: segment {i}: outer checksum");
+                } else {
+                    assert_eq!(out[o + 6..o + 8], [0, 0], "{outer}: segment {i}");
+                }
+                let inner = &out[o + 16..];
+                assert!(l4_checksum_valid(inner), "{outer}: segment {i}: inner checksum");
+                assert!(inner.len() - 14 <= 1450);
+                let p = SlicedPacket::from_ethernet(&out).unwrap();
+                let TransportSlice::Udp(u) = p.transport.unwrap() else { unreachable!() };
+                assert_eq!(u.length() as usize, out.len() - o, "{outer}: segment {i}");
+                if outer.contains("ipv4") {
+                    assert_eq!(u16::from_be_bytes([out[16], out[17]]) as usize, out.len() - 14);
+                    assert_eq!(u16::from_be_bytes([out[18], out[19]]), 7 + i as u16);
+                    assert_eq!(checksum::finish(checksum::add(0, &out[14..34])), 0);
+                }
+                let p = SlicedPacket::from_ethernet(inner).unwrap();
+                let TransportSlice::Tcp(t) = p.transport.unwrap() else { unreachable!() };
+                assert_eq!(t.sequence_number(), 1 + joined.len() as u32);
+                joined.extend_from_slice(t.payload());
+            }
+            assert_eq!(joined.len(), 5000);
+        }
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! | `tc.rs` | the tc tier on workload ports: skbs with partial checksums and GSO, same entries |
 //! | `afxdp.rs` | AF_XDP sockets and their rings |
 //! | `af_packet.rs` | AF_PACKET sockets, and the kernel sink on uplinks |
-//! | `tc_port.rs` | the TSO-keeping workload port: tc ingress only, misses through a punt device |
+//! | `tc_port.rs` | the TSO-keeping workload port and the tc uplink: tc ingress only, misses through a punt device |
 //! | `tap.rs` | TAP devices |
 //! | `uring.rs` | io_uring queues for AF_PACKET and TAP ports |
 //! | `virtio.rs`, `gso.rs` | the virtio-net header: checksum completion, segmentation |

@@ -18,6 +18,14 @@
 //! send-only packet socket. The punt device's own ingress drops what it
 //! received after the socket's tap copied it (`overlayd_tc_sink`), so the
 //! host's stack never sees the workload's frames.
+//!
+//! An uplink may be such a port too (`backend = "tc"` on a veth uplink):
+//! any XDP program on a veth turns off its peer's TSO, so the peer host
+//! would segment every VXLAN super-frame before sending it. There
+//! `overlayd_tc_uplink` (dataplane/tc/uplink.bpf.c) leaves what is not the
+//! dataplane's to the host's stack, decapsulates the tier's flows whole into
+//! their workload's interface and punts the other tunnel packets the same
+//! way; the engine's sends to the uplink go out of its packet socket.
 
 use std::os::fd::OwnedFd;
 
@@ -28,6 +36,7 @@ use super::tc::{self, TcError};
 use super::xdp::{SteerProgram, XdpError};
 
 const PORT_PROGRAM: &str = "overlayd_tc_port";
+const UPLINK_PROGRAM: &str = "overlayd_tc_uplink";
 const SINK_PROGRAM: &str = "overlayd_tc_sink";
 
 #[derive(Debug, thiserror::Error)]
@@ -52,22 +61,28 @@ pub struct TcPort {
 }
 
 impl TcPort {
-    /// Loads the object for `ifname` (the tier's maps sized for `tier`
-    /// flows, if on), creates the punt device, gives the port program the
-    /// interfaces of `outputs` (port number, interface index) and attaches
-    /// it: from then on every skb from the workload is decided in tc.
+    /// Loads the object for `ifname` in `role` (the tier's maps sized for
+    /// `tier` flows, if on), creates the punt device, gives the port
+    /// program the interfaces of `outputs` (port number, interface index)
+    /// and attaches it: from then on every skb arriving on the port is
+    /// decided in tc.
     pub fn open(
         ifname: &str,
+        role: &SteerRole,
         tier: Option<u32>,
         outputs: &[(u16, u32)],
     ) -> Result<TcPort, TcPortError> {
-        let mut prog = SteerProgram::load_unattached(ifname, &SteerRole::Workload, tier)?;
+        let program = match role {
+            SteerRole::Workload => PORT_PROGRAM,
+            SteerRole::Uplink { .. } => UPLINK_PROGRAM,
+        };
+        let mut prog = SteerProgram::load_unattached(ifname, role, tier)?;
         let ifindex = prog.ifindex();
         let punt = PuntDevice::create(ifname, ifindex)?;
         tc::set_outputs(&mut prog, ifname, outputs)?;
         set_punt(&mut prog, ifname, punt.ifindex)?;
         tc::attach_program(&mut prog, SINK_PROGRAM, &punt.name)?;
-        tc::attach_program(&mut prog, PORT_PROGRAM, ifname)?;
+        tc::attach_program(&mut prog, program, ifname)?;
         Ok(TcPort { prog, punt, ifname: ifname.into(), ifindex })
     }
 

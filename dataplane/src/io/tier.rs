@@ -793,6 +793,10 @@ pub struct TierPort {
     /// True if the tc tier (io/tc.rs) serves this port's entries too: they
     /// may then send out of ports that take no redirected frames.
     pub tc: bool,
+    /// True if the port has no XDP program, only tc (io/tc_port.rs): on an
+    /// uplink its program runs the decap entries, whose skbs any output
+    /// port takes.
+    pub tc_only: bool,
     /// Why frames cannot be redirected out of it (`None`: they may be,
     /// if its driver takes them).
     pub not_output: Option<String>,
@@ -834,6 +838,7 @@ struct Ingress {
     free: Vec<u32>,
     by_key: StdHashMap<FlowKey, u32>,
     tc: bool,
+    tc_only: bool,
     /// Slots below this have been used: the ones a harvest reads.
     high: u32,
     /// Each slot's counters as the last batch read found them.
@@ -935,6 +940,7 @@ impl Tier {
                     free: (0..n).rev().collect(),
                     by_key: StdHashMap::new(),
                     tc: p.tc,
+                    tc_only: p.tc_only,
                     high: 0,
                     totals: Vec::new(),
                 }
@@ -1079,8 +1085,10 @@ impl State {
         // The tc tier redirects skbs, which any port takes; the XDP program
         // passes it what it cannot redirect itself (the encapsulations it
         // does; other actions go to AF_XDP, `no_tx`).
-        let tc =
-            tc_takes(&e) && matches!(self.ingress.get(e.in_port as usize), Some(Some(i)) if i.tc);
+        let tc = match self.ingress.get(e.in_port as usize) {
+            Some(Some(i)) => (i.tc && tc_takes(&e)) || (i.tc_only && tc_decap_takes(&e)),
+            _ => false,
+        };
         if let Some(p) = out {
             match self.outputs.get(p as usize) {
                 Some(o) if o.refused.is_none() || (tc && o.fixed.is_none()) => {
@@ -1342,11 +1350,16 @@ impl State {
                     let tc_ingress: Vec<u16> = (0..self.ingress.len() as u16)
                         .filter(|&i| matches!(self.ingress[i as usize], Some(ref g) if g.tc))
                         .collect();
+                    let tc_only: Vec<u16> = (0..self.ingress.len() as u16)
+                        .filter(|&i| matches!(self.ingress[i as usize], Some(ref g) if g.tc_only))
+                        .collect();
                     let tc_serves = |e: &TierEntry| {
-                        first
-                            && !fixed
+                        let adopted = first
                             && matches!(e.action, TierAction::Encap(_))
-                            && tc_ingress.contains(&e.in_port)
+                            && tc_ingress.contains(&e.in_port);
+                        // A tc uplink's decap entries never go through XDP.
+                        let decap = tc_only.contains(&e.in_port) && tc_decap_takes(e);
+                        !fixed && (adopted || decap)
                     };
                     let n = self.retire_where(|e| sends_to(e, p) && !tc_serves(e));
                     self.stats.invalidations.fetch_add(n, Ordering::Relaxed);
@@ -1464,6 +1477,14 @@ fn tc_takes(e: &TierEntry) -> bool {
         if x.kind == TierTunnel::Vxlan
             && x.header_len as usize == engine::tier::VXLAN4_HEADER_LEN
             && x.udp_sum.is_none())
+}
+
+/// True if a tc uplink's program (tc/uplink.bpf.c) does what `e` does:
+/// a decapsulated flow's output or drop. (Whether its packet is one the
+/// program takes, VXLAN over IPv4, is the packet's: the others go to the
+/// engine.)
+fn tc_decap_takes(e: &TierEntry) -> bool {
+    e.decap.is_some() && matches!(e.action, TierAction::Output { .. } | TierAction::Drop)
 }
 
 /// True if `e` sends its frames out of port `p`.
