@@ -196,8 +196,10 @@ impl OvsGre {
         for (ns, dev, ip) in [(&wa, &we, WA_IP), (&wb, &wbe, WB_IP)] {
             ns.ip(&["link", "set", dev, "mtu", "1400"]);
             ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", dev]);
-            ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
         }
+        // Open vSwitch's workload: tx off, as its documentation requires;
+        // overlayd's keeps its default offloads.
+        wb.exec(&["ethtool", "-K", &wbe, "tx", "off"]);
         finish_checksums_like_a_nic(&hb, &ub);
         hb.exec(&["ethtool", "-K", &ub, "gro", "on"]);
         hb.exec(&["ethtool", "-K", &bw, "tx", "off"]);

@@ -85,8 +85,6 @@ fn overlayd_runs_with_the_units_capabilities_only() {
     for (ns, dev, ip) in [(&h.wa, &h.we, WA_IP), (&h.wb, &h.wbe, WB_IP)] {
         ns.ip(&["link", "set", dev, "mtu", "1450"]);
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", dev]);
-        // Full checksums from the workload: the tier may forward its frames.
-        ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
     }
     // Host B's uplink finishes checksums (as a NIC would) and has NAPI, so
     // the tier may redirect out of `up`.

@@ -29,15 +29,9 @@ struct Rig {
 }
 
 /// `top`: top-level settings placed before the tables of the configuration.
-/// The workloads send with checksum offload off, so their frames carry full
-/// checksums the tier may forward as they are.
+/// The workloads keep their default veth offloads: their frames carry
+/// partial checksums, which the tier finishes.
 fn build(top: &str) -> Rig {
-    build_rig(top, true)
-}
-
-/// As [`build`]; `workload_tx_off`: false leaves the workloads at their
-/// default veth offloads (partial checksums).
-fn build_rig(top: &str, workload_tx_off: bool) -> Rig {
     let ha = Netns::new("ha");
     let hb = Netns::new("hb");
     let wa = Netns::new("wa");
@@ -56,9 +50,6 @@ fn build_rig(top: &str, workload_tx_off: bool) -> Rig {
         ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
         ns.ip(&["link", "set", dev, "mtu", "1450"]);
         ns.ip(&["addr", "add", ip, "dev", dev]);
-        if workload_tx_off {
-            ns.exec(&["ethtool", "-K", dev, "tx", "off"]);
-        }
     }
     // Host B's uplink is a veth with tx off: a real NIC would finish the
     // checksums the kernel VTEP leaves partial (the workloads keep theirs on).
@@ -527,7 +518,7 @@ fn the_tier_finishes_partial_checksums() {
         return;
     }
     // Only the XDP tier and AF_XDP: the tc tier (overlayd_tc_tier.rs) off.
-    let r = build_rig("xdp_tier = \"auto\"\ntc_tier = \"off\"", false);
+    let r = build("xdp_tier = \"auto\"\ntc_tier = \"off\"");
     let dir = TempDir::new("tierpartial");
     let pcap = dir.join("underlay.pcap");
     let cap = Capture::start(&r.hb, &r.ub, "udp port 4789", &pcap, 100_000, 60);

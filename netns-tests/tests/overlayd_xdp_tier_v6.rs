@@ -95,14 +95,13 @@ fn wait_for_output(d: &Overlayd, port: &str) {
     assert!(ok, "{port} is not a tier output: {}", why(d));
 }
 
-/// Host A over IPv6 with the test rules; workload A sends full checksums
-/// (tx off: a partial one is not the tier's), B's uplink end has NAPI
+/// Host A over IPv6 with the test rules; workload A keeps its default
+/// offloads (partial checksums, which the tier finishes), B's uplink end has NAPI
 /// (GRO) so the tier may redirect out of A's uplink, and workload A's end
 /// has GRO so it may redirect out of `wl`.
 fn overlay() -> Overlay {
     let o = build_opts(&Opts { v6: true, extra: FLOW_RULES, ..Opts::default() });
     let we = o.workload_features[1].dev().to_string();
-    o.wa.exec(&["ethtool", "-K", &we, "tx", "off"]);
     o.wa.exec(&["ethtool", "-K", &we, "gro", "on"]);
     o.hb.exec(&["ethtool", "-K", &o.ub, "gro", "on"]);
     o
