@@ -1242,3 +1242,62 @@ fn tier_decap_cost() {
         measure(&mut g, what, f);
     }
 }
+
+/// What finishing a partial checksum costs the tier, beside a frame whose
+/// complete checksum it verifies and the same frame with the tier off (to
+/// AF_XDP), on a workload port whose rule outputs to the uplink: the
+/// kernel's own timing of single runs (BPF_PROG_TEST_RUN), averaged.
+/// `cargo test -p dataplane --lib tier_finish_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement: run it on its own"]
+fn tier_finish_cost() {
+    if !can_load_bpf("tier_finish_cost") {
+        return;
+    }
+    const RUNS: u32 = 200_000;
+    let mut r =
+        rig("[[rules]]\nid = 1\nmatch = { in_port = \"wl0\" }\nactions = [{ output = \"up0\" }]\n");
+    let short =
+        frame("eth/ipv4(src=198.51.100.1,dst=198.51.100.2)/tcp(sport=1,dport=2)/payload(len=6)");
+    let long =
+        frame("eth/ipv4(src=198.51.100.1,dst=198.51.100.2)/tcp(sport=3,dport=4)/payload(len=1396)");
+    // The pseudo-header's folded sum in the TCP checksum field (at 50).
+    let partial = |f: &[u8]| {
+        use encap::wire::checksum;
+        let mut g = f.to_vec();
+        let len = (g.len() - 34) as u16;
+        let pseudo = checksum::pseudo_v4(
+            g[26..30].try_into().unwrap(),
+            g[30..34].try_into().unwrap(),
+            6,
+            len,
+        );
+        g[50..52].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
+        g
+    };
+    let mean = |r: &mut Rig, f: &[u8], want: u32| {
+        let mut total = std::time::Duration::ZERO;
+        for _ in 0..RUNS {
+            let (ret, t) = r.prog.test_run_repeat(f, 1);
+            assert_eq!(ret, want);
+            total += t;
+        }
+        total.as_nanos() as f64 / RUNS as f64
+    };
+    r.install(&short, 0, 1514);
+    r.install(&long, 1, 1514);
+    for f in [&short, &long] {
+        let p = partial(f);
+        let before = r.prog.tier_stats().unwrap().finished_checksum;
+        let finished = mean(&mut r, &p, XDP_REDIRECT);
+        assert_eq!(r.prog.tier_stats().unwrap().finished_checksum - before, RUNS as u64);
+        let verified = mean(&mut r, f, XDP_REDIRECT);
+        r.prog.set_tier(None).unwrap();
+        let off = mean(&mut r, &p, XDP_PASS);
+        r.prog.set_tier(Some(0)).unwrap();
+        println!(
+            "TCP, {} bytes: partial, finished in the tier {finished:.0} ns; complete, verified {verified:.0} ns; tier off (to AF_XDP) {off:.0} ns",
+            f.len()
+        );
+    }
+}
