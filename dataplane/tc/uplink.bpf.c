@@ -48,41 +48,9 @@ __attribute__((noinline)) int skb_csum_to_end(struct __sk_buff *skb, __u32 off)
 {
 	void *p = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	__u64 sum = 0;
 	if (off > 128)
 		return -1;
-	p += off;
-	for (int i = 0; i < CSUM_CHUNKS; i++) {
-		if (p + CSUM_CHUNK > end)
-			break;
-		sum = (__u32)bpf_csum_diff(0, 0, p, CSUM_CHUNK, (__u32)sum);
-		p += CSUM_CHUNK;
-	}
-	if (p + CSUM_CHUNK <= end)
-		return -1;
-#define CSUM_PIECE(n)                                                              \
-	if (p + (n) <= end) {                                                      \
-		sum = (__u32)bpf_csum_diff(0, 0, p, (n), (__u32)sum);              \
-		p += (n);                                                          \
-	}
-	CSUM_PIECE(128)
-	CSUM_PIECE(64)
-	CSUM_PIECE(32)
-	CSUM_PIECE(16)
-	CSUM_PIECE(8)
-	CSUM_PIECE(4)
-#undef CSUM_PIECE
-	if (p + 2 <= end) {
-		sum += *(__u16 *)p;
-		p += 2;
-	}
-	if (p + 1 <= end)
-		sum += bpf_htons((__u16)(*(__u8 *)p) << 8);
-	sum = (sum & 0xffffffff) + (sum >> 32);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	return bpf_ntohs((__u16)sum);
+	return sum_to_end(p + off, end);
 }
 
 /* The inner frame's TCP/UDP checksum as settled() judges it, for a single

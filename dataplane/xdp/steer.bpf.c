@@ -409,22 +409,16 @@ struct outer {
 #define CSUM_CHUNK 256
 #define CSUM_CHUNKS 16
 
-/* The Internet checksum's sum (RFC 1071) of the frame's bytes from offset
- * `off` to its end, folded to 16 bits, in host order; -1 if the frame is
- * longer than the walk takes. `off` is an even number of bytes from where
- * the checksummed data starts. bpf_csum_diff sums whole 32-bit words in
- * memory order; a sum is the same in either byte order (RFC 1071 2(B)), so
- * it is swapped once at the end.
- * A global function: the verifier checks it once, on its own, rather than
- * once for every path that reaches a call (which exceeds its limit). */
-__attribute__((noinline)) int csum_to_end(struct xdp_md *ctx, __u32 off)
+/* The Internet checksum's sum (RFC 1071) of the packet bytes from `p` to
+ * `end`, folded to 16 bits, in host order; -1 if there are more than the
+ * walk takes. `p` is an even number of bytes from where the checksummed
+ * data starts. bpf_csum_diff sums whole 32-bit words in memory order; a sum
+ * is the same in either byte order (RFC 1071 2(B)), so it is swapped once
+ * at the end. The walk of csum_to_end (XDP) and skb_csum_to_end (the tc
+ * uplink, tc/uplink.bpf.c). */
+static __always_inline int sum_to_end(void *p, void *end)
 {
-	void *p = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
 	__u64 sum = 0;
-	if (off > VXLAN6_HDR_LEN)
-		return -1;
-	p += off;
 	for (int i = 0; i < CSUM_CHUNKS; i++) {
 		if (p + CSUM_CHUNK > end)
 			break;
@@ -458,6 +452,18 @@ __attribute__((noinline)) int csum_to_end(struct xdp_md *ctx, __u32 off)
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
 	return bpf_ntohs((__u16)sum);
+}
+
+/* The sum of the frame's bytes from offset `off` to its end.
+ * A global function: the verifier checks it once, on its own, rather than
+ * once for every path that reaches a call (which exceeds its limit). */
+__attribute__((noinline)) int csum_to_end(struct xdp_md *ctx, __u32 off)
+{
+	void *p = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (off > VXLAN6_HDR_LEN)
+		return -1;
+	return sum_to_end(p + off, end);
 }
 
 /* Sum of `n` 16-bit big-endian words at `p`, in host order, unfolded. */
