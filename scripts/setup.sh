@@ -8,6 +8,7 @@ PKGS=(
   python3-scapy     # builds reference and malformed frames (seen by /usr/bin/python3)
   iproute2 ethtool  # namespaces, veth, kernel VXLAN device
   clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config m4  # XDP programs
+  make gcc  # jemalloc (tikv-jemalloc-sys) is built from C by overlayd's build
   bpftool xdp-tools
   openvswitch-switch   # peer: OVS userspace datapath tunnels
   valgrind          # callgrind instruction counts

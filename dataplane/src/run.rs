@@ -391,12 +391,13 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                 // Reading offloaded rules' counters asks the kernel.
                 let _ = tokio::task::spawn_blocking(move || {
                     d.observe();
-                    d.release_memory();
                     if !busy.load(std::sync::atomic::Ordering::Acquire) {
                         if let Err(e) = crate::carry::save(&dir, &d.counter_board().carried()) {
                             tracing::warn!(error = %e, "counters not saved for the next run");
                         }
                     }
+                    // Last, so the tick's own scratch is returned too.
+                    d.release_memory();
                 })
                 .await;
             }

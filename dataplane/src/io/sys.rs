@@ -87,8 +87,10 @@ pub fn pin_to_cpu(cpu: usize) {
     }
 }
 
-/// Keeps the daemon's heap at a steady size instead of handing memory back
-/// and taking it again on every rule change.
+/// Keeps glibc's heap at a steady size instead of handing memory back and
+/// taking it again on every rule change. overlayd itself allocates with
+/// jemalloc ([`JEMALLOC_CONF`]); glibc's heap is what C libraries allocate,
+/// and the whole heap of a build without jemalloc (the tests).
 ///
 /// Each change compiles the whole rule set beside the one in force and
 /// encodes the state file; with glibc's defaults the large buffers are
@@ -113,14 +115,37 @@ pub fn steady_heap() {
     }
 }
 
-/// Gives the kernel back the heap's free pages, wherever they are in the
-/// heap (glibc's `malloc_trim` walks every arena). [`steady_heap`] turns
-/// automatic trimming off (memory is returned at one known point, not at
-/// arbitrary frees), so without this the pages a rule-set change used and
-/// freed stay resident and fragmentation ratchets resident memory up change
-/// after change. The control plane calls it once a second, off the fast
-/// path (which allocates nothing, so never waits for the arena locks).
+/// jemalloc's settings for overlayd (its `malloc_conf`, read before
+/// `main`): one arena and no thread caches. The packet path does not
+/// allocate, so neither buys anything that matters: with one arena a rule
+/// change's scratch and the sets it keeps share one set of slabs, which
+/// the next change reuses, and without thread caches no freed object is
+/// held by a thread, out of reach of the once-a-second purge.
+pub const JEMALLOC_CONF: &[u8] = b"narenas:1,tcache:false\0";
+
+/// Gives the kernel back the heap's free pages. overlayd allocates with
+/// jemalloc (its binary's global allocator): every arena's unused dirty
+/// pages are purged now rather than on jemalloc's decay timer, so memory is
+/// returned at one known point, after a change, not at random. glibc's
+/// heap (C libraries; the whole heap in a build without jemalloc, e.g. the
+/// tests) is trimmed too: [`steady_heap`] turns its automatic trimming off.
+/// The control plane calls this once a second, off the fast path (which
+/// allocates nothing, so never waits for the allocators' locks).
 pub fn release_free_heap() {
+    // MALLCTL_ARENAS_ALL: every arena.
+    const PURGE_ALL: &[u8] = b"arena.4096.purge\0";
+    // SAFETY: a void mallctl with no old or new value (what `purge` takes);
+    // the name is NUL-terminated. It takes each arena's lock, so it is safe
+    // beside other threads' allocations.
+    unsafe {
+        tikv_jemalloc_sys::mallctl(
+            PURGE_ALL.as_ptr().cast(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            0,
+        );
+    }
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only returns free memory; it takes each arena's
     // lock, so it is safe beside other threads' allocations.

@@ -22,11 +22,11 @@ use crate::{frames, sink_cfg, sys};
 const SAMPLE_EVERY: f64 = 10.0;
 /// Samples taken before the ones the flatness verdict compares: three
 /// minutes. Under a rule change a second the daemon's heap reaches its
-/// working set in steps over the first two to three minutes (the arena that
-/// compiles rule sets grows its top until the pattern of old and new sets
-/// fits; measured with /proc/PID/smaps: the steps are that arena, the main
-/// heap and every other mapping stay put), then holds. Growth from the
-/// early samples is reported beside the verdict, not judged.
+/// working set in a step or two (jemalloc's slabs growing until the pattern
+/// of old and new sets fits: about 6 MB within the first minute in 200 s
+/// runs; `smaps/` beside soak.json shows which mappings), then holds.
+/// Growth from the early samples is reported beside the verdict, not
+/// judged.
 const WARMUP_SAMPLES: usize = 18;
 /// Samples before the early growth figure: the start itself (30 s).
 const EARLY_SAMPLES: usize = 3;
@@ -45,6 +45,11 @@ pub struct Sample {
     pub rss_kib: u64,
     /// The largest resident set since the start (VmHWM).
     pub peak_rss_kib: u64,
+    /// The resident set's parts: anonymous (heap, stacks), file-backed
+    /// (the binary, libraries) and shared memory (the AF_XDP UMEM).
+    pub rss_anon_kib: u64,
+    pub rss_file_kib: u64,
+    pub rss_shmem_kib: u64,
     pub fds: usize,
     pub threads: usize,
     pub rx: u64,
@@ -68,14 +73,39 @@ pub struct SoakReport {
     pub samples: Vec<Sample>,
     pub changes_accepted: u64,
     pub changes_refused: u64,
-    pub rss_growth_after_warmup: f64,
+    /// How long an accepted change took, `overlayctl` start to exit
+    /// (median, 99th percentile, longest): the control plane's cost.
+    pub change_ms_median: f64,
+    pub change_ms_p99: f64,
+    pub change_ms_max: f64,
+    /// How far apart the samples after warm-up are: the largest over the
+    /// smallest, less one. Flat within 1 % means at most 0.01, whichever
+    /// way the samples move (a rise, a fall or a swing).
+    pub rss_spread_after_warmup: f64,
     /// RSS growth from the 30-second sample on (reported, not judged).
     pub rss_growth_after_start: f64,
-    pub fd_growth_after_warmup: f64,
+    pub fd_spread_after_warmup: f64,
     pub conserved_every_sample: bool,
     pub no_change_lost: bool,
     pub sink_frames_wrong: u64,
     pub pass: bool,
+}
+
+/// The changer's tally; the sampler holds its lock while it reads the daemon.
+#[derive(Default)]
+struct Changes {
+    accepted: u64,
+    refused: u64,
+    /// Each accepted change's time, in ms.
+    took_ms: Vec<f64>,
+}
+
+/// The value at quantile `q` of sorted `v` (0 when empty).
+fn percentile(v: &[f64], q: f64) -> f64 {
+    match v.len() {
+        0 => 0.0,
+        n => v[((n - 1) as f64 * q).round() as usize],
+    }
 }
 
 /// overlayctl against the device's socket.
@@ -128,8 +158,20 @@ impl Ctl {
     }
 }
 
-/// The process's resident set and its peak (KiB), descriptors and threads.
-fn process_use(pid: u32) -> Result<(u64, u64, usize, usize), String> {
+/// What one sample reads from /proc: sizes in KiB.
+struct Use {
+    rss: u64,
+    peak: u64,
+    anon: u64,
+    file: u64,
+    shmem: u64,
+    fds: usize,
+    threads: usize,
+}
+
+/// The process's resident set, its parts and its peak, descriptors and
+/// threads.
+fn process_use(pid: u32) -> Result<Use, String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| format!("overlayd ({pid}) is gone: {e}"))?;
     let field = |name: &str| -> u64 {
@@ -141,12 +183,15 @@ fn process_use(pid: u32) -> Result<(u64, u64, usize, usize), String> {
             .unwrap_or(0)
     };
     let count = |dir: String| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
-    Ok((
-        field("VmRSS:"),
-        field("VmHWM:"),
-        count(format!("/proc/{pid}/fd")),
-        count(format!("/proc/{pid}/task")),
-    ))
+    Ok(Use {
+        rss: field("VmRSS:"),
+        peak: field("VmHWM:"),
+        anon: field("RssAnon:"),
+        file: field("RssFile:"),
+        shmem: field("RssShmem:"),
+        fds: count(format!("/proc/{pid}/fd")),
+        threads: count(format!("/proc/{pid}/task")),
+    })
 }
 
 /// Counters once they stop moving (the XDP tier's are harvested
@@ -165,7 +210,18 @@ fn settled_counters(ctl: &Ctl) -> Result<serde_json::Value, String> {
     }
 }
 
-/// Relative growth of `v` from its first value after warm-up to its maximum.
+/// How far apart the values of `v` are: its maximum over its minimum, less one.
+fn spread(v: &[f64]) -> f64 {
+    let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = v.iter().cloned().fold(0.0, f64::max);
+    if min > 0.0 && min.is_finite() {
+        max / min - 1.0
+    } else {
+        0.0
+    }
+}
+
+/// Relative growth of `v` from its first value to its maximum.
 fn growth(v: &[f64]) -> f64 {
     match v.first() {
         Some(&first) if first > 0.0 => v.iter().cloned().fold(first, f64::max) / first - 1.0,
@@ -190,7 +246,7 @@ pub fn run(secs: u64, env: &Env, gen: &mut Gen, out: &Path) -> Result<SoakReport
 
     // The changer: adds and removes one rule every second. The lock keeps a
     // sample from reading the daemon halfway through a change.
-    let gate = Arc::new(Mutex::new((0u64, 0u64))); // (accepted, refused)
+    let gate = Arc::new(Mutex::new(Changes::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let changer = {
         let (ctl, gate, stop) = (ctl.clone(), gate.clone(), stop.clone());
@@ -200,7 +256,8 @@ pub fn run(secs: u64, env: &Env, gen: &mut Gen, out: &Path) -> Result<SoakReport
                 let tick = Instant::now();
                 {
                     let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
-                    let add = g.0 % 2 == 0;
+                    let add = g.accepted % 2 == 0;
+                    let t0 = Instant::now();
                     let r = if add {
                         ctl.run(&[
                             "rule",
@@ -218,10 +275,13 @@ pub fn run(secs: u64, env: &Env, gen: &mut Gen, out: &Path) -> Result<SoakReport
                         ctl.run(&["rule", "del", &id])
                     };
                     match r {
-                        Ok(()) => g.0 += 1,
+                        Ok(()) => {
+                            g.accepted += 1;
+                            g.took_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+                        }
                         Err(e) => {
                             eprintln!("soak: change refused: {e}");
-                            g.1 += 1;
+                            g.refused += 1;
                         }
                     }
                 }
@@ -249,37 +309,51 @@ pub fn run(secs: u64, env: &Env, gen: &mut Gen, out: &Path) -> Result<SoakReport
             let present = ctl.has_rule(SOAK_RULE)?;
             // every accepted change is one generation, and the rule is there
             // exactly when the last accepted change added it
-            if generation != g0 + g.0 || present != (g.0 % 2 == 1) {
+            if generation != g0 + g.accepted || present != (g.accepted % 2 == 1) {
                 changes_lost = true;
                 eprintln!(
                     "soak: generation {generation} after {} accepted changes from {g0}; rule {SOAK_RULE} present: {present}",
-                    g.0
+                    g.accepted
                 );
             }
             std::thread::sleep(REST);
-            let (rss_kib, peak_rss_kib, fds, threads) = process_use(pid)?;
+            let u = process_use(pid)?;
+            // Each mapping's share of the reading, kept as the evidence
+            // behind a figure (`smaps/<seconds>.txt` beside soak.json).
+            let at = started.elapsed().as_secs();
+            let _ = std::fs::create_dir_all(out.join("smaps"));
+            let _ = std::fs::copy(
+                format!("/proc/{pid}/smaps"),
+                out.join("smaps").join(format!("{at:04}.txt")),
+            );
             let s_now = topo.sink.stats()?;
             let d = s_now.since(&s_prev);
             s_prev = s_now;
             let sample = Sample {
                 at_secs: started.elapsed().as_secs_f64(),
-                rss_kib,
-                peak_rss_kib,
-                fds,
-                threads,
+                rss_kib: u.rss,
+                peak_rss_kib: u.peak,
+                rss_anon_kib: u.anon,
+                rss_file_kib: u.file,
+                rss_shmem_kib: u.shmem,
+                fds: u.fds,
+                threads: u.threads,
                 rx: Ctl::u64_of(&c, "rx")?,
                 tx: Ctl::u64_of(&c, "tx")?,
                 dropped: Ctl::u64_of(&c, "dropped")?,
                 conserved: c.get("conserved").and_then(|v| v.as_bool()) == Some(true),
                 generation,
-                changes_accepted: g.0,
+                changes_accepted: g.accepted,
                 delivered_pps: d.received as f64 / took.as_secs_f64(),
             };
             drop(g);
             eprintln!(
-                "soak: {:>5.0}s rss {} KiB fds {} threads {} rx {} tx {} dropped {} conserved {} generation {} ({}pps)",
+                "soak: {:>5.0}s rss {} KiB (anon {} file {} shmem {}) fds {} threads {} rx {} tx {} dropped {} conserved {} generation {} ({}pps)",
                 sample.at_secs,
                 sample.rss_kib,
+                sample.rss_anon_kib,
+                sample.rss_file_kib,
+                sample.rss_shmem_kib,
                 sample.fds,
                 sample.threads,
                 sample.rx,
@@ -301,10 +375,14 @@ pub fn run(secs: u64, env: &Env, gen: &mut Gen, out: &Path) -> Result<SoakReport
     drop(topo);
     result?;
 
-    let (accepted, refused) = *gate.lock().unwrap_or_else(|p| p.into_inner());
+    let mut g = gate.lock().unwrap_or_else(|p| p.into_inner());
+    let (accepted, refused) = (g.accepted, g.refused);
+    g.took_ms.sort_by(f64::total_cmp);
+    let change_ms = [0.5, 0.99, 1.0].map(|q| percentile(&g.took_ms, q));
+    drop(g);
     let after: Vec<&Sample> = samples.iter().skip(WARMUP_SAMPLES).collect();
-    let rss = growth(&after.iter().map(|s| s.rss_kib as f64).collect::<Vec<_>>());
-    let fds = growth(&after.iter().map(|s| s.fds as f64).collect::<Vec<_>>());
+    let rss = spread(&after.iter().map(|s| s.rss_kib as f64).collect::<Vec<_>>());
+    let fds = spread(&after.iter().map(|s| s.fds as f64).collect::<Vec<_>>());
     let early =
         growth(&samples.iter().skip(EARLY_SAMPLES).map(|s| s.rss_kib as f64).collect::<Vec<_>>());
     let conserved = !samples.is_empty() && samples.iter().all(|s| s.conserved);
@@ -317,9 +395,12 @@ pub fn run(secs: u64, env: &Env, gen: &mut Gen, out: &Path) -> Result<SoakReport
         scenario: s.label(),
         changes_accepted: accepted,
         changes_refused: refused,
-        rss_growth_after_warmup: rss,
+        change_ms_median: change_ms[0],
+        change_ms_p99: change_ms[1],
+        change_ms_max: change_ms[2],
+        rss_spread_after_warmup: rss,
         rss_growth_after_start: early,
-        fd_growth_after_warmup: fds,
+        fd_spread_after_warmup: fds,
         conserved_every_sample: conserved,
         no_change_lost: !changes_lost && refused == 0,
         sink_frames_wrong: wrong,
@@ -341,13 +422,14 @@ impl SoakReport {
             "Soak ({}, kernel {}): `{}`, {} s of {} at the generator's maximum rate, a rule added or removed every second.\n\n",
             self.date, self.kernel, self.command, self.secs, self.scenario
         );
-        m += "| at | RSS (KiB) | peak RSS (KiB) | fds | threads | rx | tx | dropped | conserved | generation | changes | delivered |\n";
-        m += "|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|\n";
+        m += "| at | RSS (KiB) | of it anonymous (KiB) | peak RSS (KiB) | fds | threads | rx | tx | dropped | conserved | generation | changes | delivered |\n";
+        m += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|\n";
         for s in &self.samples {
             m += &format!(
-                "| {:.0} s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}pps |\n",
+                "| {:.0} s | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}pps |\n",
                 s.at_secs,
                 s.rss_kib,
+                s.rss_anon_kib,
                 s.peak_rss_kib,
                 s.fds,
                 s.threads,
@@ -365,18 +447,23 @@ impl SoakReport {
             m += &format!("\nAfter warm-up, RSS between {lo} and {hi} KiB.\n");
         }
         m += &format!(
-            "\nAfter warm-up (the first {WARMUP_SAMPLES} samples): RSS grew {:.2} %, descriptors {:.2} % (limit 1 %); \
+            "\nAfter warm-up (the first {WARMUP_SAMPLES} samples), the largest sample above the smallest: \
+             RSS {:.2} %, descriptors {:.2} % (limit 1 %); \
              RSS from the {}th sample on grew {:.2} % (the heap reaching its working set; not judged); \
              conservation exact in every sample: {}; changes accepted {}, refused {}, none lost: {}; \
+             a change took {:.0} ms (median), {:.0} ms (99th percentile), {:.0} ms at most; \
              sink frames wrong: {}. Verdict: **{}**.\n",
-            self.rss_growth_after_warmup * 100.0,
-            self.fd_growth_after_warmup * 100.0,
+            self.rss_spread_after_warmup * 100.0,
+            self.fd_spread_after_warmup * 100.0,
             EARLY_SAMPLES + 1,
             self.rss_growth_after_start * 100.0,
             if self.conserved_every_sample { "yes" } else { "NO" },
             self.changes_accepted,
             self.changes_refused,
             if self.no_change_lost { "yes" } else { "NO" },
+            self.change_ms_median,
+            self.change_ms_p99,
+            self.change_ms_max,
             self.sink_frames_wrong,
             if self.pass { "pass" } else { "FAIL" }
         );
