@@ -39,6 +39,7 @@ use engine::next_hop::NextHops;
 use engine::pipeline::Published;
 
 use crate::capture::CaptureTap;
+use crate::handed::{HandedState, HandedWorker, HandoverError, TakeOver};
 use crate::io::af_packet::{self, KernelSink};
 use crate::io::afxdp::{AfXdpError, Xsk, XskConfig};
 use crate::io::checksums::RxChecksums;
@@ -51,7 +52,6 @@ use crate::io::uring::{self, Kind, UringError, UringQueue};
 use crate::io::xdp::{Inherited, SteerProgram, XdpError, XdpMode};
 use crate::io::{netdev, PortQueue, QueueStats};
 use crate::report::{CounterBoard, PortStatus, QueueBoard};
-use crate::upgrade::{HandedState, HandedWorker, HandoverError, TakeOver};
 use crate::worker::{self, WorkerIo, WorkerLinks, BATCH};
 use std::os::fd::OwnedFd;
 
@@ -78,7 +78,7 @@ pub enum DatapathError {
     #[error(transparent)]
     Pin(#[from] crate::io::pin::PinError),
     #[error(transparent)]
-    Handover(#[from] crate::upgrade::HandoverError),
+    Handover(#[from] crate::handed::HandoverError),
 }
 
 impl DatapathError {

@@ -17,6 +17,7 @@ pub mod client;
 pub mod cluster;
 pub mod daemon;
 pub mod datapath;
+pub mod handed;
 pub mod history;
 pub mod io;
 pub mod learning;
