@@ -301,18 +301,10 @@ int overlayd_tc_uplink(struct __sk_buff *skb)
 	bpf_skb_pull_data(skb, skb->len < 128 ? skb->len : 128);
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end)
+	__u16 proto;
+	void *l3;
+	if (!eth_l3(data, end, &proto, &l3))
 		return count(ST_PASS_NOT_IP, TC_ACT_OK);
-	__u16 proto = eth->h_proto;
-	void *l3 = eth + 1;
-	if (proto == bpf_htons(ETH_P_8021Q)) {
-		struct { __u16 tci; __u16 proto; } *vlan = l3;
-		if ((void *)(vlan + 1) > end)
-			return count(ST_PASS_NOT_IP, TC_ACT_OK);
-		proto = vlan->proto;
-		l3 = vlan + 1;
-	}
 	__u8 l4proto;
 	void *l4h;
 	if (proto == bpf_htons(ETH_P_IP)) {

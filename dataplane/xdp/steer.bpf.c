@@ -1186,6 +1186,26 @@ static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg
 	return TIER_MISS;
 }
 
+/* Past the Ethernet header and at most one 802.1Q tag: the L3 protocol
+ * (network order) in `proto` and its start in `l3`; 0 if the frame ends
+ * first. Steering and the tc uplink judge outer headers alike. */
+static __always_inline int eth_l3(void *data, void *end, __u16 *proto, void **l3)
+{
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return 0;
+	*proto = eth->h_proto;
+	*l3 = eth + 1;
+	if (*proto == bpf_htons(ETH_P_8021Q)) {
+		struct { __u16 tci; __u16 proto; } *vlan = *l3;
+		if ((void *)(vlan + 1) > end)
+			return 0;
+		*proto = vlan->proto;
+		*l3 = vlan + 1;
+	}
+	return 1;
+}
+
 SEC("xdp")
 int overlayd_steer(struct xdp_md *ctx)
 {
@@ -1204,18 +1224,10 @@ int overlayd_steer(struct xdp_md *ctx)
 		return redirect(ctx);
 	}
 
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > end)
+	__u16 proto;
+	void *l3;
+	if (!eth_l3(data, end, &proto, &l3))
 		return count(ST_PASS_NOT_IP, XDP_PASS);
-	__u16 proto = eth->h_proto;
-	void *l3 = eth + 1;
-	if (proto == bpf_htons(ETH_P_8021Q)) {
-		struct { __u16 tci; __u16 proto; } *vlan = l3;
-		if ((void *)(vlan + 1) > end)
-			return count(ST_PASS_NOT_IP, XDP_PASS);
-		proto = vlan->proto;
-		l3 = vlan + 1;
-	}
 
 	if (proto == bpf_htons(ETH_P_IP)) {
 		struct iphdr *ip = l3;
