@@ -1301,3 +1301,46 @@ fn tier_finish_cost() {
         );
     }
 }
+
+/// What the tier costs a VXLAN/IPv4 encapsulation of a 60-byte UDP frame
+/// (the pps harness's 64-byte case), against the tier off (steering to
+/// AF_XDP): the kernel's own timing of single runs (BPF_PROG_TEST_RUN),
+/// averaged. `cargo test -p dataplane --lib tier_encap_cost -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement: run it on its own"]
+fn tier_encap_cost() {
+    if !can_load_bpf("tier_encap_cost") {
+        return;
+    }
+    const RUNS: u32 = 400_000;
+    let mut r =
+        rig("[[rules]]\nid = 1\nmatch = { in_port = \"wl0\" }\nactions = [{ encap = \"t4\" }]\n");
+    let f = frame(
+        "eth/ipv4(src=198.51.100.1,dst=198.51.100.2)/udp(sport=1000,dport=53)/payload(len=18)",
+    );
+    assert_eq!(f.len(), 60);
+    r.install(&f, 0, 1514);
+    let mean = |r: &mut Rig, want: u32| {
+        let mut total = std::time::Duration::ZERO;
+        for _ in 0..RUNS {
+            let (ret, t) = r.prog.test_run_repeat(&f, 1);
+            assert_eq!(ret, want);
+            total += t;
+        }
+        total.as_nanos() as f64 / RUNS as f64
+    };
+    let mut tier = Vec::new();
+    let mut off = Vec::new();
+    for _ in 0..3 {
+        tier.push(mean(&mut r, XDP_REDIRECT));
+        r.prog.set_tier(None).unwrap();
+        off.push(mean(&mut r, XDP_PASS));
+        r.prog.set_tier(Some(0)).unwrap();
+    }
+    let min = |v: &[f64]| v.iter().cloned().fold(f64::MAX, f64::min);
+    println!(
+        "VXLAN/IPv4 encap, 60-byte UDP: tier {:.0} ns, tier off (to AF_XDP) {:.0} ns (least of 3 x {RUNS} runs; all: {tier:.0?} / {off:.0?})",
+        min(&tier),
+        min(&off)
+    );
+}
