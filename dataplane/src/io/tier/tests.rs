@@ -1219,15 +1219,7 @@ fn tier_decap_cost() {
     for (slot, (_, f)) in cases.iter().enumerate() {
         g.install_decap_by_engine(f, slot as u32);
     }
-    let mean = |r: &mut Rig, f: &[u8], want: u32| {
-        let mut total = std::time::Duration::ZERO;
-        for _ in 0..RUNS {
-            let (ret, t) = r.prog.test_run_repeat(f, 1);
-            assert_eq!(ret, want);
-            total += t;
-        }
-        total.as_nanos() as f64 / RUNS as f64
-    };
+    let mean = |r: &mut Rig, f: &[u8], want: u32| mean_run_ns(r, f, want, RUNS);
     let measure = |r: &mut Rig, what: &str, f: &[u8]| {
         let hits = r.prog.tier_stats().unwrap().hit;
         let on = mean(r, f, XDP_REDIRECT);
@@ -1275,15 +1267,7 @@ fn tier_finish_cost() {
         g[50..52].copy_from_slice(&checksum::fold(pseudo).to_be_bytes());
         g
     };
-    let mean = |r: &mut Rig, f: &[u8], want: u32| {
-        let mut total = std::time::Duration::ZERO;
-        for _ in 0..RUNS {
-            let (ret, t) = r.prog.test_run_repeat(f, 1);
-            assert_eq!(ret, want);
-            total += t;
-        }
-        total.as_nanos() as f64 / RUNS as f64
-    };
+    let mean = |r: &mut Rig, f: &[u8], want: u32| mean_run_ns(r, f, want, RUNS);
     r.install(&short, 0, 1514);
     r.install(&long, 1, 1514);
     for f in [&short, &long] {
@@ -1320,15 +1304,7 @@ fn tier_encap_cost() {
     );
     assert_eq!(f.len(), 60);
     r.install(&f, 0, 1514);
-    let mean = |r: &mut Rig, want: u32| {
-        let mut total = std::time::Duration::ZERO;
-        for _ in 0..RUNS {
-            let (ret, t) = r.prog.test_run_repeat(&f, 1);
-            assert_eq!(ret, want);
-            total += t;
-        }
-        total.as_nanos() as f64 / RUNS as f64
-    };
+    let mean = |r: &mut Rig, want: u32| mean_run_ns(r, &f, want, RUNS);
     let mut tier = Vec::new();
     let mut off = Vec::new();
     for _ in 0..3 {
@@ -1343,4 +1319,17 @@ fn tier_encap_cost() {
         min(&tier),
         min(&off)
     );
+}
+
+/// The kernel's own timing of `runs` single runs of `f` (each must return
+/// `want`), averaged: single runs, because a repeated run would see the
+/// frame the last one left.
+fn mean_run_ns(r: &mut Rig, f: &[u8], want: u32, runs: u32) -> f64 {
+    let mut total = std::time::Duration::ZERO;
+    for _ in 0..runs {
+        let (ret, t) = r.prog.test_run_repeat(f, 1);
+        assert_eq!(ret, want);
+        total += t;
+    }
+    total.as_nanos() as f64 / runs as f64
 }
