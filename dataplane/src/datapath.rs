@@ -317,6 +317,8 @@ pub struct Datapath {
     specs: Vec<PortSpec>,
     /// Per port, AF_XDP only: zero-copy or copy.
     modes: Vec<Option<bool>>,
+    /// Per port: what status tells its operator about the backend chosen.
+    advice: Vec<Vec<String>>,
     queues: Arc<QueueBoard>,
     workers: usize,
     /// Port name -> interface MAC, as the workers were given them.
@@ -329,6 +331,26 @@ pub struct Datapath {
     tc_tier: TierSpec,
     counters: Arc<CounterBoard>,
     tier_gens: Arc<TierGenerations>,
+}
+
+/// What an operator should know about the backend port `p` runs on. An XDP
+/// program on a veth turns its peer's TSO and GSO off (the kernel's
+/// veth_fix_features): a container behind it hands TCP over in MTU-sized
+/// segments, and bulk TCP through the port runs at a fraction of the
+/// kernel's own rate (docs/benchmarks.md, "Bulk throughput").
+fn backend_advice(p: &PortSpec) -> Vec<String> {
+    let veth = p.backend == Backend::AfXdp
+        && crate::io::netdev::driver(&p.interface).is_ok_and(|d| d == "veth");
+    if !veth {
+        return Vec::new();
+    }
+    let peer = match p.kind {
+        PortKind::Workload => "the workload",
+        _ => "the peer host",
+    };
+    vec![format!(
+        "AF_XDP on a veth: the XDP program turns TSO and GSO off on the other end, so {peer} sends TCP in MTU-sized segments (bulk TCP about a quarter of the kernel's rate); backend = \"tc\" keeps them (docs/user-guide.md)"
+    )]
 }
 
 /// Opens queue `w` of port `p` into worker memory `umem`.
@@ -628,6 +650,12 @@ impl Datapath {
                 matches!(st, Steering::Xdp(_)).then(|| ios.iter().any(|io| io.zero_copy(&p.name)))
             })
             .collect();
+        let advice: Vec<Vec<String>> = steering.iter().map(|(p, _)| backend_advice(p)).collect();
+        for (a, (p, _)) in advice.iter().zip(&steering) {
+            for line in a {
+                tracing::warn!(port = %p.name, interface = %p.interface, "{line}");
+            }
+        }
 
         let stop = Arc::new(AtomicBool::new(false));
         let park = Arc::new(AtomicBool::new(false));
@@ -700,6 +728,7 @@ impl Datapath {
             steering,
             specs,
             modes,
+            advice,
             queues,
             workers,
             interface_macs: macs,
@@ -772,6 +801,7 @@ impl Datapath {
                     steering: steer,
                     tier,
                     sockets,
+                    advice: self.advice.get(i).cloned().unwrap_or_default(),
                 }
             })
             .collect()

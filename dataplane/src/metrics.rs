@@ -515,6 +515,7 @@ mod tests {
                 }),
                 sockets: vec![QueueStats { queue: 0, rings: Some(rings), ..Default::default() }],
                 tier: None,
+                advice: Vec::new(),
             }],
             neighbours: vec![neighbour],
             tier: None,

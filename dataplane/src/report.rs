@@ -98,6 +98,10 @@ pub struct PortStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<TierProgramStats>,
     pub sockets: Vec<QueueStats>,
+    /// What the operator should know about the port's backend (e.g. AF_XDP
+    /// on a veth costs the other end its TSO).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub advice: Vec<String>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -1126,6 +1126,7 @@ tunnels = ["t1"]
             steering: None,
             sockets: Vec::new(),
             tier: None,
+            advice: Vec::new(),
         }
     }
 

@@ -143,6 +143,9 @@ fn af_xdp_workload_with_default_offloads() {
     // MTU-sized segments, each with a partial checksum that overlayd finished.
     let tso = o.wa.exec(&["ethtool", "-k", o.workload_features[1].dev()]);
     assert!(tso.contains("tcp-segmentation-offload: off"), "{tso}");
+    // ...and status says so, with the backend that keeps TSO.
+    let advice = st["io"]["ports"][0]["advice"].to_string();
+    assert!(advice.contains("TSO") && advice.contains(r#"backend = \"tc\""#), "{st:#}");
     // Finished by overlayd on AF_XDP, or (established flows) by the XDP
     // tier, or passed to the tc tier, whose skbs keep their checksum state
     // (where host B's uplink refuses XDP frames, as here: veth defaults).
@@ -189,6 +192,7 @@ fn tc_workload_with_default_offloads() {
     assert!(!link.contains("prog/xdp"), "an XDP program on the tc port: {link}");
     let tso = o.wa.exec(&["ethtool", "-k", o.workload_features[1].dev()]);
     assert!(tso.contains("tcp-segmentation-offload: on"), "{tso}");
+    assert!(port.get("advice").is_none(), "advice for a tc port: {st:#}");
     // The tier took the bulk flows in tc, as super-frames: far fewer skbs
     // than the 1,398-byte segments 2 x 50 MB of TCP make.
     let tier = &port["tier"];

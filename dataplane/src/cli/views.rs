@@ -330,6 +330,11 @@ fn io_text(o: &mut String, io: &IoStatus) {
     if !ports.is_empty() {
         let _ = write!(o, "\n{ports}");
     }
+    for p in &io.ports {
+        for a in &p.advice {
+            let _ = writeln!(o, "advice: port {}: {a}", p.port);
+        }
+    }
     if !queues.is_empty() {
         let _ = write!(o, "\n{queues}");
     }

@@ -46,6 +46,40 @@ pub fn mac_address(ifname: &str) -> io::Result<[u8; 6]> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad address {s:?}")))
 }
 
+/// The name of the interface's driver ("veth", "mlx5_core", ...), as
+/// `ethtool -i` reports it (SIOCETHTOOL, ETHTOOL_GDRVINFO).
+pub fn driver(ifname: &str) -> io::Result<String> {
+    const ETHTOOL_GDRVINFO: u32 = 3;
+    // struct ethtool_drvinfo: cmd, then driver[32], version[32], ... (196
+    // bytes in all; only the driver's name is read).
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 160],
+    }
+    let name = ifname.as_bytes();
+    if name.is_empty() || name.len() >= libc::IF_NAMESIZE {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let mut info = DrvInfo { cmd: ETHTOOL_GDRVINFO, driver: [0; 32], rest: [0; 160] };
+    // SAFETY: ifreq is plain data, valid when zeroed.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, b) in req.ifr_name.iter_mut().zip(name) {
+        *d = *b as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut info as *mut DrvInfo).cast();
+    let s = super::sys::socket(libc::AF_INET, libc::SOCK_DGRAM, 0)?;
+    // SAFETY: SIOCETHTOOL with a NUL-terminated name and ifru_data pointing
+    // at a live, large enough ethtool_drvinfo whose cmd says what to fill.
+    if unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&s), libc::SIOCETHTOOL, &mut req) } < 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(info.driver.len());
+    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
 /// The interface's MTU, from sysfs.
 pub fn mtu(ifname: &str) -> io::Result<u32> {
     let s = std::fs::read_to_string(format!("/sys/class/net/{ifname}/mtu"))?;
