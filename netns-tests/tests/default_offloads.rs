@@ -395,3 +395,143 @@ fn tc_uplink_without_the_tier_cuts_super_frames_in_the_engine() {
     eprintln!("tc uplink, no tier: {supers} tunnel super-frames cut into {segs} segments");
     stop(o);
 }
+
+/// The tc uplink over an IPv6 underlay (2001:db8::/32): as
+/// `tc_uplink_takes_super_frames_whole`, with 70-byte outer headers and the
+/// outer UDP checksum mandatory (B's VXLAN device sends it; its uplink keeps
+/// checksum offload on, so its super-frames' are partial, computed when cut).
+/// 5 MB of TCP each way over IPv4 and over IPv6 inner packets, SHA-256
+/// compared; tc took B's super-frames whole: far fewer skbs than segments.
+#[test]
+fn tc_uplink_takes_super_frames_whole_over_ipv6() {
+    if !require_root("tc_uplink_takes_super_frames_whole_over_ipv6") {
+        return;
+    }
+    const BULK_SMALL: usize = 5_000_000;
+    let opts = Opts {
+        v6: true,
+        backend: "tc",
+        wl_backend: "tc",
+        peer_uplink_tx_off: false,
+        ns_prefix: "tcv6",
+        ..Opts::default()
+    };
+    let (o, _, st) = run_case(&Case { opts, bulk: BULK_SMALL });
+    let up = &st["io"]["ports"][1];
+    assert_eq!(up["backend"], "tc", "{st:#}");
+    let link = o.ha.ip(&["-d", "link", "show", "dev", &o.up]);
+    assert!(!link.contains("prog/xdp"), "an XDP program on the tc uplink: {link}");
+    // B -> A: 5 MB over IPv4 and 5 MB over IPv6 inner packets, in segments
+    // of at most 1,378 bytes of payload (MTU 1430).
+    let tier = &up["tier"];
+    let tc_hit = tier["tc_hit"].as_u64().unwrap_or(0);
+    let segments = ((BULK_SMALL + BULK_V6) / 1378) as u64;
+    assert!(tc_hit > 20, "the tc uplink decapsulated {tc_hit} skbs: {st:#}");
+    assert!(tc_hit < segments / 4, "{tc_hit} skbs for {segments} segments: no GSO kept: {st:#}");
+    assert_eq!(tier["tc_lost"].as_u64(), Some(0), "{st:#}");
+    eprintln!("tc uplink over IPv6: {tc_hit} skbs decapsulated in tc for {segments}+ segments");
+    eprintln!("{}", tc_uplink_run_time(&o));
+    let c = o.d.settled_counters();
+    assert_eq!(c["conserved"], true, "{c:#}");
+    let Overlay { d, ha, .. } = o;
+    d.stop();
+    let links = ha.ip(&["link", "show"]);
+    assert!(!links.contains("ovp"), "a punt device was left behind: {links}");
+}
+
+/// The tc uplink program's `run_cnt` and `run_time_ns` (kernel.bpf_stats_enabled,
+/// when someone turned it on: the per-skb cost in docs/decisions.md).
+fn tc_uplink_run_time(o: &Overlay) -> String {
+    let net = o.ha.exec(&["bpftool", "net", "show", "dev", &o.up]);
+    let Some(id) = net.split_whitespace().skip_while(|w| *w != "prog_id").nth(1) else {
+        return format!("no BPF program on {}'s ingress: {net}", o.up);
+    };
+    let show = run(&["bpftool", "prog", "show", "id", id]);
+    format!("tc uplink program: {}", show.lines().next().unwrap_or(""))
+}
+
+/// What overlayd counts for malformed IPv6 tunnel packets of a flow the tc
+/// uplink holds, injected at B's uplink after the flow's good ones: every
+/// drop reason, and the skbs tc decapsulated. `tier`: `xdp_tier`.
+fn malformed_v6_counts(tier: TierMode) -> (std::collections::BTreeMap<String, u64>, u64) {
+    let opts = Opts {
+        v6: true,
+        backend: "tc",
+        wl_backend: "tc",
+        tier,
+        ns_prefix: "tcv6",
+        ..Opts::default()
+    };
+    let o = build_opts(&opts);
+    assert!(pings(&o.wb, WA_IP, 1), "B -> A ping failed: {:#}", o.d.counters());
+    let we = o.workload_features[1].dev().to_string();
+    let (a_mac, wa_mac) = (o.ha.mac(&o.up), o.wa.mac(&we));
+    let inner = "eth(src=02:00:00:00:0b:01,dst=WA)/ipv4(src=198.51.100.2,dst=198.51.100.1)/udp(sport=20001,dport=9000)/payload(len=40)".replace("WA", &wa_mac);
+    let outer = |udp: &str| {
+        engine::packet_spec::build(&format!(
+            "eth(dst={a_mac})/ipv6(src=2001:db8::2,dst=2001:db8::1)/{udp}/{inner}"
+        ))
+        .unwrap()
+    };
+    let good = outer("udp(sport=50000,dport=4789,csum=auto)/vxlan(vni=42)");
+    let with = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut f = good.clone();
+        edit(&mut f);
+        f
+    };
+    let cases = [
+        with(&|f| *f.last_mut().unwrap() ^= 0xff), // udp_bad_checksum (outer)
+        outer("udp(sport=50000,dport=4789,csum=0)/vxlan(vni=42)"), // udp_zero_checksum_v6
+        outer("udp(sport=50000,dport=4789,csum=auto)/vxlan(vni=42,flags=0)"),
+        outer("udp(sport=50000,dport=4789,csum=auto)/vxlan(vni=43)"),
+        with(&|f| f.extend_from_slice(&[0; 4])), // trailing bytes
+    ];
+    // The flow first, so its entry is installed (with the tier on) before
+    // the malformed packets of the same inner flow arrive.
+    inject(&o.hb, &o.ub, &vec![good.clone(); 20]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let tc_hit = |o: &Overlay| u(&o.d.status()["io"]["ports"][1]["tier"]["tc_hit"]);
+    let before = o.d.settled_counters();
+    let hits0 = tc_hit(&o);
+    inject(&o.hb, &o.ub, &vec![good.clone(); 20]);
+    for f in &cases {
+        inject(&o.hb, &o.ub, &vec![f.clone(); 3]);
+    }
+    let after = o.d.settled_counters();
+    // Tier statistics are published every half second.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let hits = tc_hit(&o) - hits0;
+    assert_eq!(after["conserved"], true, "{after:#}");
+    let drops = after["drops"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), u(v) - u(&before["drops"][k])))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    stop(o);
+    (drops, hits)
+}
+
+/// Malformed IPv6 tunnel packets of a flow the tc uplink decapsulates get
+/// the drop reasons they get without the tier: a wrong outer UDP checksum
+/// is `udp_bad_checksum` (tc walks a single packet's checksum rather than
+/// trust the skb's state: a veth marks an skb sent without one as
+/// verified), a zero one `udp_zero_checksum_v6`; the flow's good packets
+/// are decapsulated in tc.
+#[test]
+fn tc_uplink_malformed_ipv6_packets_keep_their_drop_reasons() {
+    if !require_root("tc_uplink_malformed_ipv6_packets_keep_their_drop_reasons") {
+        return;
+    }
+    let (on, hits) = malformed_v6_counts(TierMode::Auto);
+    let (off, _) = malformed_v6_counts(TierMode::Off);
+    eprintln!("drops with the tier: {on:?}; without: {off:?}; tc hits {hits}");
+    assert_eq!(on, off, "drop reasons differ with the tc uplink's tier on");
+    for reason in ["udp_bad_checksum", "udp_zero_checksum_v6", "vxlan_no_i_flag", "unknown_tunnel"]
+    {
+        assert_eq!(on.get(reason), Some(&3), "{reason}: {on:?}");
+    }
+    assert!(hits >= 20, "tc decapsulated {hits} of the flow's 20 good packets");
+}
