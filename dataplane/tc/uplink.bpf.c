@@ -12,12 +12,12 @@
  * What it decides, once per skb, as overlayd_steer does for a frame:
  * - not the dataplane's (not IP, not a tunnel protocol, not to a local
  *   VTEP, a fragment): the host's stack (TC_ACT_OK);
- * - VXLAN over IPv4 of a flow with a current decap entry (the same key,
- *   tunnel map and generation check as the XDP decap tier): its outer
- *   headers are stripped with bpf_skb_adjust_room (GSO kept: the segments
- *   keep their size) and the inner frame is redirected into the entry's
- *   output interface (a workload veth takes any skb), counted in the
- *   entry's slot as its segments;
+ * - VXLAN over IPv4 or IPv6 of a flow with a current decap entry (the
+ *   same key, tunnel map and generation check as the XDP decap tier): its
+ *   outer headers (50 or 70 bytes) are stripped with bpf_skb_adjust_room
+ *   (GSO kept: the segments keep their size) and the inner frame is
+ *   redirected into the entry's output interface (a workload veth takes
+ *   any skb), counted in the entry's slot as its segments;
  * - every other tunnel packet: the port's punt device, whose AF_PACKET
  *   socket feeds the engine (overlayd_tc_port's misses take the same way).
  *

@@ -358,6 +358,7 @@ fn tc_uplink_takes_super_frames_whole() {
     assert!(tc_hit < segments / 4, "{tc_hit} skbs for {segments} segments: no GSO kept: {st:#}");
     assert_eq!(tier["tc_lost"].as_u64(), Some(0), "{st:#}");
     eprintln!("tc uplink: {tc_hit} skbs decapsulated in tc for {segments}+ segments B -> A");
+    eprintln!("{}", tc_uplink_run_time(&o));
     // Its first packets reached the engine through the punt device.
     assert!(queue_sum(&st, 1, "rx_packets") > 0, "{st:#}");
     let c = o.d.settled_counters();
@@ -439,15 +440,44 @@ fn tc_uplink_takes_super_frames_whole_over_ipv6() {
     assert!(!links.contains("ovp"), "a punt device was left behind: {links}");
 }
 
-/// The tc uplink program's `run_cnt` and `run_time_ns` (kernel.bpf_stats_enabled,
-/// when someone turned it on: the per-skb cost in docs/decisions.md).
+/// The tc uplink program's `run_cnt` and `run_time_ns`, from overlayd's
+/// own descriptors (`/proc/PID/fdinfo`: its TCX link on the uplink names
+/// the program); counted while `kernel.bpf_stats_enabled` is 1. The
+/// per-skb cost in docs/decisions.md.
 fn tc_uplink_run_time(o: &Overlay) -> String {
-    let net = o.ha.exec(&["bpftool", "net", "show", "dev", &o.up]);
-    let Some(id) = net.split_whitespace().skip_while(|w| *w != "prog_id").nth(1) else {
-        return format!("no BPF program on {}'s ingress: {net}", o.up);
+    let link = o.ha.ip(&["-o", "link", "show", "dev", &o.up]);
+    let ifindex = link.split(':').next().unwrap_or("").trim().to_string();
+    let dir = format!("/proc/{}/fdinfo", o.d.pid());
+    let infos: Vec<std::collections::HashMap<String, String>> = std::fs::read_dir(&dir)
+        .map(|d| d.flatten().filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect())
+        .unwrap_or_else(|_: std::io::Error| Vec::new())
+        .iter()
+        .map(|text: &String| {
+            let kv = text.lines().filter_map(|l| l.split_once(':'));
+            kv.map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
+        })
+        .collect();
+    let get = |i: &std::collections::HashMap<String, String>, k: &str| {
+        i.get(k).cloned().unwrap_or_default()
     };
-    let show = run(&["bpftool", "prog", "show", "id", id]);
-    format!("tc uplink program: {}", show.lines().next().unwrap_or(""))
+    let prog_id = infos
+        .iter()
+        .find(|i| {
+            get(i, "link_type") == "tcx"
+                && get(i, "ifindex") == ifindex
+                && get(i, "attach_type").contains("ingress")
+        })
+        .map(|i| get(i, "prog_id"));
+    let Some(prog_id) = prog_id else {
+        return format!("no TCX link of overlayd's on {} (ifindex {ifindex})", o.up);
+    };
+    let Some(p) = infos.iter().find(|i| get(i, "prog_id") == prog_id && i.contains_key("run_cnt"))
+    else {
+        return format!("overlayd holds no descriptor of program {prog_id}");
+    };
+    let (runs, ns) = (get(p, "run_cnt"), get(p, "run_time_ns"));
+    let per = ns.parse::<f64>().unwrap_or(0.0) / runs.parse::<f64>().unwrap_or(0.0).max(1.0);
+    format!("tc uplink program {prog_id}: {runs} runs, {ns} ns, {per:.0} ns per skb")
 }
 
 /// What overlayd counts for malformed IPv6 tunnel packets of a flow the tc
@@ -534,4 +564,155 @@ fn tc_uplink_malformed_ipv6_packets_keep_their_drop_reasons() {
         assert_eq!(on.get(reason), Some(&3), "{reason}: {on:?}");
     }
     assert!(hits >= 20, "tc decapsulated {hits} of the flow's 20 good packets");
+}
+
+/// A tracefs instance of its own recording `net:net_dev_start_xmit` on the
+/// named devices (each skb a device starts to send, with its GSO size,
+/// segments and type); removed on drop.
+struct XmitTrace {
+    dir: std::path::PathBuf,
+}
+
+impl XmitTrace {
+    fn start(devs: &[&str]) -> XmitTrace {
+        let dir =
+            std::path::PathBuf::from(format!("/sys/kernel/tracing/instances/{}", unique("tcv6")));
+        std::fs::create_dir(&dir).expect("tracefs instance (is /sys/kernel/tracing mounted?)");
+        let t = XmitTrace { dir };
+        let ev = t.dir.join("events/net/net_dev_start_xmit");
+        let filter: Vec<String> = devs.iter().map(|d| format!("name == \"{d}\"")).collect();
+        std::fs::write(ev.join("filter"), filter.join(" || ")).unwrap();
+        std::fs::write(t.dir.join("buffer_size_kb"), "8192").unwrap();
+        std::fs::write(ev.join("enable"), "1").unwrap();
+        t
+    }
+
+    /// Per device, the GSO skbs it started to send: (gso_type, count), and
+    /// how many single ones.
+    fn gso_types(&self) -> std::collections::BTreeMap<String, (Vec<(String, u64)>, u64)> {
+        let text = std::fs::read_to_string(self.dir.join("trace")).unwrap();
+        let mut by_dev: std::collections::BTreeMap<
+            String,
+            (std::collections::BTreeMap<String, u64>, u64),
+        > = Default::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let field = |k: &str| {
+                line.split_whitespace().find_map(|w| w.strip_prefix(k)).unwrap_or("").to_string()
+            };
+            let e = by_dev.entry(field("dev=")).or_default();
+            if field("gso_segs=") == "0" && field("gso_size=") == "0" {
+                e.1 += 1;
+            } else {
+                *e.0.entry(field("gso_type=")).or_default() += 1;
+            }
+        }
+        by_dev.into_iter().map(|(d, (t, n))| (d, (t.into_iter().collect(), n))).collect()
+    }
+}
+
+impl Drop for XmitTrace {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("events/net/net_dev_start_xmit/enable"), "0");
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// After tc strips a GSO skb's outer headers, the kernel (6.18) leaves
+/// `SKB_GSO_UDP_TUNNEL(_CSUM)` in its GSO type and `skb->encapsulation`
+/// set: bpf_skb_adjust_room has no flag to clear them. What that does to a
+/// workload that routes such super-frames on (ip_forward=1) to a second
+/// veth `fa` -> `fc` (namespace wc, 203.0.113.2): B -> wc TCP, SHA-256
+/// compared, (1) with `fa` at its default offloads (it passes GSO skbs on),
+/// (2) with TSO off on `fa` (the hop segments them in software), (3) into a
+/// VXLAN device of wa's own over `fa` (a nested tunnel, VNI 7, no UDP
+/// checksum, to wc's). Prints the GSO types `wl` (right after tc) and the
+/// hop started to send; every transfer must arrive intact.
+#[test]
+fn tc_uplink_super_frames_forwarded_on_by_a_workload() {
+    if !require_root("tc_uplink_super_frames_forwarded_on_by_a_workload") {
+        return;
+    }
+    const N: usize = 5_000_000;
+    let opts = Opts {
+        v6: true,
+        backend: "tc",
+        wl_backend: "tc",
+        peer_uplink_tx_off: false,
+        ns_prefix: "tcv6",
+        ..Opts::default()
+    };
+    let o = build_opts(&opts);
+    let wc = Netns::new("tcv6wc");
+    let (fa, fc) = (unique("fa"), unique("fc"));
+    veth(&o.wa, &fa, &wc, &fc);
+    o.wa.ip(&["addr", "add", "203.0.113.1/24", "dev", &fa]);
+    wc.ip(&["addr", "add", "203.0.113.2/24", "dev", &fc]);
+    wc.ip(&["route", "add", "default", "via", "203.0.113.1"]);
+    o.wa.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    o.wb.ip(&["route", "add", "203.0.113.0/24", "via", WA_IP]);
+    // The nested tunnel: 192.0.2.0/24 inside VNI 7 between wa and wc.
+    let (va, vc) = (unique("va"), unique("vc"));
+    for (ns, dev, local, remote, ip) in [
+        (&o.wa, &va, "203.0.113.1", "203.0.113.2", "192.0.2.1/24"),
+        (&wc, &vc, "203.0.113.2", "203.0.113.1", "192.0.2.2/24"),
+    ] {
+        ns.ip(&[
+            "link",
+            "add",
+            dev,
+            "type",
+            "vxlan",
+            "id",
+            "7",
+            "local",
+            local,
+            "remote",
+            remote,
+            "dstport",
+            "4789",
+            "noudpcsum",
+        ]);
+        ns.ip(&["addr", "add", ip, "dev", dev]);
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    wc.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.1"]);
+    o.wb.ip(&["route", "add", "192.0.2.0/24", "via", WA_IP]);
+    assert!(pings(&o.wb, "203.0.113.2", 2), "B -> wc ping failed: {:#}", o.d.counters());
+    assert!(pings(&o.wb, "192.0.2.2", 2), "B -> wc (nested) ping failed");
+    let wl = "wl"; // overlayd's workload port: the veth end in host A
+    let wl_dev = o.ha.ip(&["-o", "link", "show"]);
+    let wl_dev = wl_dev
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n))
+        .find(|n| n.starts_with(wl))
+        .expect("the workload port's veth in host A")
+        .to_string();
+    let cases: [(&str, &str, &str); 3] = [
+        ("routed on, default offloads", "203.0.113.2", "on"),
+        ("routed on, TSO off on the hop", "203.0.113.2", "off"),
+        ("into a nested VXLAN tunnel", "192.0.2.2", "on"),
+    ];
+    for (what, dst, tso) in cases {
+        o.wa.exec(&["ethtool", "-K", &fa, "tso", tso]);
+        let trace = XmitTrace::start(&[&wl_dev, &fa, &va]);
+        let before = o.d.settled_counters();
+        tcp_transfer(&o.wb, &wc, dst, N);
+        let seen = trace.gso_types();
+        drop(trace);
+        let after = o.d.settled_counters();
+        eprintln!(
+            "{what}: {N} bytes B -> wc intact; (GSO types, singles) started per device: {seen:?}"
+        );
+        assert_eq!(after["dropped"], before["dropped"], "{what}: drops: {after:#}");
+        let errs = checksum_errors(&wc);
+        assert!(
+            errs.iter().all(|(_, n)| *n == 0),
+            "{what}: wc's kernel refused checksums: {errs:?}"
+        );
+    }
+    let c = o.d.settled_counters();
+    assert_eq!(c["conserved"], true, "{c:#}");
+    drop(wc);
+    stop(o);
 }
