@@ -482,16 +482,14 @@ fn tc_uplink_run_time(o: &Overlay) -> String {
 
 /// What overlayd counts for malformed IPv6 tunnel packets of a flow the tc
 /// uplink holds, injected at B's uplink after the flow's good ones: every
-/// drop reason, and the skbs tc decapsulated. `tier`: `xdp_tier`.
-fn malformed_v6_counts(tier: TierMode) -> (std::collections::BTreeMap<String, u64>, u64) {
-    let opts = Opts {
-        v6: true,
-        backend: "tc",
-        wl_backend: "tc",
-        tier,
-        ns_prefix: "tcv6",
-        ..Opts::default()
-    };
+/// drop reason, and the skbs tc decapsulated. `backend`: the uplink's;
+/// `tier`: `xdp_tier`.
+fn malformed_v6_counts(
+    backend: &str,
+    tier: TierMode,
+) -> (std::collections::BTreeMap<String, u64>, u64) {
+    let opts =
+        Opts { v6: true, backend, wl_backend: "tc", tier, ns_prefix: "tcv6", ..Opts::default() };
     let o = build_opts(&opts);
     assert!(pings(&o.wb, WA_IP, 1), "B -> A ping failed: {:#}", o.d.counters());
     let we = o.workload_features[1].dev().to_string();
@@ -545,7 +543,8 @@ fn malformed_v6_counts(tier: TierMode) -> (std::collections::BTreeMap<String, u6
 }
 
 /// Malformed IPv6 tunnel packets of a flow the tc uplink decapsulates get
-/// the drop reasons they get without the tier: a wrong outer UDP checksum
+/// the drop reasons they get without its tier and with an AF_XDP uplink
+/// (XDP steering and decap tier) instead: a wrong outer UDP checksum
 /// is `udp_bad_checksum` (tc walks a single packet's checksum rather than
 /// trust the skb's state: a veth marks an skb sent without one as
 /// verified), a zero one `udp_zero_checksum_v6`; the flow's good packets
@@ -555,10 +554,14 @@ fn tc_uplink_malformed_ipv6_packets_keep_their_drop_reasons() {
     if !require_root("tc_uplink_malformed_ipv6_packets_keep_their_drop_reasons") {
         return;
     }
-    let (on, hits) = malformed_v6_counts(TierMode::Auto);
-    let (off, _) = malformed_v6_counts(TierMode::Off);
-    eprintln!("drops with the tier: {on:?}; without: {off:?}; tc hits {hits}");
+    let (on, hits) = malformed_v6_counts("tc", TierMode::Auto);
+    let (off, _) = malformed_v6_counts("tc", TierMode::Off);
+    let (xdp, _) = malformed_v6_counts("af_xdp", TierMode::Auto);
+    eprintln!(
+        "drops with the tier: {on:?}; without: {off:?}; AF_XDP uplink: {xdp:?}; tc hits {hits}"
+    );
     assert_eq!(on, off, "drop reasons differ with the tc uplink's tier on");
+    assert_eq!(on, xdp, "drop reasons differ between the tc and the AF_XDP uplink");
     for reason in ["udp_bad_checksum", "udp_zero_checksum_v6", "vxlan_no_i_flag", "unknown_tunnel"]
     {
         assert_eq!(on.get(reason), Some(&3), "{reason}: {on:?}");
