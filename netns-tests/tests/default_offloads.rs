@@ -440,26 +440,37 @@ fn tc_uplink_takes_super_frames_whole_over_ipv6() {
     assert!(!links.contains("ovp"), "a punt device was left behind: {links}");
 }
 
-/// The tc uplink program's `run_cnt` and `run_time_ns`, from overlayd's
-/// own descriptors (`/proc/PID/fdinfo`: its TCX link on the uplink names
-/// the program); counted while `kernel.bpf_stats_enabled` is 1. The
-/// per-skb cost in docs/decisions.md.
+/// The tc uplink program's `run_cnt` and `run_time_ns`, as a line to print.
+/// The per-skb cost in docs/decisions.md.
 fn tc_uplink_run_time(o: &Overlay) -> String {
+    match tc_uplink_stats(o) {
+        Ok((runs, ns)) => format!(
+            "tc uplink program: {runs} runs, {ns} ns, {:.0} ns per skb",
+            ns as f64 / runs.max(1) as f64
+        ),
+        Err(why) => why,
+    }
+}
+
+/// The tc uplink program's `run_cnt` and `run_time_ns` (counted while
+/// `kernel.bpf_stats_enabled` is 1), from overlayd's own descriptors
+/// (`/proc/PID/fdinfo`: its TCX link on the uplink names the program;
+/// bpftool cannot list programs on these VMs).
+fn tc_uplink_stats(o: &Overlay) -> Result<(u64, u64), String> {
+    type Info = std::collections::HashMap<String, String>;
     let link = o.ha.ip(&["-o", "link", "show", "dev", &o.up]);
     let ifindex = link.split(':').next().unwrap_or("").trim().to_string();
     let dir = format!("/proc/{}/fdinfo", o.d.pid());
-    let infos: Vec<std::collections::HashMap<String, String>> = std::fs::read_dir(&dir)
-        .map(|d| d.flatten().filter_map(|e| std::fs::read_to_string(e.path()).ok()).collect())
-        .unwrap_or_else(|_: std::io::Error| Vec::new())
-        .iter()
-        .map(|text: &String| {
+    let entries = std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))?;
+    let infos: Vec<Info> = entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|text| {
             let kv = text.lines().filter_map(|l| l.split_once(':'));
             kv.map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
         })
         .collect();
-    let get = |i: &std::collections::HashMap<String, String>, k: &str| {
-        i.get(k).cloned().unwrap_or_default()
-    };
+    let get = |i: &Info, k: &str| i.get(k).cloned().unwrap_or_default();
     let prog_id = infos
         .iter()
         .find(|i| {
@@ -467,17 +478,14 @@ fn tc_uplink_run_time(o: &Overlay) -> String {
                 && get(i, "ifindex") == ifindex
                 && get(i, "attach_type").contains("ingress")
         })
-        .map(|i| get(i, "prog_id"));
-    let Some(prog_id) = prog_id else {
-        return format!("no TCX link of overlayd's on {} (ifindex {ifindex})", o.up);
-    };
-    let Some(p) = infos.iter().find(|i| get(i, "prog_id") == prog_id && i.contains_key("run_cnt"))
-    else {
-        return format!("overlayd holds no descriptor of program {prog_id}");
-    };
-    let (runs, ns) = (get(p, "run_cnt"), get(p, "run_time_ns"));
-    let per = ns.parse::<f64>().unwrap_or(0.0) / runs.parse::<f64>().unwrap_or(0.0).max(1.0);
-    format!("tc uplink program {prog_id}: {runs} runs, {ns} ns, {per:.0} ns per skb")
+        .map(|i| get(i, "prog_id"))
+        .ok_or_else(|| format!("no TCX link of overlayd's on {} (ifindex {ifindex})", o.up))?;
+    let p = infos
+        .iter()
+        .find(|i| get(i, "prog_id") == prog_id && i.contains_key("run_cnt"))
+        .ok_or_else(|| format!("overlayd holds no descriptor of program {prog_id}"))?;
+    let n = |k: &str| get(p, k).parse::<u64>().unwrap_or(0);
+    Ok((n("run_cnt"), n("run_time_ns")))
 }
 
 /// What overlayd counts for malformed IPv6 tunnel packets of a flow the tc
@@ -527,6 +535,19 @@ fn malformed_v6_counts(
         inject(&o.hb, &o.ub, &vec![f.clone(); 3]);
     }
     let after = o.d.settled_counters();
+    if backend == "tc" && tier == TierMode::Auto {
+        // The cost of a hit alone (a single 124-byte inner frame: both
+        // checksums walked), while kernel.bpf_stats_enabled is 1.
+        let before = tc_uplink_stats(&o);
+        inject(&o.hb, &o.ub, &vec![good.clone(); 200]);
+        if let (Ok((r0, t0)), Ok((r1, t1))) = (before, tc_uplink_stats(&o)) {
+            let per = (t1 - t0) as f64 / (r1 - r0).max(1) as f64;
+            eprintln!(
+                "tc uplink, 200 single hits over IPv6: {} runs, {per:.0} ns per skb",
+                r1 - r0
+            );
+        }
+    }
     // Tier statistics are published every half second.
     std::thread::sleep(std::time::Duration::from_millis(700));
     let hits = tc_hit(&o) - hits0;
