@@ -251,10 +251,11 @@ static __always_inline int tc_decap(struct __sk_buff *skb, const struct steer_cf
 	 * unless configured not to be. A GSO skb's is right by construction,
 	 * as its inner one is (see the top): the engine too computes each
 	 * segment's when it cuts one (io/gso.rs). A single packet's is walked
-	 * as the XDP tier walks it; the skb's checksum state is not trusted
-	 * (a veth marks what arrives without one CHECKSUM_UNNECESSARY
-	 * unverified), and one that does not verify (wrong, or computed by the
-	 * sender for an inner checksum it left partial) is the engine's. */
+	 * as the XDP tier walks it, whatever the skb's checksum state: a veth
+	 * peer's single packets are CHECKSUM_NONE or PARTIAL (nothing
+	 * verified), and the engine ignores the state too. One that does not
+	 * verify (wrong, or computed by the sender for an inner checksum it
+	 * left partial) is the engine's. */
 	if (!o.ucheck) {
 		if (v6 && !(t->flags & TT_V6_ZERO_OK))
 			return count(ST_TIER_DECAP_PUNT, TC_NOT_TIER);

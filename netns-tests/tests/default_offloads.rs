@@ -566,9 +566,8 @@ fn malformed_v6_counts(
 /// Malformed IPv6 tunnel packets of a flow the tc uplink decapsulates get
 /// the drop reasons they get without its tier and with an AF_XDP uplink
 /// (XDP steering and decap tier) instead: a wrong outer UDP checksum
-/// is `udp_bad_checksum` (tc walks a single packet's checksum rather than
-/// trust the skb's state: a veth marks an skb sent without one as
-/// verified), a zero one `udp_zero_checksum_v6`; the flow's good packets
+/// is `udp_bad_checksum` (tc walks a single packet's checksum, as the XDP
+/// tier does), a zero one `udp_zero_checksum_v6`; the flow's good packets
 /// are decapsulated in tc.
 #[test]
 fn tc_uplink_malformed_ipv6_packets_keep_their_drop_reasons() {
