@@ -12,12 +12,12 @@
  * What it decides, once per skb, as overlayd_steer does for a frame:
  * - not the dataplane's (not IP, not a tunnel protocol, not to a local
  *   VTEP, a fragment): the host's stack (TC_ACT_OK);
- * - VXLAN over IPv4 of a flow with a current decap entry (the same key,
- *   tunnel map and generation check as the XDP decap tier): its outer
- *   headers are stripped with bpf_skb_adjust_room (GSO kept: the segments
- *   keep their size) and the inner frame is redirected into the entry's
- *   output interface (a workload veth takes any skb), counted in the
- *   entry's slot as its segments;
+ * - VXLAN over IPv4 or IPv6 of a flow with a current decap entry (the
+ *   same key, tunnel map and generation check as the XDP decap tier): its
+ *   outer headers (50 or 70 bytes) are stripped with bpf_skb_adjust_room
+ *   (GSO kept: the segments keep their size) and the inner frame is
+ *   redirected into the entry's output interface (a workload veth takes
+ *   any skb), counted in the entry's slot as its segments;
  * - every other tunnel packet: the port's punt device, whose AF_PACKET
  *   socket feeds the engine (overlayd_tc_port's misses take the same way).
  *
@@ -54,11 +54,12 @@ __attribute__((noinline)) int skb_csum_to_end(struct __sk_buff *skb, __u32 off)
 }
 
 /* The inner frame's TCP/UDP checksum as settled() judges it, for a single
- * (not GSO) skb whose inner frame starts at VXLAN4_HDR_LEN, its L4 header
- * at `l4off`: SETTLED, PARTIAL or UNSETTLED. `k` gives the addresses and
- * protocol. Pulls the whole skb into its linear part. */
+ * (not GSO) skb whose inner frame starts at `outer` (VXLAN4_HDR_LEN or
+ * VXLAN6_HDR_LEN), its L4 header at `l4off`: SETTLED, PARTIAL or UNSETTLED.
+ * `k` gives the addresses and protocol. Pulls the whole skb into its
+ * linear part. */
 static __always_inline int tc_settled(struct __sk_buff *skb, const struct tier_key *k,
-				      __u32 l4off)
+				      __u32 outer, __u32 l4off)
 {
 	__u32 len = skb->len;
 	__u8 proto = k->w[7] >> 56;
@@ -68,7 +69,7 @@ static __always_inline int tc_settled(struct __sk_buff *skb, const struct tier_k
 		return UNSETTLED;
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
-	struct ethhdr *eth = data + VXLAN4_HDR_LEN;
+	struct ethhdr *eth = data + outer;
 	if ((void *)(eth + 1) > end)
 		return UNSETTLED;
 	__u32 l4len = len - l4off;
@@ -78,7 +79,7 @@ static __always_inline int tc_settled(struct __sk_buff *skb, const struct tier_k
 		struct iphdr *ip = (void *)(eth + 1);
 		if ((void *)(ip + 1) > end)
 			return UNSETTLED;
-		if (bpf_ntohs(ip->tot_len) != len - VXLAN4_HDR_LEN - sizeof(*eth))
+		if (bpf_ntohs(ip->tot_len) != len - outer - sizeof(*eth))
 			return UNSETTLED;
 		__u32 sa = k->w[4], da = k->w[6];
 		psum += (sa >> 16) + (sa & 0xffff) + (da >> 16) + (da & 0xffff);
@@ -127,96 +128,147 @@ static __always_inline int tc_settled(struct __sk_buff *skb, const struct tier_k
 	return sum == 0xffff ? SETTLED : UNSETTLED;
 }
 
-/* The outer UDP checksum of a single (not GSO) VXLAN-over-IPv4 skb whose
- * lengths the caller checked: SETTLED if it verifies, else UNSETTLED.
+/* The outer UDP checksum of a single (not GSO) VXLAN skb whose lengths
+ * the caller checked, its UDP header at `l4off`, `addrs` the sum of the
+ * pseudo-header's addresses: SETTLED if it verifies, else UNSETTLED.
  * Pulls the whole skb into its linear part. */
-static __always_inline int tc_outer_settled(struct __sk_buff *skb,
-					    const struct tier_tunnel_key *tk)
+static __always_inline int tc_outer_settled(struct __sk_buff *skb, __u32 l4off, __u32 addrs)
 {
 	__u32 len = skb->len;
 	if (len > 4096 || bpf_skb_pull_data(skb, len))
 		return UNSETTLED;
-	__u32 l4len = len - sizeof(struct ethhdr) - sizeof(struct iphdr);
-	int seg = skb_csum_to_end(skb, sizeof(struct ethhdr) + sizeof(struct iphdr));
+	int seg = skb_csum_to_end(skb, l4off);
 	if (seg < 0)
 		return UNSETTLED;
-	__u32 sum = sum_words(&tk->local[12], 2) + sum_words(&tk->remote[12], 2) + IPPROTO_UDP +
-		    l4len + seg;
+	__u32 sum = addrs + IPPROTO_UDP + (len - l4off) + seg;
 	sum = (sum & 0xffff) + (sum >> 16);
 	sum = (sum & 0xffff) + (sum >> 16);
 	return sum == 0xffff ? SETTLED : UNSETTLED;
 }
 
-/* Decapsulates a VXLAN-over-IPv4 skb addressed to a local VTEP (the caller
- * checked that much) if its inner flow has a current decap entry; returns
- * the output interface to redirect it to, TC_TIER_DROP, or TC_NOT_TIER with
- * the skb unchanged (the engine's). */
-static __always_inline int tc_decap(struct __sk_buff *skb, const struct steer_cfg *c)
+/* The outer headers of a VXLAN skb addressed to a local VTEP, as tc_decap
+ * reads them. */
+struct tc_outer {
+	struct tier_tunnel_key tk;
+	__u32 l4off; /* the UDP header's offset */
+	__u32 addrs; /* the pseudo-header's addresses, summed */
+	__u16 ucheck;
+	__u8 ecn;
+};
+
+/* Reads the outer IPv4 (`v6` = 0) or IPv6 headers, UDP and VXLAN of a
+ * linear-enough skb into `o`; 0, or -1 if the packet is not one the tier
+ * takes (counted). A canonical packet only, as tier_decap takes: no VLAN
+ * tag, no IPv4 options or fragments, no IPv6 extension header, lengths
+ * that agree, the IPv4 header checksum right, VXLAN flags exactly I. */
+static __always_inline int tc_outer(struct __sk_buff *skb, int v6, struct tc_outer *o)
 {
-	__u32 zero = 0;
-	/* Outer and inner headers: linear in a GSO skb already. */
-	__u32 want = VXLAN4_HDR_LEN + 14 + 40 + 60;
-	bpf_skb_pull_data(skb, skb->len < want ? skb->len : want);
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
-	struct iphdr *ip = (void *)(eth + 1);
-	struct udphdr *u = (void *)(ip + 1);
-	__u32 *vx = (void *)(u + 1);
 	__u32 len = skb->len;
-	/* A tag the driver took out of the frame is one the engine judges. */
-	if ((void *)(vx + 2) > end || skb->vlan_present)
-		return count(ST_TIER_DECAP_PUNT, TC_NOT_TIER);
-	/* A canonical packet only, as tier_decap takes: no VLAN tag, no IPv4
-	 * options or fragments, lengths that agree, the header checksum
-	 * right, VXLAN flags exactly I. */
-	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->version != 4 || ip->ihl != 5 ||
-	    (ip->frag_off & bpf_htons(0x3fff)) || ip->protocol != IPPROTO_UDP ||
-	    bpf_ntohs(ip->tot_len) != len - sizeof(*eth) ||
-	    bpf_ntohs(u->len) != len - sizeof(*eth) - sizeof(*ip) ||
-	    vx[0] != bpf_htonl(0x08000000) || (vx[1] & bpf_htonl(0xff)) ||
-	    len < VXLAN4_HDR_LEN + sizeof(struct ethhdr))
-		return count(ST_TIER_DECAP_PUNT, TC_NOT_TIER);
-	__u16 *w = (void *)ip;
-	__u32 sum = 0;
+	__u32 hdr = v6 ? VXLAN6_HDR_LEN : VXLAN4_HDR_LEN;
+	struct udphdr *u;
+	if (v6) {
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		u = (void *)(ip6 + 1);
+		if ((void *)((__u8 *)u + 16) > end || skb->vlan_present)
+			return count(ST_TIER_DECAP_PUNT, -1);
+		if (eth->h_proto != bpf_htons(ETH_P_IPV6) || ip6->version != 6 ||
+		    ip6->nexthdr != IPPROTO_UDP ||
+		    bpf_ntohs(ip6->payload_len) != len - sizeof(*eth) - sizeof(*ip6))
+			return count(ST_TIER_DECAP_PUNT, -1);
+		__builtin_memcpy(o->tk.local, &ip6->daddr, 16);
+		__builtin_memcpy(o->tk.remote, &ip6->saddr, 16);
+		o->addrs = sum_words(&ip6->saddr, 16);
+		o->ecn = (ip6->flow_lbl[0] >> 4) & 3;
+	} else {
+		struct iphdr *ip = (void *)(eth + 1);
+		u = (void *)(ip + 1);
+		/* A tag the driver took out of the frame is one the engine judges. */
+		if ((void *)((__u8 *)u + 16) > end || skb->vlan_present)
+			return count(ST_TIER_DECAP_PUNT, -1);
+		if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->version != 4 || ip->ihl != 5 ||
+		    (ip->frag_off & bpf_htons(0x3fff)) || ip->protocol != IPPROTO_UDP ||
+		    bpf_ntohs(ip->tot_len) != len - sizeof(*eth))
+			return count(ST_TIER_DECAP_PUNT, -1);
+		__u16 *w = (void *)ip;
+		__u32 sum = 0;
 #pragma unroll
-	for (int i = 0; i < 10; i++)
-		sum += w[i];
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	if (sum != 0xffff)
-		return count(ST_TIER_DECAP_PUNT, TC_NOT_TIER);
-	struct tier_tunnel_key tk = {};
-	tk.local[10] = tk.local[11] = tk.remote[10] = tk.remote[11] = 0xff;
-	__builtin_memcpy(&tk.local[12], &ip->daddr, 4);
-	__builtin_memcpy(&tk.remote[12], &ip->saddr, 4);
-	tk.vni = bpf_ntohl(vx[1]) >> 8;
-	tk.port = bpf_ntohs(u->dest);
-	__u8 outer_ecn = ip->tos & 3;
-	__u16 ucheck = u->check;
+		for (int i = 0; i < 10; i++)
+			sum += w[i];
+		sum = (sum & 0xffff) + (sum >> 16);
+		sum = (sum & 0xffff) + (sum >> 16);
+		if (sum != 0xffff)
+			return count(ST_TIER_DECAP_PUNT, -1);
+		o->tk.local[10] = o->tk.local[11] = o->tk.remote[10] = o->tk.remote[11] = 0xff;
+		__builtin_memcpy(&o->tk.local[12], &ip->daddr, 4);
+		__builtin_memcpy(&o->tk.remote[12], &ip->saddr, 4);
+		o->addrs = sum_words(&ip->saddr, 4);
+		o->ecn = ip->tos & 3;
+	}
+	__u32 *vx = (void *)(u + 1);
+	o->l4off = (__u32)((void *)u - data);
+	if (bpf_ntohs(u->len) != len - o->l4off || vx[0] != bpf_htonl(0x08000000) ||
+	    (vx[1] & bpf_htonl(0xff)) || len < hdr + sizeof(struct ethhdr))
+		return count(ST_TIER_DECAP_PUNT, -1);
+	o->tk.vni = bpf_ntohl(vx[1]) >> 8;
+	o->tk.port = bpf_ntohs(u->dest);
+	o->ucheck = u->check;
+	return 0;
+}
+
+/* Decapsulates a VXLAN skb over IPv4 (`v6` = 0) or IPv6 addressed to a
+ * local VTEP (the caller checked that much) if its inner flow has a
+ * current decap entry; returns the output interface to redirect it to,
+ * TC_TIER_DROP, or TC_NOT_TIER with the skb unchanged (the engine's).
+ * `v6` is a constant where it is called: one body per family, as VPP
+ * compiles its IPv4 and IPv6 nodes. */
+static __always_inline int tc_decap(struct __sk_buff *skb, const struct steer_cfg *c, int v6)
+{
+	__u32 zero = 0;
+	__u32 outer = v6 ? VXLAN6_HDR_LEN : VXLAN4_HDR_LEN;
+	/* Outer and inner headers: linear in a GSO skb already. */
+	__u32 want = outer + 14 + 40 + 60;
+	bpf_skb_pull_data(skb, skb->len < want ? skb->len : want);
+	struct tc_outer o = {};
+	if (tc_outer(skb, v6, &o))
+		return TC_NOT_TIER;
+	__u32 len = skb->len;
 	__u32 gso_segs = skb->gso_segs;
 	__u32 gso_size = skb->gso_size;
 	int gso = gso_segs > 1;
 
-	struct tier_tunnel *t = bpf_map_lookup_elem(&tier_tunnels, &tk);
+	struct tier_tunnel *t = bpf_map_lookup_elem(&tier_tunnels, &o.tk);
 	if (!t)
 		return count(ST_TIER_NO_TUNNEL, TC_NOT_TIER);
 	__u64 *gen = bpf_map_lookup_elem(&tier_gen, &zero);
 	if (!gen || t->generation != *gen)
 		return count(ST_TIER_STALE, TC_NOT_TIER);
-	/* A UDP checksum the engine would verify: a GSO skb's is right by
-	 * construction, as its inner one is (see the top); a single packet's
-	 * is walked, and one that does not verify (wrong, or computed by the
-	 * sender for an inner checksum it left partial) is the engine's. */
-	if (ucheck && !(t->flags & TT_V4_CSUM_UNCHECKED) && !gso &&
-	    tc_outer_settled(skb, &tk) != SETTLED)
+	/* The UDP checksum as the engine judges it (encap/src/decap.rs): a
+	 * zero one over IPv6 only if accepted (RFC 6935/6936), else the
+	 * engine's drop; a non-zero one verified over IPv6, and over IPv4
+	 * unless configured not to be. A GSO skb's is right by construction,
+	 * as its inner one is (see the top): the engine too computes each
+	 * segment's when it cuts one (io/gso.rs). A single packet's is walked
+	 * as the XDP tier walks it, whatever the skb's checksum state: a veth
+	 * peer's single packets are CHECKSUM_NONE or PARTIAL (nothing
+	 * verified), and the engine ignores the state too. One that does not
+	 * verify (wrong, or computed by the sender for an inner checksum it
+	 * left partial) is the engine's. */
+	if (!o.ucheck) {
+		if (v6 && !(t->flags & TT_V6_ZERO_OK))
+			return count(ST_TIER_DECAP_PUNT, TC_NOT_TIER);
+	} else if ((v6 || !(t->flags & TT_V4_CSUM_UNCHECKED)) && !gso &&
+		   tc_outer_settled(skb, o.l4off, o.addrs) != SETTLED) {
 		return count(ST_TIER_DECAP_CSUM, TC_NOT_TIER);
+	}
 
 	struct tier_key k = {};
 	__u32 hdr = 0, l4off = 0;
 	__u8 tos = 0, ttl = 0, df = 0;
-	__u64 w0 = ((__u64)(c->in_port & 0xffff) << 48) | ((__u64)t->tag << 32) | tk.vni;
-	if (tc_key_at(skb, VXLAN4_HDR_LEN, w0, &k, &hdr, &l4off, &tos, &ttl, &df))
+	__u64 w0 = ((__u64)(c->in_port & 0xffff) << 48) | ((__u64)t->tag << 32) | o.tk.vni;
+	if (tc_key_at(skb, outer, w0, &k, &hdr, &l4off, &tos, &ttl, &df))
 		return TC_NOT_TIER; /* no flow key the tier holds (ARP, ICMP, ...) */
 	struct tier_entry *e = bpf_map_lookup_elem(&tier_flows, &k);
 	if (!e)
@@ -226,11 +278,11 @@ static __always_inline int tc_decap(struct __sk_buff *skb, const struct steer_cf
 	/* The engine decapsulates into output and drop entries only. */
 	if (e->action != TIER_OUTPUT && e->action != TIER_DROP)
 		return TC_NOT_TIER;
-	__u32 inner = len - VXLAN4_HDR_LEN;
+	__u32 inner = len - outer;
 	__u32 seg_len = gso ? hdr + gso_size : inner;
 	if (seg_len > e->max_len)
 		return count(ST_TIER_TOO_LONG, TC_NOT_TIER);
-	if (ecn_decap(outer_ecn, tos & 3) != (tos & 3))
+	if (ecn_decap(o.ecn, tos & 3) != (tos & 3))
 		return count(ST_TIER_ECN, TC_NOT_TIER);
 	__u32 slot = e->slot;
 	struct tier_count *n = bpf_map_lookup_elem(&tier_counts, &slot);
@@ -251,7 +303,7 @@ static __always_inline int tc_decap(struct __sk_buff *skb, const struct steer_cf
 	copy_mac(mac_src, e->eth_src);
 	__u32 segs = gso ? gso_segs : 1;
 	if (e->action == TIER_OUTPUT && (checks & CHECK_SETTLE) && !gso) {
-		int st = tc_settled(skb, &k, l4off);
+		int st = tc_settled(skb, &k, outer, l4off);
 		if (st == PARTIAL)
 			return count(ST_TIER_PARTIAL, TC_NOT_TIER);
 		if (st == UNSETTLED)
@@ -265,20 +317,24 @@ static __always_inline int tc_decap(struct __sk_buff *skb, const struct steer_cf
 	}
 
 	struct ethhdr ieth;
-	if (bpf_skb_load_bytes(skb, VXLAN4_HDR_LEN, &ieth, sizeof(ieth)))
+	if (bpf_skb_load_bytes(skb, outer, &ieth, sizeof(ieth)))
 		return count(ST_TIER_DECAP_PUNT, TC_NOT_TIER);
 	if (flags & TF_SET_DST)
 		copy_mac(ieth.h_dest, mac_dst);
 	if (flags & TF_SET_SRC)
 		copy_mac(ieth.h_source, mac_src);
+	/* skb->protocol follows the inner packet's family where it changes. */
 	__u64 adj = BPF_F_ADJ_ROOM_FIXED_GSO;
-	if (ieth.h_proto == bpf_htons(ETH_P_IPV6))
+	if (!v6 && ieth.h_proto == bpf_htons(ETH_P_IPV6))
 		adj |= BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
-	/* Removes outer IPv4, UDP, VXLAN and the inner Ethernet header after
-	 * the outer Ethernet header, which the inner one then overwrites. The
-	 * helper checks everything before it moves a byte: a refusal leaves
-	 * the skb as it was, for the engine. */
-	if (bpf_skb_adjust_room(skb, -(VXLAN4_HDR_LEN), BPF_ADJ_ROOM_MAC, adj))
+	if (v6 && ieth.h_proto == bpf_htons(ETH_P_IP))
+		adj |= BPF_F_ADJ_ROOM_DECAP_L3_IPV4;
+	/* Removes the outer IP header, UDP, VXLAN and the inner Ethernet
+	 * header after the outer Ethernet header (50 bytes over IPv4, 70 over
+	 * IPv6), which the inner one then overwrites. The helper checks
+	 * everything before it moves a byte: a refusal leaves the skb as it
+	 * was, for the engine. */
+	if (bpf_skb_adjust_room(skb, -(int)outer, BPF_ADJ_ROOM_MAC, adj))
 		return count(ST_TIER_DECAP_PUNT, TC_NOT_TIER);
 	if (bpf_skb_store_bytes(skb, 0, &ieth, sizeof(ieth), 0))
 		return count(ST_TC_LOST, TC_DROPPED);
@@ -343,8 +399,8 @@ int overlayd_tc_uplink(struct __sk_buff *skb)
 		/* Malformed but addressed to us: the engine names the drop. */
 		if ((void *)(u + 1) <= end && !vxlan_port(c, u->dest))
 			return count(ST_PASS_NOT_TUNNEL, TC_ACT_OK);
-		if ((void *)(u + 1) <= end && c->tier && proto == bpf_htons(ETH_P_IP)) {
-			int r = tc_decap(skb, c);
+		if ((void *)(u + 1) <= end && c->tier) {
+			int r = proto == bpf_htons(ETH_P_IP) ? tc_decap(skb, c, 0) : tc_decap(skb, c, 1);
 			if (r == TC_TIER_DROP || r == TC_DROPPED)
 				return TC_ACT_SHOT;
 			if (r != TC_NOT_TIER)

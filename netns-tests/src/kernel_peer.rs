@@ -75,6 +75,9 @@ pub struct Opts<'a> {
     pub peer_uplink_tx_off: bool,
     /// overlayd's `xdp_tier`.
     pub tier: TierMode,
+    /// Put in front of the namespaces' names, for a test that wants its
+    /// own (they are unique whatever it is).
+    pub ns_prefix: &'a str,
 }
 
 impl Default for Opts<'_> {
@@ -89,16 +92,15 @@ impl Default for Opts<'_> {
             tap_offloads: None,
             peer_uplink_tx_off: true,
             tier: TierMode::Auto,
+            ns_prefix: "",
         }
     }
 }
 
 pub fn build_opts(o: &Opts) -> Overlay {
     let (v6, udp_checksum, extra, backend) = (o.v6, o.udp_checksum, o.extra, o.backend);
-    let ha = Netns::new("ha");
-    let hb = Netns::new("hb");
-    let wa = Netns::new("wa");
-    let wb = Netns::new("wb");
+    let ns = |name: &str| Netns::new(&format!("{}{name}", o.ns_prefix));
+    let (ha, hb, wa, wb) = (ns("ha"), ns("hb"), ns("wa"), ns("wb"));
     let (up, ub) = (unique("up"), unique("ub"));
     let (wl, we) = (unique("wl"), unique("we"));
     let (bw, wbe) = (unique("bw"), unique("wbe"));

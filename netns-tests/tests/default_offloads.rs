@@ -362,6 +362,7 @@ fn tc_uplink_takes_super_frames_whole() {
     assert!(tc_hit < segments / 4, "{tc_hit} skbs for {segments} segments: no GSO kept: {st:#}");
     assert_eq!(tier["tc_lost"].as_u64(), Some(0), "{st:#}");
     eprintln!("tc uplink: {tc_hit} skbs decapsulated in tc for {segments}+ segments B -> A");
+    eprintln!("{}", tc_uplink_run_time(&o));
     // Its first packets reached the engine through the punt device.
     assert!(queue_sum(&st, 1, "rx_packets") > 0, "{st:#}");
     let c = o.d.settled_counters();
@@ -397,5 +398,348 @@ fn tc_uplink_without_the_tier_cuts_super_frames_in_the_engine() {
     assert!(supers > 10, "the engine cut {supers} super-frames from the uplink: {st:#}");
     assert!(segs > supers, "{segs} segments from {supers} super-frames: {st:#}");
     eprintln!("tc uplink, no tier: {supers} tunnel super-frames cut into {segs} segments");
+    stop(o);
+}
+
+/// The tc uplink over an IPv6 underlay (2001:db8::/32): as
+/// `tc_uplink_takes_super_frames_whole`, with 70-byte outer headers and the
+/// outer UDP checksum mandatory (B's VXLAN device sends it; its uplink keeps
+/// checksum offload on, so its super-frames' are partial, computed when cut).
+/// 5 MB of TCP each way over IPv4 and over IPv6 inner packets, SHA-256
+/// compared; tc took B's super-frames whole: far fewer skbs than segments.
+#[test]
+fn tc_uplink_takes_super_frames_whole_over_ipv6() {
+    if !require_root("tc_uplink_takes_super_frames_whole_over_ipv6") {
+        return;
+    }
+    const BULK_SMALL: usize = 5_000_000;
+    let opts = Opts {
+        v6: true,
+        backend: "tc",
+        wl_backend: "tc",
+        peer_uplink_tx_off: false,
+        ns_prefix: "tcv6",
+        ..Opts::default()
+    };
+    let (o, _, st) = run_case(&Case { opts, bulk: BULK_SMALL });
+    let up = &st["io"]["ports"][1];
+    assert_eq!(up["backend"], "tc", "{st:#}");
+    let link = o.ha.ip(&["-d", "link", "show", "dev", &o.up]);
+    assert!(!link.contains("prog/xdp"), "an XDP program on the tc uplink: {link}");
+    // B -> A: 5 MB over IPv4 and 5 MB over IPv6 inner packets, in segments
+    // of at most 1,378 bytes of payload (MTU 1430).
+    let tier = &up["tier"];
+    let tc_hit = tier["tc_hit"].as_u64().unwrap_or(0);
+    let segments = ((BULK_SMALL + BULK_V6) / 1378) as u64;
+    assert!(tc_hit > 20, "the tc uplink decapsulated {tc_hit} skbs: {st:#}");
+    assert!(tc_hit < segments / 4, "{tc_hit} skbs for {segments} segments: no GSO kept: {st:#}");
+    assert_eq!(tier["tc_lost"].as_u64(), Some(0), "{st:#}");
+    eprintln!("tc uplink over IPv6: {tc_hit} skbs decapsulated in tc for {segments}+ segments");
+    eprintln!("{}", tc_uplink_run_time(&o));
+    let c = o.d.settled_counters();
+    assert_eq!(c["conserved"], true, "{c:#}");
+    let Overlay { d, ha, .. } = o;
+    d.stop();
+    let links = ha.ip(&["link", "show"]);
+    assert!(!links.contains("ovp"), "a punt device was left behind: {links}");
+}
+
+/// The tc uplink program's `run_cnt` and `run_time_ns`, as a line to print.
+/// The per-skb cost in docs/decisions.md.
+fn tc_uplink_run_time(o: &Overlay) -> String {
+    match tc_uplink_stats(o) {
+        Ok((runs, ns)) => format!(
+            "tc uplink program: {runs} runs, {ns} ns, {:.0} ns per skb",
+            ns as f64 / runs.max(1) as f64
+        ),
+        Err(why) => why,
+    }
+}
+
+/// The tc uplink program's `run_cnt` and `run_time_ns` (counted while
+/// `kernel.bpf_stats_enabled` is 1), from overlayd's own descriptors
+/// (`/proc/PID/fdinfo`: its TCX link on the uplink names the program;
+/// bpftool cannot list programs on these VMs).
+fn tc_uplink_stats(o: &Overlay) -> Result<(u64, u64), String> {
+    type Info = std::collections::HashMap<String, String>;
+    let link = o.ha.ip(&["-o", "link", "show", "dev", &o.up]);
+    let ifindex = link.split(':').next().unwrap_or("").trim().to_string();
+    let dir = format!("/proc/{}/fdinfo", o.d.pid());
+    let entries = std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))?;
+    let infos: Vec<Info> = entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|text| {
+            let kv = text.lines().filter_map(|l| l.split_once(':'));
+            kv.map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
+        })
+        .collect();
+    let get = |i: &Info, k: &str| i.get(k).cloned().unwrap_or_default();
+    let prog_id = infos
+        .iter()
+        .find(|i| {
+            get(i, "link_type") == "tcx"
+                && get(i, "ifindex") == ifindex
+                && get(i, "attach_type").contains("ingress")
+        })
+        .map(|i| get(i, "prog_id"))
+        .ok_or_else(|| format!("no TCX link of overlayd's on {} (ifindex {ifindex})", o.up))?;
+    let p = infos
+        .iter()
+        .find(|i| get(i, "prog_id") == prog_id && i.contains_key("run_cnt"))
+        .ok_or_else(|| format!("overlayd holds no descriptor of program {prog_id}"))?;
+    let n = |k: &str| get(p, k).parse::<u64>().unwrap_or(0);
+    Ok((n("run_cnt"), n("run_time_ns")))
+}
+
+/// What overlayd counts for malformed IPv6 tunnel packets of a flow the tc
+/// uplink holds, injected at B's uplink after the flow's good ones: every
+/// drop reason, and the skbs tc decapsulated. `backend`: the uplink's;
+/// `tier`: `xdp_tier`.
+fn malformed_v6_counts(
+    backend: &str,
+    tier: TierMode,
+) -> (std::collections::BTreeMap<String, u64>, u64) {
+    let opts =
+        Opts { v6: true, backend, wl_backend: "tc", tier, ns_prefix: "tcv6", ..Opts::default() };
+    let o = build_opts(&opts);
+    assert!(pings(&o.wb, WA_IP, 1), "B -> A ping failed: {:#}", o.d.counters());
+    let we = o.workload_features[1].dev().to_string();
+    let (a_mac, wa_mac) = (o.ha.mac(&o.up), o.wa.mac(&we));
+    let inner = "eth(src=02:00:00:00:0b:01,dst=WA)/ipv4(src=198.51.100.2,dst=198.51.100.1)/udp(sport=20001,dport=9000)/payload(len=40)".replace("WA", &wa_mac);
+    let outer = |udp: &str| {
+        engine::packet_spec::build(&format!(
+            "eth(dst={a_mac})/ipv6(src=2001:db8::2,dst=2001:db8::1)/{udp}/{inner}"
+        ))
+        .unwrap()
+    };
+    let good = outer("udp(sport=50000,dport=4789,csum=auto)/vxlan(vni=42)");
+    let with = |edit: &dyn Fn(&mut Vec<u8>)| {
+        let mut f = good.clone();
+        edit(&mut f);
+        f
+    };
+    let cases = [
+        with(&|f| *f.last_mut().unwrap() ^= 0xff), // udp_bad_checksum (outer)
+        outer("udp(sport=50000,dport=4789,csum=0)/vxlan(vni=42)"), // udp_zero_checksum_v6
+        outer("udp(sport=50000,dport=4789,csum=auto)/vxlan(vni=42,flags=0)"),
+        outer("udp(sport=50000,dport=4789,csum=auto)/vxlan(vni=43)"),
+        with(&|f| f.extend_from_slice(&[0; 4])), // trailing bytes
+    ];
+    // The flow first, so its entry is installed (with the tier on) before
+    // the malformed packets of the same inner flow arrive.
+    inject(&o.hb, &o.ub, &vec![good.clone(); 20]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let tc_hit = |o: &Overlay| u(&o.d.status()["io"]["ports"][1]["tier"]["tc_hit"]);
+    let before = o.d.settled_counters();
+    let hits0 = tc_hit(&o);
+    inject(&o.hb, &o.ub, &vec![good.clone(); 20]);
+    for f in &cases {
+        inject(&o.hb, &o.ub, &vec![f.clone(); 3]);
+    }
+    let after = o.d.settled_counters();
+    if backend == "tc" && tier == TierMode::Auto {
+        // The cost of a hit alone (a single 124-byte inner frame: both
+        // checksums walked), while kernel.bpf_stats_enabled is 1.
+        let before = tc_uplink_stats(&o);
+        inject(&o.hb, &o.ub, &vec![good.clone(); 200]);
+        if let (Ok((r0, t0)), Ok((r1, t1))) = (before, tc_uplink_stats(&o)) {
+            let per = (t1 - t0) as f64 / (r1 - r0).max(1) as f64;
+            eprintln!(
+                "tc uplink, 200 single hits over IPv6: {} runs, {per:.0} ns per skb",
+                r1 - r0
+            );
+        }
+    }
+    // Tier statistics are published every half second.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    let hits = tc_hit(&o) - hits0;
+    assert_eq!(after["conserved"], true, "{after:#}");
+    let drops = after["drops"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), u(v) - u(&before["drops"][k])))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    stop(o);
+    (drops, hits)
+}
+
+/// Malformed IPv6 tunnel packets of a flow the tc uplink decapsulates get
+/// the drop reasons they get without its tier and with an AF_XDP uplink
+/// (XDP steering and decap tier) instead: a wrong outer UDP checksum
+/// is `udp_bad_checksum` (tc walks a single packet's checksum, as the XDP
+/// tier does), a zero one `udp_zero_checksum_v6`; the flow's good packets
+/// are decapsulated in tc.
+#[test]
+fn tc_uplink_malformed_ipv6_packets_keep_their_drop_reasons() {
+    if !require_root("tc_uplink_malformed_ipv6_packets_keep_their_drop_reasons") {
+        return;
+    }
+    let (on, hits) = malformed_v6_counts("tc", TierMode::Auto);
+    let (off, _) = malformed_v6_counts("tc", TierMode::Off);
+    let (xdp, _) = malformed_v6_counts("af_xdp", TierMode::Auto);
+    eprintln!(
+        "drops with the tier: {on:?}; without: {off:?}; AF_XDP uplink: {xdp:?}; tc hits {hits}"
+    );
+    assert_eq!(on, off, "drop reasons differ with the tc uplink's tier on");
+    assert_eq!(on, xdp, "drop reasons differ between the tc and the AF_XDP uplink");
+    for reason in ["udp_bad_checksum", "udp_zero_checksum_v6", "vxlan_no_i_flag", "unknown_tunnel"]
+    {
+        assert_eq!(on.get(reason), Some(&3), "{reason}: {on:?}");
+    }
+    assert!(hits >= 20, "tc decapsulated {hits} of the flow's 20 good packets");
+}
+
+/// A tracefs instance of its own recording `net:net_dev_start_xmit` on the
+/// named devices (each skb a device starts to send, with its GSO size,
+/// segments and type); removed on drop.
+struct XmitTrace {
+    dir: std::path::PathBuf,
+}
+
+impl XmitTrace {
+    fn start(devs: &[&str]) -> XmitTrace {
+        let dir =
+            std::path::PathBuf::from(format!("/sys/kernel/tracing/instances/{}", unique("tcv6")));
+        std::fs::create_dir(&dir).expect("tracefs instance (is /sys/kernel/tracing mounted?)");
+        let t = XmitTrace { dir };
+        let ev = t.dir.join("events/net/net_dev_start_xmit");
+        let filter: Vec<String> = devs.iter().map(|d| format!("name == \"{d}\"")).collect();
+        std::fs::write(ev.join("filter"), filter.join(" || ")).unwrap();
+        std::fs::write(t.dir.join("buffer_size_kb"), "8192").unwrap();
+        std::fs::write(ev.join("enable"), "1").unwrap();
+        t
+    }
+
+    /// Per device, the GSO skbs it started to send: (gso_type, count), and
+    /// how many single ones.
+    fn gso_types(&self) -> std::collections::BTreeMap<String, (Vec<(String, u64)>, u64)> {
+        let text = std::fs::read_to_string(self.dir.join("trace")).unwrap();
+        let mut by_dev: std::collections::BTreeMap<
+            String,
+            (std::collections::BTreeMap<String, u64>, u64),
+        > = Default::default();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let field = |k: &str| {
+                line.split_whitespace().find_map(|w| w.strip_prefix(k)).unwrap_or("").to_string()
+            };
+            let e = by_dev.entry(field("dev=")).or_default();
+            if field("gso_segs=") == "0" && field("gso_size=") == "0" {
+                e.1 += 1;
+            } else {
+                *e.0.entry(field("gso_type=")).or_default() += 1;
+            }
+        }
+        by_dev.into_iter().map(|(d, (t, n))| (d, (t.into_iter().collect(), n))).collect()
+    }
+}
+
+impl Drop for XmitTrace {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.dir.join("events/net/net_dev_start_xmit/enable"), "0");
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// After tc strips a GSO skb's outer headers, the kernel (6.18) leaves
+/// `SKB_GSO_UDP_TUNNEL(_CSUM)` in its GSO type and `skb->encapsulation`
+/// set: bpf_skb_adjust_room has no flag to clear them. What that does to a
+/// workload that routes such super-frames on (ip_forward=1) to a second
+/// veth `fa` -> `fc` (namespace wc, 203.0.113.2): B -> wc TCP, SHA-256
+/// compared, (1) with `fa` at its default offloads (it passes GSO skbs on),
+/// (2) with TSO off on `fa` (the hop segments them in software), (3) into a
+/// VXLAN device of wa's own over `fa` (a nested tunnel, VNI 7, no UDP
+/// checksum, to wc's). Prints the GSO types `wl` (right after tc) and the
+/// hop started to send; every transfer must arrive intact.
+#[test]
+fn tc_uplink_super_frames_forwarded_on_by_a_workload() {
+    if !require_root("tc_uplink_super_frames_forwarded_on_by_a_workload") {
+        return;
+    }
+    const N: usize = 5_000_000;
+    let opts = Opts {
+        v6: true,
+        backend: "tc",
+        wl_backend: "tc",
+        peer_uplink_tx_off: false,
+        ns_prefix: "tcv6",
+        ..Opts::default()
+    };
+    let o = build_opts(&opts);
+    let wc = Netns::new("tcv6wc");
+    let (fa, fc) = (unique("fa"), unique("fc"));
+    veth(&o.wa, &fa, &wc, &fc);
+    o.wa.ip(&["addr", "add", "203.0.113.1/24", "dev", &fa]);
+    wc.ip(&["addr", "add", "203.0.113.2/24", "dev", &fc]);
+    wc.ip(&["route", "add", "default", "via", "203.0.113.1"]);
+    o.wa.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    o.wb.ip(&["route", "add", "203.0.113.0/24", "via", WA_IP]);
+    // The nested tunnel: 192.0.2.0/24 inside VNI 7 between wa and wc.
+    let (va, vc) = (unique("va"), unique("vc"));
+    for (ns, dev, local, remote, ip) in [
+        (&o.wa, &va, "203.0.113.1", "203.0.113.2", "192.0.2.1/24"),
+        (&wc, &vc, "203.0.113.2", "203.0.113.1", "192.0.2.2/24"),
+    ] {
+        ns.ip(&[
+            "link",
+            "add",
+            dev,
+            "type",
+            "vxlan",
+            "id",
+            "7",
+            "local",
+            local,
+            "remote",
+            remote,
+            "dstport",
+            "4789",
+            "noudpcsum",
+        ]);
+        ns.ip(&["addr", "add", ip, "dev", dev]);
+        ns.ip(&["link", "set", dev, "up"]);
+    }
+    wc.ip(&["route", "add", "198.51.100.0/24", "via", "192.0.2.1"]);
+    o.wb.ip(&["route", "add", "192.0.2.0/24", "via", WA_IP]);
+    assert!(pings(&o.wb, "203.0.113.2", 2), "B -> wc ping failed: {:#}", o.d.counters());
+    assert!(pings(&o.wb, "192.0.2.2", 2), "B -> wc (nested) ping failed");
+    let wl = "wl"; // overlayd's workload port: the veth end in host A
+    let wl_dev = o.ha.ip(&["-o", "link", "show"]);
+    let wl_dev = wl_dev
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n))
+        .find(|n| n.starts_with(wl))
+        .expect("the workload port's veth in host A")
+        .to_string();
+    let cases: [(&str, &str, &str); 3] = [
+        ("routed on, default offloads", "203.0.113.2", "on"),
+        ("routed on, TSO off on the hop", "203.0.113.2", "off"),
+        ("into a nested VXLAN tunnel", "192.0.2.2", "on"),
+    ];
+    for (what, dst, tso) in cases {
+        o.wa.exec(&["ethtool", "-K", &fa, "tso", tso]);
+        let trace = XmitTrace::start(&[&wl_dev, &fa, &va]);
+        let before = o.d.settled_counters();
+        tcp_transfer(&o.wb, &wc, dst, N);
+        let seen = trace.gso_types();
+        drop(trace);
+        let after = o.d.settled_counters();
+        eprintln!(
+            "{what}: {N} bytes B -> wc intact; (GSO types, singles) started per device: {seen:?}"
+        );
+        assert_eq!(after["dropped"], before["dropped"], "{what}: drops: {after:#}");
+        let errs = checksum_errors(&wc);
+        assert!(
+            errs.iter().all(|(_, n)| *n == 0),
+            "{what}: wc's kernel refused checksums: {errs:?}"
+        );
+    }
+    let c = o.d.settled_counters();
+    assert_eq!(c["conserved"], true, "{c:#}");
+    drop(wc);
     stop(o);
 }
