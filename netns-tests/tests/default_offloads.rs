@@ -602,6 +602,15 @@ struct XmitTrace {
 
 impl XmitTrace {
     fn start(devs: &[&str]) -> XmitTrace {
+        // A machine that has not mounted tracefs yet (it is not always
+        // mounted at boot): mount it, as perf and bpftrace do.
+        if !std::path::Path::new("/sys/kernel/tracing/instances").exists() {
+            let ok = std::process::Command::new("mount")
+                .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "tracefs is not mounted and mounting it at /sys/kernel/tracing failed");
+        }
         let dir =
             std::path::PathBuf::from(format!("/sys/kernel/tracing/instances/{}", unique("tcv6")));
         std::fs::create_dir(&dir).expect("tracefs instance (is /sys/kernel/tracing mounted?)");
