@@ -382,13 +382,14 @@ int overlayd_tc_uplink(struct __sk_buff *skb)
 		struct ipv6hdr *ip6 = l3;
 		if ((void *)(ip6 + 1) > end)
 			return count(ST_PASS_NOT_IP, TC_ACT_OK);
-		if (ip6->nexthdr != IPPROTO_UDP && ip6->nexthdr != IPPROTO_GRE)
+		l4h = ip6 + 1;
+		int nh = ipv6_upper(ip6->nexthdr, &l4h, end);
+		if (nh != IPPROTO_UDP && nh != IPPROTO_GRE)
 			return count(ST_PASS_NOT_TUNNEL, TC_ACT_OK);
 		struct in6_addr dst = ip6->daddr;
 		if (!bpf_map_lookup_elem(&vteps_v6, &dst))
 			return count(ST_PASS_NOT_LOCAL_VTEP, TC_ACT_OK);
-		l4proto = ip6->nexthdr;
-		l4h = ip6 + 1;
+		l4proto = nh;
 	} else {
 		return count(ST_PASS_NOT_IP, TC_ACT_OK);
 	}

@@ -168,6 +168,28 @@ fn the_rust_twin_decides_as_the_xdp_program() {
         (f("eth/ipv4(src=192.0.2.2,dst=192.0.2.1)/tcp(dport=22)"), Steer::PassNotTunnel, "TCP"),
         (f("eth/arp(spa=192.0.2.2,tpa=192.0.2.1)"), Steer::PassNotIp, "ARP"),
         (frag, Steer::PassFragment, "a later fragment"),
+        (v6_ext(&f(&format!("eth/{vx6}")), &[0]), Steer::Ours, "IPv6 Hop-by-Hop, then VXLAN"),
+        (
+            v6_ext(&f(&format!("eth/{vx6}")), &[0, 60, 43]),
+            Steer::Ours,
+            "three option/routing headers",
+        ),
+        (
+            v6_ext(&f(&format!("eth/{vx6}")), &[60, 60, 60, 60, 60]),
+            Steer::PassNotTunnel,
+            "more headers than the walk takes",
+        ),
+        (v6_ext(&f(&format!("eth/{vx6}")), &[44]), Steer::PassNotTunnel, "an IPv6 fragment"),
+        (
+            v6_ext(&f("eth/ipv6(src=2001:db8::2,dst=2001:db8::9)/udp(dport=4789)"), &[0]),
+            Steer::PassNotLocalVtep,
+            "options, not our VTEP",
+        ),
+        (
+            v6_ext(&f(&format!("eth/{vx6}")), &[0])[..56].to_vec(),
+            Steer::PassNotTunnel,
+            "cut inside the options",
+        ),
     ];
     for (frame, want, why) in &cases {
         let c = prog.decide(frame);
@@ -175,4 +197,21 @@ fn the_rust_twin_decides_as_the_xdp_program() {
         assert_eq!(c, *want, "{why}: the XDP program");
         assert_eq!(rust, *want, "{why}: the Rust twin");
     }
+}
+
+/// `frame` (Ethernet + IPv6 + its upper layer) with 8-byte extension
+/// headers of the given types inserted after the IPv6 header, chained.
+fn v6_ext(frame: &[u8], types: &[u8]) -> Vec<u8> {
+    let mut g = frame[..54].to_vec();
+    let upper = g[20];
+    g[20] = types[0];
+    for (i, _) in types.iter().enumerate() {
+        let next = types.get(i + 1).copied().unwrap_or(upper);
+        // next header, length 0 (8 bytes), PadN over the other 6
+        g.extend_from_slice(&[next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    g.extend_from_slice(&frame[54..]);
+    let plen = u16::from_be_bytes([g[18], g[19]]) + 8 * types.len() as u16;
+    g[18..20].copy_from_slice(&plen.to_be_bytes());
+    g
 }

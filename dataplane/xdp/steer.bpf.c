@@ -1212,6 +1212,33 @@ static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg
 	return TIER_MISS;
 }
 
+/* Option and routing headers walked before an IPv6 tunnel header. */
+#define IPV6_MAX_EXT 4
+
+/* The protocol after an IPv6 packet's Hop-by-Hop, Destination Options and
+ * Routing headers (at most IPV6_MAX_EXT of them), and in *l4h where its
+ * header starts; -1 if the frame ends inside them. The engine walks and
+ * acts on options (RFC 8200: skip, or drop by the option's action bits) and
+ * drops a Routing header by name, so a tunnel packet behind them is
+ * steered to it like any other. Fragments and anything else (ESP, AH) end
+ * the walk: not a tunnel packet of ours, the host's. */
+static __always_inline int ipv6_upper(__u8 nh, void **l4h, void *end)
+{
+	void *p = *l4h;
+#pragma unroll
+	for (int i = 0; i < IPV6_MAX_EXT; i++) {
+		if (nh != 0 && nh != 60 && nh != 43)
+			break;
+		struct { __u8 nh; __u8 len; } *x = p;
+		if ((void *)(x + 1) > end)
+			return -1;
+		nh = x->nh;
+		p += ((__u32)x->len + 1) * 8;
+	}
+	*l4h = p;
+	return nh;
+}
+
 /* Past the Ethernet header and at most one 802.1Q tag: the L3 protocol
  * (network order) in `proto` and its start in `l3`; 0 if the frame ends
  * first. Steering and the tc uplink judge outer headers alike. */
@@ -1281,12 +1308,14 @@ int overlayd_steer(struct xdp_md *ctx)
 		struct ipv6hdr *ip6 = l3;
 		if ((void *)(ip6 + 1) > end)
 			return count(ST_PASS_NOT_IP, XDP_PASS);
-		if (ip6->nexthdr != IPPROTO_UDP && ip6->nexthdr != IPPROTO_GRE)
+		void *l4h = ip6 + 1;
+		int nh = ipv6_upper(ip6->nexthdr, &l4h, end);
+		if (nh != IPPROTO_UDP && nh != IPPROTO_GRE)
 			return count(ST_PASS_NOT_TUNNEL, XDP_PASS);
 		struct in6_addr dst = ip6->daddr;
 		if (!bpf_map_lookup_elem(&vteps_v6, &dst))
 			return count(ST_PASS_NOT_LOCAL_VTEP, XDP_PASS);
-		return l4(ctx, c, ip6->nexthdr, ip6 + 1, end);
+		return l4(ctx, c, nh, l4h, end);
 	}
 	return count(ST_PASS_NOT_IP, XDP_PASS);
 }

@@ -525,7 +525,13 @@ fn malformed_v6_counts(
         outer("udp(sport=50000,dport=4789,csum=auto)/vxlan(vni=42,flags=0)"),
         outer("udp(sport=50000,dport=4789,csum=auto)/vxlan(vni=43)"),
         with(&|f| f.extend_from_slice(&[0; 4])), // trailing bytes
+        // RFC 8200: an unknown destination option whose action bits say
+        // discard (0x5e: 01), behind which the packet is dropped by name
+        with(&|f| v6_option(f, 60, 0x5e)), // ipv6_option_discard
     ];
+    // ...and one with a Hop-by-Hop header of padding only, which a
+    // destination skips: delivered.
+    let padded = with(&|f| v6_option(f, 0, 1));
     // The flow first, so its entry is installed (with the tier on) before
     // the malformed packets of the same inner flow arrive.
     inject(&o.hb, &o.ub, &vec![good.clone(); 20]);
@@ -538,6 +544,7 @@ fn malformed_v6_counts(
     for f in &cases {
         inject(&o.hb, &o.ub, &vec![f.clone(); 3]);
     }
+    inject(&o.hb, &o.ub, &vec![padded; 3]);
     let after = o.d.settled_counters();
     if backend == "tc" && tier == TierMode::Auto {
         // The cost of a hit alone (a single 124-byte inner frame: both
@@ -567,6 +574,18 @@ fn malformed_v6_counts(
     (drops, hits)
 }
 
+/// Frame `f` (Ethernet + IPv6 + ...) with an 8-byte extension header of
+/// type `ty` inserted after the IPv6 header, holding one option of type
+/// `opt` (data: four zero bytes; 1 is PadN). The outer UDP checksum does
+/// not cover it.
+fn v6_option(f: &mut Vec<u8>, ty: u8, opt: u8) {
+    let upper = f[20];
+    f[20] = ty;
+    f.splice(54..54, [upper, 0, opt, 4, 0, 0, 0, 0]);
+    let plen = u16::from_be_bytes([f[18], f[19]]) + 8;
+    f[18..20].copy_from_slice(&plen.to_be_bytes());
+}
+
 /// Malformed IPv6 tunnel packets of a flow the tc uplink decapsulates get
 /// the drop reasons they get without its tier and with an AF_XDP uplink
 /// (XDP steering and decap tier) instead: a wrong outer UDP checksum
@@ -586,10 +605,18 @@ fn tc_uplink_malformed_ipv6_packets_keep_their_drop_reasons() {
     );
     assert_eq!(on, off, "drop reasons differ with the tc uplink's tier on");
     assert_eq!(on, xdp, "drop reasons differ between the tc and the AF_XDP uplink");
-    for reason in ["udp_bad_checksum", "udp_zero_checksum_v6", "vxlan_no_i_flag", "unknown_tunnel"]
-    {
+    for reason in [
+        "udp_bad_checksum",
+        "udp_zero_checksum_v6",
+        "vxlan_no_i_flag",
+        "unknown_tunnel",
+        "ipv6_option_discard",
+    ] {
         assert_eq!(on.get(reason), Some(&3), "{reason}: {on:?}");
     }
+    // Five dropped kinds, three each (bytes after the IPv6 payload are
+    // trimmed, not a drop); the padded Hop-by-Hop ones crossed.
+    assert_eq!(on.values().sum::<u64>(), 15, "{on:?}");
     assert!(hits >= 20, "tc decapsulated {hits} of the flow's 20 good packets");
 }
 

@@ -118,17 +118,37 @@ pub fn steer(frame: &[u8], role: &SteerRole) -> Steer {
         }
         0x86dd => {
             let Some(ip) = frame.get(l3..l3 + 40) else { return Steer::PassNotIp };
-            if ip[6] != 17 && ip[6] != 47 {
+            let Some((nh, at)) = ipv6_upper(frame, ip[6], l3 + 40) else {
+                return Steer::PassNotTunnel;
+            };
+            if nh != 17 && nh != 47 {
                 return Steer::PassNotTunnel;
             }
             let dst = IpAddr::from(<[u8; 16]>::try_from(&ip[24..40]).unwrap());
             if !vteps.contains(&dst) {
                 return Steer::PassNotLocalVtep;
             }
-            l4(ip[6], &frame[l3 + 40..])
+            l4(nh, frame.get(at..).unwrap_or_default())
         }
         _ => Steer::PassNotIp,
     }
+}
+
+/// The program's `ipv6_upper`: the protocol after at most four Hop-by-Hop,
+/// Destination Options and Routing headers from `at`, and where its header
+/// starts; `None` if the frame ends inside them. The engine acts on options
+/// (RFC 8200) and names a Routing header's drop, so a tunnel packet behind
+/// them is the dataplane's; a fragment, ESP or AH ends the walk (the host's).
+fn ipv6_upper(frame: &[u8], mut nh: u8, mut at: usize) -> Option<(u8, usize)> {
+    for _ in 0..4 {
+        if !matches!(nh, 0 | 60 | 43) {
+            break;
+        }
+        let x = frame.get(at..at + 2)?;
+        nh = x[0];
+        at += (x[1] as usize + 1) * 8;
+    }
+    Some((nh, at))
 }
 
 #[cfg(test)]
