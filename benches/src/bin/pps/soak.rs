@@ -49,6 +49,13 @@ const PURGES_PAST: u64 = 2;
 /// ends without the reading says so and fails the verdict.
 const POLL: Duration = Duration::from_millis(200);
 const MARK_WAIT: Duration = Duration::from_secs(5);
+/// How long the daemon's descriptors are watched after the reading, every
+/// `FD_POLL`: each API call holds one until the daemon notices its client
+/// has gone, which under load can take a while after the call returned (a
+/// count taken at once swung 56-57). The fewest seen is what it holds; a
+/// leaked descriptor never goes away, so it still shows.
+const FD_WINDOW: Duration = Duration::from_secs(1);
+const FD_POLL: Duration = Duration::from_millis(100);
 /// The rule the changer adds and removes (an id above the noise rules').
 const SOAK_RULE: u32 = 60_000;
 
@@ -252,6 +259,19 @@ fn process_use(pid: u32) -> Result<Use, String> {
     })
 }
 
+/// The fewest descriptors `pid` held over `FD_WINDOW`, starting from `first`.
+fn settled_fds(pid: u32, first: usize) -> usize {
+    let t0 = Instant::now();
+    let mut fewest = first;
+    while t0.elapsed() < FD_WINDOW {
+        std::thread::sleep(FD_POLL);
+        if let Ok(d) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
+            fewest = fewest.min(d.count());
+        }
+    }
+    fewest
+}
+
 /// Counters once they stop moving (the XDP tier's are harvested
 /// periodically): two equal reads, at most 5 s.
 fn settled_counters(ctl: &Ctl) -> Result<serde_json::Value, String> {
@@ -437,6 +457,7 @@ pub fn run(secs: u64, env: &Env, gen: &mut Gen, out: &Path) -> Result<SoakReport
                 format!("/proc/{pid}/smaps"),
                 out.join("smaps").join(format!("{at:04}.txt")),
             );
+            let fds = settled_fds(pid, u.fds);
             let s_now = topo.sink.stats()?;
             let d = s_now.since(&s_prev);
             s_prev = s_now;
@@ -450,7 +471,7 @@ pub fn run(secs: u64, env: &Env, gen: &mut Gen, out: &Path) -> Result<SoakReport
                 rss_anon_kib: u.anon,
                 rss_file_kib: u.file,
                 rss_shmem_kib: u.shmem,
-                fds: u.fds,
+                fds,
                 threads: u.threads,
                 rx: Ctl::u64_of(&c, "rx")?,
                 tx: Ctl::u64_of(&c, "tx")?,
@@ -558,9 +579,12 @@ impl SoakReport {
              what the daemon holds, not the sample's own scratch awaiting the next purge. A sample whose \
              wait times out has no figure and fails the verdict. The sampler's own /proc/PID/status \
              reading, taken right after, is shown beside it (not judged), with the peak (VmHWM); \
-             each sample's /proc/PID/smaps is kept beside soak.json.\n\n",
+             each sample's /proc/PID/smaps is kept beside soak.json. Descriptors: the fewest the daemon \
+             held over the {} ms after the reading (an API call's connection stays open until the \
+             daemon notices its client has gone; a leaked descriptor never goes).\n\n",
             POLL.as_millis(),
-            MARK_WAIT.as_secs()
+            MARK_WAIT.as_secs(),
+            FD_WINDOW.as_millis()
         );
         m += "| at | after purge: RSS (KiB, judged) | of it anonymous (KiB) | purge | waited (ms) | sampler's RSS (KiB) | of it anonymous (KiB) | peak RSS (KiB) | fds | threads | rx | tx | dropped | conserved | generation | changes | delivered |\n";
         m += "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|:---:|---:|---:|---:|\n";
