@@ -145,6 +145,7 @@ async fn status(State(s): Api) -> Result<Json<Status>, ApiError> {
         offload: offload_status(&s),
         tunnels,
         cluster: s.daemon.cluster().and_then(|a| a.degraded()),
+        memory: s.daemon.memory(),
     }))
 }
 
@@ -413,7 +414,7 @@ async fn metrics(State(s): Api) -> Result<Response, ApiError> {
     let io = s.daemon.io_status();
     let (rs, counters, now) = s.daemon.observe();
     let tunnels = s.daemon.tunnels_of(&rs, &counters, now, io.as_ref());
-    let live = crate::metrics::Live { tunnels: &tunnels, io };
+    let live = crate::metrics::Live { tunnels: &tunnels, io, memory: s.daemon.memory() };
     let text = crate::metrics::encode_metrics(&rs, &counters, s.daemon.uptime_secs(), &live);
     Ok(([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
         .into_response())
@@ -586,6 +587,12 @@ mod tests {
                 cluster: Some(
                     "degraded: store unreachable since 2026-11-27T00:00:00Z (3 s)".into(),
                 ),
+                memory: crate::api_types::MemoryStatus {
+                    resident_kib: 2,
+                    anon_kib: 1,
+                    purges: 3,
+                    at_ms: 4,
+                },
             },
         );
         admitted("GET", "/v1/counters", Counters::default());

@@ -55,6 +55,32 @@ pub struct Status {
     /// on the last-known state; `GET /v1/cluster/status` has the rest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// Resident memory read right after the daemon last gave its free heap
+    /// pages back (absent from daemons before it; zeros until the first purge).
+    #[serde(default)]
+    pub memory: MemoryStatus,
+}
+
+/// What the daemon holds after giving free heap pages back: read right
+/// after the once-a-second purge, so it is not inflated by the scratch of
+/// the last change or answer. `purges` counts purges since start (each
+/// followed by a reading), `at_ms` is when the last reading was taken, in
+/// milliseconds since the daemon started. A reader that must see memory
+/// free of its own requests waits until `purges` has gone up by two.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub struct MemoryStatus {
+    /// The resident set (VmRSS), KiB; 0 if it could not be read.
+    #[serde(default)]
+    pub resident_kib: u64,
+    /// Its anonymous part (RssAnon: heap and stacks), KiB.
+    #[serde(default)]
+    pub anon_kib: u64,
+    #[serde(default)]
+    pub purges: u64,
+    #[serde(default)]
+    pub at_ms: u64,
 }
 
 /// The offloader's state, in `status` and `GET /v1/offload`.

@@ -11,7 +11,7 @@ use engine::counters::Snapshot;
 use engine::model::{Config, ConfigError};
 use engine::pipeline::Published;
 
-use crate::api_types::{TunnelStatus, WhyBasis, WhyReport, WhyRequest};
+use crate::api_types::{MemoryStatus, TunnelStatus, WhyBasis, WhyReport, WhyRequest};
 use crate::capture::CaptureTap;
 use crate::history::{History, Recent};
 use crate::offload::Offloader;
@@ -75,6 +75,8 @@ pub struct Daemon {
     /// Starts a new binary for `POST /v1/upgrade`; set by `run` when there
     /// is a datapath to hand over.
     upgrader: std::sync::OnceLock<Arc<crate::upgrade_launch::Upgrader>>,
+    /// Resident memory as read right after the last purge (`release_memory`).
+    memory: Mutex<MemoryStatus>,
 }
 
 pub type HostCheck = Box<dyn Fn(&Config) -> Result<(), ConfigError> + Send + Sync>;
@@ -123,6 +125,7 @@ impl Daemon {
             learning: Arc::default(),
             cluster: std::sync::OnceLock::new(),
             upgrader: std::sync::OnceLock::new(),
+            memory: Mutex::default(),
         })
     }
 
@@ -143,9 +146,34 @@ impl Daemon {
     /// a change's scratch memory, and what the XDP tier's owner used to
     /// re-install flows after it. Called once a second, so resident memory
     /// is what the daemon holds plus at most a second of churn.
+    ///
+    /// Resident memory is read right after, and kept for `status` and
+    /// `/metrics`: the one moment the figure is what the daemon holds,
+    /// not a change's or an answer's scratch waiting for the next purge.
     pub fn release_memory(&self) {
         self.published.reclaim();
         crate::io::sys::release_free_heap();
+        let read = crate::resident::read();
+        let at_ms = self.started.elapsed().as_millis() as u64;
+        let mut m = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let r = read.unwrap_or_else(|e| {
+            // Once, not every second: when the last reading was good.
+            if m.purges == 0 || m.resident_kib != 0 {
+                tracing::warn!(error = %e, "resident memory not readable; status shows 0");
+            }
+            crate::resident::Resident { resident_kib: 0, anon_kib: 0 }
+        });
+        *m = MemoryStatus {
+            resident_kib: r.resident_kib,
+            anon_kib: r.anon_kib,
+            purges: m.purges + 1,
+            at_ms,
+        };
+    }
+
+    /// Resident memory after the last purge (zeros before the first).
+    pub fn memory(&self) -> MemoryStatus {
+        *self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn published(&self) -> Arc<Published> {
@@ -419,6 +447,20 @@ mod tests {
         let again = Daemon::start(Store::open(&dir).unwrap(), Some(doc(9))).unwrap();
         assert_eq!(again.generation(), 1, "the stored state wins over the configuration file");
         assert_eq!(again.config().rules[0].id, 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn each_purge_is_followed_by_a_reading() {
+        let dir = std::env::temp_dir().join(format!("overlayd-daemon-mem-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let d = Daemon::start(Store::open(&dir).unwrap(), None).unwrap();
+        assert_eq!(d.memory(), MemoryStatus::default(), "nothing read before the first purge");
+        d.release_memory();
+        d.release_memory();
+        let m = d.memory();
+        assert_eq!(m.purges, 2);
+        assert!(m.resident_kib > 0 && m.anon_kib > 0 && m.anon_kib <= m.resident_kib, "{m:?}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -30,6 +30,7 @@ pub mod pinned;
 pub mod render;
 pub mod replay;
 pub mod report;
+pub mod resident;
 pub mod run;
 pub mod store;
 pub mod tier_place;

@@ -16,7 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::api_types::TunnelStatus;
+use crate::api_types::{MemoryStatus, TunnelStatus};
 use crate::io::tier::TierStatus;
 use crate::io::RingStats;
 use crate::report::IoStatus;
@@ -110,6 +110,8 @@ pub struct Live<'a> {
     pub tunnels: &'a [TunnelStatus],
     /// `None` with `--control-only`.
     pub io: Option<IoStatus>,
+    /// Resident memory after the last purge, as `status` shows it.
+    pub memory: MemoryStatus,
 }
 
 fn gauges<
@@ -241,10 +243,33 @@ pub fn encode_metrics(rs: &RuleSet, c: &Snapshot, uptime_secs: u64, live: &Live)
     if let Some(io) = &live.io {
         encode_io(&mut reg, io);
     }
+    encode_memory(&mut reg, &live.memory);
 
     let mut out = String::new();
     encode(&mut out, &reg).expect("writing to a String cannot fail");
     out
+}
+
+/// Resident memory after the last purge, as `status` shows it. The gauge
+/// is absent until the first purge (a 0 there would read as a figure).
+fn encode_memory(reg: &mut Registry, m: &MemoryStatus) {
+    let purges = Counter::<u64>::default();
+    reg.register(
+        "overlayd_memory_purges",
+        "Times the daemon gave its free heap pages back, each followed by a reading of its memory",
+        purges.clone(),
+    );
+    purges.inc_by(m.purges);
+    if m.purges == 0 || m.resident_kib == 0 {
+        return;
+    }
+    let held = gauges::<Kind>(
+        reg,
+        "overlayd_memory_after_purge_bytes",
+        "Memory the daemon held right after it last gave free heap pages back: resident, and its anonymous part",
+    );
+    held.get_or_create(&Kind { kind: "resident".into() }).set((m.resident_kib * 1024) as i64);
+    held.get_or_create(&Kind { kind: "anonymous".into() }).set((m.anon_kib * 1024) as i64);
 }
 
 /// Per-tunnel drops by reason and liveness, as `status` shows them.
@@ -437,8 +462,13 @@ mod tests {
             neighbours: Vec::new(),
             tier: Some(tier),
         };
-        let text =
-            encode_metrics(&rs, &Snapshot::sum([&w]), 3, &Live { tunnels: &[], io: Some(io) });
+        let memory = MemoryStatus { resident_kib: 150_000, anon_kib: 100_000, purges: 7, at_ms: 1 };
+        let text = encode_metrics(
+            &rs,
+            &Snapshot::sum([&w]),
+            3,
+            &Live { tunnels: &[], io: Some(io), memory },
+        );
         for want in [
             "overlayd_packets_total{kind=\"rx\"} 5",
             "overlayd_port_bytes_total{port=\"wl0\",direction=\"rx\"} 100",
@@ -450,6 +480,9 @@ mod tests {
             "overlayd_xdp_tier_entries 2",
             "overlayd_xdp_tier_hits_total 9",
             "overlayd_xdp_tier_install_failures_total{reason=\"table_full\"} 4",
+            "overlayd_memory_purges_total 7",
+            "overlayd_memory_after_purge_bytes{kind=\"resident\"} 153600000",
+            "overlayd_memory_after_purge_bytes{kind=\"anonymous\"} 102400000",
             "# EOF",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");
@@ -520,8 +553,12 @@ mod tests {
             neighbours: vec![neighbour],
             tier: None,
         };
-        let text =
-            encode_metrics(&rs, &Snapshot::default(), 0, &Live { tunnels: &tunnels, io: Some(io) });
+        let text = encode_metrics(
+            &rs,
+            &Snapshot::default(),
+            0,
+            &Live { tunnels: &tunnels, io: Some(io), memory: MemoryStatus::default() },
+        );
         for want in [
             "overlayd_tunnel_drops_total{tunnel=\"t1\",reason=\"no_neighbour\"} 7",
             "overlayd_tunnel_drops_total{tunnel=\"t1\",reason=\"mtu_exceeded\"} 0",
@@ -542,6 +579,11 @@ mod tests {
         assert!(
             !text.contains("direction=\"rx\"} "),
             "no rx series before the first packet:\n{text}"
+        );
+        assert!(
+            text.contains("overlayd_memory_purges_total 0")
+                && !text.contains("overlayd_memory_after_purge_bytes{"),
+            "no memory figure before the first purge:\n{text}"
         );
     }
 }

@@ -152,20 +152,36 @@ fn resources_and_refusals() {
     assert_eq!(o.status, 200);
     assert_eq!(o.json()["openapi"], "3.1.0");
 
+    // Memory read after the once-a-second purge, in status and metrics.
+    let start = Instant::now();
+    let memory = loop {
+        let m = d.get("/v1/status").json()["memory"].clone();
+        if m["purges"].as_u64().unwrap() >= 1 {
+            break m;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5), "no purge within 5 s: {m}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (resident, anon) = (memory["resident_kib"].as_u64(), memory["anon_kib"].as_u64());
+    assert!(resident > Some(0) && anon > Some(0) && anon <= resident, "{memory}");
+    assert!(memory["at_ms"].as_u64().is_some(), "{memory}");
+
     // Prometheus metrics.
     let m = d.get("/metrics");
     assert_eq!(m.status, 200);
     let text = String::from_utf8_lossy(&m.body);
     assert!(
         text.contains("overlayd_generation 2")
-            && text.contains("overlayd_drops_total{reason=\"rule_drop\"}"),
+            && text.contains("overlayd_drops_total{reason=\"rule_drop\"}")
+            && text.contains("overlayd_memory_purges_total ")
+            && text.contains("overlayd_memory_after_purge_bytes{kind=\"resident\"} "),
         "{text}"
     );
 
     // overlayctl: tables, JSON, and exit codes scripts can rely on.
     let (code, out, _) = ctl(&d.socket, &["status"]);
     assert_eq!(code, 0);
-    assert!(out.contains("generation 2"), "{out}");
+    assert!(out.contains("generation 2") && out.contains("MiB resident"), "{out}");
     let (code, out, _) = ctl(&d.socket, &["config", "get"]);
     assert_eq!(code, 0);
     assert!(out.contains("name = \"to-hostb\""), "{out}");

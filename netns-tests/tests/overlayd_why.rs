@@ -292,7 +292,7 @@ fn comparable(st: &Value) -> Value {
         t["last_rx_secs"] = Value::Null;
         t["last_tx_secs"] = Value::Null;
     }
-    serde_json::json!({ "io": st["io"], "tunnels": st["tunnels"] })
+    serde_json::json!({ "io": st["io"], "tunnels": st["tunnels"], "memory": st["memory"] })
 }
 
 #[test]
@@ -421,6 +421,16 @@ fn metrics_export_what_status_shows() {
     }
     has(format!("overlayd_neighbour_resolved{{remote=\"192.0.2.2\",interface=\"{}\"}}", t.up), 1);
     has(format!("overlayd_neighbour_resolved{{remote=\"192.0.2.3\",interface=\"{}\"}}", t.up), 0);
+
+    // Memory after the last purge: the same reading in both.
+    let mem = &st["memory"];
+    assert!(mem["purges"].as_u64().unwrap() >= 1, "the tick has run: {mem}");
+    has("overlayd_memory_purges_total".into(), mem["purges"].as_u64().unwrap());
+    for (field, kind) in [("resident_kib", "resident"), ("anon_kib", "anonymous")] {
+        let kib = mem[field].as_u64().unwrap();
+        assert!(kib > 0, "{mem}");
+        has(format!("overlayd_memory_after_purge_bytes{{kind=\"{kind}\"}}"), kib * 1024);
+    }
 
     let Topology { d, ha, .. } = t;
     d.stop();

@@ -9,8 +9,8 @@ use engine::model::{FdbEntry, Port};
 use serde::{Deserialize, Serialize};
 
 use crate::api_types::{
-    Counters, IoStatus, OffloadStatus, OffloadView, Placement, PortProbe, Representors, RuleView,
-    Sriov, Status, TunnelStatus, VfView,
+    Counters, IoStatus, MemoryStatus, OffloadStatus, OffloadView, Placement, PortProbe,
+    Representors, RuleView, Sriov, Status, TunnelStatus, VfView,
 };
 use crate::cli::table::{ago, Table};
 use crate::render::{actions_text, match_text, named_counts, next_hop_text, word};
@@ -249,7 +249,23 @@ pub fn status(s: &Status) -> String {
     if let Some(e) = &s.offload.vf_error {
         let _ = writeln!(o, "  VF settings refused: {e}");
     }
+    let _ = writeln!(o, "{}", memory_line(&s.memory));
     o
+}
+
+/// What the daemon holds after giving free heap pages back.
+fn memory_line(m: &MemoryStatus) -> String {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    match (m.purges, m.resident_kib) {
+        (0, _) => "memory: not read yet (the first purge comes within a second of start)".into(),
+        (n, 0) => format!("memory: not readable after purge {n} (see the daemon's log)"),
+        (n, r) => format!(
+            "memory: {:.1} MiB resident, {:.1} MiB of it anonymous, right after purge {n} ({:.1} s after start)",
+            mib(r),
+            mib(m.anon_kib),
+            m.at_ms as f64 / 1e3
+        ),
+    }
 }
 
 fn uptime(secs: u64) -> String {
@@ -479,4 +495,22 @@ pub fn vfs(pf: &str, v: &VfView) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_line_says_what_was_read_and_when() {
+        let m =
+            MemoryStatus { resident_kib: 154_476, anon_kib: 107_852, purges: 520, at_ms: 594_300 };
+        assert_eq!(
+            memory_line(&m),
+            "memory: 150.9 MiB resident, 105.3 MiB of it anonymous, right after purge 520 (594.3 s after start)"
+        );
+        assert!(memory_line(&MemoryStatus::default()).contains("not read yet"));
+        let unreadable = MemoryStatus { purges: 3, ..MemoryStatus::default() };
+        assert!(memory_line(&unreadable).contains("not readable after purge 3"));
+    }
 }
