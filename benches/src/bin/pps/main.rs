@@ -539,9 +539,11 @@ const SOAK_BEGIN: &str =
 const SOAK_END: &str = "<!-- soak:end -->";
 
 fn soak_run(secs: u64, a: &Args) -> Result<(), String> {
-    if secs < 200 {
+    // 18 warm-up samples, then at least two to compare: a sample takes about
+    // 13 s (10 s of traffic, then the wait for the daemon's reading).
+    if secs < 300 {
         return Err(
-            "--soak needs at least 200 s (3 minutes of warm-up, then samples to compare, 10 s apart)".into()
+            "--soak needs at least 300 s (18 warm-up samples of about 13 s each, then samples to compare)".into()
         );
     }
     if own_uid() != 0 {
