@@ -1405,7 +1405,14 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
         "{misses} misses for {others} other packets: {}",
         r.why()
     );
-    assert_eq!(sent, got, "flood packets lost: {got_line}\n{}", r.why());
+    // Lost is lost, except where a counter past overlayd names the place:
+    // host B's uplink receive ring (a veth's 256 XDP frames, overrun when
+    // the VM stalls B's NAPI) and the sink's socket. Those are the test
+    // rig's, bounded here, and rule 13 below proves overlayd forwarded
+    // every datagram.
+    let past = (ub_dropped + sink_dropped) as f64;
+    assert!(past <= sent / 1000.0, "{past} dropped past overlayd: {got_line}\n{}", r.why());
+    assert_eq!(sent, got + past, "flood packets lost: {got_line}\n{}", r.why());
     assert!(o.tier_missing.is_empty(), "tier flow lost {:?}: {}", o.tier_missing, r.why());
     assert!(o.soft_missing.is_empty(), "software flow lost {:?}: {}", o.soft_missing, r.why());
     assert!(o.new_missing.is_empty(), "new flows lost {:?}: {}", o.new_missing, r.why());
