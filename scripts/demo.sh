@@ -7,7 +7,7 @@
 # dropped packet.
 #
 #   wl-a 198.51.100.1          host-a                 host-b                 wl-b 198.51.100.2
-#   eth0 ---veth--- wa  [overlayd: AF_XDP]  ua ==== ub  [vxlan0 + br0]  wb ---veth--- eth0
+#   eth0 ---veth--- wa  [overlayd: tc, auto] ua ==== ub  [vxlan0 + br0]  wb ---veth--- eth0
 #                              192.0.2.1  underlay  192.0.2.2
 #
 # Needs root. Everything it creates is removed on exit, also on failure.
@@ -109,7 +109,7 @@ start_overlayd() { # host local remote workload-if uplink-if
   echo "overlayd on $1 did not start:"; cat "$W/$1.log"; exit 1
 }
 
-say "host-a: starting overlayd (AF_XDP on ua and wa)"
+say "host-a: starting overlayd (its default backend: tc on these veths, so the workloads keep TSO)"
 start_overlayd host-a 192.0.2.1 192.0.2.2 wa ua
 if [ "$PEER" = overlayd ]; then
   say "host-b: starting overlayd"

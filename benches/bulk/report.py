@@ -7,9 +7,9 @@ import argparse, json, os, statistics, subprocess, sys, datetime
 
 PATHS = {
     "kernel": "kernel VXLAN",
-    "overlayd": "overlayd (AF_XDP)",
-    "overlayd-tc": "overlayd (tc workload port)",
-    "overlayd-tcup": "overlayd (tc workload port and tc uplink)",
+    "overlayd": "overlayd (default: backend auto, tc on both veths)",
+    "overlayd-afxdp": "overlayd (AF_XDP on both ports)",
+    "overlayd-tc": "overlayd (tc workload port, AF_XDP uplink)",
     "ovs": "Open vSwitch AF_XDP",
 }
 BEGIN, END = "<!-- bulk:begin -->", "<!-- bulk:end -->"
@@ -60,9 +60,9 @@ def ratios(table):
     by = {t["row"]: t for t in table}
     out = {}
     for ours, base, goal in (("overlayd-kernel", "kernel-kernel", 0.6),
-                             ("overlayd-tc-kernel", "kernel-kernel", 0.6),
-                             ("overlayd-tcup-kernel", "kernel-kernel", 0.6),
-                             ("overlayd-kernel-txoff", "kernel-kernel-txoff", 1.0)):
+                             ("overlayd-kernel-txoff", "kernel-kernel-txoff", 1.0),
+                             ("overlayd-afxdp-kernel", "kernel-kernel", 0.6),
+                             ("overlayd-afxdp-kernel-txoff", "kernel-kernel-txoff", 1.0)):
         if ours in by and base in by:
             for p in by[ours]["points"]:
                 a, b = by[ours]["points"][p]["gbps"], by[base]["points"].get(p, {}).get("gbps")

@@ -2,12 +2,14 @@
 # The bulk-throughput harness (issue 21): iperf3 TCP between two workloads
 # across a VXLAN overlay, host A and host B each one of
 #   kernel    the kernel's VXLAN device behind a bridge
-#   overlayd  overlayd, AF_XDP on both ports, its default tiers (BULK_TIER
-#             picks another: "xdp" for the XDP tier only, "off" for none)
-#   overlayd-tc  overlayd with the TSO-keeping workload port (backend "tc":
-#             no XDP on the workload veth), AF_XDP on the uplink
-#   overlayd-tcup  overlayd with backend "tc" on both ports: no XDP program
-#             on either veth, so host B's uplink keeps its TSO too
+#   overlayd  overlayd as configured by default: `backend = "auto"`, which
+#             on these veths is tc on both ports (no XDP program on either
+#             veth, so the workload and host B's uplink keep their TSO), and
+#             its default tiers (BULK_TIER picks another: "xdp" for the XDP
+#             tier only, "off" for none, which makes `auto` choose AF_XDP)
+#   overlayd-afxdp  overlayd with `backend = "af_xdp"` on both ports
+#   overlayd-tc  overlayd with backend "tc" on the workload port only,
+#             AF_XDP on the uplink
 #   ovs       Open vSwitch's userspace datapath, AF_XDP ports (host A only)
 # in network namespaces bk-ha, bk-hb (hosts) and bk-wa, bk-wb (workloads):
 #
@@ -69,9 +71,10 @@ trap 'exit 130' INT TERM
 ALL_ROWS="kernel-kernel:kernel:kernel:default
 kernel-kernel-txoff:kernel:kernel:tx-off
 overlayd-kernel:overlayd:kernel:default
-overlayd-tc-kernel:overlayd-tc:kernel:default
-overlayd-tcup-kernel:overlayd-tcup:kernel:default
 overlayd-kernel-txoff:overlayd:kernel:tx-off
+overlayd-afxdp-kernel:overlayd-afxdp:kernel:default
+overlayd-afxdp-kernel-txoff:overlayd-afxdp:kernel:tx-off
+overlayd-tc-kernel:overlayd-tc:kernel:default
 overlayd-overlayd:overlayd:overlayd:default
 ovs-kernel-txoff:ovs:kernel:tx-off"
 
@@ -103,7 +106,7 @@ host_kernel() { # ns local remote
 }
 
 host_overlayd() { # ns local remote [workload backend] [uplink backend]
-  local side=${1#bk-h} wl_backend=${4:-af_xdp} up_backend=${5:-af_xdp}
+  local side=${1#bk-h} wl_backend=${4:-auto} up_backend=${5:-auto}
   # A state directory left by an earlier row would win over this row's file.
   rm -rf "$W/state-$side"
   cat >"$W/$side.toml" <<T
@@ -243,8 +246,8 @@ run_row() { # name a b offloads
     case $kind in
       kernel) host_kernel $ns $local $remote ;;
       overlayd) host_overlayd $ns $local $remote; DP_PIDS+=("${PIDS[-1]}") ;;
-      overlayd-tc) host_overlayd $ns $local $remote tc; DP_PIDS+=("${PIDS[-1]}") ;;
-      overlayd-tcup) host_overlayd $ns $local $remote tc tc; DP_PIDS+=("${PIDS[-1]}") ;;
+      overlayd-afxdp) host_overlayd $ns $local $remote af_xdp af_xdp; DP_PIDS+=("${PIDS[-1]}") ;;
+      overlayd-tc) host_overlayd $ns $local $remote tc af_xdp; DP_PIDS+=("${PIDS[-1]}") ;;
       ovs) host_ovs $ns $local $remote; DP_PIDS+=("$OVS_PID") ;;
     esac
   done

@@ -92,11 +92,13 @@ cat >"$W/dut.toml" <<EOF
 name = "d0"
 kind = "workload"
 interface = "d0"
+backend = "af_xdp"
 
 [[ports]]
 name = "d1"
 kind = "uplink"
 interface = "d1"
+backend = "af_xdp"
 
 [[tunnels]]
 name = "to-sink"

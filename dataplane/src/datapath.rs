@@ -123,7 +123,10 @@ struct PortSpec {
     queues: u32,
     xdp_mode: XdpModeSpec,
     zero_copy: engine::model::ZeroCopy,
+    /// Never `Auto`: what `chosen_backend` made of it.
     backend: Backend,
+    /// The configuration left the choice to `run` (`backend = "auto"`).
+    auto: bool,
     offloads: Offloads,
 }
 
@@ -136,7 +139,8 @@ fn port_specs(rs: &RuleSet) -> Result<Vec<PortSpec>, DatapathError> {
                 .interface
                 .clone()
                 .ok_or_else(|| DatapathError::NoInterface { port: p.name.clone() })?;
-            let queues = match p.backend {
+            let backend = chosen_backend(p, &interface, rs.config.xdp_tier);
+            let queues = match backend {
                 // A TAP device has the queues we open; one unless asked.
                 Backend::Tap => p.queues.unwrap_or(1),
                 _ => p.queues.unwrap_or_else(|| netdev::rx_queues(&interface) as u32),
@@ -149,11 +153,35 @@ fn port_specs(rs: &RuleSet) -> Result<Vec<PortSpec>, DatapathError> {
                 queues,
                 xdp_mode: p.xdp_mode,
                 zero_copy: p.zero_copy,
-                backend: p.backend,
+                backend,
+                auto: p.backend == Backend::Auto,
                 offloads: p.offloads,
             })
         })
         .collect()
+}
+
+/// The backend a port runs on. `auto` takes `tc` on a veth: any XDP
+/// program there turns the other end's TSO and GSO off (the kernel's
+/// veth_fix_features), and a container's bulk TCP falls to a quarter of the
+/// kernel's own rate, while a tc port keeps its super-frames whole
+/// (docs/decisions.md, "The default backend on veths"). It needs the XDP
+/// tier (without it a tc port sends every packet through overlayd) and
+/// io_uring (its punt device's socket); AF_XDP-only settings ask for
+/// AF_XDP. Everywhere else, a NIC's driver included, `af_xdp`: an XDP
+/// program on a NIC costs the sender nothing.
+fn chosen_backend(p: &engine::model::Port, interface: &str, tier: TierSpec) -> Backend {
+    if p.backend != Backend::Auto {
+        return p.backend;
+    }
+    let af_xdp_settings =
+        p.xdp_mode != XdpModeSpec::default() || p.zero_copy != engine::model::ZeroCopy::default();
+    let veth = netdev::driver(interface).is_ok_and(|d| d == "veth");
+    if veth && tier == TierSpec::Auto && !af_xdp_settings && uring::probe().is_ok() {
+        Backend::Tc
+    } else {
+        Backend::AfXdp
+    }
 }
 
 /// What the steering program of an uplink must redirect: tunnel traffic to
@@ -226,7 +254,8 @@ impl Steering {
         // Uplinks look flows up too: VXLAN packets are decapsulated in the
         // tier when their inner flow has an entry.
         Ok(match p.backend {
-            Backend::AfXdp => {
+            // port_specs has resolved `auto`.
+            Backend::AfXdp | Backend::Auto => {
                 let prog = match p.xdp_mode {
                     XdpModeSpec::Native => {
                         SteerProgram::attach(&p.interface, &role, false, tier, pin)?
@@ -512,7 +541,7 @@ fn log_attached(p: &PortSpec, st: &Steering, zero_copy: Option<bool>) {
     let (name, iface, queues) = (&p.name, &p.interface, p.queues);
     match st {
         Steering::Xdp(prog) => {
-            tracing::info!(port = %name, interface = %iface, queues, backend = "af_xdp", xdp_mode = ?prog.mode(), zero_copy = ?zero_copy, "attached")
+            tracing::info!(port = %name, interface = %iface, queues, backend = "af_xdp", auto = p.auto, xdp_mode = ?prog.mode(), zero_copy = ?zero_copy, "attached")
         }
         Steering::AfPacket { .. } => {
             tracing::info!(port = %name, interface = %iface, queues, backend = "af_packet", "attached")
@@ -521,7 +550,7 @@ fn log_attached(p: &PortSpec, st: &Steering, zero_copy: Option<bool>) {
             tracing::info!(port = %name, interface = %iface, queues, backend = "tap", offloads = ?o.enabled, "attached")
         }
         Steering::TcPort(t) => {
-            tracing::info!(port = %name, interface = %iface, queues, backend = "tc", punt = %t.punt_name(), "attached")
+            tracing::info!(port = %name, interface = %iface, queues, backend = "tc", auto = p.auto, punt = %t.punt_name(), "attached")
         }
     }
 }
@@ -793,6 +822,7 @@ impl Datapath {
                     interface: spec.interface.clone(),
                     kind: spec.kind,
                     backend: spec.backend,
+                    backend_auto: spec.auto,
                     xdp_mode,
                     zero_copy: self.modes[i],
                     offloads,

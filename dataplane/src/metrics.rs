@@ -536,6 +536,7 @@ mod tests {
                 interface: "eth1".into(),
                 kind: engine::model::PortKind::Uplink,
                 backend: engine::model::Backend::AfXdp,
+                backend_auto: false,
                 xdp_mode: None,
                 zero_copy: Some(false),
                 offloads: None,

@@ -81,7 +81,12 @@ pub struct PortStatus {
     pub port: String,
     pub interface: String,
     pub kind: PortKind,
+    /// The backend the port runs on (never `auto`).
     pub backend: Backend,
+    /// The configuration said `backend = "auto"` and `backend` is what
+    /// `run` chose for the interface.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backend_auto: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub xdp_mode: Option<XdpMode>,
     #[serde(skip_serializing_if = "Option::is_none")]

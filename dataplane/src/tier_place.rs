@@ -113,7 +113,8 @@ fn off(rs: &RuleSet, port: Option<u16>) -> Option<TierPlace> {
     }
     let p = rs.config.ports.get(port? as usize)?;
     let backend = match p.backend {
-        Backend::AfXdp | Backend::Tc => return None,
+        // `auto` runs on AF_XDP or tc, both of which the tier serves.
+        Backend::AfXdp | Backend::Tc | Backend::Auto => return None,
         Backend::AfPacket => "AF_PACKET",
         Backend::Tap => "TAP",
     };

@@ -149,7 +149,8 @@ pub fn tier(rs: &RuleSet, port: u16, io: Option<&IoStatus>) -> String {
         Backend::AfPacket => return "software (AF_PACKET, io_uring)".into(),
         Backend::Tap => return "software (TAP, io_uring)".into(),
         // The tier's entries serve a tc port too (encapsulated in tc).
-        Backend::AfXdp | Backend::Tc => {}
+        // `auto` runs on AF_XDP or tc, both of which the tier serves.
+        Backend::AfXdp | Backend::Tc | Backend::Auto => {}
     }
     if rs.config.xdp_tier == engine::model::TierSpec::Off {
         return "software (AF_XDP): the XDP tier is off (xdp_tier = \"off\")".into();
@@ -1118,6 +1119,7 @@ tunnels = ["t1"]
             interface: name.into(),
             kind,
             backend: Backend::AfXdp,
+            backend_auto: false,
             xdp_mode: None,
             zero_copy: Some(false),
             offloads: None,

@@ -85,6 +85,16 @@ impl Default for OneTunnel<'_> {
 impl OneTunnel<'_> {
     pub fn render(&self) -> String {
         let OneTunnel { wl, wl_port, up, up_port, tunnel, tunnel_body, .. } = self;
+        // These tests' subject is the AF_XDP path: a veth port left to
+        // `backend = "auto"` would run on tc (default_offloads.rs tests that).
+        let backend = |extra: &str| {
+            if extra.contains("backend") {
+                ""
+            } else {
+                "backend = \"af_xdp\""
+            }
+        };
+        let (wl_backend, up_backend) = (backend(wl_port), backend(up_port));
         let (em, dm, da, extra) =
             (self.encap_match, self.decap_match, self.decap_actions, self.extra);
         // Top-level keys come before the first table.
@@ -95,12 +105,14 @@ impl OneTunnel<'_> {
 name = "wl"
 kind = "workload"
 interface = "{wl}"
+{wl_backend}
 {wl_port}
 
 [[ports]]
 name = "up"
 kind = "uplink"
 interface = "{up}"
+{up_backend}
 {up_port}
 
 [[tunnels]]

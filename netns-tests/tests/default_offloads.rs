@@ -212,6 +212,59 @@ fn tc_workload_with_default_offloads() {
     assert!(!links.contains("ovp"), "the punt device was left behind: {links}");
 }
 
+/// The default configuration (`backend` left out, so `auto`) on veths:
+/// `run` chooses tc for the workload port and the uplink, so neither the
+/// workload nor the peer host loses TSO, and says so in status.
+#[test]
+fn the_default_backend_on_veths_is_tc_and_keeps_tso() {
+    if !require_root("the_default_backend_on_veths_is_tc_and_keeps_tso") {
+        return;
+    }
+    let opts = Opts { backend: "auto", wl_backend: "auto", ns_prefix: "auto", ..Opts::default() };
+    let (o, _, st) = run_case(&Case { opts, bulk: BULK });
+    for port in st["io"]["ports"].as_array().unwrap() {
+        assert_eq!(port["backend"], "tc", "{st:#}");
+        assert_eq!(port["backend_auto"], true, "{st:#}");
+        assert!(port.get("advice").is_none(), "advice for a tc port: {st:#}");
+    }
+    // Neither veth carries an XDP program, so both other ends keep TSO.
+    assert!(!xdp_attached(&o.ha), "an XDP program on a port left to auto");
+    let tso = o.wa.exec(&["ethtool", "-k", o.workload_features[1].dev()]);
+    assert!(tso.contains("tcp-segmentation-offload: on"), "{tso}");
+    let peer = o.hb.exec(&["ethtool", "-k", &o.ub]);
+    assert!(peer.contains("generic-segmentation-offload: on"), "{peer}");
+    // The bulk flows went through the tier in tc, as super-frames.
+    let tc_hit = st["io"]["ports"][0]["tier"]["tc_hit"].as_u64().unwrap_or(0);
+    assert!(tc_hit > 100, "the tc port encapsulated {tc_hit} skbs: {st:#}");
+    o.d.stop();
+}
+
+/// `auto` needs the XDP tier to choose tc (without it a tc port sends every
+/// packet through overlayd): with `xdp_tier = "off"` a veth gets AF_XDP,
+/// and the advice that says what that costs.
+#[test]
+fn the_default_backend_without_the_tier_is_af_xdp() {
+    if !require_root("the_default_backend_without_the_tier_is_af_xdp") {
+        return;
+    }
+    let opts = Opts {
+        backend: "auto",
+        wl_backend: "auto",
+        tier: TierMode::Off,
+        ns_prefix: "autooff",
+        ..Opts::default()
+    };
+    let o = build_opts(&opts);
+    assert!(pings(&o.wa, WB_IP, 2), "A -> B ping failed: {:#}", o.d.counters());
+    let st = o.d.status();
+    for port in st["io"]["ports"].as_array().unwrap() {
+        assert_eq!(port["backend"], "af_xdp", "{st:#}");
+        assert_eq!(port["backend_auto"], true, "{st:#}");
+        assert!(port["advice"].to_string().contains("TSO"), "{st:#}");
+    }
+    stop(o);
+}
+
 /// kill -9 leaves the tc port's punt device (a network device, which no
 /// process exit removes); `overlayd pinned` lists it and `overlayd cleanup`
 /// removes it with its peer.

@@ -155,16 +155,19 @@ fn host_config(i: usize, up: &str, wl: &[String; 2], pki: &Path) -> String {
 name = "up0"
 kind = "uplink"
 interface = "{up}"
+backend = "af_xdp"
 
 [[ports]]
 name = "wl0"
 kind = "workload"
 interface = "{wl0}"
+backend = "af_xdp"
 
 [[ports]]
 name = "wl1"
 kind = "workload"
 interface = "{wl1}"
+backend = "af_xdp"
 
 # The local members of VNI 42's flood list; the cluster adds the peers.
 [[flood]]

@@ -120,11 +120,13 @@ fn build(network: &str, v6: bool) -> Net {
 name = "wl"
 kind = "workload"
 interface = "{wl}"
+backend = "af_xdp"
 
 [[ports]]
 name = "up"
 kind = "uplink"
 interface = "{up}"
+backend = "af_xdp"
 
 [[tunnels]]
 name = "to-b"

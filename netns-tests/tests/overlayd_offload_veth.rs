@@ -83,11 +83,13 @@ trust = true
 name = "wl"
 kind = "workload"
 interface = "{wl}"
+backend = "af_xdp"
 
 [[ports]]
 name = "up"
 kind = "uplink"
 interface = "{up}"
+backend = "af_xdp"
 
 [[tunnels]]
 name = "to-b"

@@ -27,11 +27,13 @@ xdp_tier = "auto"
 name = "wl"
 kind = "workload"
 interface = "WL"
+backend = "af_xdp"
 
 [[ports]]
 name = "up"
 kind = "uplink"
 interface = "UP"
+backend = "af_xdp"
 
 [[tunnels]]
 name = "to-b"

@@ -50,11 +50,13 @@ fn build() -> Topology {
 name = "wl"
 kind = "workload"
 interface = "{wl}"
+backend = "af_xdp"
 
 [[ports]]
 name = "up"
 kind = "uplink"
 interface = "{up}"
+backend = "af_xdp"
 
 [[tunnels]]
 name = "to-b"

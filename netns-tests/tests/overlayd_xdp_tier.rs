@@ -86,11 +86,13 @@ fn build(top: &str) -> Rig {
 name = "wl"
 kind = "workload"
 interface = "{wl}"
+backend = "af_xdp"
 
 [[ports]]
 name = "up"
 kind = "uplink"
 interface = "{up}"
+backend = "af_xdp"
 
 [[tunnels]]
 name = "to-b"

@@ -121,11 +121,13 @@ fn overlayd_config(c: &Case, wl: &str, up: &str, we_mac: &str) -> String {
 name = "wl"
 kind = "workload"
 interface = "{wl}"
+backend = "af_xdp"
 
 [[ports]]
 name = "up"
 kind = "uplink"
 interface = "{up}"
+backend = "af_xdp"
 
 [[tunnels]]
 name = "to-b"

@@ -261,16 +261,19 @@ gretap_device = "ofgt0"
 name = "a"
 kind = "workload"
 interface = "{pa}"
+backend = "af_xdp"
 
 [[ports]]
 name = "c"
 kind = "workload"
 interface = "{pc}"
+backend = "af_xdp"
 
 [[ports]]
 name = "up"
 kind = "uplink"
 interface = "{up}"
+backend = "af_xdp"
 
 [[tunnels]]
 name = "t"

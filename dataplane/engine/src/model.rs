@@ -246,8 +246,14 @@ pub struct Port {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
-    /// XDP steering and AF_XDP sockets: the fast path.
+    /// `run` chooses when it attaches: `tc` on a veth (any XDP program there
+    /// turns the other end's TSO off; docs/decisions.md, "The default
+    /// backend on veths") when the XDP tier is on and io_uring works,
+    /// `af_xdp` everywhere else and whenever `xdp_mode` or `zero_copy` is
+    /// set. `status` shows the backend chosen.
     #[default]
+    Auto,
+    /// XDP steering and AF_XDP sockets: the fast path.
     AfXdp,
     /// A raw packet socket driven by io_uring: where AF_XDP is missing.
     AfPacket,
@@ -850,7 +856,7 @@ impl Config {
                     format!("only applies to backend = \"{backend}\""),
                 )
             };
-            if p.backend != Backend::AfXdp {
+            if !matches!(p.backend, Backend::AfXdp | Backend::Auto) {
                 if p.xdp_mode != XdpModeSpec::default() {
                     return Err(only("xdp_mode", "af_xdp"));
                 }

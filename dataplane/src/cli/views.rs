@@ -318,7 +318,8 @@ fn io_text(o: &mut String, io: &IoStatus) {
             p.port.clone(),
             p.interface.clone(),
             word(p.kind),
-            word(p.backend),
+            // "tc (auto)": chosen by `backend = "auto"` for this interface.
+            if p.backend_auto { format!("{} (auto)", word(p.backend)) } else { word(p.backend) },
             p.xdp_mode.map_or_else(|| "-".into(), word),
             yes_no(p.zero_copy),
             p.queues.to_string(),
