@@ -137,16 +137,19 @@ ip -n "$ns" link add pkwl type veth peer name pkwe
 ip -n "$ns" link add pkup type veth peer name pkub
 for d in lo pkwl pkwe pkup pkub; do ip -n "$ns" link set "$d" up; done
 ip -n "$ns" addr add 192.0.2.1/24 dev pkup
+# backend = "af_xdp" named: on veths the default (auto) would choose tc.
 cat >"$work/dp.toml" <<'TOML'
 [[ports]]
 name = "wl"
 kind = "workload"
 interface = "pkwl"
+backend = "af_xdp"
 
 [[ports]]
 name = "up"
 kind = "uplink"
 interface = "pkup"
+backend = "af_xdp"
 
 [[tunnels]]
 name = "to-b"
