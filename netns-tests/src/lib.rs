@@ -721,6 +721,22 @@ impl Overlayd {
         last
     }
 
+    /// Per drop reason, how many more `after` counts than `before` (two
+    /// readings of `counters`); reasons that did not move are left out.
+    pub fn drops_since(
+        before: &serde_json::Value,
+        after: &serde_json::Value,
+    ) -> std::collections::BTreeMap<String, u64> {
+        let n = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+        after["drops"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), n(v) - n(&before["drops"][k])))
+            .filter(|(_, d)| *d > 0)
+            .collect()
+    }
+
     /// Stops the daemon with SIGTERM; panics unless it exits cleanly.
     /// Returns its log.
     pub fn stop(mut self) -> String {

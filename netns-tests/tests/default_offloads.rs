@@ -466,14 +466,7 @@ fn tc_uplink_takes_super_frames_whole_over_ipv6() {
         return;
     }
     const BULK_SMALL: usize = 5_000_000;
-    let opts = Opts {
-        v6: true,
-        backend: "tc",
-        wl_backend: "tc",
-        peer_uplink_tx_off: false,
-        ns_prefix: "tcv6",
-        ..Opts::default()
-    };
+    let opts = tc_uplink_v6();
     let (o, _, st) = run_case(&Case { opts, bulk: BULK_SMALL });
     let up = &st["io"]["ports"][1];
     assert_eq!(up["backend"], "tc", "{st:#}");
@@ -616,15 +609,22 @@ fn malformed_v6_counts(
     std::thread::sleep(std::time::Duration::from_millis(700));
     let hits = tc_hit(&o) - hits0;
     assert_eq!(after["conserved"], true, "{after:#}");
-    let drops = after["drops"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), u(v) - u(&before["drops"][k])))
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    let drops = Overlayd::drops_since(&before, &after);
     stop(o);
     (drops, hits)
+}
+
+/// Both of host A's ports on tc, an IPv6 underlay, host B's uplink with
+/// checksum offload on (its VXLAN super-frames reach A whole).
+fn tc_uplink_v6() -> Opts<'static> {
+    Opts {
+        v6: true,
+        backend: "tc",
+        wl_backend: "tc",
+        peer_uplink_tx_off: false,
+        ns_prefix: "tcv6",
+        ..Opts::default()
+    }
 }
 
 /// Frame `f` (Ethernet + IPv6 + ...) with an 8-byte extension header of
@@ -749,14 +749,7 @@ fn tc_uplink_super_frames_forwarded_on_by_a_workload() {
         return;
     }
     const N: usize = 5_000_000;
-    let opts = Opts {
-        v6: true,
-        backend: "tc",
-        wl_backend: "tc",
-        peer_uplink_tx_off: false,
-        ns_prefix: "tcv6",
-        ..Opts::default()
-    };
+    let opts = tc_uplink_v6();
     let o = build_opts(&opts);
     let wc = Netns::new("tcv6wc");
     let (fa, fc) = (unique("fa"), unique("fc"));

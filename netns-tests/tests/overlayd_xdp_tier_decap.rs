@@ -248,13 +248,7 @@ fn malformed_counts(tier: &str) -> (BTreeMap<String, u64>, u64, u64) {
     inject(&o.hb, &o.ub, &vec![good.clone(); 20]);
     let after = o.d.settled_counters();
     let hits = u(&o.d.status()["io"]["ports"][1]["tier"]["hit"]) - hits0;
-    let drops: BTreeMap<String, u64> = after["drops"]
-        .as_object()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.clone(), u(v) - u(&before["drops"][k])))
-        .filter(|(_, n)| *n > 0)
-        .collect();
+    let drops: BTreeMap<String, u64> = Overlayd::drops_since(&before, &after);
     let delivered = u(&rule(&after, 21)["packets"]) - u(&rule(&before, 21)["packets"]);
     let Overlay { d, ha, .. } = o;
     d.stop();
