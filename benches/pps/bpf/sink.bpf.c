@@ -57,11 +57,50 @@ struct {
 	__type(value, __u64);
 } pb_sink_stats SEC(".maps");
 
+/* The first wrong frame since the harness last cleared `taken`: its reason
+ * (an S_BAD_* slot), its length and its first bytes, so a wrong frame can
+ * be looked at, not only counted. Two CPUs may race to fill it; either
+ * frame is a wrong one. */
+#define WRONG_BYTES 256
+struct sink_wrong {
+	__u32 taken;
+	__u32 reason;
+	__u32 len;
+	__u32 pad;
+	__u8 bytes[WRONG_BYTES];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sink_wrong);
+} pb_sink_wrong SEC(".maps");
+
 static __always_inline void bump(__u32 k)
 {
 	__u64 *v = bpf_map_lookup_elem(&pb_sink_stats, &k);
 	if (v)
 		*v += 1;
+}
+
+/* Counts a wrong frame under `reason` and keeps it if it is the first. */
+static __always_inline int wrong(struct xdp_md *ctx, __u32 reason)
+{
+	bump(reason);
+	__u32 zero = 0;
+	struct sink_wrong *w = bpf_map_lookup_elem(&pb_sink_wrong, &zero);
+	if (!w || w->taken)
+		return XDP_DROP;
+	w->taken = 1;
+	w->reason = reason;
+	__u32 len = ctx->data_end - ctx->data;
+	w->len = len;
+	if (len > WRONG_BYTES)
+		len = WRONG_BYTES;
+	if (len > 0)
+		bpf_xdp_load_bytes(ctx, 0, w->bytes, len);
+	return XDP_DROP;
 }
 
 static __always_inline __u32 be32(const __u8 *p)
@@ -120,21 +159,16 @@ int pb_sink(struct xdp_md *ctx)
 	if (in[12] != 0x08 || in[13] != 0x00 || in[14] != 0x45 || in[23] != 17 ||
 	    *(__u32 *)(in + 30) != c->inner_dst || in[36] != 0x00 || in[37] != 80)
 		goto inner;
-	if ((__u32)(end - in) != c->inner_len) {
-		bump(S_BAD_LENGTH);
-		return XDP_DROP;
-	}
+	if ((__u32)(end - in) != c->inner_len)
+		return wrong(ctx, S_BAD_LENGTH);
 	bump(S_OK);
 	return XDP_DROP;
 outer:
-	bump(S_BAD_OUTER);
-	return XDP_DROP;
+	return wrong(ctx, S_BAD_OUTER);
 tunnel:
-	bump(S_BAD_TUNNEL);
-	return XDP_DROP;
+	return wrong(ctx, S_BAD_TUNNEL);
 inner:
-	bump(S_BAD_INNER);
-	return XDP_DROP;
+	return wrong(ctx, S_BAD_INNER);
 }
 
 SEC("xdp")

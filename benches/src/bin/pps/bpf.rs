@@ -84,10 +84,39 @@ impl SinkStats {
     }
 }
 
+/// The C `struct sink_wrong`: the first wrong frame the sink saw.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SinkWrong {
+    taken: u32,
+    reason: u32,
+    len: u32,
+    pad: u32,
+    bytes: [u8; 256],
+}
+// SAFETY: integers and bytes with the C layout, no padding.
+unsafe impl aya::Pod for SinkWrong {}
+
+/// A wrong frame the sink kept: why, its length, its first bytes.
+#[derive(Clone, Debug)]
+pub struct WrongFrame {
+    pub reason: &'static str,
+    pub len: u32,
+    pub bytes: Vec<u8>,
+}
+
+impl std::fmt::Display for WrongFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hex: String = self.bytes.iter().map(|b| format!("{b:02x}")).collect();
+        write!(f, "{} ({} bytes), first {} bytes: {hex}", self.reason, self.len, self.bytes.len())
+    }
+}
+
 /// The counting and checking XDP program on the sink's interface.
 pub struct Sink {
     cfg: Array<MapData, SinkCfg>,
     stats: PerCpuArray<MapData, u64>,
+    wrong: Array<MapData, SinkWrong>,
     _ebpf: Ebpf,
 }
 
@@ -99,12 +128,36 @@ impl Sink {
         let stats =
             PerCpuArray::try_from(ebpf.take_map("pb_sink_stats").ok_or("no map pb_sink_stats")?)
                 .map_err(|e| e.to_string())?;
+        let wrong = Array::try_from(ebpf.take_map("pb_sink_wrong").ok_or("no map pb_sink_wrong")?)
+            .map_err(|e| e.to_string())?;
         attach(&mut ebpf, "pb_sink", ns, ifname)?;
-        Ok(Sink { cfg, stats, _ebpf: ebpf })
+        Ok(Sink { cfg, stats, wrong, _ebpf: ebpf })
     }
 
+    /// Sets what to expect, and forgets the last wrong frame kept.
     pub fn expect(&mut self, c: SinkCfg) -> Result<(), String> {
+        let clear = SinkWrong { taken: 0, reason: 0, len: 0, pad: 0, bytes: [0; 256] };
+        self.wrong
+            .set(0, clear, 0)
+            .map_err(|e| err("clearing the sink's wrong frame")(e.to_string()))?;
         self.cfg.set(0, c, 0).map_err(|e| err("setting the sink's expectations")(e.to_string()))
+    }
+
+    /// The first wrong frame since the last `expect`, if any.
+    pub fn first_wrong(&self) -> Result<Option<WrongFrame>, String> {
+        let w = self.wrong.get(&0, 0).map_err(|e| format!("reading the sink: {e}"))?;
+        if w.taken == 0 {
+            return Ok(None);
+        }
+        let reason = match w.reason {
+            3 => "outer headers",
+            4 => "tunnel header",
+            5 => "inner frame",
+            6 => "inner length",
+            _ => "unknown",
+        };
+        let n = (w.len as usize).min(w.bytes.len());
+        Ok(Some(WrongFrame { reason, len: w.len, bytes: w.bytes[..n].to_vec() }))
     }
 
     pub fn stats(&self) -> Result<SinkStats, String> {

@@ -305,6 +305,13 @@ fn measure(
         ));
         out.push(r);
     }
+    // The sink keeps the first wrong frame of the scenario (sampled ones
+    // only): say what it was, so it can be read and not only counted.
+    if let Some(w) = topo.sink.first_wrong()? {
+        let note = format!("{} at {}: first wrong frame: {w}", dut.kind.name(), s.label());
+        eprintln!("pps: {note}");
+        notes.push(note);
+    }
     Ok(out)
 }
 
