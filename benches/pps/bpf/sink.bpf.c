@@ -96,10 +96,11 @@ static __always_inline int wrong(struct xdp_md *ctx, __u32 reason)
 	w->reason = reason;
 	__u32 len = ctx->data_end - ctx->data;
 	w->len = len;
-	if (len > WRONG_BYTES)
-		len = WRONG_BYTES;
-	if (len > 0)
-		bpf_xdp_load_bytes(ctx, 0, w->bytes, len);
+	/* Constant sizes: the verifier then needs no bounds on `len`. */
+	if (len >= WRONG_BYTES)
+		bpf_xdp_load_bytes(ctx, 0, w->bytes, WRONG_BYTES);
+	else if (len >= 60)
+		bpf_xdp_load_bytes(ctx, 0, w->bytes, 60);
 	return XDP_DROP;
 }
 

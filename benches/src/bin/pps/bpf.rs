@@ -156,7 +156,9 @@ impl Sink {
             6 => "inner length",
             _ => "unknown",
         };
-        let n = (w.len as usize).min(w.bytes.len());
+        // The program keeps 256 bytes, or 60 of a shorter frame.
+        let n =
+            if w.len as usize >= w.bytes.len() { w.bytes.len() } else { (w.len as usize).min(60) };
         Ok(Some(WrongFrame { reason, len: w.len, bytes: w.bytes[..n].to_vec() }))
     }
 
