@@ -224,6 +224,8 @@ static __always_inline int tc_encap(struct __sk_buff *skb, const struct steer_cf
 	sum = (sum & 0xffff) + (sum >> 16);
 	oip->check = bpf_htons((__u16)~sum);
 	struct udphdr *udp = (void *)(oip + 1);
+	/* Per packet, as the XDP tier does: the entry may serve many flows. */
+	udp->source = bpf_htons(port_in_range(flow_hash(&k), e->sport_min, e->sport_max));
 	udp->len = bpf_htons(total - sizeof(struct iphdr));
 
 	/* The segments keep their size: the entry's max_len leaves room for

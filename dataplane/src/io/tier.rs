@@ -129,7 +129,11 @@ pub struct TierValue {
     pub checks: u8,
     /// The tunnel protocol of an encapsulation (`TierTunnel`).
     pub kind: u8,
-    pub pad2: [u8; 3],
+    pub pad2: u8,
+    /// VXLAN: the range the program maps each packet's flow hash into.
+    pub sport_min: u16,
+    pub sport_max: u16,
+    pub pad3: [u8; 6],
 }
 
 // SAFETY: integers and byte arrays with the C layout; the explicit `pad`
@@ -253,7 +257,10 @@ impl TierValue {
             hdr_len: 0,
             checks: 0,
             kind: 0,
-            pad2: [0; 3],
+            pad2: 0,
+            sport_min: 0,
+            sport_max: 0,
+            pad3: [0; 6],
         };
         if e.set_eth_src.is_some() {
             v.flags |= TF_SET_SRC;
@@ -270,6 +277,8 @@ impl TierValue {
                 v.hdr = x.header;
                 v.hdr_len = x.header_len;
                 v.kind = x.kind as u8;
+                v.sport_min = x.sport_min;
+                v.sport_max = x.sport_max;
                 v.ip_sum = x.ip_sum;
                 if let Some(sum) = x.udp_sum {
                     v.flags |= TF_UDP_CSUM;
@@ -327,6 +336,8 @@ impl TierValue {
                     header_len: self.hdr_len,
                     ip_sum: self.ip_sum,
                     udp_sum: has(TF_UDP_CSUM).then_some(self.udp_sum),
+                    sport_min: self.sport_min,
+                    sport_max: self.sport_max,
                     df: if has(TF_DF_INHERIT) {
                         DfMode::Inherit
                     } else if has(TF_DF_SET) {

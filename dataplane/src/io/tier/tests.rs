@@ -71,13 +71,16 @@ fn the_key_twin_builds_the_engines_key_or_none() {
 #[test]
 fn entry_layout_is_the_c_structs() {
     use std::mem::{offset_of, size_of};
-    assert_eq!(size_of::<TierValue>(), 120);
+    assert_eq!(size_of::<TierValue>(), 128);
     assert_eq!(offset_of!(TierValue, tunnel), 106);
     assert_eq!(offset_of!(TierValue, rule), 108);
     assert_eq!(offset_of!(TierValue, udp_sum), 112);
     assert_eq!(offset_of!(TierValue, hdr_len), 114);
     assert_eq!(offset_of!(TierValue, kind), 116);
     assert_eq!(offset_of!(TierValue, pad2), 117);
+    assert_eq!(offset_of!(TierValue, sport_min), 118);
+    assert_eq!(offset_of!(TierValue, sport_max), 120);
+    assert_eq!(offset_of!(TierValue, pad3), 122);
     assert_eq!(offset_of!(TierValue, slot), 8);
     assert_eq!(offset_of!(TierValue, tx_port), 12);
     assert_eq!(offset_of!(TierValue, max_len), 16);
@@ -300,6 +303,84 @@ actions = [{ encap = "t4c" }]
     }
 }
 
+/// One entry serving many flows (installed under each flow's key): the
+/// program computes each packet's outer UDP source port and IPv6 flow label
+/// from the packet, exactly as the engine's twin does (itself held to the
+/// pipeline), over IPv4 without and with the UDP checksum and over IPv6.
+#[test]
+fn one_entry_gives_each_flow_its_own_source_port() {
+    if !can_load_bpf("one_entry_gives_each_flow_its_own_source_port") {
+        return;
+    }
+    let mut r = rig(r#"
+[[tunnels]]
+name = "t6"
+type = "vxlan"
+uplink = "up0"
+local = "2001:db8::1"
+remote = "2001:db8::2"
+vni = 43
+next_hop_mac = "02:00:00:00:00:20"
+
+[[tunnels]]
+name = "t4c"
+type = "vxlan"
+uplink = "up0"
+local = "192.0.2.1"
+remote = "192.0.2.3"
+vni = 44
+next_hop_mac = "02:00:00:00:00:20"
+udp_checksum = true
+
+[[rules]]
+id = 1
+match = { in_port = "wl0", l4_dst = 6 }
+actions = [{ encap = "t6" }]
+
+[[rules]]
+id = 2
+match = { in_port = "wl0", l4_dst = 4 }
+actions = [{ encap = "t4c" }]
+
+[[rules]]
+id = 3
+match = { in_port = "wl0" }
+actions = [{ encap = "t4" }]
+"#);
+    for (dport, udp) in [(6u16, 54usize), (4, 34), (9, 34)] {
+        let first = frame(&format!(
+            "eth/ipv4(src=198.51.100.1,dst=198.51.100.2)/udp(sport=1,dport={dport})/payload(len=20)"
+        ));
+        let e = r.install(&first, 0, 1514);
+        let v = r.maps.flows.get(&extract(&first, 0, 0, 0).0 .0, 0).unwrap();
+        let mut sports = std::collections::BTreeSet::new();
+        for i in 0..40u32 {
+            let spec = if i % 2 == 0 {
+                format!("eth/ipv4(src=198.51.100.1,dst=198.51.100.{})/udp(sport={},dport={dport})/payload(len={})", i + 3, 2000 + i, i)
+            } else {
+                format!("eth/ipv6(src=2001:db8::1,dst=2001:db8::{})/tcp(sport={},dport={dport})/payload(len={})", i + 3, 7 * i, i)
+            };
+            let f = frame(&spec);
+            let key = extract(&f, 0, 0, 0).0 .0;
+            r.maps.flows.insert(key, v, 0).unwrap();
+            let (ret, out) = r.prog.test_run(&f);
+            assert_eq!(ret, XDP_REDIRECT, "{spec}");
+            let mut want = f.clone();
+            let ident = u16::from_be_bytes([out[18], out[19]]);
+            assert_eq!(e.apply(&mut want, ident), TierVerdict::Send(1));
+            assert_eq!(hex(&out), hex(&want), "{spec}");
+            let hash = encap::InnerMeta::parse(&f).unwrap().hash;
+            let TierAction::Encap(x) = &e.action else { panic!("{e:?}") };
+            let sport = encap::inner::port_in_range(hash, x.sport_min, x.sport_max);
+            assert_eq!(u16::from_be_bytes([out[udp], out[udp + 1]]), sport, "{spec}");
+            sports.insert(sport);
+            r.maps.flows.remove(&key).unwrap();
+        }
+        assert!(sports.len() > 10, "dport {dport}: {sports:?}");
+        r.maps.flows.remove(&extract(&first, 0, 0, 0).0 .0).unwrap();
+    }
+}
+
 /// GRE in the program (gretap, NVGRE, L3 GRE; key and checksum options;
 /// IPv4 and IPv6 underlays): for frames of many lengths it sends exactly
 /// what the engine's twin sends (held to the pipeline in engine::tier), and
@@ -394,7 +475,10 @@ fn the_program_builds_the_twins_key() {
             hdr_len: 0,
             checks: 0,
             kind: 0,
-            pad2: [0; 3],
+            pad2: 0,
+            sport_min: 0,
+            sport_max: 0,
+            pad3: [0; 6],
         };
         r.maps.flows.insert(key, drop, 0).unwrap();
         let want = if tier_key(&f, 0).is_some() { XDP_DROP } else { XDP_PASS };
