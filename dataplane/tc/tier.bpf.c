@@ -158,7 +158,7 @@ static __always_inline int tc_encap(struct __sk_buff *skb, const struct steer_cf
 	__u8 tos = 0, ttl = 0, df = 0;
 	if (tc_key(skb, c, &k, &hdr, &tos, &ttl, &df))
 		return TC_NOT_TIER;
-	struct tier_entry *e = bpf_map_lookup_elem(&tier_flows, &k);
+	struct tier_entry *e = tier_lookup(&k);
 	if (!e)
 		return own ? count(ST_TIER_MISS, TC_NOT_TIER) : TC_NOT_TIER;
 	__u64 *gen = bpf_map_lookup_elem(&tier_gen, &zero);

@@ -137,12 +137,25 @@ struct tier_entry {
 	__u16 sport_min;
 	__u16 sport_max;
 	__u8 pad3[6];
+	/* The bits of the key the engine's decision depended on: the entry
+	 * serves a packet only if the packet's key under this mask is the
+	 * entry's key (checked on every hit, whatever mask found it). */
+	__u64 mask[8];
+};
+
+/* The masks entries are keyed under, tried in order (the owner appends one
+ * when an entry needs it): a packet's key ANDed with each live one is
+ * looked up in tier_flows. Mirrored by TierMask in io/tier.rs. */
+#define TIER_MASKS 16
+struct tier_mask {
+	__u64 w[8];
+	__u64 live; /* 0: this slot and every later one are unused */
 };
 
 /* The layout of everything pinned beside the program (bumped whenever a
  * map's key, value or meaning changes): a starting overlayd adopts pinned
  * maps only when it is its own (dataplane/src/io/pin.rs). */
-#define LAYOUT_VERSION 6
+#define LAYOUT_VERSION 7
 
 /* Written by the owner, never read here: what a starting overlayd needs to
  * judge the pinned maps it finds (mirrored by PinMeta in io/pin.rs). */
@@ -219,6 +232,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct tier_count);
 } tier_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TIER_MASKS);
+	__type(key, __u32);
+	__type(value, struct tier_mask);
+} tier_masks SEC(".maps");
 
 /* The current rule-set generation: entries of any other one are ignored. */
 struct {
@@ -388,6 +408,36 @@ static __always_inline void copy_to_frame(void *dst, const void *src, const int 
 	}
 	if (n - i >= 1)
 		*(__u8 *)(dst + i) = *(const __u8 *)(src + i);
+}
+
+/* The entry for key `k`: the first found under a live mask of tier_masks
+ * whose own mask gives the key it is stored under. That check, not the
+ * mask list, is what makes a hit right: an entry decided for a flow whose
+ * key under mask M was V serves exactly the packets whose key under M is
+ * V (the engine decides them all alike), so a mask slot read while the
+ * owner rewrites it can cost a miss, never a wrong hit. */
+static __always_inline struct tier_entry *tier_lookup(const struct tier_key *k)
+{
+	for (__u32 i = 0; i < TIER_MASKS; i++) {
+		__u32 idx = i;
+		struct tier_mask *m = bpf_map_lookup_elem(&tier_masks, &idx);
+		if (!m || !m->live)
+			break;
+		struct tier_key mk;
+#pragma unroll
+		for (int j = 0; j < 8; j++)
+			mk.w[j] = k->w[j] & m->w[j];
+		struct tier_entry *e = bpf_map_lookup_elem(&tier_flows, &mk);
+		if (!e)
+			continue;
+		__u64 diff = 0;
+#pragma unroll
+		for (int j = 0; j < 8; j++)
+			diff |= (k->w[j] & e->mask[j]) ^ mk.w[j];
+		if (!diff)
+			return e;
+	}
+	return NULL;
 }
 
 /* Hands the frame to the entry's output interface, counted against the entry. */
@@ -934,7 +984,7 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 	k.w[7] = ((__u64)proto << 56) | ((__u64)bpf_ntohs(ports[0]) << 40) |
 		 ((__u64)bpf_ntohs(ports[1]) << 24);
 
-	struct tier_entry *e = bpf_map_lookup_elem(&tier_flows, &k);
+	struct tier_entry *e = tier_lookup(&k);
 	if (!e)
 		return count(ST_TIER_MISS, TIER_MISS);
 	__u32 zero = 0;

@@ -243,12 +243,16 @@ pub fn decap_of(rs: &crate::compile::RuleSet, key: &FlowKey) -> Option<TierDecap
     })
 }
 
-/// A flow entry for the XDP tier: the flow's key, the generation it was
-/// decided under, and what to do.
+/// A flow entry for the XDP tier: the flow's key under its mask, the
+/// generation it was decided under, and what to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TierEntry {
     pub generation: u64,
+    /// The first packet's key ANDed with `mask`: the entry serves every
+    /// packet whose key, masked, equals it.
     pub key: FlowKey,
+    /// The bits of the key the engine's decision depended on ([`mask_of`]).
+    pub mask: FlowKey,
     pub in_port: u16,
     /// The rule's index in the generation's rule set.
     pub rule: u32,
@@ -295,9 +299,11 @@ pub fn decide(w: &Worker, key: &FlowKey, rule: u32) -> Result<TierEntry, NotInTi
         return Err(NotInTier::Replication);
     }
     let in_port = key.get(field::IN_PORT) as u16;
+    let mask = mask_of(rs, key);
     let mut e = TierEntry {
         generation: rs.generation,
-        key: *key,
+        key: key.masked(&mask),
+        mask,
         in_port,
         rule,
         set_eth_src: None,
@@ -328,6 +334,27 @@ pub fn decide(w: &Worker, key: &FlowKey, rule: u32) -> Result<TierEntry, NotInTi
         }
     }
     Err(NotInTier::NoFate)
+}
+
+/// The bits of `key` that the tier decision for its flow depends on: the
+/// classifier's (which rule wins: [`Classifier::wildcards`]), and what
+/// [`decide`] and the entry read from the key: the in-port, tunnel and VNI
+/// (word 0: the entry's counters and, after decapsulation, its tunnel), the
+/// EtherType, VLAN and IP protocol (what the tier takes at all). Everything
+/// else an entry does per packet (the source port, TOS, TTL, lengths,
+/// checksums) it takes from the packet itself. No other key field is read
+/// for a flow the tier takes: learning (eth_src) and the FDB (eth_dst) are
+/// `forward_l2`'s, which never enters the tier, and only a rule that reads
+/// them can make them matter, when the classifier's wildcards hold them.
+///
+/// [`Classifier::wildcards`]: crate::classifier::Classifier::wildcards
+pub fn mask_of(rs: &crate::compile::RuleSet, key: &FlowKey) -> FlowKey {
+    let mut m = rs.classifier.wildcards(key);
+    m.0[0] = u64::MAX;
+    for f in [field::ETHERTYPE, field::VLAN, field::IP_PROTO] {
+        m.set(f, u64::MAX);
+    }
+    m
 }
 
 fn encap(w: &Worker, tn: u16) -> Result<TierEncap, NotInTier> {
