@@ -158,7 +158,7 @@ static __always_inline int tc_encap(struct __sk_buff *skb, const struct steer_cf
 	__u8 tos = 0, ttl = 0, df = 0;
 	if (tc_key(skb, c, &k, &hdr, &tos, &ttl, &df))
 		return TC_NOT_TIER;
-	struct tier_entry *e = bpf_map_lookup_elem(&tier_flows, &k);
+	struct tier_entry *e = tier_lookup(&k);
 	if (!e)
 		return own ? count(ST_TIER_MISS, TC_NOT_TIER) : TC_NOT_TIER;
 	__u64 *gen = bpf_map_lookup_elem(&tier_gen, &zero);
@@ -224,6 +224,8 @@ static __always_inline int tc_encap(struct __sk_buff *skb, const struct steer_cf
 	sum = (sum & 0xffff) + (sum >> 16);
 	oip->check = bpf_htons((__u16)~sum);
 	struct udphdr *udp = (void *)(oip + 1);
+	/* Per packet, as the XDP tier does: the entry may serve many flows. */
+	udp->source = bpf_htons(port_in_range(flow_hash(&k), e->sport_min, e->sport_max));
 	udp->len = bpf_htons(total - sizeof(struct iphdr));
 
 	/* The segments keep their size: the entry's max_len leaves room for

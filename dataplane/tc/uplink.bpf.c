@@ -270,7 +270,7 @@ static __always_inline int tc_decap(struct __sk_buff *skb, const struct steer_cf
 	__u64 w0 = ((__u64)(c->in_port & 0xffff) << 48) | ((__u64)t->tag << 32) | o.tk.vni;
 	if (tc_key_at(skb, outer, w0, &k, &hdr, &l4off, &tos, &ttl, &df))
 		return TC_NOT_TIER; /* no flow key the tier holds (ARP, ICMP, ...) */
-	struct tier_entry *e = bpf_map_lookup_elem(&tier_flows, &k);
+	struct tier_entry *e = tier_lookup(&k);
 	if (!e)
 		return count(ST_TIER_MISS, TC_NOT_TIER);
 	if (e->generation != *gen)

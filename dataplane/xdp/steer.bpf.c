@@ -117,28 +117,45 @@ struct tier_entry {
 	__u16 ip_sum;     /* folded sum of the outer IPv4 header's constant words */
 	__u8 eth_dst[6];
 	__u8 eth_src[6];
-	/* The outer header (hdr_len bytes) with the flow's UDP source port (and
-	 * over IPv6 its flow label); TOS or traffic class, lengths,
-	 * identification, flags, TTL or hop limit and checksums zero, patched
-	 * per packet. */
+	/* The outer header (hdr_len bytes); the UDP source port, IPv6 flow
+	 * label, TOS or traffic class, lengths, identification, flags, TTL or
+	 * hop limit and checksums zero, patched per packet. */
 	__u8 hdr[VXLAN6_HDR_LEN];
 	/* Not read here: what the owner needs to adopt the entry after a
 	 * restart (its tunnel and rule in the rule set it was decided under). */
 	__u16 tunnel;
 	__u32 rule;
 	/* TF_UDP_CSUM: folded sum of the UDP checksum's constant words (the
-	 * pseudo-header's addresses and protocol, ports, VXLAN header). */
+	 * pseudo-header's addresses and protocol, destination port, VXLAN
+	 * header; the source port is added per packet). */
 	__u16 udp_sum;
 	__u8 hdr_len;     /* VXLAN4_HDR_LEN or VXLAN6_HDR_LEN */
 	__u8 checks;      /* CHECK_SETTLE */
 	__u8 kind;        /* KIND_*: the tunnel protocol of an encapsulation */
-	__u8 pad2[3];
+	__u8 pad2;
+	/* VXLAN: the UDP source port range the flow hash maps into. */
+	__u16 sport_min;
+	__u16 sport_max;
+	__u8 pad3[6];
+	/* The bits of the key the engine's decision depended on: the entry
+	 * serves a packet only if the packet's key under this mask is the
+	 * entry's key (checked on every hit, whatever mask found it). */
+	__u64 mask[8];
+};
+
+/* The masks entries are keyed under, tried in order (the owner appends one
+ * when an entry needs it): a packet's key ANDed with each live one is
+ * looked up in tier_flows. Mirrored by TierMask in io/tier.rs. */
+#define TIER_MASKS 16
+struct tier_mask {
+	__u64 w[8];
+	__u64 live; /* 0: this slot and every later one are unused */
 };
 
 /* The layout of everything pinned beside the program (bumped whenever a
  * map's key, value or meaning changes): a starting overlayd adopts pinned
  * maps only when it is its own (dataplane/src/io/pin.rs). */
-#define LAYOUT_VERSION 5
+#define LAYOUT_VERSION 7
 
 /* Written by the owner, never read here: what a starting overlayd needs to
  * judge the pinned maps it finds (mirrored by PinMeta in io/pin.rs). */
@@ -215,6 +232,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct tier_count);
 } tier_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, TIER_MASKS);
+	__type(key, __u32);
+	__type(value, struct tier_mask);
+} tier_masks SEC(".maps");
 
 /* The current rule-set generation: entries of any other one are ignored. */
 struct {
@@ -386,6 +410,36 @@ static __always_inline void copy_to_frame(void *dst, const void *src, const int 
 		*(__u8 *)(dst + i) = *(const __u8 *)(src + i);
 }
 
+/* The entry for key `k`: the first found under a live mask of tier_masks
+ * whose own mask gives the key it is stored under. That check, not the
+ * mask list, is what makes a hit right: an entry decided for a flow whose
+ * key under mask M was V serves exactly the packets whose key under M is
+ * V (the engine decides them all alike), so a mask slot read while the
+ * owner rewrites it can cost a miss, never a wrong hit. */
+static __always_inline struct tier_entry *tier_lookup(const struct tier_key *k)
+{
+	for (__u32 i = 0; i < TIER_MASKS; i++) {
+		__u32 idx = i;
+		struct tier_mask *m = bpf_map_lookup_elem(&tier_masks, &idx);
+		if (!m || !m->live)
+			break;
+		struct tier_key mk;
+#pragma unroll
+		for (int j = 0; j < 8; j++)
+			mk.w[j] = k->w[j] & m->w[j];
+		struct tier_entry *e = bpf_map_lookup_elem(&tier_flows, &mk);
+		if (!e)
+			continue;
+		__u64 diff = 0;
+#pragma unroll
+		for (int j = 0; j < 8; j++)
+			diff |= (k->w[j] & e->mask[j]) ^ mk.w[j];
+		if (!diff)
+			return e;
+	}
+	return NULL;
+}
+
 /* Hands the frame to the entry's output interface, counted against the entry. */
 static __always_inline int tier_send(const struct tier_entry *e, struct tier_count *n, __u32 len)
 {
@@ -416,8 +470,51 @@ static __always_inline __u8 ecn_decap(__u8 outer, __u8 inner)
 	return inner;
 }
 
+/* encap::inner's flow hash (InnerMeta::hash), bit for bit: one round of
+ * its multiply-xorshift mix, and its finish. */
+#define FLOW_SEED 0x9e3779b97f4a7c15ULL
+static __always_inline __u64 flow_mix(__u64 h, __u64 v)
+{
+	__u64 x = (h ^ v) * FLOW_SEED;
+	return x ^ (x >> 29);
+}
+
+/* The hash InnerMeta gives the frame of key `k` (an untagged IPv4 or IPv6
+ * TCP or UDP frame, not a fragment): its addresses, protocol and ports,
+ * read from the unmasked key. Computed per packet, so that one entry can
+ * serve many flows and each still leaves with its own source port. */
+static __always_inline __u32 flow_hash(const struct tier_key *k)
+{
+	__u64 h;
+	if ((k->w[2] & 0xffff) == ETH_P_IPV6)
+		h = flow_mix(flow_mix(flow_mix(flow_mix(0, k->w[3]), k->w[4]), k->w[5]), k->w[6]);
+	else
+		h = flow_mix(0, (k->w[4] << 32) | (k->w[6] & 0xffffffffULL));
+	h = flow_mix(flow_mix(h, k->w[7] >> 56), (k->w[7] >> 24) & 0xffffffffULL);
+	h = (h ^ (h >> 32)) * FLOW_SEED;
+	return h >> 32;
+}
+
+/* encap::inner::port_in_range: the hash mapped into [lo, hi]. */
+static __always_inline __u16 port_in_range(__u32 hash, __u16 lo, __u16 hi)
+{
+	__u64 span = (__u64)(hi - lo) + 1;
+	return lo + (__u16)(((__u64)hash * span) >> 32);
+}
+
+/* Writes the flow label `hash` gives (its low 20 bits, as the engine's
+ * template sets it) into an IPv6 header's version/class/label bytes,
+ * keeping the traffic class's low nibble already in vtf[1]'s high half. */
+static __always_inline void set_flow_label(__u8 *vtf, __u32 hash)
+{
+	vtf[1] = (vtf[1] & 0xf0) | ((hash >> 16) & 0x0f);
+	vtf[2] = hash >> 8;
+	vtf[3] = hash;
+}
+
 /* What an encapsulation takes from the frame: everything else is the entry's. */
 struct outer {
+	__u32 hash; /* the inner flow's hash (flow_hash) */
 	__u32 len; /* the frame's length before encapsulation */
 	__u16 proto; /* its EtherType, network order (the protocol of L3 GRE) */
 	__u32 sum; /* TF_UDP_CSUM: the frame's sum as sent (frame_sum) */
@@ -583,9 +680,11 @@ static __always_inline int encap_vxlan4(struct xdp_md *ctx, const struct tier_en
 	oip->check = bpf_htons((__u16)~sum);
 	struct udphdr *udp = (void *)(oip + 1);
 	__u16 l4_len = total - sizeof(struct iphdr);
+	__u16 sport = port_in_range(o->hash, e->sport_min, e->sport_max);
+	udp->source = bpf_htons(sport);
 	udp->len = bpf_htons(l4_len);
 	if (e->flags & TF_UDP_CSUM)
-		udp->check = bpf_htons(udp_csum(e->udp_sum, l4_len, o->sum));
+		udp->check = bpf_htons(udp_csum(e->udp_sum, l4_len, o->sum + sport));
 	return TIER_SENT;
 }
 
@@ -609,12 +708,15 @@ static __always_inline int encap_vxlan6(struct xdp_md *ctx, const struct tier_en
 	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
 	__u8 *vtf = (void *)ip6; /* version, traffic class, flow label */
 	vtf[0] = 0x60 | (o->tos >> 4);
-	vtf[1] = (__u8)(o->tos << 4) | (vtf[1] & 0x0f);
+	vtf[1] = (__u8)(o->tos << 4);
+	set_flow_label(vtf, o->hash);
 	ip6->payload_len = bpf_htons(l4_len);
 	ip6->hop_limit = o->ttl;
 	struct udphdr *udp = (void *)(ip6 + 1);
+	__u16 sport = port_in_range(o->hash, e->sport_min, e->sport_max);
+	udp->source = bpf_htons(sport);
 	udp->len = bpf_htons(l4_len);
-	udp->check = bpf_htons(udp_csum(e->udp_sum, l4_len, o->sum));
+	udp->check = bpf_htons(udp_csum(e->udp_sum, l4_len, o->sum + sport));
 	return TIER_SENT;
 }
 
@@ -687,7 +789,8 @@ static __always_inline int encap_gre(struct xdp_md *ctx, const struct tier_entry
 		struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
 		__u8 *vtf = (void *)ip6;
 		vtf[0] = 0x60 | (o->tos >> 4);
-		vtf[1] = (__u8)(o->tos << 4) | (vtf[1] & 0x0f);
+		vtf[1] = (__u8)(o->tos << 4);
+		set_flow_label(vtf, o->hash);
 		ip6->payload_len = bpf_htons(plen + hl - l4);
 		ip6->hop_limit = o->ttl;
 	} else {
@@ -881,7 +984,7 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 	k.w[7] = ((__u64)proto << 56) | ((__u64)bpf_ntohs(ports[0]) << 40) |
 		 ((__u64)bpf_ntohs(ports[1]) << 24);
 
-	struct tier_entry *e = bpf_map_lookup_elem(&tier_flows, &k);
+	struct tier_entry *e = tier_lookup(&k);
 	if (!e)
 		return count(ST_TIER_MISS, TIER_MISS);
 	__u32 zero = 0;
@@ -982,6 +1085,7 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 	o.ttl = (e->flags & TF_TTL_INHERIT) ? ttl : e->ttl;
 	o.df = (e->flags & TF_DF_INHERIT) ? df : (e->flags & TF_DF_SET) != 0;
 	o.len = len;
+	o.hash = flow_hash(&k);
 	o.proto = eth->h_proto;
 	o.sum = 0;
 	if (e->flags & TF_UDP_CSUM) {

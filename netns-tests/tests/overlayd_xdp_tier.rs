@@ -398,17 +398,27 @@ fn a_drop_rule_stops_an_established_flow_at_once() {
 
 /// More flows than the tier holds: the tier takes what fits, the rest stay
 /// on AF_XDP (counted as table_full), and every packet of every flow arrives.
+/// Each flow has a rule of its own (on its source port), so each needs an
+/// entry of its own: flows of one rule would share a masked entry.
 #[test]
 fn more_flows_than_the_tier_holds_all_forward() {
     if !require_root("more_flows_than_the_tier_holds_all_forward") {
         return;
     }
-    let r = build("xdp_tier = \"auto\"\nxdp_tier_entries = 16");
+    const FLOWS: u32 = 64;
+    let mut top = "xdp_tier = \"auto\"\nxdp_tier_entries = 16\n".to_string();
+    for f in 0..FLOWS {
+        top += &format!(
+            "[[rules]]\nid = {}\npriority = 150\nmatch = {{ in_port = \"wl\", ip_proto = 17, l4_src = {}, l4_dst = 9000 }}\nactions = [{{ encap = \"to-b\" }}]\n",
+            1000 + f,
+            20000 + f
+        );
+    }
+    let r = build(&top);
     let dir = TempDir::new("tier");
     let pcap = dir.join("b.pcap");
     let cap = Capture::start(&r.wb, &r.wbe, "udp port 9000", &pcap, 100_000, 60);
     let before = r.d.settled_counters();
-    const FLOWS: u32 = 64;
     const ROUNDS: u32 = 30;
     let mut s = Background::spawn(sender(&r.wa, FLOWS, ROUNDS, 0.02, None), "udp sender");
     assert!(s.wait_timeout(Duration::from_secs(60)).is_some_and(|s| s.success()), "sender failed");
@@ -431,7 +441,9 @@ fn more_flows_than_the_tier_holds_all_forward() {
     // The first rounds go through AF_XDP while the entries are installed
     // (later on a loaded machine); the tier then carries its 16 flows.
     assert!(u(&t["hits"]) >= 16 * (ROUNDS as u64 - 10), "{}", r.why());
-    let n = |c: &serde_json::Value| u(&rule(c, 11)["packets"]);
+    let n = |c: &serde_json::Value| {
+        (0..FLOWS as u64).map(|f| u(&rule(c, 1000 + f)["packets"])).sum::<u64>()
+    };
     assert_eq!(n(&after) - n(&before), (FLOWS * ROUNDS) as u64, "{after:#}");
     assert_eq!(after["dropped"], 0, "{after:#}");
     r.finish();

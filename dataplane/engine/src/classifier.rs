@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use crate::flow_key::{hash_words, FlowKey};
+use crate::flow_key::{field, hash_words, FlowKey, WORDS};
 
 /// A rule as the classifier sees it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +46,77 @@ struct Tuple {
     mask: FlowKey,
     max_rank: u64,
     slots: Vec<Slot>,
+    /// For [`Classifier::wildcards`]: each field the mask covers, with the
+    /// sorted distinct values its rules have there.
+    fields: Vec<FieldValues>,
+}
+
+/// One field of a tuple's mask (within word `word`, bits `mask`) and the
+/// values (masked words) its rules hold, sorted.
+#[derive(Clone, Debug)]
+struct FieldValues {
+    word: usize,
+    mask: u64,
+    values: Vec<u64>,
+}
+
+/// The fields a miss may be explained by, as (word, bits): the key's named
+/// fields, and the address words whole (a prefix is a run of their top bits).
+fn field_bits() -> [(usize, u64); 15] {
+    let f = |(w, shift, width): field::Field| (w, ((1u64 << width) - 1) << shift);
+    [
+        f(field::IN_PORT),
+        f(field::TUNNEL),
+        f(field::VNI),
+        f(field::ETH_DST),
+        f(field::VLAN),
+        f(field::ETH_SRC),
+        f(field::ETHERTYPE),
+        (3, u64::MAX),
+        (4, u64::MAX),
+        (5, u64::MAX),
+        (6, u64::MAX),
+        f(field::IP_PROTO),
+        f(field::L4_SRC),
+        f(field::L4_DST),
+        f(field::GENEVE_OPTIONS),
+    ]
+}
+
+impl Tuple {
+    /// The bits of `key` that prove it matches no rule here: the fewest
+    /// top bits of one field on which `key` differs from every rule (the
+    /// nearest values in sorted order share the longest prefix with it),
+    /// rounded up to whole nibbles so that few distinct masks arise; the
+    /// whole mask when no single field rules every rule out.
+    fn miss_bits(&self, key: &FlowKey) -> FlowKey {
+        let mut best: Option<(u32, usize, u64)> = None;
+        for f in &self.fields {
+            let x = key.0[f.word] & f.mask;
+            let i = match f.values.binary_search(&x) {
+                Ok(_) => continue,
+                Err(i) => i,
+            };
+            let near = [i.checked_sub(1).map(|j| f.values[j]), f.values.get(i).copied()];
+            let common = near.iter().flatten().map(|v| (v ^ x).leading_zeros()).max().unwrap_or(0);
+            // The first differing bit is below `common` top bits: keep them
+            // and it, in whole nibbles.
+            let keep = ((common + 1).div_ceil(4) * 4).min(64);
+            let bits = f.mask & (u64::MAX << (64 - keep));
+            let cost = bits.count_ones();
+            if best.is_none_or(|(c, _, _)| cost < c) {
+                best = Some((cost, f.word, bits));
+            }
+        }
+        match best {
+            Some((_, w, bits)) => {
+                let mut m = FlowKey::default();
+                m.0[w] = bits;
+                m
+            }
+            None => self.mask,
+        }
+    }
 }
 
 impl Tuple {
@@ -135,7 +206,19 @@ impl Classifier {
                 // misses alike, touch a single slot.
                 let cap = (members.len() * 4).next_power_of_two().max(4);
                 let empty = Slot { key: FlowKey::default(), rank: 0, rule: EMPTY };
-                let mut t = Tuple { mask, max_rank: 0, slots: vec![empty; cap] };
+                let fields = field_bits()
+                    .into_iter()
+                    .filter(|&(w, bits)| mask.0[w] & bits != 0)
+                    .map(|(word, bits)| {
+                        let fm = mask.0[word] & bits;
+                        let mut values: Vec<u64> =
+                            members.iter().map(|&i| rules[i as usize].value.0[word] & fm).collect();
+                        values.sort_unstable();
+                        values.dedup();
+                        FieldValues { word, mask: fm, values }
+                    })
+                    .collect();
+                let mut t = Tuple { mask, max_rank: 0, slots: vec![empty; cap], fields };
                 for i in members {
                     let r = &rules[i as usize];
                     let rk = rank(r.priority, r.id);
@@ -168,6 +251,33 @@ impl Classifier {
             }
         }
         Found { rule: best.map(|b| b.1), table: best.map(|b| b.2), tuples_probed: probed }
+    }
+
+    /// The bits of `key` its lookup depended on (a "megaflow" mask, as Open
+    /// vSwitch derives them): every key equal to `key` on them gets the
+    /// same answer from [`Classifier::lookup`]. The lookup's own walk, with
+    /// the same early exit; each tuple that holds a rule for the key adds
+    /// its whole mask, each tuple that misses the bits that prove the miss
+    /// ([`Tuple::miss_bits`]). Off the fast path: for first packets only.
+    pub fn wildcards(&self, key: &FlowKey) -> FlowKey {
+        let mut best: Option<u64> = None;
+        let mut out = [0u64; WORDS];
+        for t in &self.tuples {
+            if best.is_some_and(|r| r > t.max_rank) {
+                break;
+            }
+            let bits = match t.find(key) {
+                Some((r, _)) => {
+                    best = Some(best.map_or(r, |b| b.max(r)));
+                    t.mask
+                }
+                None => t.miss_bits(key),
+            };
+            for (o, b) in out.iter_mut().zip(bits.0) {
+                *o |= b;
+            }
+        }
+        FlowKey(out)
     }
 
     /// Number of tuples (distinct masks).
@@ -292,6 +402,31 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
+        /// Any key that agrees with `k` on its wildcards' bits gets the rule
+        /// `k` gets.
+        #[test]
+        fn keys_equal_on_the_wildcards_get_the_same_rule(
+            specs in proptest::collection::vec((0usize..16, small_key(), 0u16..8, 0u32..1000), 0..60),
+            keys in proptest::collection::vec((small_key(), small_key()), 1..40),
+        ) {
+            let shapes = shapes();
+            let mut seen = std::collections::HashSet::new();
+            let rules: Vec<ClassRule> = specs
+                .into_iter()
+                .filter(|s| seen.insert(s.3))
+                .map(|(s, v, p, id)| ClassRule { mask: shapes[s], value: v, priority: p, id })
+                .collect();
+            let c = Classifier::build(&rules);
+            for (k, noise) in keys.iter().map(|(k, n)| (k, n)).chain(rules.iter().map(|r| (&r.value, &r.value))) {
+                let w = c.wildcards(k);
+                let mut other = FlowKey::default();
+                for i in 0..WORDS {
+                    other.0[i] = (k.0[i] & w.0[i]) | (noise.0[i] & !w.0[i]);
+                }
+                prop_assert_eq!(linear_lookup(&rules, &other), linear_lookup(&rules, k));
+            }
+        }
+
         #[test]
         fn tuple_space_agrees_with_linear(
             specs in proptest::collection::vec((0usize..16, small_key(), 0u16..8, 0u32..1000), 0..60),

@@ -11,10 +11,11 @@
 //! inner TOS (DSCP and ECN) and TTL and the DF bit, for the tunnel's inherit
 //! and ECN options; the frame's length (a frame too long for the tunnel's
 //! MTU leaves the tier, so the engine drops it with `mtu_exceeded` and
-//! answers ICMP); and the IPv4 identification, which counts per CPU as the
-//! pipeline's counts per worker. The outer UDP source port is a hash of the
-//! inner flow's addresses, protocol and ports, all key fields: it is
-//! computed once, here, and carried in the entry's header.
+//! answers ICMP); the IPv4 identification, which counts per CPU as the
+//! pipeline's counts per worker; and the outer UDP source port and IPv6
+//! flow label, a hash of the inner flow's addresses, protocol and ports
+//! (`InnerMeta::hash`), which the program computes per packet, bit for bit
+//! as encap::inner does, so that an entry need not be one flow's alone.
 //!
 //! What the tier cannot do exactly stays with the engine, each under a
 //! named [`NotInTier`] reason. [`TierEntry::apply`] is the Rust twin of the
@@ -146,11 +147,10 @@ pub struct TierEncap {
     pub uplink: u16,
     pub kind: TierTunnel,
     /// The outer header (its first `header_len` bytes) as the pipeline's
-    /// template builds it, with this flow's UDP source port and, over
-    /// IPv6, its flow label; the IPv4 TOS, total length, identification,
-    /// flags, TTL and checksum, the IPv6 traffic class, payload length and
-    /// hop limit, and the UDP length and checksum are zero, patched per
-    /// packet.
+    /// template builds it; the UDP source port, the IPv6 flow label, the
+    /// IPv4 TOS, total length, identification, flags, TTL and checksum,
+    /// the IPv6 traffic class, payload length and hop limit, and the UDP
+    /// length and checksum are zero, patched per packet.
     pub header: [u8; VXLAN6_HEADER_LEN],
     /// [`VXLAN4_HEADER_LEN`] or [`VXLAN6_HEADER_LEN`].
     pub header_len: u8,
@@ -159,10 +159,14 @@ pub struct TierEncap {
     /// The tunnel header's checksum is sent (VXLAN's UDP checksum: over
     /// IPv6 always, as the template does, over IPv4 if the tunnel says so;
     /// GRE's if the tunnel says so): the folded sum of its constant words
-    /// (UDP: the pseudo-header's addresses and protocol, the ports and the
-    /// VXLAN header; GRE: its header but an L3 tunnel's protocol). The rest
-    /// is the frame's, and the UDP length or the L3 protocol.
+    /// (UDP: the pseudo-header's addresses and protocol, the destination
+    /// port and the VXLAN header; GRE: its header but an L3 tunnel's
+    /// protocol). The rest is the frame's, the UDP source port and length,
+    /// or the L3 protocol.
     pub udp_sum: Option<u16>,
+    /// VXLAN: the range the flow hash maps the UDP source port into.
+    pub sport_min: u16,
+    pub sport_max: u16,
     pub df: DfMode,
     pub ttl: TtlMode,
     pub dscp: DscpMode,
@@ -239,12 +243,16 @@ pub fn decap_of(rs: &crate::compile::RuleSet, key: &FlowKey) -> Option<TierDecap
     })
 }
 
-/// A flow entry for the XDP tier: the flow's key, the generation it was
-/// decided under, and what to do.
+/// A flow entry for the XDP tier: the flow's key under its mask, the
+/// generation it was decided under, and what to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TierEntry {
     pub generation: u64,
+    /// The first packet's key ANDed with `mask`: the entry serves every
+    /// packet whose key, masked, equals it.
     pub key: FlowKey,
+    /// The bits of the key the engine's decision depended on ([`mask_of`]).
+    pub mask: FlowKey,
     pub in_port: u16,
     /// The rule's index in the generation's rule set.
     pub rule: u32,
@@ -291,9 +299,11 @@ pub fn decide(w: &Worker, key: &FlowKey, rule: u32) -> Result<TierEntry, NotInTi
         return Err(NotInTier::Replication);
     }
     let in_port = key.get(field::IN_PORT) as u16;
+    let mask = mask_of(rs, key);
     let mut e = TierEntry {
         generation: rs.generation,
-        key: *key,
+        key: key.masked(&mask),
+        mask,
         in_port,
         rule,
         set_eth_src: None,
@@ -318,7 +328,7 @@ pub fn decide(w: &Worker, key: &FlowKey, rule: u32) -> Result<TierEntry, NotInTi
             }
             Act::Encap(_) if e.decap.is_some() => return Err(NotInTier::DecapEncap),
             Act::Encap(tn) => {
-                e.action = TierAction::Encap(encap(w, key, tn)?);
+                e.action = TierAction::Encap(encap(w, tn)?);
                 return Ok(e);
             }
         }
@@ -326,7 +336,28 @@ pub fn decide(w: &Worker, key: &FlowKey, rule: u32) -> Result<TierEntry, NotInTi
     Err(NotInTier::NoFate)
 }
 
-fn encap(w: &Worker, key: &FlowKey, tn: u16) -> Result<TierEncap, NotInTier> {
+/// The bits of `key` that the tier decision for its flow depends on: the
+/// classifier's (which rule wins: [`Classifier::wildcards`]), and what
+/// [`decide`] and the entry read from the key: the in-port, tunnel and VNI
+/// (word 0: the entry's counters and, after decapsulation, its tunnel), the
+/// EtherType, VLAN and IP protocol (what the tier takes at all). Everything
+/// else an entry does per packet (the source port, TOS, TTL, lengths,
+/// checksums) it takes from the packet itself. No other key field is read
+/// for a flow the tier takes: learning (eth_src) and the FDB (eth_dst) are
+/// `forward_l2`'s, which never enters the tier, and only a rule that reads
+/// them can make them matter, when the classifier's wildcards hold them.
+///
+/// [`Classifier::wildcards`]: crate::classifier::Classifier::wildcards
+pub fn mask_of(rs: &crate::compile::RuleSet, key: &FlowKey) -> FlowKey {
+    let mut m = rs.classifier.wildcards(key);
+    m.0[0] = u64::MAX;
+    for f in [field::ETHERTYPE, field::VLAN, field::IP_PROTO] {
+        m.set(f, u64::MAX);
+    }
+    m
+}
+
+fn encap(w: &Worker, tn: u16) -> Result<TierEncap, NotInTier> {
     let tun = &w.rules().tunnels[tn as usize];
     let tpl = w.encap_template(tn).ok_or(NotInTier::NoNextHop)?;
     let p = tpl.params();
@@ -348,19 +379,16 @@ fn encap(w: &Worker, key: &FlowKey, tn: u16) -> Result<TierEncap, NotInTier> {
     let len = tpl.outer_len();
     let mut header = [0u8; VXLAN6_HEADER_LEN];
     header[..len].copy_from_slice(tpl.header());
-    let hash = flow_hash(key);
     if v6 {
-        // The template's flow label: the flow's hash, a key field's
-        // function like the source port (RFC 6438).
-        let label = hash & 0x000f_ffff;
-        header[IP + 1] = (label >> 16) as u8;
-        header[IP + 2..IP + 4].copy_from_slice(&(label as u16).to_be_bytes());
+        // The flow label is the packet's (its flow hash, RFC 6438).
+        header[IP + 1] &= 0xf0;
+        header[IP + 2..IP + 4].fill(0);
     }
     let udp_sum = if kind == TierTunnel::Vxlan {
-        let sport = encap::inner::port_in_range(hash, o.src_port_min, o.src_port_max);
-        header[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
+        // The source port is the packet's too.
+        header[l4..l4 + 2].fill(0);
         // The pseudo-header without its length, and the UDP and VXLAN
-        // headers with the length and checksum zero.
+        // headers with the source port, length and checksum zero.
         let pseudo = match p.underlay {
             Underlay::V4 { src, dst } => checksum::pseudo_v4(src, dst, 17, 0),
             Underlay::V6 { src, dst } => checksum::pseudo_v6(&src, &dst, 17, 0),
@@ -390,6 +418,8 @@ fn encap(w: &Worker, key: &FlowKey, tn: u16) -> Result<TierEncap, NotInTier> {
         header_len: len as u8,
         ip_sum: if v6 { 0 } else { checksum::fold(checksum::add(0, &header[IP..UDP])) },
         udp_sum,
+        sport_min: o.src_port_min,
+        sport_max: o.src_port_max,
         df: o.df,
         ttl: o.ttl,
         dscp: o.dscp,
@@ -398,42 +428,6 @@ fn encap(w: &Worker, key: &FlowKey, tn: u16) -> Result<TierEncap, NotInTier> {
         remote: tun.remote,
         static_next_hop: tun.static_next_hop,
     })
-}
-
-/// The flow hash [`InnerMeta`] computes for every packet of the flow of
-/// `key` (an untagged IPv4/IPv6 TCP or UDP key). It reads the addresses,
-/// the protocol and the ports, all key fields: computed on a minimal frame
-/// built from the key, it is the hash of each of the flow's frames.
-fn flow_hash(key: &FlowKey) -> u32 {
-    let mut f = [0u8; 14 + 40 + 4];
-    let proto = key.get(field::IP_PROTO) as u8;
-    let ports = [
-        (key.get(field::L4_SRC) as u16).to_be_bytes(),
-        (key.get(field::L4_DST) as u16).to_be_bytes(),
-    ];
-    let (src, dst) = (key.ip_src(), key.ip_dst());
-    let len = if key.get(field::ETHERTYPE) == 0x0800 {
-        f[12..14].copy_from_slice(&[0x08, 0x00]);
-        let l3 = &mut f[14..];
-        l3[0] = 0x45;
-        l3[9] = proto;
-        l3[12..16].copy_from_slice(&src[12..]);
-        l3[16..20].copy_from_slice(&dst[12..]);
-        l3[20..22].copy_from_slice(&ports[0]);
-        l3[22..24].copy_from_slice(&ports[1]);
-        14 + 24
-    } else {
-        f[12..14].copy_from_slice(&[0x86, 0xdd]);
-        let l3 = &mut f[14..];
-        l3[0] = 0x60;
-        l3[6] = proto;
-        l3[8..24].copy_from_slice(&src);
-        l3[24..40].copy_from_slice(&dst);
-        l3[40..42].copy_from_slice(&ports[0]);
-        l3[42..44].copy_from_slice(&ports[1]);
-        14 + 44
-    };
-    InnerMeta::parse(&f[..len]).map(|m| m.hash).unwrap_or(0)
 }
 
 impl TierEntry {
@@ -565,6 +559,9 @@ impl TierEncap {
         };
         let len = self.header_len as usize;
         let mut h = self.header;
+        // The hash the pipeline's template takes for this frame: the tier
+        // keys only untagged IPv4/IPv6 TCP or UDP frames, which parse.
+        let hash = InnerMeta::parse(frame).map_or(0, |m| m.hash);
         // What follows the header: the frame, or over L3 GRE its IP packet.
         let payload = match self.kind {
             TierTunnel::GreL3 => &frame[14..],
@@ -573,7 +570,8 @@ impl TierEncap {
         let l4 = if h[12..14] == [0x86, 0xdd] {
             let l4_len = (payload.len() + len - UDP6) as u16;
             h[IP] = 0x60 | (tos >> 4);
-            h[IP + 1] = (tos << 4) | (h[IP + 1] & 0x0f);
+            h[IP + 1] = (tos << 4) | ((hash >> 16) & 0x0f) as u8;
+            h[IP + 2..IP + 4].copy_from_slice(&(hash as u16).to_be_bytes());
             h[IP + 4..IP + 6].copy_from_slice(&l4_len.to_be_bytes());
             h[IP + 7] = ttl;
             UDP6
@@ -613,10 +611,13 @@ impl TierEncap {
             return h;
         }
         let l4_len = (payload.len() + len - l4) as u16;
+        let sport = encap::inner::port_in_range(hash, self.sport_min, self.sport_max);
+        h[l4..l4 + 2].copy_from_slice(&sport.to_be_bytes());
         h[l4 + 4..l4 + 6].copy_from_slice(&l4_len.to_be_bytes());
         if let Some(sum) = self.udp_sum {
             // The length counts twice: in the pseudo-header and the UDP header.
-            let mut acc = checksum::add_u16(sum as u32, l4_len);
+            let mut acc = checksum::add_u16(sum as u32, sport);
+            acc = checksum::add_u16(acc, l4_len);
             acc = checksum::add_u16(acc, l4_len);
             acc = checksum::add(acc, payload);
             let c = match checksum::finish(acc) {
@@ -933,6 +934,46 @@ next_hop_mac = "02:00:00:00:00:20"
                     assert_eq!(hex(&got), hex(&want), "{t} {actions} {spec}");
                 }
             }
+        }
+    }
+
+    /// One entry applied to frames of other flows of the same rule (other
+    /// ports and addresses, IPv4 and IPv6 underlays, with and without the
+    /// UDP checksum): each leaves with its own flow's source port, flow
+    /// label and checksums, byte for byte what the pipeline sends for it.
+    #[test]
+    fn one_entry_serves_many_flows_as_the_pipeline_would() {
+        let tunnels = [
+            "",
+            "udp_checksum = true
+src_port_range = [1000, 1003]
+",
+            V6,
+            &format!(
+                "{V6}src_port_range = [40000, 40999]
+"
+            ),
+        ];
+        for t in tunnels {
+            let mut w = encap_worker(t);
+            let e = decide_for(&w, UDP4).unwrap();
+            let mut sports = std::collections::BTreeSet::new();
+            for i in 0..64u32 {
+                let spec = match i % 3 {
+                    0 => format!("eth/ipv4(src=198.51.100.1,dst=198.51.100.{})/udp(sport={},dport=53)/hex(data=0102)", i % 200, 1000 + i),
+                    1 => format!("eth/ipv4(src=198.51.100.9,dst=198.51.100.2)/tcp(sport={},dport=80)", 7 * i),
+                    _ => format!("eth/ipv6(src=2001:db8::1,dst=2001:db8::{})/udp(sport={i},dport=9)/hex(data=ff)", i + 1),
+                };
+                let f = frame(&spec);
+                let (port, want) = pipeline(&mut w, &f).expect("the pipeline sends it");
+                let mut got = f.clone();
+                let ident = u16::from_be_bytes([want[18], want[19]]);
+                assert_eq!(e.apply(&mut got, ident), TierVerdict::Send(port), "{t} {spec}");
+                assert_eq!(hex(&got), hex(&want), "{t} {spec}");
+                let udp = if t.starts_with(V6) { UDP6 } else { UDP };
+                sports.insert(u16::from_be_bytes([got[udp], got[udp + 1]]));
+            }
+            assert!(sports.len() > 3, "{t}: the flows share source ports: {sports:?}");
         }
     }
 

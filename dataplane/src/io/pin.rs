@@ -53,7 +53,7 @@ const TC_LINK: &str = "tc-link";
 
 /// The layout of the pinned maps (keys, values, meaning). Bump it with any
 /// change to a map of dataplane/xdp/steer.bpf.c (its `LAYOUT_VERSION`).
-pub const LAYOUT: u32 = 5;
+pub const LAYOUT: u32 = 7;
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 

@@ -129,8 +129,29 @@ pub struct TierValue {
     pub checks: u8,
     /// The tunnel protocol of an encapsulation (`TierTunnel`).
     pub kind: u8,
-    pub pad2: [u8; 3],
+    pub pad2: u8,
+    /// VXLAN: the range the program maps each packet's flow hash into.
+    pub sport_min: u16,
+    pub sport_max: u16,
+    pub pad3: [u8; 6],
+    /// The bits of the key the entry's decision depended on (its mask).
+    pub mask: [u64; WORDS],
 }
+
+/// `struct tier_mask` of the C program: one mask entries are keyed under.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TierMask {
+    pub w: [u64; WORDS],
+    /// 0: this slot and every later one are unused.
+    pub live: u64,
+}
+
+// SAFETY: nine u64s with the C layout, no padding.
+unsafe impl aya::Pod for TierMask {}
+
+/// Slots of `tier_masks` (`TIER_MASKS` in steer.bpf.c).
+pub const TIER_MASKS: u32 = 16;
 
 // SAFETY: integers and byte arrays with the C layout; the explicit `pad`
 // leaves no implicit padding, so every byte the kernel copies is defined.
@@ -253,7 +274,11 @@ impl TierValue {
             hdr_len: 0,
             checks: 0,
             kind: 0,
-            pad2: [0; 3],
+            pad2: 0,
+            sport_min: 0,
+            sport_max: 0,
+            pad3: [0; 6],
+            mask: e.mask.0,
         };
         if e.set_eth_src.is_some() {
             v.flags |= TF_SET_SRC;
@@ -270,6 +295,8 @@ impl TierValue {
                 v.hdr = x.header;
                 v.hdr_len = x.header_len;
                 v.kind = x.kind as u8;
+                v.sport_min = x.sport_min;
+                v.sport_max = x.sport_max;
                 v.ip_sum = x.ip_sum;
                 if let Some(sum) = x.udp_sum {
                     v.flags |= TF_UDP_CSUM;
@@ -327,6 +354,8 @@ impl TierValue {
                     header_len: self.hdr_len,
                     ip_sum: self.ip_sum,
                     udp_sum: has(TF_UDP_CSUM).then_some(self.udp_sum),
+                    sport_min: self.sport_min,
+                    sport_max: self.sport_max,
                     df: if has(TF_DF_INHERIT) {
                         DfMode::Inherit
                     } else if has(TF_DF_SET) {
@@ -355,6 +384,7 @@ impl TierValue {
         Some(TierEntry {
             generation: self.generation,
             key,
+            mask: FlowKey(self.mask),
             in_port: key.get(field::IN_PORT) as u16,
             rule: self.rule,
             set_eth_src: has(TF_SET_SRC).then_some(self.eth_src),
@@ -498,6 +528,8 @@ pub struct TierMaps {
     flows: HashMap<MapData, [u64; WORDS], TierValue>,
     /// The tunnels of decapsulated flows (uplinks).
     tunnels: HashMap<MapData, TunnelKey, TunnelValue>,
+    /// The masks the program tries, in order.
+    masks: Array<MapData, TierMask>,
     counts: PerCpuArray<MapData, TierCount>,
     tx: DevMap<MapData>,
     /// Where the generation and content of the entries' rule set is
@@ -528,11 +560,12 @@ impl TierMaps {
         let flows = HashMap::try_from(take("tier_flows")?).map_err(e("tier_flows"))?;
         let tunnels = HashMap::try_from(take("tier_tunnels")?).map_err(e("tier_tunnels"))?;
         let counts = PerCpuArray::try_from(take("tier_counts")?).map_err(e("tier_counts"))?;
+        let masks = Array::try_from(take("tier_masks")?).map_err(e("tier_masks"))?;
         let tx = DevMap::try_from(take("tier_tx")?).map_err(e("tier_tx"))?;
         let gen = Array::try_from(take("tier_gen")?).map_err(e("tier_gen"))?;
         let meta = MapData::from_fd(meta).map_err(e("meta"))?;
         let meta = Array::try_from(aya::maps::Map::Array(meta)).map_err(e("meta"))?;
-        Ok((TierMaps { flows, tunnels, counts, tx, meta, capacity }, TierGen(gen)))
+        Ok((TierMaps { flows, tunnels, masks, counts, tx, meta, capacity }, TierGen(gen)))
     }
 
     /// Makes the tunnel of decapsulated entry `d` current (generation of
@@ -542,6 +575,14 @@ impl TierMaps {
             self.tunnels.insert(k, v, 0)?;
         }
         Ok(())
+    }
+
+    /// Marks every mask slot unused, the first one first (the program stops
+    /// at the first unused slot).
+    fn clear_masks(&mut self) {
+        for i in 0..TIER_MASKS {
+            let _ = self.masks.set(i, TierMask::default(), 0);
+        }
     }
 
     /// Empties the tunnel map (its values are of an older rule set).
@@ -679,16 +720,20 @@ pub enum InstallFailure {
     TableFull,
     /// The kernel refused the map update.
     MapUpdate,
+    /// The entry needs a mask and every slot of the port's mask list holds
+    /// another one.
+    MasksFull,
 }
 
 impl InstallFailure {
-    const ALL: [InstallFailure; 6] = [
+    const ALL: [InstallFailure; 7] = [
         InstallFailure::QueueFull,
         InstallFailure::StaleGeneration,
         InstallFailure::NoTierOnPort,
         InstallFailure::CannotRedirect,
         InstallFailure::TableFull,
         InstallFailure::MapUpdate,
+        InstallFailure::MasksFull,
     ];
 
     fn name(self) -> &'static str {
@@ -699,6 +744,7 @@ impl InstallFailure {
             InstallFailure::CannotRedirect => "cannot_redirect",
             InstallFailure::TableFull => "table_full",
             InstallFailure::MapUpdate => "map_update",
+            InstallFailure::MasksFull => "masks_full",
         }
     }
 }
@@ -742,6 +788,11 @@ pub struct TierStatus {
     pub install_failures: BTreeMap<String, u64>,
     /// Flows the engine kept for itself, by reason.
     pub not_in_tier: BTreeMap<String, u64>,
+    /// The masks entries are keyed under now (over all ports), each as the
+    /// fields it keeps (`ip_dst/8`: a prefix): an entry serves every flow
+    /// equal to its first one on those fields.
+    #[serde(default)]
+    pub masks: Vec<String>,
     pub ports: Vec<TierPortStatus>,
 }
 
@@ -837,6 +888,8 @@ struct Ingress {
     seen: Vec<(u64, u64)>,
     free: Vec<u32>,
     by_key: StdHashMap<FlowKey, u32>,
+    /// The masks in the program's `tier_masks`, in slot order.
+    masks: Vec<FlowKey>,
     tc: bool,
     tc_only: bool,
     /// Slots below this have been used: the ones a harvest reads.
@@ -939,6 +992,7 @@ impl Tier {
                     seen: vec![(0, 0); n as usize],
                     free: (0..n).rev().collect(),
                     by_key: StdHashMap::new(),
+                    masks: Vec::new(),
                     tc: p.tc,
                     tc_only: p.tc_only,
                     high: 0,
@@ -980,6 +1034,12 @@ impl Tier {
 
     pub fn status(&self) -> TierStatus {
         let st = lock(&self.shared.state);
+        let mut masks: Vec<FlowKey> = Vec::new();
+        for m in st.ingress.iter().flatten().flat_map(|i| &i.masks) {
+            if !masks.contains(m) {
+                masks.push(*m);
+            }
+        }
         let s = &self.shared.stats;
         let live = |i: &Ingress| i.slots.iter().filter(|s| matches!(s, Slot::Live { .. })).count();
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -1000,6 +1060,7 @@ impl Tier {
             not_in_tier: named(
                 &mut NotInTier::ALL.iter().map(|r| (r.name(), get(&s.not_in_tier[*r as usize]))),
             ),
+            masks: masks.iter().map(|m| engine::flow_key::mask_fields(m).join(",")).collect(),
             ports: st
                 .outputs
                 .iter()
@@ -1116,6 +1177,10 @@ impl State {
         if settles(&self.rules, &e) {
             v.checks |= CHECK_SETTLE;
         }
+        if let Err(f) = ing.add_mask(&e.mask) {
+            ing.free.push(slot);
+            return s.fail(f);
+        }
         // The tunnel first: an entry whose tunnel is unknown is never hit.
         let tunnel = e.decap.as_ref().map_or(Ok(()), |d| ing.maps.write_tunnel(&self.rules, d));
         if let Err(err) = tunnel.and_then(|()| ing.maps.flows.insert(e.key.0, v, 0)) {
@@ -1150,6 +1215,10 @@ impl State {
             let meta = ing.maps.meta.get(&0, 0).unwrap_or_default();
             let trusted = meta.fingerprint == fp;
             ing.maps.clear_tunnels();
+            // Rebuilt from the entries kept: a predecessor's list may hold
+            // masks of entries deleted here.
+            ing.maps.clear_masks();
+            ing.masks.clear();
             let found: Vec<([u64; WORDS], TierValue)> =
                 ing.maps.flows.iter().filter_map(Result::ok).collect();
             // Taken off the free list in one pass at the end: one pass per
@@ -1169,8 +1238,10 @@ impl State {
                     Some(d) => ing.maps.write_tunnel(&self.rules, d).is_ok(),
                     None => true,
                 };
+                let mask_ok = entry.as_ref().is_some_and(|e| ing.add_mask(&e.mask).is_ok());
                 let ok = entry.is_some()
                     && tunnel_ok
+                    && mask_ok
                     && (v.generation == generation
                         || ing.maps.flows.insert(k, restamped, 0).is_ok());
                 let (Some(mut e), true) = (entry, ok) else {
@@ -1237,6 +1308,9 @@ impl State {
         self.free_retired(Instant::now());
         for ing in self.ingress.iter_mut().flatten() {
             ing.maps.clear_tunnels();
+            // The old rule set's masks: its entries are gone.
+            ing.maps.clear_masks();
+            ing.masks.clear();
         }
         self.counters =
             Arc::new(WorkerCounters::new(cur.ports.len(), cur.tunnels.len(), cur.rules.len()));
@@ -1507,6 +1581,21 @@ fn max_frame(ifindex: u32) -> usize {
 }
 
 impl Ingress {
+    /// Makes `m` one of the masks the program tries (appended to its list).
+    fn add_mask(&mut self, m: &FlowKey) -> Result<(), InstallFailure> {
+        if self.masks.contains(m) {
+            return Ok(());
+        }
+        let i = self.masks.len() as u32;
+        if i >= TIER_MASKS {
+            return Err(InstallFailure::MasksFull);
+        }
+        let v = TierMask { w: m.0, live: 1 };
+        self.maps.masks.set(i, v, 0).map_err(|_| InstallFailure::MapUpdate)?;
+        self.masks.push(*m);
+        Ok(())
+    }
+
     /// Deletes slot `i`'s entry from the map; its counters wait for their
     /// last harvest.
     fn retire(&mut self, i: u32, now: Instant) {

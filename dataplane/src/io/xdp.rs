@@ -55,7 +55,7 @@ pub enum XdpError {
 }
 
 /// Every map of the program: all are pinned together.
-const MAPS: [&str; 12] = [
+const MAPS: [&str; 13] = [
     "meta",
     "xsks",
     "cfg",
@@ -68,6 +68,7 @@ const MAPS: [&str; 12] = [
     "tier_tx",
     "tier_ident",
     "tier_tunnels",
+    "tier_masks",
 ];
 
 /// What a port's program found of its predecessor's pinned state.

@@ -71,13 +71,18 @@ fn the_key_twin_builds_the_engines_key_or_none() {
 #[test]
 fn entry_layout_is_the_c_structs() {
     use std::mem::{offset_of, size_of};
-    assert_eq!(size_of::<TierValue>(), 120);
+    assert_eq!(size_of::<TierValue>(), 192);
     assert_eq!(offset_of!(TierValue, tunnel), 106);
     assert_eq!(offset_of!(TierValue, rule), 108);
     assert_eq!(offset_of!(TierValue, udp_sum), 112);
     assert_eq!(offset_of!(TierValue, hdr_len), 114);
     assert_eq!(offset_of!(TierValue, kind), 116);
     assert_eq!(offset_of!(TierValue, pad2), 117);
+    assert_eq!(offset_of!(TierValue, sport_min), 118);
+    assert_eq!(offset_of!(TierValue, sport_max), 120);
+    assert_eq!(offset_of!(TierValue, pad3), 122);
+    assert_eq!(offset_of!(TierValue, mask), 128);
+    assert_eq!(size_of::<TierMask>(), 72);
     assert_eq!(offset_of!(TierValue, slot), 8);
     assert_eq!(offset_of!(TierValue, tx_port), 12);
     assert_eq!(offset_of!(TierValue, max_len), 16);
@@ -152,7 +157,15 @@ fn rig(rules: &str) -> Rig {
     maps.tx.set(1, lo, None, 0).unwrap();
     maps.tx.set(0, lo, None, 0).unwrap();
     prog.set_tier(Some(0)).unwrap();
+    // Mask slot 0 keeps every bit: the tests that install an entry under
+    // its flow's whole key (`exact`) find it there.
+    maps.masks.set(0, TierMask { w: [u64::MAX; WORDS], live: 1 }, 0).unwrap();
     Rig { prog, maps, gen, worker }
+}
+
+/// `v` as an entry for one flow's whole key.
+fn exact(v: TierValue) -> TierValue {
+    TierValue { mask: [u64::MAX; WORDS], ..v }
 }
 
 impl Rig {
@@ -166,8 +179,8 @@ impl Rig {
             TierAction::Output { port } => *port,
             TierAction::Drop => 0,
         };
-        let v = TierValue::new(&e, slot, tx, max_len);
-        self.maps.flows.insert(key.0, v, 0).unwrap();
+        let v = exact(TierValue::new(&e, slot, tx, max_len));
+        self.maps.flows.insert(key.0, exact(v), 0).unwrap();
         e
     }
 }
@@ -300,6 +313,94 @@ actions = [{ encap = "t4c" }]
     }
 }
 
+/// One entry serving many flows (installed under each flow's key): the
+/// program computes each packet's outer UDP source port and IPv6 flow label
+/// from the packet, exactly as the engine's twin does (itself held to the
+/// pipeline), over IPv4 without and with the UDP checksum and over IPv6.
+#[test]
+fn one_entry_gives_each_flow_its_own_source_port() {
+    if !can_load_bpf("one_entry_gives_each_flow_its_own_source_port") {
+        return;
+    }
+    let mut r = rig(r#"
+[[tunnels]]
+name = "t6"
+type = "vxlan"
+uplink = "up0"
+local = "2001:db8::1"
+remote = "2001:db8::2"
+vni = 43
+next_hop_mac = "02:00:00:00:00:20"
+
+[[tunnels]]
+name = "t4c"
+type = "vxlan"
+uplink = "up0"
+local = "192.0.2.1"
+remote = "192.0.2.3"
+vni = 44
+next_hop_mac = "02:00:00:00:00:20"
+udp_checksum = true
+
+[[rules]]
+id = 1
+match = { in_port = "wl0", l4_dst = 6 }
+actions = [{ encap = "t6" }]
+
+[[rules]]
+id = 2
+match = { in_port = "wl0", l4_dst = 4 }
+actions = [{ encap = "t4c" }]
+
+[[rules]]
+id = 3
+match = { in_port = "wl0" }
+actions = [{ encap = "t4" }]
+"#);
+    for (slot, (dport, udp)) in [(6u16, 54usize), (4, 34), (9, 34)].into_iter().enumerate() {
+        let slot = slot as u32;
+        // The engine's own entry for the first flow, under its mask.
+        let first = frame(&format!(
+            "eth/ipv4(src=198.51.100.1,dst=198.51.100.2)/udp(sport=1,dport={dport})/payload(len=20)"
+        ));
+        let (key, _) = extract(&first, 0, 0, 0);
+        let rule = r.worker.rules().classifier.lookup(&key).rule.unwrap();
+        let e = decide(&r.worker, &key, rule).unwrap();
+        assert_ne!(e.key, key, "the rule reads few fields: the entry is masked");
+        r.maps.masks.set(1, TierMask { w: e.mask.0, live: 1 }, 0).unwrap();
+        r.maps.flows.insert(e.key.0, TierValue::new(&e, slot, 1, 1514), 0).unwrap();
+        let mut sports = std::collections::BTreeSet::new();
+        for i in 0..40u32 {
+            let spec = if i % 2 == 0 {
+                format!("eth/ipv4(src=198.51.100.1,dst=198.51.100.{})/udp(sport={},dport={dport})/payload(len={})", i + 3, 2000 + i, i)
+            } else {
+                format!("eth/ipv4(src=198.51.100.{},dst=198.51.100.2,ttl=3)/udp(sport={},dport={dport})/payload(len={})", i + 3, 7 * i, i)
+            };
+            let f = frame(&spec);
+            let (ret, out) = r.prog.test_run(&f);
+            assert_eq!(ret, XDP_REDIRECT, "{spec}");
+            let mut want = f.clone();
+            let ident = u16::from_be_bytes([out[18], out[19]]);
+            assert_eq!(e.apply(&mut want, ident), TierVerdict::Send(1));
+            assert_eq!(hex(&out), hex(&want), "{spec}");
+            let hash = encap::InnerMeta::parse(&f).unwrap().hash;
+            let TierAction::Encap(x) = &e.action else { panic!("{e:?}") };
+            let sport = encap::inner::port_in_range(hash, x.sport_min, x.sport_max);
+            assert_eq!(u16::from_be_bytes([out[udp], out[udp + 1]]), sport, "{spec}");
+            sports.insert(sport);
+        }
+        // Every frame counted against the one entry.
+        assert_eq!(r.maps.read(slot).map(|c| c.0), Some(40));
+        assert!(sports.len() > 10, "dport {dport}: {sports:?}");
+        // An IPv6 frame (another EtherType: outside the entry's mask) and
+        // a frame for another rule miss it.
+        let other =
+            frame(&format!("eth/ipv6(src=2001:db8::1,dst=2001:db8::2)/udp(sport=1,dport={dport})"));
+        assert_eq!(r.prog.test_run(&other), (XDP_PASS, other.clone()));
+        r.maps.flows.remove(&e.key.0).unwrap();
+    }
+}
+
 /// GRE in the program (gretap, NVGRE, L3 GRE; key and checksum options;
 /// IPv4 and IPv6 underlays): for frames of many lengths it sends exactly
 /// what the engine's twin sends (held to the pipeline in engine::tier), and
@@ -394,7 +495,11 @@ fn the_program_builds_the_twins_key() {
             hdr_len: 0,
             checks: 0,
             kind: 0,
-            pad2: [0; 3],
+            pad2: 0,
+            sport_min: 0,
+            sport_max: 0,
+            pad3: [0; 6],
+            mask: [u64::MAX; WORDS],
         };
         r.maps.flows.insert(key, drop, 0).unwrap();
         let want = if tier_key(&f, 0).is_some() { XDP_DROP } else { XDP_PASS };
@@ -453,8 +558,9 @@ actions = ["count", "drop"]
     let (mut maps, mut gen) = prog.take_tier().unwrap();
     gen.0.set(0, 5, 0).unwrap();
     prog.set_tier(Some(0)).unwrap();
+    maps.masks.set(0, TierMask { w: [u64::MAX; WORDS], live: 1 }, 0).unwrap();
     let (key, _) = extract(&f2, 0, 0, 0);
-    maps.flows.insert(key.0, TierValue::new(&e2, 0, 1, 1514), 0).unwrap();
+    maps.flows.insert(key.0, exact(TierValue::new(&e2, 0, 1, 1514)), 0).unwrap();
     assert_eq!(prog.test_run(&f2), (XDP_PASS, f2));
     assert_eq!(prog.tier_stats().unwrap().no_tx, 1);
 }
@@ -502,10 +608,10 @@ actions = ["drop"]
             // The value keeps the smaller of the tunnel's and the port's limits.
             x.max_frame = 1400;
         }
-        assert_eq!(v.entry(key, &rs), Some(e.clone()), "{spec}");
+        assert_eq!(v.entry(e.key, &rs), Some(e.clone()), "{spec}");
         // Fewer rules: the value's rule is not there.
         let fewer = Config::from_toml(CONF).unwrap();
-        assert_eq!(v.entry(key, &compile(&fewer).unwrap()), None, "{spec}");
+        assert_eq!(v.entry(e.key, &compile(&fewer).unwrap()), None, "{spec}");
     }
     assert_ne!(fingerprint(&rs), fingerprint(&compile(&Config::from_toml(CONF).unwrap()).unwrap()));
     let mut same = c.clone();
@@ -559,6 +665,7 @@ fn uplink_rig(extra: &str) -> Rig {
     let lo = netdev::ifindex("lo").unwrap();
     maps.tx.set(0, lo, None, 0).unwrap();
     prog.set_tier(Some(1)).unwrap();
+    maps.masks.set(0, TierMask { w: [u64::MAX; WORDS], live: 1 }, 0).unwrap();
     Rig { prog, maps, gen, worker }
 }
 
@@ -586,7 +693,7 @@ impl Rig {
         if settles(&rs, &e) {
             v.checks |= CHECK_SETTLE;
         }
-        self.maps.flows.insert(key.0, v, 0).unwrap();
+        self.maps.flows.insert(key.0, exact(v), 0).unwrap();
         e
     }
 
@@ -967,6 +1074,7 @@ fn gre_uplink_rig(extra: &str) -> Rig {
     let lo = netdev::ifindex("lo").unwrap();
     maps.tx.set(0, lo, None, 0).unwrap();
     prog.set_tier(Some(1)).unwrap();
+    maps.masks.set(0, TierMask { w: [u64::MAX; WORDS], live: 1 }, 0).unwrap();
     Rig { prog, maps, gen, worker }
 }
 
@@ -1010,7 +1118,7 @@ impl Rig {
         if settles(&rs, &e) {
             v.checks |= CHECK_SETTLE;
         }
-        self.maps.flows.insert(key.0, v, 0).unwrap();
+        self.maps.flows.insert(key.0, exact(v), 0).unwrap();
         e
     }
 }
