@@ -49,12 +49,23 @@ pub struct HandedWorker {
     /// Frame numbers (not byte offsets): the list stays small.
     pub free: Vec<u32>,
     pub ports: Vec<String>,
+    /// How many descriptors each port's queue comes with, in `ports`' order
+    /// (a tc port's: its punt device's socket and its sending one); empty
+    /// from an overlayd that handed over AF_XDP sockets only: one each.
+    #[serde(default)]
+    pub port_fds: Vec<usize>,
 }
 
 impl HandedState {
     /// Descriptors the state comes with.
     pub fn fd_count(&self) -> usize {
-        self.workers.iter().map(|w| 1 + w.ports.len()).sum()
+        self.workers
+            .iter()
+            .map(|w| match w.port_fds.is_empty() {
+                true => 1 + w.ports.len(),
+                false => 1 + w.port_fds.iter().sum::<usize>(),
+            })
+            .sum()
     }
 }
 
