@@ -293,7 +293,7 @@ impl Steering {
                         Some((i as u16, netdev::ifindex(q.interface.as_deref()?).ok()?))
                     })
                     .collect();
-                Steering::TcPort(Box::new(TcPort::open(&p.interface, &role, tier, &outputs)?))
+                Steering::TcPort(Box::new(TcPort::open(&p.interface, &role, tier, &outputs, pin)?))
             }
         })
     }
@@ -515,8 +515,14 @@ fn adopt_workers(
         for i in mine {
             let fd = fds.next().ok_or_else(|| mismatch("too few descriptors".into()))?;
             let (p, st) = &mut steering[i];
+            if let Steering::TcPort(_) = st {
+                // The punt device's socket and the sending one.
+                let tx = fds.next().ok_or_else(|| mismatch("too few descriptors".into()))?;
+                queues.push(adopt_tc_queue(p, w as u32, fd, tx, &umem)?);
+                continue;
+            }
             let Steering::Xdp(prog) = st else {
-                return Err(mismatch(format!("port {} is not an AF_XDP port here", p.name)));
+                return Err(mismatch(format!("port {} cannot be taken over", p.name)));
             };
             let checksums = RxChecksums::for_bare_frames(p.kind);
             let x = Xsk::adopt(fd, &p.interface, w as u32, state.ring_size, checksums)?;
@@ -535,6 +541,20 @@ fn adopt_workers(
         });
     }
     Ok(ios)
+}
+
+/// A tc port's queue `w` from a predecessor's sockets: `rx` on the punt
+/// device (what it holds and what is punted from now on is this process's),
+/// `tx` on the port's interface.
+fn adopt_tc_queue(
+    p: &PortSpec,
+    w: u32,
+    rx: OwnedFd,
+    tx: OwnedFd,
+    umem: &Umem,
+) -> Result<Box<dyn PortQueue>, DatapathError> {
+    let kind = Kind::AfPacket { role: Arc::new(ArcSwap::from_pointee(SteerRole::Workload)) };
+    Ok(Box::new(UringQueue::new(rx, &p.interface, w, kind, umem)?.sending_on(tx)))
 }
 
 fn log_attached(p: &PortSpec, st: &Steering, zero_copy: Option<bool>) {
@@ -605,7 +625,7 @@ impl Datapath {
             // have, and for interfaces that are gone, goes.
             let keep: Vec<String> = specs
                 .iter()
-                .filter(|p| p.backend == Backend::AfXdp)
+                .filter(|p| matches!(p.backend, Backend::AfXdp | Backend::Tc))
                 .map(|p| p.interface.clone())
                 .collect();
             for gone in crate::io::pin::sweep(&keep) {
@@ -725,6 +745,9 @@ impl Datapath {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
         for (_, st) in steering.iter_mut() {
+            if let Steering::TcPort(t) = st {
+                t.swap_in();
+            }
             if let Steering::Xdp(prog) = st {
                 let swapped = prog.swap_in();
                 if swapped.is_ok() {
@@ -859,12 +882,16 @@ impl Datapath {
     }
 
     /// Why this datapath cannot be handed over, if it cannot: only AF_XDP
-    /// ports whose programs are pinned outlive this process.
+    /// and tc ports whose programs are pinned outlive this process.
     pub fn handover_refusal(&self) -> Option<String> {
         let st = self.steering.lock().unwrap_or_else(|p| p.into_inner());
         st.iter().find_map(|(spec, s)| match s {
             Steering::Xdp(prog) if prog.pinned() => None,
             Steering::Xdp(_) => Some(format!("port {}: its XDP program is not pinned", spec.name)),
+            Steering::TcPort(t) if t.pinned() => None,
+            Steering::TcPort(_) => {
+                Some(format!("port {}: its tc programs are not pinned", spec.name))
+            }
             _ => Some(format!(
                 "port {}: backend {:?} cannot be handed over",
                 spec.name, spec.backend
@@ -886,7 +913,7 @@ impl Datapath {
         for (spec, s) in st.iter_mut() {
             let prog = match s {
                 Steering::Xdp(prog) if !prog.pinned() || remove => prog,
-                Steering::TcPort(t) => t.program(),
+                Steering::TcPort(t) if !t.pinned() || remove => t.program(),
                 _ => continue,
             };
             if let Err(e) = prog.set_tier(None) {
@@ -925,8 +952,8 @@ impl Datapath {
                     tracing::error!(worker = io.id, error = %e, "cannot duplicate the packet memory")
                 }
             }
-            for q in &io.queues {
-                match crate::io::sys::dup(q.fd()) {
+            for fd in io.queues.iter().flat_map(|q| q.handover_fds()) {
+                match crate::io::sys::dup(fd) {
                     Ok(fd) => fds.push(fd),
                     Err(e) => {
                         tracing::error!(worker = io.id, error = %e, "cannot duplicate a socket")
@@ -939,6 +966,7 @@ impl Datapath {
                 frames: io.umem.frames(),
                 free: free.iter().map(|a| (a.0 / FRAME_SIZE as u64) as u32).collect(),
                 ports: io.names.clone(),
+                port_fds: io.queues.iter().map(|q| q.handover_fds().len()).collect(),
             });
         }
         let counters = self.counters.carried();
@@ -966,10 +994,13 @@ impl Datapath {
         }
         if remove {
             for (spec, s) in st.iter_mut() {
-                if let Steering::Xdp(prog) = s {
-                    if let Err(e) = prog.unpin() {
-                        tracing::error!(port = %spec.name, error = %e, "cannot remove the pinned XDP program");
-                    }
+                let unpinned = match s {
+                    Steering::Xdp(prog) => prog.unpin(),
+                    Steering::TcPort(t) => t.unpin(),
+                    _ => Ok(()),
+                };
+                if let Err(e) = unpinned {
+                    tracing::error!(port = %spec.name, error = %e, "cannot remove the pinned programs");
                 }
             }
         }

@@ -49,12 +49,23 @@ pub struct HandedWorker {
     /// Frame numbers (not byte offsets): the list stays small.
     pub free: Vec<u32>,
     pub ports: Vec<String>,
+    /// How many descriptors each port's queue comes with, in `ports`' order
+    /// (a tc port's: its punt device's socket and its sending one); empty
+    /// from an overlayd that handed over AF_XDP sockets only: one each.
+    #[serde(default)]
+    pub port_fds: Vec<usize>,
 }
 
 impl HandedState {
     /// Descriptors the state comes with.
     pub fn fd_count(&self) -> usize {
-        self.workers.iter().map(|w| 1 + w.ports.len()).sum()
+        self.workers
+            .iter()
+            .map(|w| match w.port_fds.is_empty() {
+                true => 1 + w.ports.len(),
+                false => 1 + w.port_fds.iter().sum::<usize>(),
+            })
+            .sum()
     }
 }
 
@@ -69,4 +80,31 @@ pub trait TakeOver {
     /// Every queue is mapped: the previous owner lets go (called before
     /// the workers start).
     fn commit(&mut self) -> Result<(), HandoverError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn worker(ports: &[&str], port_fds: Vec<usize>) -> HandedWorker {
+        HandedWorker {
+            id: 0,
+            frames: 8,
+            free: Vec::new(),
+            ports: ports.iter().map(|p| p.to_string()).collect(),
+            port_fds,
+        }
+    }
+
+    #[test]
+    fn a_tc_queue_brings_two_descriptors_and_an_older_state_one_each() {
+        let state = |workers| HandedState { ring_size: 64, workers, counters: Carried::default() };
+        // memfd + AF_XDP socket + the tc port's punt and send sockets.
+        assert_eq!(state(vec![worker(&["up", "wl"], vec![1, 2])]).fd_count(), 4);
+        // From an overlayd that knew no port_fds: memfd + one per port.
+        assert_eq!(state(vec![worker(&["up", "wl"], Vec::new())]).fd_count(), 3);
+        let old: HandedWorker =
+            serde_json::from_str(r#"{"id":0,"frames":8,"free":[],"ports":["wl"]}"#).unwrap();
+        assert!(old.port_fds.is_empty());
+    }
 }

@@ -37,6 +37,7 @@ pub fn render(list: &[PinnedPort]) -> String {
                 format!("attached (program {}, ifindex {})", l.program_id, l.ifindex)
             }
             Some(l) => format!("defunct: its interface is gone (program {})", l.program_id),
+            None if p.tc_port_link.is_some() => "a tc port (no XDP program)".to_string(),
             None => "no link".to_string(),
         };
         s.push_str(&format!("{ns} {}: {link}\n", p.interface));
@@ -50,6 +51,19 @@ pub fn render(list: &[PinnedPort]) -> String {
                 l.program_id
             )),
             None => {}
+        }
+        for (what, l) in [("tc port link", p.tc_port_link), ("punt sink link", p.tc_sink_link)] {
+            match l {
+                Some(l) if l.ifindex != 0 => s.push_str(&format!(
+                    "  {what}: attached (program {}, ifindex {})\n",
+                    l.program_id, l.ifindex
+                )),
+                Some(l) => s.push_str(&format!(
+                    "  {what}: defunct, its interface is gone (program {})\n",
+                    l.program_id
+                )),
+                None => {}
+            }
         }
         for (name, meta) in &p.maps {
             match meta {

@@ -137,6 +137,7 @@ fn run_loop(io: &mut WorkerIo, links: &WorkerLinks) -> Option<Vec<FrameAddr>> {
     }
     let parked = links.park.load(Ordering::Acquire);
     if parked {
+        l.settle_for_handover();
         // No waiting for the kernel to send: what is queued stays in the TX
         // ring, which the next owner takes over with the socket.
         for q in l.queues.iter_mut() {
@@ -474,6 +475,42 @@ impl<'m> WorkerLoop<'m> {
             self.idle += 1;
             if self.idle > SPINS_BEFORE_SLEEP {
                 sys::wait_readable(&mut self.pollfds, IDLE_POLL_MS);
+            }
+        }
+    }
+
+    /// Before a handover: queues whose state cannot cross it (io_uring on
+    /// a packet socket) stop taking frames from the kernel, and what they
+    /// already took is forwarded and sent, so the successor finds every
+    /// frame not yet forwarded still in the socket. AF_XDP queues are
+    /// always quiet: their rings cross as they are. Bounded: a queue that
+    /// will not settle is handed over as it is.
+    fn settle_for_handover(&mut self) {
+        for q in self.queues.iter_mut() {
+            q.quiesce();
+        }
+        let deadline = Instant::now() + DRAIN_FOR;
+        loop {
+            let busy: Vec<usize> =
+                (0..self.queues.len()).filter(|&qi| !self.queues[qi].quiet()).collect();
+            if busy.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            self.reclaim_refill();
+            let mut got = 0;
+            for qi in busy {
+                let n = self.receive(qi);
+                if n > 0 {
+                    got += n;
+                    self.process(qi);
+                    self.offer();
+                    self.transmit(qi);
+                }
+                self.queues[qi].flush_tx();
+            }
+            self.publish(got);
+            if got == 0 {
+                std::thread::sleep(Duration::from_micros(50));
             }
         }
     }

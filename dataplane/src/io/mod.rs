@@ -122,6 +122,20 @@ pub trait PortQueue: Send {
     fn zero_copy(&self) -> bool {
         false
     }
+    /// The descriptors a successor needs to take this queue over (a
+    /// planned upgrade), in the order its adoption takes them.
+    fn handover_fds(&self) -> Vec<RawFd> {
+        vec![self.fd()]
+    }
+    /// Before a handover: take nothing more from the kernel, so what it
+    /// has not handed over yet stays in the socket for the successor.
+    fn quiesce(&mut self) {}
+    /// After [`quiesce`](Self::quiesce): true once nothing taken from the
+    /// kernel waits for the engine and no send is in flight. Backends whose
+    /// rings cross a handover as they are (AF_XDP) are always quiet.
+    fn quiet(&mut self) -> bool {
+        true
+    }
 }
 
 /// A queue's statistics, as `status` shows them: the counts every backend

@@ -6,7 +6,13 @@
 //! /sys/fs/bpf/overlayd/net<netns inode>/<ifname>/link          the attachment
 //! /sys/fs/bpf/overlayd/net<netns inode>/<ifname>/tc-link       the tc tier's (TCX), if any
 //! /sys/fs/bpf/overlayd/net<netns inode>/<ifname>/maps-v<L>-c<N>/<map>
+//! /sys/fs/bpf/overlayd/net<netns inode>/<ifname>/tc-port-link  a tc port's program (TCX)
+//! /sys/fs/bpf/overlayd/net<netns inode>/<ifname>/tc-sink-link  its punt device's (TCX)
 //! ```
+//!
+//! A tc port (`backend = "tc"`, io/tc_port.rs) has no XDP program: its two
+//! tc links and the same maps are pinned instead, and its punt device (a
+//! network device, not pinned) is kept with them.
 //!
 //! The network namespace is part of the path because the BPF filesystem is
 //! shared by every namespace of the host, and interface names are not. `L`
@@ -50,6 +56,9 @@ pub fn root() -> &'static Path {
 }
 /// The tc tier's link in a port's directory.
 const TC_LINK: &str = "tc-link";
+/// A tc port's links: its program on the interface, its sink on the punt device.
+const TC_PORT_LINK: &str = "tc-port-link";
+const TC_SINK_LINK: &str = "tc-sink-link";
 
 /// The layout of the pinned maps (keys, values, meaning). Bump it with any
 /// change to a map of dataplane/xdp/steer.bpf.c (its `LAYOUT_VERSION`).
@@ -176,6 +185,16 @@ impl PortPins {
         self.dir.join(TC_LINK)
     }
 
+    /// A tc port's program's TCX link on its interface (io/tc_port.rs).
+    pub fn tc_port_link(&self) -> PathBuf {
+        self.dir.join(TC_PORT_LINK)
+    }
+
+    /// A tc port's sink program's TCX link on its punt device.
+    pub fn tc_sink_link(&self) -> PathBuf {
+        self.dir.join(TC_SINK_LINK)
+    }
+
     /// Where maps of this binary's layout with a tier of `capacity` live.
     pub fn maps_dir(&self, capacity: u32) -> PathBuf {
         self.dir.join(format!("maps-v{LAYOUT}-c{capacity}"))
@@ -293,6 +312,12 @@ pub struct PinnedPort {
     /// The tc tier's pinned TCX link, if there is one (io/tc.rs).
     #[serde(default)]
     pub tc_link: Option<LinkState>,
+    /// A tc port's program's pinned TCX link (io/tc_port.rs), if any.
+    #[serde(default)]
+    pub tc_port_link: Option<LinkState>,
+    /// A tc port's punt device's sink program's pinned TCX link.
+    #[serde(default)]
+    pub tc_sink_link: Option<LinkState>,
     /// Its maps directories, with what their `meta` map says.
     pub maps: Vec<(String, Option<PinMeta>)>,
 }
@@ -302,7 +327,8 @@ impl PinnedPort {
     /// harms nothing. A directory without a link is defunct only once it is
     /// a minute old (an overlayd starting elsewhere pins its link last).
     pub fn defunct(&self) -> bool {
-        match self.link {
+        // A tc port has no XDP link: its program's link stands for it.
+        match self.link.or(self.tc_port_link) {
             Some(l) => l.ifindex == 0,
             None => std::fs::metadata(&self.dir)
                 .and_then(|m| m.modified())
@@ -336,6 +362,8 @@ pub fn list() -> Vec<PinnedPort> {
                 interface: p.file_name().to_string_lossy().into_owned(),
                 link: link_state(&dir.join("link")).ok(),
                 tc_link: link_state(&dir.join(TC_LINK)).ok(),
+                tc_port_link: link_state(&dir.join(TC_PORT_LINK)).ok(),
+                tc_sink_link: link_state(&dir.join(TC_SINK_LINK)).ok(),
                 dir,
                 maps,
             });

@@ -154,7 +154,7 @@ pub(crate) fn attach_program(
 }
 
 /// Program `name` (a tc program) of `prog`'s object.
-fn tc_program<'a>(
+pub(crate) fn tc_program<'a>(
     prog: &'a mut SteerProgram,
     name: &str,
     ifname: &str,
@@ -200,7 +200,7 @@ fn swap_in(prog: &mut SteerProgram, link: FdLink) -> Result<(), TcError> {
 
 /// The error and its causes on one line, with the verifier's last lines
 /// if it refused the program.
-fn chain(e: &ProgramError) -> String {
+pub(crate) fn chain(e: &ProgramError) -> String {
     if let ProgramError::LoadError { io_error, verifier_log } = e {
         let log = verifier_log.to_string();
         let tail: Vec<&str> = log.lines().rev().take(5).collect();

@@ -26,11 +26,28 @@
 //! dataplane's to the host's stack, decapsulates the tier's flows whole into
 //! their workload's interface and punts the other tunnel packets the same
 //! way; the engine's sends to the uplink go out of its packet socket.
+//!
+//! Pinned (what `overlayd run` does, io/pin.rs), both programs are
+//! attached through TCX links pinned in the port's directory, with the
+//! object's maps: they outlive the process, and so does the punt device.
+//! The next overlayd (a planned upgrade, a restart, or this one resuming
+//! after a failed handover) adopts the maps and the punt device as they
+//! are, and swaps its own programs into the same links (`BPF_LINK_UPDATE`):
+//! the port never goes without a program, the tier's flows never stop, and
+//! frames punted meanwhile wait in the punt device's socket, which a
+//! planned upgrade hands over (datapath.rs). Only a clean stop or
+//! `overlayd cleanup` removes them.
 
 use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
+use aya::programs::tc::{SchedClassifierLink, TcAttachOptions};
+use aya::programs::TcAttachType;
 
 use super::af_packet;
 use super::netdev;
+use super::pin::{self, PortPins};
 use super::steer::SteerRole;
 use super::tc::{self, TcError};
 use super::xdp::{SteerProgram, XdpError};
@@ -51,13 +68,19 @@ pub enum TcPortError {
     Socket { ifname: String, on: String, source: std::io::Error },
 }
 
-/// A TSO-keeping workload port: its programs (attached while this lives)
-/// and its punt device (deleted on drop).
+/// A TSO-keeping workload port: its programs (attached while this lives,
+/// or, pinned, until unpinned) and its punt device (deleted on drop unless
+/// pinned).
 pub struct TcPort {
     prog: SteerProgram,
     punt: PuntDevice,
     ifname: String,
     ifindex: u32,
+    /// Both programs' links are pinned: the port can be handed over.
+    pinned: bool,
+    /// Inherited links waiting for [`swap_in`](Self::swap_in): program name
+    /// and link.
+    pending: Vec<(&'static str, FdLink)>,
 }
 
 impl TcPort {
@@ -66,24 +89,117 @@ impl TcPort {
     /// program the interfaces of `outputs` (port number, interface index)
     /// and attaches it: from then on every skb arriving on the port is
     /// decided in tc.
+    ///
+    /// With `pin`, its maps and links are pinned, and what a predecessor
+    /// pinned for the port (programs still attached, maps, punt device) is
+    /// taken over: its programs serve until [`swap_in`](Self::swap_in).
     pub fn open(
         ifname: &str,
         role: &SteerRole,
         tier: Option<u32>,
         outputs: &[(u16, u32)],
+        pin: bool,
     ) -> Result<TcPort, TcPortError> {
         let program = match role {
             SteerRole::Workload => PORT_PROGRAM,
             SteerRole::Uplink { .. } => UPLINK_PROGRAM,
         };
-        let mut prog = SteerProgram::load_unattached(ifname, role, tier)?;
-        let ifindex = prog.ifindex();
-        let punt = PuntDevice::create(ifname, ifindex)?;
+        let Some(pins) = pin
+            .then(|| PortPins::for_interface(ifname))
+            .transpose()
+            .map_err(|source| XdpError::Pin { ifname: ifname.into(), source })?
+        else {
+            let mut prog = SteerProgram::load_unattached(ifname, role, tier)?;
+            let ifindex = prog.ifindex();
+            let punt = PuntDevice::create(ifname, ifindex)?;
+            tc::set_outputs(&mut prog, ifname, outputs)?;
+            set_punt(&mut prog, ifname, punt.ifindex)?;
+            tc::attach_program(&mut prog, SINK_PROGRAM, &punt.name)?;
+            tc::attach_program(&mut prog, program, ifname)?;
+            let ifname = ifname.into();
+            return Ok(TcPort { prog, punt, ifname, ifindex, pinned: false, pending: Vec::new() });
+        };
+        let ifindex = netdev::ifindex(ifname).map_err(|e| XdpError::Load {
+            ifname: ifname.into(),
+            reason: format!("no such interface ({e})"),
+        })?;
+        // An XDP port's programs, if the port was one: their pins go, so
+        // the kernel detaches them.
+        let _ = std::fs::remove_file(pins.link());
+        let _ = std::fs::remove_file(pins.tc_link());
+        let port_link = inherited(&pins.tc_port_link(), ifindex);
+        let name = punt_name(ifname, ifindex);
+        let old_punt = netdev::ifindex(&name).ok().filter(|_| is_punt_device(&name));
+        let sink_link = old_punt.and_then(|i| inherited(&pins.tc_sink_link(), i));
+        let sink_path = pins.tc_sink_link();
+        let port_path = pins.tc_port_link();
+        let (mut prog, _adopted) =
+            SteerProgram::load_unattached_pinned(ifname, role, tier, pins, port_link.is_some())?;
+        // The predecessor's punt device, kept with its sink: frames punted
+        // now wait in its socket for whoever reads it next.
+        let mut punt = match (&sink_link, old_punt) {
+            (Some(_), Some(index)) => PuntDevice { name, ifindex: index, keep: true },
+            _ => PuntDevice::create(ifname, ifindex)?,
+        };
+        punt.keep = true;
         tc::set_outputs(&mut prog, ifname, outputs)?;
         set_punt(&mut prog, ifname, punt.ifindex)?;
-        tc::attach_program(&mut prog, SINK_PROGRAM, &punt.name)?;
-        tc::attach_program(&mut prog, program, ifname)?;
-        Ok(TcPort { prog, punt, ifname: ifname.into(), ifindex })
+        let mut pending = Vec::new();
+        let mut pinned = true;
+        for (name, dev, path, link) in [
+            (SINK_PROGRAM, punt.name.clone(), sink_path, sink_link),
+            (program, ifname.to_string(), port_path, port_link),
+        ] {
+            match link {
+                Some(link) => {
+                    load_program(&mut prog, name, &dev)?;
+                    pending.push((name, link));
+                }
+                None => pinned &= attach_pinned(&mut prog, name, &dev, &path)?,
+            }
+        }
+        if !pinned {
+            // No TCX: the links go with the process, nothing to hand over.
+            punt.keep = false;
+        }
+        Ok(TcPort { prog, punt, ifname: ifname.into(), ifindex, pinned, pending })
+    }
+
+    /// Puts this port's programs into the links a predecessor left, if it
+    /// did, each in one system call: every skb meets the old program or
+    /// this one. Not fatal: the old program goes on serving its link.
+    pub fn swap_in(&mut self) {
+        for (name, link) in std::mem::take(&mut self.pending) {
+            let swapped =
+                SchedClassifierLink::try_from(link).map_err(|e| e.to_string()).and_then(|link| {
+                    let p = tc::tc_program(&mut self.prog, name, &self.ifname)
+                        .map_err(|e| e.to_string())?;
+                    p.attach_to_link(link).map(|_| ()).map_err(|e| tc::chain(&e))
+                });
+            match swapped {
+                Ok(()) => {
+                    tracing::info!(interface = %self.ifname, program = name, "took over the tc port's pinned link")
+                }
+                Err(e) => {
+                    tracing::warn!(interface = %self.ifname, program = name, error = %e, "the tc port keeps its previous program")
+                }
+            }
+        }
+    }
+
+    /// True if its programs, maps and punt device outlive this process (a
+    /// successor can take the port over).
+    pub fn pinned(&self) -> bool {
+        self.pinned
+    }
+
+    /// Unpins everything of the port: its programs detach and its punt
+    /// device goes when `self` drops (a clean stop).
+    pub fn unpin(&mut self) -> Result<(), XdpError> {
+        self.pending.clear();
+        self.punt.keep = false;
+        self.pinned = false;
+        self.prog.unpin()
     }
 
     /// The loaded object: the tier's maps and settings, the statistics.
@@ -114,6 +230,55 @@ impl TcPort {
             source,
         })?;
         Ok((rx, tx))
+    }
+}
+
+/// The link pinned at `path`, if it still serves interface `ifindex`; else
+/// its pin goes (the kernel detaches whatever it held).
+fn inherited(path: &Path, ifindex: u32) -> Option<FdLink> {
+    let serves = pin::link_state(path).is_ok_and(|l| l.ifindex == ifindex);
+    let link = serves.then(|| PinnedLink::from_pin(path).ok()).flatten();
+    if link.is_none() {
+        let _ = std::fs::remove_file(path);
+    }
+    link.map(FdLink::from)
+}
+
+/// Loads program `name` of `prog`'s object (for a link it will be swapped into).
+fn load_program(prog: &mut SteerProgram, name: &str, ifname: &str) -> Result<(), TcError> {
+    let p = tc::tc_program(prog, name, ifname)?;
+    p.load().map_err(|e| TcError { ifname: ifname.into(), what: "load", reason: tc::chain(&e) })
+}
+
+/// Loads program `name` and attaches it to `ifname`'s ingress through a
+/// TCX link pinned at `path`; false if the kernel has no TCX (before 6.6):
+/// then it is attached through netlink, unpinned, for as long as `prog`
+/// lives.
+fn attach_pinned(
+    prog: &mut SteerProgram,
+    name: &str,
+    ifname: &str,
+    path: &PathBuf,
+) -> Result<bool, TcError> {
+    load_program(prog, name, ifname)?;
+    let err =
+        |what: &'static str| move |reason: String| TcError { ifname: ifname.into(), what, reason };
+    let p = tc::tc_program(prog, name, ifname)?;
+    let tcx = TcAttachOptions::TcxOrder(LinkOrder::default());
+    match p.attach_with_options(ifname, TcAttachType::Ingress, tcx) {
+        Ok(id) => {
+            let link = p.take_link(id).map_err(|e| err("take the link of")(tc::chain(&e)))?;
+            let fd = FdLink::try_from(link).map_err(|e| err("pin")(e.to_string()))?;
+            // The pin holds the link; this descriptor may close.
+            fd.pin(path).map_err(|e| err("pin")(format!("{}: {e}", path.display())))?;
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::info!(interface = ifname, program = name, reason = %tc::chain(&e), "tc port attached through netlink (no TCX): not pinned, an upgrade cannot hand it over");
+            let _ = aya::programs::tc::qdisc_add_clsact(ifname);
+            p.attach(ifname, TcAttachType::Ingress).map_err(|e| err("attach")(tc::chain(&e)))?;
+            Ok(false)
+        }
     }
 }
 
@@ -197,10 +362,12 @@ pub fn remove_punt_device(punt: &str) -> Result<(), TcPortError> {
 
 /// One end of a veth pair, up, with no addresses: the target of the port
 /// program's misses (its peer stays down: nothing is ever sent on it).
-/// Deleted, with its peer, on drop.
+/// Deleted, with its peer, on drop unless kept for a successor.
 struct PuntDevice {
     name: String,
     ifindex: u32,
+    /// Pinned port: the device outlives the process with the programs.
+    keep: bool,
 }
 
 impl PuntDevice {
@@ -217,12 +384,15 @@ impl PuntDevice {
         let peer = format!("ovq{}", &name[3..]);
         netlink::create_veth(&name, &peer).map_err(err("create"))?;
         let ifindex = netdev::ifindex(&name).map_err(|e| err("find")(e.to_string()))?;
-        Ok(PuntDevice { name, ifindex })
+        Ok(PuntDevice { name, ifindex, keep: false })
     }
 }
 
 impl Drop for PuntDevice {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         if let Err(e) = netlink::delete(self.ifindex) {
             tracing::warn!(device = %self.name, error = %e, "cannot delete the punt device");
         }

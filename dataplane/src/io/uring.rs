@@ -40,6 +40,8 @@ const TX_INFLIGHT: usize = 1024;
 const SQ_ENTRIES: u32 = 2048;
 const BGID: u16 = 0;
 const RX_TAG: u64 = u64::MAX;
+/// The request that cancels the multishot receive before a handover.
+const CANCEL_TAG: u64 = u64::MAX - 1;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UringError {
@@ -148,6 +150,9 @@ pub struct UringQueue {
     bufs: Region,
     buf_tail: u16,
     rx_armed: bool,
+    /// Set before a handover: the receive is not armed again, so what the
+    /// socket holds stays there for the next owner.
+    quiescing: bool,
     ready: VecDeque<Received>,
     in_flight: usize,
     unsubmitted: bool,
@@ -215,6 +220,7 @@ impl UringQueue {
             bufs,
             buf_tail: 0,
             rx_armed: false,
+            quiescing: false,
             ready: VecDeque::new(),
             in_flight: 0,
             unsubmitted: false,
@@ -310,12 +316,16 @@ impl UringQueue {
                     }
                 } else if c.result() == -libc::ENOBUFS {
                     self.offload.rx_buffers_exhausted += 1;
+                } else if c.result() == -libc::ECANCELED && self.quiescing {
+                    // Cancelled for a handover (quiesce): not a failure.
                 } else {
                     tracing::warn!(interface = %self.ifname, error = %io::Error::from_raw_os_error(-c.result()), "receive failed; re-arming");
                 }
                 if !cqueue::more(c.flags()) {
                     self.rx_armed = false;
                 }
+            } else if c.user_data() == CANCEL_TAG {
+                // The receive's own last completion says when it ended.
             } else {
                 let w = WriteTag::unpack(c.user_data());
                 free.push(w.addr.base());
@@ -455,7 +465,7 @@ impl PortQueue for UringQueue {
         if returned {
             self.publish_buffers();
         }
-        if !self.rx_armed {
+        if !self.rx_armed && !self.quiescing {
             self.arm_rx();
             self.submit();
         }
@@ -519,6 +529,25 @@ impl PortQueue for UringQueue {
 
     fn passed(&self) -> u64 {
         self.steering.map_or(0, |s| s.passed())
+    }
+
+    fn handover_fds(&self) -> Vec<RawFd> {
+        let mut fds = vec![self.fd.as_raw_fd()];
+        fds.extend(self.tx_fd.as_ref().map(|f| f.as_raw_fd()));
+        fds
+    }
+
+    fn quiesce(&mut self) {
+        self.quiescing = true;
+        if self.rx_armed {
+            let e = opcode::AsyncCancel::new(RX_TAG).build().user_data(CANCEL_TAG);
+            self.push(e);
+            self.submit();
+        }
+    }
+
+    fn quiet(&mut self) -> bool {
+        !self.rx_armed && self.ready.is_empty() && self.in_flight == 0 && !self.unsubmitted
     }
 
     fn stats(&self) -> QueueStats {

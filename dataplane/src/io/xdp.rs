@@ -226,6 +226,12 @@ impl SteerProgram {
             }
             link.map(FdLink::from)
         });
+        if let Some(pins) = &pins {
+            // A tc port's links (the port served by `backend = "tc"` before):
+            // removing their pins detaches its programs.
+            let _ = std::fs::remove_file(pins.tc_port_link());
+            let _ = std::fs::remove_file(pins.tc_sink_link());
+        }
         let keep_tc = tc_inherited.is_some();
         let mut p = Self::load_in(ifname, role, tier, maps_dir.as_deref(), adopt, keep_tc)?;
         p.tc_inherited = tc_inherited;
@@ -390,6 +396,47 @@ impl SteerProgram {
             reason: format!("no such interface ({e})"),
         })?;
         Ok(p)
+    }
+
+    /// As [`load_unattached`](Self::load_unattached), with the maps pinned
+    /// in `pins` (a tc port whose programs outlive the process): the maps a
+    /// predecessor left are adopted, their tier's settings kept, when
+    /// `inherited` (its program still serves the port) and their layout
+    /// and size are this binary's; else they are created anew. Returns
+    /// whether they were adopted.
+    pub(crate) fn load_unattached_pinned(
+        ifname: &str,
+        role: &SteerRole,
+        tier: Option<u32>,
+        pins: PortPins,
+        inherited: bool,
+    ) -> Result<(Self, bool), XdpError> {
+        let pin_err = |source| XdpError::Pin { ifname: ifname.into(), source };
+        let capacity = tier.unwrap_or(0);
+        let dir = pins.maps_dir(capacity);
+        let adopt = inherited
+            && pin::read_meta(&dir)
+                .is_some_and(|m| m.layout == LAYOUT && m.tier_capacity == capacity);
+        if !adopt {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        for d in pins.other_maps_dirs(&dir) {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|source| pin_err(PinError::Io { path: dir.clone(), source }))?;
+        let mut p = Self::load_in(ifname, role, tier, Some(&dir), adopt, false)?;
+        p.ifindex = netdev::ifindex(ifname).map_err(|e| XdpError::Load {
+            ifname: ifname.into(),
+            reason: format!("no such interface ({e})"),
+        })?;
+        let mut m = if adopt { p.meta().unwrap_or_default() } else { PinMeta::default() };
+        m.layout = LAYOUT;
+        m.tier_capacity = capacity;
+        p.set_meta(m)?;
+        p.inherited = if adopt { Inherited::Adopted } else { Inherited::Nothing };
+        p.pins = Some(pins);
+        Ok((p, adopt))
     }
 
     /// Loads the program (verified, not attached) with its maps set for
