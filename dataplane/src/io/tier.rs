@@ -577,6 +577,15 @@ impl TierMaps {
         Ok(())
     }
 
+    /// The masks in use, in slot order (up to the first unused slot, where
+    /// the program stops).
+    fn live_masks(&self) -> Vec<FlowKey> {
+        (0..TIER_MASKS)
+            .map_while(|i| self.masks.get(&i, 0).ok().filter(|m| m.live != 0))
+            .map(|m| FlowKey(m.w))
+            .collect()
+    }
+
     /// Marks every mask slot unused, the first one first (the program stops
     /// at the first unused slot).
     fn clear_masks(&mut self) {
@@ -1215,10 +1224,13 @@ impl State {
             let meta = ing.maps.meta.get(&0, 0).unwrap_or_default();
             let trusted = meta.fingerprint == fp;
             ing.maps.clear_tunnels();
-            // Rebuilt from the entries kept: a predecessor's list may hold
-            // masks of entries deleted here.
-            ing.maps.clear_masks();
-            ing.masks.clear();
+            // The predecessor's list is kept as it is: its pinned program
+            // is forwarding with it while this one adopts, and a cleared
+            // slot would send the kept entries' packets to AF_XDP (lost
+            // after a kill -9, counted twice across an upgrade). A mask of
+            // an entry deleted here only costs a lookup; the list is
+            // cleared at the next rule-set change.
+            ing.masks = ing.maps.live_masks();
             let found: Vec<([u64; WORDS], TierValue)> =
                 ing.maps.flows.iter().filter_map(Result::ok).collect();
             // Taken off the free list in one pass at the end: one pass per
