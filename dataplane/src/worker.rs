@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use encap::{DropReason, PacketBuf};
+use encap::{DropReason, PacketBuf, Settled};
 use engine::counters::WorkerCounters;
 use engine::flow_key::FlowKey;
 use engine::model::PortKind;
@@ -420,14 +420,16 @@ impl<'m> WorkerLoop<'m> {
             };
             for mut pkt in pkts.drain(..) {
                 let frame = umem.addr_of(pkt.buffer_ptr());
-                if settle {
-                    if let Err(r) = encap::settle(pkt.data_mut()) {
+                let settled = match settle.then(|| encap::settle(pkt.data_mut())) {
+                    Some(Err(r)) => {
                         c.unsend(p as u16, pkt.len(), r);
                         self.free.push(frame);
                         continue;
                     }
-                }
-                if !q.send(umem, frame.offset_by(pkt.head()), pkt.len() as u32) {
+                    Some(Ok(s)) => matches!(s, Settled::Valid | Settled::Completed),
+                    None => false,
+                };
+                if !q.send(umem, frame.offset_by(pkt.head()), pkt.len() as u32, settled) {
                     c.unsend(p as u16, pkt.len(), DropReason::TxRingFull);
                     self.free.push(frame);
                 }

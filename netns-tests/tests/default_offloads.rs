@@ -132,6 +132,16 @@ fn queue_sum(st: &serde_json::Value, port: usize, field: &str) -> u64 {
         .sum()
 }
 
+/// B -> A's bulk segments reached the workload on `port` merged into
+/// super-frames (io/gro.rs): many, of many segments each.
+fn assert_merged_towards_workload(st: &serde_json::Value, port: usize) {
+    let supers = queue_sum(st, port, "tx_super_frames");
+    let merged = queue_sum(st, port, "tx_merged_segments");
+    assert!(supers > 10, "{supers} super-frames written to the workload: {st:#}");
+    assert!(merged >= 8 * supers, "{merged} segments in {supers} super-frames: {st:#}");
+    eprintln!("towards the workload: {merged} segments merged into {supers} super-frames");
+}
+
 #[test]
 fn af_xdp_workload_with_default_offloads() {
     if !require_root("af_xdp_workload_with_default_offloads") {
@@ -171,6 +181,8 @@ fn af_packet_workload_with_default_offloads() {
     // TSO stays on: the workload hands over super-frames, which overlayd cuts.
     assert!(queue_sum(&st, 0, "rx_super_frames") > 10, "{st:#}");
     assert!(queue_sum(&st, 0, "rx_checksums_completed") > 0, "{st:#}");
+    // ...and gets B's segments back as super-frames.
+    assert_merged_towards_workload(&st, 0);
     stop(o);
 }
 
@@ -316,6 +328,7 @@ fn tap_workload_with_default_offloads() {
     let (o, _, st) = run_case(&Case { opts, bulk: BULK });
     assert_eq!(st["io"]["ports"][0]["backend"], "tap", "{st:#}");
     assert!(queue_sum(&st, 0, "rx_super_frames") > 10, "{st:#}");
+    assert_merged_towards_workload(&st, 0);
     stop(o);
 }
 
@@ -429,7 +442,8 @@ fn tc_uplink_takes_super_frames_whole() {
 
 /// The tc uplink without the tier: every tunnel packet goes to the engine
 /// through the punt device, B's super-frames whole, and the engine cuts
-/// them inside their outer headers (io/gso.rs) before decapsulating.
+/// them inside their outer headers (io/gso.rs) before decapsulating, then
+/// merges the segments again on the way to the workload (io/gro.rs).
 #[test]
 fn tc_uplink_without_the_tier_cuts_super_frames_in_the_engine() {
     if !require_root("tc_uplink_without_the_tier_cuts_super_frames_in_the_engine") {
@@ -451,6 +465,8 @@ fn tc_uplink_without_the_tier_cuts_super_frames_in_the_engine() {
     assert!(supers > 10, "the engine cut {supers} super-frames from the uplink: {st:#}");
     assert!(segs > supers, "{segs} segments from {supers} super-frames: {st:#}");
     eprintln!("tc uplink, no tier: {supers} tunnel super-frames cut into {segs} segments");
+    // Cut to be decapsulated, merged again for the workload.
+    assert_merged_towards_workload(&st, 0);
     stop(o);
 }
 

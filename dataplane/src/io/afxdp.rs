@@ -642,7 +642,7 @@ impl PortQueue for Xsk {
         Xsk::tx_free(self)
     }
 
-    fn send(&mut self, _mem: &Umem, addr: FrameAddr, len: u32) -> bool {
+    fn send(&mut self, _mem: &Umem, addr: FrameAddr, len: u32, _settled: bool) -> bool {
         Xsk::send(self, addr, len)
     }
 

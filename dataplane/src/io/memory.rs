@@ -58,6 +58,16 @@ pub struct Region {
 }
 
 impl Region {
+    /// `len` bytes of the region from `at`.
+    ///
+    /// # Safety
+    /// Nobody else reads or writes these bytes while the slice lives.
+    pub unsafe fn slice_mut<'a>(&self, at: usize, len: usize) -> &'a mut [u8] {
+        assert!(at + len <= self.len);
+        // SAFETY: in bounds (checked above); exclusive by the caller's word.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr().add(at), len) }
+    }
+
     pub fn new(len: usize) -> io::Result<Region> {
         // SAFETY: an anonymous private mapping; checked before use.
         let p = unsafe {

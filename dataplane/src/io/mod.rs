@@ -29,6 +29,7 @@
 pub mod af_packet;
 pub mod afxdp;
 pub mod checksums;
+pub mod gro;
 pub mod gso;
 pub mod handover;
 pub mod map_batch;
@@ -101,8 +102,10 @@ pub trait PortQueue: Send {
     fn recv(&mut self, cx: &mut RxCtx<'_>, out: &mut Vec<RxDesc>, max: usize) -> usize;
     /// Frames `send` can take now.
     fn tx_free(&mut self) -> usize;
-    /// Queues one frame; false if there is no room.
-    fn send(&mut self, mem: &Umem, addr: FrameAddr, len: u32) -> bool;
+    /// Queues one frame; false if there is no room. `settled`: the worker
+    /// verified or completed its TCP/UDP checksum (`encap::settle`), so a
+    /// backend may merge it with its flow's next segments (io/gro.rs).
+    fn send(&mut self, mem: &Umem, addr: FrameAddr, len: u32, settled: bool) -> bool;
     /// Hands queued frames to the kernel.
     fn flush_tx(&mut self);
     /// True while frames are queued that the kernel has not taken.
@@ -190,5 +193,9 @@ pub struct OffloadStats {
     pub rx_buffers_exhausted: u64,
     /// Frames delivered marked DATA_VALID.
     pub tx_data_valid: u64,
+    /// Super-frames written from merged TCP segments (io/gro.rs), and the
+    /// segments they carried.
+    pub tx_super_frames: u64,
+    pub tx_merged_segments: u64,
     pub tx_errors: u64,
 }

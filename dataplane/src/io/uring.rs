@@ -10,7 +10,10 @@
 //! - Send: `WRITE_FIXED` straight from the worker's packet memory, registered
 //!   once as a fixed buffer, with the virtio-net header written into the
 //!   headroom in front of the frame. Writes of a batch go in one
-//!   `io_uring_enter`; their completions free the frames.
+//!   `io_uring_enter`; their completions free the frames. Consecutive TCP
+//!   segments of one flow whose checksums the worker settled are copied
+//!   into a staging buffer instead and written as one super-frame
+//!   (io/gro.rs); their frames are free at once.
 //! - `COOP_TASKRUN`: the kernel never interrupts the worker to post
 //!   completions; they are collected when the worker next enters the kernel,
 //!   which it does when the ring says work is pending.
@@ -25,6 +28,7 @@ use arc_swap::ArcSwap;
 use encap::DropReason;
 use io_uring::{cqueue, opcode, types, IoUring};
 
+use super::gro::{self, Run, Segment};
 use super::gso::Plan;
 use super::memory::{FrameAddr, Region, Umem, FRAME_SIZE, HEADROOM};
 use super::steer::{steer, Steer, SteerRole, SteerStats};
@@ -42,6 +46,10 @@ const BGID: u16 = 0;
 const RX_TAG: u64 = u64::MAX;
 /// The request that cancels the multishot receive before a handover.
 const CANCEL_TAG: u64 = u64::MAX - 1;
+/// Staging buffers per queue for merged segments (io/gro.rs); a write of
+/// one is tagged STAGE_TAG plus its index.
+const STAGE_BUFS: usize = 32;
+const STAGE_TAG: u64 = 1 << 62;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UringError {
@@ -162,6 +170,26 @@ pub struct UringQueue {
     rx_checksums_completed: u64,
     offload: OffloadStats,
     steering: Option<SteerStats>,
+    /// Staging buffers for super-frames, the free ones, and the lengths of
+    /// the segments each one in flight carries (counted as failed if its
+    /// write fails).
+    stage: Region,
+    stage_free: Vec<usize>,
+    stage_segs: Vec<Vec<u32>>,
+    /// A flow's segments not yet written: the last batch's that the next
+    /// may continue.
+    held: Option<Held>,
+    /// Frames copied into a staging buffer, free at the next reclaim.
+    copied: Vec<FrameAddr>,
+}
+
+/// Segments held back in case the next ones continue their flow.
+enum Held {
+    /// One, still in its frame, its virtio-net header written: `ptr` is
+    /// where the write starts.
+    One { addr: FrameAddr, len: u32, seg: Segment, ptr: usize, valid: bool },
+    /// Two or more, copied into staging buffer `buf`.
+    Merged { run: Run, buf: usize },
 }
 
 // SAFETY: the raw regions are owned by this value and only touched by the
@@ -210,6 +238,8 @@ impl UringQueue {
             },
         })?;
         let steering = matches!(kind, Kind::AfPacket { .. }).then(SteerStats::default);
+        let stage =
+            Region::new(STAGE_BUFS * gro::BUF_LEN).map_err(io_err("mapping staging buffers"))?;
         let mut q = UringQueue {
             ring,
             fd,
@@ -230,6 +260,11 @@ impl UringQueue {
             rx_checksums_completed: 0,
             offload: OffloadStats::default(),
             steering,
+            stage,
+            stage_free: (0..STAGE_BUFS).rev().collect(),
+            stage_segs: (0..STAGE_BUFS).map(|_| Vec::with_capacity(gro::MAX_SEGS)).collect(),
+            held: None,
+            copied: Vec::with_capacity(gro::MAX_SEGS),
         };
         for bid in 0..RX_BUFS {
             q.give_buffer(bid);
@@ -244,6 +279,89 @@ impl UringQueue {
     pub fn sending_on(mut self, fd: OwnedFd) -> UringQueue {
         self.tx_fd = Some(fd);
         self
+    }
+
+    /// A segment copied into staging buffer `i`: its frame is free at the
+    /// next reclaim; its length is what fails if the write does.
+    fn copied_into(&mut self, i: usize, addr: FrameAddr, len: u32) {
+        self.copied.push(addr.base());
+        self.stage_segs[i].push(len);
+    }
+
+    /// Staging buffer `i` of `stage`.
+    fn stage_buf<'a>(stage: &Region, i: usize) -> &'a mut [u8] {
+        // SAFETY: a staging buffer is used by one run at a time, from when
+        // it leaves `stage_free` until its write completes.
+        unsafe { stage.slice_mut(i * gro::BUF_LEN, gro::BUF_LEN) }
+    }
+
+    /// Tries to put `frame` (segment `s`) into what is held; true if it
+    /// joined.
+    fn join(&mut self, mem: &Umem, addr: FrameAddr, frame: &[u8], s: &Segment) -> bool {
+        let joined = match self.held.as_mut() {
+            None => return false,
+            Some(Held::Merged { run, buf }) => {
+                let buf = *buf;
+                run.append(Self::stage_buf(&self.stage, buf), frame, s) && {
+                    self.copied_into(buf, addr, frame.len() as u32);
+                    true
+                }
+            }
+            Some(Held::One { addr: a0, len: l0, seg: s0, .. }) => {
+                // SAFETY: a held frame is ours until its write completes.
+                let (f0, off0) = unsafe { mem.frame(*a0) };
+                let first = &f0[off0..off0 + *l0 as usize];
+                let (a0, l0, s0) = (*a0, *l0, *s0);
+                if !gro::follows(first, &s0, frame, s) {
+                    return false;
+                }
+                let Some(buf) = self.stage_free.pop() else { return false };
+                let b = Self::stage_buf(&self.stage, buf);
+                let mut run = Run::start(b, first, s0);
+                run.append(b, frame, s);
+                self.copied_into(buf, a0, l0);
+                self.copied_into(buf, addr, frame.len() as u32);
+                self.held = Some(Held::Merged { run, buf });
+                true
+            }
+        };
+        if joined {
+            self.tx_packets += 1;
+        }
+        joined
+    }
+
+    /// Writes what is held: one segment from its frame, more as a
+    /// super-frame from their staging buffer.
+    fn release(&mut self) {
+        let tx = self.tx_fd.as_ref().unwrap_or(&self.fd).as_raw_fd();
+        let e = match self.held.take() {
+            None => return,
+            Some(Held::One { addr, len, ptr, valid, .. }) => {
+                self.offload.tx_data_valid += valid as u64;
+                opcode::WriteFixed::new(types::Fd(tx), ptr as *const u8, len + HDR_LEN as u32, 0)
+                    .build()
+                    .user_data(WriteTag { addr, len }.pack())
+            }
+            Some(Held::Merged { run, buf }) => {
+                let b = Self::stage_buf(&self.stage, buf);
+                let n = run.finish(b);
+                self.offload.tx_super_frames += 1;
+                self.offload.tx_merged_segments += run.segments() as u64;
+                opcode::Write::new(types::Fd(tx), b.as_ptr(), n as u32)
+                    .build()
+                    .user_data(STAGE_TAG | buf as u64)
+            }
+        };
+        self.push(e);
+    }
+
+    fn held_closed(&self) -> bool {
+        match &self.held {
+            Some(Held::Merged { run, .. }) => run.closed(),
+            Some(Held::One { seg, .. }) => seg.ends_run(),
+            None => false,
+        }
     }
 
     fn give_buffer(&mut self, bid: u16) {
@@ -282,7 +400,8 @@ impl UringQueue {
 
     fn push(&mut self, e: io_uring::squeue::Entry) {
         // SAFETY: every entry we push points at memory that outlives its
-        // completion: the fixed packet memory or the provided buffers.
+        // completion: the fixed packet memory, the provided buffers or a
+        // staging buffer (not reused before its write completes).
         while unsafe { self.ring.submission().push(&e) }.is_err() {
             self.submit();
         }
@@ -305,6 +424,7 @@ impl UringQueue {
     /// Collects completions: received buffers wait in `ready`, written
     /// frames return to `free`, failed writes to `failed` (their lengths).
     fn reap(&mut self, free: &mut Vec<FrameAddr>, failed: &mut Vec<TxFailure>) {
+        free.append(&mut self.copied);
         if self.ring.completion().is_empty() && self.ring.submission().taskrun() {
             self.submit();
         }
@@ -326,6 +446,15 @@ impl UringQueue {
                 }
             } else if c.user_data() == CANCEL_TAG {
                 // The receive's own last completion says when it ended.
+            } else if c.user_data() & STAGE_TAG != 0 {
+                let i = (c.user_data() & !STAGE_TAG) as usize;
+                self.in_flight -= 1;
+                if c.result() < 0 {
+                    self.offload.tx_errors += 1;
+                    failed.extend(self.stage_segs[i].iter().map(|&len| TxFailure { len }));
+                }
+                self.stage_segs[i].clear();
+                self.stage_free.push(i);
             } else {
                 let w = WriteTag::unpack(c.user_data());
                 free.push(w.addr.base());
@@ -478,47 +607,64 @@ impl PortQueue for UringQueue {
         TX_INFLIGHT - self.in_flight
     }
 
-    fn send(&mut self, mem: &Umem, addr: FrameAddr, len: u32) -> bool {
+    fn send(&mut self, mem: &Umem, addr: FrameAddr, len: u32, settled: bool) -> bool {
         if self.in_flight >= TX_INFLIGHT {
             return false;
         }
         // SAFETY: the worker handed us this frame to send; until its write
-        // completes nobody else touches it.
+        // completes (or it is copied) nobody else touches it.
         let (f, off) = unsafe { mem.frame(addr) };
         if off < HDR_LEN {
             return false;
         }
-        let mut h = VnetHdr::default();
-        if let Kind::Tap { mark_valid: true } = self.kind {
-            if virtio::l4_checksum_valid(&f[off..off + len as usize]) {
-                h.flags = F_DATA_VALID;
-                self.offload.tx_data_valid += 1;
+        let frame = &f[off..off + len as usize];
+        let seg = settled.then(|| gro::segment(frame)).flatten();
+        if let Some(s) = &seg {
+            if self.join(mem, addr, frame, s) {
+                if self.held_closed() {
+                    self.release();
+                }
+                return true;
             }
         }
+        self.release();
+        let mut h = VnetHdr::default();
+        // Settled means its checksum verifies (or is complete now).
+        let valid = matches!(self.kind, Kind::Tap { mark_valid: true })
+            && (settled || virtio::l4_checksum_valid(frame));
+        if valid {
+            h.flags = F_DATA_VALID;
+        }
         h.write(&mut f[off - HDR_LEN..off]);
-        let tx = self.tx_fd.as_ref().unwrap_or(&self.fd);
-        let e = opcode::WriteFixed::new(
-            types::Fd(tx.as_raw_fd()),
-            f[off - HDR_LEN..].as_ptr(),
-            len + HDR_LEN as u32,
-            0,
-        )
-        .build()
-        .user_data(WriteTag { addr, len }.pack());
-        self.push(e);
         self.in_flight += 1;
         self.tx_packets += 1;
+        let ptr = f[off - HDR_LEN..].as_ptr();
+        if let Some(seg) = seg {
+            // Held: the next segment may continue its flow.
+            self.held = Some(Held::One { addr, len, seg, ptr: ptr as usize, valid });
+            if seg.ends_run() {
+                self.release();
+            }
+            return true;
+        }
+        self.offload.tx_data_valid += valid as u64;
+        let tx = self.tx_fd.as_ref().unwrap_or(&self.fd);
+        let e = opcode::WriteFixed::new(types::Fd(tx.as_raw_fd()), ptr, len + HDR_LEN as u32, 0)
+            .build()
+            .user_data(WriteTag { addr, len }.pack());
+        self.push(e);
         true
     }
 
     fn flush_tx(&mut self) {
+        self.release();
         if self.unsubmitted {
             self.submit();
         }
     }
 
     fn tx_pending(&mut self) -> bool {
-        self.unsubmitted
+        self.unsubmitted || self.held.is_some()
     }
 
     fn outstanding(&mut self) -> usize {
