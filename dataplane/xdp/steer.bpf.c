@@ -440,15 +440,17 @@ static __always_inline struct tier_entry *tier_lookup(const struct tier_key *k)
 	return NULL;
 }
 
-/* Hands the frame to the entry's output interface, counted against the entry. */
-static __always_inline int tier_send(const struct tier_entry *e, struct tier_count *n, __u32 len)
+/* Sends the frame out of the entry's output interface, counted against the
+ * entry. The target was set by the bpf_redirect_map in tier() that checked
+ * the output before the frame was changed: one devmap lookup a packet, not
+ * two (issue 14's per-packet cost; the target stays set until the program
+ * returns). */
+static __always_inline int tier_send(struct tier_count *n, __u32 len)
 {
 	n->packets++;
 	n->bytes += len;
 	count(ST_TIER_HIT, 0);
-	/* Present a moment ago (checked before the frame was changed); the owner
-	 * removes a port's flows before its tier_tx slot. */
-	return bpf_redirect_map(&tier_tx, e->tx_port, 0);
+	return XDP_REDIRECT;
 }
 
 /* What the outer headers of a decapsulated frame give the tier. */
@@ -1047,8 +1049,12 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 		count(ST_TIER_HIT, 0);
 		return XDP_DROP;
 	}
-	__u32 tx = e->tx_port;
-	if (!bpf_map_lookup_elem(&tier_tx, &tx)) {
+	/* The output's check and the redirect's target in one lookup: a port
+	 * not in tier_tx gives the fallback action (XDP_ABORTED), no target.
+	 * A later miss sends the frame to AF_XDP, whose bpf_redirect_map
+	 * replaces this target; one that passes it to the stack or drops it
+	 * leaves the target unread (only XDP_REDIRECT reads it). */
+	if (bpf_redirect_map(&tier_tx, e->tx_port, XDP_ABORTED) != XDP_REDIRECT) {
 		/* The tc tier sends skbs, which any interface takes (a veth whose
 		 * peer has no NAPI refuses XDP frames): far cheaper than AF_XDP. */
 		if (c->tc_tier && tc_takes(e))
@@ -1072,7 +1078,7 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 			copy_to_frame(eth->h_dest, e->eth_dst, 6);
 		if (e->flags & TF_SET_SRC)
 			copy_to_frame(eth->h_source, e->eth_src, 6);
-		return tier_send(e, n, len);
+		return tier_send(n, len);
 	}
 	if (e->action != TIER_ENCAP)
 		return TIER_MISS;
@@ -1105,7 +1111,7 @@ static __always_inline int tier(struct xdp_md *ctx, const struct steer_cfg *c,
 		r = encap_vxlan4(ctx, e, &o);
 	if (r != TIER_SENT)
 		return r;
-	return tier_send(e, n, len);
+	return tier_send(n, len);
 }
 
 /* Decapsulation in the tier, for a UDP packet to a VXLAN port of a local
