@@ -3,7 +3,7 @@
 //! or count 100 000 packets a second; this can.
 //!
 //! ```text
-//! flood send SRC_IP DST_IP:PORT PPS SECONDS [WARM]   prints: sent N retried R seconds S warm W forgone F
+//! flood send SRC_IP DST_IP:PORT PPS SECONDS [WARM]   prints: sent N retried R seconds S warm W forgone F through T
 //! flood sink BIND_IP:PORT SECONDS STOP_FILE [FROM]   prints: received N max S missing M gap_ms G
 //! ```
 //!
@@ -16,7 +16,9 @@
 //! (bpf/flood.bpf.c) that the kernel runs in live-frames mode and transmits
 //! out of the socket's interface: paced, never past SECONDS; F is what
 //! SECONDS did not leave time for, R what the sending veth dropped itself
-//! and was sent again. The sink stops at
+//! and was sent again, T how many frames left the sending veth (a slice sent
+//! again was only partly dropped, so some numbers pass twice; a forwarder's
+//! own counters see T, the sink counts N). The sink stops at
 //! SECONDS, or 1 s after STOP_FILE appears. With FROM, the sink's longest
 //! silence counts from sequence number FROM on (after the sender's warm-up
 //! and pause).
@@ -72,27 +74,39 @@ fn send(src: &str, dst: &str, pps: &str, secs: &str, warm: u64) {
     let (dev, peer_mac) =
         neighbour(peer.ip()).expect("no neighbour entry for DST after the warm-up");
     let frame = datagram(&dev, peer_mac, local, peer);
-    let (flooded, again, took) = flood(&dev, &frame, seq, pps, secs);
+    let f = flood(&dev, &frame, seq, pps, secs);
     let total = (secs * pps as f64) as u64;
     println!(
-        "sent {} retried {again} seconds {:.3} warm {warm} forgone {}",
-        seq + flooded,
-        took.as_secs_f64(),
-        total - flooded
+        "sent {} retried {} seconds {:.3} warm {warm} forgone {} through {}",
+        seq + f.sent,
+        f.again,
+        f.took.as_secs_f64(),
+        total - f.sent,
+        seq + f.through
     );
+}
+
+/// What one flood came to.
+struct Flooded {
+    /// Sequence numbers sent.
+    sent: u64,
+    /// Frames sent again (their slice saw drops).
+    again: u64,
+    /// Frames that left the sending veth, repeats included.
+    through: u64,
+    took: Duration,
 }
 
 /// Sends `secs * pps` numbered copies of `frame` (from sequence number
 /// `first` on) out of `dev`, in slices of one kernel batch (up to four when
-/// behind), paced and never past `secs`: how many went, how many were sent
-/// again, and how long it took.
+/// behind), paced and never past `secs`.
 ///
 /// A slice that `dev` itself dropped (its `tx_dropped` grew: the receiving
 /// veth's XDP ring was full because that side's NAPI had not run yet, before
 /// any program of overlayd's saw the frames) is sent again, with the same
 /// sequence numbers: that is the rig's loss, not the daemon's, as ENOBUFS
 /// from a socket would be. The sink counts each number once.
-fn flood(dev: &str, frame: &[u8], first: u64, pps: u64, secs: f64) -> (u64, u64, Duration) {
+fn flood(dev: &str, frame: &[u8], first: u64, pps: u64, secs: f64) -> Flooded {
     let _fast = ExpeditedRcu::on();
     // The generator is the instrument, not what is measured: it runs ahead
     // of the daemons and other jobs on the machine's 2 cores.
@@ -104,7 +118,7 @@ fn flood(dev: &str, frame: &[u8], first: u64, pps: u64, secs: f64) -> (u64, u64,
         std::fs::read_to_string(&dropped).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0)
     };
     let total = (secs * pps as f64) as u64;
-    let (mut sent, mut again) = (0u64, 0u64);
+    let (mut sent, mut again, mut through) = (0u64, 0u64, 0u64);
     let t0 = Instant::now();
     while sent < total && t0.elapsed().as_secs_f64() < secs {
         let due = ((t0.elapsed().as_secs_f64() * pps as f64) as u64).min(total);
@@ -116,14 +130,16 @@ fn flood(dev: &str, frame: &[u8], first: u64, pps: u64, secs: f64) -> (u64, u64,
         for attempt in 0..=MAX_AGAIN {
             let before = dropped();
             gen.run(first + sent, n);
-            if dropped() == before || attempt == MAX_AGAIN {
+            let lost = dropped().saturating_sub(before);
+            through += u64::from(n).saturating_sub(lost);
+            if lost == 0 || attempt == MAX_AGAIN {
                 break;
             }
             again += u64::from(n);
         }
         sent += u64::from(n);
     }
-    (sent, again, t0.elapsed())
+    Flooded { sent, again, through, took: t0.elapsed() }
 }
 
 /// Times a dropped slice is sent again.
