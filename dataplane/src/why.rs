@@ -137,39 +137,44 @@ impl WhyArgs {
     }
 }
 
-/// Where packets arriving on `port` are handled: the XDP fast tier for the
-/// established flows it takes (AF_XDP ports with `xdp_tier = "auto"`), the
-/// software path for the rest. One place, read from the configuration and,
-/// live, from the tier's status.
+/// Where packets arriving on `port` are handled: the fast tier for the
+/// established flows it takes (the XDP program on an AF_XDP port, the tc
+/// program on a tc port, with `xdp_tier = "auto"`), the software path for
+/// the rest. One place, read from the configuration and, live, from the
+/// port's backend and the tier's status.
 pub fn tier(rs: &RuleSet, port: u16, io: Option<&IoStatus>) -> String {
     let Some(p) = rs.config.ports.get(port as usize) else {
         return "software (AF_XDP)".into();
     };
-    match p.backend {
+    // `auto` is resolved when the port is attached: live, the status says
+    // which backend it got.
+    let live = io.and_then(|io| io.ports.iter().find(|s| s.port == p.name)).map(|s| s.backend);
+    let (fast, software) = match live.unwrap_or(p.backend) {
         Backend::AfPacket => return "software (AF_PACKET, io_uring)".into(),
         Backend::Tap => return "software (TAP, io_uring)".into(),
-        // The tier's entries serve a tc port too (encapsulated in tc).
-        // `auto` runs on AF_XDP or tc, both of which the tier serves.
-        Backend::AfXdp | Backend::Tc | Backend::Auto => {}
-    }
+        Backend::Tc => ("tc tier", "software (a packet socket on the punt device, io_uring)"),
+        Backend::AfXdp => ("XDP tier", "software (AF_XDP)"),
+        Backend::Auto => ("XDP or tc tier", "software (AF_XDP, or a packet socket on a tc port)"),
+    };
     if rs.config.xdp_tier == engine::model::TierSpec::Off {
-        return "software (AF_XDP): the XDP tier is off (xdp_tier = \"off\")".into();
+        return format!("{software}: the XDP tier is off (xdp_tier = \"off\")");
     }
-    let live = io.and_then(|io| io.tier.as_ref());
-    match live.and_then(|t| t.ports.iter().find(|tp| tp.port == p.name)) {
+    let tier = io.and_then(|io| io.tier.as_ref());
+    match tier.and_then(|t| t.ports.iter().find(|tp| tp.port == p.name)) {
         Some(tp) => match tp.entries {
             Some(n) => format!(
-                "XDP tier for the established flows it takes ({n} entries on {} now; \
+                "{fast} for the established flows it takes ({n} entries on {} now; \
                  `overlayctl status` says why others stay), first packets and the rest in \
-                 software (AF_XDP)",
+                 {software}",
                 p.name
             ),
-            None => "software (AF_XDP): no XDP tier on this port".into(),
+            None => format!("{software}: no {fast} on this port"),
         },
-        None if io.is_some() => "software (AF_XDP): the XDP tier is not running".into(),
-        None => "XDP tier for the established flows it can take (xdp_tier = \"auto\"), \
-                 the rest in software (AF_XDP)"
-            .into(),
+        None if io.is_some() => format!("{software}: the {fast} is not running"),
+        None => format!(
+            "{fast} for the established flows it can take (xdp_tier = \"auto\"), the rest in \
+             {software}"
+        ),
     }
 }
 
@@ -1503,5 +1508,40 @@ tunnels = ["t1"]
         assert!(!contains(&p, "2001:db8::1".parse().unwrap()));
         assert!(contains(&"0.0.0.0/0".parse().unwrap(), "203.0.113.1".parse().unwrap()));
         assert!(contains(&"2001:db8::/32".parse().unwrap(), "2001:db8:1::1".parse().unwrap()));
+    }
+
+    /// The tier line names the tier a port's backend holds and the
+    /// software path its other packets take: a tc port (what `auto` picks
+    /// on a veth) is served by the tc program and punts to a packet socket,
+    /// not AF_XDP.
+    #[test]
+    fn the_tier_line_follows_the_ports_live_backend() {
+        let rs = rules();
+        let mut o = live();
+        let io = o.io.as_mut().unwrap();
+        let entries = |n| crate::io::tier::TierPortStatus {
+            port: "wl0".into(),
+            entries: Some(n),
+            not_output: None,
+        };
+        io.tier =
+            Some(crate::io::tier::TierStatus { ports: vec![entries(3)], ..Default::default() });
+        assert_eq!(
+            tier(&rs, 0, o.io.as_ref()),
+            "XDP tier for the established flows it takes (3 entries on wl0 now; \
+             `overlayctl status` says why others stay), first packets and the rest in \
+             software (AF_XDP)"
+        );
+        let io = o.io.as_mut().unwrap();
+        io.ports[0].backend = Backend::Tc;
+        io.ports[0].backend_auto = true;
+        assert_eq!(
+            tier(&rs, 0, o.io.as_ref()),
+            "tc tier for the established flows it takes (3 entries on wl0 now; \
+             `overlayctl status` says why others stay), first packets and the rest in \
+             software (a packet socket on the punt device, io_uring)"
+        );
+        // Offline, `auto` is not resolved yet: either may hold it.
+        assert!(tier(&rs, 0, None).starts_with("XDP or tc tier for the established flows"));
     }
 }
