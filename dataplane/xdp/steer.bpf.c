@@ -141,6 +141,8 @@ struct tier_entry {
 	 * serves a packet only if the packet's key under this mask is the
 	 * entry's key (checked on every hit, whatever mask found it). */
 	__u64 mask[8];
+	/* Its key, which tier_flows holds it under only as tier_hash(key). */
+	__u64 key[8];
 };
 
 /* The masks entries are keyed under, tried in order (the owner appends one
@@ -155,7 +157,7 @@ struct tier_mask {
 /* The layout of everything pinned beside the program (bumped whenever a
  * map's key, value or meaning changes): a starting overlayd adopts pinned
  * maps only when it is its own (dataplane/src/io/pin.rs). */
-#define LAYOUT_VERSION 7
+#define LAYOUT_VERSION 8
 
 /* Written by the owner, never read here: what a starting overlayd needs to
  * judge the pinned maps it finds (mirrored by PinMeta in io/pin.rs). */
@@ -216,11 +218,15 @@ struct {
 } stats SEC(".maps");
 
 /* Sized by the loader (the configured capacity); an LRU map, so an insert
- * never fails for want of room, although the owner keeps it below capacity. */
+ * never fails for want of room, although the owner keeps it below capacity.
+ * Keyed by tier_hash() of the entry's key, which the entry holds: the
+ * kernel's jhash and compare of the 64-byte key were half the tier's own
+ * time per packet (docs/decisions.md, "The tier's flow table keyed by a
+ * 64-bit hash"). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 64);
-	__type(key, struct tier_key);
+	__type(key, __u64);
 	__type(value, struct tier_entry);
 } tier_flows SEC(".maps");
 
@@ -410,12 +416,35 @@ static __always_inline void copy_to_frame(void *dst, const void *src, const int 
 		*(__u8 *)(dst + i) = *(const __u8 *)(src + i);
 }
 
+/* The map key of an entry whose key is `k` under mask `m`: a sum of one
+ * multiply-xorshift per word, each word offset by its own constant so that
+ * equal values in different words differ. Each term is a bijection of its
+ * word, so keys that differ in one word never collide; the words' terms
+ * are independent, so the CPU computes them side by side (a chain of
+ * eight dependent rounds, as flow_mix, cost twice as much). Not a defence
+ * against chosen collisions: a collision costs a flow its place in the
+ * tier, never a wrong hit (the entry holds the key, checked on every hit),
+ * and the owner refuses the second key (`hash_collision`). Its Rust twin
+ * is tier_hash() in io/tier.rs. */
+#define KEY_MUL 0x9e3779b97f4a7c15ULL
+static __always_inline __u64 tier_hash(const struct tier_key *k, const struct tier_mask *m)
+{
+	__u64 h = 0;
+#pragma unroll
+	for (int j = 0; j < 8; j++) {
+		__u64 x = ((k->w[j] & m->w[j]) + (__u64)(j + 1) * 0x5851f42d4c957f2dULL) * KEY_MUL;
+		h += x ^ (x >> 32);
+	}
+	return h;
+}
+
 /* The entry for key `k`: the first found under a live mask of tier_masks
- * whose own mask gives the key it is stored under. That check, not the
- * mask list, is what makes a hit right: an entry decided for a flow whose
- * key under mask M was V serves exactly the packets whose key under M is
- * V (the engine decides them all alike), so a mask slot read while the
- * owner rewrites it can cost a miss, never a wrong hit. */
+ * whose own mask gives its key. That check, not the mask list or the hash,
+ * is what makes a hit right: an entry decided for a flow whose key under
+ * mask M was V serves exactly the packets whose key under M is V (the
+ * engine decides them all alike), so a mask slot read while the owner
+ * rewrites it, or two keys of one hash, can cost a miss, never a wrong
+ * hit. */
 static __always_inline struct tier_entry *tier_lookup(const struct tier_key *k)
 {
 	for (__u32 i = 0; i < TIER_MASKS; i++) {
@@ -423,17 +452,14 @@ static __always_inline struct tier_entry *tier_lookup(const struct tier_key *k)
 		struct tier_mask *m = bpf_map_lookup_elem(&tier_masks, &idx);
 		if (!m || !m->live)
 			break;
-		struct tier_key mk;
-#pragma unroll
-		for (int j = 0; j < 8; j++)
-			mk.w[j] = k->w[j] & m->w[j];
-		struct tier_entry *e = bpf_map_lookup_elem(&tier_flows, &mk);
+		__u64 h = tier_hash(k, m);
+		struct tier_entry *e = bpf_map_lookup_elem(&tier_flows, &h);
 		if (!e)
 			continue;
 		__u64 diff = 0;
 #pragma unroll
 		for (int j = 0; j < 8; j++)
-			diff |= (k->w[j] & e->mask[j]) ^ mk.w[j];
+			diff |= (k->w[j] & e->mask[j]) ^ e->key[j];
 		if (!diff)
 			return e;
 	}

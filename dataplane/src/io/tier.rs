@@ -136,6 +136,8 @@ pub struct TierValue {
     pub pad3: [u8; 6],
     /// The bits of the key the entry's decision depended on (its mask).
     pub mask: [u64; WORDS],
+    /// Its key (masked), which `tier_flows` holds it under as [`tier_hash`].
+    pub key: [u64; WORDS],
 }
 
 /// `struct tier_mask` of the C program: one mask entries are keyed under.
@@ -279,6 +281,7 @@ impl TierValue {
             sport_max: 0,
             pad3: [0; 6],
             mask: e.mask.0,
+            key: e.key.0,
         };
         if e.set_eth_src.is_some() {
             v.flags |= TF_SET_SRC;
@@ -409,6 +412,21 @@ pub fn fingerprint(rs: &RuleSet) -> u64 {
     h.finish().max(1)
 }
 
+/// The key `tier_flows` holds the entry of (masked) key `key` under: the
+/// program's `tier_hash` (steer.bpf.c), word for word. A sum of one
+/// multiply-xorshift per word, each a bijection of its word: keys that
+/// differ in one word never collide. Two keys of one hash cost the second
+/// its place in the tier (`hash_collision`), never a wrong hit: the entry
+/// holds its key, which the program checks on every hit.
+pub fn tier_hash(key: &[u64; WORDS]) -> u64 {
+    const MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+    const STEP: u64 = 0x5851_f42d_4c95_7f2d;
+    key.iter().enumerate().fold(0u64, |h, (j, &w)| {
+        let x = w.wrapping_add((j as u64 + 1).wrapping_mul(STEP)).wrapping_mul(MUL);
+        h.wrapping_add(x ^ (x >> 32))
+    })
+}
+
 /// The Rust twin of the program's key: the engine's flow key of `frame`
 /// arriving on `in_port`, for exactly the frames the program builds a key
 /// of (untagged Ethernet; IPv4 without options and not a fragment, or IPv6
@@ -525,7 +543,8 @@ pub struct TierProgramStats {
 
 /// One program's flow, counter and output maps: the owner's.
 pub struct TierMaps {
-    flows: HashMap<MapData, [u64; WORDS], TierValue>,
+    /// Entries by [`tier_hash`] of their key.
+    flows: HashMap<MapData, u64, TierValue>,
     /// The tunnels of decapsulated flows (uplinks).
     tunnels: HashMap<MapData, TunnelKey, TunnelValue>,
     /// The masks the program tries, in order.
@@ -732,10 +751,12 @@ pub enum InstallFailure {
     /// The entry needs a mask and every slot of the port's mask list holds
     /// another one.
     MasksFull,
+    /// A live entry of another key has the same [`tier_hash`].
+    HashCollision,
 }
 
 impl InstallFailure {
-    const ALL: [InstallFailure; 7] = [
+    const ALL: [InstallFailure; 8] = [
         InstallFailure::QueueFull,
         InstallFailure::StaleGeneration,
         InstallFailure::NoTierOnPort,
@@ -743,6 +764,7 @@ impl InstallFailure {
         InstallFailure::TableFull,
         InstallFailure::MapUpdate,
         InstallFailure::MasksFull,
+        InstallFailure::HashCollision,
     ];
 
     fn name(self) -> &'static str {
@@ -754,6 +776,7 @@ impl InstallFailure {
             InstallFailure::TableFull => "table_full",
             InstallFailure::MapUpdate => "map_update",
             InstallFailure::MasksFull => "masks_full",
+            InstallFailure::HashCollision => "hash_collision",
         }
     }
 }
@@ -897,6 +920,8 @@ struct Ingress {
     seen: Vec<(u64, u64)>,
     free: Vec<u32>,
     by_key: StdHashMap<FlowKey, u32>,
+    /// The [`tier_hash`] of every live entry's key.
+    hashes: std::collections::HashSet<u64>,
     /// The masks in the program's `tier_masks`, in slot order.
     masks: Vec<FlowKey>,
     tc: bool,
@@ -1001,6 +1026,7 @@ impl Tier {
                     seen: vec![(0, 0); n as usize],
                     free: (0..n).rev().collect(),
                     by_key: StdHashMap::new(),
+                    hashes: Default::default(),
                     masks: Vec::new(),
                     tc: p.tc,
                     tc_only: p.tc_only,
@@ -1176,6 +1202,10 @@ impl State {
         if ing.by_key.contains_key(&e.key) {
             return; // already there (offered again by another worker)
         }
+        let hash = tier_hash(&e.key.0);
+        if ing.hashes.contains(&hash) {
+            return s.fail(InstallFailure::HashCollision);
+        }
         let Some(slot) = ing.free.pop() else {
             return s.fail(InstallFailure::TableFull);
         };
@@ -1192,12 +1222,13 @@ impl State {
         }
         // The tunnel first: an entry whose tunnel is unknown is never hit.
         let tunnel = e.decap.as_ref().map_or(Ok(()), |d| ing.maps.write_tunnel(&self.rules, d));
-        if let Err(err) = tunnel.and_then(|()| ing.maps.flows.insert(e.key.0, v, 0)) {
+        if let Err(err) = tunnel.and_then(|()| ing.maps.flows.insert(hash, v, 0)) {
             tracing::debug!(error = %err, "tier entry refused by the kernel");
             ing.free.push(slot);
             return s.fail(InstallFailure::MapUpdate);
         }
         ing.by_key.insert(e.key, slot);
+        ing.hashes.insert(hash);
         ing.high = ing.high.max(slot + 1);
         ing.slots[slot as usize] = Slot::Live { entry: e, active: Instant::now() };
         s.installs.fetch_add(1, Ordering::Relaxed);
@@ -1231,20 +1262,22 @@ impl State {
             // an entry deleted here only costs a lookup; the list is
             // cleared at the next rule-set change.
             ing.masks = ing.maps.live_masks();
-            let found: Vec<([u64; WORDS], TierValue)> =
+            let found: Vec<(u64, TierValue)> =
                 ing.maps.flows.iter().filter_map(Result::ok).collect();
             // Taken off the free list in one pass at the end: one pass per
             // entry over a list as long as the tier (131 072 by default)
             // made adopting a few thousand entries take seconds.
             let mut taken = std::collections::HashSet::new();
-            for (k, v) in found {
+            for (hash, v) in found {
+                let k = v.key;
                 let key = FlowKey(k);
                 let slot = v.slot as usize;
                 let free = ing.slots.get(slot).is_some_and(|s| matches!(s, Slot::Free));
-                let entry = (trusted && v.generation == meta.generation && free)
-                    .then(|| v.entry(key, &self.rules))
-                    .flatten()
-                    .filter(|e| e.in_port as usize == port);
+                let entry =
+                    (trusted && v.generation == meta.generation && free && hash == tier_hash(&k))
+                        .then(|| v.entry(key, &self.rules))
+                        .flatten()
+                        .filter(|e| e.in_port as usize == port);
                 let restamped = TierValue { generation, ..v };
                 let tunnel_ok = match entry.as_ref().and_then(|e| e.decap.as_ref()) {
                     Some(d) => ing.maps.write_tunnel(&self.rules, d).is_ok(),
@@ -1255,9 +1288,9 @@ impl State {
                     && tunnel_ok
                     && mask_ok
                     && (v.generation == generation
-                        || ing.maps.flows.insert(k, restamped, 0).is_ok());
+                        || ing.maps.flows.insert(hash, restamped, 0).is_ok());
                 let (Some(mut e), true) = (entry, ok) else {
-                    let _ = ing.maps.flows.remove(&k);
+                    let _ = ing.maps.flows.remove(&hash);
                     deleted += 1;
                     continue;
                 };
@@ -1268,6 +1301,7 @@ impl State {
                     .unwrap_or_default();
                 taken.insert(slot as u32);
                 ing.by_key.insert(key, slot as u32);
+                ing.hashes.insert(hash);
                 ing.high = ing.high.max(slot as u32 + 1);
                 ing.slots[slot] = Slot::Live { entry: e, active: now };
                 kept += 1;
@@ -1619,8 +1653,10 @@ impl Ingress {
             return;
         };
         // Gone already if the LRU evicted it: nothing to delete then.
-        let _ = self.maps.flows.remove(&entry.key.0);
+        let hash = tier_hash(&entry.key.0);
+        let _ = self.maps.flows.remove(&hash);
         self.by_key.remove(&entry.key);
+        self.hashes.remove(&hash);
         self.slots[i as usize] = Slot::Retiring { entry, since: now };
     }
 }

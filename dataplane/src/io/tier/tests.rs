@@ -71,7 +71,7 @@ fn the_key_twin_builds_the_engines_key_or_none() {
 #[test]
 fn entry_layout_is_the_c_structs() {
     use std::mem::{offset_of, size_of};
-    assert_eq!(size_of::<TierValue>(), 192);
+    assert_eq!(size_of::<TierValue>(), 256);
     assert_eq!(offset_of!(TierValue, tunnel), 106);
     assert_eq!(offset_of!(TierValue, rule), 108);
     assert_eq!(offset_of!(TierValue, udp_sum), 112);
@@ -82,6 +82,7 @@ fn entry_layout_is_the_c_structs() {
     assert_eq!(offset_of!(TierValue, sport_max), 120);
     assert_eq!(offset_of!(TierValue, pad3), 122);
     assert_eq!(offset_of!(TierValue, mask), 128);
+    assert_eq!(offset_of!(TierValue, key), 192);
     assert_eq!(size_of::<TierMask>(), 72);
     assert_eq!(offset_of!(TierValue, slot), 8);
     assert_eq!(offset_of!(TierValue, tx_port), 12);
@@ -164,8 +165,10 @@ fn rig(rules: &str) -> Rig {
 }
 
 /// `v` as an entry for one flow's whole key.
-fn exact(v: TierValue) -> TierValue {
-    TierValue { mask: [u64::MAX; WORDS], ..v }
+/// `v` for exactly the frames of the unmasked key `key`, as the program's
+/// flow table holds it.
+fn exact(v: TierValue, key: &FlowKey) -> (u64, TierValue) {
+    (tier_hash(&key.0), TierValue { mask: [u64::MAX; WORDS], key: key.0, ..v })
 }
 
 impl Rig {
@@ -179,8 +182,8 @@ impl Rig {
             TierAction::Output { port } => *port,
             TierAction::Drop => 0,
         };
-        let v = exact(TierValue::new(&e, slot, tx, max_len));
-        self.maps.flows.insert(key.0, exact(v), 0).unwrap();
+        let (hash, v) = exact(TierValue::new(&e, slot, tx, max_len), &key);
+        self.maps.flows.insert(hash, v, 0).unwrap();
         e
     }
 }
@@ -308,7 +311,7 @@ actions = [{ encap = "t4c" }]
             };
             assert_ne!(&udp[6..8], &[0, 0], "{spec}");
             assert!(checksum::verify(checksum::add(pseudo, udp)), "{spec}: bad UDP checksum");
-            r.maps.flows.remove(&extract(&f, 0, 0, 0).0 .0).unwrap();
+            r.maps.flows.remove(&tier_hash(&extract(&f, 0, 0, 0).0 .0)).unwrap();
         }
     }
 }
@@ -368,7 +371,7 @@ actions = [{ encap = "t4" }]
         let e = decide(&r.worker, &key, rule).unwrap();
         assert_ne!(e.key, key, "the rule reads few fields: the entry is masked");
         r.maps.masks.set(1, TierMask { w: e.mask.0, live: 1 }, 0).unwrap();
-        r.maps.flows.insert(e.key.0, TierValue::new(&e, slot, 1, 1514), 0).unwrap();
+        r.maps.flows.insert(tier_hash(&e.key.0), TierValue::new(&e, slot, 1, 1514), 0).unwrap();
         let mut sports = std::collections::BTreeSet::new();
         for i in 0..40u32 {
             let spec = if i % 2 == 0 {
@@ -397,7 +400,7 @@ actions = [{ encap = "t4" }]
         let other =
             frame(&format!("eth/ipv6(src=2001:db8::1,dst=2001:db8::2)/udp(sport=1,dport={dport})"));
         assert_eq!(r.prog.test_run(&other), (XDP_PASS, other.clone()));
-        r.maps.flows.remove(&e.key.0).unwrap();
+        r.maps.flows.remove(&tier_hash(&e.key.0)).unwrap();
     }
 }
 
@@ -460,9 +463,61 @@ fn the_program_encapsulates_in_gre() {
                 let sum = encap::wire::checksum::add(0, &out[l4..]);
                 assert!(encap::wire::checksum::verify(sum), "{name} {spec}: bad GRE checksum");
             }
-            r.maps.flows.remove(&extract(&f, 0, 0, 0).0 .0).unwrap();
+            r.maps.flows.remove(&tier_hash(&extract(&f, 0, 0, 0).0 .0)).unwrap();
         }
     }
+}
+
+/// An entry of generation 5 that drops exactly the frames of `key`,
+/// counted in `slot`.
+fn drop_entry(slot: u32, key: [u64; WORDS]) -> TierValue {
+    TierValue {
+        generation: 5,
+        slot,
+        tx_port: 0,
+        max_len: u16::MAX,
+        action: TIER_DROP,
+        flags: 0,
+        ttl: 0,
+        dscp: 0,
+        ip_sum: 0,
+        eth_dst: [0; 6],
+        eth_src: [0; 6],
+        hdr: [0; VXLAN6_HEADER_LEN],
+        tunnel: 0,
+        rule: 0,
+        udp_sum: 0,
+        hdr_len: 0,
+        checks: 0,
+        kind: 0,
+        pad2: 0,
+        sport_min: 0,
+        sport_max: 0,
+        pad3: [0; 6],
+        mask: [u64::MAX; WORDS],
+        key,
+    }
+}
+
+/// Two keys of one hash: the entry the hash finds holds another key, so
+/// the frame misses (to AF_XDP, unchanged) rather than take that entry's
+/// action; under its own key the same entry acts.
+#[test]
+fn an_entry_found_by_hash_acts_only_for_its_own_key() {
+    if !can_load_bpf("an_entry_found_by_hash_acts_only_for_its_own_key") {
+        return;
+    }
+    let mut r = rig("");
+    let f =
+        frame("eth/ipv4(src=198.51.100.1,dst=198.51.100.2)/udp(sport=7,dport=9)/payload(len=20)");
+    let (key, _) = extract(&f, 0, 0, 0);
+    let mut other = key;
+    other.0[7] ^= 1 << 24; // another destination port
+    assert_ne!(tier_hash(&other.0), tier_hash(&key.0));
+    r.maps.flows.insert(tier_hash(&key.0), drop_entry(0, other.0), 0).unwrap();
+    assert_eq!(r.prog.test_run(&f), (XDP_PASS, f.clone()), "another key's entry: a miss");
+    r.maps.flows.insert(tier_hash(&key.0), drop_entry(0, key.0), 0).unwrap();
+    assert_eq!(r.prog.test_run(&f).0, XDP_DROP, "its own key: the entry's action");
 }
 
 /// The program builds a key for exactly the frames its twin does, and the
@@ -476,35 +531,11 @@ fn the_program_builds_the_twins_key() {
     let mut r = rig("");
     for (i, (f, _)) in shapes().into_iter().enumerate().filter(|(_, (f, _))| f.len() >= 14) {
         let key = extract(&f, 0, 0, 0).0 .0;
-        let drop = TierValue {
-            generation: 5,
-            slot: i as u32,
-            tx_port: 0,
-            max_len: u16::MAX,
-            action: TIER_DROP,
-            flags: 0,
-            ttl: 0,
-            dscp: 0,
-            ip_sum: 0,
-            eth_dst: [0; 6],
-            eth_src: [0; 6],
-            hdr: [0; VXLAN6_HEADER_LEN],
-            tunnel: 0,
-            rule: 0,
-            udp_sum: 0,
-            hdr_len: 0,
-            checks: 0,
-            kind: 0,
-            pad2: 0,
-            sport_min: 0,
-            sport_max: 0,
-            pad3: [0; 6],
-            mask: [u64::MAX; WORDS],
-        };
-        r.maps.flows.insert(key, drop, 0).unwrap();
+        let drop = drop_entry(i as u32, key);
+        r.maps.flows.insert(tier_hash(&key), drop, 0).unwrap();
         let want = if tier_key(&f, 0).is_some() { XDP_DROP } else { XDP_PASS };
         assert_eq!(r.prog.test_run(&f), (want, f.clone()), "{}", hex(&f));
-        r.maps.flows.remove(&key).unwrap();
+        r.maps.flows.remove(&tier_hash(&key)).unwrap();
     }
 }
 
@@ -560,7 +591,8 @@ actions = ["count", "drop"]
     prog.set_tier(Some(0)).unwrap();
     maps.masks.set(0, TierMask { w: [u64::MAX; WORDS], live: 1 }, 0).unwrap();
     let (key, _) = extract(&f2, 0, 0, 0);
-    maps.flows.insert(key.0, exact(TierValue::new(&e2, 0, 1, 1514)), 0).unwrap();
+    let (hash, v) = exact(TierValue::new(&e2, 0, 1, 1514), &key);
+    maps.flows.insert(hash, v, 0).unwrap();
     assert_eq!(prog.test_run(&f2), (XDP_PASS, f2));
     assert_eq!(prog.tier_stats().unwrap().no_tx, 1);
 }
@@ -693,7 +725,8 @@ impl Rig {
         if settles(&rs, &e) {
             v.checks |= CHECK_SETTLE;
         }
-        self.maps.flows.insert(key.0, exact(v), 0).unwrap();
+        let (hash, v) = exact(v, &key);
+        self.maps.flows.insert(hash, v, 0).unwrap();
         e
     }
 
@@ -1118,7 +1151,8 @@ impl Rig {
         if settles(&rs, &e) {
             v.checks |= CHECK_SETTLE;
         }
-        self.maps.flows.insert(key.0, exact(v), 0).unwrap();
+        let (hash, v) = exact(v, &key);
+        self.maps.flows.insert(hash, v, 0).unwrap();
         e
     }
 }
