@@ -334,6 +334,7 @@ fn trace_context(d: &Daemon) -> TraceContext {
         None => TraceContext { placement, ..TraceContext::default() },
     };
     cx.learned = Some(d.learning().snapshot());
+    cx.backends = d.io_status().map(|io| io.backends()).unwrap_or_default();
     cx
 }
 

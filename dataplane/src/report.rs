@@ -38,6 +38,13 @@ pub struct IoStatus {
     pub tier: Option<TierStatus>,
 }
 
+impl IoStatus {
+    /// Port name -> the backend it runs on (`auto` resolved).
+    pub fn backends(&self) -> HashMap<String, Backend> {
+        self.ports.iter().map(|p| (p.port.clone(), p.backend)).collect()
+    }
+}
+
 /// What the workers run with besides the rule set: the live trace runs with
 /// the same.
 #[derive(Clone, Debug, Default)]
@@ -71,6 +78,7 @@ impl LiveInputs {
                 .collect(),
             placement,
             learned: None,
+            backends: HashMap::new(),
         }
     }
 }

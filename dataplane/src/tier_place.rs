@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use engine::compile::RuleSet;
 use engine::flow_key::FlowKey;
-use engine::model::{Backend, TierSpec};
+use engine::model::{Backend, PortKind, TierSpec};
 use engine::pipeline::Worker;
 use engine::tier::NotInTier;
 use engine::tier_fit::{self, TierFit};
@@ -23,16 +23,31 @@ pub fn rules(rs: &Arc<RuleSet>, cx: &TraceContext) -> HashMap<u32, TierPlace> {
     (0..rs.rules.len())
         .map(|i| {
             let port = rs.config.rules[i].matches.in_port.as_deref().and_then(|p| rs.port_index(p));
-            let place = off(rs, port).unwrap_or_else(|| fit(tier_fit::rule(&w, i)));
+            let backend = backend(rs, cx, port);
+            let place = off(rs, port).unwrap_or_else(|| fit(tier_fit::rule(&w, i), backend));
             (rs.rules[i].id, place)
         })
         .collect()
 }
 
 /// The place of the flow of `key` arriving on `port`, which matched rule
-/// `rule` (index), under `w`'s rule set.
-pub fn flow(w: &Worker, port: u16, key: &FlowKey, rule: u32) -> TierPlace {
-    off(w.rules(), Some(port)).unwrap_or_else(|| fit(tier_fit::flow(w, key, rule)))
+/// `rule` (index), under `w`'s rule set (`cx` says what backend the port
+/// runs on).
+pub fn flow(w: &Worker, cx: &TraceContext, port: u16, key: &FlowKey, rule: u32) -> TierPlace {
+    let backend = backend(w.rules(), cx, Some(port));
+    off(w.rules(), Some(port)).unwrap_or_else(|| fit(tier_fit::flow(w, key, rule), backend))
+}
+
+/// The backend of `port` (a rule's without one: the workload port its flows
+/// are judged on, as `tier_fit::rule` judges them): the one it was
+/// attached on when live, else the configuration's.
+fn backend(rs: &RuleSet, cx: &TraceContext, port: Option<u16>) -> Backend {
+    let workload = || rs.ports.iter().position(|p| p.kind == PortKind::Workload);
+    let Some(p) = port.map(usize::from).or_else(workload).and_then(|i| rs.config.ports.get(i))
+    else {
+        return Backend::Auto;
+    };
+    cx.backends.get(&p.name).copied().unwrap_or(p.backend)
 }
 
 /// Adds to a live trace of a packet that arrived on `port` (its recorded
@@ -69,7 +84,7 @@ pub fn add_to_trace(
         steps.iter().any(|s| matches!(s, Step::Decapsulated { outer, .. } if outer.seq.is_some()));
     let mut step = flow_step(rs, cx, port, &key, rule);
     if sequenced && matches!(&step, StepView::FlowRunsIn { place, .. } if place == "xdp_tier") {
-        let p = fit(TierFit::Software(NotInTier::GreSequenceReceived));
+        let p = fit(TierFit::Software(NotInTier::GreSequenceReceived), backend(rs, cx, Some(port)));
         step = StepView::FlowRunsIn { place: "userspace".into(), reason: p.reason, text: p.text };
     }
     report.steps.insert(at, step);
@@ -88,17 +103,16 @@ fn flow_step(
         let text = format!("hardware on {} (pref {}, handle {})", f.dev, f.pref, f.handle);
         return StepView::FlowRunsIn { place: "hardware".into(), reason: None, text };
     }
-    let p = flow(&tier_fit::worker(Arc::clone(rs), cx), port, key, rule);
+    let p = flow(&tier_fit::worker(Arc::clone(rs), cx), cx, port, key, rule);
     let place = if p.in_tier { "xdp_tier" } else { "userspace" };
     StepView::FlowRunsIn { place: place.into(), reason: p.reason, text: p.text }
 }
 
-fn fit(f: TierFit) -> TierPlace {
+fn fit(f: TierFit, backend: Backend) -> TierPlace {
+    let text = f.text(backend);
     match f {
-        TierFit::XdpTier => TierPlace { in_tier: true, reason: None, text: f.text() },
-        TierFit::Software(r) => {
-            TierPlace { in_tier: false, reason: Some(r.name().into()), text: f.text() }
-        }
+        TierFit::XdpTier => TierPlace { in_tier: true, reason: None, text },
+        TierFit::Software(r) => TierPlace { in_tier: false, reason: Some(r.name().into()), text },
     }
 }
 
@@ -202,14 +216,20 @@ xdp_tier = "off"
         let hops = [(remote, [2, 0, 0, 0, 0, 0x20])].into_iter().collect();
         let cx = TraceContext { next_hops: Arc::new(hops), ..TraceContext::default() };
         let rs = Arc::new(compile(&Config::from_toml(CONF).unwrap()).unwrap());
-        let traced = |port: u16, dst: &str| {
+        let traced_in = |cx: &TraceContext, port: u16, dst: &str| {
             let spec = format!("eth/ipv4(src=198.51.100.1,dst={dst})/udp(sport=1,dport=2)");
             let frame = engine::packet_spec::build(&spec).unwrap();
             let (steps, mut report) =
-                engine::trace::trace_steps(Arc::clone(&rs), &cx, port, &frame, 0);
-            add_to_trace(&rs, &cx, port, &steps, &mut report);
+                engine::trace::trace_steps(Arc::clone(&rs), cx, port, &frame, 0);
+            add_to_trace(&rs, cx, port, &steps, &mut report);
             let at = report.steps.iter().position(|s| matches!(s, StepView::Matched { .. }));
             report.steps.get(at.expect("a rule matched") + 1).cloned()
+        };
+        let traced = |port: u16, dst: &str| traced_in(&cx, port, dst);
+        // Live: in the words of the backend the port was attached on.
+        let live = |b: Backend| TraceContext {
+            backends: [("wl0".to_string(), b)].into_iter().collect(),
+            ..cx.clone()
         };
         let step = |place: &str, reason: Option<&str>, text: &str| {
             Some(StepView::FlowRunsIn {
@@ -219,16 +239,34 @@ xdp_tier = "off"
             })
         };
         assert_eq!(
-            traced(0, "198.51.100.2"),
+            traced_in(&live(Backend::AfXdp), 0, "198.51.100.2"),
             step("xdp_tier", None, "XDP tier after the first packet")
         );
         assert_eq!(
-            traced(0, "203.0.113.1"),
+            traced_in(&live(Backend::AfXdp), 0, "203.0.113.1"),
             step(
                 "userspace",
                 Some("rule_opt_out"),
                 "AF_XDP: the rule opts out (xdp_tier = \"off\") (rule_opt_out)"
             )
+        );
+        assert_eq!(
+            traced_in(&live(Backend::Tc), 0, "198.51.100.2"),
+            step("xdp_tier", None, "tc tier after the first packet")
+        );
+        assert_eq!(
+            traced_in(&live(Backend::Tc), 0, "203.0.113.1"),
+            step(
+                "userspace",
+                Some("rule_opt_out"),
+                "packet socket on the punt device: the rule opts out (xdp_tier = \"off\") \
+                 (rule_opt_out)"
+            )
+        );
+        // Offline, `backend = "auto"` is not resolved yet.
+        assert_eq!(
+            traced(0, "198.51.100.2"),
+            step("xdp_tier", None, "XDP or tc tier after the first packet")
         );
         let tap = traced(1, "198.51.100.2");
         assert!(

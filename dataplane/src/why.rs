@@ -573,7 +573,11 @@ impl Walk<'_> {
     fn context(&self) -> TraceContext {
         let placement = self.o.placement.clone();
         match (&self.o.live, self.live()) {
-            (Some(l), true) => l.clone().trace_context(placement),
+            (Some(l), true) => {
+                let mut cx = l.clone().trace_context(placement);
+                cx.backends = self.o.io.as_ref().map(|io| io.backends()).unwrap_or_default();
+                cx
+            }
             _ => {
                 let hops = self
                     .rs
@@ -869,15 +873,16 @@ impl Walk<'_> {
         // packet; a tunnel's packets are judged by their rule (the flow the
         // tier would see is the inner one).
         let flow = t.rule.map(|r| {
-            let w = engine::tier_fit::worker(Arc::clone(&self.rs), &self.context());
+            let cx = self.context();
+            let w = engine::tier_fit::worker(Arc::clone(&self.rs), &cx);
             match from_tunnel {
                 None => {
                     let (key, _) = engine::flow_key::extract(frame, port, 0, 0);
-                    crate::tier_place::flow(&w, port, &key, r as u32)
+                    crate::tier_place::flow(&w, &cx, port, &key, r as u32)
                 }
                 Some(_) => {
                     let id = self.rs.rules[r].id;
-                    let mut all = crate::tier_place::rules(&self.rs, &self.context());
+                    let mut all = crate::tier_place::rules(&self.rs, &cx);
                     all.remove(&id).expect("every rule has a place")
                 }
             }

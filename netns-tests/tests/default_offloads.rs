@@ -248,6 +248,16 @@ fn the_default_backend_on_veths_is_tc_and_keeps_tso() {
     // The bulk flows went through the tier in tc, as super-frames.
     let tc_hit = st["io"]["ports"][0]["tier"]["tc_hit"].as_u64().unwrap_or(0);
     assert!(tc_hit > 100, "the tc port encapsulated {tc_hit} skbs: {st:#}");
+    // `rule list` names the tier and the software path of the port's
+    // backend: every rule here runs in the tc tier or on the punt socket.
+    let rules = o.d.ctl(&["rule", "list"]);
+    let runs_in: Vec<&str> = rules.lines().skip(1).filter(|l| !l.trim().is_empty()).collect();
+    assert!(!runs_in.is_empty(), "{rules}");
+    assert!(
+        runs_in.iter().any(|l| l.ends_with("tc tier after the first packet")),
+        "no rule in the tc tier: {rules}"
+    );
+    assert!(!rules.contains("XDP tier") && !rules.contains("AF_XDP"), "{rules}");
     o.d.stop();
 }
 

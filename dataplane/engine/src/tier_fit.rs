@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::compile::match_to_mask;
 use crate::flow_key::{field, FlowKey};
-use crate::model::PortKind;
+use crate::model::{Backend, PortKind};
 use std::sync::Arc;
 
 use crate::compile::RuleSet;
@@ -34,12 +34,26 @@ pub enum TierFit {
 }
 
 impl TierFit {
-    /// "XDP tier ..." or "AF_XDP: reason (name)".
-    pub fn text(self) -> String {
+    /// "XDP tier ..." or "AF_XDP: reason (name)", in the words of the
+    /// ingress port's `backend` (`tier_words`).
+    pub fn text(self, backend: Backend) -> String {
+        let (tier, software) = tier_words(backend);
         match self {
-            TierFit::XdpTier => "XDP tier after the first packet".into(),
-            TierFit::Software(r) => format!("AF_XDP: {} ({})", r.describe(), r.name()),
+            TierFit::XdpTier => format!("{tier} after the first packet"),
+            TierFit::Software(r) => format!("{software}: {} ({})", r.describe(), r.name()),
         }
+    }
+}
+
+/// What a port on `backend` calls its kernel tier and its software path:
+/// on a tc port the tier's entries are served by the tc program and the
+/// rest goes to a packet socket on the punt device; `auto` is either until
+/// the port is attached.
+pub fn tier_words(backend: Backend) -> (&'static str, &'static str) {
+    match backend {
+        Backend::Tc => ("tc tier", "packet socket on the punt device"),
+        Backend::Auto => ("XDP or tc tier", "AF_XDP or a packet socket on the punt device"),
+        Backend::AfXdp | Backend::AfPacket | Backend::Tap => ("XDP tier", "AF_XDP"),
     }
 }
 
@@ -256,8 +270,14 @@ tunnels = ["vx", "gv"]
         assert_eq!(flow(&w, &f("eth/ipv4/udp(sport=1,dport=2)"), 0), TierFit::XdpTier);
         assert_eq!(flow(&w, &f("eth/ipv4/icmp"), 0), TierFit::Software(NotInTier::NotTcpUdp));
         assert_eq!(
-            TierFit::Software(NotInTier::NotTcpUdp).text(),
+            TierFit::Software(NotInTier::NotTcpUdp).text(Backend::AfXdp),
             "AF_XDP: the tier takes untagged IPv4/IPv6 TCP and UDP only (not_tcp_udp)"
+        );
+        assert_eq!(TierFit::XdpTier.text(Backend::Tc), "tc tier after the first packet");
+        assert_eq!(
+            TierFit::Software(NotInTier::NotTcpUdp).text(Backend::Tc),
+            "packet socket on the punt device: the tier takes untagged IPv4/IPv6 TCP and UDP \
+             only (not_tcp_udp)"
         );
     }
 

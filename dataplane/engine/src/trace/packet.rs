@@ -37,6 +37,9 @@ pub struct TraceContext {
     pub placement: Vec<RulePlacement>,
     /// Learned MACs and bindings (a running daemon's), read, never written.
     pub learned: Option<Arc<crate::learn::L2Snapshot>>,
+    /// Port name -> the backend the running datapath attached it on
+    /// (`auto` resolved); empty offline, where the configuration's stands.
+    pub backends: HashMap<String, crate::model::Backend>,
 }
 
 /// Packets and bytes a port counted each way.
