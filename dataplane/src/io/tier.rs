@@ -919,9 +919,8 @@ struct Ingress {
     /// Cumulative counts of each slot at its last harvest.
     seen: Vec<(u64, u64)>,
     free: Vec<u32>,
-    by_key: StdHashMap<FlowKey, u32>,
-    /// The [`tier_hash`] of every live entry's key.
-    hashes: std::collections::HashSet<u64>,
+    /// Live entries' slots by the [`tier_hash`] of their key (the map key).
+    by_hash: StdHashMap<u64, u32>,
     /// The masks in the program's `tier_masks`, in slot order.
     masks: Vec<FlowKey>,
     tc: bool,
@@ -1025,8 +1024,7 @@ impl Tier {
                     slots: vec![Slot::Free; n as usize],
                     seen: vec![(0, 0); n as usize],
                     free: (0..n).rev().collect(),
-                    by_key: StdHashMap::new(),
-                    hashes: Default::default(),
+                    by_hash: StdHashMap::new(),
                     masks: Vec::new(),
                     tc: p.tc,
                     tc_only: p.tc_only,
@@ -1199,12 +1197,12 @@ impl State {
         let Some(Some(ing)) = self.ingress.get_mut(e.in_port as usize) else {
             return s.fail(InstallFailure::NoTierOnPort);
         };
-        if ing.by_key.contains_key(&e.key) {
-            return; // already there (offered again by another worker)
-        }
         let hash = tier_hash(&e.key.0);
-        if ing.hashes.contains(&hash) {
-            return s.fail(InstallFailure::HashCollision);
+        if let Some(&slot) = ing.by_hash.get(&hash) {
+            return match &ing.slots[slot as usize] {
+                Slot::Live { entry, .. } if entry.key == e.key => {} // offered again by another worker
+                _ => s.fail(InstallFailure::HashCollision),
+            };
         }
         let Some(slot) = ing.free.pop() else {
             return s.fail(InstallFailure::TableFull);
@@ -1227,8 +1225,7 @@ impl State {
             ing.free.push(slot);
             return s.fail(InstallFailure::MapUpdate);
         }
-        ing.by_key.insert(e.key, slot);
-        ing.hashes.insert(hash);
+        ing.by_hash.insert(hash, slot);
         ing.high = ing.high.max(slot + 1);
         ing.slots[slot as usize] = Slot::Live { entry: e, active: Instant::now() };
         s.installs.fetch_add(1, Ordering::Relaxed);
@@ -1300,8 +1297,7 @@ impl State {
                     .or_else(|| ing.maps.read(slot as u32))
                     .unwrap_or_default();
                 taken.insert(slot as u32);
-                ing.by_key.insert(key, slot as u32);
-                ing.hashes.insert(hash);
+                ing.by_hash.insert(hash, slot as u32);
                 ing.high = ing.high.max(slot as u32 + 1);
                 ing.slots[slot] = Slot::Live { entry: e, active: now };
                 kept += 1;
@@ -1514,11 +1510,14 @@ impl State {
         let ports = self.ingress.iter().enumerate().filter_map(|(port, ing)| {
             let ing = ing.as_ref()?;
             let slots = ing
-                .by_key
-                .iter()
-                .map(|(k, &slot)| {
-                    let (p, b) = ing.seen[slot as usize];
-                    (slot, k.0, p, b)
+                .by_hash
+                .values()
+                .filter_map(|&slot| match &ing.slots[slot as usize] {
+                    Slot::Live { entry, .. } => {
+                        let (p, b) = ing.seen[slot as usize];
+                        Some((slot, entry.key.0, p, b))
+                    }
+                    _ => None,
                 })
                 .collect();
             Some((port as u16, slots))
@@ -1655,8 +1654,7 @@ impl Ingress {
         // Gone already if the LRU evicted it: nothing to delete then.
         let hash = tier_hash(&entry.key.0);
         let _ = self.maps.flows.remove(&hash);
-        self.by_key.remove(&entry.key);
-        self.hashes.remove(&hash);
+        self.by_hash.remove(&hash);
         self.slots[i as usize] = Slot::Retiring { entry, since: now };
     }
 }
