@@ -254,6 +254,37 @@ pub struct TierCount {
 unsafe impl aya::Pod for TierCount {}
 
 impl TierValue {
+    /// Every field zero: no action the program takes (a base for the
+    /// fields an entry sets).
+    pub fn zeroed() -> TierValue {
+        TierValue {
+            generation: 0,
+            slot: 0,
+            tx_port: 0,
+            max_len: 0,
+            action: 0,
+            flags: 0,
+            ttl: 0,
+            dscp: 0,
+            ip_sum: 0,
+            eth_dst: [0; 6],
+            eth_src: [0; 6],
+            hdr: [0; VXLAN6_HEADER_LEN],
+            tunnel: 0,
+            rule: 0,
+            udp_sum: 0,
+            hdr_len: 0,
+            checks: 0,
+            kind: 0,
+            pad2: 0,
+            sport_min: 0,
+            sport_max: 0,
+            pad3: [0; 6],
+            mask: [0; WORDS],
+            key: [0; WORDS],
+        }
+    }
+
     /// The program's form of `e`: counters in `slot`, output through
     /// `tx_port` of the devmap, frames longer than `max_len` left to AF_XDP.
     pub fn new(e: &TierEntry, slot: u32, tx_port: u16, max_len: u16) -> TierValue {
@@ -263,25 +294,12 @@ impl TierValue {
             tx_port: tx_port as u32,
             max_len,
             action: TIER_DROP,
-            flags: 0,
-            ttl: 0,
-            dscp: 0,
-            ip_sum: 0,
             eth_dst: e.set_eth_dst.unwrap_or_default(),
             eth_src: e.set_eth_src.unwrap_or_default(),
-            hdr: [0; VXLAN6_HEADER_LEN],
-            tunnel: 0,
             rule: e.rule,
-            udp_sum: 0,
-            hdr_len: 0,
-            checks: 0,
-            kind: 0,
-            pad2: 0,
-            sport_min: 0,
-            sport_max: 0,
-            pad3: [0; 6],
             mask: e.mask.0,
             key: e.key.0,
+            ..TierValue::zeroed()
         };
         if e.set_eth_src.is_some() {
             v.flags |= TF_SET_SRC;

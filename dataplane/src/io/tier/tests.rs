@@ -474,28 +474,11 @@ fn drop_entry(slot: u32, key: [u64; WORDS]) -> TierValue {
     TierValue {
         generation: 5,
         slot,
-        tx_port: 0,
         max_len: u16::MAX,
         action: TIER_DROP,
-        flags: 0,
-        ttl: 0,
-        dscp: 0,
-        ip_sum: 0,
-        eth_dst: [0; 6],
-        eth_src: [0; 6],
-        hdr: [0; VXLAN6_HEADER_LEN],
-        tunnel: 0,
-        rule: 0,
-        udp_sum: 0,
-        hdr_len: 0,
-        checks: 0,
-        kind: 0,
-        pad2: 0,
-        sport_min: 0,
-        sport_max: 0,
-        pad3: [0; 6],
         mask: [u64::MAX; WORDS],
         key,
+        ..TierValue::zeroed()
     }
 }
 
