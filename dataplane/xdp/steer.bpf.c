@@ -420,8 +420,8 @@ static __always_inline void copy_to_frame(void *dst, const void *src, const int 
  * multiply-xorshift per word, each word offset by its own constant so that
  * equal values in different words differ. Each term is a bijection of its
  * word, so keys that differ in one word never collide; the words' terms
- * are independent, so the CPU computes them side by side (a chain of
- * eight dependent rounds, as flow_mix, cost twice as much). Not a defence
+ * are independent, so the CPU computes them side by side, as it could not
+ * a chain of dependent rounds. Not a defence
  * against chosen collisions: a collision costs a flow its place in the
  * tier, never a wrong hit (the entry holds the key, checked on every hit),
  * and the owner refuses the second key (`hash_collision`). Its Rust twin
