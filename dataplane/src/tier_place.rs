@@ -259,7 +259,7 @@ xdp_tier = "off"
             step(
                 "userspace",
                 Some("rule_opt_out"),
-                "packet socket on the punt device: the rule opts out (xdp_tier = \"off\") \
+                "a packet socket on the punt device: the rule opts out (xdp_tier = \"off\") \
                  (rule_opt_out)"
             )
         );

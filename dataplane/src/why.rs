@@ -152,9 +152,10 @@ pub fn tier(rs: &RuleSet, port: u16, io: Option<&IoStatus>) -> String {
     let (fast, software) = match live.unwrap_or(p.backend) {
         Backend::AfPacket => return "software (AF_PACKET, io_uring)".into(),
         Backend::Tap => return "software (TAP, io_uring)".into(),
-        Backend::Tc => ("tc tier", "software (a packet socket on the punt device, io_uring)"),
-        Backend::AfXdp => ("XDP tier", "software (AF_XDP)"),
-        Backend::Auto => ("XDP or tc tier", "software (AF_XDP, or a packet socket on a tc port)"),
+        b => {
+            let (fast, software) = engine::tier_fit::tier_words(b);
+            (fast, format!("software ({software})"))
+        }
     };
     if rs.config.xdp_tier == engine::model::TierSpec::Off {
         return format!("{software}: the XDP tier is off (xdp_tier = \"off\")");
@@ -1544,7 +1545,7 @@ tunnels = ["t1"]
             tier(&rs, 0, o.io.as_ref()),
             "tc tier for the established flows it takes (3 entries on wl0 now; \
              `overlayctl status` says why others stay), first packets and the rest in \
-             software (a packet socket on the punt device, io_uring)"
+             software (a packet socket on the punt device)"
         );
         // Offline, `auto` is not resolved yet: either may hold it.
         assert!(tier(&rs, 0, None).starts_with("XDP or tc tier for the established flows"));

@@ -45,13 +45,14 @@ impl TierFit {
     }
 }
 
-/// What a port on `backend` calls its kernel tier and its software path:
+/// What a port on `backend` calls its kernel tier and its software path
+/// (`rule list`, `trace`, `why`):
 /// on a tc port the tier's entries are served by the tc program and the
 /// rest goes to a packet socket on the punt device; `auto` is either until
 /// the port is attached.
 pub fn tier_words(backend: Backend) -> (&'static str, &'static str) {
     match backend {
-        Backend::Tc => ("tc tier", "packet socket on the punt device"),
+        Backend::Tc => ("tc tier", "a packet socket on the punt device"),
         Backend::Auto => ("XDP or tc tier", "AF_XDP or a packet socket on the punt device"),
         Backend::AfXdp | Backend::AfPacket | Backend::Tap => ("XDP tier", "AF_XDP"),
     }
@@ -276,7 +277,7 @@ tunnels = ["vx", "gv"]
         assert_eq!(TierFit::XdpTier.text(Backend::Tc), "tc tier after the first packet");
         assert_eq!(
             TierFit::Software(NotInTier::NotTcpUdp).text(Backend::Tc),
-            "packet socket on the punt device: the tier takes untagged IPv4/IPv6 TCP and UDP \
+            "a packet socket on the punt device: the tier takes untagged IPv4/IPv6 TCP and UDP \
              only (not_tcp_udp)"
         );
     }
