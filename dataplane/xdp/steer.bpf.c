@@ -157,7 +157,7 @@ struct tier_mask {
 /* The layout of everything pinned beside the program (bumped whenever a
  * map's key, value or meaning changes): a starting overlayd adopts pinned
  * maps only when it is its own (dataplane/src/io/pin.rs). */
-#define LAYOUT_VERSION 8
+#define LAYOUT_VERSION 9
 
 /* Written by the owner, never read here: what a starting overlayd needs to
  * judge the pinned maps it finds (mirrored by PinMeta in io/pin.rs). */
@@ -245,6 +245,41 @@ struct {
 	__type(key, __u32);
 	__type(value, struct tier_mask);
 } tier_masks SEC(".maps");
+
+/* Moved on (by the owner, io/tier.rs) after every delete or overwrite in
+ * tier_flows: a copy in tier_cache made under another value is not used. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} tier_epoch SEC(".maps");
+
+/* Each CPU's copies of the entries it hits, by the low bits of their hash:
+ * the kernel's hash-table lookup was about a sixth of the program's time
+ * per packet (docs/decisions.md, "A per-CPU cache of tier entries"). Only
+ * this CPU's program runs write its copies, one run at a time (softirq), so
+ * a copy is never read half-written. A copy is used only while tier_epoch
+ * holds the value it was made under, so it never outlives the entry by
+ * more than the one run that was using it when the owner deleted the
+ * entry (the owner's grace period covers that run, as it covers a lookup
+ * in tier_flows). Not pinned: each loaded program starts with an empty
+ * one. */
+#define TIER_CACHE_SLOTS 64
+struct tier_cached {
+	__u64 hash;  /* tier_hash of the copy's key */
+	__u64 epoch; /* tier_epoch when it was copied */
+	__u64 seen;  /* the hash last found in tier_flows through this slot */
+	__u64 live;  /* 0: no copy */
+	struct tier_entry e;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TIER_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct tier_cached);
+} tier_cache SEC(".maps");
 
 /* The current rule-set generation: entries of any other one are ignored. */
 struct {
@@ -444,18 +479,45 @@ static __always_inline __u64 tier_hash(const struct tier_key *k, const struct ti
  * mask M was V serves exactly the packets whose key under M is V (the
  * engine decides them all alike), so a mask slot read while the owner
  * rewrites it, or two keys of one hash, can cost a miss, never a wrong
- * hit. */
+ * hit. Found in this CPU's tier_cache if a current copy is there, else in
+ * tier_flows. */
 static __always_inline struct tier_entry *tier_lookup(const struct tier_key *k)
 {
+	__u32 zero = 0;
+	__u64 *ep = bpf_map_lookup_elem(&tier_epoch, &zero);
+	if (!ep)
+		return NULL;
+	/* Read before tier_flows is: a copy made from what that lookup finds
+	 * carries an epoch no later than the entry's delete. */
+	__u64 epoch = *(volatile __u64 *)ep;
 	for (__u32 i = 0; i < TIER_MASKS; i++) {
 		__u32 idx = i;
 		struct tier_mask *m = bpf_map_lookup_elem(&tier_masks, &idx);
 		if (!m || !m->live)
 			break;
 		__u64 h = tier_hash(k, m);
-		struct tier_entry *e = bpf_map_lookup_elem(&tier_flows, &h);
-		if (!e)
-			continue;
+		__u32 ci = h & (TIER_CACHE_SLOTS - 1);
+		struct tier_cached *cc = bpf_map_lookup_elem(&tier_cache, &ci);
+		struct tier_entry *e;
+		if (cc && cc->live && cc->hash == h && cc->epoch == epoch) {
+			e = &cc->e;
+		} else {
+			e = bpf_map_lookup_elem(&tier_flows, &h);
+			if (!e)
+				continue;
+			/* Copied on the second find through the slot in a row,
+			 * so flows that take turns in one slot (more flows
+			 * than slots, each packet another) cost an 8-byte
+			 * store, not a copy each. */
+			if (cc && cc->seen == h) {
+				__builtin_memcpy(&cc->e, e, sizeof(*e));
+				cc->hash = h;
+				cc->epoch = epoch;
+				cc->live = 1;
+			} else if (cc) {
+				cc->seen = h;
+			}
+		}
 		__u64 diff = 0;
 #pragma unroll
 		for (int j = 0; j < 8; j++)

@@ -5,7 +5,7 @@
 //! the owner through a bounded queue ([`TierLink`]: no system call, lock or
 //! allocation in the worker). The owner ([`Tier`], one thread per datapath)
 //! installs them in the ingress port's program (`tier_flows`, an LRU hash
-//! keyed by the engine's flow key), each with a counter slot of its own in
+//! keyed by [`tier_hash`] of the entry's masked key), each with a counter slot of its own in
 //! `tier_counts` (per CPU), harvests those counters into the engine's
 //! counters where the pipeline would have counted the same packets, and
 //! retires entries: when the rule set changes, when a tunnel's next hop
@@ -29,6 +29,14 @@
 //! on its way out of the same NAPI poll, as a frame in a worker's batch may
 //! be). A worker that is still on the old rule set may install an entry of
 //! the old generation afterwards: the program ignores it.
+//!
+//! **Per-CPU copies.** Each program keeps per-CPU copies of the entries it
+//! hits (`tier_cache`), each stamped with `tier_epoch` as it was when the
+//! program read it, before looking in `tier_flows`. The owner moves
+//! `tier_epoch` on after every delete and overwrite
+//! ([`TierMaps::delete`], [`TierMaps::overwrite`]), so a copy stops being
+//! used as the entry does: a run that read the epoch before the write may
+//! still use it, as a run that found the entry before the delete may.
 //!
 //! **Counting.** An entry's counters live apart from the entry, so an LRU
 //! eviction loses nothing. A retired entry is deleted first and harvested
@@ -572,6 +580,10 @@ pub struct TierMaps {
     /// Where the generation and content of the entries' rule set is
     /// recorded, for a successor to judge them by.
     meta: Array<MapData, PinMeta>,
+    /// Moved on after every delete or overwrite in `flows`: the programs'
+    /// per-CPU copies of entries are used only under the value they were
+    /// made under (steer.bpf.c, `tier_cache`).
+    epoch: Array<MapData, u64>,
     capacity: u32,
 }
 
@@ -600,9 +612,36 @@ impl TierMaps {
         let masks = Array::try_from(take("tier_masks")?).map_err(e("tier_masks"))?;
         let tx = DevMap::try_from(take("tier_tx")?).map_err(e("tier_tx"))?;
         let gen = Array::try_from(take("tier_gen")?).map_err(e("tier_gen"))?;
+        let epoch = Array::try_from(take("tier_epoch")?).map_err(e("tier_epoch"))?;
         let meta = MapData::from_fd(meta).map_err(e("meta"))?;
         let meta = Array::try_from(aya::maps::Map::Array(meta)).map_err(e("meta"))?;
-        Ok((TierMaps { flows, tunnels, masks, counts, tx, meta, capacity }, TierGen(gen)))
+        Ok((TierMaps { flows, tunnels, masks, counts, tx, meta, epoch, capacity }, TierGen(gen)))
+    }
+
+    /// Deletes the entry under `hash`, then retires every program's copy
+    /// of it: from the next program run on, no packet takes its action.
+    /// Gone already (the LRU evicted it) is not an error.
+    fn delete(&mut self, hash: u64) {
+        let _ = self.flows.remove(&hash);
+        self.next_epoch();
+    }
+
+    /// Puts `v` under `hash` in place of the entry there, then retires
+    /// every program's copy of the one it replaces.
+    fn overwrite(&mut self, hash: u64, v: TierValue) -> Result<(), aya::maps::MapError> {
+        let r = self.flows.insert(hash, v, 0);
+        self.next_epoch();
+        r
+    }
+
+    /// Moves `tier_epoch` on. A failed write would leave copies in use
+    /// that should not be; it is a map the program owns, so it cannot
+    /// fail but for a kernel out of memory, which is logged.
+    fn next_epoch(&mut self) {
+        let now = self.epoch.get(&0, 0).unwrap_or(0);
+        if let Err(e) = self.epoch.set(0, now.wrapping_add(1), 0) {
+            tracing::error!(error = %e, "XDP tier: cannot retire the programs' copies of entries");
+        }
     }
 
     /// Makes the tunnel of decapsulated entry `d` current (generation of
@@ -1302,10 +1341,9 @@ impl State {
                 let ok = entry.is_some()
                     && tunnel_ok
                     && mask_ok
-                    && (v.generation == generation
-                        || ing.maps.flows.insert(hash, restamped, 0).is_ok());
+                    && (v.generation == generation || ing.maps.overwrite(hash, restamped).is_ok());
                 let (Some(mut e), true) = (entry, ok) else {
-                    let _ = ing.maps.flows.remove(&hash);
+                    ing.maps.delete(hash);
                     deleted += 1;
                     continue;
                 };
@@ -1669,9 +1707,8 @@ impl Ingress {
         else {
             return;
         };
-        // Gone already if the LRU evicted it: nothing to delete then.
         let hash = tier_hash(&entry.key.0);
-        let _ = self.maps.flows.remove(&hash);
+        self.maps.delete(hash);
         self.by_hash.remove(&hash);
         self.slots[i as usize] = Slot::Retiring { entry, since: now };
     }

@@ -55,7 +55,7 @@ pub enum XdpError {
 }
 
 /// Every map of the program: all are pinned together.
-const MAPS: [&str; 13] = [
+const MAPS: [&str; 14] = [
     "meta",
     "xsks",
     "cfg",
@@ -65,6 +65,7 @@ const MAPS: [&str; 13] = [
     "tier_flows",
     "tier_counts",
     "tier_gen",
+    "tier_epoch",
     "tier_tx",
     "tier_ident",
     "tier_tunnels",

@@ -183,7 +183,7 @@ impl Rig {
             TierAction::Drop => 0,
         };
         let (hash, v) = exact(TierValue::new(&e, slot, tx, max_len), &key);
-        self.maps.flows.insert(hash, v, 0).unwrap();
+        self.maps.overwrite(hash, v).unwrap();
         e
     }
 }
@@ -311,7 +311,7 @@ actions = [{ encap = "t4c" }]
             };
             assert_ne!(&udp[6..8], &[0, 0], "{spec}");
             assert!(checksum::verify(checksum::add(pseudo, udp)), "{spec}: bad UDP checksum");
-            r.maps.flows.remove(&tier_hash(&extract(&f, 0, 0, 0).0 .0)).unwrap();
+            r.maps.delete(tier_hash(&extract(&f, 0, 0, 0).0 .0));
         }
     }
 }
@@ -371,7 +371,7 @@ actions = [{ encap = "t4" }]
         let e = decide(&r.worker, &key, rule).unwrap();
         assert_ne!(e.key, key, "the rule reads few fields: the entry is masked");
         r.maps.masks.set(1, TierMask { w: e.mask.0, live: 1 }, 0).unwrap();
-        r.maps.flows.insert(tier_hash(&e.key.0), TierValue::new(&e, slot, 1, 1514), 0).unwrap();
+        r.maps.overwrite(tier_hash(&e.key.0), TierValue::new(&e, slot, 1, 1514)).unwrap();
         let mut sports = std::collections::BTreeSet::new();
         for i in 0..40u32 {
             let spec = if i % 2 == 0 {
@@ -400,7 +400,7 @@ actions = [{ encap = "t4" }]
         let other =
             frame(&format!("eth/ipv6(src=2001:db8::1,dst=2001:db8::2)/udp(sport=1,dport={dport})"));
         assert_eq!(r.prog.test_run(&other), (XDP_PASS, other.clone()));
-        r.maps.flows.remove(&tier_hash(&e.key.0)).unwrap();
+        r.maps.delete(tier_hash(&e.key.0));
     }
 }
 
@@ -463,7 +463,7 @@ fn the_program_encapsulates_in_gre() {
                 let sum = encap::wire::checksum::add(0, &out[l4..]);
                 assert!(encap::wire::checksum::verify(sum), "{name} {spec}: bad GRE checksum");
             }
-            r.maps.flows.remove(&tier_hash(&extract(&f, 0, 0, 0).0 .0)).unwrap();
+            r.maps.delete(tier_hash(&extract(&f, 0, 0, 0).0 .0));
         }
     }
 }
@@ -497,10 +497,70 @@ fn an_entry_found_by_hash_acts_only_for_its_own_key() {
     let mut other = key;
     other.0[7] ^= 1 << 24; // another destination port
     assert_ne!(tier_hash(&other.0), tier_hash(&key.0));
-    r.maps.flows.insert(tier_hash(&key.0), drop_entry(0, other.0), 0).unwrap();
+    r.maps.overwrite(tier_hash(&key.0), drop_entry(0, other.0)).unwrap();
     assert_eq!(r.prog.test_run(&f), (XDP_PASS, f.clone()), "another key's entry: a miss");
-    r.maps.flows.insert(tier_hash(&key.0), drop_entry(0, key.0), 0).unwrap();
+    r.maps.overwrite(tier_hash(&key.0), drop_entry(0, key.0)).unwrap();
     assert_eq!(r.prog.test_run(&f).0, XDP_DROP, "its own key: the entry's action");
+}
+
+/// Each CPU's copy of an entry (tier_cache) is made on the entry's second
+/// find and used only while tier_epoch holds the value it was made under:
+/// the owner's delete and overwrite move it on, so the copy stops acting
+/// with the entry; a new generation stops it as it stops the entry. (The
+/// deletes behind the owner's back below show which one acted.)
+#[test]
+fn a_cpus_copy_of_an_entry_acts_only_as_long_as_the_entry() {
+    if !can_load_bpf("a_cpus_copy_of_an_entry_acts_only_as_long_as_the_entry") {
+        return;
+    }
+    // The copies are per CPU: every run on the same one.
+    crate::io::sys::pin_to_cpu(0);
+    let mut r = rig("");
+    let f =
+        frame("eth/ipv4(src=198.51.100.1,dst=198.51.100.2)/udp(sport=7,dport=9)/payload(len=20)");
+    let (key, _) = extract(&f, 0, 0, 0);
+    let h = tier_hash(&key.0);
+    let miss = (XDP_PASS, f.clone());
+
+    // One find: no copy yet, so a delete the epoch does not see is a miss.
+    r.maps.overwrite(h, drop_entry(0, key.0)).unwrap();
+    assert_eq!(r.prog.test_run(&f).0, XDP_DROP);
+    r.maps.flows.remove(&h).unwrap();
+    assert_eq!(r.prog.test_run(&f), miss, "one find copies nothing");
+
+    // Two finds: the copy acts without the map's entry, until the epoch moves.
+    r.maps.overwrite(h, drop_entry(1, key.0)).unwrap();
+    for _ in 0..2 {
+        assert_eq!(r.prog.test_run(&f).0, XDP_DROP);
+    }
+    r.maps.flows.remove(&h).unwrap();
+    assert_eq!(r.prog.test_run(&f).0, XDP_DROP, "the copy acts");
+    assert_eq!(r.maps.read(1), Some((3, 3 * f.len() as u64)), "counted in the entry's slot");
+    r.maps.next_epoch();
+    assert_eq!(r.prog.test_run(&f), miss, "a moved epoch retires the copy");
+
+    // The owner's delete and overwrite retire the copy at once.
+    r.maps.overwrite(h, drop_entry(2, key.0)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(r.prog.test_run(&f).0, XDP_DROP);
+    }
+    r.maps.delete(h);
+    assert_eq!(r.prog.test_run(&f), miss, "delete");
+    r.maps.overwrite(h, drop_entry(3, key.0)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(r.prog.test_run(&f).0, XDP_DROP);
+    }
+    let other = FlowKey([u64::MAX; WORDS]);
+    r.maps.overwrite(h, drop_entry(3, other.0)).unwrap();
+    assert_eq!(r.prog.test_run(&f), miss, "overwrite with another key's entry");
+
+    // A new generation stops a copy as it stops the entry.
+    r.maps.overwrite(h, drop_entry(4, key.0)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(r.prog.test_run(&f).0, XDP_DROP);
+    }
+    r.gen.0.set(0, 6, 0).unwrap();
+    assert_eq!(r.prog.test_run(&f), miss, "a new generation");
 }
 
 /// The program builds a key for exactly the frames its twin does, and the
@@ -515,10 +575,10 @@ fn the_program_builds_the_twins_key() {
     for (i, (f, _)) in shapes().into_iter().enumerate().filter(|(_, (f, _))| f.len() >= 14) {
         let key = extract(&f, 0, 0, 0).0 .0;
         let drop = drop_entry(i as u32, key);
-        r.maps.flows.insert(tier_hash(&key), drop, 0).unwrap();
+        r.maps.overwrite(tier_hash(&key), drop).unwrap();
         let want = if tier_key(&f, 0).is_some() { XDP_DROP } else { XDP_PASS };
         assert_eq!(r.prog.test_run(&f), (want, f.clone()), "{}", hex(&f));
-        r.maps.flows.remove(&tier_hash(&key)).unwrap();
+        r.maps.delete(tier_hash(&key));
     }
 }
 
@@ -575,7 +635,7 @@ actions = ["count", "drop"]
     maps.masks.set(0, TierMask { w: [u64::MAX; WORDS], live: 1 }, 0).unwrap();
     let (key, _) = extract(&f2, 0, 0, 0);
     let (hash, v) = exact(TierValue::new(&e2, 0, 1, 1514), &key);
-    maps.flows.insert(hash, v, 0).unwrap();
+    maps.overwrite(hash, v).unwrap();
     assert_eq!(prog.test_run(&f2), (XDP_PASS, f2));
     assert_eq!(prog.tier_stats().unwrap().no_tx, 1);
 }
@@ -709,7 +769,7 @@ impl Rig {
             v.checks |= CHECK_SETTLE;
         }
         let (hash, v) = exact(v, &key);
-        self.maps.flows.insert(hash, v, 0).unwrap();
+        self.maps.overwrite(hash, v).unwrap();
         e
     }
 
@@ -1135,7 +1195,7 @@ impl Rig {
             v.checks |= CHECK_SETTLE;
         }
         let (hash, v) = exact(v, &key);
-        self.maps.flows.insert(hash, v, 0).unwrap();
+        self.maps.overwrite(hash, v).unwrap();
         e
     }
 }
