@@ -255,7 +255,7 @@ struct {
 	__type(value, __u64);
 } tier_epoch SEC(".maps");
 
-/* Each CPU's copies of the entries it hits, by the low bits of their hash:
+/* Each CPU's copies of the entries it hits, by the top bits of their hash:
  * the kernel's hash-table lookup was about a sixth of the program's time
  * per packet (docs/decisions.md, "A per-CPU cache of tier entries"). Only
  * this CPU's program runs write its copies, one run at a time (softirq), so
@@ -265,12 +265,11 @@ struct {
  * entry (the owner's grace period covers that run, as it covers a lookup
  * in tier_flows). Not pinned: each loaded program starts with an empty
  * one. */
-#define TIER_CACHE_SLOTS 64
+#define TIER_CACHE_BITS 6
+#define TIER_CACHE_SLOTS (1 << TIER_CACHE_BITS)
 struct tier_cached {
 	__u64 hash;  /* tier_hash of the copy's key */
-	__u64 epoch; /* tier_epoch when it was copied */
-	__u64 seen;  /* the hash last found in tier_flows through this slot */
-	__u64 live;  /* 0: no copy */
+	__u64 stamp; /* 1 + tier_epoch when it was copied; 0: no copy */
 	struct tier_entry e;
 };
 
@@ -481,6 +480,15 @@ static __always_inline __u64 tier_hash(const struct tier_key *k, const struct ti
  * rewrites it, or two keys of one hash, can cost a miss, never a wrong
  * hit. Found in this CPU's tier_cache if a current copy is there, else in
  * tier_flows. */
+static __always_inline int tier_matches(const struct tier_key *k, const struct tier_entry *e)
+{
+	__u64 diff = 0;
+#pragma unroll
+	for (int j = 0; j < 8; j++)
+		diff |= (k->w[j] & e->mask[j]) ^ e->key[j];
+	return !diff;
+}
+
 static __always_inline struct tier_entry *tier_lookup(const struct tier_key *k)
 {
 	__u32 zero = 0;
@@ -489,43 +497,47 @@ static __always_inline struct tier_entry *tier_lookup(const struct tier_key *k)
 		return NULL;
 	/* Read before tier_flows is: a copy made from what that lookup finds
 	 * carries an epoch no later than the entry's delete. */
-	__u64 epoch = *(volatile __u64 *)ep;
+	__u64 stamp = *(volatile __u64 *)ep + 1;
+	struct tier_entry *f = NULL;
+	struct tier_cached *cc = NULL;
+	__u64 fh = 0;
 	for (__u32 i = 0; i < TIER_MASKS; i++) {
 		__u32 idx = i;
 		struct tier_mask *m = bpf_map_lookup_elem(&tier_masks, &idx);
 		if (!m || !m->live)
 			break;
 		__u64 h = tier_hash(k, m);
-		__u32 ci = h & (TIER_CACHE_SLOTS - 1);
-		struct tier_cached *cc = bpf_map_lookup_elem(&tier_cache, &ci);
-		struct tier_entry *e;
-		if (cc && cc->live && cc->hash == h && cc->epoch == epoch) {
-			e = &cc->e;
-		} else {
-			e = bpf_map_lookup_elem(&tier_flows, &h);
-			if (!e)
-				continue;
-			/* Copied on the second find through the slot in a row,
-			 * so flows that take turns in one slot (more flows
-			 * than slots, each packet another) cost an 8-byte
-			 * store, not a copy each. */
-			if (cc && cc->seen == h) {
-				__builtin_memcpy(&cc->e, e, sizeof(*e));
-				cc->hash = h;
-				cc->epoch = epoch;
-				cc->live = 1;
-			} else if (cc) {
-				cc->seen = h;
+		/* The top bits: each word's term mixes its bits upwards
+		 * only, so the low bits of the hash miss the ports. */
+		__u32 ci = h >> (64 - TIER_CACHE_BITS);
+		struct tier_cached *c = bpf_map_lookup_elem(&tier_cache, &ci);
+		if (!c)
+			return NULL;
+		if (c->hash == h && c->stamp == stamp) {
+			if (tier_matches(k, &c->e)) {
+				cc = c;
+				break;
 			}
+			continue;
 		}
-		__u64 diff = 0;
-#pragma unroll
-		for (int j = 0; j < 8; j++)
-			diff |= (k->w[j] & e->mask[j]) ^ e->key[j];
-		if (!diff)
-			return e;
+		f = bpf_map_lookup_elem(&tier_flows, &h);
+		if (f && tier_matches(k, f)) {
+			cc = c;
+			fh = h;
+			break;
+		}
+		f = NULL;
 	}
-	return NULL;
+	if (!cc)
+		return NULL;
+	if (f) {
+		/* Served from the copy, as every later hit is: one kind of
+		 * pointer for the verifier to follow through tier(). */
+		__builtin_memcpy(&cc->e, f, sizeof(*f));
+		cc->hash = fh;
+		cc->stamp = stamp;
+	}
+	return &cc->e;
 }
 
 /* Sends the frame out of the entry's output interface, counted against the

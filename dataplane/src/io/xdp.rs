@@ -659,6 +659,12 @@ impl SteerProgram {
         (r.return_value, out)
     }
 
+    /// How many instructions the verifier walked to accept the program.
+    #[cfg(test)]
+    pub(crate) fn verified_insns(&mut self) -> Option<u32> {
+        self.program().ok()?.info().ok()?.verified_instruction_count()
+    }
+
     /// Runs the loaded program on `frame` `repeat` times in the kernel
     /// (BPF_PROG_TEST_RUN): the last return value and the mean time of a
     /// run.
