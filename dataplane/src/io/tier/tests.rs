@@ -1556,7 +1556,7 @@ fn tier_cache_thrash_cost() {
     for (i, f) in [a, b, c].into_iter().enumerate() {
         r.install(f, i as u32, 1514);
     }
-    let mut turns = |r: &mut Rig, x: &[u8], y: &[u8]| {
+    let turns = |r: &mut Rig, x: &[u8], y: &[u8]| {
         let mut total = std::time::Duration::ZERO;
         for i in 0..RUNS {
             let (ret, t) = r.prog.test_run_repeat(if i % 2 == 0 { x } else { y }, 1);
