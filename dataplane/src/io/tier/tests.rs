@@ -556,11 +556,13 @@ fn a_cpus_copy_of_an_entry_acts_only_as_long_as_the_entry() {
 }
 
 /// The kernel refuses a program whose verification walks more than a
-/// million instructions. Every path through the tier is walked for each of
-/// its 16 masks, so a small change there can cost hundreds of thousands
-/// (docs/decisions.md, "A per-CPU cache of tier entries": 391,334 before
-/// the cache, 546,638 with it): this fails while there is still room to
-/// rethink a change, not when it no longer loads.
+/// million instructions, and the walk is most of a port's start-up time.
+/// A path through the tier that the verifier walks once per mask can cost
+/// hundreds of thousands (docs/decisions.md, "A per-CPU cache of tier
+/// entries": 391,334 before the cache, 546,638 with its lookup unrolled
+/// over the 16 masks, 161,184 with masks after the first through
+/// bpf_loop): this fails while there is still room to rethink a change,
+/// not when it no longer loads.
 #[test]
 fn the_program_leaves_room_in_the_verifiers_budget() {
     if !can_load_bpf("the_program_leaves_room_in_the_verifiers_budget") {
@@ -569,7 +571,7 @@ fn the_program_leaves_room_in_the_verifiers_budget() {
     let mut r = rig("");
     let n = r.prog.verified_insns().expect("the kernel reports verified instructions");
     eprintln!("overlayd_steer: {n} instructions verified");
-    assert!(n < 750_000, "{n} instructions verified, of the kernel's 1,000,000");
+    assert!(n < 500_000, "{n} instructions verified, of the kernel's 1,000,000");
 }
 
 /// The program builds a key for exactly the frames its twin does, and the
