@@ -472,14 +472,7 @@ static __always_inline __u64 tier_hash(const struct tier_key *k, const struct ti
 	return h;
 }
 
-/* The entry for key `k`: the first found under a live mask of tier_masks
- * whose own mask gives its key. That check, not the mask list or the hash,
- * is what makes a hit right: an entry decided for a flow whose key under
- * mask M was V serves exactly the packets whose key under M is V (the
- * engine decides them all alike), so a mask slot read while the owner
- * rewrites it, or two keys of one hash, can cost a miss, never a wrong
- * hit. Found in this CPU's tier_cache if a current copy is there, else in
- * tier_flows. */
+/* True if the packet's key `k`, under the entry's own mask, is the entry's key. */
 static __always_inline int tier_matches(const struct tier_key *k, const struct tier_entry *e)
 {
 	__u64 diff = 0;
@@ -535,6 +528,14 @@ static long tier_try_next(__u64 i, struct tier_try *t)
 	return tier_try(i + 1, t);
 }
 
+/* The entry for key `k`: the first found under a live mask of tier_masks
+ * whose own mask gives its key. That check, not the mask list or the hash,
+ * is what makes a hit right: an entry decided for a flow whose key under
+ * mask M was V serves exactly the packets whose key under M is V (the
+ * engine decides them all alike), so a mask slot read while the owner
+ * rewrites it, or two keys of one hash, can cost a miss, never a wrong
+ * hit. Found in this CPU's tier_cache if a current copy is there, else in
+ * tier_flows. */
 static __always_inline struct tier_entry *tier_lookup(const struct tier_key *k)
 {
 	__u32 zero = 0;
