@@ -49,6 +49,11 @@ for x in xf-gen:g0 xf-dut:d0 xf-dut:d1 xf-sink:s1; do ip -n "${x%%:*}" link set 
 bpftool prog loadall "$W/sink.o" "$PINS/sink" type xdp
 ip -n xf-sink link set s1 xdpdrv pinned "$PINS/sink/pb_sink"
 bpftool prog load "$W/gen.o" "$PINS/gen" type xdp
+# Attached where it never runs (the generator namespace's idle loopback), so
+# it stays in the kernel's XDP dispatcher: otherwise each BPF_PROG_RUN call
+# adds it and takes it out again, an RCU grace period each (the pps
+# harness's Gen::run has the story).
+ip -n xf-gen link set lo xdpgeneric pinned "$PINS/gen"
 
 case $DUT in
 null)

@@ -252,7 +252,6 @@ impl Gen {
     }
 
     pub fn configure(&mut self, c: GenCfg) -> Result<(), String> {
-        let _ = &self.ebpf;
         self.cfg.set(0, c, 0).map_err(|e| format!("configuring the generator: {e}"))
     }
 
@@ -260,6 +259,41 @@ impl Gen {
     /// to `cpu` for `secs` seconds (or until asked to stop); returns the
     /// frames sent and the time it took.
     pub fn run(
+        &mut self,
+        ns: &str,
+        ifname: &str,
+        cpu: usize,
+        frame: &[u8],
+        secs: f64,
+    ) -> Result<(u64, Duration), String> {
+        // Held in the kernel's XDP dispatcher for the whole run. Without an
+        // attachment, every BPF_PROG_RUN call adds the program to the
+        // dispatcher and takes it out again (bpf_dispatcher_change_prog),
+        // waiting for an RCU grace period each time: on a VM whose grace
+        // periods took 8-16 ms that idled the generator's CPU two thirds of
+        // the time and capped every device at 1.6 Mpps (docs/benchmarks.md,
+        // "The generator's wait"). The namespace's loopback carries nothing,
+        // so the program never runs there.
+        let p = self.program()?;
+        let link = sys::in_netns(ns, || p.attach("lo", XdpMode::Skb))
+            .map_err(|e| format!("entering {ns}: {e}"))?
+            .map_err(|e| format!("attaching the generator to {ns}/lo: {e}"))?;
+        let sent = self.flood(ns, ifname, cpu, frame, secs);
+        self.program()?
+            .detach(link)
+            .map_err(|e| format!("detaching the generator from {ns}/lo: {e}"))?;
+        sent
+    }
+
+    fn program(&mut self) -> Result<&mut Xdp, String> {
+        self.ebpf
+            .program_mut("pb_gen")
+            .ok_or("no program pb_gen")?
+            .try_into()
+            .map_err(|e: aya::programs::ProgramError| e.to_string())
+    }
+
+    fn flood(
         &self,
         ns: &str,
         ifname: &str,
