@@ -180,27 +180,70 @@ impl Sink {
     }
 }
 
-/// The null forwarder: every frame arriving on `input` redirected unchanged
-/// out of `output` (a devmap, as an XDP tier sends).
-pub struct NullFwd {
+/// An XDP forwarder on the device under test, d0 -> d1 through a devmap, as
+/// an XDP tier sends: the null one, or the fixed-header encapsulation.
+pub struct XdpFwd {
     _ebpf: Ebpf,
 }
 
-impl NullFwd {
-    pub fn attach(ns: &str, input: &str, output: &str) -> Result<NullFwd, String> {
+impl XdpFwd {
+    /// Every frame arriving on `input` redirected unchanged out of `output`.
+    pub fn null(ns: &str, input: &str, output: &str) -> Result<XdpFwd, String> {
         let mut ebpf = Ebpf::load(SINK).map_err(|e| format!("loading pb_null: {e}"))?;
-        let mut tx = DevMap::try_from(ebpf.take_map("pb_null_tx").ok_or("no map pb_null_tx")?)
-            .map_err(|e| e.to_string())?;
-        // The kernel resolves a devmap's interface index in the namespace of
-        // whoever writes the entry: write it from inside `ns`.
-        sys::in_netns(ns, || {
-            let out = sys::ifindex(output).map_err(|e| format!("{ns}/{output}: {e}"))?;
-            tx.set(0, out, None, 0).map_err(|e| format!("pb_null_tx: {e}"))
-        })
-        .map_err(|e| format!("entering {ns}: {e}"))??;
-        attach(&mut ebpf, "pb_null", ns, input)?;
-        Ok(NullFwd { _ebpf: ebpf })
+        forward(&mut ebpf, "pb_null", ns, input, output)?;
+        Ok(XdpFwd { _ebpf: ebpf })
     }
+
+    /// The least an XDP VXLAN encapsulation does: `header` (an outer
+    /// Ethernet, IPv4, UDP and VXLAN header whose IPv4 total length and
+    /// checksum, UDP source port and length are zero) put in front of every
+    /// frame arriving on `input`, those fields patched, and the frame
+    /// redirected out of `output`.
+    pub fn encap(ns: &str, input: &str, output: &str, header: [u8; 50]) -> Result<XdpFwd, String> {
+        let mut ebpf = Ebpf::load(SINK).map_err(|e| format!("loading pb_encap: {e}"))?;
+        let mut hdr = EncapHdr { b: [0; 56], ip_sum: 0, pad: 0 };
+        hdr.b[..50].copy_from_slice(&header);
+        // The folded sum of the IPv4 header's words as given (total length
+        // and checksum zero): the program adds the length.
+        let mut sum: u32 =
+            header[14..34].chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        hdr.ip_sum = sum;
+        Array::try_from(ebpf.map_mut("pb_encap_hdr").ok_or("no map pb_encap_hdr")?)
+            .map_err(|e| e.to_string())?
+            .set(0, hdr, 0)
+            .map_err(|e| format!("pb_encap_hdr: {e}"))?;
+        forward(&mut ebpf, "pb_encap", ns, input, output)?;
+        Ok(XdpFwd { _ebpf: ebpf })
+    }
+}
+
+/// The C `struct encap_hdr`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct EncapHdr {
+    b: [u8; 56],
+    ip_sum: u32,
+    pad: u32,
+}
+// SAFETY: plain bytes and u32s with the C layout and no padding.
+unsafe impl aya::Pod for EncapHdr {}
+
+/// Points `ebpf`'s devmap at `output` and attaches its program `name` to
+/// `input`, both in namespace `ns`.
+fn forward(ebpf: &mut Ebpf, name: &str, ns: &str, input: &str, output: &str) -> Result<(), String> {
+    let mut tx = DevMap::try_from(ebpf.map_mut("pb_null_tx").ok_or("no map pb_null_tx")?)
+        .map_err(|e| e.to_string())?;
+    // The kernel resolves a devmap's interface index in the namespace of
+    // whoever writes the entry: write it from inside `ns`.
+    sys::in_netns(ns, || {
+        let out = sys::ifindex(output).map_err(|e| format!("{ns}/{output}: {e}"))?;
+        tx.set(0, out, None, 0).map_err(|e| format!("pb_null_tx: {e}"))
+    })
+    .map_err(|e| format!("entering {ns}: {e}"))??;
+    attach(ebpf, name, ns, input)
 }
 
 /// An XDP_PASS program on an interface (turns on a veth's NAPI path, which

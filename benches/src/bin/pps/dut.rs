@@ -18,7 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bpf::{NullFwd, Pass, Sink};
+use crate::bpf::{Pass, Sink, XdpFwd};
+use crate::frames;
 use crate::plan::{DutKind, Kind, Scenario};
 
 pub const NS_GEN: &str = "pb-gen";
@@ -341,7 +342,7 @@ pub struct Dut {
     procs: Vec<Proc>,
     ovs_ctl: Option<PathBuf>,
     _pass: Option<Pass>,
-    _null: Option<NullFwd>,
+    _fwd: Option<XdpFwd>,
 }
 
 impl Dut {
@@ -351,6 +352,10 @@ impl Dut {
             DutKind::XdpNull => match s.kind {
                 Kind::VxlanEncap => Ok(()),
                 _ => Err("the null forwarder is measured beside VXLAN encapsulation only".into()),
+            },
+            DutKind::XdpEncap => match s.kind {
+                Kind::VxlanEncap => Ok(()),
+                _ => Err("the fixed-header encapsulation is VXLAN encapsulation only".into()),
             },
             DutKind::Overlayd | DutKind::OverlaydAfxdp => {
                 if !env.bin_dir.join("overlayd").exists() {
@@ -399,7 +404,20 @@ impl Dut {
                 procs: vec![],
                 ovs_ctl: None,
                 _pass: None,
-                _null: Some(NullFwd::attach(NS_DUT, "d0", "d1")?),
+                _fwd: Some(XdpFwd::null(NS_DUT, "d0", "d1")?),
+            },
+            DutKind::XdpEncap => Dut {
+                kind,
+                pids: vec![],
+                procs: vec![],
+                ovs_ctl: None,
+                _pass: None,
+                _fwd: Some(XdpFwd::encap(
+                    NS_DUT,
+                    "d0",
+                    "d1",
+                    frames::vxlan_header(MAC_S1, MAC_D1, frames::DUT_IP, frames::SINK_IP),
+                )?),
             },
         };
         if env.napi_thread {
@@ -468,7 +486,7 @@ impl Dut {
             procs: vec![p],
             ovs_ctl: None,
             _pass: pass,
-            _null: None,
+            _fwd: None,
         })
     }
 
@@ -583,7 +601,7 @@ impl Dut {
             procs: vec![vsd, dbp],
             ovs_ctl: Some(ctl),
             _pass: None,
-            _null: None,
+            _fwd: None,
         })
     }
 
@@ -664,7 +682,7 @@ impl Dut {
             procs: vec![],
             ovs_ctl: None,
             _pass: Some(pass),
-            _null: None,
+            _fwd: None,
         })
     }
 
@@ -729,7 +747,7 @@ impl Dut {
             DutKind::Kernel => {
                 ns_exec(NS_DUT, &["ip", "-s", "link", "show", "vx0"]).unwrap_or_else(|e| e)
             }
-            DutKind::XdpNull => {
+            DutKind::XdpNull | DutKind::XdpEncap => {
                 ns_exec(NS_DUT, &["ip", "-s", "link", "show", "d1"]).unwrap_or_else(|e| e)
             }
         }

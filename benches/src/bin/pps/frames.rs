@@ -69,19 +69,36 @@ pub fn inner(wire_size: usize) -> Vec<u8> {
 /// the device under test's.
 pub fn vxlan(wire_size: usize, dst_mac: [u8; 6], src_mac: [u8; 6]) -> Vec<u8> {
     let inner = inner(wire_size);
-    let mut f = Vec::with_capacity(inner.len() + VXLAN_OVERHEAD);
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&[0x08, 0x00]);
-    f.extend_from_slice(&ipv4(inner.len() + 36, 17, GEN_IP, DUT_IP));
-    f.extend_from_slice(&49152u16.to_be_bytes());
-    f.extend_from_slice(&VXLAN_PORT.to_be_bytes());
-    f.extend_from_slice(&((inner.len() + 16) as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
-    f.extend_from_slice(&[0x08, 0, 0, 0]);
-    f.extend_from_slice(&(VNI << 8).to_be_bytes());
+    let mut h = vxlan_header(dst_mac, src_mac, GEN_IP, DUT_IP);
+    h[16..18].copy_from_slice(&((inner.len() + 36) as u16).to_be_bytes());
+    let c = ipv4_checksum(&h[14..34]);
+    h[24..26].copy_from_slice(&c.to_be_bytes());
+    h[34..36].copy_from_slice(&49152u16.to_be_bytes());
+    h[38..40].copy_from_slice(&((inner.len() + 16) as u16).to_be_bytes());
+    let mut f = h.to_vec();
     f.extend_from_slice(&inner);
     f
+}
+
+/// A VXLAN header (VNI 42) from `src` to `dst` with the per-frame fields
+/// zero: IPv4 total length and checksum, UDP source port and length.
+pub fn vxlan_header(
+    dst_mac: [u8; 6],
+    src_mac: [u8; 6],
+    src: [u8; 4],
+    dst: [u8; 4],
+) -> [u8; VXLAN_OVERHEAD] {
+    let mut h = [0u8; VXLAN_OVERHEAD];
+    h[0..6].copy_from_slice(&dst_mac);
+    h[6..12].copy_from_slice(&src_mac);
+    h[12..14].copy_from_slice(&[0x08, 0x00]);
+    let mut ip = ipv4(0, 17, src, dst);
+    ip[10..12].fill(0);
+    h[14..34].copy_from_slice(&ip);
+    h[36..38].copy_from_slice(&VXLAN_PORT.to_be_bytes());
+    h[42] = 0x08;
+    h[46..50].copy_from_slice(&(VNI << 8).to_be_bytes());
+    h
 }
 
 #[cfg(test)]

@@ -91,16 +91,20 @@ pub enum DutKind {
     /// A null XDP forwarder: d0 -> d1 through a devmap, no encapsulation;
     /// the physical limit of the path.
     XdpNull,
+    /// A fixed-header VXLAN encapsulation in XDP, d0 -> d1 through a devmap:
+    /// the least any XDP tier's encapsulation costs on the path.
+    XdpEncap,
 }
 
 impl DutKind {
-    pub const ALL: [DutKind; 6] = [
+    pub const ALL: [DutKind; 7] = [
         DutKind::Overlayd,
         DutKind::OverlaydAfxdp,
         DutKind::OverlaydUring,
         DutKind::OvsAfxdp,
         DutKind::Kernel,
         DutKind::XdpNull,
+        DutKind::XdpEncap,
     ];
 
     pub fn name(self) -> &'static str {
@@ -111,6 +115,7 @@ impl DutKind {
             DutKind::OvsAfxdp => "ovs-afxdp",
             DutKind::Kernel => "kernel",
             DutKind::XdpNull => "xdp-null",
+            DutKind::XdpEncap => "xdp-encap",
         }
     }
 
@@ -122,6 +127,7 @@ impl DutKind {
             DutKind::OvsAfxdp => "OVS 3.1 AF_XDP",
             DutKind::Kernel => "kernel VXLAN + bridge",
             DutKind::XdpNull => "null XDP redirect (no encap)",
+            DutKind::XdpEncap => "fixed-header XDP VXLAN encap",
         }
     }
 

@@ -269,6 +269,37 @@ impl Report {
         ];
     }
 
+    /// What the path itself allows in this run, VXLAN encap 64 B, 1 flow:
+    /// no XDP device delivers more than the null forwarder, and no XDP tier's
+    /// encapsulation more than the fixed-header one, so these ratios bound
+    /// what the targets against Open vSwitch can reach.
+    fn bounds(&self) -> String {
+        let pps = |d: DutKind| {
+            find(&self.rows, d, &base()).map(|r| r.delivered_pps.median).filter(|x| *x > 0.0)
+        };
+        let (null, encap, ovs) =
+            (pps(DutKind::XdpNull), pps(DutKind::XdpEncap), pps(DutKind::OvsAfxdp));
+        let mut v = Vec::new();
+        let mut say = |what: &str, a: Option<f64>, b: Option<f64>| {
+            if let (Some(a), Some(b)) = (a, b) {
+                v.push(format!("{what} {:.2}", a / b));
+            }
+        };
+        say("null forwarder / OVS AF_XDP", null, ovs);
+        say("fixed-header encap / OVS AF_XDP", encap, ovs);
+        say("fixed-header encap / null forwarder", encap, null);
+        say("overlayd / fixed-header encap", pps(DutKind::Overlayd), encap);
+        if v.is_empty() {
+            return String::new();
+        }
+        format!(
+            "\nThe path's own bounds in this run (VXLAN encap 64B, 1 flow, 10 rules): {}. \
+             No XDP device delivers more than the null forwarder, and no XDP tier's \
+             encapsulation more than the fixed-header one.\n",
+            v.join("; ")
+        )
+    }
+
     /// The markdown section for docs/benchmarks.md.
     pub fn markdown(&self, svg_path: &str) -> String {
         let m = &self.meta;
@@ -309,6 +340,7 @@ impl Report {
                 }
             );
         }
+        s += &self.bounds();
         s += "\nDelivered packets per second (median of the repetitions, min-max below it), \
               and overlayd AF_XDP's ratio to each peer:\n\n| scenario |";
         for d in &duts {
@@ -439,6 +471,7 @@ impl Report {
             DutKind::OvsAfxdp => "#ff7f0e",
             DutKind::Kernel => "#7f7f7f",
             DutKind::XdpNull => "#d62728",
+            DutKind::XdpEncap => "#9467bd",
         };
         let bar = 11.0;
         let group = bar * duts.len().max(1) as f64 + 10.0;
