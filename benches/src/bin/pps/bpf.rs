@@ -315,7 +315,7 @@ impl Gen {
         // waiting for an RCU grace period each time: on a VM whose grace
         // periods took 8-16 ms that idled the generator's CPU two thirds of
         // the time and capped every device at 1.6 Mpps (docs/benchmarks.md,
-        // "The generator's wait"). The namespace's loopback carries nothing,
+        // "the generator's wait"). The namespace's loopback carries nothing,
         // so the program never runs there.
         let p = self.program()?;
         let link = sys::in_netns(ns, || p.attach("lo", XdpMode::Skb))

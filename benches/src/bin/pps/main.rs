@@ -234,7 +234,7 @@ fn measure(
     }
     if let Some((t, n)) = settle_tier(dut, env, gen, &frame, s)? {
         let note = format!(
-            "{} at {}: before measuring, the tier took {t:.0} s of traffic (after the warm-up) to hold {} of the {} flows",
+            "{} at {}: before measuring, the tier took {t:.0} s of traffic (after the warm-up) to settle at {} entries for the {} flows (a masked entry serves many)",
             dut.kind.name(),
             s.label(),
             plan::thousands(n),
