@@ -9,6 +9,7 @@ use aya::maps::{Array, DevMap, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
 
+use crate::frames;
 use crate::sys;
 
 static GEN: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/gen.bpf.o"));
@@ -201,16 +202,12 @@ impl XdpFwd {
     /// redirected out of `output`.
     pub fn encap(ns: &str, input: &str, output: &str, header: [u8; 50]) -> Result<XdpFwd, String> {
         let mut ebpf = Ebpf::load(SINK).map_err(|e| format!("loading pb_encap: {e}"))?;
-        let mut hdr = EncapHdr { b: [0; 56], ip_sum: 0, pad: 0 };
-        hdr.b[..50].copy_from_slice(&header);
         // The folded sum of the IPv4 header's words as given (total length
-        // and checksum zero): the program adds the length.
-        let mut sum: u32 =
-            header[14..34].chunks(2).map(|w| u16::from_be_bytes([w[0], w[1]]) as u32).sum();
-        while sum > 0xffff {
-            sum = (sum & 0xffff) + (sum >> 16);
-        }
-        hdr.ip_sum = sum;
+        // and checksum zero), the complement of its checksum: the program
+        // adds the length.
+        let ip_sum = u32::from(!frames::ipv4_checksum(&header[14..34]));
+        let mut hdr = EncapHdr { b: [0; 56], ip_sum, pad: 0 };
+        hdr.b[..50].copy_from_slice(&header);
         Array::try_from(ebpf.map_mut("pb_encap_hdr").ok_or("no map pb_encap_hdr")?)
             .map_err(|e| e.to_string())?
             .set(0, hdr, 0)

@@ -385,6 +385,11 @@ impl Dut {
         }
     }
 
+    /// An XDP forwarder as the device: no process of its own.
+    fn xdp(kind: DutKind, fwd: XdpFwd) -> Dut {
+        Dut { kind, pids: vec![], procs: vec![], ovs_ctl: None, _pass: None, _fwd: Some(fwd) }
+    }
+
     /// Starts the device. With `env.napi_thread`, its input veth's receive
     /// path (NAPI) then runs as a thread on the device's CPU and counts as the
     /// device's CPU time: every device gets one CPU for all its work, kernel
@@ -398,27 +403,16 @@ impl Dut {
             DutKind::OverlaydUring => Self::overlayd(kind, s, env, TIER_OFF, URING_PORT_OPTION)?,
             DutKind::OvsAfxdp => Self::ovs(s, env)?,
             DutKind::Kernel => Self::kernel(s)?,
-            DutKind::XdpNull => Dut {
+            DutKind::XdpNull => Self::xdp(kind, XdpFwd::null(NS_DUT, "d0", "d1")?),
+            DutKind::XdpEncap => Self::xdp(
                 kind,
-                pids: vec![],
-                procs: vec![],
-                ovs_ctl: None,
-                _pass: None,
-                _fwd: Some(XdpFwd::null(NS_DUT, "d0", "d1")?),
-            },
-            DutKind::XdpEncap => Dut {
-                kind,
-                pids: vec![],
-                procs: vec![],
-                ovs_ctl: None,
-                _pass: None,
-                _fwd: Some(XdpFwd::encap(
+                XdpFwd::encap(
                     NS_DUT,
                     "d0",
                     "d1",
                     frames::vxlan_header(MAC_S1, MAC_D1, frames::DUT_IP, frames::SINK_IP),
-                )?),
-            },
+                )?,
+            ),
         };
         if env.napi_thread {
             std::thread::sleep(Duration::from_millis(500));
