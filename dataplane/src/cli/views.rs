@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use engine::model::{FdbEntry, Port};
+use engine::model::{Backend, FdbEntry, Port};
 use serde::{Deserialize, Serialize};
 
 use crate::api_types::{
@@ -13,6 +13,7 @@ use crate::api_types::{
     Representors, RuleView, Sriov, Status, TunnelStatus, VfView,
 };
 use crate::cli::table::{ago, Table};
+use crate::io::tier::TierStatus;
 use crate::render::{actions_text, match_text, named_counts, next_hop_text, word};
 
 /// One line of `rule list`: the rule, where it runs, and its counters
@@ -370,13 +371,19 @@ fn io_text(o: &mut String, io: &IoStatus) {
     }
     match &io.tier {
         None => {
-            let _ = writeln!(o, "\nxdp tier: off");
+            let _ = writeln!(o, "\ntier: off");
         }
         Some(t) => {
             let _ = writeln!(
                 o,
-                "\nxdp tier: {} entries (of {} per port), {} hits, {} installs, {} evictions, {} invalidations",
-                t.entries, t.capacity, t.hits, t.installs, t.evictions, t.invalidations
+                "\n{}: {} entries (of {} per port), {} hits, {} installs, {} evictions, {} invalidations",
+                tier_name(io, t),
+                t.entries,
+                t.capacity,
+                t.hits,
+                t.installs,
+                t.evictions,
+                t.invalidations
             );
             let _ = writeln!(o, "  install failures: {}", names(&t.install_failures));
             let _ = writeln!(o, "  kept on the software path: {}", names(&t.not_in_tier));
@@ -385,6 +392,30 @@ fn io_text(o: &mut String, io: &IoStatus) {
                     let _ = writeln!(o, "  port {}: not an output: {e}", p.port);
                 }
             }
+        }
+    }
+}
+
+/// The tier by where its lookups run: the program kind of the ports that
+/// hold entries (`xdp tier` on AF_XDP ports, `tc tier` on tc ports), each
+/// kind's ports named when a host has both.
+fn tier_name(io: &IoStatus, t: &TierStatus) -> String {
+    let mut by_kind: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for tp in t.ports.iter().filter(|tp| tp.entries.is_some()) {
+        let backend = io.ports.iter().find(|p| p.port == tp.port).map(|p| p.backend);
+        let kind = match backend {
+            Some(Backend::Tc) => "tc",
+            _ => "xdp",
+        };
+        by_kind.entry(kind).or_default().push(&tp.port);
+    }
+    match by_kind.len() {
+        0 => "xdp tier".into(),
+        1 => format!("{} tier", by_kind.keys().next().unwrap_or(&"xdp")),
+        _ => {
+            let on: Vec<String> =
+                by_kind.iter().map(|(k, ports)| format!("{k} on {}", ports.join(", "))).collect();
+            format!("tier ({})", on.join("; "))
         }
     }
 }
@@ -513,5 +544,56 @@ mod tests {
         assert!(memory_line(&MemoryStatus::default()).contains("not read yet"));
         let unreadable = MemoryStatus { purges: 3, ..MemoryStatus::default() };
         assert!(memory_line(&unreadable).contains("not readable after purge 3"));
+    }
+
+    /// The status names the tier by the programs that hold its entries: a
+    /// host of tc ports (what `backend = "auto"` picks on veths) has a tc
+    /// tier, not an XDP one.
+    #[test]
+    fn the_tier_is_named_by_where_its_entries_are_looked_up() {
+        use crate::io::tier::TierPortStatus;
+        use crate::report::PortStatus;
+        let port = |name: &str, backend| PortStatus {
+            port: name.into(),
+            interface: name.into(),
+            kind: engine::model::PortKind::Workload,
+            backend,
+            backend_auto: false,
+            xdp_mode: None,
+            zero_copy: None,
+            offloads: None,
+            queues: 1,
+            mtu: None,
+            steering: None,
+            sockets: Vec::new(),
+            tier: None,
+            advice: Vec::new(),
+        };
+        let tier_port =
+            |name: &str, entries| TierPortStatus { port: name.into(), entries, not_output: None };
+        let io = |backends: [Backend; 3]| IoStatus {
+            running: true,
+            workers: 1,
+            ports: ["wl0", "wl1", "up0"].iter().zip(backends).map(|(n, b)| port(n, b)).collect(),
+            neighbours: Vec::new(),
+            tier: None,
+        };
+        let t = TierStatus {
+            ports: vec![
+                tier_port("wl0", Some(1)),
+                tier_port("wl1", Some(0)),
+                tier_port("up0", None),
+            ],
+            ..TierStatus::default()
+        };
+        let xdp = io([Backend::AfXdp, Backend::AfXdp, Backend::Tc]);
+        assert_eq!(tier_name(&xdp, &t), "xdp tier", "up0 holds no entries");
+        let tc = io([Backend::Tc, Backend::Tc, Backend::AfXdp]);
+        assert_eq!(tier_name(&tc, &t), "tc tier");
+        let both = io([Backend::Tc, Backend::AfXdp, Backend::AfXdp]);
+        assert_eq!(tier_name(&both, &t), "tier (tc on wl0; xdp on wl1)");
+        let mut s = String::new();
+        io_text(&mut s, &IoStatus { tier: Some(t), ..tc });
+        assert!(s.contains("\ntc tier: 0 entries"), "{s}");
     }
 }
