@@ -268,6 +268,7 @@ fn measure(
         let softirq = (q1 - q0) as f64 / hz * 1e9 / n;
         // the kernel device has no process of its own: its time is softirq time
         let cpu = if dut.pids.is_empty() { softirq } else { (c1 - c0) as f64 / hz * 1e9 / n };
+        let total = if dut.pids.is_empty() { softirq } else { cpu + softirq };
         let r = Rep {
             secs: t,
             offered_pps: sent as f64 / t,
@@ -275,6 +276,7 @@ fn measure(
             loss: if sent > 0 { 1.0 - (d.received as f64 / sent as f64).min(1.0) } else { 0.0 },
             cpu_ns_per_pkt: cpu,
             softirq_ns_per_pkt: softirq,
+            total_ns_per_pkt: total,
             cycles_per_pkt: cycles,
             sink: d,
         };
