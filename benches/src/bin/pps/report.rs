@@ -105,7 +105,7 @@ impl Row {
 pub struct Ratio {
     pub scenario: Scenario,
     pub peer: DutKind,
-    /// overlayd AF_XDP's median delivered pps over the peer's
+    /// overlayd's median delivered pps over the peer's
     pub pps: Option<f64>,
     /// overlayd's median CPU per packet (processes + softirq, `Rep::total_ns_per_pkt`)
     /// over the peer's
