@@ -409,9 +409,9 @@ fn tier_name(io: &IoStatus, t: &TierStatus) -> String {
         };
         by_kind.entry(kind).or_default().push(&tp.port);
     }
-    match by_kind.len() {
-        0 => "xdp tier".into(),
-        1 => format!("{} tier", by_kind.keys().next().unwrap_or(&"xdp")),
+    match by_kind.keys().collect::<Vec<_>>()[..] {
+        [] => "tier".into(),
+        [kind] => format!("{kind} tier"),
         _ => {
             let on: Vec<String> =
                 by_kind.iter().map(|(k, ports)| format!("{k} on {}", ports.join(", "))).collect();
@@ -592,6 +592,8 @@ mod tests {
         assert_eq!(tier_name(&tc, &t), "tc tier");
         let both = io([Backend::Tc, Backend::AfXdp, Backend::AfXdp]);
         assert_eq!(tier_name(&both, &t), "tier (tc on wl0; xdp on wl1)");
+        let none = TierStatus { ports: vec![tier_port("up0", None)], ..TierStatus::default() };
+        assert_eq!(tier_name(&xdp, &none), "tier", "no port holds entries");
         let mut s = String::new();
         io_text(&mut s, &IoStatus { tier: Some(t), ..tc });
         assert!(s.contains("\ntc tier: 0 entries"), "{s}");
