@@ -1439,10 +1439,20 @@ fn a_planned_upgrade_under_a_flood_loses_nothing() {
     // Lost is lost, except where a counter past overlayd names the place:
     // host B's uplink receive ring (a veth's 256 XDP frames, overrun when
     // the VM stalls B's NAPI) and the sink's socket. Those are the test
-    // rig's, bounded here, and rule 13 below proves overlayd forwarded
-    // every datagram.
+    // rig's, and rule 13 below proves overlayd forwarded every datagram.
+    // They are allowed as far as a stall explains them: 0.1 % of the flood,
+    // or what arrives at the flood's rate during the sink's longest silence
+    // (CI runs lost 73 and 155 within 0.1 %, and once 2,082 in a 55.7 ms
+    // silence: 6,684 frames at 120,000 a second). Drops with no stall to
+    // explain them fail.
     let past = (ub_dropped + sink_dropped) as f64;
-    assert!(past <= sent / 1000.0, "{past} dropped past overlayd: {got_line}\n{}", r.why());
+    let stall = flooded / secs * gap / 1000.0;
+    assert!(
+        past <= (sent / 1000.0).max(stall),
+        "{past} dropped past overlayd, more than 0.1 % or a {gap:.1} ms stall at the flood's \
+         rate ({stall:.0}) explains: {got_line}\n{}",
+        r.why()
+    );
     assert_eq!(sent, got + past, "flood packets lost: {got_line}\n{}", r.why());
     assert!(o.tier_missing.is_empty(), "tier flow lost {:?}: {}", o.tier_missing, r.why());
     assert!(o.soft_missing.is_empty(), "software flow lost {:?}: {}", o.soft_missing, r.why());
