@@ -287,7 +287,7 @@ fn established_flow_runs_in_the_tier() {
     assert_eq!(rows.iter().map(|r| &r[2]).collect::<std::collections::HashSet<_>>().len(), 1);
 
     let text = r.d.ctl(&["status"]);
-    assert!(text.contains("xdp tier: 1 entries"), "{text}");
+    assert!(text.contains("XDP tier: 1 entries"), "{text}");
     let t = r.tier();
     let hits = u(&t["hits"]) - hits0;
     let rx = r.wl_socket_rx() - rx0;

@@ -144,7 +144,7 @@ fn decap_flow_in_the_tier(v6: bool) {
     assert!(rx <= N as u64 / 10, "the uplink's AF_XDP socket still got {rx}: {}", why(&o.d));
     assert!(u(&st["io"]["tier"]["installs"]) >= 1, "{}", why(&o.d));
     let text = o.d.ctl(&["status"]);
-    assert!(text.contains("xdp tier:"), "{text}");
+    assert!(text.contains("XDP tier:"), "{text}");
 
     // Every packet counted once, where the engine counts it: the rule and
     // the workload port by the inner frame, the uplink by the outer one.

@@ -151,7 +151,7 @@ fn gre_decap_in_the_tier(c: &Case) {
     assert!(u(&st["io"]["ports"][1]["sockets"][0]["rx_packets"]) > up_rx0, "{}", why(d));
     assert_eq!(u(&up["decap_punt"]) + u(&up["decap_gre_sequence"]), 0, "{}: {up:#}", c.name);
     let text = d.ctl(&["status"]);
-    assert!(text.contains("xdp tier:"), "{text}");
+    assert!(text.contains("XDP tier:"), "{text}");
 
     // Every packet counted once, where the engine counts it: the rule and
     // the workload port by the inner frame, the uplink by the outer one.

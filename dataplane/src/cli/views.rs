@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use engine::model::{Backend, FdbEntry, Port};
+use engine::tier_fit::tier_words;
 use serde::{Deserialize, Serialize};
 
 use crate::api_types::{
@@ -396,27 +397,24 @@ fn io_text(o: &mut String, io: &IoStatus) {
     }
 }
 
-/// The tier by where its lookups run: the program kind of the ports that
-/// hold entries (`xdp tier` on AF_XDP ports, `tc tier` on tc ports), each
-/// kind's ports named when a host has both.
+/// The tier by where its lookups run, in the words `trace` and `why` use
+/// (`engine::tier_fit::tier_words`): `XDP tier` on AF_XDP ports, `tc tier`
+/// on tc ports, each with its ports when a host has both.
 fn tier_name(io: &IoStatus, t: &TierStatus) -> String {
-    let mut by_kind: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut by_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for tp in t.ports.iter().filter(|tp| tp.entries.is_some()) {
-        let backend = io.ports.iter().find(|p| p.port == tp.port).map(|p| p.backend);
-        let kind = match backend {
-            Some(Backend::Tc) => "tc",
-            _ => "xdp",
-        };
-        by_kind.entry(kind).or_default().push(&tp.port);
+        let backend =
+            io.ports.iter().find(|p| p.port == tp.port).map_or(Backend::AfXdp, |p| p.backend);
+        by_name.entry(tier_words(backend).0).or_default().push(&tp.port);
     }
-    match by_kind.keys().collect::<Vec<_>>()[..] {
+    match by_name.keys().collect::<Vec<_>>()[..] {
         [] => "tier".into(),
-        [kind] => format!("{kind} tier"),
-        _ => {
-            let on: Vec<String> =
-                by_kind.iter().map(|(k, ports)| format!("{k} on {}", ports.join(", "))).collect();
-            format!("tier ({})", on.join("; "))
-        }
+        [name] => name.to_string(),
+        _ => by_name
+            .iter()
+            .map(|(name, ports)| format!("{name} on {}", ports.join(", ")))
+            .collect::<Vec<_>>()
+            .join("; "),
     }
 }
 
@@ -587,11 +585,11 @@ mod tests {
             ..TierStatus::default()
         };
         let xdp = io([Backend::AfXdp, Backend::AfXdp, Backend::Tc]);
-        assert_eq!(tier_name(&xdp, &t), "xdp tier", "up0 holds no entries");
+        assert_eq!(tier_name(&xdp, &t), "XDP tier", "up0 holds no entries");
         let tc = io([Backend::Tc, Backend::Tc, Backend::AfXdp]);
         assert_eq!(tier_name(&tc, &t), "tc tier");
         let both = io([Backend::Tc, Backend::AfXdp, Backend::AfXdp]);
-        assert_eq!(tier_name(&both, &t), "tier (tc on wl0; xdp on wl1)");
+        assert_eq!(tier_name(&both, &t), "XDP tier on wl1; tc tier on wl0");
         let none = TierStatus { ports: vec![tier_port("up0", None)], ..TierStatus::default() };
         assert_eq!(tier_name(&xdp, &none), "tier", "no port holds entries");
         let mut s = String::new();
