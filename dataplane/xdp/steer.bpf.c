@@ -157,7 +157,7 @@ struct tier_mask {
 /* The layout of everything pinned beside the program (bumped whenever a
  * map's key, value or meaning changes): a starting overlayd adopts pinned
  * maps only when it is its own (dataplane/src/io/pin.rs). */
-#define LAYOUT_VERSION 9
+#define LAYOUT_VERSION 10
 
 /* Written by the owner, never read here: what a starting overlayd needs to
  * judge the pinned maps it finds (mirrored by PinMeta in io/pin.rs). */
@@ -217,14 +217,17 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-/* Sized by the loader (the configured capacity); an LRU map, so an insert
- * never fails for want of room, although the owner keeps it below capacity.
+/* Sized by the loader (the configured capacity). A plain hash, not an LRU:
+ * the owner decides what leaves it (idle and retired entries) and never
+ * holds more entries than it has; an LRU evicted live entries before it was
+ * full, and could not see hits served from tier_cache (docs/decisions.md,
+ * "The tier's flow table: the owner's, not an LRU's").
  * Keyed by tier_hash() of the entry's key, which the entry holds: the
  * kernel's jhash and compare of the 64-byte key were half the tier's own
  * time per packet (docs/decisions.md, "The tier's flow table keyed by a
  * 64-bit hash"). */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 64);
 	__type(key, __u64);
 	__type(value, struct tier_entry);

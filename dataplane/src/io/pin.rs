@@ -62,7 +62,7 @@ const TC_SINK_LINK: &str = "tc-sink-link";
 
 /// The layout of the pinned maps (keys, values, meaning). Bump it with any
 /// change to a map of dataplane/xdp/steer.bpf.c (its `LAYOUT_VERSION`).
-pub const LAYOUT: u32 = 9;
+pub const LAYOUT: u32 = 10;
 
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 

@@ -4,7 +4,7 @@
 //! entries the engine says the tier can take ([`engine::tier::decide`]) to
 //! the owner through a bounded queue ([`TierLink`]: no system call, lock or
 //! allocation in the worker). The owner ([`Tier`], one thread per datapath)
-//! installs them in the ingress port's program (`tier_flows`, an LRU hash
+//! installs them in the ingress port's program (`tier_flows`, a hash table
 //! keyed by [`tier_hash`] of the entry's masked key), each with a counter slot of its own in
 //! `tier_counts` (per CPU), harvests those counters into the engine's
 //! counters where the pipeline would have counted the same packets, and
@@ -38,8 +38,14 @@
 //! used as the entry does: a run that read the epoch before the write may
 //! still use it, as a run that found the entry before the delete may.
 //!
-//! **Counting.** An entry's counters live apart from the entry, so an LRU
-//! eviction loses nothing. A retired entry is deleted first and harvested
+//! **Room.** Only the owner removes entries (idle or retired): the table
+//! is a plain hash the size of the owner's slots, so an entry it installed
+//! stays until it deletes it. (An LRU map evicted live entries before it
+//! was full, and could not tell busy ones, whose hits the per-CPU copies
+//! serve.)
+//!
+//! **Counting.** An entry's counters live apart from the entry, in the
+//! slot the owner gave it. A retired entry is deleted first and harvested
 //! for the last time after [`GRACE`], longer than any program run that
 //! found the entry before the delete takes (one NAPI poll, microseconds);
 //! only then is its slot reused. Counters are harvested every [`TICK`] and
@@ -620,7 +626,7 @@ impl TierMaps {
 
     /// Deletes the entry under `hash`, then retires every program's copy
     /// of it: from the next program run on, no packet takes its action.
-    /// Gone already (the LRU evicted it) is not an error.
+    /// Gone already is not an error.
     fn delete(&mut self, hash: u64) {
         let _ = self.flows.remove(&hash);
         self.next_epoch();

@@ -1579,3 +1579,54 @@ fn tier_cache_thrash_cost() {
         min(&own)
     );
 }
+
+/// The flow table holds every entry the owner has a slot for, however the
+/// owner's inserts and deletes fall across CPUs: the owner alone decides
+/// what leaves the table (idle, retired). An LRU map did not: its per-CPU
+/// free lists ran dry before the table was full and it evicted live
+/// entries behind the owner's back (896 of 1,024 left after 1,024 inserts
+/// from processes on both CPUs), whose flows then went to AF_XDP until the
+/// owner retired them as idle.
+#[test]
+fn the_table_keeps_every_entry_the_owner_installs() {
+    if !can_load_bpf("the_table_keeps_every_entry_the_owner_installs") {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert!(cpus >= 2 || std::env::var_os("CI").is_none(), "needs two CPUs under CI");
+    let mut r = rig("");
+    let flow = |i: u32| {
+        frame(&format!(
+            "eth/ipv4(src=198.51.100.1,dst=198.51.100.2)/udp(sport={},dport=9)/payload(len=20)",
+            1000 + i
+        ))
+    };
+    // Flow `i` in counter slot `slot`.
+    let put = |r: &mut Rig, i: u32, slot: u32| {
+        // The owner thread may run on any CPU between two installs.
+        crate::io::sys::pin_to_cpu(i as usize % cpus);
+        let (key, _) = extract(&flow(i), 0, 0, 0);
+        r.maps.flows.insert(tier_hash(&key.0), drop_entry(slot, key.0), 0).unwrap();
+    };
+    let gone = |r: &mut Rig, live: &[u32]| -> Vec<u32> {
+        live.iter().copied().filter(|&i| r.prog.test_run(&flow(i)).0 != XDP_DROP).collect()
+    };
+    // Full: 64 entries in a 64-entry table.
+    let mut live: Vec<u32> = (0..64).collect();
+    for (slot, &i) in live.iter().enumerate() {
+        put(&mut r, i, slot as u32);
+    }
+    let g = gone(&mut r, &live);
+    assert!(g.is_empty(), "entries evicted from a table the owner filled: {g:?}");
+    // The owner's churn: a quarter retired, others installed in their slots.
+    for round in 1..4u32 {
+        for slot in (0..64).step_by(4) {
+            let (key, _) = extract(&flow(live[slot]), 0, 0, 0);
+            r.maps.delete(tier_hash(&key.0));
+            live[slot] = round * 64 + slot as u32;
+            put(&mut r, live[slot], slot as u32);
+        }
+        let g = gone(&mut r, &live);
+        assert!(g.is_empty(), "round {round}: live entries evicted: {g:?}");
+    }
+}
