@@ -394,6 +394,9 @@ impl Daemon {
         let (rules, tunnels, tables) =
             (rs.rules.len(), rs.tunnels.len(), rs.classifier.tuple_count());
         self.published.publish(rs);
+        // Learned entries carry over to the new rule set's numbering now,
+        // not at the learning thread's next wake.
+        self.learning.wake();
         if let Some(h) = self.publish_hook.get() {
             h.published(&self.published.current());
         }

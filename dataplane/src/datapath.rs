@@ -756,6 +756,7 @@ impl Datapath {
                 if let Err(e) = swapped {
                     stop.store(true, Ordering::Release);
                     for t in threads.drain(..) {
+                        t.thread().unpark(); // the learning thread sleeps until woken
                         let _ = t.join();
                     }
                     for t in worker_threads.drain(..) {
@@ -990,6 +991,7 @@ impl Datapath {
             }
         }
         for t in self.threads.drain(..) {
+            t.thread().unpark(); // the learning thread sleeps until woken
             let _ = t.join();
         }
         if remove {

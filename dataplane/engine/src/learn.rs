@@ -4,10 +4,13 @@
 //! Workers never write the table. Each has a [`Learner`]: when a frame's
 //! source MAC is new to it, has moved, or is due for a refresh, it pushes an
 //! event onto its own bounded queue (lock-free; a full queue loses the event,
-//! counted as `queue_full`). A control thread calls [`L2State::apply`] every
-//! few milliseconds: it drains the queues into the table, ages entries out,
-//! and publishes an immutable [`L2Snapshot`] through arc-swap, which workers
-//! pick up between batches as they pick up rule sets.
+//! counted as `queue_full`). A control thread calls [`L2State::apply`]: it
+//! drains the queues into the table, ages entries out, and publishes an
+//! immutable [`L2Snapshot`] through arc-swap, which workers pick up between
+//! batches as they pick up rule sets. The thread sleeps until something
+//! needs it ([`L2State::wake`]): a new or moved address, a queue a quarter
+//! full, a new rule set, or (while the table holds entries) the next ageing
+//! walk. Refreshes of addresses that stay put wait for that walk.
 //!
 //! Per packet of a learning network a worker pays a hash and a compare in a
 //! small per-worker filter of recent sightings (which also lets its own
@@ -24,7 +27,7 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use crossbeam_queue::ArrayQueue;
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +42,7 @@ pub const REFRESH_NS: u64 = 500_000_000;
 /// Slots of a worker's filter of recent sightings (a power of two).
 const FILTER_SLOTS: usize = 512;
 /// How often the control thread walks the table for expired entries.
-const AGE_EVERY_NS: u64 = 100_000_000;
+pub const AGE_EVERY_NS: u64 = 100_000_000;
 
 /// Where a MAC address was seen: behind a local port or a tunnel (that is,
 /// a remote VTEP).
@@ -248,6 +251,8 @@ pub struct L2State {
     queues: Mutex<Vec<Arc<ArrayQueue<Event>>>>,
     table: Mutex<Table>,
     pub stats: L2Stats,
+    /// The control thread, woken by [`L2State::wake`].
+    waker: ArcSwapOption<std::thread::Thread>,
 }
 
 fn secs(ns: u64) -> f64 {
@@ -273,6 +278,26 @@ impl L2State {
 
     pub fn snapshot(&self) -> Arc<L2Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// Names the thread that calls [`apply`](Self::apply): the one
+    /// [`wake`](Self::wake) wakes.
+    pub fn set_waker(&self, t: std::thread::Thread) {
+        self.waker.store(Some(Arc::new(t)));
+    }
+
+    /// Wakes the control thread (no system call unless it sleeps).
+    pub fn wake(&self) {
+        if let Some(t) = &*self.waker.load() {
+            t.unpark();
+        }
+    }
+
+    /// Whether the table holds learned entries (which age, so the control
+    /// thread must look at them again).
+    pub fn holds_entries(&self) -> bool {
+        let t = self.table.lock().unwrap();
+        !t.macs.is_empty() || !t.bindings.is_empty()
     }
 
     /// Drains every worker's events into the table under `rs` (the current
@@ -554,11 +579,12 @@ impl Learner {
     pub fn saw_mac(&mut self, generation: u64, vni: u32, mac: [u8; 6], at: Loc, now: u64) -> bool {
         let k = key(vni, mac_bits(mac));
         let slot = &mut self.recent[k as usize & (FILTER_SLOTS - 1)];
-        if slot.key == k && slot.at == Some(at) && now.wrapping_sub(slot.reported_ns) < REFRESH_NS {
+        let same = slot.key == k && slot.at == Some(at);
+        if same && now.wrapping_sub(slot.reported_ns) < REFRESH_NS {
             return false;
         }
         *slot = Recent { key: k, at: Some(at), reported_ns: now };
-        self.push(k, Event::Mac { generation, vni, mac, at })
+        self.push(k, Event::Mac { generation, vni, mac, at }, !same)
     }
 
     /// Records a binding a workload announced (ARP, NA).
@@ -569,19 +595,27 @@ impl Learner {
         };
         let k = key(vni, bits ^ mac_bits(mac).rotate_left(64));
         let slot = &mut self.recent[k as usize & (FILTER_SLOTS - 1)];
-        if slot.key == k && now.wrapping_sub(slot.reported_ns) < REFRESH_NS {
+        let same = slot.key == k;
+        if same && now.wrapping_sub(slot.reported_ns) < REFRESH_NS {
             return false;
         }
         *slot = Recent { key: k, at: None, reported_ns: now };
-        self.push(k, Event::Binding { vni, ip, mac })
+        self.push(k, Event::Binding { vni, ip, mac }, !same)
     }
 
-    fn push(&mut self, k: u64, e: Event) -> bool {
+    /// Queues `e`; wakes the control thread if it is `news` (an address
+    /// new or moved to this worker's knowledge, which floods or goes the
+    /// old way until applied) or the queue is filling.
+    fn push(&mut self, k: u64, e: Event, news: bool) -> bool {
         if self.queue.push(e).is_err() {
             self.state.stats.no_learn(NoLearn::QueueFull);
             // Report again with the next frame.
             self.recent[k as usize & (FILTER_SLOTS - 1)].key = 0;
+            self.state.wake();
             return false;
+        }
+        if news || self.queue.len() >= QUEUE_LEN / 4 {
+            self.state.wake();
         }
         true
     }
