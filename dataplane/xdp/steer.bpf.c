@@ -141,7 +141,7 @@ struct tier_entry {
 	 * serves a packet only if the packet's key under this mask is the
 	 * entry's key (checked on every hit, whatever mask found it). */
 	__u64 mask[8];
-	/* Its key, which tier_flows holds it under only as tier_hash(key). */
+	/* Its key, which tier_flows finds it by only as tier_hash(key). */
 	__u64 key[8];
 };
 
@@ -163,7 +163,7 @@ struct tier_mask {
  * judge the pinned maps it finds (mirrored by PinMeta in io/pin.rs). */
 struct pin_meta {
 	__u32 layout;        /* LAYOUT_VERSION of whoever created the maps */
-	__u32 tier_capacity; /* max_entries of tier_flows and tier_counts */
+	__u32 tier_capacity; /* max_entries of tier_flows, tier_entries and tier_counts */
 	__u64 generation;    /* the rule set every live entry was decided under... */
 	__u64 fingerprint;   /* ...and its content (0: none yet) */
 	__u32 mode;          /* how the program is attached: 1 native, 2 generic */
@@ -217,9 +217,10 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-/* Sized by the loader (the configured capacity). A plain hash, not an LRU:
- * the owner decides what leaves it (idle and retired entries) and never
- * holds more entries than it has; an LRU evicted live entries before it was
+/* Where each entry is: its slot in tier_entries (and tier_counts). Sized by
+ * the loader (the configured capacity). A plain hash, not an LRU: the owner
+ * decides what leaves it (idle and retired entries) and never holds more
+ * entries than it has slots; an LRU evicted live entries before it was
  * full, and could not see hits served from tier_cache (docs/decisions.md,
  * "The tier's flow table: the owner's, not an LRU's").
  * Keyed by tier_hash() of the entry's key, which the entry holds: the
@@ -230,8 +231,21 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 64);
 	__type(key, __u64);
-	__type(value, struct tier_entry);
+	__type(value, __u32);
 } tier_flows SEC(".maps");
+
+/* The entries, by slot. Not in tier_flows itself: the kernel reuses a hash
+ * element the moment it is deleted or replaced, so a run that found an
+ * entry just before the owner removed it could copy a mix of it and the
+ * next one. The owner writes a slot only once it has been free for its
+ * grace period, as for the slot's counters, or in place with nothing but
+ * a new generation (which a torn read turns into a stale entry, a miss). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct tier_entry);
+} tier_entries SEC(".maps");
 
 /* Per-entry counters, apart from the entries: an entry the LRU evicts takes
  * nothing with it, so the owner's harvest stays exact. */
@@ -510,7 +524,11 @@ static __always_inline long tier_try(__u32 i, struct tier_try *t)
 		if (!tier_matches(t->k, &c->e))
 			return 0;
 	} else {
-		struct tier_entry *f = bpf_map_lookup_elem(&tier_flows, &h);
+		__u32 *at = bpf_map_lookup_elem(&tier_flows, &h);
+		if (!at)
+			return 0;
+		__u32 slot = *at;
+		struct tier_entry *f = bpf_map_lookup_elem(&tier_entries, &slot);
 		if (!f || !tier_matches(t->k, f))
 			return 0;
 		__builtin_memcpy(&c->e, f, sizeof(*f));

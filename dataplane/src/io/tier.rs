@@ -4,9 +4,10 @@
 //! entries the engine says the tier can take ([`engine::tier::decide`]) to
 //! the owner through a bounded queue ([`TierLink`]: no system call, lock or
 //! allocation in the worker). The owner ([`Tier`], one thread per datapath)
-//! installs them in the ingress port's program (`tier_flows`, a hash table
-//! keyed by [`tier_hash`] of the entry's masked key), each with a counter slot of its own in
-//! `tier_counts` (per CPU), harvests those counters into the engine's
+//! installs them in the ingress port's program, each in a slot of its own
+//! (its entry in `tier_entries`, its counters in `tier_counts`, per CPU)
+//! found through `tier_flows`, a hash table from [`tier_hash`] of the
+//! entry's masked key to the slot; harvests those counters into the engine's
 //! counters where the pipeline would have counted the same packets, and
 //! retires entries: when the rule set changes, when a tunnel's next hop
 //! changes, when an output port stops taking redirected frames, and when a
@@ -43,6 +44,15 @@
 //! stays until it deletes it. (An LRU map evicted live entries before it
 //! was full, and could not tell busy ones, whose hits the per-CPU copies
 //! serve.)
+//!
+//! **Slots.** The entries live in an array by slot, not in the hash table:
+//! the kernel reuses a hash element as soon as it is deleted or replaced,
+//! so a program run that found an entry there just before the owner
+//! removed it could read it half overwritten by the next. A slot is
+//! written only once it has been free for [`GRACE`] (as its counters are
+//! reused), or in place with nothing but a new generation (adoption), so a
+//! run reads either the entry it found or, past a deleted hash, another
+//! flow's entry that its own key check refuses.
 //!
 //! **Counting.** An entry's counters live apart from the entry, in the
 //! slot the owner gave it. A retired entry is deleted first and harvested
@@ -575,8 +585,12 @@ pub struct TierProgramStats {
 
 /// One program's flow, counter and output maps: the owner's.
 pub struct TierMaps {
-    /// Entries by [`tier_hash`] of their key.
-    flows: HashMap<MapData, u64, TierValue>,
+    /// Entries' slots by [`tier_hash`] of their key.
+    flows: HashMap<MapData, u64, u32>,
+    /// Entries by slot: a slot is written only once it has been free for
+    /// [`GRACE`] (the kernel would reuse a hash element at once), or in
+    /// place with a new generation alone.
+    entries: Array<MapData, TierValue>,
     /// The tunnels of decapsulated flows (uplinks).
     tunnels: HashMap<MapData, TunnelKey, TunnelValue>,
     /// The masks the program tries, in order.
@@ -613,6 +627,7 @@ impl TierMaps {
             move |e: aya::maps::MapError| TierMapError { map, reason: e.to_string() }
         };
         let flows = HashMap::try_from(take("tier_flows")?).map_err(e("tier_flows"))?;
+        let entries = Array::try_from(take("tier_entries")?).map_err(e("tier_entries"))?;
         let tunnels = HashMap::try_from(take("tier_tunnels")?).map_err(e("tier_tunnels"))?;
         let counts = PerCpuArray::try_from(take("tier_counts")?).map_err(e("tier_counts"))?;
         let masks = Array::try_from(take("tier_masks")?).map_err(e("tier_masks"))?;
@@ -621,7 +636,8 @@ impl TierMaps {
         let epoch = Array::try_from(take("tier_epoch")?).map_err(e("tier_epoch"))?;
         let meta = MapData::from_fd(meta).map_err(e("meta"))?;
         let meta = Array::try_from(aya::maps::Map::Array(meta)).map_err(e("meta"))?;
-        Ok((TierMaps { flows, tunnels, masks, counts, tx, meta, epoch, capacity }, TierGen(gen)))
+        let maps = TierMaps { flows, entries, tunnels, masks, counts, tx, meta, epoch, capacity };
+        Ok((maps, TierGen(gen)))
     }
 
     /// Deletes the entry under `hash`, then retires every program's copy
@@ -632,12 +648,30 @@ impl TierMaps {
         self.next_epoch();
     }
 
+    /// Writes entry `v` into its slot, then makes `hash` find it there.
+    /// The slot must be free for [`GRACE`] or hold the same entry (a new
+    /// generation is the only change a run may see half made).
+    fn put(&mut self, hash: u64, v: TierValue) -> Result<(), aya::maps::MapError> {
+        self.entries.set(v.slot, v, 0)?;
+        self.flows.insert(hash, v.slot, 0)
+    }
+
     /// Puts `v` under `hash` in place of the entry there, then retires
     /// every program's copy of the one it replaces.
     fn overwrite(&mut self, hash: u64, v: TierValue) -> Result<(), aya::maps::MapError> {
-        let r = self.flows.insert(hash, v, 0);
+        let r = self.put(hash, v);
         self.next_epoch();
         r
+    }
+
+    /// Every entry `tier_flows` finds, with its hash (a slot the map names
+    /// that cannot be read is left out).
+    fn all(&self) -> Vec<(u64, TierValue)> {
+        self.flows
+            .iter()
+            .filter_map(Result::ok)
+            .filter_map(|(h, slot)| self.entries.get(&slot, 0).ok().map(|v| (h, v)))
+            .collect()
     }
 
     /// Moves `tier_epoch` on. A failed write would leave copies in use
@@ -1283,7 +1317,7 @@ impl State {
         }
         // The tunnel first: an entry whose tunnel is unknown is never hit.
         let tunnel = e.decap.as_ref().map_or(Ok(()), |d| ing.maps.write_tunnel(&self.rules, d));
-        if let Err(err) = tunnel.and_then(|()| ing.maps.flows.insert(hash, v, 0)) {
+        if let Err(err) = tunnel.and_then(|()| ing.maps.put(hash, v)) {
             tracing::debug!(error = %err, "tier entry refused by the kernel");
             ing.free.push(slot);
             return s.fail(InstallFailure::MapUpdate);
@@ -1322,8 +1356,7 @@ impl State {
             // an entry deleted here only costs a lookup; the list is
             // cleared at the next rule-set change.
             ing.masks = ing.maps.live_masks();
-            let found: Vec<(u64, TierValue)> =
-                ing.maps.flows.iter().filter_map(Result::ok).collect();
+            let found: Vec<(u64, TierValue)> = ing.maps.all();
             // Taken off the free list in one pass at the end: one pass per
             // entry over a list as long as the tier (131 072 by default)
             // made adopting a few thousand entries take seconds.

@@ -55,7 +55,7 @@ pub enum XdpError {
 }
 
 /// Every map of the program: all are pinned together.
-const MAPS: [&str; 14] = [
+const MAPS: [&str; 15] = [
     "meta",
     "xsks",
     "cfg",
@@ -63,6 +63,7 @@ const MAPS: [&str; 14] = [
     "vteps_v6",
     "stats",
     "tier_flows",
+    "tier_entries",
     "tier_counts",
     "tier_gen",
     "tier_epoch",
@@ -466,7 +467,10 @@ impl SteerProgram {
         let load = |reason: String| XdpError::Load { ifname: ifname.into(), reason };
         let mut loader = EbpfLoader::new();
         if let Some(n) = tier {
-            loader.map_max_entries("tier_flows", n).map_max_entries("tier_counts", n);
+            loader
+                .map_max_entries("tier_flows", n)
+                .map_max_entries("tier_entries", n)
+                .map_max_entries("tier_counts", n);
         }
         let paths: Vec<(&str, std::path::PathBuf)> = match maps_dir {
             Some(d) => MAPS.iter().map(|m| (*m, d.join(m))).collect(),

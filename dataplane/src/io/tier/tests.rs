@@ -1606,7 +1606,7 @@ fn the_table_keeps_every_entry_the_owner_installs() {
         // The owner thread may run on any CPU between two installs.
         crate::io::sys::pin_to_cpu(i as usize % cpus);
         let (key, _) = extract(&flow(i), 0, 0, 0);
-        r.maps.flows.insert(tier_hash(&key.0), drop_entry(slot, key.0), 0).unwrap();
+        r.maps.put(tier_hash(&key.0), drop_entry(slot, key.0)).unwrap();
     };
     let gone = |r: &mut Rig, live: &[u32]| -> Vec<u32> {
         live.iter().copied().filter(|&i| r.prog.test_run(&flow(i)).0 != XDP_DROP).collect()
