@@ -665,12 +665,14 @@ impl TierMaps {
     }
 
     /// Every entry `tier_flows` finds, with its hash (a slot the map names
-    /// that cannot be read is left out).
+    /// that cannot be read, or holds an entry of another slot, is left out).
     fn all(&self) -> Vec<(u64, TierValue)> {
         self.flows
             .iter()
             .filter_map(Result::ok)
-            .filter_map(|(h, slot)| self.entries.get(&slot, 0).ok().map(|v| (h, v)))
+            .filter_map(|(h, slot)| self.entries.get(&slot, 0).ok().map(|v| (h, slot, v)))
+            .filter(|(_, slot, v)| v.slot == *slot)
+            .map(|(h, _, v)| (h, v))
             .collect()
     }
 
