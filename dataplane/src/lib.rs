@@ -40,3 +40,9 @@ pub mod upgrade_http;
 pub mod upgrade_launch;
 pub mod why;
 pub mod worker;
+
+/// Locks `m`, taking over the value a holder that panicked left behind
+/// rather than passing the panic on.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -39,6 +39,8 @@ use rtnetlink::{new_connection, new_multicast_connection, Handle, MulticastGroup
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 
+use crate::lock;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NeighError {
     #[error("cannot open a netlink route socket: {0}")]
@@ -290,10 +292,6 @@ impl Drop for NeighWatcher {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 type Events = BoxStream<'static, (NetlinkMessage<RouteNetlinkMessage>, rtnetlink::sys::SocketAddr)>;

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 pub use engine::counters::{CounterBoard, Refresh};
 use engine::model::{Backend, PortKind};
@@ -21,6 +21,7 @@ use crate::io::tap;
 use crate::io::tier::{TierProgramStats, TierStatus};
 use crate::io::xdp::XdpMode;
 use crate::io::QueueStats;
+use crate::lock;
 use crate::neigh::NeighState;
 
 /// The packet I/O as `status` shows it.
@@ -115,10 +116,6 @@ pub struct PortStatus {
     /// on a veth costs the other end its TSO).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub advice: Vec<String>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The latest statistics of every queue. A queue is registered once, when

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use engine::compile::compile;
-use engine::flow_key::extract;
+use engine::flow_key::{extract, FlowKey, WORDS};
 use engine::model::Config;
 use engine::pipeline::Worker;
-use engine::tier::{decide, TierVerdict};
+use engine::tier::{decide, TierAction, TierVerdict};
 
+use super::layout::{CHECK_SETTLE, TIER_DROP};
 use super::*;
+use crate::io::netdev;
 use crate::io::steer::SteerRole;
 use crate::io::xdp::SteerProgram;
 
