@@ -157,9 +157,8 @@ impl Sink {
             6 => "inner length",
             _ => "unknown",
         };
-        // The program keeps 256 bytes, or 60 of a shorter frame.
-        let n =
-            if w.len as usize >= w.bytes.len() { w.bytes.len() } else { (w.len as usize).min(60) };
+        // The program keeps the frame's first 256 bytes, or all of a shorter one.
+        let n = (w.len as usize).min(w.bytes.len());
         Ok(Some(WrongFrame { reason, len: w.len, bytes: w.bytes[..n].to_vec() }))
     }
 
