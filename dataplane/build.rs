@@ -13,7 +13,8 @@ fn main() {
     stamp_commit();
     let dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let srcs = ["xdp/steer.bpf.c", "tc/tier.bpf.c", "tc/uplink.bpf.c"];
-    for s in srcs {
+    // The XDP program's headers (xdp/*.h) too: cargo scans a directory.
+    for s in ["xdp", "tc/tier.bpf.c", "tc/uplink.bpf.c"] {
         println!("cargo:rerun-if-changed={s}");
     }
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());

@@ -15,7 +15,7 @@
  * way out, to the size they had) and redirects it to the entry's uplink.
  *
  * Counting: into the entry's slot of tier_counts, as the XDP tier counts, so
- * the owner's harvest (io/tier.rs) adds both tiers' work to the engine's
+ * the owner's harvest (io/tier/owner.rs) adds both tiers' work to the engine's
  * counters alike: a GSO skb counts as the segments it was made of, and the
  * bytes those frames had. A frame this program cannot handle although the
  * XDP program passed it (its entry retired in between, a window of one
