@@ -192,14 +192,7 @@ static __always_inline int tc_outer(struct __sk_buff *skb, int v6, struct tc_out
 		    (ip->frag_off & bpf_htons(0x3fff)) || ip->protocol != IPPROTO_UDP ||
 		    bpf_ntohs(ip->tot_len) != len - sizeof(*eth))
 			return count(ST_TIER_DECAP_PUNT, -1);
-		__u16 *w = (void *)ip;
-		__u32 sum = 0;
-#pragma unroll
-		for (int i = 0; i < 10; i++)
-			sum += w[i];
-		sum = (sum & 0xffff) + (sum >> 16);
-		sum = (sum & 0xffff) + (sum >> 16);
-		if (sum != 0xffff)
+		if (!ipv4_header_sum_ok(ip))
 			return count(ST_TIER_DECAP_PUNT, -1);
 		o->tk.local[10] = o->tk.local[11] = o->tk.remote[10] = o->tk.remote[11] = 0xff;
 		__builtin_memcpy(&o->tk.local[12], &ip->daddr, 4);

@@ -109,3 +109,17 @@ static __always_inline __u16 udp_csum(__u16 constant, __u16 l4_len, __u32 payloa
 	__u16 c = ~s;
 	return c ? c : 0xffff;
 }
+
+/* True if IPv4 header `ip` (20 bytes, no options: the caller checked)
+ * has a checksum that verifies, as the engine verifies it. */
+static __always_inline int ipv4_header_sum_ok(const struct iphdr *ip)
+{
+	const __u16 *w = (const void *)ip;
+	__u32 sum = 0;
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		sum += w[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return sum == 0xffff;
+}

@@ -40,15 +40,7 @@ static __always_inline int tier_decap(struct xdp_md *ctx, const struct steer_cfg
 		if (ip->version != 4 || ip->ihl != 5 || (ip->frag_off & bpf_htons(0x3fff)) ||
 		    ip->protocol != proto || bpf_ntohs(ip->tot_len) != len - sizeof(*eth))
 			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
-		/* The header checksum, as the engine verifies it. */
-		__u16 *w = (void *)ip;
-		__u32 sum = 0;
-#pragma unroll
-		for (int i = 0; i < 10; i++)
-			sum += w[i];
-		sum = (sum & 0xffff) + (sum >> 16);
-		sum = (sum & 0xffff) + (sum >> 16);
-		if (sum != 0xffff)
+		if (!ipv4_header_sum_ok(ip))
 			return count(ST_TIER_DECAP_PUNT, TIER_MISS);
 		tk.local[10] = tk.local[11] = tk.remote[10] = tk.remote[11] = 0xff;
 		__builtin_memcpy(&tk.local[12], &ip->daddr, 4);

@@ -69,6 +69,27 @@ static __always_inline void rewrite_macs(struct ethhdr *eth, const struct tier_e
 		copy_to_frame(eth->h_source, e->eth_src, 6);
 }
 
+/* The per-packet fields of an outer IPv4 header copied from entry `e`:
+ * TOS, total length, identification (this CPU's next), DF and TTL, and
+ * the header checksum, incremental from the sum of the constant words the
+ * entry holds (TOS is the low byte of its word, TTL the high byte of its
+ * own). */
+static __always_inline void patch_ipv4(struct iphdr *oip, const struct tier_entry *e,
+				       const struct outer *o, __u16 total, __u32 *ident)
+{
+	__u16 id = ++*ident;
+	__u16 frag = o->df ? 0x4000 : 0;
+	oip->tos = o->tos;
+	oip->tot_len = bpf_htons(total);
+	oip->id = bpf_htons(id);
+	oip->frag_off = bpf_htons(frag);
+	oip->ttl = o->ttl;
+	__u32 sum = (__u32)e->ip_sum + o->tos + total + id + frag + ((__u32)o->ttl << 8);
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	oip->check = bpf_htons((__u16)~sum);
+}
+
 /* VXLAN over IPv4: the entry's header in front of the frame, its per-packet
  * fields patched (the IPv4 header checksum incremental from the constant
  * words' sum; the UDP checksum if the tunnel sends one). TIER_SENT, or
@@ -93,20 +114,8 @@ static __always_inline int encap_vxlan4(struct xdp_md *ctx, const struct tier_en
 	}
 	rewrite_macs(data + VXLAN4_HDR_LEN, e);
 	copy_to_frame(data, e->hdr, VXLAN4_HDR_LEN);
-	__u16 id = ++*ident;
-	__u16 frag = o->df ? 0x4000 : 0;
 	struct iphdr *oip = data + sizeof(struct ethhdr);
-	oip->tos = o->tos;
-	oip->tot_len = bpf_htons(total);
-	oip->id = bpf_htons(id);
-	oip->frag_off = bpf_htons(frag);
-	oip->ttl = o->ttl;
-	/* Incremental from the constant words' sum: the words patched above
-	 * (TOS is the low byte of its word, TTL the high byte of its own). */
-	__u32 sum = (__u32)e->ip_sum + o->tos + total + id + frag + ((__u32)o->ttl << 8);
-	sum = (sum & 0xffff) + (sum >> 16);
-	sum = (sum & 0xffff) + (sum >> 16);
-	oip->check = bpf_htons((__u16)~sum);
+	patch_ipv4(oip, e, o, total, ident);
 	struct udphdr *udp = (void *)(oip + 1);
 	__u16 l4_len = total - sizeof(struct iphdr);
 	__u16 sport = port_in_range(o->hash, e->sport_min, e->sport_max);
@@ -224,18 +233,7 @@ static __always_inline int encap_gre(struct xdp_md *ctx, const struct tier_entry
 		ip6->hop_limit = o->ttl;
 	} else {
 		__u16 total = plen + hl - sizeof(struct ethhdr);
-		__u16 id = ++*ident;
-		__u16 frag = o->df ? 0x4000 : 0;
-		struct iphdr *oip = data + sizeof(struct ethhdr);
-		oip->tos = o->tos;
-		oip->tot_len = bpf_htons(total);
-		oip->id = bpf_htons(id);
-		oip->frag_off = bpf_htons(frag);
-		oip->ttl = o->ttl;
-		__u32 sum = (__u32)e->ip_sum + o->tos + total + id + frag + ((__u32)o->ttl << 8);
-		sum = (sum & 0xffff) + (sum >> 16);
-		sum = (sum & 0xffff) + (sum >> 16);
-		oip->check = bpf_htons((__u16)~sum);
+		patch_ipv4(data + sizeof(struct ethhdr), e, o, total, ident);
 	}
 	__u16 *gre = data + l4; /* flags, protocol, [checksum, reserved], ... */
 	if (l3)
