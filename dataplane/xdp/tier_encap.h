@@ -90,6 +90,30 @@ static __always_inline void patch_ipv4(struct iphdr *oip, const struct tier_entr
 	oip->check = bpf_htons((__u16)~sum);
 }
 
+/* Moves the frame's start back by `len` (a constant) and writes the
+ * entry's outer header there, the inner MACs rewritten as the entry says:
+ * the new start, bounded for `len` bytes and an inner Ethernet header; NULL
+ * with the frame unchanged if there is no room (counted). */
+static __always_inline void *push_header(struct xdp_md *ctx, const struct tier_entry *e,
+					 const int len)
+{
+	if (bpf_xdp_adjust_head(ctx, -len)) {
+		count(ST_TIER_NO_ROOM, 0);
+		return NULL;
+	}
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	if (data + len + sizeof(struct ethhdr) > end) {
+		/* Cannot happen (the frame was at least an Ethernet header), but
+		 * the verifier wants the bound: put the frame back as it was. */
+		bpf_xdp_adjust_head(ctx, len);
+		return NULL;
+	}
+	rewrite_macs(data + len, e);
+	copy_to_frame(data, e->hdr, len);
+	return data;
+}
+
 /* VXLAN over IPv4: the entry's header in front of the frame, its per-packet
  * fields patched (the IPv4 header checksum incremental from the constant
  * words' sum; the UDP checksum if the tunnel sends one). TIER_SENT, or
@@ -102,18 +126,9 @@ static __always_inline int encap_vxlan4(struct xdp_md *ctx, const struct tier_en
 	__u32 *ident = bpf_map_lookup_elem(&tier_ident, &zero);
 	if (!ident)
 		return TIER_MISS;
-	if (bpf_xdp_adjust_head(ctx, -VXLAN4_HDR_LEN))
-		return count(ST_TIER_NO_ROOM, TIER_MISS); /* the frame is unchanged */
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	if (data + VXLAN4_HDR_LEN + sizeof(struct ethhdr) > end) {
-		/* Cannot happen (the frame was at least an Ethernet header), but
-		 * the verifier wants the bound: put the frame back as it was. */
-		bpf_xdp_adjust_head(ctx, VXLAN4_HDR_LEN);
+	void *data = push_header(ctx, e, VXLAN4_HDR_LEN);
+	if (!data)
 		return TIER_MISS;
-	}
-	rewrite_macs(data + VXLAN4_HDR_LEN, e);
-	copy_to_frame(data, e->hdr, VXLAN4_HDR_LEN);
 	struct iphdr *oip = data + sizeof(struct ethhdr);
 	patch_ipv4(oip, e, o, total, ident);
 	struct udphdr *udp = (void *)(oip + 1);
@@ -133,16 +148,9 @@ static __always_inline int encap_vxlan6(struct xdp_md *ctx, const struct tier_en
 					const struct outer *o)
 {
 	__u16 l4_len = o->len + VXLAN6_HDR_LEN - sizeof(struct ethhdr) - sizeof(struct ipv6hdr);
-	if (bpf_xdp_adjust_head(ctx, -VXLAN6_HDR_LEN))
-		return count(ST_TIER_NO_ROOM, TIER_MISS);
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	if (data + VXLAN6_HDR_LEN + sizeof(struct ethhdr) > end) {
-		bpf_xdp_adjust_head(ctx, VXLAN6_HDR_LEN);
+	void *data = push_header(ctx, e, VXLAN6_HDR_LEN);
+	if (!data)
 		return TIER_MISS;
-	}
-	rewrite_macs(data + VXLAN6_HDR_LEN, e);
-	copy_to_frame(data, e->hdr, VXLAN6_HDR_LEN);
 	struct ipv6hdr *ip6 = data + sizeof(struct ethhdr);
 	__u8 *vtf = (void *)ip6; /* version, traffic class, flow label */
 	vtf[0] = 0x60 | (o->tos >> 4);
