@@ -17,7 +17,14 @@
  * XDP does (one fixed header in front of every frame, its lengths, IPv4
  * checksum and UDP source port patched, then pb_null's redirect), with no
  * lookup, policy or counting: the floor under any XDP tier's encapsulation
- * on this path. */
+ * on this path.
+ *
+ * With the harness's --xdp-cpumap, `pb_null_hop` and `pb_encap_hop` do the
+ * same on the input veth's CPU but hand each frame through a cpumap to the
+ * device's CPU, where `pb_out` redirects it out of the other port: the
+ * transmit and everything after it (the sink's receive) leave the
+ * generator's CPU, as they do for a userspace device whose packet thread
+ * sends from its own CPU. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -217,8 +224,7 @@ struct {
 	__type(value, struct encap_hdr);
 } pb_encap_hdr SEC(".maps");
 
-SEC("xdp")
-int pb_encap(struct xdp_md *ctx)
+static __always_inline int encap(struct xdp_md *ctx)
 {
 	__u32 zero = 0;
 	struct encap_hdr *h = bpf_map_lookup_elem(&pb_encap_hdr, &zero);
@@ -250,6 +256,41 @@ int pb_encap(struct xdp_md *ctx)
 	*(__u16 *)(d + 24) = bpf_htons((__u16)~sum);
 	*(__u16 *)(d + 34) = bpf_htons(49152 | (x & 0x3fff));
 	*(__u16 *)(d + 38) = bpf_htons(total - 20);
+	return bpf_redirect_map(&pb_null_tx, 0, 0);
+}
+
+SEC("xdp")
+int pb_encap(struct xdp_md *ctx)
+{
+	return encap(ctx);
+}
+
+/* --xdp-cpumap: entry 0 is the device's CPU, its program pb_out. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CPUMAP);
+	__uint(max_entries, 64);
+	__type(key, __u32);
+	__type(value, struct bpf_cpumap_val);
+} pb_cpu SEC(".maps");
+
+const volatile __u32 pb_out_cpu = 0;
+
+SEC("xdp")
+int pb_null_hop(struct xdp_md *ctx)
+{
+	return bpf_redirect_map(&pb_cpu, pb_out_cpu, 0);
+}
+
+SEC("xdp")
+int pb_encap_hop(struct xdp_md *ctx)
+{
+	int r = encap(ctx);
+	return r == XDP_REDIRECT ? bpf_redirect_map(&pb_cpu, pb_out_cpu, 0) : r;
+}
+
+SEC("xdp/cpumap")
+int pb_out(struct xdp_md *ctx)
+{
 	return bpf_redirect_map(&pb_null_tx, 0, 0);
 }
 

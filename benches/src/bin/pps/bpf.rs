@@ -5,7 +5,7 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-use aya::maps::{Array, DevMap, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{Array, CpuMap, DevMap, MapData, PerCpuArray, PerCpuValues};
 use aya::programs::{Xdp, XdpMode};
 use aya::Ebpf;
 
@@ -188,9 +188,9 @@ pub struct XdpFwd {
 
 impl XdpFwd {
     /// Every frame arriving on `input` redirected unchanged out of `output`.
-    pub fn null(ns: &str, input: &str, output: &str) -> Result<XdpFwd, String> {
-        let mut ebpf = Ebpf::load(SINK).map_err(|e| format!("loading pb_null: {e}"))?;
-        forward(&mut ebpf, "pb_null", ns, input, output)?;
+    pub fn null(ns: &str, input: &str, output: &str, via: Via) -> Result<XdpFwd, String> {
+        let mut ebpf = via.load().map_err(|e| format!("loading pb_null: {e}"))?;
+        forward(&mut ebpf, "pb_null", ns, input, output, via)?;
         Ok(XdpFwd { _ebpf: ebpf })
     }
 
@@ -199,8 +199,14 @@ impl XdpFwd {
     /// checksum, UDP source port and length are zero) put in front of every
     /// frame arriving on `input`, those fields patched, and the frame
     /// redirected out of `output`.
-    pub fn encap(ns: &str, input: &str, output: &str, header: [u8; 50]) -> Result<XdpFwd, String> {
-        let mut ebpf = Ebpf::load(SINK).map_err(|e| format!("loading pb_encap: {e}"))?;
+    pub fn encap(
+        ns: &str,
+        input: &str,
+        output: &str,
+        header: [u8; 50],
+        via: Via,
+    ) -> Result<XdpFwd, String> {
+        let mut ebpf = via.load().map_err(|e| format!("loading pb_encap: {e}"))?;
         // The folded sum of the IPv4 header's words as given (total length
         // and checksum zero), the complement of its checksum: the program
         // adds the length.
@@ -211,7 +217,7 @@ impl XdpFwd {
             .map_err(|e| e.to_string())?
             .set(0, hdr, 0)
             .map_err(|e| format!("pb_encap_hdr: {e}"))?;
-        forward(&mut ebpf, "pb_encap", ns, input, output)?;
+        forward(&mut ebpf, "pb_encap", ns, input, output, via)?;
         Ok(XdpFwd { _ebpf: ebpf })
     }
 }
@@ -227,9 +233,38 @@ struct EncapHdr {
 // SAFETY: plain bytes and u32s with the C layout and no padding.
 unsafe impl aya::Pod for EncapHdr {}
 
-/// Points `ebpf`'s devmap at `output` and attaches its program `name` to
-/// `input`, both in namespace `ns`.
-fn forward(ebpf: &mut Ebpf, name: &str, ns: &str, input: &str, output: &str) -> Result<(), String> {
+/// Where an XDP forwarder redirects its frames out of the output port.
+#[derive(Clone, Copy, Debug)]
+pub enum Via {
+    /// On the input veth's CPU, in its receive path (an XDP tier's way).
+    InPlace,
+    /// The forwarder's work on the input veth's CPU, then each frame through
+    /// a cpumap to this CPU, where `pb_out` redirects it (the transmit and
+    /// the sink's receive leave the input's CPU, as a userspace device's
+    /// do when its packet thread sends from its own CPU).
+    Cpumap(u32),
+}
+
+impl Via {
+    fn load(self) -> Result<Ebpf, aya::EbpfError> {
+        let cpu = match self {
+            Via::InPlace => 0,
+            Via::Cpumap(cpu) => cpu,
+        };
+        aya::EbpfLoader::new().override_global("pb_out_cpu", &cpu, true).load(SINK)
+    }
+}
+
+/// Points `ebpf`'s devmap at `output` and attaches its program `name` (or,
+/// through a cpumap, `name`_hop) to `input`, both in namespace `ns`.
+fn forward(
+    ebpf: &mut Ebpf,
+    name: &str,
+    ns: &str,
+    input: &str,
+    output: &str,
+    via: Via,
+) -> Result<(), String> {
     let mut tx = DevMap::try_from(ebpf.map_mut("pb_null_tx").ok_or("no map pb_null_tx")?)
         .map_err(|e| e.to_string())?;
     // The kernel resolves a devmap's interface index in the namespace of
@@ -239,8 +274,19 @@ fn forward(ebpf: &mut Ebpf, name: &str, ns: &str, input: &str, output: &str) -> 
         tx.set(0, out, None, 0).map_err(|e| format!("pb_null_tx: {e}"))
     })
     .map_err(|e| format!("entering {ns}: {e}"))??;
-    attach(ebpf, name, ns, input)
+    let Via::Cpumap(cpu) = via else { return attach(ebpf, name, ns, input) };
+    let out = load_xdp(ebpf, "pb_out")?.fd().map_err(|e| e.to_string())?;
+    let out = out.try_clone().map_err(|e| format!("pb_out: {e}"))?;
+    CpuMap::try_from(ebpf.map_mut("pb_cpu").ok_or("no map pb_cpu")?)
+        .map_err(|e| e.to_string())?
+        .set(cpu, CPUMAP_QUEUE, Some(&out), 0)
+        .map_err(|e| format!("pb_cpu: {e}"))?;
+    attach(ebpf, &format!("{name}_hop"), ns, input)
 }
+
+/// Frames a cpumap entry queues for its CPU (the kernel's ptr_ring; the
+/// samples/bpf default).
+const CPUMAP_QUEUE: u32 = 2048;
 
 /// An XDP_PASS program on an interface (turns on a veth's NAPI path, which
 /// frames sent with XDP_TX need to enter it).

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::bpf::{Pass, Sink, XdpFwd};
+use crate::bpf::{Pass, Sink, Via, XdpFwd};
 use crate::frames;
 use crate::plan::{DutKind, Kind, Scenario};
 
@@ -240,6 +240,20 @@ pub struct Env {
     /// Run the input veth's receive path as a NAPI thread pinned to the
     /// device's CPU (instead of in the generator CPU's softirq).
     pub napi_thread: bool,
+    /// The reference XDP forwarders (xdp-null, xdp-encap) send through a
+    /// cpumap from the device's CPU (`bpf::Via::Cpumap`).
+    pub xdp_cpumap: bool,
+}
+
+impl Env {
+    /// Where the reference XDP forwarders transmit from.
+    fn via(&self) -> Via {
+        if self.xdp_cpumap {
+            Via::Cpumap(DUT_CPU as u32)
+        } else {
+            Via::InPlace
+        }
+    }
 }
 
 /// The port option that selects the io_uring backend (packet sockets driven
@@ -403,7 +417,7 @@ impl Dut {
             DutKind::OverlaydUring => Self::overlayd(kind, s, env, TIER_OFF, URING_PORT_OPTION)?,
             DutKind::OvsAfxdp => Self::ovs(s, env)?,
             DutKind::Kernel => Self::kernel(s)?,
-            DutKind::XdpNull => Self::xdp(kind, XdpFwd::null(NS_DUT, "d0", "d1")?),
+            DutKind::XdpNull => Self::xdp(kind, XdpFwd::null(NS_DUT, "d0", "d1", env.via())?),
             DutKind::XdpEncap => Self::xdp(
                 kind,
                 XdpFwd::encap(
@@ -411,6 +425,7 @@ impl Dut {
                     "d0",
                     "d1",
                     frames::vxlan_header(MAC_S1, MAC_D1, frames::DUT_IP, frames::SINK_IP),
+                    env.via(),
                 )?,
             ),
         };

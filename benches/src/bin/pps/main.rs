@@ -76,6 +76,13 @@ struct Args {
     /// the device's CPU rather than in the generator CPU's softirq.
     #[arg(long)]
     napi_thread: bool,
+    /// The reference XDP forwarders (xdp-null, xdp-encap) do their work on
+    /// the input veth's CPU, then hand each frame through a cpumap to the
+    /// device's CPU, which redirects it out (and so also runs the sink's
+    /// receive): what an XDP tier that transmitted from a second CPU would
+    /// reach. An experiment (docs/decisions.md), not the default.
+    #[arg(long)]
+    xdp_cpumap: bool,
     /// Soak instead of measuring: overlayd alone for this many seconds at the
     /// generator's maximum rate, 100,000 flows, 10,000 rules and a rule change
     /// every second, sampled every 10 s (memory, descriptors, threads,
@@ -350,7 +357,7 @@ fn environment(bin_dir: Option<PathBuf>) -> Result<Env, String> {
     };
     let work = std::env::temp_dir().join(format!("pb-pps.{}", std::process::id()));
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
-    Ok(Env { bin_dir, work, napi_thread: false })
+    Ok(Env { bin_dir, work, napi_thread: false, xdp_cpumap: false })
 }
 
 /// Replaces the text between two markers of a file (appends it if absent).
@@ -419,6 +426,7 @@ fn run(a: Args) -> Result<(), String> {
     sys::catch_signals();
     let mut env = environment(a.bin_dir)?;
     env.napi_thread = a.napi_thread;
+    env.xdp_cpumap = a.xdp_cpumap;
     let work = env.work.clone();
 
     // groups: scenarios sharing a device configuration (kind, rules)
@@ -524,8 +532,14 @@ fn run(a: Args) -> Result<(), String> {
                 } else {
                     format!("the input veth's receive path (NAPI: XDP, copy into the AF_XDP ring or skb for the kernel) ran in the softirq of the generator's CPU {GEN_CPU}; it is in the softirq column, not in the device's CPU time")
                 },
+                if a.xdp_cpumap {
+                    format!("xdp-null and xdp-encap handed each frame through a cpumap to CPU {DUT_CPU}, which redirected it out of d1 (--xdp-cpumap)")
+                } else {
+                    String::new()
+                },
             ]
             .into_iter()
+            .filter(|n| !n.is_empty())
             .chain(settled)
             .collect(),
         },
