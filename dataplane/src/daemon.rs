@@ -14,6 +14,7 @@ use engine::pipeline::Published;
 use crate::api_types::{MemoryStatus, TunnelStatus, WhyBasis, WhyReport, WhyRequest};
 use crate::capture::CaptureTap;
 use crate::history::{History, Recent};
+use crate::io::doorbell::Doorbells;
 use crate::offload::Offloader;
 use crate::report::{CounterBoard, IoStatus, LiveInputs};
 use crate::store::{Store, StoreError};
@@ -53,6 +54,8 @@ pub struct Daemon {
     counters: Arc<CounterBoard>,
     /// Where the API arms a live capture and the workers find it.
     capture: Arc<CaptureTap>,
+    /// Wakes idle workers after a publish (and a capture's arming).
+    bells: Arc<Doorbells>,
     started: Instant,
     /// The generation published last, for those that follow changes (the
     /// datapath re-steers and re-resolves when tunnels or ports change).
@@ -109,12 +112,14 @@ impl Daemon {
         };
         let rs = compile(&config).map_err(StartError::Compile)?;
         let generation = config.generation;
+        let bells = Arc::new(Doorbells::default());
         Ok(Daemon {
             store,
             published: Arc::new(Published::new(rs)),
             config: Mutex::new(config),
             counters: Arc::new(CounterBoard::default()),
-            capture: Arc::new(CaptureTap::default()),
+            capture: Arc::new(CaptureTap::ringing(Arc::clone(&bells))),
+            bells,
             started: Instant::now(),
             changed: tokio::sync::watch::Sender::new(generation),
             host_check: std::sync::OnceLock::new(),
@@ -262,6 +267,11 @@ impl Daemon {
     }
 
     /// Where a live capture is armed, for the workers and the API.
+    /// The workers' doorbells, rung on every publish.
+    pub fn doorbells(&self) -> Arc<Doorbells> {
+        Arc::clone(&self.bells)
+    }
+
     pub fn capture_tap(&self) -> Arc<CaptureTap> {
         Arc::clone(&self.capture)
     }
@@ -394,6 +404,9 @@ impl Daemon {
         let (rules, tunnels, tables) =
             (rs.rules.len(), rs.tunnels.len(), rs.classifier.tuple_count());
         self.published.publish(rs);
+        // Idle workers take the new generation now: until they do, they
+        // hold the old one's memory and report its counters.
+        self.bells.ring();
         // Learned entries carry over to the new rule set's numbering now,
         // not at the learning thread's next wake.
         self.learning.wake();

@@ -43,6 +43,7 @@ use crate::handed::{HandedState, HandedWorker, HandoverError, TakeOver};
 use crate::io::af_packet::{self, KernelSink};
 use crate::io::afxdp::{AfXdpError, Xsk, XskConfig};
 use crate::io::checksums::RxChecksums;
+use crate::io::doorbell::Doorbells;
 use crate::io::memory::{FrameAddr, Umem, FRAME_SIZE};
 use crate::io::steer::{SteerRole, SteerStats};
 use crate::io::tap::{self, TapQueue};
@@ -330,10 +331,14 @@ pub struct DatapathLinks {
     pub capture: Arc<CaptureTap>,
     /// MAC learning: the workers' queues and the learned FDB.
     pub learning: Arc<crate::learning::Learning>,
+    /// Wakes idle workers: rung by the commit path, captures and stops.
+    pub bells: Arc<Doorbells>,
 }
 
 pub struct Datapath {
     stop: Arc<AtomicBool>,
+    /// Rung with `stop`: a sleeping worker sees it at once.
+    bells: Arc<Doorbells>,
     threads: Vec<JoinHandle<()>>,
     /// The workers' threads, which give their queues back when they end.
     worker_threads: Vec<JoinHandle<WorkerIo>>,
@@ -720,6 +725,7 @@ impl Datapath {
             ready: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             learning: Arc::clone(&links.learning),
             park: Arc::clone(&park),
+            bells: Arc::clone(&links.bells),
         };
         let ready = Arc::clone(&wl.ready);
         let mut threads = Vec::new();
@@ -755,6 +761,7 @@ impl Datapath {
                 }
                 if let Err(e) = swapped {
                     stop.store(true, Ordering::Release);
+                    links.bells.ring();
                     for t in threads.drain(..) {
                         t.thread().unpark(); // the learning thread sleeps until woken
                         let _ = t.join();
@@ -773,6 +780,7 @@ impl Datapath {
         let steering = Mutex::new(steering);
         Ok(Datapath {
             stop,
+            bells: links.bells,
             threads,
             worker_threads,
             park,
@@ -936,6 +944,7 @@ impl Datapath {
         self.stop_tier_owner(false);
         self.park.store(true, Ordering::Release);
         self.stop.store(true, Ordering::Release);
+        self.bells.ring();
         // Only the workers: the other threads (learning) end when the
         // datapath drops, after the successor has what it needs.
         for t in self.worker_threads.drain(..) {
@@ -983,6 +992,7 @@ impl Datapath {
         self.stop_tier_owner(remove);
         let mut st = self.steering.lock().unwrap_or_else(|p| p.into_inner());
         self.stop.store(true, Ordering::Release);
+        self.bells.ring();
         let park = self.park.load(Ordering::Acquire);
         for t in self.worker_threads.drain(..) {
             match t.join() {

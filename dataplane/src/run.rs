@@ -322,6 +322,7 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
                     tier_gens,
                     capture: daemon.capture_tap(),
                     learning: daemon.learning(),
+                    bells: daemon.doorbells(),
                 };
                 if o.fresh && opts.pin {
                     let keep: [String; 0] = [];

@@ -36,6 +36,7 @@ use engine::pipeline::{Outputs, Published, Worker};
 use engine::trace::NoTrace;
 
 use crate::capture::{CaptureTap, WorkerCapture};
+use crate::io::doorbell::{Doorbell, Doorbells};
 use crate::io::memory::{FrameAddr, Umem, FRAME_SIZE, HEADROOM};
 use crate::io::tier::TierLink;
 use crate::io::{sys, InputDrop, PortQueue, RxCtx, RxDesc, TxFailure};
@@ -44,10 +45,16 @@ use crate::report::{CounterBoard, QueueBoard, QueueSlot};
 /// Most packets taken from one RX ring per batch (VPP's vector size).
 pub const BATCH: usize = 256;
 
-/// Empty polls before a worker sleeps in poll(2) until a packet arrives.
+/// Empty polls before a worker sleeps in poll(2) until a packet arrives or
+/// its doorbell rings.
 const SPINS_BEFORE_SLEEP: u32 = 64;
-/// Longest sleep: bounds how late a stop request or a new generation is seen.
-const IDLE_POLL_MS: i32 = 50;
+/// Longest sleep. What a worker must see without a packet (a new
+/// generation, a capture, a stop) rings its doorbell; this only bounds the
+/// cost of a ring that never came.
+const IDLE_POLL_MS: i32 = 1000;
+/// Longest sleep of a worker without a doorbell (none could be made): it
+/// looks for news this often.
+const IDLE_POLL_NO_BELL_MS: i32 = 50;
 /// Queue statistics are published this often while busy, and when the worker
 /// goes idle (at most every `PUBLISH_IDLE_GAP`: reading an AF_XDP socket's
 /// statistics is a system call), so `status` is exact soon after traffic
@@ -101,6 +108,9 @@ pub struct WorkerLinks {
     /// Set with `stop` to park: stop at a batch boundary without draining,
     /// and give the queues back with the free list (a planned upgrade).
     pub park: Arc<AtomicBool>,
+    /// Each worker registers its doorbell here; whoever sets `stop` or
+    /// changes what `sync` reads rings them.
+    pub bells: Arc<Doorbells>,
 }
 
 /// The thread's body: pins itself, runs the loop until asked to stop,
@@ -216,7 +226,9 @@ struct WorkerLoop<'m> {
     failed: Vec<TxFailure>,
     /// Flows the tier's full queue refused in this batch.
     refused: Vec<FlowKey>,
+    /// The queues' descriptors, then the doorbell's when there is one.
     pollfds: Vec<libc::pollfd>,
+    bell: Option<Arc<Doorbell>>,
     start: Instant,
     idle: u32,
     last_publish: Instant,
@@ -232,11 +244,15 @@ impl<'m> WorkerLoop<'m> {
         }
         let map = PortMap::new(&engine, &io.names);
         let out = Outputs::new(engine.rules().ports.len(), BATCH);
-        let pollfds = io
-            .queues
-            .iter()
-            .map(|q| libc::pollfd { fd: q.fd(), events: libc::POLLIN, revents: 0 })
-            .collect();
+        let bell = links
+            .bells
+            .register()
+            .inspect_err(|e| {
+                tracing::warn!(worker = io.id, error = %e, "no doorbell: the idle worker looks for news every {IDLE_POLL_NO_BELL_MS} ms")
+            })
+            .ok();
+        let fds = io.queues.iter().map(|q| q.fd()).chain(bell.as_ref().map(|b| b.fd()));
+        let pollfds = fds.map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
         let slots =
             io.names.iter().zip(&io.queues).map(|(n, q)| links.queues.register(n, q.stats()));
         let slots = slots.collect();
@@ -263,6 +279,7 @@ impl<'m> WorkerLoop<'m> {
             failed: Vec::new(),
             refused: Vec::with_capacity(BATCH),
             pollfds,
+            bell,
             start: Instant::now(),
             idle: 0,
             last_publish: Instant::now(),
@@ -462,7 +479,8 @@ impl<'m> WorkerLoop<'m> {
 
     /// Phase: keeps kicking until the kernel has taken everything queued
     /// (AF_XDP in copy mode sends a bounded number of frames per system
-    /// call); after a run of empty polls, sleeps until a packet arrives.
+    /// call); after a run of empty polls, sleeps until a packet arrives or
+    /// the doorbell rings.
     fn idle(&mut self, got: usize) {
         let mut tx_pending = false;
         for q in self.queues.iter_mut() {
@@ -476,7 +494,23 @@ impl<'m> WorkerLoop<'m> {
         } else if !tx_pending {
             self.idle += 1;
             if self.idle > SPINS_BEFORE_SLEEP {
-                sys::wait_readable(&mut self.pollfds, IDLE_POLL_MS);
+                self.sleep();
+            }
+        }
+    }
+
+    fn sleep(&mut self) {
+        // Statistics not yet published go out once the burst has been over
+        // for PUBLISH_IDLE_GAP: wake for that, then sleep long.
+        let ms = match (&self.bell, self.unpublished) {
+            (_, true) => PUBLISH_IDLE_GAP.as_millis() as i32,
+            (Some(_), false) => IDLE_POLL_MS,
+            (None, false) => IDLE_POLL_NO_BELL_MS,
+        };
+        sys::wait_readable(&mut self.pollfds, ms);
+        if let (Some(b), Some(p)) = (&self.bell, self.pollfds.last()) {
+            if p.revents & libc::POLLIN != 0 {
+                b.drain();
             }
         }
     }

@@ -122,7 +122,8 @@ impl Running {
             std::fs::metadata(file).is_ok_and(|m| m.len() > 0)
         });
         assert!(armed, "the capture did not start: {}", std::fs::read_to_string(&stderr).unwrap());
-        // Workers notice within a loop (at most 50 ms when idle).
+        // Workers notice within a loop (idle ones at once: the capture
+        // rings their doorbells).
         std::thread::sleep(Duration::from_millis(200));
         Running { proc, stderr, started }
     }

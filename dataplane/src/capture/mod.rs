@@ -31,6 +31,7 @@ use engine::compile::RuleSet;
 use engine::trace::Stage;
 
 use crate::api_types::{CaptureDirection, CaptureRequest, Verdict};
+use crate::io::doorbell::Doorbells;
 use crate::io::memory::FRAME_SIZE;
 use crate::io::pcapng::Direction;
 
@@ -286,9 +287,16 @@ pub struct CaptureTap {
     /// under the arming lock: the XDP tier hands its flows back to the
     /// software path (which the capture sees) for as long as one runs.
     listener: std::sync::OnceLock<Box<dyn Fn(bool) + Send + Sync>>,
+    /// Rung on every arm and disarm: idle workers see it at once.
+    bells: Arc<Doorbells>,
 }
 
 impl CaptureTap {
+    /// A tap that wakes the workers registered with `bells` when it changes.
+    pub fn ringing(bells: Arc<Doorbells>) -> CaptureTap {
+        CaptureTap { bells, ..CaptureTap::default() }
+    }
+
     /// Arms `s`, unless another capture is armed.
     pub fn arm(&self, s: Arc<Session>) -> Result<(), CaptureError> {
         let _g = self.arming.lock().unwrap_or_else(|p| p.into_inner());
@@ -300,6 +308,7 @@ impl CaptureTap {
         }
         self.session.store(Some(s));
         self.generation.fetch_add(1, Ordering::Release);
+        self.bells.ring();
         if let Some(f) = self.listener.get() {
             f(true);
         }
@@ -317,6 +326,7 @@ impl CaptureTap {
         if self.session.load().as_ref().is_some_and(|cur| Arc::ptr_eq(cur, s)) {
             self.session.store(None);
             self.generation.fetch_add(1, Ordering::Release);
+            self.bells.ring();
             if let Some(f) = self.listener.get() {
                 f(false);
             }

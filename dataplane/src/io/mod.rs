@@ -6,6 +6,7 @@
 //! | `memory.rs` | a worker's packet memory ([`memory::Umem`]) and frame addresses |
 //! | `netdev.rs` | interface queries: index, name, MAC address, queue count |
 //! | `sys.rs` | socket options, sockets, poll, CPU pinning |
+//! | `doorbell.rs` | eventfds that wake sleeping workers when the control plane changes something |
 //! | `steer.rs` | what of an interface's traffic is ours (the XDP program's rule and its Rust twin) |
 //! | `xdp.rs` | the XDP program (steering, and the fast tier in front of it) and its maps |
 //! | `tier.rs` | the XDP fast tier's maps and their owner; the Rust twin of its key |
@@ -29,6 +30,7 @@
 pub mod af_packet;
 pub mod afxdp;
 pub mod checksums;
+pub mod doorbell;
 pub mod gro;
 pub mod gso;
 pub mod handover;
