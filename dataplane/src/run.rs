@@ -383,19 +383,20 @@ pub fn run(o: RunOptions) -> Result<(), RunError> {
         // rule sets the workers have moved on from.
         let d = Arc::clone(&daemon);
         let (dir, busy) = (o.state_dir.clone(), Arc::clone(&handing));
+        // What the last save wrote: counters that did not move are not
+        // written again (an idle daemon writes nothing).
+        let saved = Arc::new(Mutex::new(None));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             loop {
                 tick.tick().await;
                 let d = Arc::clone(&d);
-                let (dir, busy) = (dir.clone(), Arc::clone(&busy));
+                let (dir, busy, saved) = (dir.clone(), Arc::clone(&busy), Arc::clone(&saved));
                 // Reading offloaded rules' counters asks the kernel.
                 let _ = tokio::task::spawn_blocking(move || {
                     d.observe();
                     if !busy.load(std::sync::atomic::Ordering::Acquire) {
-                        if let Err(e) = crate::carry::save(&dir, &d.counter_board().carried()) {
-                            tracing::warn!(error = %e, "counters not saved for the next run");
-                        }
+                        crate::carry::save_if_moved(&dir, d.counter_board().carried(), &saved);
                     }
                     // Last, so the tick's own scratch is returned too.
                     d.release_memory();
