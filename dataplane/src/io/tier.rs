@@ -105,7 +105,7 @@ pub use owner::{
 pub use status::{InstallFailure, TierPortStatus, TierProgramStats, TierStatus};
 
 use crate::lock;
-use owner::State;
+use owner::{Offer, State};
 use status::Stats;
 
 /// Entries waiting for the owner; beyond, offers are refused (and counted).
@@ -115,7 +115,7 @@ pub const QUEUE: usize = 4096;
 /// engine kept for itself.
 #[derive(Clone)]
 pub struct TierLink {
-    tx: SyncSender<TierEntry>,
+    tx: SyncSender<Offer>,
     stats: Arc<Stats>,
 }
 
@@ -124,7 +124,9 @@ impl TierLink {
     /// (counted): the flow stays on AF_XDP until it is offered again.
     #[inline]
     pub fn offer(&self, e: TierEntry) -> bool {
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(e) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+            self.tx.try_send(Offer::Entry(e))
+        {
             self.stats.fail(InstallFailure::QueueFull);
             return false;
         }
@@ -141,6 +143,8 @@ impl TierLink {
 pub struct Tier {
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
+    /// Wakes the owner's thread to see `stop` (it may sleep a `REST_TICK`).
+    wake: SyncSender<Offer>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -174,7 +178,8 @@ impl Tier {
         let thread = std::thread::Builder::new()
             .name("overlayd-tier".into())
             .spawn(move || owner::run(&s2.state, rx, &stop2))?;
-        Ok((Tier { shared, stop, thread: Some(thread) }, TierLink { tx, stats }))
+        let wake = tx.clone();
+        Ok((Tier { shared, stop, wake, thread: Some(thread) }, TierLink { tx, stats }))
     }
 
     /// What the counter board runs before each snapshot: every entry's
@@ -202,6 +207,8 @@ impl Tier {
 
     fn stop_thread(&mut self) {
         self.stop.store(true, Ordering::Release);
+        // A full queue means the thread is awake already.
+        let _ = self.wake.try_send(Offer::Wake);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

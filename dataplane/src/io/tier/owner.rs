@@ -33,6 +33,10 @@ pub use adopt::{fingerprint, SlotBaseline, TierBaselines};
 
 /// How often the owner harvests counters and looks for stale entries.
 pub const TICK: Duration = Duration::from_millis(200);
+/// The tick of an owner whose tier holds no entry, live or retiring: all
+/// it has to do is probe the output ports (`PROBE_EVERY`) and follow a new
+/// rule set, which the next offer does first anyway.
+pub const REST_TICK: Duration = Duration::from_secs(1);
 /// How long a deleted entry's counters wait for their last harvest.
 pub const GRACE: Duration = Duration::from_millis(50);
 /// An entry whose counters have not moved for this long is removed.
@@ -124,12 +128,24 @@ pub(super) struct State {
     batch: Option<PerCpuPairs>,
 }
 
+/// What reaches the owner's thread.
+// Entries travel by value, as they did before `Wake`: boxing them would
+// allocate on the workers' path for every offer.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Offer {
+    /// A flow a worker decided, to install.
+    Entry(TierEntry),
+    /// Nothing: the stop flag is set (the owner may sleep a `REST_TICK`).
+    Wake,
+}
+
 /// The owner's loop: installs what workers offer, ticks.
-pub(super) fn run(state: &Mutex<State>, rx: Receiver<TierEntry>, stop: &AtomicBool) {
+pub(super) fn run(state: &Mutex<State>, rx: Receiver<Offer>, stop: &AtomicBool) {
+    let mut wait = TICK;
     while !stop.load(Ordering::Acquire) {
-        let first = match rx.recv_timeout(TICK) {
-            Ok(e) => Some(e),
-            Err(RecvTimeoutError::Timeout) => None,
+        let first = match rx.recv_timeout(wait) {
+            Ok(Offer::Entry(e)) => Some(e),
+            Ok(Offer::Wake) | Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => {
                 std::thread::sleep(TICK);
                 None
@@ -139,13 +155,16 @@ pub(super) fn run(state: &Mutex<State>, rx: Receiver<TierEntry>, stop: &AtomicBo
         if let Some(e) = first {
             st.install(e);
             // Bounded, so status readers and the tick are not held off.
-            for e in rx.try_iter().take(1024) {
-                st.install(e);
+            for o in rx.try_iter().take(1024) {
+                if let Offer::Entry(e) = o {
+                    st.install(e);
+                }
             }
         }
         if st.last_tick.elapsed() >= TICK {
             st.tick();
         }
+        wait = if st.at_rest() { REST_TICK } else { TICK };
     }
 }
 
@@ -354,6 +373,12 @@ impl State {
         self.record_rules();
         let l = &self.links;
         l.board.set_live(l.board_id, Arc::clone(&self.rules), Arc::clone(&self.counters));
+    }
+
+    /// True when no slot holds an entry, live or retiring: a tick has
+    /// nothing to age, harvest or free.
+    fn at_rest(&self) -> bool {
+        self.ingress.iter().flatten().all(|i| i.free.len() == i.slots.len())
     }
 
     /// Housekeeping: generation, next hops, output ports, counters, idle
