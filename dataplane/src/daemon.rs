@@ -54,7 +54,7 @@ pub struct Daemon {
     counters: Arc<CounterBoard>,
     /// Where the API arms a live capture and the workers find it.
     capture: Arc<CaptureTap>,
-    /// Wakes idle workers after a publish (and a capture's arming).
+    /// Wakes idle workers after a publish (the capture tap rings them too).
     bells: Arc<Doorbells>,
     started: Instant,
     /// The generation published last, for those that follow changes (the
@@ -266,12 +266,12 @@ impl Daemon {
         Arc::clone(&self.learning)
     }
 
-    /// Where a live capture is armed, for the workers and the API.
     /// The workers' doorbells, rung on every publish.
     pub fn doorbells(&self) -> Arc<Doorbells> {
         Arc::clone(&self.bells)
     }
 
+    /// Where a live capture is armed, for the workers and the API.
     pub fn capture_tap(&self) -> Arc<CaptureTap> {
         Arc::clone(&self.capture)
     }
