@@ -51,9 +51,10 @@ use crate::io::tc_port::{TcPort, TcPortError};
 use crate::io::tier::{Tier, TierBaselines, TierGenerations, TierLinks, TierPort, TierStatus};
 use crate::io::uring::{self, Kind, UringError, UringQueue};
 use crate::io::xdp::{Inherited, SteerProgram, XdpError, XdpMode};
+use crate::io::BATCH;
 use crate::io::{netdev, PortQueue, QueueStats};
 use crate::report::{CounterBoard, PortStatus, QueueBoard};
-use crate::worker::{self, WorkerIo, WorkerLinks, BATCH};
+use crate::worker::{self, WorkerIo, WorkerLinks};
 use std::os::fd::OwnedFd;
 
 #[derive(Debug, thiserror::Error)]

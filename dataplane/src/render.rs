@@ -1,6 +1,8 @@
 //! How rule sets, counters and traces are shown to people, as text. The
 //! JSON documents for scripts are the types of `api_types`.
 
+pub mod table;
+
 use std::fmt::Write;
 
 use encap::DropReason;
@@ -11,7 +13,7 @@ use engine::trace::TraceReport;
 use crate::api_types::{
     Blocker, Check, Counters, Hop, NextHopStatus, Outcome, Placement, Summary, WhyBasis, WhyReport,
 };
-use crate::cli::table::{ago, Table};
+use table::{ago, Table};
 
 /// `overlayd check`: what a configuration compiles to, and what in its
 /// rules is probably a mistake.

@@ -39,11 +39,8 @@ use crate::capture::{CaptureTap, WorkerCapture};
 use crate::io::doorbell::{Doorbell, Doorbells};
 use crate::io::memory::{FrameAddr, Umem, FRAME_SIZE, HEADROOM};
 use crate::io::tier::TierLink;
-use crate::io::{sys, InputDrop, PortQueue, RxCtx, RxDesc, TxFailure};
+use crate::io::{sys, InputDrop, PortQueue, RxCtx, RxDesc, TxFailure, BATCH};
 use crate::report::{CounterBoard, QueueBoard, QueueSlot};
-
-/// Most packets taken from one RX ring per batch (VPP's vector size).
-pub const BATCH: usize = 256;
 
 /// Empty polls before a worker sleeps in poll(2) until a packet arrives or
 /// its doorbell rings.

@@ -195,7 +195,7 @@ impl Armed {
             rules: Arc::clone(rules),
             resolved,
             fates: Fates::default(),
-            inputs: Vec::with_capacity(crate::worker::BATCH),
+            inputs: Vec::with_capacity(crate::io::BATCH),
             starts: Vec::new(),
         };
         a.fates.watch = a.resolved.tunnel.flatten();

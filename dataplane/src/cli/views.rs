@@ -13,8 +13,8 @@ use crate::api_types::{
     Counters, IoStatus, MemoryStatus, OffloadStatus, OffloadView, Placement, PortProbe,
     Representors, RuleView, Sriov, Status, TunnelStatus, VfView,
 };
-use crate::cli::table::{ago, Table};
 use crate::io::tier::TierStatus;
+use crate::render::table::{ago, Table};
 use crate::render::{actions_text, match_text, named_counts, next_hop_text, word};
 
 /// One line of `rule list`: the rule, where it runs, and its counters

@@ -58,6 +58,9 @@ use serde::{Deserialize, Serialize};
 use memory::{FrameAddr, Umem};
 use steer::SteerStats;
 
+/// Most packets taken from one RX ring per batch (VPP's vector size).
+pub const BATCH: usize = 256;
+
 /// A received frame: where it is in packet memory and how long it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RxDesc {
